@@ -1,0 +1,40 @@
+# Sauti: the two commands of the README (`make serve`, `make test`) and a few more.
+# Each target creates the virtualenv and installs what it needs on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sauti-installed
+
+.PHONY: serve test lint unit integration bench bench-ledger clean-db
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Sauti needs Python >= 3.11 (found %s); set PYTHON=python3.11" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+serve: $(STAMP)  ## start the gateway on the embedded defaults
+	$(BIN)/sauti serve
+
+test: lint $(STAMP)  ## the whole test suite (unit, integration, e2e) on a real PostgreSQL
+	$(BIN)/pytest
+
+lint: $(STAMP)  ## style and the one-way import rule
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration tests/e2e
+
+bench: bench-ledger
+
+bench-ledger: $(STAMP)  ## ledger transfers/s beside pgbench's TPC-B-like tps on the same server
+	$(BIN)/python -m bench.ledger
+
+clean-db:  ## forget the embedded databases (var/)
+	rm -rf var/

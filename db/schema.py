@@ -1,0 +1,152 @@
+"""The relational schema, as SQLAlchemy Core tables.
+
+The migrations under `db/migrations/versions/` create these tables (with the constraints, triggers and
+the ledger's SQL functions that SQLAlchemy cannot express); `tests/integration/test_schema.py` checks
+that this module and the migrated database agree.
+
+IMPORTANT: the money invariants are enforced here, in the database, not only in Python:
+- `accounts.balance - accounts.held >= 0` for every account that may not go negative;
+- postings and transfers are append-only, accounts are never deleted (triggers refuse it);
+- idempotency keys are unique per table.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+metadata = MetaData()
+
+USER_STATUSES = ("active", "locked", "closed")
+ROLES = ("customer", "agent", "merchant", "admin")
+LANGUAGES = ("en", "sw", "fr", "wo")
+CURRENCIES = ("KES", "XOF")
+ACCOUNT_KINDS = (
+    "customer_wallet",
+    "agent_float",
+    "agent_commission",
+    "fee_revenue",
+    "provider_collection",
+    "provider_clearing",
+    "provider_settlement",
+    "suspense",
+)
+HOLD_STATUSES = ("pending", "posted", "voided")
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("phone", String(16), nullable=False, unique=True),
+    Column("display_name", Text, nullable=False, server_default=""),
+    Column("language", String(2), nullable=False, server_default="en"),
+    Column("roles", ARRAY(Text), nullable=False, server_default="{customer}"),
+    Column("kyc_tier", SmallInteger, nullable=False, server_default="0"),
+    Column("status", Text, nullable=False, server_default="active"),
+    Column("pin_hash", Text),
+    Column("failed_pin_attempts", Integer, nullable=False, server_default="0"),
+    Column("locked_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+user_locks = Table(
+    "user_locks",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    Column("reason", Text, nullable=False),
+    Column("locked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("locked_until", DateTime(timezone=True), nullable=False),
+    Column("unlocked_at", DateTime(timezone=True)),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("details", JSONB, nullable=False, server_default="{}"),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("code", Text, nullable=False, unique=True),
+    Column("owner_user_id", BigInteger, ForeignKey("users.id")),
+    Column("kind", Text, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("may_go_negative", Boolean, nullable=False),
+    Column("balance", BigInteger, nullable=False, server_default="0"),
+    Column("held", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("may_go_negative OR balance - held >= 0", name="accounts_no_overdraft"),
+    postgresql_with={"fillfactor": 70},
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("idempotency_key", Text, nullable=False, unique=True),
+    Column("request_hash", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("reference", Text),
+    Column("reverses_transfer_id", BigInteger, ForeignKey("transfers.id")),
+    Column("hold_id", BigInteger),
+    Column("metadata", JSONB, nullable=False, server_default="{}"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("transfers_reversed_once", "reverses_transfer_id", unique=True,
+          postgresql_where=text("reverses_transfer_id IS NOT NULL")),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    # No foreign keys here on purpose (speed; see the 0001 migration); `ledger check` verifies them.
+    Column("transfer_id", BigInteger, nullable=False, index=True),
+    Column("account_id", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("postings_account_history", "account_id", "id"),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("idempotency_key", Text, nullable=False, unique=True),
+    Column("request_hash", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("reference", Text),
+    Column("legs", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("transfer_id", BigInteger, ForeignKey("transfers.id")),
+    Column("metadata", JSONB, nullable=False, server_default="{}"),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("resolved_at", DateTime(timezone=True)),
+)

@@ -1,0 +1,127 @@
+"""The `sauti` command: serve the gateway, migrate the database, check the ledger, and the
+sub-commands of each capability. Settings come from `--config` (default ./config.yml) and the
+environment; a bad setting stops the command with a message naming the key."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.engine import create_engine, redacted
+from db.migrate import current_revision, head_revision, upgrade
+from gateway.app import create_app
+from gateway.resources import database_url
+from gateway.settings import ConfigError, Settings, load_settings
+from payments.ledger_check import check_ledger
+
+T = TypeVar("T")
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.logging.level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").disabled = True  # our access log redacts; aiohttp's does not
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``work`` with an engine on the configured (or embedded) database, then dispose of it."""
+
+    async def run() -> T:
+        url = await database_url(settings)
+        engine = create_engine(url, pool_size=2)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Settings file (default: $SAUTI_CONFIG or ./config.yml).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """Sauti: voice and USSD payments gateway."""
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.obj = {"settings": settings}
+    configure_logging(settings)
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on (default: server.host).")
+@click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default: server.port).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Start the gateway (the embedded PostgreSQL too, unless DATABASE_URL is set)."""
+    settings = _settings(ctx)
+    host = host or settings.server.host
+    port = port or settings.server.port
+    web.run_app(create_app(settings), host=host, port=port, access_log=None,
+                shutdown_timeout=settings.server.shutdown_timeout_s,
+                print=lambda _: click.echo(f"Sauti gateway listening on http://{host}:{port} (Ctrl-C to stop)"))
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply the Alembic migrations."""
+
+    async def work(engine: AsyncEngine) -> str:
+        click.echo(f"Migrating {redacted(engine.url.render_as_string(hide_password=False))} to {revision}…")
+        return await upgrade(engine, revision)
+
+    click.echo(f"Database at revision {with_engine(_settings(ctx), work)}.")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Show the database's revision and the newest one this code knows."""
+    current = with_engine(_settings(ctx), current_revision)
+    click.echo(f"database: {current or 'empty'}; code: {head_revision()}")
+
+
+@main.group()
+def ledger() -> None:
+    """The wallet ledger."""
+
+
+@ledger.command("check")
+@click.pass_context
+def ledger_check(ctx: click.Context) -> None:
+    """Verify every money invariant over the whole database; exit 1 on any violation."""
+
+    async def work(engine: AsyncEngine):
+        async with engine.connect() as conn:
+            return await check_ledger(conn)
+
+    report = with_engine(_settings(ctx), work)
+    click.echo(report.render())
+    if not report.ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Sub-commands of the `sauti` CLI that belong to one capability each (nlu, sandbox, …)."""

@@ -1,0 +1,60 @@
+"""Errors at the edge, in one place: domain errors become clear JSON answers with the right status;
+anything unexpected is logged with its traceback and answered with a short JSON 500 carrying a
+reference, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from aiohttp import web
+
+from payments import errors as pe
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: tuple[tuple[type[pe.PaymentsError], int], ...] = (
+    (pe.InvalidRequest, 400),
+    (pe.UnknownAccount, 404),
+    (pe.UnknownUser, 404),
+    (pe.UnknownTransfer, 404),
+    (pe.WrongPin, 401),
+    (pe.AccountLocked, 423),
+    (pe.AccountClosed, 403),
+    (pe.IdempotencyConflict, 409),
+    (pe.UserExists, 409),
+    (pe.AlreadyReversed, 409),
+    (pe.HoldNotPending, 409),
+    (pe.InsufficientFunds, 422),
+    (pe.CurrencyMismatch, 422),
+    (pe.PinNotSet, 422),
+)
+
+
+def status_for(error: pe.PaymentsError) -> int:
+    for kind, status in STATUS_BY_ERROR:
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
+def error_response(status: int, code: str, message: str, **extra) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json" or request.path == "/ussd":
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except pe.PaymentsError as exc:
+        return error_response(status_for(exc), exc.code, str(exc))
+    except Exception:
+        reference = uuid.uuid4().hex[:12]
+        log.exception("unhandled error on %s %s (reference %s)", request.method, request.path, reference)
+        return error_response(500, "internal_error",
+                              "Something went wrong on our side; nothing was charged twice. "
+                              "Quote this reference to support.", reference=reference)

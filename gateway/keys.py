@@ -1,0 +1,15 @@
+"""Typed keys for what the app holds (aiohttp `web.AppKey`): one per resource, set by the app
+factory or its cleanup contexts."""
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.settings import Settings
+from payments.identities import PinService
+from payments.ledger import Ledger
+
+SETTINGS = web.AppKey("settings", Settings)
+DB_ENGINE = web.AppKey("db_engine", AsyncEngine)
+DATABASE_URL = web.AppKey("database_url", str)
+LEDGER = web.AppKey("ledger", Ledger)
+PINS = web.AppKey("pins", PinService)

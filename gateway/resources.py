@@ -1,0 +1,58 @@
+"""Cleanup contexts: each opens one resource when the app starts and closes it when it stops
+(aiohttp's `cleanup_ctx`), so shutdown releases everything in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from db.embedded import start_embedded
+from db.engine import create_engine, redacted
+from db.migrate import upgrade
+from gateway.keys import DATABASE_URL, DB_ENGINE, LEDGER, PINS, SETTINGS
+from gateway.settings import Settings
+from payments.identities import PinPolicy, PinService
+from payments.ledger import Ledger, LedgerLimits, TransferBatcher
+
+log = logging.getLogger(__name__)
+
+
+async def database_url(settings: Settings) -> str:
+    """The configured PostgreSQL, or the embedded one (started on demand) when none is configured."""
+    if settings.database.url:
+        return settings.database.url
+    # Starting the embedded server blocks (initdb, pg_ctl): keep it off the event loop.
+    return await asyncio.to_thread(
+        start_embedded, settings.database.embedded_dir, settings.database.embedded_database)
+
+
+def pin_policy(settings: Settings) -> PinPolicy:
+    s = settings.security
+    return PinPolicy(max_attempts=s.pin_max_attempts, lock_minutes=s.pin_lock_minutes, length=s.pin_length,
+                     argon2_time_cost=s.argon2_time_cost, argon2_memory_kib=s.argon2_memory_kib,
+                     argon2_parallelism=s.argon2_parallelism, pepper=s.pin_pepper.get_secret_value())
+
+
+def build_ledger(engine, settings: Settings) -> Ledger:
+    s = settings.ledger
+    batcher = TransferBatcher(engine, max_batch=s.batch_max_size, pipelines=s.batch_pipelines)
+    return Ledger(engine, LedgerLimits.from_major(s.max_transaction), batcher=batcher)
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    url = await database_url(settings)
+    engine = create_engine(url, pool_size=settings.database.pool_size)
+    log.info("database: %s", redacted(url))
+    if settings.database.migrate_on_start:
+        revision = await upgrade(engine)
+        log.info("database schema at revision %s", revision)
+    app[DATABASE_URL] = url
+    app[DB_ENGINE] = engine
+    app[LEDGER] = build_ledger(engine, settings)
+    app[PINS] = PinService(pin_policy(settings))
+    yield
+    await engine.dispose()

@@ -1,0 +1,173 @@
+"""Ledger accounts: their kinds, opening them, and reading balances, statements and history.
+
+Each account belongs to one currency. Accounts that hold people's money (customer wallets, agent
+floats, agent commission) and the in-flight clearing account may never go negative; the accounts that
+mirror the outside world (provider collection and settlement, suspense) may, so that every currency's
+balances always sum to zero.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payments.errors import InvalidRequest, UnknownAccount
+from payments.money import Currency, Money
+
+
+class AccountKind(enum.StrEnum):
+    CUSTOMER_WALLET = "customer_wallet"
+    AGENT_FLOAT = "agent_float"
+    AGENT_COMMISSION = "agent_commission"
+    FEE_REVENUE = "fee_revenue"
+    PROVIDER_COLLECTION = "provider_collection"  # money in from M-Pesa / Wave
+    PROVIDER_CLEARING = "provider_clearing"  # money on its way out, awaiting the provider's result
+    PROVIDER_SETTLEMENT = "provider_settlement"  # money the provider confirmed paid out
+    SUSPENSE = "suspense"  # unexplained money, parked until an operator resolves it
+
+    @property
+    def may_go_negative(self) -> bool:
+        return self in _MAY_GO_NEGATIVE
+
+    @property
+    def owned(self) -> bool:
+        """Kinds that belong to a user rather than to Sauti itself."""
+        return self in (AccountKind.CUSTOMER_WALLET, AccountKind.AGENT_FLOAT, AccountKind.AGENT_COMMISSION)
+
+
+_MAY_GO_NEGATIVE = frozenset(
+    {AccountKind.PROVIDER_COLLECTION, AccountKind.PROVIDER_SETTLEMENT, AccountKind.SUSPENSE})
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    code: str
+    kind: AccountKind
+    currency: Currency
+    owner_user_id: int | None
+    balance: int
+    held: int
+    may_go_negative: bool
+
+    @property
+    def available(self) -> Money:
+        """What can be spent now: the balance less what pending holds reserve."""
+        return Money(self.balance - self.held, self.currency)
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    """One posting on an account, with what a person needs to recognise it."""
+
+    posting_id: int
+    transfer_id: int
+    at: datetime
+    amount: Money
+    balance_after: Money
+    kind: str
+    reference: str | None
+    counterparty_code: str | None
+    counterparty_phone: str | None
+    counterparty_name: str | None
+
+
+def account_code(kind: AccountKind, currency: Currency, owner: int | str | None) -> str:
+    """Stable unique code: ``customer_wallet:42:KES``, ``fee_revenue:sauti:KES``, ``provider_collection:mpesa:KES``."""
+    if kind.owned and not isinstance(owner, int):
+        raise InvalidRequest(f"a {kind} account belongs to a user id")
+    return f"{kind.value}:{owner if owner is not None else 'sauti'}:{currency.value}"
+
+
+_COLUMNS = "id, code, kind, currency, owner_user_id, balance, held, may_go_negative"
+
+
+def _account(row) -> Account:
+    return Account(row.id, row.code, AccountKind(row.kind), Currency(row.currency), row.owner_user_id,
+                   row.balance, row.held, row.may_go_negative)
+
+
+async def open_account(
+    conn: AsyncConnection, kind: AccountKind, currency: Currency, owner: int | str | None = None
+) -> Account:
+    """Open the account (or return the existing one: opening is idempotent on its code)."""
+    code = account_code(kind, currency, owner)
+    owner_id = owner if kind.owned else None
+    await conn.execute(text(
+        "INSERT INTO accounts (code, owner_user_id, kind, currency, may_go_negative) "
+        "VALUES (:code, :owner, :kind, :cur, :neg) ON CONFLICT (code) DO NOTHING"),
+        {"code": code, "owner": owner_id, "kind": kind.value, "cur": currency.value, "neg": kind.may_go_negative})
+    return await account_by_code(conn, code)
+
+
+async def account_by_code(conn: AsyncConnection, code: str) -> Account:
+    row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM accounts WHERE code = :c"), {"c": code})).first()
+    if row is None:
+        raise UnknownAccount(code)
+    return _account(row)
+
+
+async def get_account(conn: AsyncConnection, account_id: int) -> Account:
+    row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM accounts WHERE id = :i"), {"i": account_id})).first()
+    if row is None:
+        raise UnknownAccount(account_id)
+    return _account(row)
+
+
+async def accounts_of(conn: AsyncConnection, user_id: int) -> list[Account]:
+    rows = await conn.execute(
+        text(f"SELECT {_COLUMNS} FROM accounts WHERE owner_user_id = :u ORDER BY id"), {"u": user_id})
+    return [_account(r) for r in rows]
+
+
+async def balance(conn: AsyncConnection, account_id: int) -> Money:
+    account = await get_account(conn, account_id)
+    return Money(account.balance, account.currency)
+
+
+_STATEMENT = text("""
+SELECT p.id, p.transfer_id, p.created_at, p.amount, p.balance_after, p.currency, t.kind, t.reference,
+       cp.code AS cp_code, cu.phone AS cp_phone, cu.display_name AS cp_name
+  FROM postings p
+  JOIN transfers t ON t.id = p.transfer_id
+  LEFT JOIN LATERAL (
+        SELECT a.code, a.owner_user_id FROM postings q JOIN accounts a ON a.id = q.account_id
+         WHERE q.transfer_id = p.transfer_id AND sign(q.amount) = -sign(p.amount)
+         ORDER BY abs(q.amount) DESC, q.id LIMIT 1) cp ON true
+  LEFT JOIN users cu ON cu.id = cp.owner_user_id
+ WHERE p.account_id = :account AND (CAST(:before AS bigint) IS NULL OR p.id < :before)
+ ORDER BY p.id DESC
+ LIMIT :limit
+""")
+
+
+async def statement(
+    conn: AsyncConnection, account_id: int, *, limit: int = 5, before_posting_id: int | None = None
+) -> list[StatementLine]:
+    """The account's postings, newest first, each with its counterparty (the main opposite leg:
+    for a send with a fee, the recipient rather than the fee account). Page with ``before_posting_id``."""
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("a statement has 1 to 1000 lines")
+    rows = await conn.execute(_STATEMENT, {"account": account_id, "before": before_posting_id, "limit": limit})
+    lines = []
+    for r in rows:
+        cur = Currency(r.currency)
+        lines.append(StatementLine(r.id, r.transfer_id, r.created_at, Money(r.amount, cur),
+                                   Money(r.balance_after, cur), r.kind, r.reference, r.cp_code, r.cp_phone, r.cp_name))
+    return lines
+
+
+async def history(conn: AsyncConnection, account_id: int, *, page_size: int = 100):
+    """Every posting of the account, newest first, fetched page by page (an async iterator)."""
+    before = None
+    while True:
+        page = await statement(conn, account_id, limit=page_size, before_posting_id=before)
+        for line in page:
+            yield line
+        if len(page) < page_size:
+            return
+        before = page[-1].posting_id

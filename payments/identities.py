@@ -1,0 +1,275 @@
+"""People: users keyed by their phone number, their roles and language, and their PINs.
+
+PINs are argon2 hashes (with an optional server-side pepper, so a stolen database alone does not
+let anyone try all 10,000 four-digit PINs offline); they are never logged and never returned. After
+``max_attempts`` wrong PINs in a row the user is locked for ``lock_minutes``; each lock, with its end,
+is recorded in ``user_locks`` and in the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payments.errors import (
+    AccountClosed,
+    AccountLocked,
+    InvalidPin,
+    InvalidRequest,
+    PinNotSet,
+    UnknownUser,
+    UserExists,
+    WrongPin,
+)
+from payments.phones import parse_msisdn
+
+
+class Role(enum.StrEnum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    MERCHANT = "merchant"
+    ADMIN = "admin"
+
+
+class Language(enum.StrEnum):
+    EN = "en"
+    SW = "sw"
+    FR = "fr"
+    WO = "wo"
+
+
+class UserStatus(enum.StrEnum):
+    ACTIVE = "active"
+    LOCKED = "locked"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    phone: str
+    display_name: str
+    language: Language
+    roles: frozenset[Role]
+    kyc_tier: int
+    status: UserStatus
+    has_pin: bool
+    locked_until: datetime | None
+
+    def has_role(self, role: Role) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True, slots=True)
+class PinPolicy:
+    """How PINs are checked and stored. The argon2 cost is a trade: each USSD confirmation pays it
+    once, and a 4-digit PIN is protected mostly by the lock-out and the pepper, not by the hash cost."""
+
+    max_attempts: int = 3
+    lock_minutes: int = 15
+    length: int = 4
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19_456
+    argon2_parallelism: int = 1
+    pepper: str = ""
+
+    def hasher(self) -> PasswordHasher:
+        return PasswordHasher(time_cost=self.argon2_time_cost, memory_cost=self.argon2_memory_kib,
+                              parallelism=self.argon2_parallelism)
+
+
+_WEAK_PINS = frozenset({"0000", "1111", "2222", "3333", "4444", "5555", "6666", "7777", "8888", "9999",
+                        "1234", "4321", "0123", "1212"})
+_NAME = re.compile(r"^[^\x00-\x1f<>{}]{1,60}$")
+
+
+class PinService:
+    """Sets, verifies and changes PINs; hashing runs in a thread so the event loop keeps serving."""
+
+    def __init__(self, policy: PinPolicy) -> None:
+        self.policy = policy
+        self._hasher = policy.hasher()
+
+    def _secret(self, pin: str) -> str:
+        if not self.policy.pepper:
+            return pin
+        return hmac.new(self.policy.pepper.encode(), pin.encode(), hashlib.sha256).hexdigest()
+
+    def validate_new_pin(self, pin: str) -> None:
+        if not isinstance(pin, str) or not pin.isascii() or not pin.isdigit() or len(pin) != self.policy.length:
+            raise InvalidPin(f"a PIN is exactly {self.policy.length} digits")
+        if pin in _WEAK_PINS:
+            raise InvalidPin("that PIN is too easy to guess; choose another")
+
+    async def hash(self, pin: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, self._secret(pin))
+
+    async def _matches(self, pin_hash: str, pin: str) -> bool:
+        def verify() -> bool:
+            try:
+                return self._hasher.verify(pin_hash, self._secret(pin))
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
+
+        if not isinstance(pin, str) or len(pin) > 32:
+            return False
+        return await asyncio.to_thread(verify)
+
+    async def set_pin(self, conn: AsyncConnection, user_id: int, pin: str) -> None:
+        """Set a first PIN (registration). Changing an existing PIN goes through `change_pin`."""
+        self.validate_new_pin(pin)
+        digest = await self.hash(pin)
+        result = await conn.execute(text(
+            "UPDATE users SET pin_hash = :h, failed_pin_attempts = 0, updated_at = now() "
+            "WHERE id = :u AND pin_hash IS NULL"), {"h": digest, "u": user_id})
+        if result.rowcount == 0:
+            await get_user(conn, user_id)  # raises UnknownUser
+            raise InvalidRequest("this user already has a PIN; change it with the old PIN")
+        await audit(conn, actor=f"user:{user_id}", action="pin.set", subject=f"user:{user_id}")
+
+    async def verify(self, conn: AsyncConnection, user_id: int, pin: str, *, now: datetime | None = None) -> User:
+        """Check a PIN, counting failures and locking the user after too many; returns the user.
+
+        The user's row is locked for the duration, so concurrent wrong guesses are all counted.
+        Commit the transaction even when this raises `WrongPin` or `AccountLocked`: the count and the
+        lock must persist (use a transaction of its own, as the gateway does).
+        """
+        now = now or datetime.now(UTC)
+        row = (await conn.execute(text(
+            "SELECT status, pin_hash, failed_pin_attempts, locked_until FROM users WHERE id = :u FOR UPDATE"),
+            {"u": user_id})).first()
+        if row is None:
+            raise UnknownUser(f"no user {user_id}")
+        if row.status == UserStatus.CLOSED:
+            raise AccountClosed("this account is closed")
+        if row.status == UserStatus.LOCKED:
+            if row.locked_until is not None and row.locked_until > now:
+                raise AccountLocked(row.locked_until)
+            await self._unlock(conn, user_id, now)
+        if row.pin_hash is None:
+            raise PinNotSet("no PIN set yet")
+        if await self._matches(row.pin_hash, pin):
+            if row.failed_pin_attempts:
+                await conn.execute(text("UPDATE users SET failed_pin_attempts = 0 WHERE id = :u"), {"u": user_id})
+            return await get_user(conn, user_id)
+        failures = (await conn.execute(text(
+            "UPDATE users SET failed_pin_attempts = failed_pin_attempts + 1, updated_at = now() "
+            "WHERE id = :u RETURNING failed_pin_attempts"), {"u": user_id})).scalar_one()
+        if failures >= self.policy.max_attempts:
+            until = now + timedelta(minutes=self.policy.lock_minutes)
+            await conn.execute(text(
+                "UPDATE users SET status = 'locked', locked_until = :t, failed_pin_attempts = 0 WHERE id = :u"),
+                {"t": until, "u": user_id})
+            await conn.execute(text(
+                "INSERT INTO user_locks (user_id, reason, locked_at, locked_until) VALUES (:u, :r, :now, :t)"),
+                {"u": user_id, "r": f"{failures} wrong PINs", "now": now, "t": until})
+            await audit(conn, actor="system", action="user.locked", subject=f"user:{user_id}",
+                        details={"until": until.isoformat(), "reason": "wrong PINs"})
+            raise AccountLocked(until)
+        raise WrongPin(self.policy.max_attempts - failures)
+
+    async def _unlock(self, conn: AsyncConnection, user_id: int, now: datetime) -> None:
+        await conn.execute(text(
+            "UPDATE users SET status = 'active', locked_until = NULL, failed_pin_attempts = 0 WHERE id = :u"),
+            {"u": user_id})
+        await conn.execute(text(
+            "UPDATE user_locks SET unlocked_at = :now WHERE user_id = :u AND unlocked_at IS NULL"),
+            {"u": user_id, "now": now})
+        await audit(conn, actor="system", action="user.unlocked", subject=f"user:{user_id}")
+
+    async def change_pin(self, conn: AsyncConnection, user_id: int, old_pin: str, new_pin: str) -> None:
+        """Change a PIN: the old one is verified first (and counts towards the lock-out)."""
+        self.validate_new_pin(new_pin)
+        if new_pin == old_pin:
+            raise InvalidPin("the new PIN must differ from the old one")
+        await self.verify(conn, user_id, old_pin)
+        digest = await self.hash(new_pin)
+        await conn.execute(text("UPDATE users SET pin_hash = :h, updated_at = now() WHERE id = :u"),
+                           {"h": digest, "u": user_id})
+        await audit(conn, actor=f"user:{user_id}", action="pin.changed", subject=f"user:{user_id}")
+
+
+_USER_COLUMNS = (
+    "id, phone, display_name, language, roles, kyc_tier, status, pin_hash IS NOT NULL AS has_pin, locked_until")
+
+
+def _user(row) -> User:
+    return User(row.id, row.phone, row.display_name, Language(row.language), frozenset(Role(r) for r in row.roles),
+                row.kyc_tier, UserStatus(row.status), row.has_pin, row.locked_until)
+
+
+async def register_user(
+    conn: AsyncConnection,
+    phone: str,
+    *,
+    display_name: str = "",
+    language: Language | str = Language.EN,
+    roles: frozenset[Role] | set[Role] = frozenset({Role.CUSTOMER}),
+    kyc_tier: int = 0,
+    region: str | None = None,
+) -> User:
+    """Create a user for a phone number in any local format; `UserExists` if it is already registered."""
+    msisdn = parse_msisdn(phone, region)
+    name = display_name.strip()
+    if name and not _NAME.match(name):
+        raise InvalidRequest("a name is 1 to 60 printable characters")
+    try:
+        lang = Language(language)
+    except ValueError:
+        raise InvalidRequest(f"unsupported language {language!r}; choose en, sw, fr or wo") from None
+    if not roles:
+        raise InvalidRequest("a user needs at least one role")
+    if not 0 <= kyc_tier <= 3:
+        raise InvalidRequest("KYC tier is 0 to 3")
+    try:
+        async with conn.begin_nested():
+            row = (await conn.execute(text(
+                f"INSERT INTO users (phone, display_name, language, roles, kyc_tier) "
+                f"VALUES (:p, :n, :l, :r, :k) RETURNING {_USER_COLUMNS}"),
+                {"p": msisdn, "n": name, "l": lang.value, "r": sorted(Role(r).value for r in roles),
+                 "k": kyc_tier})).one()
+    except IntegrityError:
+        raise UserExists(f"{msisdn} is already registered") from None
+    await audit(conn, actor="system", action="user.registered", subject=f"user:{row.id}")
+    return _user(row)
+
+
+async def get_user(conn: AsyncConnection, user_id: int) -> User:
+    row = (await conn.execute(text(f"SELECT {_USER_COLUMNS} FROM users WHERE id = :u"), {"u": user_id})).first()
+    if row is None:
+        raise UnknownUser(f"no user {user_id}")
+    return _user(row)
+
+
+async def find_user_by_phone(conn: AsyncConnection, phone: str, region: str | None = None) -> User | None:
+    msisdn = parse_msisdn(phone, region)
+    row = (await conn.execute(text(f"SELECT {_USER_COLUMNS} FROM users WHERE phone = :p"), {"p": msisdn})).first()
+    return _user(row) if row else None
+
+
+async def set_language(conn: AsyncConnection, user_id: int, language: Language | str) -> None:
+    try:
+        lang = Language(language)
+    except ValueError:
+        raise InvalidRequest(f"unsupported language {language!r}") from None
+    await conn.execute(text("UPDATE users SET language = :l, updated_at = now() WHERE id = :u"),
+                       {"l": lang.value, "u": user_id})
+
+
+async def audit(conn: AsyncConnection, *, actor: str, action: str, subject: str, details: dict | None = None) -> None:
+    """Append to the audit log (never with a PIN or a secret in ``details``)."""
+    await conn.execute(text(
+        "INSERT INTO audit_log (actor, action, subject, details) VALUES (:a, :act, :s, CAST(:d AS jsonb))"),
+        {"a": actor, "act": action, "s": subject, "d": json.dumps(details or {})})

@@ -1,0 +1,287 @@
+"""The wallet ledger: transfers, holds and reversals written through one SQL function.
+
+Every operation becomes a JSON op for `ledger_apply` (see the 0001 migration), which runs in one
+round trip, locks what it touches in a global order and re-checks every rule. Two ways in:
+
+- inside the caller's transaction (``conn=...``): the payment orchestrator records a state change, its
+  postings and its outbox jobs atomically;
+- on its own (no ``conn``): operations from concurrent tasks are grouped by `TransferBatcher` into one
+  transaction per batch (group commit), which is how the ledger outruns one-commit-per-transfer.
+
+Results are values (`TransferResult`, `HoldResult`); failures are the errors of `payments.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from payments.errors import (
+    AlreadyReversed,
+    AmountOutOfRange,
+    CurrencyMismatch,
+    HoldNotPending,
+    IdempotencyConflict,
+    InsufficientFunds,
+    PaymentsError,
+    UnknownAccount,
+    UnknownTransfer,
+)
+from payments.money import Currency
+from payments.postings import HoldRequest, ReverseRequest, TransferRequest
+
+log = logging.getLogger(__name__)
+
+_APPLY = text("SELECT ledger_apply(CAST(:ops AS jsonb))")
+_APPLY_DRIVER = "SELECT ledger_apply($1::text::jsonb)"
+
+
+@dataclass(frozen=True, slots=True)
+class PostingResult:
+    account_id: int
+    amount: int
+    balance_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """A written (or replayed) transfer and the balances its postings left."""
+
+    transfer_id: int
+    replayed: bool
+    postings: tuple[PostingResult, ...]
+
+    def balance_after(self, account_id: int) -> int | None:
+        """The account's balance after its last posting in this transfer."""
+        found = [p.balance_after for p in self.postings if p.account_id == account_id]
+        return found[-1] if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    hold_id: int
+    status: str
+    replayed: bool = False
+    transfer: TransferResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerLimits:
+    """The largest amount one transfer may credit to anyone, per currency, in minor units."""
+
+    max_minor: Mapping[Currency, int]
+
+    @classmethod
+    def from_major(cls, max_major: int) -> LedgerLimits:
+        return cls({c: max_major * c.minor_per_major for c in Currency})
+
+    def check(self, request: TransferRequest | HoldRequest) -> None:
+        for leg in request.legs:
+            cap = self.max_minor.get(leg.currency)
+            if cap is not None and leg.amount > cap:
+                raise AmountOutOfRange(
+                    f"{leg.amount} minor units of {leg.currency} is more than one transaction may move ({cap})")
+
+
+def _postings(raw: Sequence[Sequence[int]] | None) -> tuple[PostingResult, ...]:
+    return tuple(PostingResult(int(a), int(m), int(b)) for a, m, b in (raw or ()))
+
+
+def _interpret(op: Mapping[str, Any], result: Mapping[str, Any]) -> TransferResult | HoldResult:
+    """Turn one `ledger_apply` result into a value, or raise the error it reports."""
+    status = result["s"]
+    if status in ("ok", "replayed"):
+        replayed = status == "replayed"
+        if "h" in result:
+            transfer = None
+            if "t" in result and result.get("p") is not None:
+                transfer = TransferResult(result["t"], replayed, _postings(result["p"]))
+            return HoldResult(result["h"], result["status"], replayed, transfer)
+        return TransferResult(result["t"], replayed, _postings(result["p"]))
+    if status == "conflict":
+        raise IdempotencyConflict(op["key"], result.get("t") or result.get("h"))
+    if status == "insufficient_funds":
+        raise InsufficientFunds(result["account"], result.get("available"), result.get("needed"))
+    if status == "unknown_account":
+        raise UnknownAccount(result["account"])
+    if status == "currency_mismatch":
+        raise CurrencyMismatch(result["account"], result["expected"], result["got"])
+    if status in ("hold_posted", "hold_voided", "unknown_hold"):
+        raise HoldNotPending(int(result["h"]), status.removeprefix("hold_").replace("unknown_hold", "unknown"),
+                             result.get("t"))
+    if status == "unknown_transfer":
+        raise UnknownTransfer(f"no transfer {result['t']} to reverse")
+    if status == "already_reversed":
+        raise AlreadyReversed(op["t"], result.get("t"))
+    raise PaymentsError(f"unexpected ledger result {result!r}")
+
+
+def _error_from_database(exc: Exception) -> PaymentsError:
+    """A database error raised while applying one op (a backstop fired): as a domain error."""
+    message = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    if "accounts_no_overdraft" in message:
+        return InsufficientFunds(0)
+    return PaymentsError(f"the ledger refused the operation: {message.splitlines()[0]}")
+
+
+def _encode(ops: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(list(ops), separators=(",", ":"))
+
+
+def _decode(raw: Any) -> list[dict[str, Any]]:
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
+async def apply_ops(conn: AsyncConnection, ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Run ops through `ledger_apply` on ``conn`` (in its transaction); one raw result per op."""
+    return _decode((await conn.execute(_APPLY, {"ops": _encode(ops)})).scalar_one())
+
+
+async def apply_ops_atomically(engine: AsyncEngine, ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Run ops as one transaction of their own, in a single round trip.
+
+    A lone statement outside an explicit transaction is its own atomic transaction in PostgreSQL, so
+    the pooled connection's driver runs ``SELECT ledger_apply(...)`` directly: no BEGIN and COMMIT
+    round trips, which at one commit per batch are most of the cost.
+    """
+    async with engine.connect() as conn:
+        raw_connection = await conn.get_raw_connection()
+        driver = raw_connection.driver_connection
+        return _decode(await driver.fetchval(_APPLY_DRIVER, _encode(ops)))
+
+
+class TransferBatcher:
+    """Group commit: ops submitted concurrently are applied together, one transaction per batch.
+
+    At most ``pipelines`` batches are in flight; while they commit, new ops queue and form the next
+    batch. If a batch fails as a whole (a database backstop fired), each of its ops is retried alone
+    so only the faulty one fails. IMPORTANT: idempotency is unaffected: it is enforced per op by the
+    database, whichever batch an op lands in.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 64, pipelines: int = 2) -> None:
+        self._engine = engine
+        self._max_batch = max(1, max_batch)
+        self._pipelines = max(1, pipelines)
+        self._pending: list[tuple[dict[str, Any], asyncio.Future]] = []
+        self._active = 0
+
+    async def submit(self, op: dict[str, Any]) -> dict[str, Any]:
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending.append((op, fut))
+        if self._active < self._pipelines:
+            self._active += 1
+            asyncio.get_running_loop().create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            # Let every task that is ready this tick enqueue before the first batch is cut.
+            await asyncio.sleep(0)
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._run(batch)
+        finally:
+            self._active -= 1
+
+    async def _run(self, batch: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
+        try:
+            results = await apply_ops_atomically(self._engine, [op for op, _ in batch])
+        except (DBAPIError, asyncpg.PostgresError) as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], error=exc)
+                return
+            log.warning("ledger batch of %d failed (%s); applying its ops one by one", len(batch), exc)
+            for item in batch:
+                await self._run([item])
+            return
+        except BaseException as exc:
+            for _, fut in batch:
+                _settle(fut, error=exc)
+            raise
+        for (_, fut), result in zip(batch, results, strict=True):
+            _settle(fut, result=result)
+
+
+def _settle(fut: asyncio.Future, *, result: Any = None, error: BaseException | None = None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
+
+
+class Ledger:
+    """The ledger's Python face. Pass ``conn`` to write inside an open transaction."""
+
+    def __init__(self, engine: AsyncEngine, limits: LedgerLimits, *, batcher: TransferBatcher | None = None) -> None:
+        self.engine = engine
+        self.limits = limits
+        self._batcher = batcher
+
+    async def _apply(self, op: dict[str, Any], conn: AsyncConnection | None) -> TransferResult | HoldResult:
+        try:
+            if conn is not None:
+                (result,) = await apply_ops(conn, [op])
+            elif self._batcher is not None:
+                result = await self._batcher.submit(op)
+            else:
+                (result,) = await apply_ops_atomically(self.engine, [op])
+        except (DBAPIError, asyncpg.PostgresError) as exc:
+            raise _error_from_database(exc) from exc
+        return _interpret(op, result)
+
+    async def transfer(self, request: TransferRequest, *, conn: AsyncConnection | None = None) -> TransferResult:
+        self.limits.check(request)
+        result = await self._apply(request.as_op(), conn)
+        assert isinstance(result, TransferResult)
+        return result
+
+    async def hold(self, request: HoldRequest, *, conn: AsyncConnection | None = None) -> HoldResult:
+        self.limits.check(request)
+        result = await self._apply(request.as_op(), conn)
+        assert isinstance(result, HoldResult)
+        return result
+
+    async def post_hold(self, hold_id: int, *, conn: AsyncConnection | None = None) -> HoldResult:
+        """Apply a pending hold's legs, exactly once."""
+        result = await self._apply({"op": "post_hold", "hold": hold_id}, conn)
+        assert isinstance(result, HoldResult)
+        return result
+
+    async def void_hold(self, hold_id: int, *, conn: AsyncConnection | None = None) -> HoldResult:
+        """Release a pending hold's reservation, exactly once."""
+        result = await self._apply({"op": "void_hold", "hold": hold_id}, conn)
+        assert isinstance(result, HoldResult)
+        return result
+
+    async def reverse(self, request: ReverseRequest, *, conn: AsyncConnection | None = None) -> TransferResult:
+        result = await self._apply(request.as_op(), conn)
+        assert isinstance(result, TransferResult)
+        return result
+
+    async def void_expired_holds(self, *, limit: int = 500) -> int:
+        """Void pending holds past their expiry; returns how many this call voided."""
+        async with self.engine.connect() as conn:
+            ids = (await conn.execute(text(
+                "SELECT id FROM holds WHERE status = 'pending' AND expires_at < now() ORDER BY id LIMIT :n"),
+                {"n": limit})).scalars().all()
+        voided = 0
+        for hold_id in ids:
+            try:
+                await self.void_hold(hold_id)
+                voided += 1
+            except HoldNotPending:
+                pass  # posted or voided meanwhile by someone else: nothing to do
+        return voided

@@ -1,0 +1,118 @@
+"""`sauti ledger check`: every money invariant of DESIGN.md re-checked over the whole database.
+
+Each check is a query that returns the rows violating one invariant; the report lists every check,
+how many violations it found and a few examples. The database's own constraints should make every
+count zero: this is the independent audit that proves it (beancount re-checks its invariants at the
+end in the same spirit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    invariant: str
+    sql: str
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("postings_in_account_currency", "every posting is in its account's currency",
+          "SELECT p.id, p.currency, a.currency FROM postings p JOIN accounts a ON a.id = p.account_id "
+          "WHERE p.currency <> a.currency"),
+    Check("postings_reference_real_rows", "every posting belongs to an existing transfer and account",
+          "SELECT p.id, p.transfer_id, p.account_id FROM postings p "
+          "LEFT JOIN transfers t ON t.id = p.transfer_id LEFT JOIN accounts a ON a.id = p.account_id "
+          "WHERE t.id IS NULL OR a.id IS NULL"),
+    Check("transfers_balance", "every transfer's postings sum to zero in each currency",
+          "SELECT transfer_id, currency, sum(amount) FROM postings GROUP BY transfer_id, currency "
+          "HAVING sum(amount) <> 0"),
+    Check("transfers_have_two_legs", "every transfer has at least two postings",
+          "SELECT t.id, count(p.id) FROM transfers t LEFT JOIN postings p ON p.transfer_id = t.id "
+          "GROUP BY t.id HAVING count(p.id) < 2"),
+    Check("balances_equal_postings", "every account's balance is the sum of its postings",
+          "SELECT a.id, a.balance, coalesce(s.total, 0) FROM accounts a LEFT JOIN "
+          "(SELECT account_id, sum(amount) AS total FROM postings GROUP BY account_id) s ON s.account_id = a.id "
+          "WHERE a.balance <> coalesce(s.total, 0)"),
+    Check("balance_after_is_running_total", "each posting records its account's balance after it",
+          "SELECT id, account_id, balance_after, running FROM (SELECT id, account_id, balance_after, "
+          "sum(amount) OVER (PARTITION BY account_id ORDER BY id) AS running FROM postings) s "
+          "WHERE balance_after <> running"),
+    Check("no_overdraft", "no wallet, float or other non-negative account is below zero (after holds)",
+          "SELECT id, code, balance, held FROM accounts "
+          "WHERE NOT may_go_negative AND (balance < 0 OR balance - held < 0)"),
+    Check("owned_accounts_never_negative", "accounts holding people's money are never allowed to go negative",
+          "SELECT id, code FROM accounts WHERE may_go_negative "
+          "AND kind IN ('customer_wallet', 'agent_float', 'agent_commission')"),
+    Check("held_equals_pending_holds", "each account's reserved amount equals its pending holds' debits",
+          "SELECT a.id, a.held, coalesce(h.total, 0) FROM accounts a LEFT JOIN "
+          "(SELECT (l->>'a')::bigint AS account_id, -sum(least((l->>'m')::bigint, 0)) AS total "
+          " FROM holds, jsonb_array_elements(legs) l WHERE status = 'pending' GROUP BY 1) h "
+          "ON h.account_id = a.id WHERE a.held <> coalesce(h.total, 0)"),
+    Check("posted_holds_have_one_transfer", "a posted hold has exactly one transfer; a pending or voided one none",
+          "SELECT h.id, h.status, count(t.id) FROM holds h LEFT JOIN transfers t ON t.hold_id = h.id "
+          "GROUP BY h.id, h.status HAVING count(t.id) <> CASE WHEN h.status = 'posted' THEN 1 ELSE 0 END"),
+    Check("reversals_mirror_originals", "a reversal's postings are exactly the original's, negated",
+          "SELECT r.id, r.reverses_transfer_id FROM transfers r WHERE r.reverses_transfer_id IS NOT NULL AND EXISTS ("
+          "(SELECT account_id, -amount FROM postings WHERE transfer_id = r.reverses_transfer_id "
+          " EXCEPT ALL SELECT account_id, amount FROM postings WHERE transfer_id = r.id) UNION ALL "
+          "(SELECT account_id, amount FROM postings WHERE transfer_id = r.id "
+          " EXCEPT ALL SELECT account_id, -amount FROM postings WHERE transfer_id = r.reverses_transfer_id))"),
+    Check("currency_sums_to_zero", "across all accounts of a currency, balances sum to zero",
+          "SELECT currency, sum(balance) FROM accounts GROUP BY currency HAVING sum(balance) <> 0"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    check: Check
+    violations: int
+    examples: tuple[tuple, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.violations == 0
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReport:
+    results: tuple[CheckResult, ...]
+    accounts: int
+    transfers: int
+    postings: int
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def violations(self) -> int:
+        return sum(r.violations for r in self.results)
+
+    def render(self) -> str:
+        lines = [f"Ledger check over {self.accounts} accounts, {self.transfers} transfers, "
+                 f"{self.postings} postings:"]
+        for r in self.results:
+            mark = "ok  " if r.ok else "FAIL"
+            lines.append(f"  {mark}  {r.check.invariant}" + ("" if r.ok else f"  ({r.violations} violations)"))
+            lines.extend(f"          e.g. {example}" for example in r.examples)
+        lines.append("All invariants hold." if self.ok else f"{self.violations} violation(s) found.")
+        return "\n".join(lines)
+
+
+async def check_ledger(conn: AsyncConnection, *, examples: int = 5) -> LedgerReport:
+    """Run every check in one repeatable-read snapshot, so concurrent writes cannot fake a violation."""
+    await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+    results = []
+    for check in CHECKS:
+        rows = (await conn.execute(text(check.sql))).all()
+        results.append(CheckResult(check, len(rows), tuple(tuple(r) for r in rows[:examples])))
+    counts = (await conn.execute(text(
+        "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM transfers), (SELECT count(*) FROM postings)"
+    ))).one()
+    return LedgerReport(tuple(results), *counts)

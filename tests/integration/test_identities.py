@@ -1,0 +1,175 @@
+"""Users and PINs on a real PostgreSQL: registration from local phone formats, PIN set, verify,
+change, and the lock-out after too many wrong PINs, recorded with its end."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from payments import errors as pe
+from payments.identities import (
+    Language,
+    PinPolicy,
+    PinService,
+    Role,
+    find_user_by_phone,
+    get_user,
+    register_user,
+    set_language,
+)
+from payments.phones import InvalidPhoneNumber
+from tests.integration.ledger_helpers import random_kenyan_number
+
+FAST = PinPolicy(argon2_time_cost=1, argon2_memory_kib=8_192, pepper="test-pepper")
+
+
+@pytest.fixture(scope="module")
+def pins() -> PinService:
+    return PinService(FAST)
+
+
+async def new_user(engine, pins: PinService | None = None, pin: str = "4826", **kwargs):
+    async with engine.begin() as conn:
+        user = await register_user(conn, random_kenyan_number(), display_name="Wanjiru", **kwargs)
+        if pins:
+            await pins.set_pin(conn, user.id, pin)
+    return user
+
+
+async def test_register_from_local_formats_and_refuse_duplicates(engine):
+    number = random_kenyan_number()
+    local = f"0{number[4:7]} {number[7:10]} {number[10:]}"  # as typed: 0712 345 678
+    async with engine.begin() as conn:
+        user = await register_user(conn, local, display_name="Achieng", language="sw",
+                                   roles={Role.CUSTOMER, Role.AGENT}, kyc_tier=1)
+    assert user.phone.startswith("+2547") and len(user.phone) == 13
+    assert user.language is Language.SW and user.has_role(Role.AGENT) and user.kyc_tier == 1
+    async with engine.begin() as conn:
+        with pytest.raises(pe.UserExists):
+            await register_user(conn, user.phone.removeprefix("+"))
+        assert (await find_user_by_phone(conn, "0" + user.phone[4:])).id == user.id
+        await set_language(conn, user.id, "fr")
+        assert (await get_user(conn, user.id)).language is Language.FR
+
+
+async def test_senegalese_number_and_bad_input(engine):
+    async with engine.begin() as conn:
+        user = await register_user(conn, "77 123 45 67", region="SN", language="wo")
+        assert user.phone == "+221771234567"
+        for bad in ("", "12", "+1 202 555 0100", "07 12 ab", "0712345678901234567890"):
+            with pytest.raises(InvalidPhoneNumber):
+                await register_user(conn, bad)
+        with pytest.raises(pe.InvalidRequest):
+            await register_user(conn, random_kenyan_number(), language="de")
+        with pytest.raises(pe.InvalidRequest):
+            await register_user(conn, random_kenyan_number(), kyc_tier=9)
+
+
+async def test_pin_is_hashed_with_argon2_and_verifies(engine, pins):
+    user = await new_user(engine, pins)
+    async with engine.begin() as conn:
+        stored = (await conn.execute(text("SELECT pin_hash FROM users WHERE id = :u"), {"u": user.id})).scalar_one()
+        assert stored.startswith("$argon2id$") and "4826" not in stored
+        assert (await pins.verify(conn, user.id, "4826")).id == user.id
+        with pytest.raises(pe.InvalidRequest):  # a first PIN is set once; later it is changed
+            await pins.set_pin(conn, user.id, "5937")
+
+
+@pytest.mark.parametrize("pin", ["123", "12345", "abcd", "12 4", "1234", "0000", "١٢٣٤"])
+async def test_weak_or_malformed_pins_are_refused(engine, pins, pin):
+    user = await new_user(engine)
+    async with engine.begin() as conn:
+        with pytest.raises(pe.InvalidPin):
+            await pins.set_pin(conn, user.id, pin)
+
+
+async def test_three_wrong_pins_lock_the_user_for_15_minutes_and_the_lock_is_recorded(engine, pins):
+    user = await new_user(engine, pins)
+    now = datetime.now(UTC)
+    for attempts_left in (2, 1):
+        async with engine.begin() as conn:
+            with pytest.raises(pe.WrongPin) as wrong:
+                await pins.verify(conn, user.id, "0001", now=now)
+        assert wrong.value.attempts_left == attempts_left
+    async with engine.begin() as conn:
+        with pytest.raises(pe.AccountLocked) as locked:
+            await pins.verify(conn, user.id, "0002", now=now)
+    assert locked.value.until == now + timedelta(minutes=15)
+
+    # Even the right PIN is refused while locked.
+    async with engine.begin() as conn:
+        with pytest.raises(pe.AccountLocked):
+            await pins.verify(conn, user.id, "4826", now=now + timedelta(minutes=14))
+        lock = (await conn.execute(text(
+            "SELECT reason, locked_until, unlocked_at FROM user_locks WHERE user_id = :u"), {"u": user.id})).one()
+        audit = (await conn.execute(text(
+            "SELECT action FROM audit_log WHERE subject = :s ORDER BY id"), {"s": f"user:{user.id}"})).scalars().all()
+    assert lock.locked_until == now + timedelta(minutes=15) and lock.unlocked_at is None
+    assert "user.locked" in audit
+
+    # After the lock ends the right PIN works again, and the lock's end is recorded.
+    async with engine.begin() as conn:
+        assert (await pins.verify(conn, user.id, "4826", now=now + timedelta(minutes=16))).id == user.id
+        unlocked_at = (await conn.execute(text(
+            "SELECT unlocked_at FROM user_locks WHERE user_id = :u"), {"u": user.id})).scalar_one()
+        assert unlocked_at is not None
+        assert (await get_user(conn, user.id)).status.value == "active"
+
+
+async def test_lock_out_is_configurable(engine):
+    strict = PinService(PinPolicy(max_attempts=1, lock_minutes=60, argon2_time_cost=1, argon2_memory_kib=8_192))
+    user = await new_user(engine, strict)
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        with pytest.raises(pe.AccountLocked) as locked:
+            await strict.verify(conn, user.id, "9999", now=now)
+    assert locked.value.until == now + timedelta(minutes=60)
+
+
+async def test_a_right_pin_resets_the_failure_count(engine, pins):
+    user = await new_user(engine, pins)
+    for _ in range(3):
+        async with engine.begin() as conn:
+            with pytest.raises(pe.WrongPin):
+                await pins.verify(conn, user.id, "0001")
+        async with engine.begin() as conn:
+            await pins.verify(conn, user.id, "4826")
+
+
+async def test_change_pin_needs_the_old_pin(engine, pins):
+    user = await new_user(engine, pins)
+    async with engine.begin() as conn:
+        with pytest.raises(pe.WrongPin):
+            await pins.change_pin(conn, user.id, "1357", "2468")
+    async with engine.begin() as conn:
+        with pytest.raises(pe.InvalidPin):
+            await pins.change_pin(conn, user.id, "4826", "4826")
+        await pins.change_pin(conn, user.id, "4826", "2468")
+    async with engine.begin() as conn:
+        await pins.verify(conn, user.id, "2468")
+        with pytest.raises(pe.WrongPin):
+            await pins.verify(conn, user.id, "4826")
+
+
+async def test_pepper_matters(engine, pins):
+    user = await new_user(engine, pins)
+    other = PinService(PinPolicy(argon2_time_cost=1, argon2_memory_kib=8_192, pepper="another"))
+    async with engine.begin() as conn:
+        with pytest.raises(pe.WrongPin):
+            await other.verify(conn, user.id, "4826")
+
+
+async def test_unknown_and_closed_users(engine, pins):
+    user = await new_user(engine, pins)
+    async with engine.begin() as conn:
+        with pytest.raises(pe.UnknownUser):
+            await pins.verify(conn, 987_654_321, "4826")
+        await conn.execute(text("UPDATE users SET status = 'closed' WHERE id = :u"), {"u": user.id})
+        with pytest.raises(pe.AccountClosed):
+            await pins.verify(conn, user.id, "4826")
+    nopin = await new_user(engine)
+    async with engine.begin() as conn:
+        with pytest.raises(pe.PinNotSet):
+            await pins.verify(conn, nopin.id, "4826")
