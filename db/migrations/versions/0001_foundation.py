@@ -559,8 +559,8 @@ END $$;
 """
 
 DROP = """
-DROP FUNCTION IF EXISTS ledger_apply(jsonb), ledger_apply_bulk(jsonb, int[]), ledger_resolve_hold(jsonb), ledger_hold(jsonb),
-    ledger_reverse(jsonb), ledger_transfer(jsonb, jsonb, bigint), ledger_replay(text, text),
+DROP FUNCTION IF EXISTS ledger_apply(jsonb), ledger_apply_bulk(jsonb, int[]), ledger_resolve_hold(jsonb),
+    ledger_hold(jsonb), ledger_reverse(jsonb), ledger_transfer(jsonb, jsonb, bigint), ledger_replay(text, text),
     ledger_postings_of(bigint), ledger_write_postings(bigint, jsonb, boolean),
     ledger_legs_problem(jsonb, boolean), ledger_assert_well_formed(jsonb);
 DROP TABLE IF EXISTS holds, postings, transfers, accounts, audit_log, user_locks, users;
