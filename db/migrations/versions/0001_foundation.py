@@ -479,7 +479,7 @@ END $$;
 -- hash-join a batch's handful of legs against a full scan of accounts (milliseconds on 10,000
 -- wallets). With hash and merge joins off inside the ledger, every account is found by its index.
 CREATE FUNCTION ledger_apply(p_ops jsonb) RETURNS jsonb LANGUAGE plpgsql
-SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+SET enable_hashjoin = off SET enable_mergejoin = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_holds bigint[];
     v_reversed bigint[];
