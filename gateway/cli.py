@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import create_engine, redacted
 from db.migrate import current_revision, head_revision, upgrade
 from gateway.app import create_app
+from gateway.commands.sandbox import sandbox
 from gateway.resources import database_url
 from gateway.settings import ConfigError, Settings, load_settings
 from payments.ledger_check import check_ledger
@@ -121,6 +122,9 @@ def ledger_check(ctx: click.Context) -> None:
     click.echo(report.render())
     if not report.ok:
         sys.exit(1)
+
+
+main.add_command(sandbox)
 
 
 if __name__ == "__main__":

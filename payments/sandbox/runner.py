@@ -1,0 +1,96 @@
+"""Run the three sandboxes in-process on localhost ports and stop them cleanly.
+
+    async with run_sandboxes(SandboxSettings.for_tests()) as sandboxes:
+        sandboxes.urls.daraja, sandboxes.urls.wave, sandboxes.urls.africastalking
+
+Ports are free ones chosen by the OS unless `port_base` is given (then base, base+1, base+2 for
+Daraja, Wave and Africa's Talking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from payments.sandbox.africastalking_server import AFRICASTALKING, AfricasTalkingSandbox, create_africastalking_sandbox
+from payments.sandbox.daraja_server import DARAJA, DarajaSandbox, create_daraja_sandbox
+from payments.sandbox.settings import SandboxSettings
+from payments.sandbox.wave_server import WAVE, WaveSandbox, create_wave_sandbox
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxUrls:
+    daraja: str
+    wave: str
+    africastalking: str
+
+
+class RunningSandboxes:
+    """The three running sandboxes: their URLs, their state (for tests), and `stop`."""
+
+    def __init__(self, settings: SandboxSettings, runners: list[web.AppRunner], urls: SandboxUrls) -> None:
+        self.settings = settings
+        self.urls = urls
+        self._runners = runners
+        daraja_app, wave_app, at_app = (r.app for r in runners)
+        self.daraja: DarajaSandbox = daraja_app[DARAJA]
+        self.wave: WaveSandbox = wave_app[WAVE]
+        self.africastalking: AfricasTalkingSandbox = at_app[AFRICASTALKING]
+
+    @property
+    def daraja_certificate_pem(self) -> bytes:
+        """The certificate to encrypt the B2C SecurityCredential with (as Safaricom's would be)."""
+        return self.daraja.keys.certificate_pem
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners = []
+
+
+async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+    # A short shutdown grace: a "slow" answer in flight must not hold Ctrl-C for long.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = runner.addresses[0][1]
+    shown_host = f"[{host}]" if ":" in host else host
+    return runner, f"http://{shown_host}:{bound_port}"
+
+
+async def start_sandboxes(
+    settings: SandboxSettings | None = None, *, host: str = "127.0.0.1", port_base: int | None = None
+) -> RunningSandboxes:
+    settings = settings or SandboxSettings()
+    apps = [create_daraja_sandbox(settings), create_wave_sandbox(settings), create_africastalking_sandbox(settings)]
+    runners: list[web.AppRunner] = []
+    urls: list[str] = []
+    try:
+        for offset, app in enumerate(apps):
+            runner, url = await _serve(app, host, 0 if port_base is None else port_base + offset)
+            runners.append(runner)
+            urls.append(url)
+    except BaseException:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        raise
+    return RunningSandboxes(settings, runners, SandboxUrls(*urls))
+
+
+@asynccontextmanager
+async def run_sandboxes(
+    settings: SandboxSettings | None = None, *, host: str = "127.0.0.1", port_base: int | None = None
+) -> AsyncIterator[RunningSandboxes]:
+    running = await start_sandboxes(settings, host=host, port_base=port_base)
+    try:
+        yield running
+    finally:
+        await running.stop()

@@ -1,0 +1,67 @@
+"""SMS through the official africastalking SDK (in a worker thread) into the local AT sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from payments.providers.errors import ProviderTimeout
+from payments.providers.sms import InvalidRecipient, SmsError, SmsSender, SmsSettings
+
+
+async def messages_to(http, sandboxes, number: str) -> list[dict]:
+    async with http.get(f"{sandboxes.urls.africastalking}/_sandbox/messages", params={"to": number}) as resp:
+        return (await resp.json())["messages"]
+
+
+async def test_a_message_reaches_every_recipient_and_is_recorded(sms, http, sandboxes):
+    receipt = await sms.send("Umepokea KES 1,500 kutoka kwa Mama.", ["+254712345678", "+221771234567"])
+    assert receipt.all_accepted
+    assert [r.number for r in receipt.recipients] == ["+254712345678", "+221771234567"]
+    assert all(r.status_code == 101 and r.message_id for r in receipt.recipients)
+    assert receipt.summary.startswith("Sent to 2/2")
+
+    [recorded] = await messages_to(http, sandboxes, "+221771234567")
+    assert recorded["message"] == "Umepokea KES 1,500 kutoka kwa Mama."
+    assert recorded["from"] == "SAUTI"
+    assert recorded["messageId"] == receipt.recipients[1].message_id
+
+
+@pytest.mark.parametrize(("suffix", "code"), [("001", 405), ("003", 406), ("037", 407)])
+async def test_per_recipient_failures_come_back_as_status_codes(sms, suffix, code):
+    receipt = await sms.send("Hello", ["+254712345678", f"+254712345{suffix}"])
+    ok, refused = receipt.recipients
+    assert ok.accepted
+    assert refused.status_code == code and not refused.accepted and refused.message_id is None
+    assert not receipt.all_accepted
+
+
+async def test_a_server_error_raises_sms_error(sms):
+    with pytest.raises(SmsError):
+        await sms.send("Hello", ["+254712345500"])
+
+
+async def test_a_wrong_api_key_raises_sms_error(sandboxes):
+    wrong = SmsSender(SmsSettings(username="sandbox", api_key="wrong", base_url=sandboxes.urls.africastalking))
+    with pytest.raises(SmsError, match="authentication"):
+        await wrong.send("Hello", ["+254712345678"])
+
+
+async def test_a_slow_answer_times_out(sandboxes):
+    impatient = SmsSender(
+        SmsSettings(
+            username=sandboxes.settings.at_username,
+            api_key=sandboxes.settings.at_api_key,
+            base_url=sandboxes.urls.africastalking,
+            read_timeout_s=0.3,
+        )
+    )
+    with pytest.raises(ProviderTimeout):
+        await impatient.send("Hello", ["+254712345904"])
+
+
+@pytest.mark.parametrize("recipients", [["0712345678"], ["254712345678"], [], "+254712345678"])
+async def test_recipients_must_be_e164_before_anything_is_sent(sms, http, sandboxes, recipients):
+    count = len(sandboxes.africastalking.messages)
+    with pytest.raises(InvalidRecipient):
+        await sms.send("Hello", recipients)
+    assert len(sandboxes.africastalking.messages) == count
