@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from db.embedded import embedded_bin_dir, start_embedded
 from db.engine import async_url, create_engine
 from db.migrate import upgrade
-from payments.accounts import AccountKind, open_account
+from payments.accounts import AccountKind, open_account, shard_account
 from payments.ledger import Ledger, LedgerLimits, TransferBatcher
 from payments.money import Currency, Money
 from payments.postings import TransferRequest, payment_legs
@@ -73,7 +73,7 @@ async def admin(server_url: str, sql: str) -> None:
     await engine.dispose()
 
 
-async def prepare(url: str, wallets: int) -> tuple[list[int], int, int]:
+async def prepare(url: str, wallets: int, shards: int) -> tuple[list[int], int, int]:
     """Migrate, open ``wallets`` funded wallets, a fee account and the funding source account."""
     engine = create_engine(url, pool_size=4)
     await upgrade(engine)
@@ -88,6 +88,8 @@ async def prepare(url: str, wallets: int) -> tuple[list[int], int, int]:
         ids = list((await conn.execute(text(
             "SELECT id FROM accounts WHERE kind = 'customer_wallet' ORDER BY id"))).scalars())
         fees = (await open_account(conn, AccountKind.FEE_REVENUE, KES)).id
+        if shards > 1:  # the hot fee account, split as a deployment would (ledger.hot_account_shards)
+            await shard_account(conn, fees, shards)
         source = (await open_account(conn, AccountKind.PROVIDER_COLLECTION, KES, "mpesa")).id
     ledger = Ledger(engine, LedgerLimits.from_major(999_999), batcher=TransferBatcher(engine, max_batch=256))
     log(f"funding {wallets:,} wallets through the ledger…")
@@ -178,7 +180,7 @@ async def main(args: argparse.Namespace) -> None:
     await admin(server, f'CREATE DATABASE "{ledger_db}"')
     await admin(server, f'CREATE DATABASE "{pgbench_db}"')
     try:
-        wallets, fees, _ = await prepare(ledger_url, args.wallets)
+        wallets, fees, _ = await prepare(ledger_url, args.wallets, args.fee_shards)
         figures: list[Figure] = []
         engine = create_engine(ledger_url, pool_size=34, max_overflow=0)
         for with_fee in [case == "b" for case in args.cases.split(",")]:
@@ -194,7 +196,8 @@ async def main(args: argparse.Namespace) -> None:
         await admin(server, f'DROP DATABASE IF EXISTS "{ledger_db}" WITH (FORCE)')
         await admin(server, f'DROP DATABASE IF EXISTS "{pgbench_db}" WITH (FORCE)')
 
-    print(f"\nLedger benchmark ({args.wallets:,} wallets, {args.seconds:g} s per row after warm-up; "
+    print(f"\nLedger benchmark ({args.wallets:,} wallets, fee account in {args.fee_shards} shard(s), "
+          f"{args.seconds:g} s per row after warm-up; "
           f"server: {'DATABASE_URL' if configured else 'embedded PostgreSQL'})")
     print(f"anchor: pgbench TPC-B-like, scale 10, 8 clients, {args.pgbench_seconds} s: {anchor:,.0f} tps\n")
     print(f"{'case':<27} {'mode':<20} {'conc':>4} {'transfers/s':>12} {'x pgbench':>10} {'p50 ms':>8} {'p99 ms':>8}")
@@ -216,6 +219,7 @@ def cli() -> None:
     parser.add_argument("--cases", default="a,b", help="a (wallet to wallet), b (with fee)")
     parser.add_argument("--modes", default="group,single", help="group (group commit), single (commit per transfer)")
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--fee-shards", type=int, default=8, help="shards of the hot fee account (1: none)")
     asyncio.run(main(parser.parse_args()))
 
 

@@ -99,6 +99,8 @@ accounts = Table(
     Column("may_go_negative", Boolean, nullable=False),
     Column("balance", BigInteger, nullable=False, server_default="0"),
     Column("held", BigInteger, nullable=False, server_default="0"),
+    Column("shard_of", BigInteger, ForeignKey("accounts.id")),
+    Column("shards", ARRAY(BigInteger)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("may_go_negative OR balance - held >= 0", name="accounts_no_overdraft"),
     postgresql_with={"fillfactor": 70},

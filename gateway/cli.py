@@ -114,11 +114,7 @@ def ledger() -> None:
 def ledger_check(ctx: click.Context) -> None:
     """Verify every money invariant over the whole database; exit 1 on any violation."""
 
-    async def work(engine: AsyncEngine):
-        async with engine.connect() as conn:
-            return await check_ledger(conn)
-
-    report = with_engine(_settings(ctx), work)
+    report = with_engine(_settings(ctx), check_ledger)
     click.echo(report.render())
     if not report.ok:
         sys.exit(1)

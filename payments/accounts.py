@@ -53,6 +53,8 @@ class Account:
     balance: int
     held: int
     may_go_negative: bool
+    shard_of: int | None = None
+    shards: tuple[int, ...] = ()
 
     @property
     def available(self) -> Money:
@@ -83,12 +85,12 @@ def account_code(kind: AccountKind, currency: Currency, owner: int | str | None)
     return f"{kind.value}:{owner if owner is not None else 'sauti'}:{currency.value}"
 
 
-_COLUMNS = "id, code, kind, currency, owner_user_id, balance, held, may_go_negative"
+_COLUMNS = "id, code, kind, currency, owner_user_id, balance, held, may_go_negative, shard_of, shards"
 
 
 def _account(row) -> Account:
     return Account(row.id, row.code, AccountKind(row.kind), Currency(row.currency), row.owner_user_id,
-                   row.balance, row.held, row.may_go_negative)
+                   row.balance, row.held, row.may_go_negative, row.shard_of, tuple(row.shards or ()))
 
 
 async def open_account(
@@ -125,8 +127,42 @@ async def accounts_of(conn: AsyncConnection, user_id: int) -> list[Account]:
 
 
 async def balance(conn: AsyncConnection, account_id: int) -> Money:
+    """The account's balance; for a sharded account, its own plus all its shards'."""
     account = await get_account(conn, account_id)
-    return Money(account.balance, account.currency)
+    if not account.shards:
+        return Money(account.balance, account.currency)
+    total = (await conn.execute(text("SELECT sum(balance) FROM accounts WHERE id = :i OR shard_of = :i"),
+                                {"i": account_id})).scalar_one()
+    return Money(int(total), account.currency)
+
+
+async def shard_account(conn: AsyncConnection, account_id: int, count: int) -> Account:
+    """Split a hot account (a fee or settlement account every transfer credits) into ``count``
+    shards. Credits to it then land on one shard per database connection, so concurrent batches stop
+    queueing on one row; `balance()` sums them and `Ledger.consolidate_shards` sweeps them back.
+    Only accounts nobody owns can be sharded, once (idempotent for the same count)."""
+    if not 2 <= count <= 64:
+        raise InvalidRequest("an account is split into 2 to 64 shards")
+    parent = (await conn.execute(text(f"SELECT {_COLUMNS} FROM accounts WHERE id = :i FOR UPDATE"),
+                                 {"i": account_id})).first()
+    if parent is None:
+        raise UnknownAccount(account_id)
+    account = _account(parent)
+    if account.kind.owned or account.shard_of is not None:
+        raise InvalidRequest("only Sauti's own, unsharded accounts can be sharded")
+    if account.shards:
+        if len(account.shards) != count:
+            raise InvalidRequest(f"account {account_id} already has {len(account.shards)} shards")
+        return account
+    ids = []
+    for n in range(1, count + 1):
+        ids.append((await conn.execute(text(
+            "INSERT INTO accounts (code, kind, currency, may_go_negative, shard_of) "
+            "VALUES (:code, :kind, :cur, :neg, :parent) RETURNING id"),
+            {"code": f"{account.code}#{n}", "kind": account.kind.value, "cur": account.currency.value,
+             "neg": account.may_go_negative, "parent": account_id})).scalar_one())
+    await conn.execute(text("UPDATE accounts SET shards = :s WHERE id = :i"), {"s": ids, "i": account_id})
+    return await get_account(conn, account_id)
 
 
 _STATEMENT = text("""

@@ -37,7 +37,7 @@ from payments.errors import (
     UnknownTransfer,
 )
 from payments.money import Currency
-from payments.postings import HoldRequest, ReverseRequest, TransferRequest
+from payments.postings import HoldRequest, Leg, ReverseRequest, TransferRequest
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,11 @@ class TransferBatcher:
             # Let every task that is ready this tick enqueue before the first batch is cut.
             await asyncio.sleep(0)
             while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
+                # Share what is waiting among the batches being cut now, so that concurrent
+                # pipelines (connections, cores) each take part instead of one taking all.
+                size = min(self._max_batch, -(-len(self._pending) // self._active))
+                batch = self._pending[:size]
+                del self._pending[:size]
                 await self._run(batch)
         finally:
             self._active -= 1
@@ -270,6 +273,27 @@ class Ledger:
         result = await self._apply(request.as_op(), conn)
         assert isinstance(result, TransferResult)
         return result
+
+    async def consolidate_shards(self, parent_id: int) -> list[TransferResult]:
+        """Sweep each shard's balance back into its parent account (one transfer per shard), so the
+        parent alone shows the total and can pay refunds from it."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT s.id, s.balance, s.currency FROM accounts s WHERE s.shard_of = :p AND s.balance > 0 "
+                "ORDER BY s.id"), {"p": parent_id})).all()
+        results = []
+        for shard_id, amount, currency in rows:
+            legs = (Leg(shard_id, -amount, Currency(currency)), Leg(parent_id, amount, Currency(currency), exact=True))
+            # The key names the shard and its balance: a retry after a crash replays, a later sweep
+            # (new balance) is a new transfer.
+            key = f"consolidate:{shard_id}:{amount}:{await self._last_posting(shard_id)}"
+            results.append(await self.transfer(TransferRequest(key, legs, kind="consolidation")))
+        return results
+
+    async def _last_posting(self, account_id: int) -> int:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(text("SELECT coalesce(max(id), 0) FROM postings WHERE account_id = :a"),
+                                       {"a": account_id})).scalar_one()
 
     async def void_expired_holds(self, *, limit: int = 500) -> int:
         """Void pending holds past their expiry; returns how many this call voided."""

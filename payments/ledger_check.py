@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,10 @@ CHECKS: tuple[Check, ...] = (
           " EXCEPT ALL SELECT account_id, amount FROM postings WHERE transfer_id = r.id) UNION ALL "
           "(SELECT account_id, amount FROM postings WHERE transfer_id = r.id "
           " EXCEPT ALL SELECT account_id, -amount FROM postings WHERE transfer_id = r.reverses_transfer_id))"),
+    Check("shards_match_their_parent", "a hot account's shards share its kind, currency and sign rule",
+          "SELECT s.id, s.shard_of FROM accounts s JOIN accounts p ON p.id = s.shard_of "
+          "WHERE s.kind <> p.kind OR s.currency <> p.currency OR s.may_go_negative <> p.may_go_negative "
+          "OR NOT s.id = ANY(p.shards)"),
     Check("currency_sums_to_zero", "across all accounts of a currency, balances sum to zero",
           "SELECT currency, sum(balance) FROM accounts GROUP BY currency HAVING sum(balance) <> 0"),
 )
@@ -105,14 +109,16 @@ class LedgerReport:
         return "\n".join(lines)
 
 
-async def check_ledger(conn: AsyncConnection, *, examples: int = 5) -> LedgerReport:
-    """Run every check in one repeatable-read snapshot, so concurrent writes cannot fake a violation."""
-    await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-    results = []
-    for check in CHECKS:
-        rows = (await conn.execute(text(check.sql))).all()
-        results.append(CheckResult(check, len(rows), tuple(tuple(r) for r in rows[:examples])))
-    counts = (await conn.execute(text(
-        "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM transfers), (SELECT count(*) FROM postings)"
-    ))).one()
+async def check_ledger(engine: AsyncEngine, *, examples: int = 5) -> LedgerReport:
+    """Run every check in one repeatable-read, read-only snapshot of its own connection, so
+    concurrent writes can neither fake a violation nor be blocked by the audit."""
+    async with engine.connect() as plain:
+        conn = await plain.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        results = []
+        for check in CHECKS:
+            rows = (await conn.execute(text(check.sql))).all()
+            results.append(CheckResult(check, len(rows), tuple(tuple(r) for r in rows[:examples])))
+        counts = (await conn.execute(text(
+            "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM transfers), (SELECT count(*) FROM postings)"
+        ))).one()
     return LedgerReport(tuple(results), *counts)

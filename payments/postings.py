@@ -36,6 +36,8 @@ class Leg:
     account_id: int
     amount: int
     currency: Currency
+    #: Credit exactly this account even if it is sharded (used to consolidate shards).
+    exact: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.account_id, int) or isinstance(self.account_id, bool) or self.account_id <= 0:
@@ -50,6 +52,8 @@ class Leg:
             object.__setattr__(self, "currency", Currency.parse(str(self.currency)))
 
     def as_json(self) -> dict[str, Any]:
+        if self.exact:
+            return {"a": self.account_id, "m": self.amount, "c": self.currency.value, "x": True}
         return {"a": self.account_id, "m": self.amount, "c": self.currency.value}
 
 

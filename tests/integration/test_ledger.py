@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from payments import errors as pe
-from payments.accounts import AccountKind, balance, get_account, history, statement
+from payments.accounts import AccountKind, balance, get_account, history, shard_account, statement
 from payments.ledger import Ledger, LedgerLimits, TransferBatcher
 from payments.ledger_check import check_ledger
 from payments.money import Currency, Money, UnknownCurrency
@@ -256,6 +256,43 @@ async def test_statement_shows_counterparty_and_reference_newest_first(engine, l
 
 async def test_ledger_check_passes_on_a_healthy_ledger(engine):
     async with engine.connect() as conn:
-        report = await check_ledger(conn)
+        report = await check_ledger(engine)
     assert report.ok, report.render()
     assert report.postings > 0
+
+
+async def test_a_sharded_hot_account_spreads_credits_and_consolidates(engine):
+    fees = await system_account(engine, AccountKind.FEE_REVENUE, owner=f"sharded-{uuid.uuid4().hex[:6]}")
+    async with engine.begin() as conn:
+        parent = await shard_account(conn, fees, 4)
+        assert len(parent.shards) == 4
+        assert (await shard_account(conn, fees, 4)).shards == parent.shards  # idempotent
+        with pytest.raises(pe.InvalidRequest):
+            await shard_account(conn, fees, 3)
+    wallet = await new_wallet(engine)
+    async with engine.begin() as conn:
+        with pytest.raises(pe.InvalidRequest):  # people's wallets are never sharded
+            await shard_account(conn, wallet, 4)
+
+    # Many connections at once (no batcher): credits land on the shards, never on the parent row.
+    ledger = Ledger(engine, LedgerLimits.from_major(999_999))
+    payers = [await new_wallet(engine) for _ in range(6)]
+    for payer in payers:
+        await fund(ledger, engine, payer, Money.of(100, KES))
+    payee = await new_wallet(engine)
+    await asyncio.gather(*(ledger.transfer(TransferRequest(key(), payment_legs(
+        payer, payee, Money.of(10, KES), fee=Money.of(1, KES), fee_account=fees)))
+        for payer in payers for _ in range(5)))
+    async with engine.connect() as conn:
+        total = await balance(conn, fees)
+        parent_row = await get_account(conn, fees)
+    assert total == Money.of(30, KES)
+    assert parent_row.balance == 0
+
+    swept = await ledger.consolidate_shards(fees)
+    assert swept and all(not r.replayed for r in swept)
+    async with engine.connect() as conn:
+        assert (await get_account(conn, fees)).balance == 3_000
+        assert await balance(conn, fees) == Money.of(30, KES)
+        report = await check_ledger(engine)
+    assert report.ok, report.render()

@@ -78,7 +78,7 @@ async def test_concurrent_random_operations_keep_every_invariant(engine, batched
     assert outcomes["insufficient"] > 50, outcomes  # overdrafts were really attempted …
     assert outcomes["ok"] > 300 and outcomes["posted"] > 100 and outcomes["voided"] > 50, outcomes
     async with engine.connect() as conn:
-        report = await check_ledger(conn)
+        report = await check_ledger(engine)
         assert report.ok, report.render()
         rows = (await conn.execute(text("SELECT balance, held FROM accounts WHERE id = ANY(:ids)"),
                                    {"ids": [*wallets, fees]})).all()

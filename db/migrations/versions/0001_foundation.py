@@ -68,6 +68,10 @@ CREATE TABLE accounts (
     may_go_negative boolean NOT NULL,
     balance bigint NOT NULL DEFAULT 0,
     held bigint NOT NULL DEFAULT 0 CHECK (held >= 0),
+    -- Hot accounts (the fee account every transfer credits) can be split into shards: credits to
+    -- the parent land on one of its shard accounts, so concurrent batches do not queue on one row.
+    shard_of bigint REFERENCES accounts(id),
+    shards bigint[],
     created_at timestamptz NOT NULL DEFAULT now(),
     -- IMPORTANT: the database, not Python, keeps wallets and floats from going negative.
     CONSTRAINT accounts_no_overdraft CHECK (may_go_negative OR balance - held >= 0),
@@ -490,6 +494,25 @@ DECLARE
     v_bulk_results jsonb := '{}';
     v_out jsonb[] := '{}';
 BEGIN
+    -- Credits to a sharded (hot) account go to one of its shards, chosen by this backend, so
+    -- batches running on different connections update different rows (a leg marked "x", exact,
+    -- is left alone: consolidation credits the parent itself). (A shard list never
+    -- changes once set, so reading it before taking locks is safe.)
+    IF EXISTS (SELECT 1 FROM accounts
+                WHERE shards IS NOT NULL AND id IN (
+                      SELECT (l->>'a')::bigint FROM jsonb_array_elements(p_ops) o, jsonb_array_elements(o->'legs') l
+                       WHERE o ? 'legs' AND (l->>'m')::bigint > 0)) THEN
+        SELECT jsonb_agg(CASE WHEN NOT o ? 'legs' THEN o ELSE jsonb_set(o, '{legs}', (
+                   SELECT jsonb_agg(CASE WHEN (l->>'m')::bigint > 0 AND acc.shards IS NOT NULL AND NOT l ? 'x'
+                                         THEN jsonb_set(l, '{a}', to_jsonb(
+                                              acc.shards[1 + pg_backend_pid() % cardinality(acc.shards)]))
+                                         ELSE l END ORDER BY n)
+                     FROM jsonb_array_elements(o->'legs') WITH ORDINALITY AS x(l, n)
+                     LEFT JOIN accounts acc ON acc.id = (l->>'a')::bigint)) END ORDER BY i)
+          INTO p_ops
+          FROM jsonb_array_elements(p_ops) WITH ORDINALITY AS y(o, i);
+    END IF;
+
     -- IMPORTANT: lock everything the batch touches first, holds then accounts, each in id order.
     -- One global order means concurrent batches (from any process) queue instead of deadlocking.
     SELECT array_agg(DISTINCT (o->>'hold')::bigint) INTO v_holds
