@@ -3,6 +3,7 @@ change, and the lock-out after too many wrong PINs, recorded with its end."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -173,3 +174,15 @@ async def test_unknown_and_closed_users(engine, pins):
     async with engine.begin() as conn:
         with pytest.raises(pe.PinNotSet):
             await pins.verify(conn, nopin.id, "4826")
+
+
+async def test_pins_never_reach_the_logs(engine, pins, caplog):
+    with caplog.at_level(logging.DEBUG):
+        user = await new_user(engine, pins, pin="8264")
+        async with engine.begin() as conn:
+            with pytest.raises(pe.WrongPin):
+                await pins.verify(conn, user.id, "7391")
+        async with engine.begin() as conn:
+            await pins.change_pin(conn, user.id, "8264", "5173")
+    for secret in ("8264", "7391", "5173"):
+        assert secret not in caplog.text
