@@ -168,7 +168,7 @@ class TransferBatcher:
     database, whichever batch an op lands in.
     """
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 64, pipelines: int = 2) -> None:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 64, pipelines: int = 1) -> None:
         self._engine = engine
         self._max_batch = max(1, max_batch)
         self._pipelines = max(1, pipelines)

@@ -381,6 +381,7 @@ DECLARE
     v_ids bigint[];
     v_done jsonb;
     v_i int;
+    v_malformed bigint;
 BEGIN
     -- Keys seen before: the same request replays, another conflicts.
     SELECT coalesce(jsonb_object_agg(o.i, CASE WHEN t.request_hash = o.op->>'hash'
@@ -391,24 +392,19 @@ BEGIN
       JOIN transfers t ON t.idempotency_key = o.op->>'key'
      WHERE o.i = ANY(p_bulk);
 
-    -- Structural backstop (Python checked it already): raise, failing the batch.
-    IF EXISTS (
-        SELECT 1 FROM jsonb_array_elements(p_ops) WITH ORDINALITY AS o(op, i),
-                      jsonb_array_elements(o.op->'legs') x
-         WHERE o.i = ANY(p_bulk)
-         GROUP BY o.i
-        HAVING count(*) < 2 OR bool_or((x->>'m')::bigint = 0)
-            OR EXISTS (SELECT 1 FROM jsonb_array_elements(min(o.op::text)::jsonb->'legs') y
-                        GROUP BY y->>'c' HAVING sum((y->>'m')::bigint) <> 0)) THEN
-        RAISE EXCEPTION 'ledger: malformed transfer in batch' USING ERRCODE = 'check_violation';
-    END IF;
-
-    -- Data problems: unknown account, wrong currency, insufficient funds (first one per op).
-    WITH per AS (
-        SELECT o.i, (x->>'a')::bigint AS a, x->>'c' AS c, sum((x->>'m')::bigint) AS net
+    -- Data problems (unknown account, wrong currency, insufficient funds: the first per op), and in
+    -- the same pass the structural backstop, which Python checked already: a malformed op fails
+    -- the whole batch.
+    WITH legs AS (
+        SELECT o.i, (x->>'a')::bigint AS a, (x->>'m')::bigint AS m, x->>'c' AS c
           FROM jsonb_array_elements(p_ops) WITH ORDINALITY AS o(op, i), jsonb_array_elements(o.op->'legs') x
          WHERE o.i = ANY(p_bulk) AND NOT v_results ? o.i::text
-         GROUP BY o.i, 2, 3
+    ), malformed AS (
+        SELECT i FROM legs GROUP BY i HAVING count(*) < 2 OR bool_or(m = 0)
+        UNION ALL
+        SELECT i FROM legs GROUP BY i, c HAVING sum(m) <> 0
+    ), per AS (
+        SELECT i, a, c, sum(m) AS net FROM legs GROUP BY i, a, c
     ), problem AS (
         SELECT DISTINCT ON (per.i) per.i,
                CASE WHEN acc.id IS NULL THEN jsonb_build_object('s', 'unknown_account', 'account', per.a)
@@ -421,7 +417,11 @@ BEGIN
             OR (NOT acc.may_go_negative AND acc.balance - acc.held + per.net < 0)
          ORDER BY per.i, per.a
     )
-    SELECT coalesce(jsonb_object_agg(i, r), '{}') INTO v_problems FROM problem;
+    SELECT (SELECT count(*) FROM malformed), (SELECT coalesce(jsonb_object_agg(i, r), '{}') FROM problem)
+      INTO v_malformed, v_problems;
+    IF v_malformed > 0 THEN
+        RAISE EXCEPTION 'ledger: malformed transfer in batch' USING ERRCODE = 'check_violation';
+    END IF;
     v_results := v_results || v_problems;
 
     -- The transfers that go ahead. A key committed concurrently since the look-up above makes
@@ -492,16 +492,26 @@ DECLARE
     v_i bigint;
     v_bulk int[];
     v_bulk_results jsonb := '{}';
+    v_sharded boolean;
     v_out jsonb[] := '{}';
 BEGIN
-    -- Credits to a sharded (hot) account go to one of its shards, chosen by this backend, so
-    -- batches running on different connections update different rows (a leg marked "x", exact,
-    -- is left alone: consolidation credits the parent itself). (A shard list never
-    -- changes once set, so reading it before taking locks is safe.)
-    IF EXISTS (SELECT 1 FROM accounts
-                WHERE shards IS NOT NULL AND id IN (
-                      SELECT (l->>'a')::bigint FROM jsonb_array_elements(p_ops) o, jsonb_array_elements(o->'legs') l
-                       WHERE o ? 'legs' AND (l->>'m')::bigint > 0)) THEN
+    -- What the batch touches, in one pass: the holds it resolves, the transfers it reverses, the
+    -- accounts of its legs, and whether any leg credits a sharded (hot) account.
+    SELECT array_agg(DISTINCT (o->>'hold')::bigint) FILTER (WHERE o ? 'hold'),
+           array_agg(DISTINCT (o->>'t')::bigint) FILTER (WHERE o->>'op' = 'reverse')
+      INTO v_holds, v_reversed
+      FROM jsonb_array_elements(p_ops) o;
+    SELECT array_agg(l.a), coalesce(bool_or(acc.shards IS NOT NULL AND l.m > 0 AND NOT l.exact), false)
+      INTO v_accounts, v_sharded
+      FROM (SELECT (x->>'a')::bigint AS a, (x->>'m')::bigint AS m, x ? 'x' AS exact
+              FROM jsonb_array_elements(p_ops) o, jsonb_array_elements(o->'legs') x WHERE o ? 'legs') l
+      LEFT JOIN accounts acc ON acc.id = l.a;
+
+    -- Credits to a sharded account go to one of its shards, chosen by this backend, so batches
+    -- running on different connections update different rows (a leg marked "x", exact, is left
+    -- alone: consolidation credits the parent itself). A shard list never changes once set, so
+    -- reading it before taking locks is safe.
+    IF v_sharded THEN
         SELECT jsonb_agg(CASE WHEN NOT o ? 'legs' THEN o ELSE jsonb_set(o, '{legs}', (
                    SELECT jsonb_agg(CASE WHEN (l->>'m')::bigint > 0 AND acc.shards IS NOT NULL AND NOT l ? 'x'
                                          THEN jsonb_set(l, '{a}', to_jsonb(
@@ -511,22 +521,14 @@ BEGIN
                      LEFT JOIN accounts acc ON acc.id = (l->>'a')::bigint)) END ORDER BY i)
           INTO p_ops
           FROM jsonb_array_elements(p_ops) WITH ORDINALITY AS y(o, i);
+        SELECT array_agg((x->>'a')::bigint) INTO v_accounts
+          FROM jsonb_array_elements(p_ops) o, jsonb_array_elements(o->'legs') x WHERE o ? 'legs';
     END IF;
 
     -- IMPORTANT: lock everything the batch touches first, holds then accounts, each in id order.
     -- One global order means concurrent batches (from any process) queue instead of deadlocking.
-    SELECT array_agg(DISTINCT (o->>'hold')::bigint) INTO v_holds
-      FROM jsonb_array_elements(p_ops) o WHERE o ? 'hold';
-    SELECT array_agg(DISTINCT (o->>'t')::bigint) INTO v_reversed
-      FROM jsonb_array_elements(p_ops) o WHERE o->>'op' = 'reverse';
     IF v_holds IS NOT NULL THEN
         PERFORM 1 FROM holds WHERE id = ANY(v_holds) ORDER BY id FOR UPDATE;
-    END IF;
-    -- (Separate statements, not one UNION guarded by "IS NOT NULL": a cached generic plan would
-    -- scan all of holds and postings on every call.)
-    SELECT array_agg((l->>'a')::bigint) INTO v_accounts
-      FROM jsonb_array_elements(p_ops) o, jsonb_array_elements(o->'legs') l WHERE o ? 'legs';
-    IF v_holds IS NOT NULL THEN
         v_accounts := v_accounts || ARRAY(
             SELECT (l->>'a')::bigint FROM holds h, jsonb_array_elements(h.legs) l WHERE h.id = ANY(v_holds));
     END IF;
