@@ -152,3 +152,31 @@ holds = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("resolved_at", DateTime(timezone=True)),
 )
+
+JOB_STATUSES = ("pending", "running", "done", "parked")
+
+# The transactional outbox (migration 0002): jobs written with the state change that needs them and
+# run afterwards by a worker. A running job always holds a lease (locked_by, locked_until).
+outbox_jobs = Table(
+    "outbox_jobs",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("payload", JSONB, nullable=False, server_default="{}"),
+    Column("dedupe_key", Text, unique=True),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer),  # NULL: the worker's outbox.max_attempts
+    Column("run_after", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("locked_by", Text),
+    Column("locked_until", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint("(status = 'running') = (locked_until IS NOT NULL)", name="outbox_jobs_lease_iff_running"),
+    CheckConstraint("(status IN ('done', 'parked')) = (finished_at IS NOT NULL)",
+                    name="outbox_jobs_finished_iff_final"),
+    Index("outbox_jobs_claimable", "run_after", "id", postgresql_where=text("status = 'pending'")),
+    Index("outbox_jobs_leased", "locked_until", postgresql_where=text("status = 'running'")),
+)

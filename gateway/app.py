@@ -11,6 +11,7 @@ from gateway.health import healthz, readyz
 from gateway.keys import SETTINGS
 from gateway.resources import database_ctx
 from gateway.settings import Settings
+from gateway.worker_resources import worker_ctx
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -20,6 +21,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=2 * 1024 * 1024)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(worker_ctx)  # after the database: it needs the engine
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -18,6 +18,7 @@ from db.engine import create_engine, redacted
 from db.migrate import current_revision, head_revision, upgrade
 from gateway.app import create_app
 from gateway.commands.sandbox import sandbox
+from gateway.commands.worker import outbox_group, worker
 from gateway.resources import database_url
 from gateway.settings import ConfigError, Settings, load_settings
 from payments.ledger_check import check_ledger
@@ -121,6 +122,8 @@ def ledger_check(ctx: click.Context) -> None:
 
 
 main.add_command(sandbox)
+main.add_command(worker)
+main.add_command(outbox_group)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 
 class ConfigError(Exception):
@@ -57,7 +57,24 @@ class SecuritySettings(_Section):
 class LedgerSettings(_Section):
     max_transaction: int = Field(999_999, ge=1, le=10**9, description="major units, any currency")
     batch_max_size: int = Field(64, ge=1, le=1000)
-    batch_pipelines: int = Field(2, ge=1, le=32)
+    batch_pipelines: int = Field(1, ge=1, le=32)
+
+
+class OutboxSettings(_Section):
+    concurrency: int = Field(4, ge=1, le=256)
+    poll_interval_s: float = Field(1.0, gt=0, le=60)
+    lease_s: float = Field(60.0, ge=1, le=3600)
+    max_attempts: int = Field(10, ge=1, le=1000)
+    backoff_base_s: float = Field(2.0, gt=0, le=3600)
+    backoff_max_s: float = Field(600.0, gt=0, le=7 * 24 * 3600)
+    run_in_serve: bool = True
+
+    @model_validator(mode="after")
+    def _backoff_cap_above_base(self) -> OutboxSettings:
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError(f"backoff_max_s ({self.backoff_max_s:g}) must be at least "
+                             f"backoff_base_s ({self.backoff_base_s:g})")
+        return self
 
 
 class LoggingSettings(_Section):
@@ -71,6 +88,7 @@ class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     security: SecuritySettings = SecuritySettings()
     ledger: LedgerSettings = LedgerSettings()
+    outbox: OutboxSettings = OutboxSettings()
     logging: LoggingSettings = LoggingSettings()
 
 

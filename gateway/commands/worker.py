@@ -1,0 +1,108 @@
+"""``sauti worker``: run outbox jobs (provider calls, SMS) until stopped, or once with ``--once``;
+and ``sauti outbox``: what operators need to see and steer the outbox (counts, retry, park).
+
+Any number of `sauti worker` processes may run beside `sauti serve` (whose in-process worker is
+``outbox.run_in_serve``): jobs are claimed with ``FOR UPDATE SKIP LOCKED``, never twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.engine import create_engine
+from db.migrate import upgrade
+from gateway.resources import database_url
+from gateway.settings import Settings
+from gateway.worker_resources import build_worker, default_handlers
+from payments import outbox
+
+T = TypeVar("T")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+async def _with_engine(settings: Settings, pool_size: int, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    engine = create_engine(await database_url(settings), pool_size=pool_size)
+    try:
+        return await work(engine)
+    finally:
+        await engine.dispose()
+
+
+@click.command("worker")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None,
+              help="Jobs run at once (default: outbox.concurrency).")
+@click.option("--once", is_flag=True, help="Run the jobs that are due now, then exit.")
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None, once: bool) -> None:
+    """Run outbox jobs until Ctrl-C / SIGTERM (in-flight jobs finish first)."""
+    settings = _settings(ctx)
+    concurrency = concurrency or settings.outbox.concurrency
+    # A claim, an outcome per job in flight, the LISTEN connection, and headroom for the handlers.
+    pool_size = min(concurrency + 4, 200)
+    asyncio.run(_with_engine(settings, pool_size, lambda engine: _work(settings, engine, concurrency, once)))
+
+
+async def _work(settings: Settings, engine: AsyncEngine, concurrency: int, once: bool) -> None:
+    if settings.database.migrate_on_start:
+        await upgrade(engine)
+    runner = build_worker(settings, engine, default_handlers(settings, engine), concurrency=concurrency)
+    if once:
+        ran = await runner.drain()
+        counts = await outbox.count_by_status(engine)
+        click.echo(f"ran {ran} job(s); now " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, runner.stop)
+        except (NotImplementedError, RuntimeError):  # platforms without loop signal handlers
+            pass
+    click.echo(f"outbox worker {runner.worker_id}: {concurrency} job(s) at a time (Ctrl-C to stop)")
+    await runner.run_forever()
+    click.echo("outbox worker stopped")
+
+
+@click.group("outbox")
+def outbox_group() -> None:
+    """The outbox: jobs waiting, running, done and parked."""
+
+
+@outbox_group.command("status")
+@click.pass_context
+def outbox_status(ctx: click.Context) -> None:
+    """How many jobs are in each status."""
+    counts = asyncio.run(_with_engine(_settings(ctx), 2, outbox.count_by_status))
+    for status, n in counts.items():
+        click.echo(f"{status:8} {n}")
+
+
+@outbox_group.command("retry")
+@click.argument("job_id", type=int)
+@click.pass_context
+def outbox_retry(ctx: click.Context, job_id: int) -> None:
+    """Run a parked job again, with a fresh set of attempts."""
+    if not asyncio.run(_with_engine(_settings(ctx), 2, lambda engine: outbox.retry_parked(engine, job_id))):
+        raise click.ClickException(f"job {job_id} is not parked")
+    click.echo(f"job {job_id} is pending again")
+
+
+@outbox_group.command("park")
+@click.argument("job_id", type=int)
+@click.option("--reason", required=True, help="Why (kept in the job's last_error).")
+@click.pass_context
+def outbox_park(ctx: click.Context, job_id: int, reason: str) -> None:
+    """Stop a pending or running job from running (again)."""
+    parked = asyncio.run(_with_engine(_settings(ctx), 2,
+                                      lambda engine: outbox.park(engine, job_id, f"parked by an operator: {reason}")))
+    if not parked:
+        raise click.ClickException(f"job {job_id} is neither pending nor running")
+    click.echo(f"job {job_id} parked")

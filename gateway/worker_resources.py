@@ -1,0 +1,81 @@
+"""The outbox worker's wiring: the handlers for each job kind, a worker built from the `outbox:`
+settings, and the cleanup context that runs one inside `sauti serve` (``outbox.run_in_serve``).
+`sauti worker` builds its worker here too, so both run the same handlers the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.keys import DB_ENGINE, SETTINGS
+from gateway.settings import Settings
+from payments.outbox import RetryPolicy
+from payments.worker import Handler, OutboxWorker
+
+log = logging.getLogger(__name__)
+
+OUTBOX_WORKER = web.AppKey("outbox_worker", OutboxWorker)
+
+
+def default_handlers(settings: Settings, engine: AsyncEngine) -> dict[str, Handler]:
+    """The handler of each job kind, e.g. ``{"sms.send": send_sms}``: one entry per kind that
+    payments/ enqueues. A job whose kind is missing here is parked with that reason."""
+    return {}
+
+
+def build_worker(
+    settings: Settings,
+    engine: AsyncEngine,
+    handlers: Mapping[str, Handler],
+    *,
+    concurrency: int | None = None,
+    worker_id: str | None = None,
+) -> OutboxWorker:
+    s = settings.outbox
+    return OutboxWorker(
+        engine,
+        handlers,
+        concurrency=concurrency or s.concurrency,
+        poll_interval=s.poll_interval_s,
+        lease_s=s.lease_s,
+        worker_id=worker_id,
+        retry=RetryPolicy(base_s=s.backoff_base_s, max_s=s.backoff_max_s),
+        max_attempts=s.max_attempts,
+    )
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the in-process outbox worker stopped on an error; jobs wait for `sauti worker` or a restart",
+                  exc_info=task.exception())
+
+
+async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run an outbox worker for the app's lifetime; on shutdown let in-flight jobs finish (within
+    ``server.shutdown_timeout_s``; jobs still running then are cancelled and, their leases expiring,
+    run again elsewhere). Goes after `database_ctx` in ``cleanup_ctx``: it needs the engine."""
+    settings = app[SETTINGS]
+    if not settings.outbox.run_in_serve:
+        log.info("outbox worker not started in this process (outbox.run_in_serve is false)")
+        yield
+        return
+    engine = app[DB_ENGINE]
+    worker = build_worker(settings, engine, default_handlers(settings, engine))
+    task = asyncio.create_task(worker.run_forever(), name="outbox-worker")
+    task.add_done_callback(_report_crash)
+    app[OUTBOX_WORKER] = worker
+    try:
+        yield
+    finally:
+        worker.stop()
+        try:
+            await asyncio.wait_for(task, timeout=settings.server.shutdown_timeout_s)
+        except TimeoutError:
+            log.warning("outbox worker: in-flight jobs outlasted the shutdown grace period; cancelled "
+                        "(they run again when their leases expire)")
+        except Exception:  # noqa: S110 -- already logged by _report_crash; shutdown goes on
+            pass

@@ -1,0 +1,446 @@
+"""The transactional outbox and its worker against a real PostgreSQL: jobs live and die with the
+caller's transaction, de-duplicate, run exactly once under concurrent workers, retry with backoff,
+park with their reason, survive a dead worker, and stop gracefully; plus the gateway's wiring
+(`worker_ctx`, `sauti worker --once`, `sauti outbox`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+import pytest
+from aiohttp import web
+from click.testing import CliRunner, Result
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.engine import create_engine
+from gateway.commands.worker import outbox_group
+from gateway.commands.worker import worker as worker_command
+from gateway.keys import DB_ENGINE, SETTINGS
+from gateway.settings import Settings, load_settings
+from gateway.worker_resources import OUTBOX_WORKER, worker_ctx
+from payments import outbox
+from payments.outbox import Job, PermanentJobError, RetryPolicy
+from payments.worker import OutboxWorker
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = RetryPolicy(base_s=0.05, max_s=0.2)
+
+
+@pytest.fixture(scope="module")
+async def outbox_db(new_database) -> str:
+    """A database of this module's own: workers claim every due job in a database, so no other
+    test's jobs may be there."""
+    return await new_database()
+
+
+@pytest.fixture(scope="module")
+async def db(outbox_db) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(outbox_db, pool_size=20, max_overflow=20)
+    async with engine.begin() as conn:
+        # What handlers did: one row per execution, written by the handler itself.
+        await conn.execute(text("CREATE TABLE job_runs (job_id bigint NOT NULL, worker text NOT NULL, "
+                                "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+async def empty_outbox(db) -> None:
+    async with db.begin() as conn:
+        await conn.execute(text("TRUNCATE outbox_jobs, job_runs"))
+
+
+async def add_job(engine: AsyncEngine, kind: str, payload: dict | None = None, **options) -> int:
+    async with engine.begin() as conn:
+        return await outbox.enqueue(conn, kind, payload or {}, **options)
+
+
+def recorder(engine: AsyncEngine, worker: str = "w") -> Callable[[Job], Awaitable[None]]:
+    async def record(job: Job) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO job_runs (job_id, worker, attempt) VALUES (:j, :w, :a)"),
+                               {"j": job.id, "w": worker, "a": job.attempts})
+    return record
+
+
+async def runs_of(engine: AsyncEngine, job_id: int) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(text("SELECT count(*) FROM job_runs WHERE job_id = :j"), {"j": job_id})).scalar_one()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def status_of(engine: AsyncEngine, job_id: int) -> str:
+    job = await outbox.get_job(engine, job_id)
+    assert job is not None
+    return job.status
+
+
+def worker(engine: AsyncEngine, handlers, **options) -> OutboxWorker:
+    defaults = {"concurrency": 4, "poll_interval": 0.05, "lease_s": 5.0, "retry": FAST}
+    return OutboxWorker(engine, handlers, **{**defaults, **options})
+
+
+# -- enqueue --------------------------------------------------------------------------------------
+
+
+async def test_a_rolled_back_transaction_leaves_no_job(db):
+    async with db.connect() as conn:
+        tx = await conn.begin()
+        job_id = await outbox.enqueue(conn, "sms.send", {"to": "+254700000001"})
+        await tx.rollback()
+    assert await outbox.get_job(db, job_id) is None
+    assert await outbox.count_by_status(db) == {"pending": 0, "running": 0, "done": 0, "parked": 0}
+
+    committed = await add_job(db, "sms.send", {"to": "+254700000001"})
+    job = await outbox.get_job(db, committed)
+    assert job is not None and job.status == "pending" and job.attempts == 0
+    assert dict(job.payload) == {"to": "+254700000001"}
+
+
+async def test_enqueue_refuses_to_write_outside_a_transaction_and_non_json_payloads(db):
+    async with db.connect() as conn:
+        with pytest.raises(ValueError, match="caller's transaction"):
+            await outbox.enqueue(conn, "sms.send", {})
+    async with db.begin() as conn:
+        with pytest.raises(ValueError, match="JSON"):
+            await outbox.enqueue(conn, "sms.send", {"at": datetime.now(UTC)})
+
+
+async def test_the_same_dedupe_key_yields_the_same_job(db):
+    first = await add_job(db, "payout.send", {"payment": 1}, dedupe_key="payout:1")
+    again = await add_job(db, "payout.send", {"payment": 1}, dedupe_key="payout:1")
+    async with db.begin() as conn:  # twice in one transaction, too
+        other = await outbox.enqueue(conn, "payout.send", {"payment": 2}, dedupe_key="payout:2")
+        other_again = await outbox.enqueue(conn, "payout.send", {"payment": 2}, dedupe_key="payout:2")
+    assert first == again and other == other_again and first != other
+    assert (await outbox.count_by_status(db))["pending"] == 2
+
+
+async def test_concurrent_enqueues_of_one_key_make_one_job(db):
+    ids = await asyncio.gather(*(add_job(db, "payout.send", {}, dedupe_key="same") for _ in range(10)))
+    assert len(set(ids)) == 1
+    assert (await outbox.count_by_status(db))["pending"] == 1
+
+
+# -- running jobs ---------------------------------------------------------------------------------
+
+
+async def test_four_workers_run_each_of_800_jobs_exactly_once(outbox_db, db):
+    async with db.begin() as conn:
+        ids = [await outbox.enqueue(conn, "test.record", {"n": n}) for n in range(800)]
+    # Each worker with its own engine, as separate processes would have.
+    engines = [create_engine(outbox_db, pool_size=12) for _ in range(4)]
+    workers = [worker(e, {"test.record": recorder(e, f"w{i}")}, concurrency=8, worker_id=f"w{i}")
+               for i, e in enumerate(engines)]
+    tasks = [asyncio.create_task(w.run_forever()) for w in workers]
+    try:
+        await eventually(lambda: _all_done(db, 800), within_s=25)
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+        for e in engines:
+            await e.dispose()
+    async with db.connect() as conn:
+        runs, distinct_jobs, busy_workers = (await conn.execute(text(
+            "SELECT count(*), count(DISTINCT job_id), count(DISTINCT worker) FROM job_runs"))).one()
+        min_id, max_id = (await conn.execute(text("SELECT min(job_id), max(job_id) FROM job_runs"))).one()
+    assert (runs, distinct_jobs) == (800, 800)
+    assert (min_id, max_id) == (min(ids), max(ids))
+    assert busy_workers > 1, "the jobs were not shared among the workers"
+
+
+async def _all_done(engine: AsyncEngine, n: int) -> bool:
+    return (await outbox.count_by_status(engine))["done"] == n
+
+
+async def test_concurrent_claims_never_hand_out_a_job_twice(db):
+    async with db.begin() as conn:
+        for n in range(300):
+            await outbox.enqueue(conn, "test.claim", {"n": n})
+
+    async def claim_all(name: str) -> list[int]:
+        got: list[int] = []
+        while batch := await outbox.claim(db, name, limit=7, lease_s=30):
+            got += [job.id for job in batch]
+        return got
+
+    claimed = await asyncio.gather(*(claim_all(f"c{i}") for i in range(6)))
+    every = [job_id for ids in claimed for job_id in ids]
+    assert len(every) == len(set(every)) == 300
+    assert sum(1 for ids in claimed if ids) > 1
+
+
+async def test_a_failing_job_is_retried_after_a_backoff_then_succeeds(db):
+    calls: list[int] = []
+
+    async def flaky(job: Job) -> None:
+        calls.append(job.attempts)
+        if job.attempts < 3:
+            raise RuntimeError(f"provider unavailable (attempt {job.attempts})")
+
+    job_id = await add_job(db, "test.flaky")
+    w = worker(db, {"test.flaky": flaky})
+
+    assert await w.run_once() == 1
+    job = await outbox.get_job(db, job_id)
+    assert job is not None and (job.status, job.attempts) == ("pending", 1)
+    assert "RuntimeError: provider unavailable (attempt 1)" in (job.last_error or "")
+    # Backed off: not due again at once (attempt 1 waits 25-50 ms with this policy).
+    assert job.run_after > datetime.now(UTC) - timedelta(milliseconds=5)
+    assert await w.run_once() == 0
+
+    await eventually(lambda: _ran_once_more(w))
+    await eventually(lambda: _ran_once_more(w))
+    job = await outbox.get_job(db, job_id)
+    assert job is not None and (job.status, job.attempts) == ("done", 3)
+    assert calls == [1, 2, 3]
+
+
+async def _ran_once_more(w: OutboxWorker) -> bool:
+    return await w.run_once() == 1
+
+
+async def test_a_poison_job_is_parked_with_its_reason_after_max_attempts(db, caplog):
+    async def poison(job: Job) -> None:
+        await recorder(db)(job)
+        raise ValueError("malformed provider answer")
+
+    job_id = await add_job(db, "test.poison", {"phone": "+254711222333"}, max_attempts=3)
+    w = worker(db, {"test.poison": poison})
+    with caplog.at_level(logging.INFO, logger="payments.worker"):
+        await eventually(lambda: _drained_until(w, db, job_id, "parked"))
+    job = await outbox.get_job(db, job_id)
+    assert job is not None and job.attempts == 3 and job.locked_by is None
+    assert "ValueError: malformed provider answer" in (job.last_error or "")
+    assert await runs_of(db, job_id) == 3
+    assert await w.drain() == 0  # parked jobs never run again by themselves
+    # One line per outcome, naming the job; the payload (a phone number) never appears.
+    outcomes = [r.getMessage() for r in caplog.records if f"job {job_id} " in r.getMessage()]
+    assert len(outcomes) == 3 and "parked" in outcomes[-1]
+    assert "+254711222333" not in caplog.text and "254711222333" not in caplog.text
+
+
+async def _status_is(engine: AsyncEngine, job_id: int, status: str) -> bool:
+    return await status_of(engine, job_id) == status
+
+
+async def test_max_attempts_defaults_to_the_workers_setting(db):
+    async def poison(job: Job) -> None:
+        raise RuntimeError("down")
+
+    job_id = await add_job(db, "test.poison")
+    w = worker(db, {"test.poison": poison}, max_attempts=2)
+    await eventually(lambda: _drained_until(w, db, job_id, "parked"))
+    job = await outbox.get_job(db, job_id, default_max_attempts=2)
+    assert job is not None and (job.attempts, job.max_attempts) == (2, 2)
+
+
+async def _drained_until(w: OutboxWorker, engine: AsyncEngine, job_id: int, status: str) -> bool:
+    await w.drain()
+    return await status_of(engine, job_id) == status
+
+
+async def test_a_permanent_error_parks_at_once(db):
+    async def refuse(job: Job) -> None:
+        await recorder(db)(job)
+        raise PermanentJobError("the provider rejected the account number")
+
+    job_id = await add_job(db, "test.refused", max_attempts=5)
+    await worker(db, {"test.refused": refuse}).drain()
+    job = await outbox.get_job(db, job_id)
+    assert job is not None and (job.status, job.attempts) == ("parked", 1)
+    assert "the provider rejected the account number" in (job.last_error or "")
+    assert await runs_of(db, job_id) == 1
+
+
+async def test_a_job_of_an_unknown_kind_is_parked_with_a_clear_reason(db):
+    job_id = await add_job(db, "sms.sned")
+    await worker(db, {"sms.send": recorder(db)}).drain()
+    job = await outbox.get_job(db, job_id)
+    assert job is not None and job.status == "parked"
+    assert "no handler for job kind 'sms.sned'" in (job.last_error or "") and "sms.send" in job.last_error
+
+
+async def test_a_job_running_past_its_timeout_fails_and_is_retried(db):
+    async def slow(job: Job) -> None:
+        if job.attempts == 1:
+            await asyncio.sleep(5)
+
+    job_id = await add_job(db, "test.slow")
+    w = worker(db, {"test.slow": slow}, lease_s=1.0, job_timeout_s=0.2)
+    assert await w.run_once() == 1
+    job = await outbox.get_job(db, job_id)
+    assert job is not None and job.status == "pending"
+    assert "job timeout of 0.2s" in (job.last_error or "")
+    await eventually(lambda: _drained_until(w, db, job_id, "done"))
+
+
+async def test_a_dead_workers_job_runs_again_elsewhere_and_its_late_outcome_is_ignored(db):
+    job_id = await add_job(db, "test.record")
+    # A worker claims the job, then "dies": it never completes it.
+    (dead_claim,) = await outbox.claim(db, "dead-worker", limit=1, lease_s=0.3)
+    assert dead_claim.id == job_id and dead_claim.attempts == 1
+
+    survivor = worker(db, {"test.record": recorder(db, "survivor")}, lease_s=5.0)
+    assert await survivor.run_once() == 0  # the lease still holds: nobody else may run it
+    await asyncio.sleep(0.4)
+    assert await survivor.run_once() == 1  # the lease expired: swept back and run
+    job = await outbox.get_job(db, job_id)
+    assert job is not None and (job.status, job.attempts) == ("done", 2)
+    assert "lease of dead-worker expired during attempt 1" in (job.last_error or "")
+
+    # The dead worker wakes up: its outcome is fenced off, the job stays done.
+    assert await outbox.complete(db, dead_claim, "dead-worker") is False
+    outcome = await outbox.fail(db, dead_claim, "dead-worker", "late", policy=FAST)
+    assert not outcome.applied
+    assert await status_of(db, job_id) == "done"
+
+
+async def test_a_job_that_kills_its_worker_on_every_attempt_is_parked(db):
+    job_id = await add_job(db, "test.record", max_attempts=1)
+    await outbox.claim(db, "dead-worker", limit=1, lease_s=0.1)
+    await asyncio.sleep(0.2)
+    assert await outbox.requeue_expired_leases(db) == (0, 1)
+    job = await outbox.get_job(db, job_id)
+    assert job is not None and job.status == "parked" and "expired" in (job.last_error or "")
+
+
+async def test_graceful_stop_finishes_in_flight_jobs_and_claims_no_more(db):
+    started = asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(0.4)
+        await recorder(db)(job)
+
+    first = await add_job(db, "test.slow")
+    w = worker(db, {"test.slow": slow}, concurrency=1)
+    task = asyncio.create_task(w.run_forever())
+    await asyncio.wait_for(started.wait(), 5)
+    second = await add_job(db, "test.slow")
+    stopped_at = time.monotonic()
+    w.stop()
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - stopped_at > 0.2  # it waited for the job instead of abandoning it
+    assert await status_of(db, first) == "done" and await runs_of(db, first) == 1
+    assert await status_of(db, second) == "pending"
+
+
+async def test_run_forever_returns_when_its_stop_event_is_set(db):
+    stop = asyncio.Event()
+    w = worker(db, {})
+    task = asyncio.create_task(w.run_forever(stop))
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_new_job_wakes_a_listening_worker_before_its_poll_interval(db):
+    w = worker(db, {"test.record": recorder(db)}, poll_interval=30.0)
+    task = asyncio.create_task(w.run_forever())
+    try:
+        await asyncio.sleep(0.3)  # the worker is now waiting for a notification (or 30 s)
+        job_id = await add_job(db, "test.record")
+        await eventually(lambda: _status_is(db, job_id, "done"), within_s=5)
+    finally:
+        w.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_operators_park_and_retry_jobs(db):
+    pending = await add_job(db, "test.record")
+    assert await outbox.park(db, pending, "customer asked to cancel")
+    assert not await outbox.park(db, pending, "twice")
+    w = worker(db, {"test.record": recorder(db)})
+    assert await w.drain() == 0
+    assert await outbox.count_by_status(db) == {"pending": 0, "running": 0, "done": 0, "parked": 1}
+
+    assert await outbox.retry_parked(db, pending)
+    assert not await outbox.retry_parked(db, pending)  # pending now, not parked
+    job = await outbox.get_job(db, pending)
+    assert job is not None and (job.status, job.attempts) == ("pending", 0)
+    assert await w.drain() == 1
+    assert await status_of(db, pending) == "done"
+
+
+# -- gateway wiring -------------------------------------------------------------------------------
+
+
+def _app(engine: AsyncEngine, **outbox_settings) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = Settings.model_validate({"outbox": {"poll_interval_s": 0.05, **outbox_settings}})
+    app[DB_ENGINE] = engine
+    return app
+
+
+async def test_serve_runs_a_worker_in_process_and_stops_it_on_shutdown(db):
+    app = _app(db)
+    context = worker_ctx(app)
+    await anext(context)
+    running = app[OUTBOX_WORKER]
+    # No handlers are registered yet: the in-process worker parks an unknown kind, which shows it runs.
+    job_id = await add_job(db, "sms.send")
+    await eventually(lambda: _status_is(db, job_id, "parked"), within_s=5)
+    with pytest.raises(StopAsyncIteration):
+        await anext(context)
+    assert running.in_flight == 0
+    later = await add_job(db, "sms.send")
+    await asyncio.sleep(0.2)
+    assert await status_of(db, later) == "pending"  # stopped: nobody claims any more
+
+
+async def test_serve_can_leave_the_jobs_to_worker_processes(db):
+    app = _app(db, run_in_serve=False)
+    context = worker_ctx(app)
+    await anext(context)
+    assert OUTBOX_WORKER not in app
+    with pytest.raises(StopAsyncIteration):
+        await anext(context)
+
+
+def _sauti(*args: str, url: str) -> Result:
+    """Run one of this module's commands as `sauti` would, in a thread (they call asyncio.run)."""
+
+    @click.group()
+    @click.pass_context
+    def sauti(ctx: click.Context) -> None:
+        ctx.obj = {"settings": load_settings(ROOT / "config.yml", env={"DATABASE_URL": url})}
+
+    sauti.add_command(worker_command)
+    sauti.add_command(outbox_group)
+    return CliRunner().invoke(sauti, list(args))
+
+
+async def test_sauti_worker_once_and_the_outbox_commands(outbox_db, db, caplog):
+    job_id = await add_job(db, "no.such.kind", {"phone": "+221771234567"})
+    with caplog.at_level(logging.INFO, logger="payments.worker"):
+        ran = await asyncio.to_thread(_sauti, "worker", "--once", url=outbox_db)
+    assert ran.exit_code == 0, ran.output
+    assert "ran 1 job(s)" in ran.output and "1 parked" in ran.output
+    assert f"outbox job {job_id} (no.such.kind) parked" in caplog.text
+    assert "+221771234567" not in ran.output + caplog.text
+
+    retried = await asyncio.to_thread(_sauti, "outbox", "retry", str(job_id), url=outbox_db)
+    assert retried.exit_code == 0 and f"job {job_id} is pending again" in retried.output
+    status = await asyncio.to_thread(_sauti, "outbox", "status", url=outbox_db)
+    assert "pending  1" in status.output
+    again = await asyncio.to_thread(_sauti, "outbox", "retry", str(job_id), url=outbox_db)
+    assert again.exit_code != 0 and "is not parked" in again.output
+    parked = await asyncio.to_thread(_sauti, "outbox", "park", str(job_id), "--reason", "duplicate", url=outbox_db)
+    assert parked.exit_code == 0
+    job = await outbox.get_job(db, job_id)
+    assert job is not None and job.last_error == "parked by an operator: duplicate"
