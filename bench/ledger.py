@@ -240,7 +240,8 @@ def cli() -> None:
     parser.add_argument("--cases", default="a,b", help="a (wallet to wallet), b (with fee)")
     parser.add_argument("--modes", default="group,single", help="group (group commit), single (commit per transfer)")
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--pipelines", type=int, default=1, help="group-commit batches in flight (ledger.batch_pipelines)")
+    parser.add_argument("--pipelines", type=int, default=1,
+                        help="group-commit batches in flight (ledger.batch_pipelines)")
     parser.add_argument("--fee-shards", type=int, default=8, help="shards of the hot fee account (1: none)")
     asyncio.run(main(parser.parse_args()))
 

@@ -255,8 +255,7 @@ async def test_statement_shows_counterparty_and_reference_newest_first(engine, l
 
 
 async def test_ledger_check_passes_on_a_healthy_ledger(engine):
-    async with engine.connect() as conn:
-        report = await check_ledger(engine)
+    report = await check_ledger(engine)
     assert report.ok, report.render()
     assert report.postings > 0
 
