@@ -22,10 +22,12 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     SmallInteger,
     String,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -179,4 +181,99 @@ outbox_jobs = Table(
                     name="outbox_jobs_finished_iff_final"),
     Index("outbox_jobs_claimable", "run_after", "id", postgresql_where=text("status = 'pending'")),
     Index("outbox_jobs_leased", "locked_until", postgresql_where=text("status = 'running'")),
+)
+
+PAYMENT_KINDS = ("p2p", "send_to_phone", "pay_bill", "buy_goods_till", "buy_goods_pochi", "withdraw", "deposit",
+                 "refund")
+PAYMENT_CHANNELS = ("ussd", "voice", "app", "api")
+PAYMENT_STATUSES = ("created", "pending", "processing", "succeeded", "failed", "reversed", "refunded")
+PAYMENT_PROVIDERS = ("mpesa", "wave")
+
+# Payments (migration 0003): what was asked, where it stands, and the provider's ids for it.
+# IMPORTANT: (payer_user_id, idempotency_key) is unique; `request_hash` tells a replay from a conflict.
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("public_id", Text, nullable=False, unique=True),
+    Column("payer_user_id", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False, server_default="0"),
+    Column("currency", String(3), nullable=False),
+    Column("recipient_phone", String(16)),
+    Column("recipient_user_id", BigInteger, ForeignKey("users.id")),
+    Column("till", Text),
+    Column("paybill", Text),
+    Column("account_number", Text),
+    Column("agent_number", Text),
+    Column("store_number", Text),
+    Column("bank_code", Text),
+    Column("status", Text, nullable=False, server_default="created"),
+    Column("provider", Text),
+    Column("provider_ref", Text),
+    Column("provider_refs", JSONB, nullable=False, server_default="{}"),
+    Column("error_code", Text),
+    Column("error_message", Text),
+    Column("retry_count", Integer, nullable=False, server_default="0"),
+    Column("transcript", Text),
+    Column("confidence", Numeric(4, 3)),
+    Column("voice_confirmed", Boolean, nullable=False, server_default="false"),
+    Column("debit_transfer_id", BigInteger, ForeignKey("transfers.id")),
+    Column("settle_transfer_id", BigInteger, ForeignKey("transfers.id")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    # Migration 0004: the payment a refund undoes (set exactly when kind is 'refund').
+    Column("refund_of", BigInteger, ForeignKey("payments.id")),
+    UniqueConstraint("payer_user_id", "idempotency_key", name="payments_payer_idempotency_key"),
+    Index("payments_provider_ref", "provider", "provider_ref", unique=True),
+    Index("payments_open", "updated_at", postgresql_where=text("status IN ('created', 'pending', 'processing')")),
+    Index("payments_payer_history", "payer_user_id", "created_at"),
+    Index("payments_refunded_once", "refund_of", unique=True,
+          postgresql_where=text("refund_of IS NOT NULL AND status <> 'failed'")),
+)
+
+# One row per transition of a payment, with its cause.
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("payment_id", BigInteger, ForeignKey("payments.id"), nullable=False, index=True),
+    Column("from_status", Text),
+    Column("to_status", Text, nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("details", JSONB, nullable=False, server_default="{}"),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Callbacks and webhooks accepted, unique on the provider's own id: duplicates change nothing.
+provider_events = Table(
+    "provider_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("provider", Text, nullable=False),
+    Column("event_key", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("payment_id", BigInteger, ForeignKey("payments.id")),
+    Column("payload", JSONB, nullable=False, server_default="{}"),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("provider", "event_key", "kind", name="provider_events_once"),
+)
+
+# Callers of the JSON payments API (migration 0004): only a hash of each secret is kept.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("prefix", Text, nullable=False, unique=True),
+    Column("secret_hash", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("user_id", BigInteger, ForeignKey("users.id")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
 )

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import create_engine, redacted
 from db.migrate import current_revision, head_revision, upgrade
 from gateway.app import create_app
+from gateway.commands.nlu import nlu
 from gateway.commands.sandbox import sandbox
 from gateway.commands.worker import outbox_group, worker
 from gateway.resources import database_url
@@ -124,6 +125,7 @@ def ledger_check(ctx: click.Context) -> None:
 main.add_command(sandbox)
 main.add_command(worker)
 main.add_command(outbox_group)
+main.add_command(nlu)
 
 
 if __name__ == "__main__":

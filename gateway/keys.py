@@ -7,9 +7,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.settings import Settings
 from payments.identities import PinService
 from payments.ledger import Ledger
+from payments.orchestrator import Payments
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_ENGINE = web.AppKey("db_engine", AsyncEngine)
 DATABASE_URL = web.AppKey("database_url", str)
 LEDGER = web.AppKey("ledger", Ledger)
 PINS = web.AppKey("pins", PinService)
+PAYMENTS = web.AppKey("payments", Payments)

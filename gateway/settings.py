@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from nlu.settings import NluSettings
+
 
 class ConfigError(Exception):
     """A configuration that cannot start Sauti; the message names each bad key."""
@@ -77,6 +79,23 @@ class OutboxSettings(_Section):
         return self
 
 
+class NluSection(_Section):
+    """The `nlu:` section; `nlu_settings()` hands it to the nlu package (which imports none of ours)."""
+
+    backend: Literal["embedded", "rasa"] = "embedded"
+    confidence_threshold: float = Field(0.4, ge=0.0, le=1.0)
+    data_dir: Path | None = None
+    cache_dir: Path | None = Path("var/cache/nlu")
+    rasa_url: str = "http://localhost:5005"
+    rasa_token: SecretStr | None = None
+    rasa_timeout_s: float = Field(2.0, gt=0, le=60)
+
+    def nlu_settings(self) -> NluSettings:
+        values = self.model_dump()
+        values["rasa_token"] = self.rasa_token.get_secret_value() if self.rasa_token else None
+        return NluSettings(**values)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
@@ -89,6 +108,7 @@ class Settings(_Section):
     security: SecuritySettings = SecuritySettings()
     ledger: LedgerSettings = LedgerSettings()
     outbox: OutboxSettings = OutboxSettings()
+    nlu: NluSection = NluSection()
     logging: LoggingSettings = LoggingSettings()
 
 

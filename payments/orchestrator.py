@@ -1,0 +1,330 @@
+"""The payment orchestrator: commands in, ledger transfers and outbox jobs out, provider results back.
+
+One pipeline per payment kind, each readable top to bottom:
+
+- p2p (`SendToWallet`, or `SendToPhone` to a number with a wallet): ONE transaction records the
+  payment, moves the money (3-leg transfer with the fee), marks it succeeded and enqueues the SMS
+  receipts.
+- payout (`SendToPhone` to a number without a wallet, `Withdraw`): ONE transaction records the payment,
+  moves amount + fee from the wallet into provider clearing (+ fee revenue), marks it pending and
+  enqueues the provider job (`mpesa.b2c` for KES, `wave.payout` for XOF). The job sends it with our
+  `public_id` as the provider's idempotency id; the result (callback, webhook, Wave's answer or a
+  status query) settles clearing to the provider's settlement account, or unwinds it to the payer.
+- deposit (`Deposit`): ONE transaction records the payment and enqueues `mpesa.stk_push` (KES) or
+  `wave.checkout` (XOF). The STK callback, confirmed by an STK query when `confirm_stk_with_query`
+  (Daraja signs nothing), or Wave's verified `checkout.session.*` webhook credits the wallet from
+  provider collection.
+
+IMPORTANT: every money movement is a ledger transfer with a key derived from the payment
+(`payments.settlement`), every external effect is an outbox job written in the transaction of the
+state change that needs it, and every delivery from a provider is recorded in `provider_events`
+in the transaction that applies it, so duplicates and late or out-of-order deliveries change nothing.
+`recover_stuck` resolves payments whose result never came, by asking the provider.
+
+This module holds the commands and is the service's face (`Payments`); the parts it composes:
+`payments.provider_jobs` (outbox handlers), `payments.provider_results` (callbacks, webhooks,
+recovery), `payments.resolution` (applying a verdict once), `payments.settlement` (the transfers),
+`payments.payment_store` (the tables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from payments import payment_store as store
+from payments.commands import Command, Deposit, PaymentKind, SendToPhone, SendToWallet, Withdraw
+from payments.errors import AccountClosed, IdempotencyConflict, InsufficientFunds, InvalidRequest, UnknownUser
+from payments.fees import FeePlan, Quote, quote
+from payments.identities import User, UserStatus, find_user_by_phone, get_user
+from payments.ledger import Ledger
+from payments.money import Money
+from payments.outbox import enqueue
+from payments.payment_settings import (
+    JOB_B2C,
+    JOB_STK_PUSH,
+    JOB_WAVE_CHECKOUT,
+    JOB_WAVE_PAYOUT,
+    MPESA,
+    PROVIDER_FOR,
+    PaymentSettings,
+    ProviderClients,
+)
+from payments.payment_store import Payment
+from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of
+from payments.provider_jobs import Handler, ProviderJobs
+from payments.provider_results import ProviderResults, RecoveryReport
+from payments.providers.daraja import AmountNotPayable, mpesa_msisdn, whole_shillings
+from payments.providers.daraja_callbacks import DarajaResult, QueueTimeout, StkCallback
+from payments.providers.wave import Payout
+from payments.providers.wave_webhooks import WaveEvent
+from payments.resolution import Resolver
+from payments.settlement import AccountBook, Settlement
+from payments.states import PaymentStatus
+
+__all__ = ["PaymentSettings", "Payments", "ProviderClients", "RecoveryReport"]
+
+S = PaymentStatus
+
+
+class Payments:
+    """The orchestrator service. `handle(command)` runs a command; `register_handlers()` gives the
+    outbox worker its handlers; `on_*` take parsed provider deliveries; `recover_stuck` sweeps."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ledger: Ledger,
+        *,
+        settings: PaymentSettings | None = None,
+        providers: ProviderClients | None = None,
+        plan_for: Callable[[User], FeePlan] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.ledger = ledger
+        self.settings = settings or PaymentSettings()
+        self.providers = providers or ProviderClients()
+        self._plan_for = plan_for or (lambda user: self.settings.fee_plans[self.settings.default_plan])
+        self.accounts = AccountBook(engine)
+        self.money = Settlement(ledger, self.accounts)
+        self.resolver = Resolver(engine, self.money, self.settings, self.providers)
+        self.jobs = ProviderJobs(engine, self.resolver, self.settings, self.providers)
+        self.results = ProviderResults(engine, self.resolver, self.settings, self.providers)
+        self._commands: Mapping[type, Callable[[Any], Awaitable[Payment]]] = MappingProxyType({
+            SendToWallet: self._send_to_wallet,
+            SendToPhone: self._send_to_phone,
+            Withdraw: self._withdraw,
+            Deposit: self._deposit,
+        })
+
+    # -- commands --------------------------------------------------------------------------------
+
+    async def handle(self, command: Command) -> Payment:
+        """Run a command; returns the payment (a failed one when the wallet could not cover it).
+        Raises `IdempotencyConflict` when the key was used for another request, and the
+        `PaymentsError`s of bad requests (limits, unknown recipient, bad number)."""
+        handler = self._commands.get(type(command))
+        if handler is None:
+            raise InvalidRequest(f"no handler for {type(command).__name__}")
+        return await handler(command)
+
+    async def quote(
+        self, payer_user_id: int, amount: Money, *, recipient_phone: str | None = None,
+        recipient_user_id: int | None = None, kind: PaymentKind = PaymentKind.P2P,
+    ) -> Quote:
+        """What a payment would cost, checked against limits, with the recipient's registered name
+        when the recipient has a Sauti wallet (for the confirmation screen)."""
+        async with self.engine.connect() as conn:
+            payer = await get_user(conn, payer_user_id)
+            recipient: User | None = None
+            if recipient_user_id is not None:
+                recipient = await get_user(conn, recipient_user_id)
+            elif recipient_phone:
+                recipient = await find_user_by_phone(conn, self._phone(recipient_phone, payer), None)
+            name = (recipient.display_name or None) if recipient is not None else None
+            return await self._quote(conn, payer, amount, kind, name)
+
+    async def history(self, public_id: str) -> tuple[Payment, list[store.PaymentEvent]]:
+        """A payment and every transition it went through, with causes (for operators and support)."""
+        async with self.engine.connect() as conn:
+            payment = await store.get_payment(conn, public_id)
+            if payment is None:
+                raise InvalidRequest(f"no payment {public_id}")
+            return payment, await store.events_of(conn, payment.id)
+
+    async def _quote(self, conn: AsyncConnection, payer: User, amount: Money, kind: PaymentKind,
+                     recipient_name: str | None = None) -> Quote:
+        spent_today, this_month = await store.outgoing_totals(conn, payer.id, amount.currency)
+        return quote(amount, self._plan_for(payer), limits=self.settings.limits, kyc_tier=payer.kyc_tier,
+                     spent_today=spent_today, transactions_this_month=this_month, recipient_name=recipient_name,
+                     free_of_charge=kind is PaymentKind.DEPOSIT)
+
+    async def _send_to_wallet(self, cmd: SendToWallet) -> Payment:
+        async with self.engine.begin() as conn:
+            payer = await self._active_user(conn, cmd.payer_user_id)
+            if cmd.recipient_user_id is not None:
+                recipient = await get_user(conn, cmd.recipient_user_id)
+            else:
+                phone = self._phone(cmd.recipient_phone or "", payer)
+                found = await find_user_by_phone(conn, phone)
+                if found is None:
+                    raise UnknownUser(f"{phone} has no Sauti wallet")
+                recipient = found
+            return await self._internal(conn, cmd, payer, recipient, PaymentKind.P2P)
+
+    async def _send_to_phone(self, cmd: SendToPhone) -> Payment:
+        async with self.engine.begin() as conn:
+            payer = await self._active_user(conn, cmd.payer_user_id)
+            phone = self._phone(cmd.recipient_phone, payer)
+            recipient = await find_user_by_phone(conn, phone)
+            if recipient is not None and recipient.id != payer.id:
+                # The number has a wallet: keep the money inside Sauti (no provider, no provider fee).
+                return await self._internal(conn, cmd, payer, recipient, PaymentKind.SEND_TO_PHONE)
+            return await self._payout(conn, cmd, payer, PaymentKind.SEND_TO_PHONE, phone)
+
+    async def _withdraw(self, cmd: Withdraw) -> Payment:
+        async with self.engine.begin() as conn:
+            payer = await self._active_user(conn, cmd.payer_user_id)
+            phone = self._phone(cmd.phone, payer) if cmd.phone else payer.phone
+            return await self._payout(conn, cmd, payer, PaymentKind.WITHDRAW, phone)
+
+    async def _deposit(self, cmd: Deposit) -> Payment:
+        currency = cmd.amount.currency
+        provider = PROVIDER_FOR[currency]
+        async with self.engine.begin() as conn:
+            payer = await self._active_user(conn, cmd.payer_user_id)
+            phone = self._phone(cmd.phone, payer) if cmd.phone else payer.phone
+            if provider == MPESA:
+                self._check_mpesa(cmd.amount, phone)
+            elif region_of(phone) not in ("SN", "CI"):
+                raise InvalidRequest("Wave collects from Senegalese and Ivorian numbers")
+            request_hash = cmd.request_hash(PaymentKind.DEPOSIT, recipient_phone=phone)
+            if (replay := await self._replay(conn, cmd, request_hash)) is not None:
+                return replay
+            self.settings.limits.check(cmd.amount, kyc_tier=payer.kyc_tier, spent_today=Money.zero(currency))
+            payment, fresh = await self._insert(conn, cmd, PaymentKind.DEPOSIT, request_hash, Money.zero(currency),
+                                                provider=provider, recipient_phone=phone)
+            if not fresh:
+                return payment
+            # M-Pesa: an STK push to the phone. Wave: a checkout session the payer approves in the app.
+            job = JOB_STK_PUSH if provider == MPESA else JOB_WAVE_CHECKOUT
+            await enqueue(conn, job, {"payment": payment.public_id}, dedupe_key=f"{job}:{payment.public_id}")
+            return payment
+
+    # -- command steps ---------------------------------------------------------------------------
+
+    async def _internal(self, conn: AsyncConnection, cmd: SendToWallet | SendToPhone, payer: User, recipient: User,
+                        kind: PaymentKind) -> Payment:
+        """Wallet to wallet, in the caller's transaction: recorded, moved and succeeded at once."""
+        if recipient.id == payer.id:
+            raise InvalidRequest("you cannot send money to yourself")
+        if recipient.status is UserStatus.CLOSED:
+            raise AccountClosed("the recipient's account is closed")
+        request_hash = cmd.request_hash(kind, recipient_user_id=recipient.id)
+        if (replay := await self._replay(conn, cmd, request_hash)) is not None:
+            return replay
+        priced = await self._quote(conn, payer, cmd.amount, kind, recipient.display_name or None)
+        payment, fresh = await self._insert(conn, cmd, kind, request_hash, priced.fee,
+                                            recipient_user_id=recipient.id, recipient_phone=recipient.phone)
+        if not fresh:
+            return payment
+        try:
+            async with conn.begin_nested():
+                moved = await self.money.pay_wallet(conn, payment, recipient.id)
+        except InsufficientFunds as exc:
+            return await self._refused(conn, payment, exc)
+        payment = await store.transition(conn, payment, S.SUCCEEDED, cause="ledger",
+                                         debit_transfer_id=moved.transfer_id, settle_transfer_id=moved.transfer_id)
+        await self.resolver.receipts(conn, payment, "payer", "payee")
+        return payment
+
+    async def _payout(self, conn: AsyncConnection, cmd: SendToPhone | Withdraw, payer: User, kind: PaymentKind,
+                      phone: str) -> Payment:
+        """Wallet to a mobile-money account: debited into clearing now, paid by a provider job."""
+        currency = cmd.amount.currency
+        provider = PROVIDER_FOR[currency]
+        if provider == MPESA:
+            self._check_mpesa(cmd.amount, phone)
+        elif region_of(phone) not in ("SN", "CI"):
+            raise InvalidRequest("Wave pays out to Senegalese and Ivorian numbers")
+        request_hash = cmd.request_hash(kind, recipient_phone=phone)
+        if (replay := await self._replay(conn, cmd, request_hash)) is not None:
+            return replay
+        priced = await self._quote(conn, payer, cmd.amount, kind)
+        payment, fresh = await self._insert(conn, cmd, kind, request_hash, priced.fee, provider=provider,
+                                            recipient_phone=phone)
+        if not fresh:
+            return payment
+        try:
+            async with conn.begin_nested():
+                debited = await self.money.debit_for_payout(conn, payment)
+        except InsufficientFunds as exc:
+            return await self._refused(conn, payment, exc)
+        payment = await store.transition(conn, payment, S.PENDING, cause="debited_to_clearing",
+                                         debit_transfer_id=debited.transfer_id)
+        job = JOB_B2C if provider == MPESA else JOB_WAVE_PAYOUT
+        await enqueue(conn, job, {"payment": payment.public_id}, dedupe_key=f"{job}:{payment.public_id}")
+        return payment
+
+    async def _replay(self, conn: AsyncConnection, cmd: Command, request_hash: str) -> Payment | None:
+        existing = await store.find_by_key(conn, cmd.payer_user_id, cmd.idempotency_key)
+        if existing is None:
+            return None
+        if existing.request_hash != request_hash:
+            raise IdempotencyConflict(cmd.idempotency_key, existing.id)
+        return existing
+
+    async def _insert(self, conn: AsyncConnection, cmd: Command, kind: PaymentKind, request_hash: str, fee: Money,
+                      **fields: Any) -> tuple[Payment, bool]:
+        """Record the payment; returns it and True, or a concurrent twin's (same key) and False."""
+        new = store.NewPayment(
+            payer_user_id=cmd.payer_user_id, idempotency_key=cmd.idempotency_key, request_hash=request_hash,
+            kind=kind.value, channel=cmd.channel.value, amount=cmd.amount, fee=fee, transcript=cmd.transcript,
+            confidence=cmd.confidence, voice_confirmed=cmd.voice_confirmed, **fields)
+        payment = await store.insert_payment(conn, new, cause=f"command:{cmd.channel.value}")
+        if payment is None:
+            # A concurrent request with the same key committed first: answer as a replay.
+            replay = await self._replay(conn, cmd, request_hash)
+            assert replay is not None
+            return replay, False
+        return payment, True
+
+    async def _refused(self, conn: AsyncConnection, payment: Payment, exc: InsufficientFunds) -> Payment:
+        message = "Not enough money in the wallet"
+        if exc.available is not None and exc.needed is not None:
+            cur = payment.amount.currency
+            message += f": {Money(exc.available, cur)} available, {Money(exc.needed, cur)} needed"
+        return await store.transition(conn, payment, S.FAILED, cause="ledger",
+                                      details={"error": InsufficientFunds.code},
+                                      error_code=InsufficientFunds.code, error_message=message + ".")
+
+    async def _active_user(self, conn: AsyncConnection, user_id: int) -> User:
+        user = await get_user(conn, user_id)
+        if user.status is UserStatus.CLOSED:
+            raise AccountClosed("this account is closed")
+        return user
+
+    @staticmethod
+    def _phone(text: str | None, payer: User) -> str:
+        try:
+            return parse_msisdn(text or "", region_of(payer.phone))
+        except InvalidPhoneNumber as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    @staticmethod
+    def _check_mpesa(amount: Money, phone: str) -> None:
+        try:
+            whole_shillings(amount)
+            mpesa_msisdn(phone)
+        except (AmountNotPayable, InvalidPhoneNumber) as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    # -- what the worker, the gateway and operators call -------------------------------------------
+
+    def register_handlers(self) -> dict[str, Handler]:
+        """The outbox worker's routing table: ``mpesa.b2c``, ``wave.payout``, ``mpesa.stk_push``,
+        ``wave.checkout``, ``sms.receipt``."""
+        return self.jobs.handlers()
+
+    async def on_stk_callback(self, callback: StkCallback) -> str:
+        return await self.results.on_stk_callback(callback)
+
+    async def on_b2c_result(self, result: DarajaResult) -> str:
+        return await self.results.on_b2c_result(result)
+
+    async def on_b2c_queue_timeout(self, notice: QueueTimeout) -> str:
+        return await self.results.on_b2c_queue_timeout(notice)
+
+    async def on_wave_payout_update(self, payout: Payout, *, event_id: str | None = None) -> str:
+        return await self.results.on_wave_payout_update(payout, event_id=event_id)
+
+    async def on_wave_event(self, event: WaveEvent) -> str:
+        return await self.results.on_wave_event(event)
+
+    async def recover_stuck(self, older_than: timedelta, *, limit: int = 200) -> RecoveryReport:
+        """Resolve payments left open longer than ``older_than`` by asking the providers."""
+        return await self.results.recover_stuck(older_than, limit=limit)

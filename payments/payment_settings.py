@@ -1,0 +1,54 @@
+"""What the payment orchestrator is configured with: its policy (`PaymentSettings`), the provider
+clients it talks to (`ProviderClients`), and the names it shares with the worker and the gateway
+(providers, outbox job kinds)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from payments.fees import DEFAULT_LIMITS, DEFAULT_PLANS, FeePlan, Limits
+from payments.money import Currency
+from payments.providers.daraja import DarajaClient
+from payments.providers.sms import SmsSender
+from payments.providers.wave import WaveClient
+
+MPESA, WAVE = "mpesa", "wave"
+#: Which provider pays out (and collects) each currency.
+PROVIDER_FOR: Mapping[Currency, str] = MappingProxyType({Currency.KES: MPESA, Currency.XOF: WAVE})
+#: Outbox job kinds, one per external effect.
+JOB_B2C, JOB_WAVE_PAYOUT, JOB_STK_PUSH, JOB_SMS = "mpesa.b2c", "wave.payout", "mpesa.stk_push", "sms.receipt"
+JOB_WAVE_CHECKOUT = "wave.checkout"
+
+
+@dataclass(frozen=True)
+class PaymentSettings:
+    """The orchestrator's policy. ``callback_base_url`` is where providers reach us (it should carry
+    a secret path segment: Daraja signs nothing); the orchestrator appends ``/mpesa/stk``,
+    ``/mpesa/b2c/result`` and ``/mpesa/b2c/timeout``."""
+
+    callback_base_url: str = "http://127.0.0.1:8080/callbacks"
+    #: Confirm an STK success callback with an STK query before crediting (DESIGN: Daraja signs nothing).
+    confirm_stk_with_query: bool = True
+    fee_plans: Mapping[str, FeePlan] = field(default_factory=lambda: DEFAULT_PLANS)
+    #: The plan of users without one of their own (users carry no plan yet).
+    default_plan: str = "basic"
+    limits: Limits = DEFAULT_LIMITS
+    stk_account_reference: str = "Sauti"
+    stk_description: str = "Sauti deposit"
+    b2c_remarks: str = "Sauti payout"
+    #: Where Wave sends the payer's browser after a checkout (the webhook, not this, credits the wallet).
+    wave_success_url: str = "https://sauti.example/wave/success"
+    wave_error_url: str = "https://sauti.example/wave/error"
+    #: Send SMS receipts (jobs are enqueued either way when an SMS sender is configured).
+    sms_receipts: bool = True
+
+
+@dataclass(frozen=True)
+class ProviderClients:
+    """Started clients; any may be None when that provider is not configured."""
+
+    daraja: DarajaClient | None = None
+    wave: WaveClient | None = None
+    sms: SmsSender | None = None

@@ -1,0 +1,281 @@
+"""The payments tables (migration 0003) as Python: reading payments, recording them idempotently,
+moving them through the state machine with an event per transition, and deduplicating provider
+callbacks. Every function writes in the caller's open transaction (``conn``); none commits.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payments.money import Currency, Money
+from payments.states import PaymentStatus, check_transition
+
+# Crockford's base32, lower case: no i, l, o, u, so ids survive being read aloud or typed.
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_public_id() -> str:
+    """``pay_`` + 26 characters: 48 bits of milliseconds then 80 random bits (a ULID), so ids sort by
+    creation time. This is our id at the providers (Daraja OriginatorConversationID, Wave
+    Idempotency-Key and client_reference)."""
+    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return "pay_" + "".join(reversed(chars))
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """One payment as it stands."""
+
+    id: int
+    public_id: str
+    payer_user_id: int
+    idempotency_key: str
+    request_hash: str
+    kind: str
+    channel: str
+    amount: Money
+    fee: Money
+    status: PaymentStatus
+    provider: str | None
+    provider_ref: str | None
+    recipient_phone: str | None
+    recipient_user_id: int | None
+    error_code: str | None
+    error_message: str | None
+    debit_transfer_id: int | None
+    settle_transfer_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    provider_refs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    transcript: str | None = None
+    confidence: Decimal | None = None
+    voice_confirmed: bool = False
+
+    @property
+    def total(self) -> Money:
+        return self.amount + self.fee
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentEvent:
+    from_status: PaymentStatus | None
+    to_status: PaymentStatus
+    cause: str
+    details: Mapping[str, Any]
+    at: datetime
+
+
+_COLUMNS = ("id, public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, fee, currency, "
+            "status, provider, provider_ref, recipient_phone, recipient_user_id, error_code, error_message, "
+            "debit_transfer_id, settle_transfer_id, created_at, updated_at, finished_at, provider_refs, "
+            "transcript, confidence, voice_confirmed")
+
+
+def _payment(row: Any) -> Payment:
+    currency = Currency(row.currency)
+    refs = row.provider_refs
+    if isinstance(refs, str):
+        refs = json.loads(refs)
+    return Payment(
+        id=row.id, public_id=row.public_id, payer_user_id=row.payer_user_id, idempotency_key=row.idempotency_key,
+        request_hash=row.request_hash, kind=row.kind, channel=row.channel, amount=Money(row.amount, currency),
+        fee=Money(row.fee, currency), status=PaymentStatus(row.status), provider=row.provider,
+        provider_ref=row.provider_ref, recipient_phone=row.recipient_phone, recipient_user_id=row.recipient_user_id,
+        error_code=row.error_code, error_message=row.error_message, debit_transfer_id=row.debit_transfer_id,
+        settle_transfer_id=row.settle_transfer_id, created_at=row.created_at, updated_at=row.updated_at,
+        finished_at=row.finished_at, provider_refs=dict(refs or {}), transcript=row.transcript,
+        confidence=row.confidence, voice_confirmed=row.voice_confirmed)
+
+
+@dataclass(frozen=True, slots=True)
+class NewPayment:
+    """What `insert_payment` records."""
+
+    payer_user_id: int
+    idempotency_key: str
+    request_hash: str
+    kind: str
+    channel: str
+    amount: Money
+    fee: Money
+    provider: str | None = None
+    recipient_phone: str | None = None
+    recipient_user_id: int | None = None
+    transcript: str | None = None
+    confidence: Decimal | None = None
+    voice_confirmed: bool = False
+
+
+_INSERT = text(f"""
+INSERT INTO payments (public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, fee,
+                      currency, provider, recipient_phone, recipient_user_id, transcript, confidence,
+                      voice_confirmed)
+VALUES (:public_id, :payer, :key, :hash, :kind, :channel, :amount, :fee, :currency, :provider, :phone,
+        :recipient, :transcript, :confidence, :voice_confirmed)
+ON CONFLICT (payer_user_id, idempotency_key) DO NOTHING
+RETURNING {_COLUMNS}
+""")
+
+
+async def insert_payment(conn: AsyncConnection, new: NewPayment, *, cause: str) -> Payment | None:
+    """Record a payment in `created`, with its first event. None when the payer already used the key
+    (a concurrent insert with the same key is waited for, then counts as used)."""
+    row = (await conn.execute(_INSERT, {
+        "public_id": new_public_id(), "payer": new.payer_user_id, "key": new.idempotency_key,
+        "hash": new.request_hash, "kind": new.kind, "channel": new.channel, "amount": new.amount.minor,
+        "fee": new.fee.minor, "currency": new.amount.currency.value, "provider": new.provider,
+        "phone": new.recipient_phone, "recipient": new.recipient_user_id, "transcript": new.transcript,
+        "confidence": new.confidence, "voice_confirmed": new.voice_confirmed})).first()
+    if row is None:
+        return None
+    payment = _payment(row)
+    await _event(conn, payment.id, None, PaymentStatus.CREATED, cause, {})
+    return payment
+
+
+async def find_by_key(conn: AsyncConnection, payer_user_id: int, key: str) -> Payment | None:
+    row = (await conn.execute(text(
+        f"SELECT {_COLUMNS} FROM payments WHERE payer_user_id = :p AND idempotency_key = :k"),
+        {"p": payer_user_id, "k": key})).first()
+    return _payment(row) if row else None
+
+
+async def get_payment(conn: AsyncConnection, public_id: str, *, lock: bool = False) -> Payment | None:
+    """The payment, or None; ``lock`` takes its row lock until the transaction ends, so two
+    deliveries about one payment are applied one after the other."""
+    suffix = " FOR UPDATE" if lock else ""
+    row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM payments WHERE public_id = :p{suffix}"),
+                              {"p": public_id})).first()
+    return _payment(row) if row else None
+
+
+async def find_by_provider_ref(conn: AsyncConnection, provider: str, ref: str, *, lock: bool = False) -> Payment | None:
+    suffix = " FOR UPDATE" if lock else ""
+    row = (await conn.execute(text(
+        f"SELECT {_COLUMNS} FROM payments WHERE provider = :pr AND provider_ref = :r{suffix}"),
+        {"pr": provider, "r": ref})).first()
+    return _payment(row) if row else None
+
+
+async def _event(conn: AsyncConnection, payment_id: int, from_status: PaymentStatus | None,
+                 to_status: PaymentStatus, cause: str, details: Mapping[str, Any]) -> None:
+    await conn.execute(text(
+        "INSERT INTO payment_events (payment_id, from_status, to_status, cause, details) "
+        "VALUES (:p, :f, :t, :c, CAST(:d AS jsonb))"),
+        {"p": payment_id, "f": from_status.value if from_status else None, "t": to_status.value, "c": cause,
+         "d": json.dumps(dict(details), default=str)})
+
+
+# Columns `transition` may set along with the status.
+_SETTABLE = frozenset({"provider_ref", "error_code", "error_message", "debit_transfer_id", "settle_transfer_id",
+                       "retry_count"})
+
+
+async def transition(
+    conn: AsyncConnection,
+    payment: Payment,
+    target: PaymentStatus,
+    *,
+    cause: str,
+    details: Mapping[str, Any] | None = None,
+    refs: Mapping[str, Any] | None = None,
+    **columns: Any,
+) -> Payment:
+    """Move a payment (whose row the caller locked, or just inserted) to ``target``, recording the
+    event. Raises `InvalidTransition` for a move the state machine forbids; callers check
+    `is_replay` first for deliveries that may be duplicates."""
+    check_transition(payment.status, target)
+    unknown = set(columns) - _SETTABLE
+    if unknown:
+        raise ValueError(f"transition cannot set {sorted(unknown)}")
+    sets = ", ".join(f"{name} = :{name}" for name in columns)
+    row = (await conn.execute(text(
+        f"UPDATE payments SET status = :status, updated_at = now(), "
+        f"finished_at = CASE WHEN :final THEN now() ELSE finished_at END, "
+        f"provider_refs = provider_refs || CAST(:refs AS jsonb)"
+        f"{', ' + sets if sets else ''} WHERE id = :id RETURNING {_COLUMNS}"),
+        {"status": target.value, "final": target.is_final, "refs": json.dumps(dict(refs or {}), default=str),
+         "id": payment.id, **columns})).one()
+    await _event(conn, payment.id, payment.status, target, cause, details or {})
+    return _payment(row)
+
+
+async def note(conn: AsyncConnection, payment: Payment, refs: Mapping[str, Any], **columns: Any) -> Payment:
+    """Merge provider references (and ``provider_ref``) into a payment without changing its state:
+    a late acceptance after the result, a flag for an operator (``needs_review``)."""
+    unknown = set(columns) - {"provider_ref"}
+    if unknown:
+        raise ValueError(f"note cannot set {sorted(unknown)}")
+    sets = "".join(f", {name} = :{name}" for name in columns)
+    row = (await conn.execute(text(
+        f"UPDATE payments SET provider_refs = provider_refs || CAST(:refs AS jsonb), updated_at = now(){sets} "
+        f"WHERE id = :id RETURNING {_COLUMNS}"),
+        {"refs": json.dumps(dict(refs), default=str), "id": payment.id, **columns})).one()
+    return _payment(row)
+
+
+async def events_of(conn: AsyncConnection, payment_id: int) -> list[PaymentEvent]:
+    rows = await conn.execute(text(
+        "SELECT from_status, to_status, cause, details, at FROM payment_events WHERE payment_id = :p ORDER BY id"),
+        {"p": payment_id})
+    return [PaymentEvent(PaymentStatus(r.from_status) if r.from_status else None, PaymentStatus(r.to_status),
+                         r.cause, r.details if not isinstance(r.details, str) else json.loads(r.details), r.at)
+            for r in rows]
+
+
+async def record_provider_event(
+    conn: AsyncConnection, provider: str, event_key: str, kind: str, summary: Mapping[str, Any],
+    payment_id: int | None = None,
+) -> bool:
+    """Remember a callback or webhook; False when the same one (provider, its id, kind) was already
+    recorded. IMPORTANT: call it in the transaction that applies the delivery, so a delivery is
+    applied exactly when it is recorded."""
+    row = (await conn.execute(text(
+        "INSERT INTO provider_events (provider, event_key, kind, payment_id, payload) "
+        "VALUES (:pr, :k, :kind, :p, CAST(:payload AS jsonb)) ON CONFLICT (provider, event_key, kind) DO NOTHING "
+        "RETURNING id"),
+        {"pr": provider, "k": event_key, "kind": kind, "p": payment_id,
+         "payload": json.dumps(dict(summary), default=str)})).first()
+    return row is not None
+
+
+async def outgoing_totals(conn: AsyncConnection, payer_user_id: int, currency: Currency) -> tuple[Money, int]:
+    """What the payer sent today (not counting failed payments) and how many payments they made this
+    month: the inputs of the daily limit and the plan's monthly allowance."""
+    row = (await conn.execute(text(
+        "SELECT coalesce(sum(amount) FILTER (WHERE created_at >= date_trunc('day', now())), 0) AS today, "
+        "       count(*) AS month "
+        "  FROM payments WHERE payer_user_id = :p AND currency = :c AND kind <> 'deposit' "
+        "   AND status <> 'failed' AND created_at >= date_trunc('month', now())"),
+        {"p": payer_user_id, "c": currency.value})).one()
+    return Money(int(row.today), currency), int(row.month)
+
+
+async def open_payments(conn: AsyncConnection, older_than_s: float, *, limit: int) -> list[Payment]:
+    """Payments not yet final and untouched for ``older_than_s`` seconds: what recovery looks at."""
+    rows = await conn.execute(text(
+        f"SELECT {_COLUMNS} FROM payments WHERE status IN ('created', 'pending', 'processing') "
+        "AND updated_at < now() - make_interval(secs => :s) ORDER BY updated_at LIMIT :limit"),
+        {"s": float(older_than_s), "limit": limit})
+    return [_payment(r) for r in rows]
+
+
+async def job_status(conn: AsyncConnection, dedupe_key: str) -> str | None:
+    """The status of the outbox job a payment enqueued (by its dedupe key), or None."""
+    return (await conn.execute(text("SELECT status FROM outbox_jobs WHERE dedupe_key = :k"),
+                               {"k": dedupe_key})).scalar_one_or_none()

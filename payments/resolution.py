@@ -1,0 +1,187 @@
+"""How a provider's verdict resolves a payment: once, with its money movement, its state change,
+its event and its receipt in one transaction.
+
+`Resolver.apply` is the one door every result goes through (a callback, a webhook, a provider's
+synchronous answer, a status query, recovery). It locks the payment, records the delivery in
+`provider_events` (a duplicate stops there), ignores a verdict the payment already reached, refuses
+(and flags for a person) one the state machine forbids, and otherwise settles, unwinds or credits
+through `payments.settlement`, whose deterministic keys make a second attempt move nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from payments import payment_store as store
+from payments.commands import PaymentKind
+from payments.outbox import enqueue
+from payments.payment_settings import JOB_SMS, WAVE, PaymentSettings, ProviderClients
+from payments.payment_store import Payment
+from payments.providers.wave import Payout, PayoutStatus
+from payments.settlement import Settlement
+from payments.states import InvalidTransition, PaymentStatus, check_transition, is_replay
+
+log = logging.getLogger(__name__)
+
+S = PaymentStatus
+
+# Daraja ResultCodes (STK callbacks and B2C results) as our error codes and a sentence for the payer.
+_DARAJA_FAILURES: Mapping[int, tuple[str, str]] = MappingProxyType({
+    1: ("insufficient_funds", "The M-Pesa balance was not enough."),
+    2: ("below_minimum", "The amount is below M-Pesa's minimum."),
+    1019: ("expired", "The M-Pesa request expired before it was answered."),
+    1025: ("provider_error", "M-Pesa could not send the request to the phone."),
+    9999: ("provider_error", "M-Pesa could not send the request to the phone."),
+    1032: ("cancelled_by_user", "The M-Pesa request was cancelled on the phone."),
+    1037: ("unreachable", "The phone could not be reached, or no PIN was entered in time."),
+    2001: ("wrong_pin", "The M-Pesa PIN or initiator details were wrong."),
+})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A provider's verdict on a payment, ready to apply."""
+
+    succeeded: bool
+    cause: str
+    error_code: str | None = None
+    error_message: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    refs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def daraja_failure(code: int | str, desc: str, cause: str) -> Verdict:
+    error_code, message = _DARAJA_FAILURES.get(code, ("provider_declined", "M-Pesa declined the payment.")) \
+        if isinstance(code, int) else ("provider_declined", "M-Pesa declined the payment.")
+    return Verdict(False, cause, error_code, message, {"result_code": code, "result_desc": desc[:200]})
+
+
+class Resolver:
+    """Applies verdicts to payments and enqueues their receipts."""
+
+    def __init__(self, engine: AsyncEngine, money: Settlement, settings: PaymentSettings,
+                 providers: ProviderClients) -> None:
+        self.engine = engine
+        self.money = money
+        self.settings = settings
+        self.providers = providers
+
+    async def receipts(self, conn: AsyncConnection, payment: Payment, *parties: str) -> None:
+        """Enqueue an SMS receipt per party (``payer``, ``payee``), in the caller's transaction."""
+        if not (self.settings.sms_receipts and self.providers.sms is not None):
+            return
+        for party in parties:
+            # The payload names the payment, never a phone number: the handler reads it from the database.
+            await enqueue(conn, JOB_SMS, {"payment": payment.public_id, "to": party, "status": payment.status.value},
+                          dedupe_key=f"{JOB_SMS}:{payment.public_id}:{party}:{payment.status.value}")
+
+    async def accepted(self, public_id: str, provider_ref: str | None, refs: Mapping[str, Any], cause: str,
+                        *, receipt: bool = False, attempts: int = 1) -> None:
+        """The provider took the request: processing, with its reference. A result that came first
+        (an early callback) already finished the payment: then only the reference is kept."""
+        async with self.engine.begin() as conn:
+            payment = await store.get_payment(conn, public_id, lock=True)
+            assert payment is not None
+            columns = {"provider_ref": provider_ref} if provider_ref else {}
+            if payment.status in (S.CREATED, S.PENDING):
+                payment = await store.transition(conn, payment, S.PROCESSING, cause=cause, refs=refs,
+                                                 retry_count=max(0, attempts - 1), **columns)
+                if receipt:
+                    await self.receipts(conn, payment, "payer")
+            else:
+                await store.note(conn, payment, refs, **columns)
+
+    async def apply(
+        self, public_id: str, outcome: Verdict, *, event: tuple[str, str, str, Mapping[str, Any]] | None = None,
+    ) -> tuple[Payment | None, bool]:
+        """Apply a provider's verdict, once: record the delivery (``event``: provider, its id, kind,
+        summary), move the money (settle, unwind or credit, by the payment's kind) and the state.
+        Returns the payment and whether this call changed it: a duplicate delivery, or a verdict the
+        payment already reached, changes nothing."""
+        async with self.engine.begin() as conn:
+            payment = await store.get_payment(conn, public_id, lock=True)
+            if payment is None:
+                return None, False
+            if event is not None:
+                provider, key, kind, summary = event
+                if not await store.record_provider_event(conn, provider, key, kind, summary, payment.id):
+                    return payment, False
+            target = S.SUCCEEDED if outcome.succeeded else S.FAILED
+            if is_replay(payment.status, target):
+                return payment, False
+            try:
+                check_transition(payment.status, target)
+            except InvalidTransition:
+                # IMPORTANT: e.g. a success after we gave the money back. Never move money twice:
+                # flag it for a person, who reconciles with the provider's statement.
+                log.error("payment %s: provider says %s but it is %s; flagged for review", public_id, target,
+                          payment.status)
+                await store.note(conn, payment, {"needs_review": f"provider said {target} while {payment.status}"})
+                return payment, False
+            return await self._finish(conn, payment, outcome), True
+
+    async def _finish(self, conn: AsyncConnection, payment: Payment, outcome: Verdict) -> Payment:
+        details = {**outcome.details, **({"error": outcome.error_code} if outcome.error_code else {})}
+        if payment.kind == PaymentKind.DEPOSIT:
+            if outcome.succeeded:
+                moved = await self.money.credit_deposit(conn, payment)
+                payment = await store.transition(conn, payment, S.SUCCEEDED, cause=outcome.cause, details=details,
+                                                 refs=outcome.refs, settle_transfer_id=moved.transfer_id)
+            else:
+                payment = await store.transition(conn, payment, S.FAILED, cause=outcome.cause, details=details,
+                                                 refs=outcome.refs, error_code=outcome.error_code,
+                                                 error_message=outcome.error_message)
+        elif outcome.succeeded:
+            moved = await self.money.settle_payout(conn, payment)
+            payment = await store.transition(conn, payment, S.SUCCEEDED, cause=outcome.cause, details=details,
+                                             refs=outcome.refs, settle_transfer_id=moved.transfer_id)
+        else:
+            moved = await self.money.unwind_payout(conn, payment)
+            payment = await store.transition(conn, payment, S.FAILED, cause=outcome.cause, details=details,
+                                             refs=outcome.refs, settle_transfer_id=moved.transfer_id,
+                                             error_code=outcome.error_code, error_message=outcome.error_message)
+        await self.receipts(conn, payment, "payer")
+        return payment
+
+    async def flag(self, public_id: str, reason: str) -> None:
+        async with self.engine.begin() as conn:
+            payment = await store.get_payment(conn, public_id, lock=True)
+            if payment is not None and not payment.status.is_final:
+                await store.note(conn, payment, {"needs_review": reason})
+
+    async def apply_wave_payout(self, payout: Payout, *, cause: str = "wave_payout_update",
+                                    event_id: str | None = None) -> str:
+        """Apply what Wave says of a payout (its answer, a GET, a webhook with ``event_id``); the
+        payout's client_reference is our public_id. Returns what it did."""
+        public_id = payout.client_reference or ""
+        key = event_id or f"{payout.id}:{payout.status.value}"
+        summary = {"payout_id": payout.id, "status": payout.status.value,
+                   "error": payout.error.code if payout.error else None}
+        if payout.status is PayoutStatus.PROCESSING:
+            await self.accepted(public_id, payout.id, {"payout_id": payout.id}, cause)
+            return "processing"
+        if payout.status is PayoutStatus.SUCCEEDED:
+            outcome = Verdict(True, cause, refs={"payout_id": payout.id}, details={"status": "succeeded"})
+        elif payout.status is PayoutStatus.FAILED:
+            code = payout.error.code if payout.error else "provider_declined"
+            message = payout.error.message if payout.error else "Wave declined the payout."
+            outcome = Verdict(False, cause, code, message[:200], {"status": "failed"}, {"payout_id": payout.id})
+        else:
+            await self.flag(public_id, f"Wave payout {payout.status.value}")
+            return "needs_review"
+        async with self.engine.begin() as conn:
+            payment = await store.get_payment(conn, public_id, lock=True)
+            if payment is not None and payment.provider_ref is None:
+                await store.note(conn, payment, {}, provider_ref=payout.id)
+        applied, changed = await self.apply(public_id, outcome, event=(WAVE, key, "payout_status", summary))
+        if applied is None:
+            return "unknown"
+        if not changed:
+            return "duplicate"
+        return "settled" if outcome.succeeded else "unwound"

@@ -1,0 +1,197 @@
+"""The payment orchestrator's test world: a database of its own, the three provider sandboxes over
+real HTTP, the clients pointed at them, an outbox worker with the orchestrator's handlers, and a
+small aiohttp server that receives the providers' callbacks and hands them, parsed, to the
+orchestrator, as the gateway will. Nothing of ours is mocked."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.engine import create_engine
+from payments.accounts import AccountKind, account_by_code, account_code, balance, open_account
+from payments.errors import UnknownAccount
+from payments.identities import User, register_user
+from payments.ledger import Ledger, LedgerLimits
+from payments.ledger_check import check_ledger
+from payments.money import Currency, Money
+from payments.orchestrator import Payments, PaymentSettings, ProviderClients
+from payments.outbox import RetryPolicy
+from payments.payment_store import Payment, get_payment
+from payments.postings import TransferRequest, payment_legs
+from payments.providers.daraja import DarajaClient, DarajaSettings
+from payments.providers.daraja_callbacks import (
+    callback_acknowledgement,
+    parse_queue_timeout,
+    parse_result,
+    parse_stk_callback,
+)
+from payments.providers.sms import SmsSender, SmsSettings
+from payments.providers.wave import WaveClient, WaveSettings
+from payments.providers.wave_webhooks import SigningSecret, WebhookRejected, verify_webhook
+from payments.sandbox.runner import RunningSandboxes, run_sandboxes
+from payments.sandbox.settings import SandboxSettings
+from payments.worker import OutboxWorker
+
+CALLBACK_SECRET = "cb-7f3a"  # a secret path segment, as the gateway will use
+
+
+@dataclass
+class CallbackServer:
+    """Receives Daraja's POSTs and applies them through the orchestrator; remembers what each did."""
+
+    payments: Payments | None = None
+    wave_security: SigningSecret | None = None
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/stk", self._stk)
+        app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/b2c/result", self._b2c_result)
+        app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/b2c/timeout", self._b2c_timeout)
+        app.router.add_post(f"/{CALLBACK_SECRET}/wave/webhook", self._wave_webhook)
+        return app
+
+    async def _stk(self, request: web.Request) -> web.Response:
+        assert self.payments is not None
+        outcome = await self.payments.on_stk_callback(parse_stk_callback(await request.read()))
+        return self._answer("stk", outcome)
+
+    async def _b2c_result(self, request: web.Request) -> web.Response:
+        assert self.payments is not None
+        outcome = await self.payments.on_b2c_result(parse_result(await request.read()))
+        return self._answer("b2c_result", outcome)
+
+    async def _b2c_timeout(self, request: web.Request) -> web.Response:
+        assert self.payments is not None
+        outcome = await self.payments.on_b2c_queue_timeout(parse_queue_timeout(await request.read()))
+        return self._answer("b2c_timeout", outcome)
+
+    async def _wave_webhook(self, request: web.Request) -> web.Response:
+        assert self.payments is not None and self.wave_security is not None
+        raw = await request.read()
+        try:
+            event = verify_webhook(raw, request.headers, self.wave_security)
+        except WebhookRejected:
+            return web.json_response({"error": "rejected"}, status=401)
+        return self._answer("wave", await self.payments.on_wave_event(event))
+
+    def _answer(self, what: str, outcome: str) -> web.Response:
+        self.outcomes.append((what, outcome))
+        return web.json_response(callback_acknowledgement())
+
+
+@dataclass
+class PaymentsWorld:
+    engine: AsyncEngine
+    ledger: Ledger
+    payments: Payments
+    worker: OutboxWorker
+    sandboxes: RunningSandboxes
+    callbacks: CallbackServer
+
+    async def user(self, currency: Currency = Currency.KES, *, suffix: str = "123", name: str = "") -> User:
+        """A registered user with a wallet; ``suffix`` picks the sandbox's behaviour for their number."""
+        async with self.engine.begin() as conn:
+            if currency is Currency.KES:
+                phone = f"+2547{uuid.uuid4().int % 10**5:05d}{suffix}"
+            else:
+                phone = f"+22177{uuid.uuid4().int % 10**4:04d}{suffix}"
+            user = await register_user(conn, phone, display_name=name)
+            await open_account(conn, AccountKind.CUSTOMER_WALLET, currency, user.id)
+            return user
+
+    async def fund(self, user: User, amount: Money) -> None:
+        """Put money in a wallet as a settled deposit would (from provider collection)."""
+        async with self.engine.begin() as conn:
+            provider = "mpesa" if amount.currency is Currency.KES else "wave"
+            source = (await open_account(conn, AccountKind.PROVIDER_COLLECTION, amount.currency, provider)).id
+            wallet = (await open_account(conn, AccountKind.CUSTOMER_WALLET, amount.currency, user.id)).id
+            await self.ledger.transfer(TransferRequest(f"fund-{uuid.uuid4()}", payment_legs(source, wallet, amount),
+                                                       kind="deposit"), conn=conn)
+
+    async def balance(self, kind: AccountKind, currency: Currency, owner: int | str) -> Money:
+        """The account's balance; zero for an account not opened yet."""
+        async with self.engine.connect() as conn:
+            try:
+                account = await account_by_code(conn, account_code(kind, currency, owner))
+            except UnknownAccount:
+                return Money.zero(currency)
+            return await balance(conn, account.id)
+
+    async def wallet(self, user: User, currency: Currency = Currency.KES) -> Money:
+        return await self.balance(AccountKind.CUSTOMER_WALLET, currency, user.id)
+
+    async def payment(self, public_id: str) -> Payment:
+        async with self.engine.connect() as conn:
+            found = await get_payment(conn, public_id)
+        assert found is not None
+        return found
+
+    async def settle(self, public_id: str, *, within_s: float = 8.0) -> Payment:
+        """Run outbox jobs and wait for callbacks until the payment is final, then run what its
+        final state enqueued (receipts)."""
+        deadline = asyncio.get_running_loop().time() + within_s
+        while True:
+            await self.worker.drain()
+            payment = await self.payment(public_id)
+            if payment.status.is_final:
+                await self.worker.drain()
+                return payment
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"payment {public_id} still {payment.status} after {within_s}s")
+            await asyncio.sleep(0.03)
+
+    async def scalar(self, sql: str, **params: Any) -> Any:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar_one()
+
+    async def assert_ledger_ok(self) -> None:
+        report = await check_ledger(self.engine)
+        assert report.ok, report.render()
+
+
+def daraja_settings(sandboxes: RunningSandboxes) -> DarajaSettings:
+    settings = sandboxes.settings
+    return DarajaSettings(
+        consumer_key=settings.daraja_consumer_key, consumer_secret=settings.daraja_consumer_secret,
+        shortcode=settings.daraja_shortcode, passkey=settings.daraja_passkey, base_url=sandboxes.urls.daraja,
+        initiator_name=settings.daraja_initiator_name, initiator_password=settings.daraja_initiator_password,
+        certificate_pem=sandboxes.daraja_certificate_pem, timeout_s=5.0)
+
+
+@asynccontextmanager
+async def payments_world(database_url: str, **settings: Any) -> AsyncIterator[PaymentsWorld]:
+    """Everything the orchestrator talks to, started; stopped in reverse order on exit."""
+    async with AsyncExitStack() as stack:
+        engine = create_engine(database_url, pool_size=10, max_overflow=10)
+        stack.push_async_callback(engine.dispose)
+        callbacks = CallbackServer()
+        runner = web.AppRunner(callbacks.app(), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}/{CALLBACK_SECRET}"
+        sandboxes = await stack.enter_async_context(run_sandboxes(SandboxSettings.for_tests(
+            wave_webhook_url=f"{base}/wave/webhook")))
+        callbacks.wave_security = SigningSecret(sandboxes.settings.wave_webhook_secrets)
+        daraja = await stack.enter_async_context(DarajaClient(daraja_settings(sandboxes)))
+        wave = await stack.enter_async_context(WaveClient(WaveSettings(
+            api_key=sandboxes.settings.wave_api_key, base_url=sandboxes.urls.wave, timeout_s=5.0)))
+        sms = SmsSender(SmsSettings(username=sandboxes.settings.at_username, api_key=sandboxes.settings.at_api_key,
+                                    base_url=sandboxes.urls.africastalking, sender_id="SAUTI"))
+        ledger = Ledger(engine, LedgerLimits.from_major(999_999))
+        payments = Payments(engine, ledger, settings=PaymentSettings(callback_base_url=base, **settings),
+                            providers=ProviderClients(daraja=daraja, wave=wave, sms=sms))
+        callbacks.payments = payments
+        worker = OutboxWorker(engine, payments.register_handlers(), concurrency=4, listen=False,
+                              retry=RetryPolicy(base_s=0.05, max_s=0.2), max_attempts=5)
+        yield PaymentsWorld(engine, ledger, payments, worker, sandboxes, callbacks)

@@ -1,0 +1,124 @@
+"""Wallet to wallet payments through the orchestrator, on a real PostgreSQL: one transaction moves
+amount and fee, records the payment and its events, and enqueues the SMS receipts; idempotency keys
+replay or conflict; a wallet that cannot cover it fails the payment and moves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from payments import payment_store as store
+from payments.accounts import AccountKind
+from payments.commands import Channel, SendToPhone, SendToWallet
+from payments.errors import IdempotencyConflict
+from payments.money import Currency, Money
+from payments.states import PaymentStatus
+from tests.integration.payments_helpers import PaymentsWorld, payments_world
+
+KES = Currency.KES
+
+
+@pytest.fixture(scope="module")
+async def world(new_database) -> AsyncIterator[PaymentsWorld]:
+    async with payments_world(await new_database()) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
+    yield
+    await world.assert_ledger_ok()
+
+
+async def test_p2p_moves_amount_and_fee_in_one_transfer_and_sends_both_receipts(world: PaymentsWorld):
+    payer = await world.user(name="Amina")
+    payee = await world.user(name="Baraka")
+    await world.fund(payer, Money.of(1000, KES))
+    fees_before = await world.balance(AccountKind.FEE_REVENUE, KES, "sauti")
+
+    payment = await world.payments.handle(SendToWallet(
+        "p2p-1", payer.id, Money.of(500, KES), Channel.USSD, recipient_user_id=payee.id))
+
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert payment.fee == Money.of(5, KES)  # basic plan: 1 %
+    assert payment.debit_transfer_id == payment.settle_transfer_id is not None
+    assert await world.wallet(payer) == Money.of(495, KES)
+    assert await world.wallet(payee) == Money.of(500, KES)
+    assert await world.balance(AccountKind.FEE_REVENUE, KES, "sauti") - fees_before == Money.of(5, KES)
+    async with world.engine.connect() as conn:
+        events = await store.events_of(conn, payment.id)
+    assert [(e.from_status, e.to_status) for e in events] == [
+        (None, PaymentStatus.CREATED), (PaymentStatus.CREATED, PaymentStatus.SUCCEEDED)]
+    # The receipts were enqueued in the payment's transaction; the worker sends them.
+    assert await world.worker.drain() == 2
+    sent = {m.to: m.message for m in world.sandboxes.africastalking.messages}
+    assert "received KES 500 from Amina" in sent[payee.phone]
+    assert "succeeded" in sent[payer.phone]
+
+
+async def test_p2p_that_the_wallet_cannot_cover_fails_and_moves_nothing(world: PaymentsWorld):
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(100, KES))
+
+    payment = await world.payments.handle(SendToWallet(
+        "p2p-broke", payer.id, Money.of(100, KES), Channel.VOICE, recipient_user_id=payee.id,
+        transcript="tuma mia moja"))
+
+    assert payment.status is PaymentStatus.FAILED  # 100 + 1 fee > 100
+    assert payment.error_code == "insufficient_funds"
+    assert "KES 100 available" in (payment.error_message or "")
+    assert payment.debit_transfer_id is None
+    assert (payment.channel, payment.transcript) == ("voice", "tuma mia moja")
+    assert await world.wallet(payer) == Money.of(100, KES)
+    assert await world.wallet(payee) == Money.zero(KES)
+    assert await world.scalar("SELECT count(*) FROM outbox_jobs WHERE payload->>'payment' = :p",
+                              p=payment.public_id) == 0
+
+
+async def test_same_key_same_request_is_the_same_payment_and_another_request_conflicts(world: PaymentsWorld):
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(1000, KES))
+    send = SendToWallet("p2p-twice", payer.id, Money.of(200, KES), Channel.USSD, recipient_user_id=payee.id)
+
+    first = await world.payments.handle(send)
+    # The same request again, by phone number and from another channel: the same payment.
+    again = await world.payments.handle(SendToWallet(
+        "p2p-twice", payer.id, Money.of(200, KES), Channel.APP, recipient_phone=payee.phone))
+    assert again.public_id == first.public_id
+    assert await world.wallet(payee) == Money.of(200, KES)
+
+    with pytest.raises(IdempotencyConflict):
+        await world.payments.handle(SendToWallet(
+            "p2p-twice", payer.id, Money.of(300, KES), Channel.USSD, recipient_user_id=payee.id))
+    assert await world.wallet(payer) == Money.of(798, KES)
+
+
+async def test_sending_to_a_phone_with_a_wallet_stays_inside_sauti(world: PaymentsWorld):
+    payer, payee = await world.user(), await world.user(name="Chebet")
+    await world.fund(payer, Money.of(1000, KES))
+
+    quote = await world.payments.quote(payer.id, Money.of(300, KES), recipient_phone=payee.phone)
+    assert (quote.recipient_name, quote.fee, quote.total) == ("Chebet", Money.of(3, KES), Money.of(303, KES))
+
+    payment = await world.payments.handle(SendToPhone(
+        "to-phone", payer.id, Money.of(300, KES), Channel.USSD, recipient_phone=payee.phone))
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert payment.provider is None and payment.recipient_user_id == payee.id
+    assert await world.wallet(payee) == Money.of(300, KES)
+    await world.worker.drain()
+
+
+async def test_one_key_sent_concurrently_makes_one_payment(world: PaymentsWorld):
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(1000, KES))
+    send = SendToWallet("p2p-race", payer.id, Money.of(100, KES), Channel.USSD, recipient_user_id=payee.id)
+
+    results = await asyncio.gather(*(world.payments.handle(send) for _ in range(10)))
+
+    assert len({p.public_id for p in results}) == 1
+    assert all(p.status is PaymentStatus.SUCCEEDED for p in results)
+    assert await world.wallet(payee) == Money.of(100, KES)
+    assert await world.wallet(payer) == Money.of(899, KES)
+    await world.worker.drain()
