@@ -36,6 +36,20 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> str:
         return await conn.run_sync(run)
 
 
+async def downgrade(engine: AsyncEngine, revision: str) -> str:
+    """Undo migrations down to ``revision`` ("base": all of them); returns where it ends."""
+    cfg = alembic_config()
+
+    def run(sync_conn) -> str:
+        cfg.attributes["connection"] = sync_conn
+        command.downgrade(cfg, revision)
+        return MigrationContext.configure(sync_conn).get_current_revision() or "base"
+
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        return await conn.run_sync(run)
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())

@@ -38,11 +38,12 @@ from payments.errors import (
 )
 from payments.money import Currency
 from payments.postings import HoldRequest, Leg, ReverseRequest, TransferRequest
+from payments.shard_routing import ShardRouter, independent
 
 log = logging.getLogger(__name__)
 
-_APPLY = text("SELECT ledger_apply(CAST(:ops AS jsonb))")
-_APPLY_DRIVER = "SELECT ledger_apply($1::text::jsonb)"
+_APPLY = text("SELECT ledger_apply(CAST(:ops AS jsonb), :independent)")
+_APPLY_DRIVER = "SELECT ledger_apply($1::text::jsonb, $2)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,8 @@ def _decode(raw: Any) -> list[dict[str, Any]]:
 
 async def apply_ops(conn: AsyncConnection, ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Run ops through `ledger_apply` on ``conn`` (in its transaction); one raw result per op."""
-    return _decode((await conn.execute(_APPLY, {"ops": _encode(ops)})).scalar_one())
+    params = {"ops": _encode(ops), "independent": independent(ops)}
+    return _decode((await conn.execute(_APPLY, params)).scalar_one())
 
 
 async def apply_ops_atomically(engine: AsyncEngine, ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -156,7 +158,7 @@ async def apply_ops_atomically(engine: AsyncEngine, ops: Sequence[Mapping[str, A
     async with engine.connect() as conn:
         raw_connection = await conn.get_raw_connection()
         driver = raw_connection.driver_connection
-        return _decode(await driver.fetchval(_APPLY_DRIVER, _encode(ops)))
+        return _decode(await driver.fetchval(_APPLY_DRIVER, _encode(ops), independent(ops)))
 
 
 class TransferBatcher:
@@ -174,16 +176,19 @@ class TransferBatcher:
         self._pipelines = max(1, pipelines)
         self._pending: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._active = 0
+        self._drains = 0
+        self._shards = ShardRouter(engine)
 
     async def submit(self, op: dict[str, Any]) -> dict[str, Any]:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending.append((op, fut))
         if self._active < self._pipelines:
             self._active += 1
-            asyncio.get_running_loop().create_task(self._drain())
+            self._drains += 1
+            asyncio.get_running_loop().create_task(self._drain(self._drains))
         return await fut
 
-    async def _drain(self) -> None:
+    async def _drain(self, slot: int) -> None:
         try:
             # Let every task that is ready this tick enqueue before the first batch is cut.
             await asyncio.sleep(0)
@@ -193,20 +198,23 @@ class TransferBatcher:
                 size = min(self._max_batch, -(-len(self._pending) // self._active))
                 batch = self._pending[:size]
                 del self._pending[:size]
-                await self._run(batch)
+                await self._run(batch, slot)
         finally:
             self._active -= 1
 
-    async def _run(self, batch: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
+    async def _run(self, batch: list[tuple[dict[str, Any], asyncio.Future]], slot: int) -> None:
         try:
-            results = await apply_ops_atomically(self._engine, [op for op, _ in batch])
+            # Each pipeline credits its own shard of a hot account, so concurrent batches do not
+            # queue on one row.
+            ops = [await self._shards.route(op, slot=slot) for op, _ in batch]
+            results = await apply_ops_atomically(self._engine, ops)
         except (DBAPIError, asyncpg.PostgresError) as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], error=exc)
                 return
             log.warning("ledger batch of %d failed (%s); applying its ops one by one", len(batch), exc)
             for item in batch:
-                await self._run([item])
+                await self._run([item], slot)
             return
         except BaseException as exc:
             for _, fut in batch:
@@ -232,9 +240,13 @@ class Ledger:
         self.engine = engine
         self.limits = limits
         self._batcher = batcher
+        self._shards = ShardRouter(engine)
 
     async def _apply(self, op: dict[str, Any], conn: AsyncConnection | None) -> TransferResult | HoldResult:
         try:
+            if conn is not None or self._batcher is None:
+                # Ops on their own connections spread over shards; the batcher routes its batches.
+                op = await self._shards.route(op, spread=True, conn=conn)
             if conn is not None:
                 (result,) = await apply_ops(conn, [op])
             elif self._batcher is not None:

@@ -295,3 +295,22 @@ async def test_a_sharded_hot_account_spreads_credits_and_consolidates(engine):
         assert await balance(conn, fees) == Money.of(30, KES)
         report = await check_ledger(engine)
     assert report.ok, report.render()
+
+
+async def test_batched_credits_to_a_sharded_account_land_on_one_shard_per_pipeline(engine):
+    fees = await system_account(engine, AccountKind.FEE_REVENUE, owner=f"batched-{uuid.uuid4().hex[:6]}")
+    async with engine.begin() as conn:
+        parent = await shard_account(conn, fees, 4)
+    ledger = Ledger(engine, LedgerLimits.from_major(999_999), batcher=TransferBatcher(engine, max_batch=8))
+    payers = [await new_wallet(engine) for _ in range(8)]
+    for payer in payers:
+        await fund(ledger, engine, payer, Money.of(100, KES))
+    payee = await new_wallet(engine)
+    results = await asyncio.gather(*(ledger.transfer(TransferRequest(key(), payment_legs(
+        payer, payee, Money.of(10, KES), fee=Money.of(1, KES), fee_account=fees))) for payer in payers))
+    credited = {p.account_id for r in results for p in r.postings if p.amount == 100}
+    assert credited <= set(parent.shards) and fees not in credited
+    async with engine.connect() as conn:
+        assert await balance(conn, fees) == Money.of(8, KES)
+        assert (await get_account(conn, fees)).balance == 0
+    assert (await check_ledger(engine)).ok

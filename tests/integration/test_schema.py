@@ -2,7 +2,10 @@
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
+from db.engine import create_engine
+from db.migrate import downgrade, head_revision, upgrade
 from db.schema import metadata
 
 
@@ -16,3 +19,18 @@ async def test_schema_module_matches_the_migrations(engine):
     # Only differences SQLAlchemy cannot express (e.g. the partial index) may remain.
     relevant = [d for d in differences if not (d[0] == "remove_index" and d[1].name == "ix_holds_pending_expiry")]
     assert relevant == [], relevant
+
+
+async def test_every_migration_downgrades_and_upgrades_again(new_database):
+    url = await new_database()
+    engine = create_engine(url, pool_size=1)
+    try:
+        head = head_revision()
+        assert await downgrade(engine, "base") == "base"
+        async with engine.connect() as conn:
+            left = (await conn.execute(text("SELECT count(*) FROM pg_tables "
+                                            "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"))).scalar()
+        assert left == 0
+        assert await upgrade(engine) == head
+    finally:
+        await engine.dispose()
