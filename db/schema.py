@@ -277,3 +277,22 @@ api_keys = Table(
     Column("last_used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
 )
+
+# How each USSD session ended (migration 0006): completed, or dropped at which screen.
+ussd_sessions = Table(
+    "ussd_sessions",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("session_id", Text, nullable=False, unique=True),
+    Column("phone", Text, nullable=False),
+    Column("service_code", Text, nullable=False, server_default=""),
+    Column("network_code", Text, nullable=False, server_default=""),
+    Column("outcome", Text, nullable=False),
+    Column("at_status", Text),
+    Column("last_screen", Text),
+    Column("journey", Text),
+    Column("hops", Integer),
+    Column("duration_ms", BigInteger),
+    Column("error_message", Text),
+    Column("ended_at", DateTime(timezone=True), nullable=False, server_default=func.now(), index=True),
+)

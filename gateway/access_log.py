@@ -1,7 +1,7 @@
 """One log line per HTTP request (method, path, status, duration), with secrets redacted.
 
 Secrets that can appear in a request line: callback URLs carry a secret path segment
-(``/callbacks/daraja/<secret>/…``), and query strings may carry tokens, keys or PINs. Bodies are never
+(``/callbacks/<secret>/mpesa/…``), and query strings may carry tokens, keys or PINs. Bodies are never
 logged: Africa's Talking sends the whole USSD input history, PIN included, in ``text``.
 """
 
@@ -20,6 +20,8 @@ SENSITIVE_PARAMS = re.compile(r"(pin|secret|token|key|password|passkey|signature
 # Path segments that are secrets by position: the one right after these prefixes.
 SECRET_SEGMENT_AFTER = ("/callbacks/daraja/", "/callbacks/wave/", "/callbacks/at/")
 REDACTED = "***"
+CALLBACKS = "/callbacks/"
+NAMED_CALLBACKS = frozenset({"daraja", "wave", "at"})
 
 
 def redact_path(path: str, query: str = "") -> str:
@@ -29,6 +31,12 @@ def redact_path(path: str, query: str = "") -> str:
             _, sep, tail = rest.partition("/")
             path = f"{prefix}{REDACTED}{sep}{tail}"
             break
+    else:
+        # Daraja's callbacks: /callbacks/<secret>/mpesa/… (`gateway.callbacks`); only the Wave webhook
+        # (/callbacks/wave, signed instead) has no secret there.
+        head, sep, rest = path.removeprefix(CALLBACKS).partition("/")
+        if path.startswith(CALLBACKS) and head and head not in NAMED_CALLBACKS:
+            path = f"{CALLBACKS}{REDACTED}{sep}{rest}"
     if not query:
         return path
     pairs = [(k, REDACTED if SENSITIVE_PARAMS.search(k) else v) for k, v in parse_qsl(query, keep_blank_values=True)]

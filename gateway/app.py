@@ -6,9 +6,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.access_log import access_log_middleware
+from gateway.callbacks import add_callback_routes
 from gateway.errors import error_middleware
 from gateway.health import healthz, readyz
 from gateway.keys import SETTINGS
+from gateway.payments_api import add_payment_api_routes
+from gateway.payments_resources import payments_ctx, recovery_ctx
 from gateway.resources import database_ctx
 from gateway.settings import Settings
 from gateway.worker_resources import worker_ctx
@@ -21,7 +24,11 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=2 * 1024 * 1024)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(payments_ctx)  # after the database (engine, ledger), before the worker (handlers)
     app.cleanup_ctx.append(worker_ctx)  # after the database: it needs the engine
+    app.cleanup_ctx.append(recovery_ctx)  # stopped first: it asks the providers through payments' clients
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_callback_routes(app)  # /callbacks/{secret}/mpesa/..., /callbacks/wave
+    add_payment_api_routes(app)  # /v1/payments, /v1/quotes, /v1/wallets/{phone}/history
     return app

@@ -17,9 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import create_engine, redacted
 from db.migrate import current_revision, head_revision, upgrade
 from gateway.app import create_app
+from gateway.commands.apikeys import apikey
 from gateway.commands.nlu import nlu
+from gateway.commands.reconcile import reconcile_command
 from gateway.commands.sandbox import sandbox
 from gateway.commands.worker import outbox_group, worker
+from gateway.payments_resources import ProvidersUnavailable
 from gateway.resources import database_url
 from gateway.settings import ConfigError, Settings, load_settings
 from payments.ledger_check import check_ledger
@@ -75,9 +78,14 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     settings = _settings(ctx)
     host = host or settings.server.host
     port = port or settings.server.port
-    web.run_app(create_app(settings), host=host, port=port, access_log=None,
-                shutdown_timeout=settings.server.shutdown_timeout_s,
-                print=lambda _: click.echo(f"Sauti gateway listening on http://{host}:{port} (Ctrl-C to stop)"))
+    # The app must know where it listens: the sandboxes' callbacks are addressed to it.
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host, "port": port})})
+    try:
+        web.run_app(create_app(settings), host=host, port=port, access_log=None,
+                    shutdown_timeout=settings.server.shutdown_timeout_s,
+                    print=lambda _: click.echo(f"Sauti gateway listening on http://{host}:{port} (Ctrl-C to stop)"))
+    except ProvidersUnavailable as exc:  # a setting to fix, said plainly (no traceback)
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()
@@ -126,6 +134,8 @@ main.add_command(sandbox)
 main.add_command(worker)
 main.add_command(outbox_group)
 main.add_command(nlu)
+main.add_command(apikey)
+main.add_command(reconcile_command)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,15 @@ import uuid
 
 from aiohttp import web
 
+from gateway.access_log import redact_path
 from payments import errors as pe
+from payments.fees import LimitExceeded
+from payments.refunds import NotRefundable
 
 log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: tuple[tuple[type[pe.PaymentsError], int], ...] = (
+    (NotRefundable, 409),  # before InvalidRequest, its base: the payment's state forbids it, not the request
     (pe.InvalidRequest, 400),
     (pe.UnknownAccount, 404),
     (pe.UnknownUser, 404),
@@ -26,6 +30,7 @@ STATUS_BY_ERROR: tuple[tuple[type[pe.PaymentsError], int], ...] = (
     (pe.AlreadyReversed, 409),
     (pe.HoldNotPending, 409),
     (pe.InsufficientFunds, 422),
+    (LimitExceeded, 422),  # a business refusal: the request is well formed, the rules say no
     (pe.CurrencyMismatch, 422),
     (pe.PinNotSet, 422),
 )
@@ -54,7 +59,8 @@ async def error_middleware(request: web.Request, handler):
         return error_response(status_for(exc), exc.code, str(exc))
     except Exception:
         reference = uuid.uuid4().hex[:12]
-        log.exception("unhandled error on %s %s (reference %s)", request.method, request.path, reference)
+        # The path may carry a secret (Daraja callback URLs): log it redacted, as the access log does.
+        log.exception("unhandled error on %s %s (reference %s)", request.method, redact_path(request.path), reference)
         return error_response(500, "internal_error",
                               "Something went wrong on our side; nothing was charged twice. "
                               "Quote this reference to support.", reference=reference)

@@ -4,7 +4,11 @@ factory or its cleanup contexts."""
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dialogs.engine import UssdEngine
+from dialogs.journey import JourneySet
+from dialogs.session_store import SessionStore
 from gateway.settings import Settings
+from payments.api_keys import ApiKeyHasher
 from payments.identities import PinService
 from payments.ledger import Ledger
 from payments.orchestrator import Payments
@@ -15,3 +19,7 @@ DATABASE_URL = web.AppKey("database_url", str)
 LEDGER = web.AppKey("ledger", Ledger)
 PINS = web.AppKey("pins", PinService)
 PAYMENTS = web.AppKey("payments", Payments)
+API_KEY_HASHER = web.AppKey("api_key_hasher", ApiKeyHasher)
+USSD_JOURNEYS = web.AppKey("ussd_journeys", JourneySet)
+USSD_SESSIONS = web.AppKey("ussd_sessions", SessionStore)
+USSD_ENGINE = web.AppKey("ussd_engine", UssdEngine)

@@ -1,7 +1,7 @@
 """Settings: `config.yml` (every key documented there, with its default) loaded into a typed,
 validated object, with environment variables on top.
 
-Environment overrides: ``DATABASE_URL``, ``REDIS_URL``, ``SAUTI_PIN_PEPPER``, and any key as
+Environment overrides: ``DATABASE_URL``, ``REDIS_URL``, ``SAUTI_PIN_PEPPER``, ``SAUTI_API_KEY_PEPPER``, and any key as
 ``SAUTI__SECTION__KEY`` (``SAUTI__SERVER__PORT=9000``). An invalid setting stops start-up with a
 message that names the key and the problem.
 """
@@ -9,6 +9,7 @@ message that names the key and the problem.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,12 @@ class ConfigError(Exception):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _CredentialSection(_Section):
+    # Shortcodes, usernames and keys written unquoted in YAML (or given through the environment)
+    # arrive as numbers: take them as the text they are.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class ServerSettings(_Section):
@@ -44,6 +51,32 @@ class DatabaseSettings(_Section):
 
 class RedisSettings(_Section):
     url: str | None = None
+
+
+UssdLanguage = Literal["en", "sw", "fr", "wo"]
+
+
+class UssdSettings(_Section):
+    """The USSD channel (`gateway.ussd`, `dialogs/`): Africa's Talking's callback and its sessions."""
+
+    # The code callers dial; extensions of it (*384*1*2#) pre-select a path.
+    service_code: str = Field("*384*1#", pattern=r"^\*[0-9]+(\*[0-9]+)*#$")
+    # How long a session's state is kept after its last hop (AT ends a session after 180 s).
+    session_ttl_s: float = Field(300.0, ge=30, le=24 * 3600)
+    # A session dropped mid-journey can be resumed by redialling within this long.
+    resume_window_s: float = Field(180.0, ge=0, le=24 * 3600)
+    default_language: UssdLanguage = "en"
+    # Language of new numbers by country (ISO code); other countries get default_language.
+    country_languages: dict[str, UssdLanguage] = Field(default_factory=lambda: {"SN": "fr", "CI": "fr"})
+    # Prefix of the session keys in Redis (several deployments can share one Redis).
+    redis_key_prefix: str = Field("sauti:ussd:", min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _resume_within_ttl(self) -> UssdSettings:
+        if self.resume_window_s > self.session_ttl_s:
+            raise ValueError(f"resume_window_s ({self.resume_window_s:g}) cannot exceed session_ttl_s "
+                             f"({self.session_ttl_s:g}): the session would be gone before the window closes")
+        return self
 
 
 class SecuritySettings(_Section):
@@ -96,6 +129,195 @@ class NluSection(_Section):
         return NluSettings(**values)
 
 
+class ApiSettings(_Section):
+    """The JSON payments API (`gateway.payments_api`) and its keys (`payments.api_keys`)."""
+
+    key_pepper: SecretStr = SecretStr("")
+    max_body_bytes: int = Field(65_536, ge=1_024, le=2 * 1024 * 1024)
+    history_max_limit: int = Field(100, ge=1, le=1000)
+
+
+class FeePlanSection(_Section):
+    basis_points: int = Field(ge=0, le=10_000, description="100 = 1 %")
+    monthly_allowance: int | None = Field(None, ge=0, description="payments a month; null = unlimited")
+
+
+_DEFAULT_FEE_PLANS = {
+    "free": FeePlanSection(basis_points=200, monthly_allowance=5),
+    "basic": FeePlanSection(basis_points=100, monthly_allowance=50),
+    "pro": FeePlanSection(basis_points=50, monthly_allowance=None),
+    "business": FeePlanSection(basis_points=30, monthly_allowance=None),
+}
+
+CurrencyCode = Literal["KES", "XOF"]
+
+
+class LimitsSection(_Section):
+    """Major units per currency: one payment at most, and a day's total by KYC tier."""
+
+    per_transaction_max: dict[CurrencyCode, int] = Field(
+        default_factory=lambda: {"KES": 999_999, "XOF": 999_999})
+    daily_by_tier: dict[int, dict[CurrencyCode, int]] = Field(default_factory=lambda: {
+        0: {"KES": 70_000, "XOF": 200_000},
+        1: {"KES": 300_000, "XOF": 1_000_000},
+        2: {"KES": 1_000_000, "XOF": 5_000_000},
+        3: {"KES": 5_000_000, "XOF": 20_000_000},
+    })
+
+    @model_validator(mode="after")
+    def _positive(self) -> LimitsSection:
+        caps = [*self.per_transaction_max.values(), *(v for tier in self.daily_by_tier.values() for v in tier.values())]
+        if any(cap < 1 for cap in caps):
+            raise ValueError("every limit must be at least 1")
+        if not self.daily_by_tier:
+            raise ValueError("daily_by_tier needs at least one KYC tier")
+        return self
+
+
+class PaymentsSection(_CredentialSection):
+    """The payment orchestrator (`payments.orchestrator.Payments`) and where providers reach us."""
+
+    # Our public URL as the providers reach it (https://pay.example.com); callbacks go to
+    # <this>/callbacks/... . None: http://server.host:server.port (sandboxes on this machine).
+    callback_base_url: str | None = Field(None, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")
+    # The secret path segment of Daraja's callback URLs (Daraja signs nothing). None: generated once
+    # and kept in callback_secret_file (so serve and worker processes on this machine agree).
+    callback_secret: SecretStr | None = None
+    callback_secret_file: Path = Path("var/secrets/daraja-callback-secret")
+    confirm_stk_with_query: bool = True
+    default_plan: str = "basic"
+    fee_plans: dict[str, FeePlanSection] = Field(default_factory=lambda: dict(_DEFAULT_FEE_PLANS))
+    limits: LimitsSection = LimitsSection()
+    sms_receipts: bool = True
+    stk_account_reference: str = Field("Sauti", min_length=1, max_length=12)
+    stk_description: str = Field("Sauti deposit", min_length=1, max_length=13)
+    b2c_remarks: str = Field("Sauti payout", min_length=1, max_length=100)
+    wave_success_url: str = "https://sauti.example/wave/success"
+    wave_error_url: str = "https://sauti.example/wave/error"
+    # Recovery (`Payments.recover_stuck`): at start-up, then every recovery_interval_s, payments open
+    # longer than stuck_after_s are resolved by asking the providers.
+    stuck_after_s: float = Field(300.0, ge=0, le=30 * 24 * 3600)
+    recovery_interval_s: float = Field(60.0, gt=0, le=24 * 3600)
+    recovery_batch: int = Field(200, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _secret_and_plan(self) -> PaymentsSection:
+        secret = self.callback_secret.get_secret_value() if self.callback_secret else None
+        if secret is not None and not _CALLBACK_SECRET.fullmatch(secret):
+            raise ValueError("callback_secret must be 24 to 128 letters, digits, '-' or '_' (hard to guess, "
+                             "safe in a URL)")
+        if self.default_plan not in self.fee_plans:
+            raise ValueError(f"default_plan {self.default_plan!r} is not one of fee_plans "
+                             f"({', '.join(sorted(self.fee_plans))})")
+        return self
+
+
+_CALLBACK_SECRET = re.compile(r"[A-Za-z0-9_-]{24,128}")
+
+
+class MpesaSection(_CredentialSection):
+    """Live M-Pesa Daraja credentials (`payments.providers.daraja.DarajaSettings`)."""
+
+    base_url: str = "https://api.safaricom.co.ke"
+    consumer_key: SecretStr | None = None
+    consumer_secret: SecretStr | None = None
+    shortcode: str | None = None
+    passkey: SecretStr | None = None
+    initiator_name: str | None = None
+    # B2C's SecurityCredential: give it as generated on Safaricom's portal, or give the initiator
+    # password and Safaricom's certificate (PEM file) to encrypt it with.
+    security_credential: SecretStr | None = None
+    initiator_password: SecretStr | None = None
+    certificate_path: Path | None = None
+    timeout_s: float = Field(30.0, gt=0, le=120)
+    connect_timeout_s: float = Field(10.0, gt=0, le=60)
+
+    @property
+    def configured(self) -> bool:
+        return self.consumer_key is not None
+
+    def problems(self) -> list[str]:
+        if not self.configured:
+            return []
+        needed = {"consumer_secret": self.consumer_secret, "shortcode": self.shortcode, "passkey": self.passkey,
+                  "initiator_name": self.initiator_name}
+        missing = [f"providers.mpesa.{name}" for name, value in needed.items() if not value]
+        if self.security_credential is None and (self.initiator_password is None or self.certificate_path is None):
+            missing.append("providers.mpesa.security_credential (or initiator_password with certificate_path)")
+        return missing
+
+
+class WaveSection(_CredentialSection):
+    """Live Wave Business API credentials (`payments.providers.wave.WaveSettings`)."""
+
+    base_url: str = "https://api.wave.com"
+    api_key: SecretStr | None = None
+    # Set when the API key has request signing enabled.
+    signing_secret: SecretStr | None = None
+    # How Wave secures webhooks to /callbacks/wave: "signing" (Wave-Signature) or "shared_secret" (Bearer).
+    webhook_strategy: Literal["signing", "shared_secret"] = "signing"
+    webhook_secret: SecretStr | None = None
+    # While rotating the webhook secret, the old one (signing strategy only); None otherwise.
+    webhook_previous_secret: SecretStr | None = None
+    timeout_s: float = Field(30.0, gt=0, le=120)
+    connect_timeout_s: float = Field(10.0, gt=0, le=60)
+
+    @property
+    def configured(self) -> bool:
+        return self.api_key is not None
+
+    def problems(self) -> list[str]:
+        if self.configured and self.webhook_secret is None:
+            return ["providers.wave.webhook_secret (webhooks cannot be verified without it)"]
+        return []
+
+
+class SmsSection(_CredentialSection):
+    """Africa's Talking SMS (`payments.providers.sms.SmsSettings`)."""
+
+    username: str | None = None
+    api_key: SecretStr | None = None
+    sender_id: str | None = None
+    # None: Africa's Talking itself; a URL: that server instead.
+    base_url: str | None = None
+    connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    read_timeout_s: float = Field(15.0, gt=0, le=120)
+
+    @property
+    def configured(self) -> bool:
+        return self.api_key is not None
+
+    def problems(self) -> list[str]:
+        return ["providers.sms.username"] if self.configured and not self.username else []
+
+
+class SandboxSection(_Section):
+    """The local provider sandboxes (`payments.sandbox`), used in sandbox mode."""
+
+    # `sauti serve` starts them in-process; false: they run elsewhere (`sauti sandbox --port-base N`).
+    run_in_serve: bool = True
+    host: str = "127.0.0.1"
+    # Daraja on this port, Wave on +1, Africa's Talking on +2. None: any free ports, known only to
+    # `sauti serve` (then its in-process worker runs the provider jobs; `sauti worker` cannot).
+    port_base: int | None = Field(None, ge=1, le=65533)
+    callback_delay_s: float = Field(2.0, ge=0, le=600)
+
+
+class ProvidersSection(_Section):
+    # auto: live when any provider has credentials, else sandbox; sandbox; live.
+    mode: Literal["auto", "sandbox", "live"] = "auto"
+    mpesa: MpesaSection = MpesaSection()
+    wave: WaveSection = WaveSection()
+    sms: SmsSection = SmsSection()
+    sandbox: SandboxSection = SandboxSection()
+
+    @property
+    def effective_mode(self) -> Literal["sandbox", "live"]:
+        if self.mode != "auto":
+            return self.mode
+        return "live" if (self.mpesa.configured or self.wave.configured or self.sms.configured) else "sandbox"
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
@@ -105,17 +327,44 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
+    ussd: UssdSettings = UssdSettings()
     security: SecuritySettings = SecuritySettings()
     ledger: LedgerSettings = LedgerSettings()
     outbox: OutboxSettings = OutboxSettings()
     nlu: NluSection = NluSection()
+    api: ApiSettings = ApiSettings()
+    payments: PaymentsSection = PaymentsSection()
+    providers: ProvidersSection = ProvidersSection()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _live_providers_complete(self) -> Settings:
+        p = self.providers
+        if p.effective_mode != "live":
+            return self
+        if not (p.mpesa.configured or p.wave.configured):
+            return self._refuse(["providers.mpesa.consumer_key or providers.wave.api_key (mode is live)"])
+        missing = [*p.mpesa.problems(), *p.wave.problems(), *p.sms.problems()]
+        if p.mpesa.configured or p.wave.configured:
+            # Real providers must reach us at a public URL; Daraja's URLs must carry a secret that
+            # every process agrees on (a generated one would differ from machine to machine).
+            if self.payments.callback_base_url is None:
+                missing.append("payments.callback_base_url (live providers cannot reach server.host)")
+        if p.mpesa.configured and self.payments.callback_secret is None:
+            missing.append("payments.callback_secret")
+        return self._refuse(missing)
+
+    def _refuse(self, missing: list[str]) -> Settings:
+        if missing:
+            raise ValueError("live providers need: " + "; ".join(missing))
+        return self
 
 
 _DIRECT_ENV = {
     "DATABASE_URL": ("database", "url"),
     "REDIS_URL": ("redis", "url"),
     "SAUTI_PIN_PEPPER": ("security", "pin_pepper"),
+    "SAUTI_API_KEY_PEPPER": ("api", "key_pepper"),
 }
 
 
@@ -141,12 +390,18 @@ def _env_overrides(tree: dict[str, Any], env: Mapping[str, str]) -> None:
                 _set(tree, path, yaml.safe_load(value) if value else value)
 
 
+_SECRET_KEY = re.compile(r"pepper|secret|key|password|passkey|credential|token", re.I)
+
+
 def _describe(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         problem = "unknown setting" if item["type"] == "extra_forbidden" else item["msg"]
-        shown = "" if item["type"] == "extra_forbidden" or "pepper" in key else f" (got {item.get('input')!r})"
+        # Never echo a secret, nor a whole section (a cross-field check's input holds its secrets).
+        hidden = (item["type"] == "extra_forbidden" or _SECRET_KEY.search(key)
+                  or isinstance(item.get("input"), Mapping | list))
+        shown = "" if hidden else f" (got {item.get('input')!r})"
         lines.append(f"  {key}: {problem}{shown}")
     return "\n".join(lines)
 

@@ -1,19 +1,21 @@
-"""The outbox worker's wiring: the handlers for each job kind, a worker built from the `outbox:`
-settings, and the cleanup context that runs one inside `sauti serve` (``outbox.run_in_serve``).
-`sauti worker` builds its worker here too, so both run the same handlers the same way."""
+"""The outbox worker's wiring: the handlers for each job kind (the payment orchestrator's), a worker
+built from the `outbox:` settings, and the cleanup context that runs one inside `sauti serve`
+(``outbox.run_in_serve``). `sauti worker` builds its worker here too, so both run the same handlers
+the same way."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.keys import DB_ENGINE, SETTINGS
+from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from gateway.settings import Settings
-from payments.outbox import RetryPolicy
+from payments.orchestrator import Payments
+from payments.outbox import Job, RetryPolicy
 from payments.worker import Handler, OutboxWorker
 
 log = logging.getLogger(__name__)
@@ -21,10 +23,26 @@ log = logging.getLogger(__name__)
 OUTBOX_WORKER = web.AppKey("outbox_worker", OutboxWorker)
 
 
-def default_handlers(settings: Settings, engine: AsyncEngine) -> dict[str, Handler]:
-    """The handler of each job kind, e.g. ``{"sms.send": send_sms}``: one entry per kind that
-    payments/ enqueues. A job whose kind is missing here is parked with that reason."""
-    return {}
+def default_handlers(payments: Payments | None) -> dict[str, Handler]:
+    """The handler of each job kind payments/ enqueues (``mpesa.b2c``, ``mpesa.stk_push``, …): the
+    orchestrator's (`Payments.register_handlers`). A job whose kind is missing here is parked with
+    that reason; so is every job of a worker without ``payments`` (a bare app, as in some tests)."""
+    return payments.register_handlers() if payments is not None else {}
+
+
+class ProvidersOutOfReach(Exception):
+    """This worker cannot reach the providers: the job is retried later, by whichever worker can."""
+
+
+def deferring_handlers(kinds: Iterable[str], reason: str) -> dict[str, Handler]:
+    """Handlers for a worker that cannot reach the providers (sandbox mode, sandboxes inside
+    `sauti serve` on ports only it knows): each attempt fails with ``reason``, so the job goes back
+    to the queue (with backoff) for a worker that can, instead of being parked or run half."""
+
+    async def defer(job: Job) -> None:
+        raise ProvidersOutOfReach(reason)
+
+    return dict.fromkeys(kinds, defer)
 
 
 def build_worker(
@@ -57,14 +75,15 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     """Run an outbox worker for the app's lifetime; on shutdown let in-flight jobs finish (within
     ``server.shutdown_timeout_s``; jobs still running then are cancelled and, their leases expiring,
-    run again elsewhere). Goes after `database_ctx` in ``cleanup_ctx``: it needs the engine."""
+    run again elsewhere). Goes after `database_ctx` (the engine) and `payments_ctx` (the handlers)
+    in ``cleanup_ctx``, so it stops before the provider clients close."""
     settings = app[SETTINGS]
     if not settings.outbox.run_in_serve:
         log.info("outbox worker not started in this process (outbox.run_in_serve is false)")
         yield
         return
     engine = app[DB_ENGINE]
-    worker = build_worker(settings, engine, default_handlers(settings, engine))
+    worker = build_worker(settings, engine, default_handlers(app.get(PAYMENTS)))
     task = asyncio.create_task(worker.run_forever(), name="outbox-worker")
     task.add_done_callback(_report_crash)
     app[OUTBOX_WORKER] = worker

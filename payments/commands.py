@@ -37,6 +37,13 @@ class PaymentKind(enum.StrEnum):
     REFUND = "refund"
 
 
+#: Kinds that M-Pesa pays by B2B (to a paybill or a till) ...
+B2B_KINDS = frozenset({PaymentKind.PAY_BILL, PaymentKind.BUY_GOODS_TILL})
+#: ... and every kind that pays out through a provider when the payment has one (B2C or a Wave
+#: payout for the others; a send_to_phone without a provider stayed inside Sauti).
+PAYOUT_KINDS = B2B_KINDS | {PaymentKind.SEND_TO_PHONE, PaymentKind.WITHDRAW, PaymentKind.BUY_GOODS_POCHI}
+
+
 @dataclass(frozen=True)
 class _Command:
     idempotency_key: str
@@ -121,4 +128,101 @@ class Deposit(_Spoken, _Command):
         self._check()
 
 
-Command = SendToWallet | SendToPhone | Withdraw | Deposit
+def _digits(value: str, what: str, lengths: range) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.isdigit() or not text.isascii() or len(text) not in lengths:
+        raise InvalidRequest(f"a {what} is {lengths.start} to {lengths.stop - 1} digits, not {value!r}")
+    return text
+
+
+#: M-Pesa shortcodes (paybills) and till numbers are 5 to 7 digits.
+_SHORTCODE_LENGTHS = range(5, 8)
+#: Daraja's B2B AccountReference holds at most 13 characters (`DarajaClient.b2b_payment`).
+ACCOUNT_NUMBER_MAX = 13
+
+
+@dataclass(frozen=True)
+class PayBill(_Spoken, _Command):
+    """Pay an M-Pesa paybill (a business shortcode) with the account number the business gave the
+    payer: a Daraja B2B ``BusinessPayBill`` from our shortcode, KES only."""
+
+    paybill: str = ""
+    account_number: str = ""
+
+    def __post_init__(self) -> None:
+        self._check()
+        object.__setattr__(self, "paybill", _digits(self.paybill, "paybill number", _SHORTCODE_LENGTHS))
+        account = self.account_number.strip() if isinstance(self.account_number, str) else ""
+        if not account or len(account) > ACCOUNT_NUMBER_MAX or not account.isprintable():
+            raise InvalidRequest(f"an account number is 1 to {ACCOUNT_NUMBER_MAX} characters")
+        object.__setattr__(self, "account_number", account)
+
+
+@dataclass(frozen=True)
+class BuyGoods(_Spoken, _Command):
+    """Pay an M-Pesa till (Buy Goods): a Daraja B2B ``BusinessBuyGoods`` from our shortcode, KES only."""
+
+    till: str = ""
+
+    def __post_init__(self) -> None:
+        self._check()
+        object.__setattr__(self, "till", _digits(self.till, "till number", _SHORTCODE_LENGTHS))
+
+
+@dataclass(frozen=True)
+class PayPochi(_Spoken, _Command):
+    """Pay a merchant's Pochi la Biashara, an M-Pesa wallet on the merchant's own phone number: a B2C
+    payment to that number (even when the number also has a Sauti wallet), KES only."""
+
+    phone: str = ""
+
+    def __post_init__(self) -> None:
+        self._check()
+        if not self.phone:
+            raise InvalidRequest("the pochi's phone number is needed")
+
+
+REFUND_KEY_PREFIX = "refund:"
+
+
+@dataclass(frozen=True)
+class Refund:
+    """Undo a succeeded payment, named by its public id, for an operator or an API caller
+    (`payments.refunds` says how each kind is undone). Always the whole payment: at most one refund
+    per payment that has not failed. ``idempotency_key`` is scoped to the payment's payer;
+    ``requested_by`` says who asked (an operator's name, an API key's prefix), for the history."""
+
+    idempotency_key: str
+    payment_id: str
+    reason: str
+    requested_by: str = "operator"
+    channel: Channel = Channel.API
+
+    def __post_init__(self) -> None:
+        key = self.idempotency_key
+        if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH - len(REFUND_KEY_PREFIX):
+            raise InvalidRequest(f"an idempotency key is 1 to {MAX_KEY_LENGTH - len(REFUND_KEY_PREFIX)} characters")
+        if not isinstance(self.payment_id, str) or not self.payment_id.strip():
+            raise InvalidRequest("name the payment to refund")
+        if not isinstance(self.reason, str) or not self.reason.strip() or len(self.reason) > 500:
+            raise InvalidRequest("a refund needs a reason (at most 500 characters)")
+        if not isinstance(self.requested_by, str) or not self.requested_by.strip():
+            raise InvalidRequest("say who asks for the refund")
+        try:
+            object.__setattr__(self, "channel", Channel(self.channel))
+        except ValueError:
+            raise InvalidRequest(f"unknown channel {self.channel!r}") from None
+
+    @property
+    def stored_key(self) -> str:
+        """The key as recorded on the refund (whose payer is the original's payer): prefixed, so an
+        operator's key can never collide with one the customer used for a payment of their own."""
+        return REFUND_KEY_PREFIX + self.idempotency_key
+
+    def request_hash(self) -> str:
+        """The same refund: the same payment (the reason and the caller are notes, not the request)."""
+        body = {"kind": PaymentKind.REFUND.value, "of": self.payment_id.strip()}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+Command = SendToWallet | SendToPhone | Withdraw | Deposit | PayBill | BuyGoods | PayPochi | Refund

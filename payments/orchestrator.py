@@ -14,12 +14,20 @@ One pipeline per payment kind, each readable top to bottom:
   `wave.checkout` (XOF). The STK callback, confirmed by an STK query when `confirm_stk_with_query`
   (Daraja signs nothing), or Wave's verified `checkout.session.*` webhook credits the wallet from
   provider collection.
+- merchant payments (`PayBill`, `BuyGoods`: M-Pesa B2B, job `mpesa.b2b`; `PayPochi`: B2C to the
+  merchant's pochi number, job `mpesa.b2c`): payouts, KES only, with the paybill / account number /
+  till on the payment row. The B2B Result (by callback, found by its ConversationID) settles or unwinds.
+- C2B (`on_c2b_validation`, `on_c2b_confirmation`): a customer paying our paybill from the phone menu
+  with their wallet's phone number as the account number (`payments.c2b`).
+- refund (`Refund`): undoes a succeeded payment, by a provider reversal / refund or in the ledger
+  (`payments.refunds`).
 
 IMPORTANT: every money movement is a ledger transfer with a key derived from the payment
 (`payments.settlement`), every external effect is an outbox job written in the transaction of the
 state change that needs it, and every delivery from a provider is recorded in `provider_events`
 in the transaction that applies it, so duplicates and late or out-of-order deliveries change nothing.
-`recover_stuck` resolves payments whose result never came, by asking the provider.
+`recover_stuck` resolves payments whose result never came, by asking the provider (for M-Pesa
+payouts, reversals and C2B payments: a transaction status query, answered by `on_status_result`).
 
 This module holds the commands and is the service's face (`Payments`); the parts it composes:
 `payments.provider_jobs` (outbox handlers), `payments.provider_results` (callbacks, webhooks,
@@ -37,14 +45,29 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments import payment_store as store
-from payments.commands import Command, Deposit, PaymentKind, SendToPhone, SendToWallet, Withdraw
+from payments.c2b import C2BReceiver
+from payments.commands import (
+    BuyGoods,
+    Command,
+    Deposit,
+    PayBill,
+    PaymentKind,
+    PayPochi,
+    Refund,
+    SendToPhone,
+    SendToWallet,
+    Withdraw,
+)
 from payments.errors import AccountClosed, IdempotencyConflict, InsufficientFunds, InvalidRequest, UnknownUser
 from payments.fees import FeePlan, Quote, quote
 from payments.identities import User, UserStatus, find_user_by_phone, get_user
 from payments.ledger import Ledger
-from payments.money import Money
+from payments.money import Currency, Money
 from payments.outbox import enqueue
 from payments.payment_settings import (
+    CALLBACK_C2B_CONFIRMATION,
+    CALLBACK_C2B_VALIDATION,
+    JOB_B2B,
     JOB_B2C,
     JOB_STK_PUSH,
     JOB_WAVE_CHECKOUT,
@@ -58,10 +81,11 @@ from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of
 from payments.provider_jobs import Handler, ProviderJobs
 from payments.provider_results import ProviderResults, RecoveryReport
-from payments.providers.daraja import AmountNotPayable, mpesa_msisdn, whole_shillings
-from payments.providers.daraja_callbacks import DarajaResult, QueueTimeout, StkCallback
+from payments.providers.daraja import AmountNotPayable, C2BRegistration, mpesa_msisdn, whole_shillings
+from payments.providers.daraja_callbacks import C2BPayment, DarajaResult, QueueTimeout, StkCallback
 from payments.providers.wave import Payout
 from payments.providers.wave_webhooks import WaveEvent
+from payments.refunds import Refunds
 from payments.resolution import Resolver
 from payments.settlement import AccountBook, Settlement
 from payments.states import PaymentStatus
@@ -94,11 +118,17 @@ class Payments:
         self.resolver = Resolver(engine, self.money, self.settings, self.providers)
         self.jobs = ProviderJobs(engine, self.resolver, self.settings, self.providers)
         self.results = ProviderResults(engine, self.resolver, self.settings, self.providers)
+        self.c2b = C2BReceiver(engine, self.resolver, self.money, self.settings, self.providers)
+        self.refunds = Refunds(engine, self.money, self.resolver)
         self._commands: Mapping[type, Callable[[Any], Awaitable[Payment]]] = MappingProxyType({
             SendToWallet: self._send_to_wallet,
             SendToPhone: self._send_to_phone,
             Withdraw: self._withdraw,
             Deposit: self._deposit,
+            PayBill: self._pay_bill,
+            BuyGoods: self._buy_goods,
+            PayPochi: self._pay_pochi,
+            Refund: self.refunds.refund,
         })
 
     # -- commands --------------------------------------------------------------------------------
@@ -195,6 +225,30 @@ class Payments:
             await enqueue(conn, job, {"payment": payment.public_id}, dedupe_key=f"{job}:{payment.public_id}")
             return payment
 
+    async def _pay_bill(self, cmd: PayBill) -> Payment:
+        self._check_kes(cmd.amount, "Bill payments")
+        async with self.engine.begin() as conn:
+            payer = await self._active_user(conn, cmd.payer_user_id)
+            return await self._to_provider(conn, cmd, payer, PaymentKind.PAY_BILL, MPESA, JOB_B2B,
+                                           paybill=cmd.paybill, account_number=cmd.account_number)
+
+    async def _buy_goods(self, cmd: BuyGoods) -> Payment:
+        self._check_kes(cmd.amount, "Till payments")
+        async with self.engine.begin() as conn:
+            payer = await self._active_user(conn, cmd.payer_user_id)
+            return await self._to_provider(conn, cmd, payer, PaymentKind.BUY_GOODS_TILL, MPESA, JOB_B2B,
+                                           till=cmd.till)
+
+    async def _pay_pochi(self, cmd: PayPochi) -> Payment:
+        self._check_kes(cmd.amount, "Pochi payments")
+        async with self.engine.begin() as conn:
+            payer = await self._active_user(conn, cmd.payer_user_id)
+            phone = self._phone(cmd.phone, payer)
+            self._check_mpesa(cmd.amount, phone)
+            # Always to M-Pesa, even when the number has a Sauti wallet: a pochi is the merchant's till.
+            return await self._to_provider(conn, cmd, payer, PaymentKind.BUY_GOODS_POCHI, MPESA, JOB_B2C,
+                                           recipient_phone=phone)
+
     # -- command steps ---------------------------------------------------------------------------
 
     async def _internal(self, conn: AsyncConnection, cmd: SendToWallet | SendToPhone, payer: User, recipient: User,
@@ -231,12 +285,19 @@ class Payments:
             self._check_mpesa(cmd.amount, phone)
         elif region_of(phone) not in ("SN", "CI"):
             raise InvalidRequest("Wave pays out to Senegalese and Ivorian numbers")
-        request_hash = cmd.request_hash(kind, recipient_phone=phone)
+        job = JOB_B2C if provider == MPESA else JOB_WAVE_PAYOUT
+        return await self._to_provider(conn, cmd, payer, kind, provider, job, recipient_phone=phone)
+
+    async def _to_provider(self, conn: AsyncConnection, cmd: SendToPhone | Withdraw | PayBill | BuyGoods | PayPochi,
+                           payer: User, kind: PaymentKind, provider: str, job: str, **recipient: str) -> Payment:
+        """Any payout, in the caller's transaction: recorded with its recipient (a phone, a paybill
+        and account number, a till), amount + fee debited into clearing, the provider job enqueued."""
+        request_hash = cmd.request_hash(kind, **recipient)
         if (replay := await self._replay(conn, cmd, request_hash)) is not None:
             return replay
         priced = await self._quote(conn, payer, cmd.amount, kind)
         payment, fresh = await self._insert(conn, cmd, kind, request_hash, priced.fee, provider=provider,
-                                            recipient_phone=phone)
+                                            **recipient)
         if not fresh:
             return payment
         try:
@@ -246,7 +307,6 @@ class Payments:
             return await self._refused(conn, payment, exc)
         payment = await store.transition(conn, payment, S.PENDING, cause="debited_to_clearing",
                                          debit_transfer_id=debited.transfer_id)
-        job = JOB_B2C if provider == MPESA else JOB_WAVE_PAYOUT
         await enqueue(conn, job, {"payment": payment.public_id}, dedupe_key=f"{job}:{payment.public_id}")
         return payment
 
@@ -296,6 +356,15 @@ class Payments:
             raise InvalidRequest(str(exc)) from None
 
     @staticmethod
+    def _check_kes(amount: Money, what: str) -> None:
+        if amount.currency is not Currency.KES:
+            raise InvalidRequest(f"{what} go through M-Pesa and are made in KES, not {amount.currency.value}")
+        try:
+            whole_shillings(amount)
+        except AmountNotPayable as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    @staticmethod
     def _check_mpesa(amount: Money, phone: str) -> None:
         try:
             whole_shillings(amount)
@@ -306,9 +375,21 @@ class Payments:
     # -- what the worker, the gateway and operators call -------------------------------------------
 
     def register_handlers(self) -> dict[str, Handler]:
-        """The outbox worker's routing table: ``mpesa.b2c``, ``wave.payout``, ``mpesa.stk_push``,
-        ``wave.checkout``, ``sms.receipt``."""
+        """The outbox worker's routing table: ``mpesa.b2c``, ``mpesa.b2b``, ``wave.payout``,
+        ``mpesa.stk_push``, ``wave.checkout``, ``mpesa.reversal``, ``mpesa.status_query``,
+        ``wave.checkout_refund``, ``wave.payout_reverse``, ``sms.receipt``."""
         return self.jobs.handlers()
+
+    async def register_c2b_urls(self) -> C2BRegistration:
+        """Tell Daraja where to send C2B validations and confirmations for our shortcode (once per
+        deployment, or whenever the callback base URL changes). ``Completed``: a validation we fail
+        to answer in time lets the payment through (the confirmation then books it, or parks it)."""
+        daraja = self.providers.daraja
+        if daraja is None:
+            raise InvalidRequest("M-Pesa is not configured")
+        base = self.settings.callback_base_url.rstrip("/")
+        return await daraja.register_c2b_urls(confirmation_url=base + CALLBACK_C2B_CONFIRMATION,
+                                              validation_url=base + CALLBACK_C2B_VALIDATION)
 
     async def on_stk_callback(self, callback: StkCallback) -> str:
         return await self.results.on_stk_callback(callback)
@@ -318,6 +399,31 @@ class Payments:
 
     async def on_b2c_queue_timeout(self, notice: QueueTimeout) -> str:
         return await self.results.on_b2c_queue_timeout(notice)
+
+    async def on_b2b_result(self, result: DarajaResult) -> str:
+        return await self.results.on_b2b_result(result)
+
+    async def on_b2b_queue_timeout(self, notice: QueueTimeout) -> str:
+        return await self.results.on_b2b_queue_timeout(notice)
+
+    async def on_reversal_result(self, result: DarajaResult) -> str:
+        return await self.results.on_reversal_result(result)
+
+    async def on_reversal_queue_timeout(self, notice: QueueTimeout) -> str:
+        return await self.results.on_reversal_queue_timeout(notice)
+
+    async def on_status_result(self, result: DarajaResult) -> str:
+        return await self.results.on_status_result(result)
+
+    async def on_status_queue_timeout(self, notice: QueueTimeout) -> str:
+        return await self.results.on_status_queue_timeout(notice)
+
+    async def on_c2b_validation(self, paid: C2BPayment) -> dict[str, str]:
+        """The JSON body to answer a C2B validation with (accept, or a ``C2B000xx`` rejection)."""
+        return await self.c2b.on_validation(paid)
+
+    async def on_c2b_confirmation(self, paid: C2BPayment) -> str:
+        return await self.c2b.on_confirmation(paid)
 
     async def on_wave_payout_update(self, payout: Payout, *, event_id: str | None = None) -> str:
         return await self.results.on_wave_payout_update(payout, event_id=event_id)

@@ -20,13 +20,23 @@ PROVIDER_FOR: Mapping[Currency, str] = MappingProxyType({Currency.KES: MPESA, Cu
 #: Outbox job kinds, one per external effect.
 JOB_B2C, JOB_WAVE_PAYOUT, JOB_STK_PUSH, JOB_SMS = "mpesa.b2c", "wave.payout", "mpesa.stk_push", "sms.receipt"
 JOB_WAVE_CHECKOUT = "wave.checkout"
+JOB_B2B, JOB_REVERSAL, JOB_STATUS_QUERY = "mpesa.b2b", "mpesa.reversal", "mpesa.status_query"
+JOB_WAVE_REFUND, JOB_WAVE_REVERSE = "wave.checkout_refund", "wave.payout_reverse"
+#: What the orchestrator appends to ``callback_base_url`` for each Daraja callback; the gateway
+#: routes the same paths (`gateway.callbacks`), so the two cannot drift apart.
+CALLBACK_STK, CALLBACK_B2C_RESULT, CALLBACK_B2C_TIMEOUT = "/mpesa/stk", "/mpesa/b2c/result", "/mpesa/b2c/timeout"
+CALLBACK_B2B_RESULT, CALLBACK_B2B_TIMEOUT = "/mpesa/b2b/result", "/mpesa/b2b/timeout"
+CALLBACK_REVERSAL_RESULT, CALLBACK_REVERSAL_TIMEOUT = "/mpesa/reversal/result", "/mpesa/reversal/timeout"
+CALLBACK_STATUS_RESULT, CALLBACK_STATUS_TIMEOUT = "/mpesa/status/result", "/mpesa/status/timeout"
+CALLBACK_C2B_VALIDATION, CALLBACK_C2B_CONFIRMATION = "/mpesa/c2b/validation", "/mpesa/c2b/confirmation"
 
 
 @dataclass(frozen=True)
 class PaymentSettings:
     """The orchestrator's policy. ``callback_base_url`` is where providers reach us (it should carry
-    a secret path segment: Daraja signs nothing); the orchestrator appends ``/mpesa/stk``,
-    ``/mpesa/b2c/result`` and ``/mpesa/b2c/timeout``."""
+    a secret path segment: Daraja signs nothing); the orchestrator appends the ``CALLBACK_*`` paths
+    above (``/mpesa/stk``, ``/mpesa/b2c/result``, ``/mpesa/b2b/result``, ``/mpesa/status/result``, …).
+    ``confirm_stk_with_query`` governs C2B confirmations too: Daraja signs neither."""
 
     callback_base_url: str = "http://127.0.0.1:8080/callbacks"
     #: Confirm an STK success callback with an STK query before crediting (DESIGN: Daraja signs nothing).

@@ -65,6 +65,12 @@ class Payment:
     transcript: str | None = None
     confidence: Decimal | None = None
     voice_confirmed: bool = False
+    #: The merchant side of a bill payment (paybill + account number) or a till purchase.
+    paybill: str | None = None
+    account_number: str | None = None
+    till: str | None = None
+    #: For a refund: the id (not public id) of the payment it undoes.
+    refund_of: int | None = None
 
     @property
     def total(self) -> Money:
@@ -83,7 +89,7 @@ class PaymentEvent:
 _COLUMNS = ("id, public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, fee, currency, "
             "status, provider, provider_ref, recipient_phone, recipient_user_id, error_code, error_message, "
             "debit_transfer_id, settle_transfer_id, created_at, updated_at, finished_at, provider_refs, "
-            "transcript, confidence, voice_confirmed")
+            "transcript, confidence, voice_confirmed, paybill, account_number, till, refund_of")
 
 
 def _payment(row: Any) -> Payment:
@@ -99,7 +105,8 @@ def _payment(row: Any) -> Payment:
         error_code=row.error_code, error_message=row.error_message, debit_transfer_id=row.debit_transfer_id,
         settle_transfer_id=row.settle_transfer_id, created_at=row.created_at, updated_at=row.updated_at,
         finished_at=row.finished_at, provider_refs=dict(refs or {}), transcript=row.transcript,
-        confidence=row.confidence, voice_confirmed=row.voice_confirmed)
+        confidence=row.confidence, voice_confirmed=row.voice_confirmed, paybill=row.paybill,
+        account_number=row.account_number, till=row.till, refund_of=row.refund_of)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +126,21 @@ class NewPayment:
     transcript: str | None = None
     confidence: Decimal | None = None
     voice_confirmed: bool = False
+    paybill: str | None = None
+    account_number: str | None = None
+    till: str | None = None
+    refund_of: int | None = None
+    #: The provider's id, known at once for deliveries that create their payment (C2B's TransID).
+    provider_ref: str | None = None
 
 
 _INSERT = text(f"""
 INSERT INTO payments (public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, fee,
                       currency, provider, recipient_phone, recipient_user_id, transcript, confidence,
-                      voice_confirmed)
+                      voice_confirmed, paybill, account_number, till, refund_of, provider_ref)
 VALUES (:public_id, :payer, :key, :hash, :kind, :channel, :amount, :fee, :currency, :provider, :phone,
-        :recipient, :transcript, :confidence, :voice_confirmed)
+        :recipient, :transcript, :confidence, :voice_confirmed, :paybill, :account_number, :till, :refund_of,
+        :provider_ref)
 ON CONFLICT (payer_user_id, idempotency_key) DO NOTHING
 RETURNING {_COLUMNS}
 """)
@@ -140,7 +154,9 @@ async def insert_payment(conn: AsyncConnection, new: NewPayment, *, cause: str) 
         "hash": new.request_hash, "kind": new.kind, "channel": new.channel, "amount": new.amount.minor,
         "fee": new.fee.minor, "currency": new.amount.currency.value, "provider": new.provider,
         "phone": new.recipient_phone, "recipient": new.recipient_user_id, "transcript": new.transcript,
-        "confidence": new.confidence, "voice_confirmed": new.voice_confirmed})).first()
+        "confidence": new.confidence, "voice_confirmed": new.voice_confirmed, "paybill": new.paybill,
+        "account_number": new.account_number, "till": new.till, "refund_of": new.refund_of,
+        "provider_ref": new.provider_ref})).first()
     if row is None:
         return None
     payment = _payment(row)
@@ -161,6 +177,21 @@ async def get_payment(conn: AsyncConnection, public_id: str, *, lock: bool = Fal
     suffix = " FOR UPDATE" if lock else ""
     row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM payments WHERE public_id = :p{suffix}"),
                               {"p": public_id})).first()
+    return _payment(row) if row else None
+
+
+async def get_payment_by_id(conn: AsyncConnection, payment_id: int, *, lock: bool = False) -> Payment | None:
+    """The payment with this row id (a refund's ``refund_of``), or None; ``lock`` as in `get_payment`."""
+    suffix = " FOR UPDATE" if lock else ""
+    row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM payments WHERE id = :i{suffix}"),
+                              {"i": payment_id})).first()
+    return _payment(row) if row else None
+
+
+async def live_refund_of(conn: AsyncConnection, payment_id: int) -> Payment | None:
+    """The refund of this payment that has not failed, if any (the database allows one at most)."""
+    row = (await conn.execute(text(
+        f"SELECT {_COLUMNS} FROM payments WHERE refund_of = :i AND status <> 'failed'"), {"i": payment_id})).first()
     return _payment(row) if row else None
 
 
@@ -254,13 +285,26 @@ async def record_provider_event(
     return row is not None
 
 
+async def note_provider_event(
+    conn: AsyncConnection, provider: str, event_key: str, kind: str, extra: Mapping[str, Any],
+    *, payment_id: int | None = None,
+) -> None:
+    """Add to a recorded delivery's summary (what became of it) and, when given, the payment it made."""
+    await conn.execute(text(
+        "UPDATE provider_events SET payload = payload || CAST(:extra AS jsonb), "
+        "payment_id = coalesce(:p, payment_id) WHERE provider = :pr AND event_key = :k AND kind = :kind"),
+        {"extra": json.dumps(dict(extra), default=str), "p": payment_id, "pr": provider, "k": event_key,
+         "kind": kind})
+
+
 async def outgoing_totals(conn: AsyncConnection, payer_user_id: int, currency: Currency) -> tuple[Money, int]:
     """What the payer sent today (not counting failed payments) and how many payments they made this
-    month: the inputs of the daily limit and the plan's monthly allowance."""
+    month: the inputs of the daily limit and the plan's monthly allowance. Deposits and refunds are
+    not the payer's spending (a refund row names the original's payer, whoever asked for it)."""
     row = (await conn.execute(text(
         "SELECT coalesce(sum(amount) FILTER (WHERE created_at >= date_trunc('day', now())), 0) AS today, "
         "       count(*) AS month "
-        "  FROM payments WHERE payer_user_id = :p AND currency = :c AND kind <> 'deposit' "
+        "  FROM payments WHERE payer_user_id = :p AND currency = :c AND kind NOT IN ('deposit', 'refund') "
         "   AND status <> 'failed' AND created_at >= date_trunc('month', now())"),
         {"p": payer_user_id, "c": currency.value})).one()
     return Money(int(row.today), currency), int(row.month)
@@ -273,6 +317,16 @@ async def open_payments(conn: AsyncConnection, older_than_s: float, *, limit: in
         "AND updated_at < now() - make_interval(secs => :s) ORDER BY updated_at LIMIT :limit"),
         {"s": float(older_than_s), "limit": limit})
     return [_payment(r) for r in rows]
+
+
+async def payment_of_provider_event(conn: AsyncConnection, provider: str, event_key: str, kind: str) -> Payment | None:
+    """The payment a recorded provider event names: how an answer that only names our request (a
+    Daraja status query's ConversationID) finds the payment the request was about."""
+    row = (await conn.execute(text(
+        f"SELECT {_COLUMNS} FROM payments WHERE id = (SELECT payment_id FROM provider_events "
+        "WHERE provider = :pr AND event_key = :k AND kind = :kind)"),
+        {"pr": provider, "k": event_key, "kind": kind})).first()
+    return _payment(row) if row else None
 
 
 async def job_status(conn: AsyncConnection, dedupe_key: str) -> str | None:

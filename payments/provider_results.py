@@ -6,35 +6,45 @@ delivery in `provider_events` in the transaction that applies it: duplicates, la
 deliveries change nothing. Each returns a word saying what it did (for logs and tests).
 
 `recover_stuck` asks the providers about payments left open too long: STK pushes by STK query, Wave
-payouts by our reference, Wave checkouts by session; M-Pesa payouts (whose status query answers by
-callback) are flagged ``needs_review`` for reconciliation against the statement.
+payouts by our reference, Wave checkouts by session, Wave payout reversals by payout; M-Pesa payouts
+(B2C, B2B), reversals and C2B payments by a Daraja transaction status query, whose answer comes by
+callback (`on_status_result`): "Completed" settles, anything M-Pesa cannot vouch for is flagged
+``needs_review`` for a person and the statement, never guessed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payments import payment_store as store
-from payments.commands import PaymentKind
+from payments.commands import B2B_KINDS, PaymentKind
+from payments.outbox import enqueue
 from payments.payment_settings import (
+    JOB_B2B,
     JOB_B2C,
+    JOB_REVERSAL,
+    JOB_STATUS_QUERY,
     JOB_STK_PUSH,
     JOB_WAVE_CHECKOUT,
     JOB_WAVE_PAYOUT,
+    JOB_WAVE_REVERSE,
     MPESA,
     WAVE,
     PaymentSettings,
     ProviderClients,
 )
 from payments.payment_store import Payment
+from payments.provider_jobs import B2B_IN_FLIGHT, STATUS_QUERY_SENT, status_query_ids
 from payments.providers.daraja import StkState
 from payments.providers.daraja_callbacks import DarajaResult, QueueTimeout, StkCallback
 from payments.providers.errors import ProviderError
-from payments.providers.wave import CheckoutSession, CheckoutStatus, Payout
+from payments.providers.wave import CheckoutSession, CheckoutStatus, Payout, PayoutStatus
 from payments.providers.wave import PaymentStatus as WavePaymentStatus
 from payments.providers.wave_webhooks import WaveEvent
 from payments.resolution import Resolver, Verdict, daraja_failure
@@ -44,6 +54,16 @@ log = logging.getLogger(__name__)
 
 S = PaymentStatus
 
+#: Status Result codes saying M-Pesa has no such transaction. Daraja's own code for it is not in the
+#: contract: this is the sandbox's (`payments.sandbox.daraja_server`); any other failing code is
+#: taken as "the query failed", and the question is asked again later.
+_NOT_FOUND: frozenset[int | str] = frozenset({"R000001"})
+#: Reversal Result code saying the transaction was already reversed (sandbox convention too): the
+#: money went back, which is what the refund wanted, so it counts as the reversal's success.
+_ALREADY_REVERSED: frozenset[int | str] = frozenset({"R000002"})
+
+Event = tuple[str, str, str, Mapping[str, Any]]
+
 
 @dataclass(frozen=True)
 class RecoveryReport:
@@ -51,6 +71,8 @@ class RecoveryReport:
     resolved: int = 0
     still_open: int = 0
     needs_review: int = 0
+    #: Payments about which a Daraja status query was sent (its answer comes by callback).
+    queried: int = 0
 
 
 class ProviderResults:
@@ -131,6 +153,108 @@ class ProviderResults:
             return "duplicate"
         return "settled" if outcome.succeeded else "unwound"
 
+    async def on_b2b_result(self, result: DarajaResult) -> str:
+        """Apply a B2B Result: settle or unwind a bill payment / till purchase. Daraja chose the
+        request's ids, so the payment is found by the ConversationID its answer gave us; a Result
+        that beats that answer is ``unknown`` here, and recovery's status query settles it."""
+        return await self._apply_result(result, "b2b_result", B2B_KINDS, ("settled", "unwound"))
+
+    async def on_reversal_result(self, result: DarajaResult) -> str:
+        """Apply a reversal Result to the refund that asked for it: the wallet's money in clearing
+        goes to the provider (success) or back to the wallet (failure)."""
+        return await self._apply_result(result, "reversal_result", {PaymentKind.REFUND}, ("reversed", "failed"))
+
+    async def _apply_result(self, result: DarajaResult, kind: str, kinds: Collection[str],
+                            words: tuple[str, str]) -> str:
+        """Apply a B2B or reversal Result to the payment whose ConversationID it carries; ``words``
+        say what a success and a failure did."""
+        if not result.is_final:
+            return "partial"
+        async with self.engine.connect() as conn:
+            payment = await store.find_by_provider_ref(conn, MPESA, result.conversation_id)
+        if payment is None or payment.kind not in kinds:
+            log.warning("%s for an unknown ConversationID; recovery will query it", kind)
+            return "unknown"
+        summary = {"result_code": result.result_code, "receipt": result.receipt,
+                   "amount": result.amount.minor if result.amount else None}
+        if result.succeeded or (result.result_code in _ALREADY_REVERSED and kind == "reversal_result"):
+            if result.succeeded and result.amount is not None and result.amount != payment.amount:
+                await self.resolver.flag(payment.public_id, f"{kind} amount {result.amount} differs")
+                return "amount_mismatch"
+            outcome = Verdict(True, kind, details={"result_code": result.result_code},
+                              refs={"receipt": result.receipt} if result.succeeded else {})
+        else:
+            outcome = daraja_failure(result.result_code, result.result_desc, kind)
+        _, changed = await self.resolver.apply(payment.public_id, outcome,
+                                               event=(MPESA, result.conversation_id, kind, summary))
+        if not changed:
+            return "duplicate"
+        return words[0] if outcome.succeeded else words[1]
+
+    async def on_b2b_queue_timeout(self, notice: QueueTimeout) -> str:
+        """A B2B that timed out in Daraja's queue: outcome unknown, flagged, never resent."""
+        return await self._queue_timeout(notice, "b2b_queue_timeout")
+
+    async def on_reversal_queue_timeout(self, notice: QueueTimeout) -> str:
+        """A reversal that timed out in Daraja's queue: flagged; the wallet's money stays in clearing."""
+        return await self._queue_timeout(notice, "reversal_queue_timeout")
+
+    async def _queue_timeout(self, notice: QueueTimeout, kind: str) -> str:
+        async with self.engine.begin() as conn:
+            found = None
+            if notice.conversation_id:
+                found = await store.find_by_provider_ref(conn, MPESA, notice.conversation_id, lock=True)
+            if found is None:
+                return "unknown"
+            if not await store.record_provider_event(conn, MPESA, notice.conversation_id or "", kind,
+                                                     {"result_code": notice.result_code}, found.id):
+                return "duplicate"
+            if not found.status.is_final:
+                await store.note(conn, found, {"needs_review": kind.replace("_", " ")})
+        return "needs_review"
+
+    async def on_status_result(self, result: DarajaResult) -> str:
+        """Apply the answer to a transaction status query we sent (found by the query's
+        ConversationID): ``Completed`` settles a payout or reversal and credits a C2B payment;
+        "no such transaction" fails a C2B payment (nothing was credited) and flags anything else;
+        a query that failed leaves the payment open for the next sweep."""
+        if not result.is_final:
+            return "partial"
+        async with self.engine.connect() as conn:
+            payment = await store.payment_of_provider_event(conn, MPESA, result.conversation_id, STATUS_QUERY_SENT)
+        if payment is None:
+            log.warning("status Result for a query we did not send")
+            return "unknown"
+        summary = {"result_code": result.result_code, "status": result.transaction_status,
+                   "receipt": result.receipt if result.succeeded else None,
+                   "amount": result.amount.minor if result.amount else None}
+        event: Event = (MPESA, result.conversation_id, "status_result", summary)
+        outcome, review = _status_verdict(payment, result)
+        if outcome is None:
+            return await self._record_only(payment, event, review)
+        _, changed = await self.resolver.apply(payment.public_id, outcome, event=event)
+        if not changed:
+            return "duplicate"
+        return "succeeded" if outcome.succeeded else "failed"
+
+    async def on_status_queue_timeout(self, notice: QueueTimeout) -> str:
+        """A status query that timed out in Daraja's queue: nothing changes; the next sweep asks again."""
+        log.info("a Daraja status query timed out in its queue; recovery will ask again")
+        return "noted"
+
+    async def _record_only(self, payment: Payment, event: Event, review: str | None) -> str:
+        """Record a delivery that decides nothing, flagging the payment when a person must look."""
+        provider, key, kind, summary = event
+        async with self.engine.begin() as conn:
+            locked = await store.get_payment(conn, payment.public_id, lock=True)
+            assert locked is not None
+            if not await store.record_provider_event(conn, provider, key, kind, summary, locked.id):
+                return "duplicate"
+            if review is None or locked.status.is_final:
+                return "open"
+            await store.note(conn, locked, {"needs_review": review})
+        return "needs_review"
+
     async def on_b2c_queue_timeout(self, notice: QueueTimeout) -> str:
         """Daraja gave up queueing a B2C: its outcome is unknown (it may still be paid). Never resend
         blindly: flag it; the statement (reconciliation) or a late result decides."""
@@ -187,28 +311,31 @@ class ProviderResults:
 
     async def recover_stuck(self, older_than: timedelta, *, limit: int = 200) -> RecoveryReport:
         """Ask the providers about payments left open longer than ``older_than`` and resolve them:
-        STK pushes by STK query, Wave payouts by searching our reference. M-Pesa payouts have no
-        synchronous status query (Daraja answers it by callback): they are flagged ``needs_review``
-        for reconciliation against the statement."""
+        STK pushes by STK query, Wave payouts by searching our reference, Wave payout reversals by
+        the payout. M-Pesa payouts, reversals and C2B payments get a transaction status query (an
+        outbox job; Daraja answers by callback), at most once per ``older_than`` each, since sending
+        one touches the payment."""
         async with self.engine.connect() as conn:
             stuck = await store.open_payments(conn, older_than.total_seconds(), limit=limit)
-        resolved = still_open = review = 0
+        counts = {"resolved": 0, "open": 0, "review": 0, "queried": 0}
         for payment in stuck:
             try:
                 result = await self._recover(payment)
             except ProviderError as exc:
                 log.warning("recovery of payment %s: provider error %s", payment.public_id, type(exc).__name__)
                 result = "open"
-            resolved += result == "resolved"
-            still_open += result == "open"
-            review += result == "review"
-        return RecoveryReport(len(stuck), resolved, still_open, review)
+            counts[result] += 1
+        return RecoveryReport(len(stuck), counts["resolved"], counts["open"], counts["review"], counts["queried"])
 
     async def _recover(self, payment: Payment) -> str:
         if payment.provider_refs.get("needs_review"):
             return "review"  # a person decides; recovery must not guess over them
         daraja, wave = self.providers.daraja, self.providers.wave
         job_parked = await self._job_parked(payment)
+        if payment.kind == PaymentKind.REFUND:
+            return await self._recover_refund(payment, job_parked)
+        if payment.kind == PaymentKind.DEPOSIT and payment.provider_refs.get("source") == "c2b":
+            return await self._ask_status(payment)  # a C2B payment waiting for its confirmation
         if payment.kind == PaymentKind.DEPOSIT and payment.provider == WAVE:
             if payment.status is S.PROCESSING and payment.provider_ref and wave is not None:
                 session = await wave.get_checkout_session(payment.provider_ref)
@@ -244,10 +371,52 @@ class ProviderResults:
                 return "resolved"
             return "open"  # never reached Wave yet: the payout job (same key) will send it
         if payment.provider == MPESA:
-            # No synchronous B2C status: the statement (reconciliation) decides, not a guess.
-            await self.resolver.flag(payment.public_id, "no B2C result received; check the M-Pesa statement")
+            return await self._recover_mpesa_payout(payment, job_parked)
+        return "open"
+
+    async def _recover_mpesa_payout(self, payment: Payment, job_parked: bool) -> str:
+        """A B2C or B2B payout without a result. Still pending: its job will send it, unless the job
+        gave up, when a B2B that certainly never reached M-Pesa is unwound and anything else is
+        asked about. Processing: asked about by status query."""
+        if payment.status is S.PENDING and not job_parked:
+            return "open"
+        if payment.status is S.PENDING and payment.kind in B2B_KINDS and not payment.provider_refs.get(B2B_IN_FLIGHT):
+            await self._gave_up(payment, "M-Pesa could not be reached; the money is back.")
+            return "resolved"
+        return await self._ask_status(payment)
+
+    async def _recover_refund(self, refund: Payment, job_parked: bool) -> str:
+        job = refund.provider_refs.get("refund_job")
+        if job == JOB_REVERSAL and refund.status is S.PROCESSING:
+            return await self._ask_status(refund)
+        if job == JOB_WAVE_REVERSE and job_parked and self.providers.wave is not None:
+            # Nothing moved before Wave's answer: Wave's payout says whether the reversal happened.
+            async with self.engine.connect() as conn:
+                original = await store.get_payment_by_id(conn, refund.refund_of or 0)
+            assert original is not None
+            payout = await self.providers.wave.get_payout(original.provider_ref or "")
+            if payout.status is PayoutStatus.REVERSED:
+                await self.resolver.apply(refund.public_id, Verdict(True, "recovery", refs={"payout_id": payout.id}))
+            else:
+                await self._gave_up(refund, "Wave could not be reached; the payout was not reversed.")
+            return "resolved"
+        if job_parked:
+            # The request may or may not have reached the provider (the wallet's money is in clearing).
+            await self.resolver.flag(refund.public_id, "the refund's provider job gave up; check the statement")
             return "review"
         return "open"
+
+    async def _ask_status(self, payment: Payment) -> str:
+        """Enqueue a Daraja transaction status query about the payment, once per sweep that finds it
+        stuck (the key names the payment's last change, which the query itself moves on)."""
+        if status_query_ids(payment) is None:
+            await self.resolver.flag(payment.public_id, "no result, and no id M-Pesa could be asked about")
+            return "review"
+        stamp = int(payment.updated_at.timestamp() * 1000)
+        async with self.engine.begin() as conn:
+            await enqueue(conn, JOB_STATUS_QUERY, {"payment": payment.public_id},
+                          dedupe_key=f"{JOB_STATUS_QUERY}:{payment.public_id}:{stamp}")
+        return "queried"
 
     async def _gave_up(self, payment: Payment, message: str) -> None:
         await self.resolver.apply(payment.public_id, Verdict(False, "recovery", "provider_unavailable", message))
@@ -255,9 +424,41 @@ class ProviderResults:
     async def _job_parked(self, payment: Payment) -> bool:
         """Whether the outbox job that should reach the provider for this payment gave up."""
         deposit_job = JOB_STK_PUSH if payment.provider == MPESA else JOB_WAVE_CHECKOUT
-        job = {S.CREATED: deposit_job}.get(payment.status) if payment.kind == PaymentKind.DEPOSIT else \
-            (JOB_B2C if payment.provider == MPESA else JOB_WAVE_PAYOUT)
+        if payment.kind == PaymentKind.DEPOSIT:
+            job = {S.CREATED: deposit_job}.get(payment.status)
+        elif payment.kind == PaymentKind.REFUND:
+            job = payment.provider_refs.get("refund_job")
+        elif payment.kind in B2B_KINDS:
+            job = JOB_B2B
+        else:
+            job = JOB_B2C if payment.provider == MPESA else JOB_WAVE_PAYOUT
         if job is None:
             return False
         async with self.engine.connect() as conn:
             return await store.job_status(conn, f"{job}:{payment.public_id}") == "parked"
+
+
+def _status_verdict(payment: Payment, result: DarajaResult) -> tuple[Verdict | None, str | None]:
+    """What a transaction status Result means for the payment asked about: a verdict to apply, or
+    none with the reason a person must look (None when the query itself failed: ask again later)."""
+    status = result.transaction_status
+    c2b = payment.kind == PaymentKind.DEPOSIT
+    details = {"result_code": result.result_code, "transaction_status": status}
+    if result.succeeded:
+        if status == "Completed":
+            if result.amount is not None and result.amount != payment.amount:
+                return None, f"M-Pesa reports {result.amount} for it, not {payment.amount}"
+            return Verdict(True, "status_query", details=details, refs={"receipt": result.receipt}), None
+        if status == "Reversed" and c2b:
+            return Verdict(False, "status_query", "reversed", "M-Pesa reversed this payment; nothing was credited.",
+                           details), None
+        return None, f"M-Pesa says the transaction is {status or 'in no known state'}"
+    if result.result_code in _NOT_FOUND:
+        if c2b:
+            # A confirmation M-Pesa cannot vouch for (forged, or for another shortcode): credit nothing.
+            return Verdict(False, "status_query", "not_found", "M-Pesa has no such payment; nothing was credited.",
+                           details), None
+        return None, "M-Pesa has no record of this request; check the statement"
+    log.warning("status query for payment %s failed with %s; asked again later", payment.public_id,
+                result.result_code)
+    return None, None

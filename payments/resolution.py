@@ -128,7 +128,9 @@ class Resolver:
 
     async def _finish(self, conn: AsyncConnection, payment: Payment, outcome: Verdict) -> Payment:
         details = {**outcome.details, **({"error": outcome.error_code} if outcome.error_code else {})}
-        if payment.kind == PaymentKind.DEPOSIT:
+        if payment.kind == PaymentKind.REFUND:
+            payment = await self._finish_refund(conn, payment, outcome, details)
+        elif payment.kind == PaymentKind.DEPOSIT:
             if outcome.succeeded:
                 moved = await self.money.credit_deposit(conn, payment)
                 payment = await store.transition(conn, payment, S.SUCCEEDED, cause=outcome.cause, details=details,
@@ -148,6 +150,44 @@ class Resolver:
                                              error_code=outcome.error_code, error_message=outcome.error_message)
         await self.receipts(conn, payment, "payer")
         return payment
+
+    async def _finish_refund(self, conn: AsyncConnection, refund: Payment, outcome: Verdict,
+                             details: Mapping[str, Any]) -> Payment:
+        """A provider's verdict on a refund it was asked to make (M-Pesa reversal, Wave refund or
+        payout reversal): on success the money movement of `payments.settlement` for what the
+        refund undoes, and the original becomes reversed / refunded, in this transaction."""
+        original = await store.get_payment_by_id(conn, refund.refund_of or 0, lock=True)
+        assert original is not None  # the foreign key and the check constraint guarantee it
+        if outcome.succeeded:
+            if original.kind == PaymentKind.DEPOSIT:
+                moved = await self.money.return_deposit(conn, refund)
+            else:
+                moved = await self.money.credit_returned_payout(conn, refund, original)
+            refund = await store.transition(conn, refund, S.SUCCEEDED, cause=outcome.cause, details=details,
+                                            refs=outcome.refs, settle_transfer_id=moved.transfer_id)
+            await self.mark_undone(conn, original, refund)
+            return refund
+        columns: dict[str, Any] = {}
+        if refund.debit_transfer_id is not None:
+            # The wallet's money waited in clearing for the provider: it goes back to the wallet.
+            columns["settle_transfer_id"] = (await self.money.unwind_payout(conn, refund)).transfer_id
+        return await store.transition(conn, refund, S.FAILED, cause=outcome.cause, details=details, refs=outcome.refs,
+                                      error_code=outcome.error_code, error_message=outcome.error_message, **columns)
+
+    async def mark_undone(self, conn: AsyncConnection, original: Payment, refund: Payment) -> Payment:
+        """The original of a succeeded refund (whose row the caller locked) becomes ``refunded`` when
+        a Wave checkout refund gave the money back, ``reversed`` otherwise (an M-Pesa reversal, a Wave
+        payout reversal, a payout whose money came back, a wallet payment reversed in the ledger)."""
+        target = S.REFUNDED if refund.provider == WAVE and original.kind == PaymentKind.DEPOSIT else S.REVERSED
+        if original.status is not S.SUCCEEDED:
+            # IMPORTANT: never reached, since a refund is only made of a succeeded payment and at most
+            # one at a time; if it were, the money has moved and a person must look.
+            log.error("payment %s is %s, not succeeded, when its refund %s succeeded", original.public_id,
+                      original.status, refund.public_id)
+            return await store.note(conn, original, {"needs_review": f"refund {refund.public_id} succeeded "
+                                                                      f"while the payment was {original.status}"})
+        return await store.transition(conn, original, target, cause=f"refund:{refund.public_id}",
+                                      details={"refund": refund.public_id})
 
     async def flag(self, public_id: str, reason: str) -> None:
         async with self.engine.begin() as conn:

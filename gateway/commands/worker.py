@@ -3,13 +3,17 @@ and ``sauti outbox``: what operators need to see and steer the outbox (counts, r
 
 Any number of `sauti worker` processes may run beside `sauti serve` (whose in-process worker is
 ``outbox.run_in_serve``): jobs are claimed with ``FOR UPDATE SKIP LOCKED``, never twice at once.
+The worker runs the payment orchestrator's handlers with the provider clients `sauti serve` uses
+(`gateway.payments_resources.open_payments`); in sandbox mode it reaches the sandboxes at
+``providers.sandbox.port_base`` and never starts its own (a sandbox's state lives in its process);
+without a port_base it leaves provider jobs to serve's in-process worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import click
@@ -17,10 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import create_engine
 from db.migrate import upgrade
-from gateway.resources import database_url
+from gateway.payments_resources import SANDBOXES_OUT_OF_REACH, ProvidersUnavailable, open_payments
+from gateway.resources import build_ledger, database_url
 from gateway.settings import Settings
-from gateway.worker_resources import build_worker, default_handlers
+from gateway.worker_resources import build_worker, default_handlers, deferring_handlers
 from payments import outbox
+from payments.worker import Handler
 
 T = TypeVar("T")
 
@@ -54,7 +60,18 @@ def worker(ctx: click.Context, concurrency: int | None, once: bool) -> None:
 async def _work(settings: Settings, engine: AsyncEngine, concurrency: int, once: bool) -> None:
     if settings.database.migrate_on_start:
         await upgrade(engine)
-    runner = build_worker(settings, engine, default_handlers(settings, engine), concurrency=concurrency)
+    try:
+        async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
+            handlers = default_handlers(runtime.payments) if runtime.providers_reachable else \
+                deferring_handlers(runtime.payments.register_handlers(), SANDBOXES_OUT_OF_REACH)
+            await _run_worker(settings, engine, handlers, concurrency, once)
+    except ProvidersUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _run_worker(settings: Settings, engine: AsyncEngine, handlers: Mapping[str, Handler], concurrency: int,
+                      once: bool) -> None:
+    runner = build_worker(settings, engine, handlers, concurrency=concurrency)
     if once:
         ran = await runner.drain()
         counts = await outbox.count_by_status(engine)

@@ -426,17 +426,27 @@ class DarajaClient:
     async def transaction_status(
         self,
         *,
-        transaction_id: str,
+        transaction_id: str | None = None,
         result_url: str,
         queue_timeout_url: str,
         remarks: str = "Status query",
         occasion: str = "",
+        original_conversation_id: str | None = None,
     ) -> RequestAccepted:
+        """Ask where a transaction stands; the answer comes to `result_url`. Name it by its M-Pesa
+        receipt (`transaction_id`) or, when no receipt ever came back (a lost B2C/B2B result), by
+        the OriginatorConversationID of the request that made it (`original_conversation_id`, sent
+        as Daraja's ``OriginalConversationID``)."""
+        if not transaction_id and not original_conversation_id:
+            raise ValueError("name the transaction by its receipt or by its OriginatorConversationID")
+        ids = {"TransactionID": transaction_id} if transaction_id else {}
+        if original_conversation_id:
+            ids["OriginalConversationID"] = original_conversation_id
         body = {
             "Initiator": self._initiator(),
             "SecurityCredential": self._security_credential(),
             "CommandID": "TransactionStatusQuery",
-            "TransactionID": transaction_id,
+            **ids,
             "PartyA": self._settings.shortcode,
             "IdentifierType": "4",
             "ResultURL": result_url,

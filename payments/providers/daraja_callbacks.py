@@ -266,6 +266,15 @@ class DarajaResult:
         """ResultType 0 is the last message for this request; 1 says more follow."""
         return self.result_type == 0
 
+    @property
+    def transaction_status(self) -> str | None:
+        """What a transaction status Result says of the transaction asked about (``Completed``,
+        ``Reversed``, …), from its ``TransactionStatus`` parameter; None in other Results."""
+        value = self.parameters.get("TransactionStatus")
+        if value is None or isinstance(value, bool | Mapping | list):
+            return None
+        return str(value).strip() or None
+
 
 _AMOUNT_KEYS = ("TransactionAmount", "Amount")
 _RECEIPT_KEYS = ("TransactionReceipt", "ReceiptNo")

@@ -97,6 +97,10 @@ class Books:
     def find(self, transaction_id: str) -> BookEntry | None:
         return next((e for e in self._entries if e.transaction_id == transaction_id), None)
 
+    def find_by_reference(self, reference: str) -> BookEntry | None:
+        """The entry a request made, by the request's own id (OriginatorConversationID, …)."""
+        return next((e for e in self._entries if e.reference == reference), None)
+
     def mark(self, transaction_id: str, status: str) -> None:
         """Change an entry's status (reversed, refunded); its amount never changes."""
         for index, entry in enumerate(self._entries):

@@ -12,7 +12,8 @@ An STK query answers ``500.001.1001`` "being processed" until then. C2B simulate
 then (if accepted) confirmation, to the registered URLs. Failure modes: see `outcomes`.
 
 Sandbox-only conventions where Daraja's own are unknown: a reused B2C OriginatorConversationID is
-refused with ``400.002.02``; status/reversal of an unknown receipt gives ResultCode ``R000001``,
+refused with ``400.002.02``; status/reversal of an unknown receipt (or, for status, an unknown
+``OriginalConversationID``) gives ResultCode ``R000001``,
 reversing twice ``R000002``, reversing a different amount ``R000003``; B2C below KES 10 gives 2.
 
 Control API (besides ``/_sandbox/outcomes``): ``GET /_sandbox/certificate`` (PEM),
@@ -593,14 +594,21 @@ class DarajaSandbox:
 
     async def transaction_status(self, request: web.Request) -> web.Response:
         def party(body: dict[str, Any]) -> None:
-            _require(body, "TransactionID")
+            # Daraja finds a transaction by its receipt or by the OriginatorConversationID of the
+            # request that made it (for a B2C/B2B whose result never arrived).
+            if not str(body.get("TransactionID") or "").strip():
+                _require(body, "OriginalConversationID")
             return None
 
         def settle(body: dict[str, Any], plan: Plan, originator: str, conversation: str) -> dict[str, Any]:
             timeout_url = str(body.get("QueueTimeOutURL") or body.get("QueueTimeoutURL"))
             if plan.outcome in _FAILURES:
                 return _result(*_FAILURES[plan.outcome], originator, conversation, timeout_url)
-            entry = self.books.find(str(body["TransactionID"]))
+            receipt = str(body.get("TransactionID") or "").strip()
+            if receipt:
+                entry = self.books.find(receipt)
+            else:
+                entry = self.books.find_by_reference(str(body["OriginalConversationID"]).strip())
             if entry is None:
                 return _result("R000001", "The transaction could not be found.", originator, conversation, timeout_url)
             parameters = _status_parameters(entry, self.settings.daraja_shortcode)

@@ -30,6 +30,7 @@ from payments.postings import TransferRequest, payment_legs
 from payments.providers.daraja import DarajaClient, DarajaSettings
 from payments.providers.daraja_callbacks import (
     callback_acknowledgement,
+    parse_c2b_payment,
     parse_queue_timeout,
     parse_result,
     parse_stk_callback,
@@ -58,7 +59,32 @@ class CallbackServer:
         app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/b2c/result", self._b2c_result)
         app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/b2c/timeout", self._b2c_timeout)
         app.router.add_post(f"/{CALLBACK_SECRET}/wave/webhook", self._wave_webhook)
+        results = {"b2b/result": Payments.on_b2b_result, "reversal/result": Payments.on_reversal_result,
+                   "status/result": Payments.on_status_result}
+        timeouts = {"b2b/timeout": Payments.on_b2b_queue_timeout,
+                    "reversal/timeout": Payments.on_reversal_queue_timeout,
+                    "status/timeout": Payments.on_status_queue_timeout}
+        for path, apply in results.items():
+            app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/{path}", self._daraja(path, parse_result, apply))
+        for path, apply in timeouts.items():
+            app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/{path}", self._daraja(path, parse_queue_timeout, apply))
+        app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/c2b/validation", self._c2b_validation)
+        app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/c2b/confirmation",
+                            self._daraja("c2b/confirmation", parse_c2b_payment, Payments.on_c2b_confirmation))
         return app
+
+    def _daraja(self, what: str, parse: Any, apply: Any) -> Any:
+        """A receiver for one more Daraja callback: parse the body, apply it, record what it did."""
+        async def receive(request: web.Request) -> web.Response:
+            assert self.payments is not None
+            return self._answer(what, await apply(self.payments, parse(await request.read())))
+        return receive
+
+    async def _c2b_validation(self, request: web.Request) -> web.Response:
+        assert self.payments is not None
+        answer = await self.payments.on_c2b_validation(parse_c2b_payment(await request.read()))
+        self.outcomes.append(("c2b/validation", answer["ResultCode"]))
+        return web.json_response(answer)
 
     async def _stk(self, request: web.Request) -> web.Response:
         assert self.payments is not None
@@ -150,6 +176,21 @@ class PaymentsWorld:
                 raise AssertionError(f"payment {public_id} still {payment.status} after {within_s}s")
             await asyncio.sleep(0.03)
 
+    async def until_callback(self, what: str, outcome: str | None = None, *, after: int = 0,
+                             within_s: float = 8.0) -> str:
+        """Run outbox jobs and wait until a callback of kind ``what`` (with ``outcome``, when given)
+        was applied, among those received after the first ``after``; returns its outcome."""
+        deadline = asyncio.get_running_loop().time() + within_s
+        while True:
+            await self.worker.drain()
+            for seen, did in self.callbacks.outcomes[after:]:
+                if seen == what and (outcome is None or did == outcome):
+                    return did
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no {what} callback {outcome or ''} within {within_s}s: "
+                                     f"{self.callbacks.outcomes[after:]}")
+            await asyncio.sleep(0.02)
+
     async def scalar(self, sql: str, **params: Any) -> Any:
         async with self.engine.connect() as conn:
             return (await conn.execute(text(sql), params)).scalar_one()
@@ -169,8 +210,11 @@ def daraja_settings(sandboxes: RunningSandboxes) -> DarajaSettings:
 
 
 @asynccontextmanager
-async def payments_world(database_url: str, **settings: Any) -> AsyncIterator[PaymentsWorld]:
-    """Everything the orchestrator talks to, started; stopped in reverse order on exit."""
+async def payments_world(database_url: str, *, sandbox: dict[str, Any] | None = None,
+                         **settings: Any) -> AsyncIterator[PaymentsWorld]:
+    """Everything the orchestrator talks to, started; stopped in reverse order on exit. ``sandbox``
+    overrides the sandboxes' test settings (e.g. a longer ``callback_delay_s``), ``settings`` the
+    orchestrator's."""
     async with AsyncExitStack() as stack:
         engine = create_engine(database_url, pool_size=10, max_overflow=10)
         stack.push_async_callback(engine.dispose)
@@ -181,7 +225,7 @@ async def payments_world(database_url: str, **settings: Any) -> AsyncIterator[Pa
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         base = f"http://127.0.0.1:{runner.addresses[0][1]}/{CALLBACK_SECRET}"
         sandboxes = await stack.enter_async_context(run_sandboxes(SandboxSettings.for_tests(
-            wave_webhook_url=f"{base}/wave/webhook")))
+            wave_webhook_url=f"{base}/wave/webhook", **(sandbox or {}))))
         callbacks.wave_security = SigningSecret(sandboxes.settings.wave_webhook_secrets)
         daraja = await stack.enter_async_context(DarajaClient(daraja_settings(sandboxes)))
         wave = await stack.enter_async_context(WaveClient(WaveSettings(

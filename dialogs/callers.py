@@ -1,0 +1,61 @@
+"""Who is dialling: the registered user behind a phone number (one query per new session), the
+language to greet a new number in, and the values every session of a number starts with (its
+currency and mobile money, by country)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dialogs.display import clock_text, phone_text
+from dialogs.engine import Caller
+from payments.identities import UserStatus, find_user_by_phone
+from payments.money import Currency
+from payments.phones import region_of
+
+#: Each country's currency, its mobile money, and a number to show as an example.
+_COUNTRY = {
+    "KE": (Currency.KES, "M-Pesa", "0712345678"),
+    "SN": (Currency.XOF, "Wave", "77 123 45 67"),
+    "CI": (Currency.XOF, "Wave", "07 01 23 45 67"),
+}
+
+
+def currency_of(phone: str) -> Currency:
+    return _COUNTRY.get(region_of(phone), _COUNTRY["KE"])[0]
+
+
+@dataclass(frozen=True)
+class CallerDirectory:
+    engine: AsyncEngine | None
+    default_language: str = "en"
+    #: Language for new numbers by country (ISO code); others get ``default_language``.
+    country_languages: Mapping[str, str] = field(default_factory=dict)
+    service_code: str = ""
+    pin_length: int = 4
+
+    async def find(self, phone: str) -> Caller | None:
+        assert self.engine is not None
+        async with self.engine.connect() as conn:
+            user = await find_user_by_phone(conn, phone)
+        if user is None:
+            return None
+        if user.status is UserStatus.CLOSED:
+            return Caller(user.id, user.language.value, frozenset(), closed=True)
+        locked = user.locked_until if user.status is UserStatus.LOCKED else None
+        return Caller(user.id, user.language.value, frozenset(r.value for r in user.roles), locked,
+                      locked_until_text=clock_text(locked, phone) if locked else "")
+
+    def language_for(self, phone: str) -> str:
+        try:
+            return self.country_languages.get(region_of(phone), self.default_language)
+        except Exception:  # a number libphonenumber cannot place: greet in the default language
+            return self.default_language
+
+    def values_for(self, phone: str) -> dict[str, Any]:
+        currency, provider, example = _COUNTRY.get(region_of(phone), _COUNTRY["KE"])
+        return {"currency": currency.value, "provider": provider, "me": phone_text(phone), "example": example,
+                "pin_length": str(self.pin_length), "service_code": self.service_code, "_own_phone": phone}

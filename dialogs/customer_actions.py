@@ -1,0 +1,302 @@
+"""The actions of the customer journeys: the only code of the dialogs with side effects.
+
+Each is a method taking a `dialogs.steps.Step` and returning an outcome name that the journey maps to
+a screen. Money moves only through `Payments.handle` with the hop's idempotency key (a retried hop
+replays the payment instead of repeating it), after `PinService.verify` in a transaction of its own
+(so a wrong PIN is counted, and the lock-out applies, even though nothing else happens).
+
+PINs: the PIN typed in this hop is ``step.secret`` and is never stored. Confirming a new PIN (at
+registration, or when changing it) needs the first entry one hop later: only its argon2 hash (what
+the users table holds anyway, peppered) is kept in the session meanwhile, under ``_pin_hash``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from db.schema import users
+from dialogs.display import clock_text, money_text, phone_text, statement_line
+from dialogs.steps import ActionSpec, Step
+from payments.accounts import AccountKind, account_by_code, account_code, balance, open_account, statement
+from payments.commands import (
+    BuyGoods,
+    Channel,
+    Command,
+    Deposit,
+    PayBill,
+    PaymentKind,
+    PayPochi,
+    SendToPhone,
+    Withdraw,
+)
+from payments.errors import (
+    AccountClosed,
+    AccountLocked,
+    AmountOutOfRange,
+    InsufficientFunds,
+    InvalidRequest,
+    PaymentsError,
+    UnknownAccount,
+    UserExists,
+    WrongPin,
+)
+from payments.fees import LimitExceeded
+from payments.identities import PinService, audit, register_user, set_language
+from payments.money import Currency, Money
+from payments.orchestrator import Payments
+from payments.payment_settings import MPESA
+from payments.states import PaymentStatus
+
+QUOTE_OUTCOMES = frozenset({"ok", "fix_amount", "fix_recipient", "refused"})
+PAY_OUTCOMES = frozenset({"done", "pending_mpesa", "pending_wave", "failed", "wrong_pin", "locked", "refused"})
+PIN_OUTCOMES = frozenset({"ok", "wrong_pin", "locked"})
+
+#: Payment kinds of the journeys: the orchestrator's kind, and the value naming a phone to pay (for
+#: the recipient's registered name on the confirmation).
+KINDS: dict[str, tuple[PaymentKind, str | None]] = {
+    "send": (PaymentKind.SEND_TO_PHONE, "to_phone"),
+    "bill": (PaymentKind.PAY_BILL, None),
+    "till": (PaymentKind.BUY_GOODS_TILL, None),
+    "pochi": (PaymentKind.BUY_GOODS_POCHI, "pochi_phone"),
+    "withdraw": (PaymentKind.WITHDRAW, None),
+    "deposit": (PaymentKind.DEPOSIT, None),
+}
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the actions work with (the gateway builds it once)."""
+
+    engine: AsyncEngine
+    payments: Payments
+    pins: PinService
+
+
+def _command(kind: str, step: Step, amount: Money) -> Command:
+    common: dict[str, Any] = {"idempotency_key": step.idempotency_key, "payer_user_id": step.user_id,
+                              "amount": amount, "channel": Channel.USSD}
+    v = step.values
+    if kind == "send":
+        return SendToPhone(**common, recipient_phone=v["to_phone"])
+    if kind == "bill":
+        return PayBill(**common, paybill=v["paybill"], account_number=v["account"])
+    if kind == "till":
+        return BuyGoods(**common, till=v["till"])
+    if kind == "pochi":
+        return PayPochi(**common, phone=v["pochi_phone"])
+    if kind == "withdraw":
+        return Withdraw(**common)
+    return Deposit(**common)
+
+
+class CustomerActions:
+    """The actions by name (`table`). ``services`` may be None to draw or check the journeys."""
+
+    def __init__(self, services: Services | None) -> None:
+        self._services = services
+
+    @property
+    def services(self) -> Services:
+        assert self._services is not None, "actions need services to run"
+        return self._services
+
+    def table(self) -> dict[str, ActionSpec]:
+        return {
+            "hold_pin": ActionSpec(self.hold_pin, frozenset({"ok"})),
+            "register": ActionSpec(self.register, frozenset({"ok", "mismatch", "exists"})),
+            "quote": ActionSpec(self.quote, QUOTE_OUTCOMES),
+            "pay": ActionSpec(self.pay, PAY_OUTCOMES),
+            "balance": ActionSpec(self.balance, PIN_OUTCOMES),
+            "statement": ActionSpec(self.statement, PIN_OUTCOMES | {"empty"}),
+            "check_pin": ActionSpec(self.check_pin, PIN_OUTCOMES),
+            "change_pin": ActionSpec(self.change_pin, frozenset({"ok", "mismatch", "expired"})),
+            "set_language": ActionSpec(self.set_language, frozenset({"ok"})),
+        }
+
+    # -- PINs ------------------------------------------------------------------------------------
+
+    async def _verify(self, step: Step) -> str | None:
+        """Check the hop's PIN; None when right, else the outcome (``wrong_pin``, ``locked``)."""
+        failure: PaymentsError | None = None
+        # IMPORTANT: the transaction commits even on a wrong PIN, so the count and the lock persist.
+        async with self.services.engine.begin() as conn:
+            try:
+                await self.services.pins.verify(conn, step.user_id, step.secret or "")
+            except (WrongPin, AccountLocked) as exc:
+                failure = exc
+        if isinstance(failure, WrongPin):
+            step.say("err.wrong_pin", tries=str(failure.attempts_left))
+            return "wrong_pin"
+        if isinstance(failure, AccountLocked):
+            step.values["until"] = clock_text(failure.until, step.phone)
+            return "locked"
+        return None
+
+    async def _same_pin(self, digest: str, pin: str) -> bool:
+        # PinService keeps its peppered argon2 check private; a public `matches` would serve here.
+        return await self.services.pins._matches(digest, pin)
+
+    async def hold_pin(self, step: Step) -> str:
+        """The first entry of a new PIN: keep only its hash until the second entry."""
+        step.values["_pin_hash"] = await self.services.pins.hash(step.secret or "")
+        return "ok"
+
+    async def register(self, step: Step) -> str:
+        digest = step.values.pop("_pin_hash", None)
+        if digest is None or not await self._same_pin(digest, step.secret or ""):
+            step.say("err.pin_mismatch")
+            return "mismatch"
+        currency = Currency(step.values["currency"])
+        async with self.services.engine.begin() as conn:
+            try:
+                user = await register_user(conn, step.phone, display_name=step.values.get("name", ""),
+                                           language=step.language)
+            except UserExists:
+                return "exists"  # registered meanwhile (a twin hop, another session): nothing to undo
+            await open_account(conn, AccountKind.CUSTOMER_WALLET, currency, user.id)
+            await self.services.pins.set_pin(conn, user.id, step.secret or "")
+        step.new_user_id = user.id
+        step.values["roles"] = sorted(r.value for r in user.roles)
+        return "ok"
+
+    async def check_pin(self, step: Step) -> str:
+        """The current PIN, before a change: verified now (it counts towards the lock-out)."""
+        if (failed := await self._verify(step)) is not None:
+            return failed
+        step.values["_pin_ok"] = "1"
+        return "ok"
+
+    async def change_pin(self, step: Step) -> str:
+        digest = step.values.pop("_pin_hash", None)
+        if not step.values.pop("_pin_ok", None) or digest is None:
+            step.say("err.pin_expired")
+            return "expired"
+        if not await self._same_pin(digest, step.secret or ""):
+            step.values["_pin_ok"] = "1"  # the current PIN was right: only the new one is typed again
+            step.say("err.pin_mismatch")
+            return "mismatch"
+        async with self.services.engine.begin() as conn:
+            # The hash was made by PinService.hash from this very PIN (checked just above).
+            await conn.execute(update(users).where(users.c.id == step.user_id).values(
+                pin_hash=digest, failed_pin_attempts=0, updated_at=func.now()))
+            await audit(conn, actor=f"user:{step.user_id}", action="pin.changed", subject=f"user:{step.user_id}",
+                        details={"channel": "ussd"})
+        return "ok"
+
+    # -- money -----------------------------------------------------------------------------------
+
+    async def _wallet_balance(self, conn: AsyncConnection, user_id: int, currency: Currency) -> Money:
+        try:
+            account = await account_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency, user_id))
+        except UnknownAccount:
+            return Money.zero(currency)
+        return await balance(conn, account.id)
+
+    async def quote(self, step: Step) -> str:
+        """Price the payment for the one confirmation screen, and refuse early what cannot go through."""
+        kind = step.args["kind"]
+        payment_kind, recipient_field = KINDS[kind]
+        currency = Currency(step.values["currency"])
+        amount = Money.of(step.values["typed_amount"], currency)
+        recipient = step.values.get(recipient_field) if recipient_field else None
+        if kind == "send" and recipient == step.phone:
+            step.say("err.self")
+            return "fix_recipient"
+        try:
+            priced = await self.services.payments.quote(step.user_id, amount, recipient_phone=recipient,
+                                                        kind=payment_kind)
+        except LimitExceeded:
+            step.say("err.limit")
+            return "fix_amount"
+        except AmountOutOfRange:
+            step.say("err.amount_max")
+            return "fix_amount"
+        except AccountClosed:
+            step.say("err.closed")
+            return "refused"
+        except InvalidRequest:
+            # The number cannot be paid (not a mobile number of the payer's provider), or the amount
+            # cannot (M-Pesa moves whole shillings).
+            step.say("err.recipient" if recipient_field else "err.amount")
+            return "fix_recipient" if recipient_field else "fix_amount"
+        step.values.update(amount=money_text(priced.amount), fee=money_text(priced.fee),
+                           total=money_text(priced.total))
+        if recipient is not None:
+            # Who receives it as the payer knows them: the registered name when there is one.
+            shown = phone_text(recipient)
+            step.values["recipient"] = f"{priced.recipient_name} {shown}" if priced.recipient_name else shown
+        if payment_kind is not PaymentKind.DEPOSIT:
+            async with self.services.engine.connect() as conn:
+                available = await self._wallet_balance(conn, step.user_id, currency)
+            if available < priced.total:
+                step.say("err.no_funds", balance=money_text(available), total=money_text(priced.total))
+                return "fix_amount"
+        return "ok"
+
+    async def pay(self, step: Step) -> str:
+        if (failed := await self._verify(step)) is not None:
+            return failed
+        kind = step.args["kind"]
+        currency = Currency(step.values["currency"])
+        command = _command(kind, step, Money.of(step.values["typed_amount"], currency))
+        try:
+            payment = await self.services.payments.handle(command)
+        except (LimitExceeded, AmountOutOfRange):
+            step.say("err.limit")
+            return "refused"
+        except AccountClosed:
+            step.say("err.closed")
+            return "refused"
+        except InsufficientFunds:
+            step.say("err.no_funds_short")
+            return "failed"
+        except PaymentsError:
+            step.say("err.busy")
+            return "refused"
+        step.values["ref"] = payment.public_id
+        async with self.services.engine.connect() as conn:
+            step.values["balance"] = money_text(await self._wallet_balance(conn, step.user_id, currency))
+        if payment.status is PaymentStatus.FAILED:
+            step.say("err.no_funds_short" if payment.error_code == InsufficientFunds.code else "err.busy")
+            return "failed"
+        if payment.status is PaymentStatus.SUCCEEDED or payment.provider is None:
+            return "done"
+        return "pending_mpesa" if payment.provider == MPESA else "pending_wave"
+
+    # -- my account ------------------------------------------------------------------------------
+
+    async def balance(self, step: Step) -> str:
+        if (failed := await self._verify(step)) is not None:
+            return failed
+        async with self.services.engine.connect() as conn:
+            step.values["balance"] = money_text(
+                await self._wallet_balance(conn, step.user_id, Currency(step.values["currency"])))
+        return "ok"
+
+    async def statement(self, step: Step) -> str:
+        """The last five movements of the wallet, newest first."""
+        if (failed := await self._verify(step)) is not None:
+            return failed
+        currency = Currency(step.values["currency"])
+        async with self.services.engine.connect() as conn:
+            try:
+                account = await account_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency,
+                                                                   step.user_id))
+            except UnknownAccount:
+                return "empty"
+            lines = await statement(conn, account.id, limit=5)
+        if not lines:
+            return "empty"
+        step.values["lines"] = [statement_line(line) for line in lines]
+        return "ok"
+
+    async def set_language(self, step: Step) -> str:
+        language = step.values["language"]
+        async with self.services.engine.begin() as conn:
+            await set_language(conn, step.user_id, language)
+        step.new_language = language
+        return "ok"

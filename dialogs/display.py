@@ -1,0 +1,58 @@
+"""How amounts, phone numbers and statement lines read on a feature phone's screen.
+
+Amounts the way each currency's users write them: ``Ksh 1,500`` (M-Pesa's own messages) and
+``5 000 FCFA`` (Wave and shops in Senegal and Côte d'Ivoire); phone numbers in their national form
+(``0712 345678``, ``77 123 45 67``), which is how people read them back to each other.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import phonenumbers
+
+from payments.accounts import StatementLine
+from payments.money import Currency, Money
+
+_PROVIDERS = {"mpesa": "M-Pesa", "wave": "Wave"}
+# Local time where our callers live: none of these countries has daylight saving time, so a fixed
+# offset is exact (and needs no time-zone database on the server).
+_UTC_OFFSET_HOURS = {"254": 3, "221": 0, "225": 0}
+
+
+def money_text(amount: Money) -> str:
+    major = amount.major
+    sign = "-" if major < 0 else ""
+    major = abs(major)
+    whole = major == major.to_integral_value()
+    if amount.currency is Currency.XOF:
+        return f"{sign}{int(major):,} FCFA".replace(",", " ")
+    shown = f"{int(major):,}" if whole else f"{major:,.2f}"
+    return f"{sign}Ksh {shown}"
+
+
+def phone_text(msisdn: str) -> str:
+    try:
+        return phonenumbers.format_number(phonenumbers.parse(msisdn, None), phonenumbers.PhoneNumberFormat.NATIONAL)
+    except phonenumbers.NumberParseException:
+        return msisdn
+
+
+def provider_name(provider: str) -> str:
+    return _PROVIDERS.get(provider, provider)
+
+
+def statement_line(line: StatementLine) -> str:
+    """``03/12 -Ksh 1,010 John Kamau``: date, signed amount, who was on the other side."""
+    who = line.counterparty_name or (phone_text(line.counterparty_phone) if line.counterparty_phone else None)
+    if who is None and line.counterparty_code:
+        # Sauti's own accounts are named by kind:provider:currency; the provider is who people know.
+        who = provider_name(line.counterparty_code.split(":")[1]) if ":" in line.counterparty_code else None
+    sign = "+" if line.amount.minor > 0 else ""
+    return f"{line.at:%d/%m} {sign}{money_text(line.amount)} {who or line.kind}".strip()
+
+
+def clock_text(at: datetime, msisdn: str) -> str:
+    """``at`` as the caller's wall clock shows it (``14:05``)."""
+    hours = next((h for prefix, h in _UTC_OFFSET_HOURS.items() if msisdn.startswith("+" + prefix)), 0)
+    return f"{at.astimezone(timezone(timedelta(hours=hours))):%H:%M}"

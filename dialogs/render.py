@@ -1,0 +1,127 @@
+"""Screens to text within one USSD page: 182 GSM-7 characters.
+
+A screen is its text (with the session's values) under an optional note ("Wrong PIN, 2 tries
+left"), then its lines: a menu's numbered options or a notice's items. When the lines do not fit,
+they are split into pages with ``98 More`` and ``0 Back  00 Home`` in the caller's language (option
+numbers stay the same on every page). A value too long for the screen (a 60-character name) is
+shortened with ``..`` rather than pushing the screen over the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dialogs.catalog import Catalogs
+from dialogs.gsm7 import SCREEN_LIMIT, length, normalise
+from dialogs.screens import End, Menu, Notice, Option, Screen
+
+#: A value is never shortened below this many characters.
+_SHORTEST = 8
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    end: bool
+    pages: int = 1
+
+
+def visible_options(menu: Menu, values: Mapping[str, Any], conditions: Mapping[str, Any]) -> list[Option]:
+    return [o for o in menu.options if o.when is None or conditions[o.when](values)]
+
+
+def _shortened(values: Mapping[str, Any], excess: int) -> dict[str, Any] | None:
+    """``values`` with the longest text value cut by ``excess`` characters, or None if none can be."""
+    texts = {k: v for k, v in values.items() if isinstance(v, str) and len(v) > _SHORTEST}
+    if not texts:
+        return None
+    key = max(texts, key=lambda k: len(texts[k]))
+    value = texts[key]
+    keep = max(_SHORTEST, len(value) - excess - 2)
+    return {**values, key: value[:keep].rstrip() + ".."}
+
+
+def _head(catalogs: Catalogs, language: str, screen: Screen, values: Mapping[str, Any], note: str | None,
+          room: int) -> str:
+    """The note and the screen's text with ``values``, shortened to ``room`` characters if it can be."""
+    # Internal values (``_own_phone``, a PIN's hash while it is being confirmed) are never shown.
+    shown = {k: normalise(str(v)) for k, v in values.items()
+             if not k.startswith("_") and not isinstance(v, list | dict)}
+    while True:
+        parts = [catalogs.text(language, note, shown)] if note else []
+        text = catalogs.text(language, screen.text, shown)
+        if text:
+            parts.append(text)
+        head = "\n".join(parts)
+        excess = length(head) - room
+        if excess <= 0:
+            return head
+        smaller = _shortened(shown, excess)
+        if smaller is None:
+            return head
+        shown = smaller
+
+
+def _fits(lines: Sequence[str], limit: int) -> bool:
+    return length("\n".join(lines)) <= limit
+
+
+def _paginate(head: str, items: list[str], more: str, back_home: str, limit: int) -> list[str]:
+    pages: list[str] = []
+    i = 0
+    while i < len(items) or not pages:
+        lines = [head] if not pages and head else []
+        taken = 0
+        while i + taken < len(items):
+            last = i + taken + 1 == len(items)
+            tail = [back_home] if last else [more, back_home]
+            if _fits([*lines, *items[i:i + taken + 1], *tail], limit):
+                taken += 1
+            else:
+                break
+        if taken == 0 and i < len(items):
+            # One line alone is too long for a page: cut it (names in a statement line can be long).
+            tail = [more, back_home] if i + 1 < len(items) else [back_home]
+            room = limit - length("\n".join([*lines, *tail])) - 1
+            item = items[i]
+            while length(item) > max(room, 4):
+                item = item[:-3] + ".." if len(item) > 4 else item[:-1]
+            items = [*items[:i], item, *items[i + 1:]]
+            taken = 1
+        i += taken
+        lines.extend(items[i - taken:i])
+        if i < len(items):
+            lines.append(more)
+        lines.append(back_home)
+        pages.append("\n".join(lines))
+    return pages
+
+
+def render(catalogs: Catalogs, screen: Screen, *, language: str, values: Mapping[str, Any], note: str | None = None,
+           page: int = 0, conditions: Mapping[str, Any] | None = None, limit: int = SCREEN_LIMIT) -> Rendered:
+    """``screen`` as the caller sees it; ``page`` of a paginated one (clamped to the last)."""
+    more = catalogs.text(language, "nav.more")
+    back_home = f"{catalogs.text(language, 'nav.back')}  {catalogs.text(language, 'nav.home')}"
+    if isinstance(screen, Menu):
+        options = visible_options(screen, values, conditions or {})
+        items = [f"{n}. {catalogs.text(language, o.label, values)}" for n, o in enumerate(options, 1)]
+    elif isinstance(screen, Notice):
+        raw = values.get(screen.items) if screen.items else None
+        items = [normalise(str(line)) for line in raw] if isinstance(raw, list) else []
+    else:
+        items = []
+    end = isinstance(screen, End)
+    if not items and not isinstance(screen, Notice):
+        return Rendered(_head(catalogs, language, screen, values, note, limit), end)
+    # Leave room under the text for at least one line and the navigation.
+    head = _head(catalogs, language, screen, values, note, limit - length(more) - length(back_home) - 24)
+    whole = [head, *items] if head else list(items)
+    if isinstance(screen, Menu) and _fits(whole, limit):
+        return Rendered("\n".join(whole), end)
+    if isinstance(screen, Notice) and _fits([*whole, back_home], limit):
+        return Rendered("\n".join([*whole, back_home]), end)
+    pages = _paginate(head, items, more, back_home, limit)
+    return Rendered(pages[min(page, len(pages) - 1)], end, len(pages))
+

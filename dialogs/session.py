@@ -1,0 +1,58 @@
+"""One USSD session's state, as the session store keeps it between hops (JSON).
+
+What is kept: where the caller is (screen, the screens before it, the page of a long list), the
+values typed so far (amounts, numbers, never a PIN), how much of Africa's Talking's ``text`` has been
+consumed (its length: the text itself holds the PINs), and the last answer, so a retried hop gets it
+again without anything happening twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: How many screens "0 back" can walk back through.
+TRAIL_MAX = 20
+
+
+@dataclass
+class SessionState:
+    session_id: str
+    phone: str
+    language: str
+    screen: str
+    user_id: int | None = None
+    trail: list[str] = field(default_factory=list)
+    page: int = 0
+    values: dict[str, Any] = field(default_factory=dict)
+    #: A catalog key shown above the current screen once (an error, "wrong PIN").
+    note: str | None = None
+    #: Characters of AT's ``text`` already consumed; a hop whose text is no longer is a retry.
+    text_len: int = 0
+    hops: int = 0
+    reply: str = ""
+    ended: bool = False
+    #: Bumped at every save: a save that finds another version lost a race with a twin hop.
+    version: int = 0
+    started_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    service_code: str = ""
+
+    def go(self, screen: str) -> None:
+        """Show ``screen`` next, remembering the current one for "0 back"."""
+        if screen != self.screen:
+            self.trail.append(self.screen)
+            del self.trail[:-TRAIL_MAX]
+        self.screen = screen
+        self.page = 0
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, raw: str | bytes) -> SessionState:
+        data = json.loads(raw)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})

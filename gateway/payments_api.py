@@ -1,0 +1,331 @@
+"""The JSON payments API for apps and merchants: ``/v1/payments``, ``/v1/quotes`` and wallet history,
+authenticated by API keys (`payments.api_keys`).
+
+Every call carries ``Authorization: Bearer sk_…``; a missing, malformed, unknown or revoked key is a
+401 that never says which. A user key acts for its own wallet, reads the payments its user made or
+received and refunds only what its user received; a platform key names the payer
+(``"payer": "+2547…"``) and may read any payment or wallet. What a key may not see is a 404.
+
+Amounts in requests are **major units as a decimal string** (``"1500.00"``, ``"5000"``); a JSON
+number is read from its digits, never through a float, and one with more decimals than the
+currency has is refused. Answers give every amount twice: the same decimal string and an integer
+count of minor units (``amount_minor``), plus a display string (``KES 1,500``).
+
+``POST /v1/payments`` needs an ``Idempotency-Key`` header, scoped to the API key: the same key and
+body give back the same payment (200), the same key with another body is a 409, a new payment is
+a 201. Errors are ``{"error": {"code", "message"}}``: 400 bad input, 401, 403, 404, 409, 413, 422
+(a business refusal, such as a limit). Bad input is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api_requests import (
+    ApiError,
+    amount_field,
+    api_error,
+    currency_param,
+    int_param,
+    json_body,
+    only,
+    text_field,
+)
+from gateway.api_views import amounts, event_json, payment_json, quote_json, statement_line_json
+from gateway.errors import status_for
+from gateway.keys import API_KEY_HASHER, DB_ENGINE, PAYMENTS, SETTINGS
+from payments import payment_store as store
+from payments.accounts import AccountKind, account_by_code, account_code, balance, statement
+from payments.api_keys import PREFIX_LENGTH, ApiKey, ApiKeyHasher, verify_api_key
+from payments.commands import (
+    PAYOUT_KINDS,
+    REFUND_KEY_PREFIX,
+    BuyGoods,
+    Channel,
+    Command,
+    Deposit,
+    PayBill,
+    PaymentKind,
+    PayPochi,
+    Refund,
+    SendToPhone,
+    SendToWallet,
+    Withdraw,
+)
+from payments.errors import PaymentsError, UnknownAccount
+from payments.identities import User, find_user_by_phone, get_user
+from payments.money import Money
+from payments.payment_settings import MPESA
+from payments.phones import InvalidPhoneNumber, parse_msisdn
+from payments.postings import MAX_KEY_LENGTH
+
+#: Our idempotency keys are ``api:<key prefix>:<the caller's key>``: two integrators who both send
+#: ``Idempotency-Key: 1`` for one payer get two payments, not each other's.
+_KEY_NAMESPACE = "api"
+#: What the caller may use of `MAX_KEY_LENGTH`: our namespace and, for a refund, its own prefix take the rest.
+MAX_IDEMPOTENCY_KEY = MAX_KEY_LENGTH - len(REFUND_KEY_PREFIX) - len(f"{_KEY_NAMESPACE}::") - PREFIX_LENGTH
+
+
+def add_payment_api_routes(app: web.Application) -> None:
+    """Mount the API on ``app``, which holds (or will hold, once started) `SETTINGS`, `DB_ENGINE`
+    and `PAYMENTS`."""
+    app[API_KEY_HASHER] = ApiKeyHasher(app[SETTINGS].api.key_pepper.get_secret_value())
+    app.router.add_post("/v1/payments", _authenticated(create_payment))
+    app.router.add_get("/v1/payments/{public_id}", _authenticated(read_payment))
+    app.router.add_post("/v1/quotes", _authenticated(create_quote))
+    app.router.add_get("/v1/wallets/{phone}/history", _authenticated(wallet_history))
+
+
+Handler = Callable[[web.Request, ApiKey], Awaitable[web.Response]]
+
+
+def _authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Find the caller's key, run the handler, and answer its errors as the API's JSON errors."""
+
+    async def run(request: web.Request) -> web.Response:
+        caller = await _caller(request)
+        if caller is None:
+            return api_error(401, "unauthorized", "A valid API key is required: Authorization: Bearer sk_…",
+                             headers={"WWW-Authenticate": 'Bearer realm="sauti"'})
+        try:
+            return await handler(request, caller)
+        except ApiError as exc:
+            return api_error(exc.status, exc.code, exc.message)
+        except PaymentsError as exc:
+            return api_error(status_for(exc), exc.code, str(exc))
+
+    run.__name__ = handler.__name__
+    return run
+
+
+async def _caller(request: web.Request) -> ApiKey | None:
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return None
+    async with request.app[DB_ENGINE].begin() as conn:
+        return await verify_api_key(conn, request.app[API_KEY_HASHER], presented.strip())
+
+
+# -- POST /v1/payments -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _KindSpec:
+    """What one payment kind takes from a request body, and the command it becomes."""
+
+    fields: frozenset[str]
+    build: Callable[[dict[str, Any], Mapping[str, Any]], Command]
+
+
+def _send_to_wallet(base: dict[str, Any], body: Mapping[str, Any]) -> Command:
+    return SendToWallet(**base, recipient_phone=text_field(body, "recipient"))
+
+
+def _send_to_phone(base: dict[str, Any], body: Mapping[str, Any]) -> Command:
+    return SendToPhone(**base, recipient_phone=text_field(body, "recipient"))
+
+
+def _withdraw(base: dict[str, Any], body: Mapping[str, Any]) -> Command:
+    return Withdraw(**base, phone=text_field(body, "phone", required=False))
+
+
+def _deposit(base: dict[str, Any], body: Mapping[str, Any]) -> Command:
+    return Deposit(**base, phone=text_field(body, "phone", required=False))
+
+
+def _pay_bill(base: dict[str, Any], body: Mapping[str, Any]) -> Command:
+    return PayBill(**base, paybill=text_field(body, "paybill"), account_number=text_field(body, "account_number"))
+
+
+def _buy_goods(base: dict[str, Any], body: Mapping[str, Any]) -> Command:
+    return BuyGoods(**base, till=text_field(body, "till"))
+
+
+def _pay_pochi(base: dict[str, Any], body: Mapping[str, Any]) -> Command:
+    return PayPochi(**base, phone=text_field(body, "recipient"))
+
+
+_COMMON_FIELDS = frozenset({"kind", "payer", "amount", "currency"})
+KINDS: Mapping[str, _KindSpec] = MappingProxyType({
+    PaymentKind.P2P.value: _KindSpec(frozenset({"recipient"}), _send_to_wallet),
+    PaymentKind.SEND_TO_PHONE.value: _KindSpec(frozenset({"recipient"}), _send_to_phone),
+    PaymentKind.WITHDRAW.value: _KindSpec(frozenset({"phone"}), _withdraw),
+    PaymentKind.DEPOSIT.value: _KindSpec(frozenset({"phone"}), _deposit),
+    PaymentKind.PAY_BILL.value: _KindSpec(frozenset({"paybill", "account_number"}), _pay_bill),
+    PaymentKind.BUY_GOODS_TILL.value: _KindSpec(frozenset({"till"}), _buy_goods),
+    PaymentKind.BUY_GOODS_POCHI.value: _KindSpec(frozenset({"recipient"}), _pay_pochi),
+})
+#: A refund names the payment it undoes (always whole): no payer, amount or currency of its own.
+_REFUND_FIELDS = frozenset({"kind", "payment", "reason"})
+_KIND_NAMES = ", ".join([*KINDS, PaymentKind.REFUND.value])
+
+
+def _idempotency_key(request: web.Request, caller: ApiKey) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        raise ApiError(400, "idempotency_key_required", "Send an Idempotency-Key header: the same key and body "
+                       "always give back the same payment, so a retry never pays twice.")
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise ApiError(400, "invalid_idempotency_key",
+                       f"An Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} printable characters.")
+    return f"{_KEY_NAMESPACE}:{caller.prefix}:{key}"
+
+
+async def create_payment(request: web.Request, caller: ApiKey) -> web.Response:
+    scoped_key = _idempotency_key(request, caller)
+    body = await json_body(request)
+    kind = text_field(body, "kind")
+    if kind == PaymentKind.REFUND.value:
+        return await _create_refund(request, caller, body, scoped_key)
+    spec = KINDS.get(kind)
+    if spec is None:
+        raise ApiError(400, "invalid_kind", f"kind is one of {_KIND_NAMES}.")
+    only(body, _COMMON_FIELDS | spec.fields)
+    engine = request.app[DB_ENGINE]
+    async with engine.connect() as conn:
+        payer = await _payer(conn, caller, body)
+    amount = amount_field(body)
+    command = spec.build({"idempotency_key": scoped_key, "payer_user_id": payer.id, "amount": amount,
+                          "channel": Channel.API}, body)
+    async with engine.connect() as conn:
+        existing = await store.find_by_key(conn, payer.id, scoped_key)
+    payment = await request.app[PAYMENTS].handle(command)
+    # A replay answers 200 with the first payment; a conflict was raised above as a 409.
+    return web.json_response(payment_json(payment, payer.phone), status=200 if existing is not None else 201)
+
+
+async def _create_refund(request: web.Request, caller: ApiKey, body: Mapping[str, Any],
+                         scoped_key: str) -> web.Response:
+    """Undo a succeeded payment, whole. A user key may refund only what was paid TO its user (a
+    merchant giving a customer their money back, from its own wallet); a platform key any payment,
+    except an M-Pesa payout: M-Pesa has nothing to ask for it, so crediting the payer rests on an
+    operator having seen M-Pesa reverse it (`sauti` operators, not API callers)."""
+    only(body, _REFUND_FIELDS)
+    public_id = text_field(body, "payment")
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+        raise ApiError(400, "invalid_reason", "reason is required: a sentence saying why (at most 500 characters).")
+    engine = request.app[DB_ENGINE]
+    async with engine.connect() as conn:
+        original = await store.get_payment(conn, public_id)
+        if original is None or (not caller.is_platform and original.recipient_user_id != caller.user_id):
+            raise ApiError(404, "payment_not_found", f"No payment {public_id[:40]!r} this API key may refund.")
+        if original.provider == MPESA and original.kind in PAYOUT_KINDS:
+            raise ApiError(403, "refund_needs_operator", "An M-Pesa payout is refunded by an operator once M-Pesa "
+                           "has reversed it; it cannot be refunded through the API.")
+        command = Refund(scoped_key, original.public_id, reason.strip(), requested_by=f"api_key:{caller.prefix}")
+        existing = await store.find_by_key(conn, original.payer_user_id, command.stored_key)
+        payer = await get_user(conn, original.payer_user_id)
+    refund = await request.app[PAYMENTS].handle(command)
+    answer = payment_json(refund, payer.phone) | {"refund_of": original.public_id}
+    return web.json_response(answer, status=200 if existing is not None else 201)
+
+
+async def _payer(conn, caller: ApiKey, body: Mapping[str, Any]) -> User:
+    """Who pays: the key's own user, or (platform keys) the ``payer`` the body names."""
+    named = text_field(body, "payer", required=caller.is_platform)
+    phone = None
+    if named is not None:
+        try:
+            phone = parse_msisdn(named)
+        except InvalidPhoneNumber as exc:
+            raise ApiError(400, "invalid_payer", str(exc)) from None
+    if not caller.is_platform:
+        if phone is not None and phone != caller.user_phone:
+            raise ApiError(403, "forbidden", "This API key acts for its own wallet only.")
+        return await get_user(conn, caller.user_id)
+    payer = await find_user_by_phone(conn, phone)
+    if payer is None:
+        raise ApiError(404, "unknown_payer", f"{phone} has no Sauti wallet.")
+    return payer
+
+
+# -- GET /v1/payments/{public_id} ------------------------------------------------------------------
+
+
+async def read_payment(request: web.Request, caller: ApiKey) -> web.Response:
+    public_id = request.match_info["public_id"]
+    not_found = ApiError(404, "payment_not_found", f"No payment {public_id[:40]!r} for this API key.")
+    async with request.app[DB_ENGINE].connect() as conn:
+        payment = await store.get_payment(conn, public_id)
+        # A user key sees the payments its user made or received (a merchant follows the refunds it
+        # asked for); anyone else's is "not found", never "forbidden", so ids cannot be probed.
+        if payment is None or (not caller.is_platform
+                               and caller.user_id not in (payment.payer_user_id, payment.recipient_user_id)):
+            raise not_found
+        payer = await get_user(conn, payment.payer_user_id)
+        events = await store.events_of(conn, payment.id)
+        original = await store.get_payment_by_id(conn, payment.refund_of) if payment.refund_of else None
+    answer = payment_json(payment, payer.phone) | {"events": [event_json(e) for e in events]}
+    if original is not None:
+        answer["refund_of"] = original.public_id
+    return web.json_response(answer)
+
+
+# -- POST /v1/quotes -------------------------------------------------------------------------------
+
+
+async def create_quote(request: web.Request, caller: ApiKey) -> web.Response:
+    body = await json_body(request)
+    only(body, {"kind", "payer", "amount", "currency", "recipient"})
+    kind_text = text_field(body, "kind", required=False) or PaymentKind.P2P.value
+    if kind_text not in {k.value for k in PaymentKind}:
+        raise ApiError(400, "invalid_kind", f"kind is one of {', '.join(k.value for k in PaymentKind)}.")
+    async with request.app[DB_ENGINE].connect() as conn:
+        payer = await _payer(conn, caller, body)
+    amount = amount_field(body)
+    priced = await request.app[PAYMENTS].quote(payer.id, amount, kind=PaymentKind(kind_text),
+                                               recipient_phone=text_field(body, "recipient", required=False))
+    return web.json_response(quote_json(priced, kind_text))
+
+
+# -- GET /v1/wallets/{phone}/history ---------------------------------------------------------------
+
+
+async def wallet_history(request: web.Request, caller: ApiKey) -> web.Response:
+    query = request.query
+    only(query, {"limit", "before", "currency"}, where="query parameter")
+    most = request.app[SETTINGS].api.history_max_limit
+    limit = int_param(query, "limit", default=min(20, most), low=1, high=most)
+    before = int_param(query, "before", default=None, low=1, high=2**63 - 1)
+    async with request.app[DB_ENGINE].connect() as conn:
+        owner = await _wallet_owner(conn, caller, request.match_info["phone"])
+        currency = currency_param(query.get("currency"), owner.phone)
+        try:
+            account = await account_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency, owner.id))
+        except UnknownAccount:
+            account = None
+        total, held, lines = Money.zero(currency), Money.zero(currency), []
+        if account is not None:  # else a user without a wallet in this currency yet: an empty one
+            total = await balance(conn, account.id)
+            held = Money(account.held, currency)
+            lines = await statement(conn, account.id, limit=limit, before_posting_id=before)
+    return web.json_response({
+        "phone": owner.phone,
+        "currency": currency.value,
+        **amounts("balance", total),
+        **amounts("available", total - held),
+        "display": {"balance": total.format(), "available": (total - held).format()},
+        "lines": [statement_line_json(line) for line in lines],
+        # More lines may follow: pass this as ``before`` to get the next (older) page.
+        "next_before": lines[-1].posting_id if len(lines) == limit else None,
+    })
+
+
+async def _wallet_owner(conn, caller: ApiKey, phone_text: str) -> User:
+    not_found = ApiError(404, "wallet_not_found", "No Sauti wallet for this number and API key.")
+    try:
+        phone = parse_msisdn(phone_text)
+    except InvalidPhoneNumber as exc:
+        raise ApiError(400, "invalid_phone", str(exc)) from None
+    if not caller.is_platform and phone != caller.user_phone:
+        raise not_found
+    owner = await find_user_by_phone(conn, phone)
+    if owner is None:
+        raise not_found
+    return owner

@@ -1,0 +1,159 @@
+"""C2B: customers paying our M-Pesa paybill from their own phone menu (Lipa na M-Pesa → Pay Bill).
+
+The customer types our paybill number and, as the account number, the phone number of the Sauti
+wallet to credit, in any local form (``0712345678``, ``254712345678``, ``+254 712 345 678``): the
+number a user is known by, so nobody has to learn an account number. Daraja then sends:
+
+- a **validation** (`C2BReceiver.on_validation`), answered within seconds: accepted when the account
+  number names an active Kenyan wallet and the amount is a whole number of shillings within the
+  wallet owner's limits at their KYC tier; otherwise rejected with the contract's code (``C2B00012``
+  invalid account number, ``C2B00013`` invalid amount), and M-Pesa never takes the money;
+- a **confirmation** (`C2BReceiver.on_confirmation`): the money has moved. It is recorded once, keyed
+  by its ``TransID`` (a duplicate changes nothing), as a ``deposit`` payment of channel ``api`` (it
+  came through the provider's API, not a Sauti screen) with ``provider_ref`` = TransID. Daraja signs
+  nothing, so when ``confirm_stk_with_query`` is on (the default) the payment waits in
+  ``processing`` while a transaction status query asks M-Pesa whether that TransID exists for that
+  amount; the answer credits the wallet from provider collection (or fails the payment, crediting
+  nothing). With the setting off the wallet is credited at once.
+
+Confirmations are not retried by Daraja, and validation may have been skipped (it times out to
+``Completed``, or it is not enabled), so a confirmation is never refused: money for no wallet of
+ours (an unknown or closed account, a number abroad) goes from provider collection to the M-Pesa
+suspense account, keyed by TransID, and is listed for an operator in ``provider_events`` (kind
+``c2b_confirmation``, ``payload->>'outcome' = 'suspense'``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from payments import payment_store as store
+from payments.commands import Channel, PaymentKind
+from payments.errors import PaymentsError
+from payments.identities import User, UserStatus, find_user_by_phone
+from payments.money import Money
+from payments.outbox import enqueue
+from payments.payment_settings import JOB_STATUS_QUERY, MPESA, PaymentSettings, ProviderClients
+from payments.phones import InvalidPhoneNumber, parse_msisdn
+from payments.providers.daraja import AmountNotPayable, whole_shillings
+from payments.providers.daraja_callbacks import C2BPayment, c2b_validation_answer
+from payments.resolution import Resolver
+from payments.settlement import Settlement
+from payments.states import PaymentStatus
+
+log = logging.getLogger(__name__)
+
+S = PaymentStatus
+
+INVALID_ACCOUNT = "C2B00012"
+INVALID_AMOUNT = "C2B00013"
+#: The `provider_events` kind of a recorded confirmation (its summary says what became of it).
+CONFIRMATION = "c2b_confirmation"
+
+
+class C2BReceiver:
+    """Validates and books C2B payments to our paybill (see the module's docstring)."""
+
+    def __init__(self, engine: AsyncEngine, resolver: Resolver, money: Settlement, settings: PaymentSettings,
+                 providers: ProviderClients) -> None:
+        self.engine = engine
+        self.resolver = resolver
+        self.money = money
+        self.settings = settings
+        self.providers = providers
+
+    async def on_validation(self, paid: C2BPayment) -> dict[str, str]:
+        """The answer to a C2B validation: accept, or reject with the contract's code."""
+        async with self.engine.connect() as conn:
+            owner = await _wallet_owner(conn, paid.bill_ref_number)
+        if owner is None:
+            log.info("C2B validation %s rejected: the account number names no wallet", paid.trans_id)
+            return c2b_validation_answer(accept=False, rejection_code=INVALID_ACCOUNT)
+        try:
+            whole_shillings(paid.amount)
+            self.settings.limits.check(paid.amount, kyc_tier=owner.kyc_tier,
+                                       spent_today=Money.zero(paid.amount.currency))
+        except (AmountNotPayable, PaymentsError):
+            log.info("C2B validation %s rejected: amount out of range", paid.trans_id)
+            return c2b_validation_answer(accept=False, rejection_code=INVALID_AMOUNT)
+        return c2b_validation_answer(accept=True)
+
+    async def on_confirmation(self, paid: C2BPayment) -> str:
+        """Book a C2B payment once per TransID. Returns ``credited``, ``confirming`` (waiting for the
+        status query), ``suspense`` (no wallet: parked for an operator), ``duplicate``, or
+        ``unbookable`` (an amount no ledger transfer can carry: recorded for an operator)."""
+        summary: dict[str, Any] = {"amount": paid.amount.minor, "bill_ref": paid.bill_ref_number[:40],
+                                   "shortcode": paid.business_shortcode}
+        if paid.amount.minor <= 0:
+            return await self._unbookable(paid, summary, "the amount is not positive")
+        try:
+            async with self.engine.begin() as conn:
+                # IMPORTANT: recorded first, in the transaction that books it: one booking per TransID.
+                if not await store.record_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
+                                                         {**summary, "outcome": "booked"}):
+                    return "duplicate"
+                owner = await _wallet_owner(conn, paid.bill_ref_number)
+                if owner is None:
+                    await self.money.park_in_suspense(conn, paid.trans_id, paid.amount)
+                    await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
+                                                    {"outcome": "suspense", "needs_review": True})
+                    log.warning("C2B payment %s names no wallet: parked in suspense for review", paid.trans_id)
+                    return "suspense"
+                return await self._book(conn, paid, owner)
+        except PaymentsError as exc:  # an amount beyond any transfer's limit
+            return await self._unbookable(paid, summary, str(exc))
+
+    async def _book(self, conn: AsyncConnection, paid: C2BPayment, owner: User) -> str:
+        try:
+            phone: str | None = parse_msisdn(paid.msisdn, "KE")
+        except InvalidPhoneNumber:
+            phone = None  # Safaricom may mask or hash the payer's number
+        new = store.NewPayment(
+            payer_user_id=owner.id, idempotency_key=f"c2b:{paid.trans_id}", request_hash=_hash(paid),
+            kind=PaymentKind.DEPOSIT.value, channel=Channel.API.value, amount=paid.amount,
+            fee=Money.zero(paid.amount.currency), provider=MPESA, recipient_phone=phone, provider_ref=paid.trans_id)
+        payment = await store.insert_payment(conn, new, cause="c2b_confirmation")
+        assert payment is not None  # the provider event above is unique per TransID: no twin exists
+        await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION, {}, payment_id=payment.id)
+        refs = {"source": "c2b", "receipt": paid.trans_id, "bill_ref": paid.bill_ref_number[:40]}
+        if self.settings.confirm_stk_with_query and self.providers.daraja is not None:
+            # Daraja signs nothing: ask M-Pesa whether this TransID exists before crediting.
+            await store.transition(conn, payment, S.PROCESSING, cause="c2b_confirmation", refs=refs)
+            await enqueue(conn, JOB_STATUS_QUERY, {"payment": payment.public_id},
+                          dedupe_key=f"{JOB_STATUS_QUERY}:{payment.public_id}:c2b")
+            return "confirming"
+        moved = await self.money.credit_deposit(conn, payment)
+        payment = await store.transition(conn, payment, S.SUCCEEDED, cause="c2b_confirmation", refs=refs,
+                                         settle_transfer_id=moved.transfer_id)
+        await self.resolver.receipts(conn, payment, "payer")
+        return "credited"
+
+    async def _unbookable(self, paid: C2BPayment, summary: dict[str, Any], why: str) -> str:
+        log.error("C2B payment %s cannot be booked (%s): recorded for an operator", paid.trans_id, why)
+        async with self.engine.begin() as conn:
+            recorded = await store.record_provider_event(
+                conn, MPESA, paid.trans_id, CONFIRMATION,
+                {**summary, "outcome": "unbookable", "needs_review": True, "why": why[:200]})
+        return "unbookable" if recorded else "duplicate"
+
+
+async def _wallet_owner(conn: AsyncConnection, bill_ref: str) -> User | None:
+    """The active Kenyan user whose phone number the account number is, in any local form."""
+    try:
+        phone = parse_msisdn(bill_ref, "KE")
+    except InvalidPhoneNumber:
+        return None
+    if not phone.startswith("+254"):
+        return None  # our paybill takes shillings for Kenyan wallets only
+    user = await find_user_by_phone(conn, phone)
+    if user is None or user.status is UserStatus.CLOSED:
+        return None
+    return user
+
+
+def _hash(paid: C2BPayment) -> str:
+    return hashlib.sha256(f"c2b:{paid.trans_id}:{paid.amount.minor}".encode()).hexdigest()

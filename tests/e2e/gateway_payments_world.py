@@ -1,0 +1,163 @@
+"""The gateway with its payment orchestrator, as `sauti serve` runs it: `create_app(settings)` on a
+real TCP port, a migrated database of its own, the provider sandboxes calling back over HTTP, and
+small helpers to register users, fund wallets and wait for payments to end. Nothing is mocked."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.app import create_app
+from gateway.keys import DB_ENGINE, LEDGER, PAYMENTS
+from gateway.payments_resources import PAYMENTS_RUNTIME, PaymentsRuntime
+from gateway.settings import Settings
+from payments.accounts import AccountKind, account_by_code, account_code, balance, open_account
+from payments.errors import UnknownAccount
+from payments.identities import User, register_user
+from payments.ledger import Ledger
+from payments.ledger_check import check_ledger
+from payments.money import Currency, Money
+from payments.orchestrator import Payments
+from payments.payment_store import Payment, get_payment
+from payments.postings import TransferRequest, payment_legs
+from payments.states import PaymentStatus
+
+#: Daraja callback secret of these tests (long enough for the settings' check).
+SECRET = "e2e-callback-secret-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _merge(into: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def gateway_settings(database_url: str, port: int, **sections: Any) -> Settings:
+    """Sandbox providers, fast retries and callbacks, recovery out of the way unless asked for."""
+    tree: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": port, "shutdown_timeout_s": 5},
+        "database": {"url": database_url, "migrate_on_start": False},
+        "outbox": {"poll_interval_s": 0.05, "backoff_base_s": 0.05, "backoff_max_s": 0.2, "max_attempts": 5},
+        "payments": {"callback_secret": SECRET, "stuck_after_s": 3600, "recovery_interval_s": 3600},
+        "providers": {"mode": "sandbox", "sandbox": {"callback_delay_s": 0.05}},
+    }
+    return Settings.model_validate(_merge(tree, sections))
+
+
+@dataclass
+class Gateway:
+    """A running gateway and what tests need of it."""
+
+    app: web.Application
+    url: str
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.app[DB_ENGINE]
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.app[LEDGER]
+
+    @property
+    def payments(self) -> Payments:
+        return self.app[PAYMENTS]
+
+    @property
+    def runtime(self) -> PaymentsRuntime:
+        return self.app[PAYMENTS_RUNTIME]
+
+    async def post(self, path: str, body: bytes | str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, http.post(
+                self.url + path, data=body, headers={"Content-Type": "application/json", **(headers or {})}) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def user(self, currency: Currency = Currency.KES, *, suffix: str = "123") -> User:
+        """A registered user with a wallet; ``suffix`` picks the sandbox's behaviour for their number."""
+        async with self.engine.begin() as conn:
+            if currency is Currency.KES:
+                phone = f"+2547{uuid.uuid4().int % 10**5:05d}{suffix}"
+            else:
+                phone = f"+22177{uuid.uuid4().int % 10**4:04d}{suffix}"
+            user = await register_user(conn, phone)
+            await open_account(conn, AccountKind.CUSTOMER_WALLET, currency, user.id)
+            return user
+
+    async def fund(self, user: User, amount: Money) -> None:
+        """Put money in a wallet as a settled deposit would (from provider collection)."""
+        provider = "mpesa" if amount.currency is Currency.KES else "wave"
+        async with self.engine.begin() as conn:
+            source = (await open_account(conn, AccountKind.PROVIDER_COLLECTION, amount.currency, provider)).id
+            wallet = (await open_account(conn, AccountKind.CUSTOMER_WALLET, amount.currency, user.id)).id
+            await self.ledger.transfer(TransferRequest(f"fund-{uuid.uuid4()}", payment_legs(source, wallet, amount),
+                                                       kind="deposit"), conn=conn)
+
+    async def balance(self, kind: AccountKind, currency: Currency, owner: int | str) -> Money:
+        async with self.engine.connect() as conn:
+            try:
+                account = await account_by_code(conn, account_code(kind, currency, owner))
+            except UnknownAccount:
+                return Money.zero(currency)
+            return await balance(conn, account.id)
+
+    async def wallet(self, user: User, currency: Currency = Currency.KES) -> Money:
+        return await self.balance(AccountKind.CUSTOMER_WALLET, currency, user.id)
+
+    async def payment(self, public_id: str) -> Payment:
+        async with self.engine.connect() as conn:
+            found = await get_payment(conn, public_id)
+        assert found is not None
+        return found
+
+    async def scalar(self, sql: str, **params: Any) -> Any:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar_one()
+
+    async def assert_ledger_ok(self) -> None:
+        report = await check_ledger(self.engine)
+        assert report.ok, report.render()
+
+
+async def wait_for(gateway: Gateway, public_id: str, *statuses: PaymentStatus, within_s: float = 10.0) -> Payment:
+    """The payment once it reaches one of ``statuses`` (its final ones when none are given); the
+    gateway's own worker and the providers' callbacks get it there."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        payment = await gateway.payment(public_id)
+        if payment.status in statuses or (not statuses and payment.status.is_final):
+            return payment
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"payment {public_id} still {payment.status} after {within_s}s")
+        await asyncio.sleep(0.03)
+
+
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    """`create_app(settings)` listening on ``settings.server`` (a real TCP site), stopped on exit."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.server.host, settings.server.port).start()
+        yield Gateway(app, f"http://{settings.server.host}:{settings.server.port}")
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,103 @@
+"""The JSON payments API and `sauti reconcile` as operators and merchants meet them: the gateway
+`sauti serve` builds (its own orchestrator, worker and in-process sandboxes) on a real TCP port, an
+API key made by `sauti apikey create`, a payout made and read back over HTTP, then the day
+reconciled by `sauti reconcile` in another process, against the same sandboxes' books."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from payments.money import Currency, Money
+from payments.states import PaymentStatus
+from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway, wait_for
+
+KES = Currency.KES
+ROOT = Path(__file__).resolve().parents[2]
+PEPPER = "e2e-api-pepper"
+
+
+def free_port_base() -> int:
+    """Three consecutive free ports (Daraja, Wave, Africa's Talking), as `providers.sandbox.port_base`."""
+    for _ in range(50):
+        base = free_port()
+        if base > 65000:
+            continue
+        sockets = []
+        try:
+            for offset in range(3):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no three consecutive free ports")
+
+
+@pytest.fixture(scope="module")
+async def gw(new_database) -> AsyncIterator[Gateway]:
+    settings = gateway_settings(await new_database(), free_port(), api={"key_pepper": PEPPER},
+                                providers={"sandbox": {"port_base": free_port_base()}})
+    async with running_gateway(settings) as gateway:
+        yield gateway
+
+
+async def sauti(gw: Gateway, *args: str) -> tuple[int, str, str]:
+    """The `sauti` command against the running gateway's database and sandboxes. Run without
+    blocking: the sandboxes it talks to answer from this test's own event loop."""
+    urls = gw.runtime.sandbox_urls
+    assert urls is not None
+    env = {**os.environ, "DATABASE_URL": gw.engine.url.render_as_string(hide_password=False),
+           "SAUTI_API_KEY_PEPPER": PEPPER, "SAUTI__PROVIDERS__MODE": "sandbox",
+           "SAUTI__PROVIDERS__SANDBOX__PORT_BASE": urls.daraja.rsplit(":", 1)[1],
+           "SAUTI__PAYMENTS__CALLBACK_SECRET": SECRET}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", *args, cwd=ROOT, env=env,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_a_merchant_pays_out_through_the_api_and_the_day_reconciles(gw: Gateway):
+    start = datetime.now(UTC)
+    customer = await gw.user()
+    await gw.fund(customer, Money.of(2000, KES))
+    code, out, err = await sauti(gw, "apikey", "create", "--name", "e2e shop", "--user", customer.phone)
+    assert code == 0, err
+    key = out.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "payout-1"}
+
+    status, created = await gw.post("/v1/payments", json.dumps({"kind": "withdraw", "amount": "500",
+                                                                 "currency": "KES"}), headers)
+    assert status == 201 and created["status"] == "pending", created
+    done = await wait_for(gw, created["public_id"])
+    assert done.status is PaymentStatus.SUCCEEDED
+    async with aiohttp.ClientSession() as http, http.get(f"{gw.url}/v1/payments/{created['public_id']}",
+                                                          headers={"Authorization": f"Bearer {key}"}) as resp:
+        read = await resp.json()
+    assert resp.status == 200 and read["status"] == "succeeded" and read["provider"]["receipt"]
+    status, replay = await gw.post("/v1/payments", json.dumps({"kind": "withdraw", "amount": "500",
+                                                                "currency": "KES"}), headers)
+    assert status == 200 and replay["public_id"] == created["public_id"]
+    assert await gw.wallet(customer) == Money.of(2000 - 505, KES)
+
+    end = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    code, out, err = await sauti(gw, "reconcile", "--from", start.isoformat(), "--to", end, "--json")
+
+    assert code == 0, out + err
+    answer = json.loads(out)
+    assert answer["ok"] and [m["public_id"] for m in answer["matched"]] == [created["public_id"]]
+    assert len(answer["sources"]) == 2  # M-Pesa (the sandbox's books) and Wave (its API)
+    await gw.assert_ledger_ok()

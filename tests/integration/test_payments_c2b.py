@@ -1,0 +1,217 @@
+"""C2B end to end: a customer pays our paybill from the M-Pesa menu (the sandbox's simulate), with a
+Sauti wallet's phone number as the account number. Validation accepts known active wallets and
+rejects anything else with the contract's codes; the confirmation is booked once per TransID,
+confirmed by a transaction status query before the wallet is credited; money for no wallet is parked
+in suspense, never lost; a confirmation M-Pesa cannot vouch for credits nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from sqlalchemy import text
+
+from payments.accounts import AccountKind
+from payments.commands import Refund
+from payments.money import Currency, Money
+from payments.orchestrator import Payments
+from payments.payment_store import find_by_provider_ref
+from payments.providers.daraja_callbacks import parse_c2b_payment
+from payments.states import PaymentStatus
+from tests.integration.payments_helpers import PaymentsWorld, payments_world
+
+KES = Currency.KES
+S = PaymentStatus
+
+
+@pytest.fixture(scope="module")
+async def world(new_database) -> AsyncIterator[PaymentsWorld]:
+    async with payments_world(await new_database()) as running:
+        registered = await running.payments.register_c2b_urls()
+        assert registered.originator_conversation_id
+        yield running
+
+
+@pytest.fixture(autouse=True)
+async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
+    yield
+    await world.assert_ledger_ok()
+
+
+def local(phone: str) -> str:
+    """``+254712345678`` as a customer types it on the phone: ``0712345678``."""
+    return "0" + phone.removeprefix("+254")
+
+
+async def pay_paybill(world: PaymentsWorld, payer_phone: str, amount: int, account: str) -> int:
+    """The customer pays our paybill from the M-Pesa menu; returns where our callback log stood."""
+    before = len(world.callbacks.outcomes)
+    await world.payments.providers.daraja.simulate_c2b(phone=payer_phone, amount=Money.of(amount, KES),
+                                                       bill_ref_number=account)
+    return before
+
+
+async def post_confirmation(world: PaymentsWorld, **fields: str) -> None:
+    """A confirmation POSTed to our URL as Daraja would (or as a forger could: Daraja signs nothing)."""
+    body = {"TransactionType": "Pay Bill", "TransID": "SBX0000000", "TransTime": "20991231235959",
+            "TransAmount": "100.00", "BusinessShortCode": world.sandboxes.settings.daraja_shortcode,
+            "BillRefNumber": "", "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "",
+            "MSISDN": "254700000000", "FirstName": "A", "MiddleName": "", "LastName": "B", **fields}
+    async with aiohttp.ClientSession() as http, http.post(
+            world.payments.settings.callback_base_url + "/mpesa/c2b/confirmation", json=body) as resp:
+        assert resp.status == 200
+
+
+async def test_a_paybill_payment_naming_a_wallet_is_confirmed_then_credited(world: PaymentsWorld):
+    owner = await world.user(name="Wanjiku")
+    payer = await world.user()
+    collection_before = await world.balance(AccountKind.PROVIDER_COLLECTION, KES, "mpesa")
+
+    before = await pay_paybill(world, payer.phone, 700, local(owner.phone))
+
+    assert await world.until_callback("c2b/validation", after=before) == "0"
+    assert await world.until_callback("c2b/confirmation", after=before) == "confirming"
+    assert await world.until_callback("status/result", after=before) == "succeeded"
+    trans_id = next(e.transaction_id for e in world.sandboxes.daraja.books.entries()
+                    if e.kind == "c2b" and e.client_reference == local(owner.phone))
+    async with world.engine.connect() as conn:
+        payment = await find_by_provider_ref(conn, "mpesa", trans_id)
+    assert payment is not None
+    assert (payment.kind, payment.channel, payment.status) == ("deposit", "api", S.SUCCEEDED)
+    assert (payment.payer_user_id, payment.amount, payment.fee) == (owner.id, Money.of(700, KES), Money.zero(KES))
+    assert payment.recipient_phone == payer.phone  # the number the money came from
+    assert payment.provider_refs["receipt"] == trans_id and payment.provider_refs["source"] == "c2b"
+    _, events = await world.payments.history(payment.public_id)
+    assert [(e.to_status, e.cause) for e in events] == [
+        (S.CREATED, "c2b_confirmation"), (S.PROCESSING, "c2b_confirmation"), (S.SUCCEEDED, "status_query")]
+    assert await world.wallet(owner) == Money.of(700, KES)
+    assert await world.wallet(payer) == Money.zero(KES)
+    assert collection_before - await world.balance(AccountKind.PROVIDER_COLLECTION, KES, "mpesa") == Money.of(700, KES)
+    await world.worker.drain()
+
+
+@pytest.mark.parametrize("account", ["254{digits}", "+254 {digits}", "{digits}"])
+async def test_the_account_number_is_the_wallets_phone_in_any_local_form(world: PaymentsWorld, account: str):
+    owner = await world.user()
+    digits = owner.phone.removeprefix("+254")
+    before = await pay_paybill(world, owner.phone, 50, account.format(digits=digits))
+    assert await world.until_callback("c2b/validation", after=before) == "0"
+    assert await world.until_callback("status/result", after=before) == "succeeded"
+    assert await world.wallet(owner) == Money.of(50, KES)
+
+
+@pytest.mark.parametrize(("account", "code"), [
+    ("0799999999", "C2B00012"),  # a valid number with no Sauti wallet
+    ("INVOICE-77", "C2B00012"),  # not a phone number at all
+    ("+221771234567", "C2B00012"),  # a wallet abroad: our paybill takes shillings for Kenyan wallets
+])
+async def test_an_account_number_naming_no_wallet_is_rejected_and_nothing_is_taken(world: PaymentsWorld,
+                                                                                    account: str, code: str):
+    payer = await world.user()
+    entries_before = len(world.sandboxes.daraja.books.entries())
+    before = await pay_paybill(world, payer.phone, 100, account)
+
+    assert await world.until_callback("c2b/validation", after=before) == code
+    await world.worker.drain()
+    assert [w for w, _ in world.callbacks.outcomes[before:]] == ["c2b/validation"]
+    assert len(world.sandboxes.daraja.books.entries()) == entries_before  # M-Pesa took nothing
+
+
+async def test_a_closed_wallet_and_an_amount_over_the_limit_are_rejected(world: PaymentsWorld):
+    closed, owner, payer = await world.user(), await world.user(), await world.user()
+    async with world.engine.begin() as conn:
+        await conn.execute(text("UPDATE users SET status = 'closed' WHERE id = :u"), {"u": closed.id})
+
+    before = await pay_paybill(world, payer.phone, 100, local(closed.phone))
+    assert await world.until_callback("c2b/validation", after=before) == "C2B00012"
+    before = await pay_paybill(world, payer.phone, 80_000, local(owner.phone))  # over a tier-0 day
+    assert await world.until_callback("c2b/validation", after=before) == "C2B00013"
+    assert await world.wallet(closed) == Money.zero(KES) and await world.wallet(owner) == Money.zero(KES)
+
+
+async def test_a_confirmation_delivered_twice_credits_once(world: PaymentsWorld):
+    owner = await world.user()
+    payer = await world.user(suffix="902")  # the sandbox POSTs the confirmation twice
+
+    before = await pay_paybill(world, payer.phone, 300, local(owner.phone))
+    assert await world.until_callback("c2b/confirmation", "duplicate", after=before) == "duplicate"
+    assert await world.until_callback("status/result", after=before) == "succeeded"
+
+    assert sorted(o for w, o in world.callbacks.outcomes[before:] if w == "c2b/confirmation") == [
+        "confirming", "duplicate"]
+    assert await world.wallet(owner) == Money.of(300, KES)
+    assert await world.scalar("SELECT count(*) FROM payments WHERE payer_user_id = :u", u=owner.id) == 1
+
+
+async def test_money_for_no_wallet_after_validation_failed_to_answer_is_parked_in_suspense(world: PaymentsWorld):
+    payer = await world.user()
+    base = world.payments.settings.callback_base_url
+    daraja = world.payments.providers.daraja
+    suspense_before = await world.balance(AccountKind.SUSPENSE, KES, "mpesa")
+    # Our validation URL does not answer (404): Daraja lets the payment through (ResponseType Completed).
+    await daraja.register_c2b_urls(confirmation_url=base + "/mpesa/c2b/confirmation",
+                                   validation_url=base + "/mpesa/c2b/not-answering")
+    try:
+        before = await pay_paybill(world, payer.phone, 450, "WRONG-ACCOUNT")
+        assert await world.until_callback("c2b/confirmation", after=before) == "suspense"
+    finally:
+        await world.payments.register_c2b_urls()
+
+    trans_id = next(e.transaction_id for e in world.sandboxes.daraja.books.entries()
+                    if e.client_reference == "WRONG-ACCOUNT")
+    assert await world.balance(AccountKind.SUSPENSE, KES, "mpesa") - suspense_before == Money.of(450, KES)
+    assert await world.scalar("SELECT payload->>'outcome' FROM provider_events WHERE kind = 'c2b_confirmation' "
+                              "AND event_key = :t", t=trans_id) == "suspense"
+    assert await world.scalar("SELECT count(*) FROM transfers WHERE reference = :t", t=trans_id) == 1
+    # The same confirmation again parks nothing more.
+    await post_confirmation(world, TransID=trans_id, TransAmount="450.00", BillRefNumber="WRONG-ACCOUNT")
+    assert world.callbacks.outcomes[-1] == ("c2b/confirmation", "duplicate")
+    assert await world.balance(AccountKind.SUSPENSE, KES, "mpesa") - suspense_before == Money.of(450, KES)
+
+
+async def test_a_confirmation_m_pesa_cannot_vouch_for_credits_nothing(world: PaymentsWorld):
+    owner = await world.user()
+    before = len(world.callbacks.outcomes)
+
+    await post_confirmation(world, TransID="FORGED0001", TransAmount="5000.00", BillRefNumber=local(owner.phone))
+
+    assert world.callbacks.outcomes[before] == ("c2b/confirmation", "confirming")
+    assert await world.until_callback("status/result", after=before) == "failed"
+    async with world.engine.connect() as conn:
+        payment = await find_by_provider_ref(conn, "mpesa", "FORGED0001")
+    assert payment is not None and (payment.status, payment.error_code) == (S.FAILED, "not_found")
+    assert await world.wallet(owner) == Money.zero(KES)
+
+
+async def test_a_c2b_deposit_can_be_reversed_like_any_m_pesa_deposit(world: PaymentsWorld):
+    owner = await world.user()
+    before = await pay_paybill(world, owner.phone, 260, local(owner.phone))
+    assert await world.until_callback("status/result", after=before) == "succeeded"
+    deposit_id = await world.scalar("SELECT public_id FROM payments WHERE payer_user_id = :u", u=owner.id)
+
+    refund = await world.payments.handle(Refund("rf-c2b", deposit_id, "paid the wrong paybill"))
+    done = await world.settle(refund.public_id)
+
+    assert done.status is S.SUCCEEDED
+    deposit = await world.payment(deposit_id)
+    assert deposit.status is S.REVERSED
+    assert world.sandboxes.daraja.books.find(deposit.provider_ref).status == "reversed"
+    assert await world.wallet(owner) == Money.zero(KES)
+    await world.worker.drain()
+
+
+async def test_without_confirmation_by_query_a_c2b_payment_is_credited_at_once(world: PaymentsWorld):
+    trusting = Payments(world.engine, world.ledger, providers=world.payments.providers,
+                        settings=dataclasses.replace(world.payments.settings, confirm_stk_with_query=False))
+    owner = await world.user()
+    paid = parse_c2b_payment({
+        "TransactionType": "Pay Bill", "TransID": "SBXTRUST01", "TransTime": "20991231235959",
+        "TransAmount": "120.00", "BusinessShortCode": "174379", "BillRefNumber": local(owner.phone),
+        "MSISDN": "254700000000", "FirstName": "A"})
+
+    assert await trusting.on_c2b_confirmation(paid) == "credited"
+    assert await trusting.on_c2b_confirmation(paid) == "duplicate"
+    assert await world.wallet(owner) == Money.of(120, KES)
+    await world.worker.drain()
