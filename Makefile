@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sauti-installed
 
-.PHONY: serve test lint unit integration bench bench-ledger clean-db
+.PHONY: serve test lint unit integration bench bench-ledger bench-payments clean-db
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Sauti needs Python >= 3.11 (found %s); set PYTHON=python3.11" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -31,10 +31,13 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration tests/e2e
 
-bench: bench-ledger
+bench: bench-ledger bench-payments
 
 bench-ledger: $(STAMP)  ## ledger transfers/s beside pgbench's TPC-B-like tps on the same server
 	$(BIN)/python -m bench.ledger
+
+bench-payments: $(STAMP)  ## completed payments/s through the gateway and the sandboxes, beside the ledger
+	$(BIN)/python -m bench.payments
 
 clean-db:  ## forget the embedded databases (var/)
 	rm -rf var/

@@ -48,6 +48,7 @@ ACCOUNT_KINDS = (
     "provider_clearing",
     "provider_settlement",
     "suspense",
+    "commission_expense",  # migration 0007: what agents' commissions cost Sauti
 )
 HOLD_STATUSES = ("pending", "posted", "voided")
 
@@ -184,7 +185,7 @@ outbox_jobs = Table(
 )
 
 PAYMENT_KINDS = ("p2p", "send_to_phone", "pay_bill", "buy_goods_till", "buy_goods_pochi", "withdraw", "deposit",
-                 "refund")
+                 "refund", "cash_in", "cash_out")
 PAYMENT_CHANNELS = ("ussd", "voice", "app", "api")
 PAYMENT_STATUSES = ("created", "pending", "processing", "succeeded", "failed", "reversed", "refunded")
 PAYMENT_PROVIDERS = ("mpesa", "wave")
@@ -295,4 +296,62 @@ ussd_sessions = Table(
     Column("duration_ms", BigInteger),
     Column("error_message", Text),
     Column("ended_at", DateTime(timezone=True), nullable=False, server_default=func.now(), index=True),
+)
+
+# Agents (migration 0007): a user with the agent role, the number customers type, its outlets' store
+# numbers, and the cash-in / cash-out requests customers raise at it (`payments.cash_requests`).
+AGENT_STATUSES = ("active", "suspended")
+CASH_REQUEST_KINDS = ("cash_in", "cash_out")
+CASH_REQUEST_STATUSES = ("pending", "confirmed", "rejected", "cancelled", "expired")
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id"), primary_key=True),
+    Column("agent_number", Text, nullable=False, unique=True),
+    Column("business_name", Text, nullable=False, server_default=""),
+    Column("currency", String(3), nullable=False),
+    Column("status", Text, nullable=False, server_default="active"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+agent_stores = Table(
+    "agent_stores",
+    metadata,
+    Column("store_number", Text, primary_key=True),
+    Column("agent_user_id", BigInteger, ForeignKey("agents.user_id"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# IMPORTANT: an idempotency key is unique per caller, for raising a request and for resolving one.
+cash_requests = Table(
+    "cash_requests",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("public_id", Text, nullable=False, unique=True),
+    Column("kind", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("customer_user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    Column("agent_user_id", BigInteger, ForeignKey("agents.user_id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False, server_default="0"),
+    Column("commission", BigInteger, nullable=False, server_default="0"),
+    Column("currency", String(3), nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("requested_by_user_id", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("hold_id", BigInteger, ForeignKey("holds.id")),
+    Column("payment_id", BigInteger, ForeignKey("payments.id")),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_by_user_id", BigInteger, ForeignKey("users.id")),
+    Column("resolution_key", Text),
+    Column("reason", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("resolved_at", DateTime(timezone=True)),
+    UniqueConstraint("requested_by_user_id", "idempotency_key", name="cash_requests_requester_key"),
+    Index("cash_requests_agent_pending", "agent_user_id", "kind", "id", postgresql_where=text("status = 'pending'")),
+    Index("cash_requests_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),
+    Index("cash_requests_resolution_key", "resolved_by_user_id", "resolution_key", unique=True,
+          postgresql_where=text("resolution_key IS NOT NULL")),
 )

@@ -45,10 +45,11 @@ from payments.errors import (
     WrongPin,
 )
 from payments.fees import LimitExceeded
-from payments.identities import PinService, audit, register_user, set_language
+from payments.identities import PinService, audit, find_user_by_phone, register_user, set_language
 from payments.money import Currency, Money
 from payments.orchestrator import Payments
 from payments.payment_settings import MPESA
+from payments.phones import region_of
 from payments.states import PaymentStatus
 
 QUOTE_OUTCOMES = frozenset({"ok", "fix_amount", "fix_recipient", "refused"})
@@ -65,6 +66,10 @@ KINDS: dict[str, tuple[PaymentKind, str | None]] = {
     "withdraw": (PaymentKind.WITHDRAW, None),
     "deposit": (PaymentKind.DEPOSIT, None),
 }
+
+
+#: Where each currency's mobile money pays: M-Pesa in Kenya, Wave in Senegal and Côte d'Ivoire.
+_REGIONS = {Currency.KES: frozenset({"KE"}), Currency.XOF: frozenset({"SN", "CI"})}
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,16 @@ class CustomerActions:
             return Money.zero(currency)
         return await balance(conn, account.id)
 
+    async def _payable(self, phone: str, currency: Currency, *, wallet_ok: bool) -> bool:
+        """Whether money can reach ``phone``: its country's mobile money is the currency's provider
+        (M-Pesa for KES, Wave for XOF), or (``wallet_ok``) it has a Sauti wallet."""
+        if region_of(phone) in _REGIONS[currency]:
+            return True
+        if not wallet_ok:
+            return False
+        async with self.services.engine.connect() as conn:
+            return await find_user_by_phone(conn, phone) is not None
+
     async def quote(self, step: Step) -> str:
         """Price the payment for the one confirmation screen, and refuse early what cannot go through."""
         kind = step.args["kind"]
@@ -205,6 +220,9 @@ class CustomerActions:
         recipient = step.values.get(recipient_field) if recipient_field else None
         if kind == "send" and recipient == step.phone:
             step.say("err.self")
+            return "fix_recipient"
+        if recipient is not None and not await self._payable(recipient, currency, wallet_ok=kind == "send"):
+            step.say("err.recipient")
             return "fix_recipient"
         try:
             priced = await self.services.payments.quote(step.user_id, amount, recipient_phone=recipient,
@@ -254,6 +272,9 @@ class CustomerActions:
         except InsufficientFunds:
             step.say("err.no_funds_short")
             return "failed"
+        except InvalidRequest:
+            step.say("err.recipient" if KINDS[kind][1] else "err.amount")
+            return "refused"
         except PaymentsError:
             step.say("err.busy")
             return "refused"

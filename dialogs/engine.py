@@ -108,7 +108,7 @@ class UssdEngine:
             else:
                 if state.phone != hop.phone:
                     # Another number on this session id: not this caller's session.
-                    return self._system_end("sys.error", self.callers.language_for(hop.phone))
+                    return self.screen_reply("sys.error", self.callers.language_for(hop.phone))
                 if state.ended or len(hop.text) <= state.text_len:
                     return Reply(state.reply, state.ended, state.screen)
                 expected = state.version
@@ -118,7 +118,7 @@ class UssdEngine:
                 await self._remember(state)
                 return reply
             log.info("ussd session %s: a twin hop saved first; answering with its screen", hop.session_id)
-        return self._system_end("sys.error", self.callers.language_for(hop.phone))
+        return self.screen_reply("sys.error", self.callers.language_for(hop.phone))
 
     async def _open(self, hop: Hop) -> SessionState:
         caller = await self.callers.find(hop.phone)
@@ -253,7 +253,9 @@ class UssdEngine:
                 return
             screen = self.journeys.screen(target)
             if not isinstance(screen, Action):
-                state.go(target)
+                current = self.journeys.screens.get(state.screen)
+                asks_pin = isinstance(current, Confirm) or (isinstance(current, Input) and current.secret)
+                state.go(target, remember=not asks_pin)
                 return
             target = await self._run(state, screen, key, secret)
             secret = None  # a PIN serves the one action it was typed for
@@ -326,12 +328,13 @@ class UssdEngine:
         elif state.user_id is not None and state.trail and not state.screen.startswith("sys."):
             await self.store.set_resume(state.phone, state.session_id)
 
-    def _system_end(self, screen_id: str, language: str) -> Reply:
+    def screen_reply(self, screen_id: str, language: str) -> Reply:
+        """One of the engine's own END screens, outside any session."""
         text = self.journeys.catalogs.text(language, self.journeys.screen(screen_id).text)
         return Reply(text, True, screen_id)
 
     def error_reply(self, language: str) -> Reply:
         """The screen for a hop that failed unexpectedly (nothing is saved: a retry runs it again,
         with the same idempotency keys)."""
-        return self._system_end("sys.error", language)
+        return self.screen_reply("sys.error", language)
 

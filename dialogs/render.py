@@ -19,6 +19,8 @@ from dialogs.screens import End, Menu, Notice, Option, Screen
 
 #: A value is never shortened below this many characters.
 _SHORTEST = 8
+#: The values that may be shortened to fit a screen: people's names (and a name with a number).
+SHORTENABLE = frozenset({"name", "recipient"})
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,13 @@ def visible_options(menu: Menu, values: Mapping[str, Any], conditions: Mapping[s
 
 
 def _shortened(values: Mapping[str, Any], excess: int) -> dict[str, Any] | None:
-    """``values`` with the longest text value cut by ``excess`` characters, or None if none can be."""
-    texts = {k: v for k, v in values.items() if isinstance(v, str) and len(v) > _SHORTEST}
-    if not texts:
+    """``values`` with the longest name cut by ``excess`` characters, or None if none can be.
+    Only names are ever cut: an amount, a fee or a reference is shown whole or the screen is wrong."""
+    names = {k: v for k, v in values.items() if k in SHORTENABLE and isinstance(v, str) and len(v) > _SHORTEST + 2}
+    if not names:
         return None
-    key = max(texts, key=lambda k: len(texts[k]))
-    value = texts[key]
+    key = max(names, key=lambda k: len(names[k]))
+    value = names[key]
     keep = max(_SHORTEST, len(value) - excess - 2)
     return {**values, key: value[:keep].rstrip() + ".."}
 

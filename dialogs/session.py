@@ -40,9 +40,10 @@ class SessionState:
     updated_at: float = field(default_factory=time.time)
     service_code: str = ""
 
-    def go(self, screen: str) -> None:
-        """Show ``screen`` next, remembering the current one for "0 back"."""
-        if screen != self.screen:
+    def go(self, screen: str, *, remember: bool = True) -> None:
+        """Show ``screen`` next, remembering the current one for "0 back" (unless ``remember`` is
+        False: "back" never returns to a PIN prompt)."""
+        if screen != self.screen and remember:
             self.trail.append(self.screen)
             del self.trail[:-TRAIL_MAX]
         self.screen = screen

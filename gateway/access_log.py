@@ -1,7 +1,7 @@
 """One log line per HTTP request (method, path, status, duration), with secrets redacted.
 
 Secrets that can appear in a request line: callback URLs carry a secret path segment
-(``/callbacks/<secret>/mpesa/…``), and query strings may carry tokens, keys or PINs. Bodies are never
+(``/callbacks/<secret>/…``), and query strings may carry tokens, keys or PINs. Bodies are never
 logged: Africa's Talking sends the whole USSD input history, PIN included, in ``text``.
 """
 
@@ -32,7 +32,7 @@ def redact_path(path: str, query: str = "") -> str:
             path = f"{prefix}{REDACTED}{sep}{tail}"
             break
     else:
-        # Daraja's callbacks: /callbacks/<secret>/mpesa/… (`gateway.callbacks`); only the Wave webhook
+        # Daraja's callbacks: /callbacks/<secret>/… (`gateway.callbacks`); only the Wave webhook
         # (/callbacks/wave, signed instead) has no secret there.
         head, sep, rest = path.removeprefix(CALLBACKS).partition("/")
         if path.startswith(CALLBACKS) and head and head not in NAMED_CALLBACKS:

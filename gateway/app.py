@@ -14,6 +14,8 @@ from gateway.payments_api import add_payment_api_routes
 from gateway.payments_resources import payments_ctx, recovery_ctx
 from gateway.resources import database_ctx
 from gateway.settings import Settings
+from gateway.ussd import add_ussd_routes
+from gateway.ussd_resources import ussd_ctx
 from gateway.worker_resources import worker_ctx
 
 
@@ -27,8 +29,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(payments_ctx)  # after the database (engine, ledger), before the worker (handlers)
     app.cleanup_ctx.append(worker_ctx)  # after the database: it needs the engine
     app.cleanup_ctx.append(recovery_ctx)  # stopped first: it asks the providers through payments' clients
+    app.cleanup_ctx.append(ussd_ctx)  # after payments: its journeys pay through the orchestrator
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    add_callback_routes(app)  # /callbacks/{secret}/mpesa/..., /callbacks/wave
+    add_callback_routes(app)  # /callbacks/{secret}/stk, /b2c/result, ..., /callbacks/wave
     add_payment_api_routes(app)  # /v1/payments, /v1/quotes, /v1/wallets/{phone}/history
+    add_ussd_routes(app)  # /ussd (Africa's Talking's USSD callback), /ussd/events
     return app

@@ -93,6 +93,7 @@ DARAJA_CALLBACKS: tuple[DarajaCallback, ...] = (
     DarajaCallback(CALLBACK_C2B_CONFIRMATION, parse_c2b_payment, Payments.on_c2b_confirmation),
 )
 
+
 def add_callback_routes(app: web.Application) -> None:
     """Route every provider callback of `DARAJA_CALLBACKS` and the Wave webhook."""
     for callback in DARAJA_CALLBACKS:

@@ -18,13 +18,17 @@ from db.engine import create_engine, redacted
 from db.migrate import current_revision, head_revision, upgrade
 from gateway.app import create_app
 from gateway.commands.apikeys import apikey
+from gateway.commands.mpesa import mpesa
 from gateway.commands.nlu import nlu
+from gateway.commands.phone import phone
 from gateway.commands.reconcile import reconcile_command
 from gateway.commands.sandbox import sandbox
+from gateway.commands.ussd import ussd
 from gateway.commands.worker import outbox_group, worker
 from gateway.payments_resources import ProvidersUnavailable
 from gateway.resources import database_url
 from gateway.settings import ConfigError, Settings, load_settings
+from gateway.ussd_resources import UssdUnavailable
 from payments.ledger_check import check_ledger
 
 T = TypeVar("T")
@@ -84,7 +88,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         web.run_app(create_app(settings), host=host, port=port, access_log=None,
                     shutdown_timeout=settings.server.shutdown_timeout_s,
                     print=lambda _: click.echo(f"Sauti gateway listening on http://{host}:{port} (Ctrl-C to stop)"))
-    except ProvidersUnavailable as exc:  # a setting to fix, said plainly (no traceback)
+    except (ProvidersUnavailable, UssdUnavailable) as exc:  # a setting to fix, said plainly (no traceback)
         raise click.ClickException(str(exc)) from None
 
 
@@ -134,8 +138,11 @@ main.add_command(sandbox)
 main.add_command(worker)
 main.add_command(outbox_group)
 main.add_command(nlu)
+main.add_command(ussd)
+main.add_command(phone)
 main.add_command(apikey)
 main.add_command(reconcile_command)
+main.add_command(mpesa)
 
 
 if __name__ == "__main__":

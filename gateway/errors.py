@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.access_log import redact_path
 from payments import errors as pe
 from payments.fees import LimitExceeded
-from payments.refunds import NotRefundable
+from payments.refunds import NotRefundable, UnknownPayment
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ STATUS_BY_ERROR: tuple[tuple[type[pe.PaymentsError], int], ...] = (
     (pe.UnknownAccount, 404),
     (pe.UnknownUser, 404),
     (pe.UnknownTransfer, 404),
+    (UnknownPayment, 404),
     (pe.WrongPin, 401),
     (pe.AccountLocked, 423),
     (pe.AccountClosed, 403),

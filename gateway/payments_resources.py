@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.keys import DB_ENGINE, LEDGER, PAYMENTS, SETTINGS
 from gateway.settings import PaymentsSection, Settings
+from payments.errors import InvalidRequest
 from payments.fees import FeePlan, Limits
 from payments.ledger import Ledger
 from payments.money import Currency
@@ -39,6 +40,7 @@ from payments.orchestrator import Payments
 from payments.payment_settings import PaymentSettings, ProviderClients
 from payments.providers.daraja import DarajaClient, DarajaSettings
 from payments.providers.daraja_credentials import security_credential
+from payments.providers.errors import ProviderError
 from payments.providers.sms import SmsSender, SmsSettings
 from payments.providers.wave import WaveClient, WaveSettings
 from payments.providers.wave_webhooks import SharedSecret, SigningSecret, WebhookSecurity
@@ -127,8 +129,10 @@ def callback_secret(settings: Settings) -> str:
     return secret
 
 
-def payment_settings(section: PaymentsSection, callback_base_url: str) -> PaymentSettings:
-    """The orchestrator's policy from the ``payments:`` section."""
+def payment_settings(section: PaymentsSection, callback_base_url: str, *, hot_account_shards: int = 8,
+                     stk_orphan_grace_s: float = 120.0) -> PaymentSettings:
+    """The orchestrator's policy from the ``payments:`` section (and ``ledger.hot_account_shards``;
+    an unrecorded STK push's grace is twice ``outbox.lease_s``, past which a push job is cut short)."""
     plans = {name: FeePlan(name, plan.basis_points, plan.monthly_allowance) for name, plan in section.fee_plans.items()}
     limits = Limits(
         per_transaction_max={Currency(code): cap for code, cap in section.limits.per_transaction_max.items()},
@@ -140,7 +144,8 @@ def payment_settings(section: PaymentsSection, callback_base_url: str) -> Paymen
         fee_plans=plans, default_plan=section.default_plan, limits=limits,
         stk_account_reference=section.stk_account_reference, stk_description=section.stk_description,
         b2c_remarks=section.b2c_remarks, wave_success_url=section.wave_success_url,
-        wave_error_url=section.wave_error_url, sms_receipts=section.sms_receipts)
+        wave_error_url=section.wave_error_url, sms_receipts=section.sms_receipts,
+        hot_account_shards=hot_account_shards, stk_orphan_grace_s=stk_orphan_grace_s)
 
 
 def _secret(value) -> str | None:
@@ -307,7 +312,10 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
         daraja = await stack.enter_async_context(DarajaClient(daraja_settings)) if daraja_settings else None
         wave = await stack.enter_async_context(WaveClient(wave_settings)) if wave_settings else None
         sms = SmsSender(sms_settings) if sms_settings else None
-        payments = Payments(engine, ledger, settings=payment_settings(settings.payments, f"{base}/callbacks/{secret}"),
+        policy = payment_settings(settings.payments, f"{base}/callbacks/{secret}",
+                                  hot_account_shards=settings.ledger.hot_account_shards,
+                                  stk_orphan_grace_s=2 * settings.outbox.lease_s)
+        payments = Payments(engine, ledger, settings=policy,
                             providers=ProviderClients(daraja=daraja, wave=wave, sms=sms))
         configured = [name for name, client in (("M-Pesa", daraja), ("Wave", wave), ("SMS", sms)) if client]
         where = f" at {sandbox_urls.daraja}, {sandbox_urls.wave}, {sandbox_urls.africastalking}" if sandbox_urls else ""
@@ -322,11 +330,29 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
 async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
     """`Payments` for the app's lifetime, under `gateway.keys.PAYMENTS`. Goes after `database_ctx`
     (it needs the engine and the ledger) and before `worker_ctx` (whose handlers it gives)."""
-    async with open_payments(app[SETTINGS], app[DB_ENGINE], app[LEDGER], serving=True) as runtime:
+    settings = app[SETTINGS]
+    async with open_payments(settings, app[DB_ENGINE], app[LEDGER], serving=True) as runtime:
         app[PAYMENTS] = runtime.payments
         app[CALLBACK_AUTH] = runtime.callbacks
         app[PAYMENTS_RUNTIME] = runtime
+        if runtime.payments.providers.daraja is not None and (
+                runtime.mode == "sandbox" or settings.payments.register_c2b_on_start):
+            # The sandbox forgets registrations when it stops, and needs one for C2B simulate.
+            await register_c2b(runtime.payments)
         yield
+
+
+async def register_c2b(payments: Payments) -> bool:
+    """Register the C2B URLs with Daraja at start-up; a failure is logged, never fatal (payments
+    other than C2B do not need it; `sauti mpesa register-c2b` can do it later)."""
+    try:
+        registered = await payments.register_c2b_urls()
+    except (ProviderError, InvalidRequest) as exc:
+        log.error("C2B URL registration failed (%s: %s); customers' paybill payments will not reach us until "
+                  "`sauti mpesa register-c2b` succeeds", type(exc).__name__, exc)
+        return False
+    log.info("C2B URLs registered with Daraja (%s)", registered.response_description)
+    return True
 
 
 async def run_recovery(payments: Payments, section: PaymentsSection, stop: asyncio.Event) -> None:
@@ -340,8 +366,8 @@ async def run_recovery(payments: Payments, section: PaymentsSection, stop: async
             log.exception("payment recovery round failed; the next one runs in %gs", section.recovery_interval_s)
         else:
             if report.examined:
-                log.info("payment recovery: %d examined, %d resolved, %d still open, %d need review",
-                         report.examined, report.resolved, report.still_open, report.needs_review)
+                log.info("payment recovery: %d examined, %d resolved, %d still open, %d need review, %d errors",
+                         report.examined, report.resolved, report.still_open, report.needs_review, report.errors)
         try:
             await asyncio.wait_for(stop.wait(), timeout=section.recovery_interval_s)
         except TimeoutError:

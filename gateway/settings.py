@@ -93,6 +93,9 @@ class LedgerSettings(_Section):
     max_transaction: int = Field(999_999, ge=1, le=10**9, description="major units, any currency")
     batch_max_size: int = Field(64, ge=1, le=1000)
     batch_pipelines: int = Field(1, ge=1, le=32)
+    # Shards of each hot account (fee revenue, provider collection and settlement), made when the
+    # payment orchestrator first uses it; 1: none.
+    hot_account_shards: int = Field(8, ge=1, le=64)
 
 
 class OutboxSettings(_Section):
@@ -135,6 +138,21 @@ class ApiSettings(_Section):
     key_pepper: SecretStr = SecretStr("")
     max_body_bytes: int = Field(65_536, ge=1_024, le=2 * 1024 * 1024)
     history_max_limit: int = Field(100, ge=1, le=1000)
+
+
+class AgentsSection(_Section):
+    """Agents' cash-in and cash-out (`payments.agents.AgentSettings`, same names)."""
+
+    # Commission on a cash-in, in basis points of the amount (200 = 2 %, as the seeds' hosts earn).
+    cash_in_commission_bp: int = Field(200, ge=0, le=10_000)
+    # Commission on a cash-out; keep it below the customer's fee (basic plan: 100) or cash-outs cost Sauti.
+    cash_out_commission_bp: int = Field(50, ge=0, le=10_000)
+    # How long a customer's cash-in / cash-out request waits for the agent (a cash-out's hold with it).
+    request_expiry_s: float = Field(1800.0, ge=60, le=7 * 24 * 3600)
+    # Requests one customer may have waiting at once (all agents together).
+    max_pending_per_customer: int = Field(3, ge=1, le=100)
+    # Digits of the agent numbers Sauti makes up when registering an agent without one.
+    agent_number_digits: int = Field(6, ge=4, le=10)
 
 
 class FeePlanSection(_Section):
@@ -199,6 +217,9 @@ class PaymentsSection(_CredentialSection):
     stuck_after_s: float = Field(300.0, ge=0, le=30 * 24 * 3600)
     recovery_interval_s: float = Field(60.0, gt=0, le=24 * 3600)
     recovery_batch: int = Field(200, ge=1, le=10_000)
+    # Register the C2B validation and confirmation URLs with Daraja when serve starts (live mode;
+    # sandbox mode always does). Otherwise: `sauti mpesa register-c2b`, once per URL change.
+    register_c2b_on_start: bool = False
 
     @model_validator(mode="after")
     def _secret_and_plan(self) -> PaymentsSection:
@@ -334,6 +355,7 @@ class Settings(_Section):
     nlu: NluSection = NluSection()
     api: ApiSettings = ApiSettings()
     payments: PaymentsSection = PaymentsSection()
+    agents: AgentsSection = AgentsSection()
     providers: ProvidersSection = ProvidersSection()
     logging: LoggingSettings = LoggingSettings()
 

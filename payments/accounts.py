@@ -28,6 +28,9 @@ class AccountKind(enum.StrEnum):
     PROVIDER_CLEARING = "provider_clearing"  # money on its way out, awaiting the provider's result
     PROVIDER_SETTLEMENT = "provider_settlement"  # money the provider confirmed paid out
     SUSPENSE = "suspense"  # unexplained money, parked until an operator resolves it
+    #: What agents' commissions cost Sauti (`payments.agents`): it pays every commission, so it runs
+    #: negative by what was paid; fee revenue is what covers it.
+    COMMISSION_EXPENSE = "commission_expense"
 
     @property
     def may_go_negative(self) -> bool:
@@ -40,7 +43,8 @@ class AccountKind(enum.StrEnum):
 
 
 _MAY_GO_NEGATIVE = frozenset(
-    {AccountKind.PROVIDER_COLLECTION, AccountKind.PROVIDER_SETTLEMENT, AccountKind.SUSPENSE})
+    {AccountKind.PROVIDER_COLLECTION, AccountKind.PROVIDER_SETTLEMENT, AccountKind.SUSPENSE,
+     AccountKind.COMMISSION_EXPENSE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +135,20 @@ async def balance(conn: AsyncConnection, account_id: int) -> Money:
     account = await get_account(conn, account_id)
     if not account.shards:
         return Money(account.balance, account.currency)
-    total = (await conn.execute(text("SELECT sum(balance) FROM accounts WHERE id = :i OR shard_of = :i"),
-                                {"i": account_id})).scalar_one()
+    # By primary key (the parent lists its shards): `shard_of` has no index.
+    total = (await conn.execute(text("SELECT sum(balance) FROM accounts WHERE id = ANY(:ids)"),
+                                {"ids": [account_id, *account.shards]})).scalar_one()
     return Money(int(total), account.currency)
 
 
 async def shard_account(conn: AsyncConnection, account_id: int, count: int) -> Account:
-    """Split a hot account (a fee or settlement account every transfer credits) into ``count``
-    shards. Credits to it then land on one shard per database connection, so concurrent batches stop
+    """Split a hot account (fee revenue, provider collection or settlement: every payment of a kind
+    touches one) into ``count`` shards. Credits to it then land on one of its shards
+    (`payments.shard_routing`), and so do debits when it may go negative, so concurrent batches stop
     queueing on one row; `balance()` sums them and `Ledger.consolidate_shards` sweeps them back.
-    Only accounts nobody owns can be sharded, once (idempotent for the same count)."""
+    Only accounts nobody owns can be sharded, once (idempotent for the same count). An account that
+    may not go negative and is debited (provider clearing) must not be: its debits would go to the
+    parent, which holds none of the money its shards took."""
     if not 2 <= count <= 64:
         raise InvalidRequest("an account is split into 2 to 64 shards")
     parent = (await conn.execute(text(f"SELECT {_COLUMNS} FROM accounts WHERE id = :i FOR UPDATE"),
@@ -163,6 +171,15 @@ async def shard_account(conn: AsyncConnection, account_id: int, count: int) -> A
              "neg": account.may_go_negative, "parent": account_id})).scalar_one())
     await conn.execute(text("UPDATE accounts SET shards = :s WHERE id = :i"), {"s": ids, "i": account_id})
     return await get_account(conn, account_id)
+
+
+async def shard_balances(conn: AsyncConnection, account_id: int) -> list[tuple[int, int]]:
+    """(id, balance) of the account and of each of its shards, the largest balance first."""
+    rows = await conn.execute(text(
+        "SELECT id, balance FROM accounts WHERE id IN (SELECT CAST(:i AS bigint) "
+        "UNION ALL SELECT unnest(shards) FROM accounts WHERE id = :i) ORDER BY balance DESC, id"),
+        {"i": account_id})
+    return [(row.id, row.balance) for row in rows]
 
 
 _STATEMENT = text("""

@@ -69,7 +69,7 @@ class C2BReceiver:
     async def on_validation(self, paid: C2BPayment) -> dict[str, str]:
         """The answer to a C2B validation: accept, or reject with the contract's code."""
         async with self.engine.connect() as conn:
-            owner = await _wallet_owner(conn, paid.bill_ref_number)
+            owner = await wallet_owner_of(conn, paid.bill_ref_number)
         if owner is None:
             log.info("C2B validation %s rejected: the account number names no wallet", paid.trans_id)
             return c2b_validation_answer(accept=False, rejection_code=INVALID_ACCOUNT)
@@ -96,7 +96,7 @@ class C2BReceiver:
                 if not await store.record_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
                                                          {**summary, "outcome": "booked"}):
                     return "duplicate"
-                owner = await _wallet_owner(conn, paid.bill_ref_number)
+                owner = await wallet_owner_of(conn, paid.bill_ref_number)
                 if owner is None:
                     await self.money.park_in_suspense(conn, paid.trans_id, paid.amount)
                     await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
@@ -141,10 +141,11 @@ class C2BReceiver:
         return "unbookable" if recorded else "duplicate"
 
 
-async def _wallet_owner(conn: AsyncConnection, bill_ref: str) -> User | None:
-    """The active Kenyan user whose phone number the account number is, in any local form."""
+async def wallet_owner_of(conn: AsyncConnection, number: str) -> User | None:
+    """The active Kenyan user whose phone number ``number`` is, in any local form (a C2B account
+    number, an STK payer's number)."""
     try:
-        phone = parse_msisdn(bill_ref, "KE")
+        phone = parse_msisdn(number, "KE")
     except InvalidPhoneNumber:
         return None
     if not phone.startswith("+254"):

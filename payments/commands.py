@@ -35,6 +35,10 @@ class PaymentKind(enum.StrEnum):
     WITHDRAW = "withdraw"
     DEPOSIT = "deposit"
     REFUND = "refund"
+    #: Cash handed over at an agent (`payments.agents`): the agent's float pays the customer's wallet
+    #: (cash_in, paid by the agent) or the customer's wallet pays the float (cash_out).
+    CASH_IN = "cash_in"
+    CASH_OUT = "cash_out"
 
 
 #: Kinds that M-Pesa pays by B2B (to a paybill or a till) ...

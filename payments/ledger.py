@@ -179,6 +179,9 @@ class TransferBatcher:
         self._drains = 0
         self._shards = ShardRouter(engine)
 
+    def forget_shards(self) -> None:
+        self._shards.forget()
+
     async def submit(self, op: dict[str, Any]) -> dict[str, Any]:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending.append((op, fut))
@@ -242,6 +245,13 @@ class Ledger:
         self._batcher = batcher
         self._shards = ShardRouter(engine)
 
+    def forget_shards(self) -> None:
+        """Reload the shard lists before the next operation: an account was just sharded, and
+        spreading its writes need not wait for the routers' next refresh."""
+        self._shards.forget()
+        if self._batcher is not None:
+            self._batcher.forget_shards()
+
     async def _apply(self, op: dict[str, Any], conn: AsyncConnection | None) -> TransferResult | HoldResult:
         try:
             if conn is not None or self._batcher is None:
@@ -288,14 +298,21 @@ class Ledger:
 
     async def consolidate_shards(self, parent_id: int) -> list[TransferResult]:
         """Sweep each shard's balance back into its parent account (one transfer per shard), so the
-        parent alone shows the total and can pay refunds from it."""
+        parent alone shows the total. A shard that may go negative (provider collection or
+        settlement, debited through its shards) and is below zero is swept the other way: the
+        parent covers it."""
         async with self.engine.connect() as conn:
+            # By primary key, from the parent's list of shards (`shard_of` has no index).
             rows = (await conn.execute(text(
-                "SELECT s.id, s.balance, s.currency FROM accounts s WHERE s.shard_of = :p AND s.balance > 0 "
+                "SELECT s.id, s.balance, s.currency FROM accounts s "
+                "WHERE s.id IN (SELECT unnest(shards) FROM accounts WHERE id = :p) AND s.balance <> 0 "
                 "ORDER BY s.id"), {"p": parent_id})).all()
         results = []
         for shard_id, amount, currency in rows:
-            legs = (Leg(shard_id, -amount, Currency(currency)), Leg(parent_id, amount, Currency(currency), exact=True))
+            # The parent's leg is exact: routing would send it back to a shard (a credit, or a
+            # debit of a parent that may go negative). A shard's own leg is never routed.
+            legs = (Leg(shard_id, -amount, Currency(currency)),
+                    Leg(parent_id, amount, Currency(currency), exact=True))
             # The key names the shard and its balance: a retry after a crash replays, a later sweep
             # (new balance) is a new transfer.
             key = f"consolidate:{shard_id}:{amount}:{await self._last_posting(shard_id)}"

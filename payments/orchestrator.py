@@ -6,14 +6,16 @@ One pipeline per payment kind, each readable top to bottom:
   payment, moves the money (3-leg transfer with the fee), marks it succeeded and enqueues the SMS
   receipts.
 - payout (`SendToPhone` to a number without a wallet, `Withdraw`): ONE transaction records the payment,
-  moves amount + fee from the wallet into provider clearing (+ fee revenue), marks it pending and
+  moves amount + fee from the wallet into provider clearing, marks it pending and
   enqueues the provider job (`mpesa.b2c` for KES, `wave.payout` for XOF). The job sends it with our
   `public_id` as the provider's idempotency id; the result (callback, webhook, Wave's answer or a
-  status query) settles clearing to the provider's settlement account, or unwinds it to the payer.
+  status query) settles clearing to the provider's settlement account and the fee to fee revenue,
+  or unwinds both to the payer.
 - deposit (`Deposit`): ONE transaction records the payment and enqueues `mpesa.stk_push` (KES) or
   `wave.checkout` (XOF). The STK callback, confirmed by an STK query when `confirm_stk_with_query`
   (Daraja signs nothing), or Wave's verified `checkout.session.*` webhook credits the wallet from
-  provider collection.
+  provider collection. The callback of a push whose id was never recorded (its job died after
+  Daraja took it, and pushed again) is kept, confirmed and credited once (`payments.stk_orphans`).
 - merchant payments (`PayBill`, `BuyGoods`: M-Pesa B2B, job `mpesa.b2b`; `PayPochi`: B2C to the
   merchant's pochi number, job `mpesa.b2c`): payouts, KES only, with the paybill / account number /
   till on the payment row. The B2B Result (by callback, found by its ConversationID) settles or unwinds.
@@ -69,6 +71,7 @@ from payments.payment_settings import (
     CALLBACK_C2B_VALIDATION,
     JOB_B2B,
     JOB_B2C,
+    JOB_STK_ORPHAN,
     JOB_STK_PUSH,
     JOB_WAVE_CHECKOUT,
     JOB_WAVE_PAYOUT,
@@ -87,8 +90,9 @@ from payments.providers.wave import Payout
 from payments.providers.wave_webhooks import WaveEvent
 from payments.refunds import Refunds
 from payments.resolution import Resolver
-from payments.settlement import AccountBook, Settlement
+from payments.settlement import FEE_IN_CLEARING, AccountBook, Settlement
 from payments.states import PaymentStatus
+from payments.stk_orphans import StkOrphans
 
 __all__ = ["PaymentSettings", "Payments", "ProviderClients", "RecoveryReport"]
 
@@ -113,11 +117,13 @@ class Payments:
         self.settings = settings or PaymentSettings()
         self.providers = providers or ProviderClients()
         self._plan_for = plan_for or (lambda user: self.settings.fee_plans[self.settings.default_plan])
-        self.accounts = AccountBook(engine)
+        self.accounts = AccountBook(engine, hot_account_shards=self.settings.hot_account_shards,
+                                    on_sharded=ledger.forget_shards)
         self.money = Settlement(ledger, self.accounts)
         self.resolver = Resolver(engine, self.money, self.settings, self.providers)
         self.jobs = ProviderJobs(engine, self.resolver, self.settings, self.providers)
-        self.results = ProviderResults(engine, self.resolver, self.settings, self.providers)
+        self.orphans = StkOrphans(engine, self.resolver, self.money, self.settings, self.providers)
+        self.results = ProviderResults(engine, self.resolver, self.settings, self.providers, self.orphans)
         self.c2b = C2BReceiver(engine, self.resolver, self.money, self.settings, self.providers)
         self.refunds = Refunds(engine, self.money, self.resolver)
         self._commands: Mapping[type, Callable[[Any], Awaitable[Payment]]] = MappingProxyType({
@@ -306,6 +312,7 @@ class Payments:
         except InsufficientFunds as exc:
             return await self._refused(conn, payment, exc)
         payment = await store.transition(conn, payment, S.PENDING, cause="debited_to_clearing",
+                                         refs={FEE_IN_CLEARING: True} if payment.fee.minor else {},
                                          debit_transfer_id=debited.transfer_id)
         await enqueue(conn, job, {"payment": payment.public_id}, dedupe_key=f"{job}:{payment.public_id}")
         return payment
@@ -377,13 +384,15 @@ class Payments:
     def register_handlers(self) -> dict[str, Handler]:
         """The outbox worker's routing table: ``mpesa.b2c``, ``mpesa.b2b``, ``wave.payout``,
         ``mpesa.stk_push``, ``wave.checkout``, ``mpesa.reversal``, ``mpesa.status_query``,
-        ``wave.checkout_refund``, ``wave.payout_reverse``, ``sms.receipt``."""
-        return self.jobs.handlers()
+        ``wave.checkout_refund``, ``wave.payout_reverse``, ``sms.receipt``, ``mpesa.stk_orphan``."""
+        return {**self.jobs.handlers(), JOB_STK_ORPHAN: self.orphans.run}
 
     async def register_c2b_urls(self) -> C2BRegistration:
         """Tell Daraja where to send C2B validations and confirmations for our shortcode (once per
-        deployment, or whenever the callback base URL changes). ``Completed``: a validation we fail
-        to answer in time lets the payment through (the confirmation then books it, or parks it)."""
+        deployment, or whenever the callback base URL changes: `sauti mpesa register-c2b`, or
+        ``payments.register_c2b_on_start``). The paths say neither "mpesa" nor "safaricom", which
+        Safaricom refuses in these URLs. ``Completed``: a validation we fail to answer in time lets
+        the payment through (the confirmation then books it, or parks it)."""
         daraja = self.providers.daraja
         if daraja is None:
             raise InvalidRequest("M-Pesa is not configured")

@@ -22,20 +22,26 @@ JOB_B2C, JOB_WAVE_PAYOUT, JOB_STK_PUSH, JOB_SMS = "mpesa.b2c", "wave.payout", "m
 JOB_WAVE_CHECKOUT = "wave.checkout"
 JOB_B2B, JOB_REVERSAL, JOB_STATUS_QUERY = "mpesa.b2b", "mpesa.reversal", "mpesa.status_query"
 JOB_WAVE_REFUND, JOB_WAVE_REVERSE = "wave.checkout_refund", "wave.payout_reverse"
+#: Confirm and credit an STK push whose CheckoutRequestID we never recorded (`payments.stk_orphans`).
+JOB_STK_ORPHAN = "mpesa.stk_orphan"
+#: The `provider_events` kind of such a push's callback, keyed by its CheckoutRequestID.
+STK_ORPHAN_EVENT = "stk_orphan"
 #: What the orchestrator appends to ``callback_base_url`` for each Daraja callback; the gateway
-#: routes the same paths (`gateway.callbacks`), so the two cannot drift apart.
-CALLBACK_STK, CALLBACK_B2C_RESULT, CALLBACK_B2C_TIMEOUT = "/mpesa/stk", "/mpesa/b2c/result", "/mpesa/b2c/timeout"
-CALLBACK_B2B_RESULT, CALLBACK_B2B_TIMEOUT = "/mpesa/b2b/result", "/mpesa/b2b/timeout"
-CALLBACK_REVERSAL_RESULT, CALLBACK_REVERSAL_TIMEOUT = "/mpesa/reversal/result", "/mpesa/reversal/timeout"
-CALLBACK_STATUS_RESULT, CALLBACK_STATUS_TIMEOUT = "/mpesa/status/result", "/mpesa/status/timeout"
-CALLBACK_C2B_VALIDATION, CALLBACK_C2B_CONFIRMATION = "/mpesa/c2b/validation", "/mpesa/c2b/confirmation"
+#: routes the same paths (`gateway.callbacks`), so the two cannot drift apart. IMPORTANT: Safaricom
+#: refuses URLs holding "M-Pesa", "Safaricom", "exec", "cmd", "sql" or "query" in any spelling, so
+#: the paths name only the API.
+CALLBACK_STK, CALLBACK_B2C_RESULT, CALLBACK_B2C_TIMEOUT = "/stk", "/b2c/result", "/b2c/timeout"
+CALLBACK_B2B_RESULT, CALLBACK_B2B_TIMEOUT = "/b2b/result", "/b2b/timeout"
+CALLBACK_REVERSAL_RESULT, CALLBACK_REVERSAL_TIMEOUT = "/reversal/result", "/reversal/timeout"
+CALLBACK_STATUS_RESULT, CALLBACK_STATUS_TIMEOUT = "/status/result", "/status/timeout"
+CALLBACK_C2B_VALIDATION, CALLBACK_C2B_CONFIRMATION = "/c2b/validation", "/c2b/confirmation"
 
 
 @dataclass(frozen=True)
 class PaymentSettings:
     """The orchestrator's policy. ``callback_base_url`` is where providers reach us (it should carry
     a secret path segment: Daraja signs nothing); the orchestrator appends the ``CALLBACK_*`` paths
-    above (``/mpesa/stk``, ``/mpesa/b2c/result``, ``/mpesa/b2b/result``, ``/mpesa/status/result``, …).
+    above (``/stk``, ``/b2c/result``, ``/b2b/result``, ``/status/result``, …).
     ``confirm_stk_with_query`` governs C2B confirmations too: Daraja signs neither."""
 
     callback_base_url: str = "http://127.0.0.1:8080/callbacks"
@@ -53,6 +59,13 @@ class PaymentSettings:
     wave_error_url: str = "https://sauti.example/wave/error"
     #: Send SMS receipts (jobs are enqueued either way when an SMS sender is configured).
     sms_receipts: bool = True
+    #: Shards of each hot account (fee revenue, provider collection and settlement) when first
+    #: used; 1: none (`payments.settlement.AccountBook`).
+    hot_account_shards: int = 8
+    #: How long the callback of an STK push nobody recorded waits before it is taken for an orphan
+    #: (`payments.stk_orphans`): longer than any run of the push job, which records the push's id
+    #: (the gateway uses twice the outbox lease, past which a job run is cut short).
+    stk_orphan_grace_s: float = 120.0
 
 
 @dataclass(frozen=True)

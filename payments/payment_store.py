@@ -134,15 +134,22 @@ class NewPayment:
     provider_ref: str | None = None
 
 
+# The row and its first event in one statement (one round trip); a key already used inserts neither.
 _INSERT = text(f"""
-INSERT INTO payments (public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, fee,
-                      currency, provider, recipient_phone, recipient_user_id, transcript, confidence,
-                      voice_confirmed, paybill, account_number, till, refund_of, provider_ref)
-VALUES (:public_id, :payer, :key, :hash, :kind, :channel, :amount, :fee, :currency, :provider, :phone,
-        :recipient, :transcript, :confidence, :voice_confirmed, :paybill, :account_number, :till, :refund_of,
-        :provider_ref)
-ON CONFLICT (payer_user_id, idempotency_key) DO NOTHING
-RETURNING {_COLUMNS}
+WITH inserted AS (
+    INSERT INTO payments (public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, fee,
+                          currency, provider, recipient_phone, recipient_user_id, transcript, confidence,
+                          voice_confirmed, paybill, account_number, till, refund_of, provider_ref)
+    VALUES (:public_id, :payer, :key, :hash, :kind, :channel, :amount, :fee, :currency, :provider, :phone,
+            :recipient, :transcript, :confidence, :voice_confirmed, :paybill, :account_number, :till, :refund_of,
+            :provider_ref)
+    ON CONFLICT (payer_user_id, idempotency_key) DO NOTHING
+    RETURNING {_COLUMNS}
+), event AS (
+    INSERT INTO payment_events (payment_id, from_status, to_status, cause, details)
+    SELECT id, NULL, 'created', :cause, CAST('{{}}' AS jsonb) FROM inserted
+)
+SELECT {_COLUMNS} FROM inserted
 """)
 
 
@@ -156,12 +163,8 @@ async def insert_payment(conn: AsyncConnection, new: NewPayment, *, cause: str) 
         "phone": new.recipient_phone, "recipient": new.recipient_user_id, "transcript": new.transcript,
         "confidence": new.confidence, "voice_confirmed": new.voice_confirmed, "paybill": new.paybill,
         "account_number": new.account_number, "till": new.till, "refund_of": new.refund_of,
-        "provider_ref": new.provider_ref})).first()
-    if row is None:
-        return None
-    payment = _payment(row)
-    await _event(conn, payment.id, None, PaymentStatus.CREATED, cause, {})
-    return payment
+        "provider_ref": new.provider_ref, "cause": cause})).first()
+    return _payment(row) if row is not None else None
 
 
 async def find_by_key(conn: AsyncConnection, payer_user_id: int, key: str) -> Payment | None:
@@ -203,15 +206,6 @@ async def find_by_provider_ref(conn: AsyncConnection, provider: str, ref: str, *
     return _payment(row) if row else None
 
 
-async def _event(conn: AsyncConnection, payment_id: int, from_status: PaymentStatus | None,
-                 to_status: PaymentStatus, cause: str, details: Mapping[str, Any]) -> None:
-    await conn.execute(text(
-        "INSERT INTO payment_events (payment_id, from_status, to_status, cause, details) "
-        "VALUES (:p, :f, :t, :c, CAST(:d AS jsonb))"),
-        {"p": payment_id, "f": from_status.value if from_status else None, "t": to_status.value, "c": cause,
-         "d": json.dumps(dict(details), default=str)})
-
-
 # Columns `transition` may set along with the status.
 _SETTABLE = frozenset({"provider_ref", "error_code", "error_message", "debit_transfer_id", "settle_transfer_id",
                        "retry_count"})
@@ -235,14 +229,18 @@ async def transition(
     if unknown:
         raise ValueError(f"transition cannot set {sorted(unknown)}")
     sets = ", ".join(f"{name} = :{name}" for name in columns)
+    # The change and its event in one statement (one round trip).
     row = (await conn.execute(text(
-        f"UPDATE payments SET status = :status, updated_at = now(), "
+        f"WITH changed AS (UPDATE payments SET status = :status, updated_at = now(), "
         f"finished_at = CASE WHEN :final THEN now() ELSE finished_at END, "
         f"provider_refs = provider_refs || CAST(:refs AS jsonb)"
-        f"{', ' + sets if sets else ''} WHERE id = :id RETURNING {_COLUMNS}"),
+        f"{', ' + sets if sets else ''} WHERE id = :id RETURNING {_COLUMNS}), "
+        f"event AS (INSERT INTO payment_events (payment_id, from_status, to_status, cause, details) "
+        f"SELECT id, :from_status, :status, :cause, CAST(:details AS jsonb) FROM changed) "
+        f"SELECT {_COLUMNS} FROM changed"),
         {"status": target.value, "final": target.is_final, "refs": json.dumps(dict(refs or {}), default=str),
-         "id": payment.id, **columns})).one()
-    await _event(conn, payment.id, payment.status, target, cause, details or {})
+         "id": payment.id, "from_status": payment.status.value, "cause": cause,
+         "details": json.dumps(dict(details or {}), default=str), **columns})).one()
     return _payment(row)
 
 
@@ -295,6 +293,20 @@ async def note_provider_event(
         "payment_id = coalesce(:p, payment_id) WHERE provider = :pr AND event_key = :k AND kind = :kind"),
         {"extra": json.dumps(dict(extra), default=str), "p": payment_id, "pr": provider, "k": event_key,
          "kind": kind})
+
+
+async def provider_event(
+    conn: AsyncConnection, provider: str, event_key: str, kind: str, *, lock: bool = False,
+) -> dict[str, Any] | None:
+    """A recorded delivery's summary, or None; ``lock`` takes its row lock until the transaction
+    ends, so two paths deciding on one delivery decide one after the other."""
+    suffix = " FOR UPDATE" if lock else ""
+    payload = (await conn.execute(text(
+        f"SELECT payload FROM provider_events WHERE provider = :pr AND event_key = :k AND kind = :kind{suffix}"),
+        {"pr": provider, "k": event_key, "kind": kind})).scalar_one_or_none()
+    if payload is None:
+        return None
+    return dict(json.loads(payload) if isinstance(payload, str) else payload)
 
 
 async def outgoing_totals(conn: AsyncConnection, payer_user_id: int, currency: Currency) -> tuple[Money, int]:

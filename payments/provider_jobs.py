@@ -387,7 +387,9 @@ class ProviderJobs:
         to = job.payload.get("to")
         async with self.engine.connect() as conn:
             payer = await get_user(conn, payment.payer_user_id)
-            payee = await get_user(conn, payment.recipient_user_id) if payment.recipient_user_id else None
+            # The payee only for the payee's own receipt (the payer's needs only the payer).
+            payee = await get_user(conn, payment.recipient_user_id) \
+                if to == "payee" and payment.recipient_user_id else None
         status = S(job.payload.get("status", payment.status.value))
         if to == "payee" and payee is not None:
             number, message = payee.phone, f"You received {payment.amount} from {payer.display_name or payer.phone}."

@@ -49,6 +49,7 @@ from payments.providers.wave import PaymentStatus as WavePaymentStatus
 from payments.providers.wave_webhooks import WaveEvent
 from payments.resolution import Resolver, Verdict, daraja_failure
 from payments.states import PaymentStatus
+from payments.stk_orphans import StkOrphans
 
 log = logging.getLogger(__name__)
 
@@ -73,27 +74,32 @@ class RecoveryReport:
     needs_review: int = 0
     #: Payments about which a Daraja status query was sent (its answer comes by callback).
     queried: int = 0
+    #: Payments whose recovery failed on an unexpected error (logged with the payment's id); the
+    #: next round tries them again.
+    errors: int = 0
 
 
 class ProviderResults:
     """Callbacks, webhooks and recovery sweeps, each turned into a `Verdict` for the `Resolver`."""
 
     def __init__(self, engine: AsyncEngine, resolver: Resolver, settings: PaymentSettings,
-                 providers: ProviderClients) -> None:
+                 providers: ProviderClients, orphans: StkOrphans) -> None:
         self.engine = engine
         self.resolver = resolver
         self.settings = settings
         self.providers = providers
+        self.orphans = orphans
 
     async def on_stk_callback(self, callback: StkCallback) -> str:
         """Apply an STK push callback; returns what happened (for logs and tests): ``credited``,
         ``failed``, ``duplicate``, ``unconfirmed`` (the query does not confirm it yet: recovery asks
-        again), ``unknown`` (not our push, or it arrived before the push was recorded)."""
+        again); for a push no payment names (its id was never recorded, or not yet), what
+        `StkOrphans.record` did: ``orphan`` (a success, kept to be confirmed and credited) or
+        ``ignored`` (a failure)."""
         async with self.engine.connect() as conn:
             payment = await store.find_by_provider_ref(conn, MPESA, callback.checkout_request_id)
         if payment is None:
-            log.warning("STK callback for an unknown CheckoutRequestID; recovery will query it")
-            return "unknown"
+            return await self.orphans.record(callback)
         if payment.status.is_final:
             return "duplicate"
         summary = {"result_code": callback.result_code, "receipt": callback.receipt,
@@ -317,15 +323,21 @@ class ProviderResults:
         one touches the payment."""
         async with self.engine.connect() as conn:
             stuck = await store.open_payments(conn, older_than.total_seconds(), limit=limit)
-        counts = {"resolved": 0, "open": 0, "review": 0, "queried": 0}
+        counts = {"resolved": 0, "open": 0, "review": 0, "queried": 0, "errors": 0}
         for payment in stuck:
             try:
                 result = await self._recover(payment)
             except ProviderError as exc:
                 log.warning("recovery of payment %s: provider error %s", payment.public_id, type(exc).__name__)
                 result = "open"
+            except Exception:
+                # IMPORTANT: one payment that cannot be recovered (a bug, bad data) must not stall the
+                # others: the round goes on, and this one is tried again next round.
+                log.exception("recovery of payment %s failed; the others go on", payment.public_id)
+                result = "errors"
             counts[result] += 1
-        return RecoveryReport(len(stuck), counts["resolved"], counts["open"], counts["review"], counts["queried"])
+        return RecoveryReport(len(stuck), counts["resolved"], counts["open"], counts["review"], counts["queried"],
+                              counts["errors"])
 
     async def _recover(self, payment: Payment) -> str:
         if payment.provider_refs.get("needs_review"):

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from payments import payment_store as store
 from payments.commands import PaymentKind
 from payments.outbox import enqueue
-from payments.payment_settings import JOB_SMS, WAVE, PaymentSettings, ProviderClients
+from payments.payment_settings import JOB_SMS, MPESA, STK_ORPHAN_EVENT, WAVE, PaymentSettings, ProviderClients
 from payments.payment_store import Payment
 from payments.providers.wave import Payout, PayoutStatus
 from payments.settlement import Settlement
@@ -54,6 +54,12 @@ class Verdict:
     error_message: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     refs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _stk_push(payment: Payment) -> bool:
+    """Whether the payment is an M-Pesa deposit by STK push (named by its CheckoutRequestID)."""
+    return (payment.kind == PaymentKind.DEPOSIT and payment.provider == MPESA and payment.provider_ref is not None
+            and payment.provider_refs.get("source") is None)
 
 
 def daraja_failure(code: int | str, desc: str, cause: str) -> Verdict:
@@ -124,7 +130,28 @@ class Resolver:
                           payment.status)
                 await store.note(conn, payment, {"needs_review": f"provider said {target} while {payment.status}"})
                 return payment, False
+            if outcome.succeeded and _stk_push(payment) and not await self._claim_push(conn, payment):
+                return payment, False
             return await self._finish(conn, payment, outcome), True
+
+    async def _claim_push(self, conn: AsyncConnection, payment: Payment) -> bool:
+        """An STK deposit is about to be credited: make sure its push's money was not booked as an
+        orphan's (`payments.stk_orphans`: its callback came before the push was recorded, and was
+        taken for one), and that it cannot be any more. False, with the payment flagged, when it was."""
+        assert payment.provider_ref is not None
+        orphan = await store.provider_event(conn, MPESA, payment.provider_ref, STK_ORPHAN_EVENT, lock=True)
+        if orphan is None:
+            return True
+        booked = {"credited": f"credited as {orphan.get('payment')}", "suspense": "parked in suspense"}
+        if orphan.get("outcome") in booked:
+            where = booked[orphan["outcome"]]
+            log.error("payment %s: its push was %s already; flagged for review", payment.public_id, where)
+            await store.note(conn, payment, {"needs_review": f"its push was {where}"})
+            return False
+        if orphan.get("outcome") == "pending":
+            await store.note_provider_event(conn, MPESA, payment.provider_ref, STK_ORPHAN_EVENT,
+                                            {"outcome": "matched"}, payment_id=payment.id)
+        return True
 
     async def _finish(self, conn: AsyncConnection, payment: Payment, outcome: Verdict) -> Payment:
         details = {**outcome.details, **({"error": outcome.error_code} if outcome.error_code else {})}

@@ -1,15 +1,22 @@
-"""Hot-account shard routing: a credit to a sharded account goes to one of its shards.
+"""Hot-account shard routing: a credit to a sharded account goes to one of its shards, and so does
+a debit of one that may go negative.
 
-Every paid transfer credits the same fee-revenue account; as one row it would serialise all writers.
-`payments.accounts.shard_account` splits such an account into shards, and this router rewrites each
-credit leg to a shard before the op reaches the database. Which shard: one fixed per router for
-each of a batcher's pipelines (its batches follow each other, so they need no spreading, and one shard
-row per batch is the cheapest), a random one per op for ops that run on their own connections at once.
+Every paid transfer credits the same fee-revenue account, every deposit debits the same provider
+collection account and every payout credits the same provider settlement account; as one row each
+would serialise all writers. `payments.accounts.shard_account` splits such an account into shards,
+and this router rewrites each leg on it to a shard before the op reaches the database. Credits may
+land on any shard. Debits may only where a shard can go negative (collection, settlement, suspense:
+the accounts that mirror the outside world); the debits of any other sharded account (fee revenue,
+given back by a refund) name their shards themselves, as exact legs. Which shard: one fixed per
+router for each of a batcher's pipelines (its batches follow each other, so they need no spreading,
+and one shard row per batch is the cheapest), a random one per op for ops that run on their own
+connections at once.
 
 Why here and not in SQL: rewriting each batch's JSON inside `ledger_apply` cost as much as checking
 its balances. A shard list never changes once set, so a cached copy is safe; an account sharded
-after the copy was taken is credited whole until the next refresh (every ``refresh_s``), which is
-correct, only hotter. A leg marked exact (``"x"``: consolidation crediting the parent) is left alone.
+after the copy was taken is used whole until the next refresh (every ``refresh_s``, or at once after
+`forget`), which is correct, only hotter. A leg marked exact (``"x"``: consolidation, a fee given
+back) is left alone.
 """
 
 from __future__ import annotations
@@ -18,24 +25,38 @@ import asyncio
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-_SHARDED = text("SELECT id, shards FROM accounts WHERE shards IS NOT NULL")
+_SHARDED = text("SELECT id, shards, may_go_negative FROM accounts WHERE shards IS NOT NULL")
+
+
+@dataclass(frozen=True, slots=True)
+class _Sharded:
+    """A sharded account as the router needs it: its shards, and whether they may take debits
+    (they may go negative)."""
+
+    shards: tuple[int, ...]
+    takes_debits: bool
 
 
 class ShardRouter:
     def __init__(self, engine: AsyncEngine, *, refresh_s: float = 30.0) -> None:
         self._engine = engine
         self._refresh_s = refresh_s
-        self._shards: Mapping[int, tuple[int, ...]] = {}
+        self._shards: Mapping[int, _Sharded] = {}
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
         self._slot = random.randrange(1 << 30)
 
-    async def _current(self, conn: AsyncConnection | None) -> Mapping[int, tuple[int, ...]]:
+    def forget(self) -> None:
+        """Reload the shard lists before the next op (an account was just sharded)."""
+        self._loaded_at = float("-inf")
+
+    async def _current(self, conn: AsyncConnection | None) -> Mapping[int, _Sharded]:
         if time.monotonic() - self._loaded_at < self._refresh_s:
             return self._shards
         async with self._lock:
@@ -46,14 +67,15 @@ class ShardRouter:
                 else:
                     async with self._engine.connect() as own:
                         rows = (await own.execute(_SHARDED)).all()
-                self._shards = {row.id: tuple(row.shards) for row in rows}
+                self._shards = {row.id: _Sharded(tuple(row.shards), row.may_go_negative) for row in rows}
                 self._loaded_at = time.monotonic()
         return self._shards
 
     async def route(self, op: dict[str, Any], *, spread: bool = False, slot: int = 0,
                     conn: AsyncConnection | None = None) -> dict[str, Any]:
-        """``op`` with its credits to sharded accounts moved to a shard (the op itself if none): a
-        random shard when ``spread``, else the one for ``slot`` (a batcher's pipeline)."""
+        """``op`` with its legs on sharded accounts moved to a shard (the op itself if none): every
+        credit, and the debits of accounts that may go negative; a random shard when ``spread``,
+        else the one for ``slot`` (a batcher's pipeline)."""
         legs = op.get("legs")
         if not legs:
             return op
@@ -62,8 +84,9 @@ class ShardRouter:
             return op
         routed = None
         for n, leg in enumerate(legs):
-            targets = shards.get(leg["a"])
-            if targets and leg["m"] > 0 and "x" not in leg:
+            sharded = shards.get(leg["a"])
+            if sharded is not None and "x" not in leg and (leg["m"] > 0 or sharded.takes_debits):
+                targets = sharded.shards
                 index = random.randrange(len(targets)) if spread else (self._slot + slot) % len(targets)
                 if routed is None:
                     routed = list(legs)

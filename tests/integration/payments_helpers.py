@@ -25,6 +25,10 @@ from payments.ledger_check import check_ledger
 from payments.money import Currency, Money
 from payments.orchestrator import Payments, PaymentSettings, ProviderClients
 from payments.outbox import RetryPolicy
+from payments.payment_settings import (
+    CALLBACK_C2B_CONFIRMATION,
+    CALLBACK_C2B_VALIDATION,
+)
 from payments.payment_store import Payment, get_payment
 from payments.postings import TransferRequest, payment_legs
 from payments.providers.daraja import DarajaClient, DarajaSettings
@@ -55,9 +59,9 @@ class CallbackServer:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/stk", self._stk)
-        app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/b2c/result", self._b2c_result)
-        app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/b2c/timeout", self._b2c_timeout)
+        app.router.add_post(f"/{CALLBACK_SECRET}/stk", self._stk)
+        app.router.add_post(f"/{CALLBACK_SECRET}/b2c/result", self._b2c_result)
+        app.router.add_post(f"/{CALLBACK_SECRET}/b2c/timeout", self._b2c_timeout)
         app.router.add_post(f"/{CALLBACK_SECRET}/wave/webhook", self._wave_webhook)
         results = {"b2b/result": Payments.on_b2b_result, "reversal/result": Payments.on_reversal_result,
                    "status/result": Payments.on_status_result}
@@ -65,11 +69,11 @@ class CallbackServer:
                     "reversal/timeout": Payments.on_reversal_queue_timeout,
                     "status/timeout": Payments.on_status_queue_timeout}
         for path, apply in results.items():
-            app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/{path}", self._daraja(path, parse_result, apply))
+            app.router.add_post(f"/{CALLBACK_SECRET}/{path}", self._daraja(path, parse_result, apply))
         for path, apply in timeouts.items():
-            app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/{path}", self._daraja(path, parse_queue_timeout, apply))
-        app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/c2b/validation", self._c2b_validation)
-        app.router.add_post(f"/{CALLBACK_SECRET}/mpesa/c2b/confirmation",
+            app.router.add_post(f"/{CALLBACK_SECRET}/{path}", self._daraja(path, parse_queue_timeout, apply))
+        app.router.add_post(f"/{CALLBACK_SECRET}{CALLBACK_C2B_VALIDATION}", self._c2b_validation)
+        app.router.add_post(f"/{CALLBACK_SECRET}{CALLBACK_C2B_CONFIRMATION}",
                             self._daraja("c2b/confirmation", parse_c2b_payment, Payments.on_c2b_confirmation))
         return app
 

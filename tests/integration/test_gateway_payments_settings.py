@@ -136,7 +136,7 @@ def test_the_callback_secret_is_generated_once_privately_and_shared(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert callback_secret(settings) == secret  # the next start reads it back
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
-    assert redact_path(f"/callbacks/{secret}/mpesa/stk") == "/callbacks/***/mpesa/stk"
+    assert redact_path(f"/callbacks/{secret}/stk") == "/callbacks/***/stk"
 
     path.write_text("short\n")
     with pytest.raises(ProvidersUnavailable, match="does not hold a callback secret"):

@@ -51,6 +51,7 @@ async def test_a_bill_is_paid_by_b2b_with_its_account_number_end_to_end(world: P
     await world.fund(user, Money.of(1000, KES))
     clearing_before = await world.balance(AccountKind.PROVIDER_CLEARING, KES, "mpesa")
     settled_before = await world.balance(AccountKind.PROVIDER_SETTLEMENT, KES, "mpesa")
+    fees_before = await world.balance(AccountKind.FEE_REVENUE, KES, "sauti")
 
     payment = await world.payments.handle(PayBill("bill-1", user.id, Money.of(300, KES), Channel.VOICE,
                                                   paybill="888880", account_number="ACC-12345",
@@ -61,7 +62,9 @@ async def test_a_bill_is_paid_by_b2b_with_its_account_number_end_to_end(world: P
     assert (payment.paybill, payment.account_number, payment.till) == ("888880", "ACC-12345", None)
     assert payment.fee == Money.of(3, KES)
     assert await world.wallet(user) == Money.of(697, KES)
-    assert await world.balance(AccountKind.PROVIDER_CLEARING, KES, "mpesa") - clearing_before == Money.of(300, KES)
+    # The fee waits in clearing with the amount: it is earned only once M-Pesa paid.
+    assert await world.balance(AccountKind.PROVIDER_CLEARING, KES, "mpesa") - clearing_before == Money.of(303, KES)
+    assert await world.balance(AccountKind.FEE_REVENUE, KES, "sauti") == fees_before
     assert await world.scalar("SELECT kind FROM outbox_jobs WHERE dedupe_key = :k",
                               k=f"mpesa.b2b:{payment.public_id}") == "mpesa.b2b"
 
@@ -73,6 +76,7 @@ async def test_a_bill_is_paid_by_b2b_with_its_account_number_end_to_end(world: P
     assert await world.wallet(user) == Money.of(697, KES)
     assert await world.balance(AccountKind.PROVIDER_CLEARING, KES, "mpesa") == clearing_before
     assert await world.balance(AccountKind.PROVIDER_SETTLEMENT, KES, "mpesa") - settled_before == Money.of(300, KES)
+    assert await world.balance(AccountKind.FEE_REVENUE, KES, "sauti") - fees_before == Money.of(3, KES)
     async with world.engine.connect() as conn:
         events = await store.events_of(conn, payment.id)
     assert [(e.to_status, e.cause) for e in events] == [
@@ -223,12 +227,12 @@ async def test_a_late_contrary_b2b_result_changes_nothing(world: PaymentsWorld):
                        "OriginatorConversationID": done.provider_refs["originator_conversation_id"],
                        "ConversationID": done.provider_ref}}
     async with aiohttp.ClientSession() as http, http.post(
-            world.payments.settings.callback_base_url + "/mpesa/b2b/result", json=late) as resp:
+            world.payments.settings.callback_base_url + "/b2b/result", json=late) as resp:
         assert resp.status == 200
     # One for a ConversationID we never had.
     stray = {"Result": {**late["Result"], "ConversationID": "AG_20990101_nothing", "ResultCode": 0}}
     async with aiohttp.ClientSession() as http, http.post(
-            world.payments.settings.callback_base_url + "/mpesa/b2b/result", json=stray) as resp:
+            world.payments.settings.callback_base_url + "/b2b/result", json=stray) as resp:
         assert resp.status == 200
 
     assert [o for w, o in world.callbacks.outcomes[before:]] == ["duplicate", "unknown"]

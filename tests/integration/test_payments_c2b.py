@@ -60,7 +60,7 @@ async def post_confirmation(world: PaymentsWorld, **fields: str) -> None:
             "BillRefNumber": "", "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "",
             "MSISDN": "254700000000", "FirstName": "A", "MiddleName": "", "LastName": "B", **fields}
     async with aiohttp.ClientSession() as http, http.post(
-            world.payments.settings.callback_base_url + "/mpesa/c2b/confirmation", json=body) as resp:
+            world.payments.settings.callback_base_url + "/c2b/confirmation", json=body) as resp:
         assert resp.status == 200
 
 
@@ -151,8 +151,8 @@ async def test_money_for_no_wallet_after_validation_failed_to_answer_is_parked_i
     daraja = world.payments.providers.daraja
     suspense_before = await world.balance(AccountKind.SUSPENSE, KES, "mpesa")
     # Our validation URL does not answer (404): Daraja lets the payment through (ResponseType Completed).
-    await daraja.register_c2b_urls(confirmation_url=base + "/mpesa/c2b/confirmation",
-                                   validation_url=base + "/mpesa/c2b/not-answering")
+    await daraja.register_c2b_urls(confirmation_url=base + "/c2b/confirmation",
+                                   validation_url=base + "/c2b/not-answering")
     try:
         before = await pay_paybill(world, payer.phone, 450, "WRONG-ACCOUNT")
         assert await world.until_callback("c2b/confirmation", after=before) == "suspense"

@@ -41,13 +41,15 @@ async def test_withdraw_by_b2c_settles_clearing_to_the_provider_end_to_end(world
     await world.fund(user, Money.of(1000, KES))
     clearing_before = await world.balance(AccountKind.PROVIDER_CLEARING, KES, "mpesa")
     settled_before = await world.balance(AccountKind.PROVIDER_SETTLEMENT, KES, "mpesa")
+    fees_before = await world.balance(AccountKind.FEE_REVENUE, KES, "sauti")
 
     payment = await world.payments.handle(Withdraw("wd-1", user.id, Money.of(300, KES), Channel.USSD))
 
-    # Committed together: the debit into clearing, the pending state and the B2C job.
+    # Committed together: the debit of amount and fee into clearing, the pending state and the B2C job.
     assert payment.status is S.PENDING and payment.provider == "mpesa"
     assert await world.wallet(user) == Money.of(697, KES)
-    assert await world.balance(AccountKind.PROVIDER_CLEARING, KES, "mpesa") - clearing_before == Money.of(300, KES)
+    assert await world.balance(AccountKind.PROVIDER_CLEARING, KES, "mpesa") - clearing_before == Money.of(303, KES)
+    assert await world.balance(AccountKind.FEE_REVENUE, KES, "sauti") == fees_before  # not earned yet
     assert await world.scalar("SELECT kind FROM outbox_jobs WHERE dedupe_key = :k",
                               k=f"mpesa.b2c:{payment.public_id}") == "mpesa.b2c"
 
@@ -59,6 +61,10 @@ async def test_withdraw_by_b2c_settles_clearing_to_the_provider_end_to_end(world
     assert await world.wallet(user) == Money.of(697, KES)
     assert await world.balance(AccountKind.PROVIDER_CLEARING, KES, "mpesa") == clearing_before
     assert await world.balance(AccountKind.PROVIDER_SETTLEMENT, KES, "mpesa") - settled_before == Money.of(300, KES)
+    assert await world.balance(AccountKind.FEE_REVENUE, KES, "sauti") - fees_before == Money.of(3, KES)
+    # Settled in one transfer: amount to settlement, fee to fee revenue, both out of clearing.
+    assert await world.scalar("SELECT count(*) FROM postings WHERE transfer_id = :t",
+                              t=done.settle_transfer_id) == 3
     async with world.engine.connect() as conn:
         events = await store.events_of(conn, payment.id)
     assert [e.to_status for e in events] == [S.CREATED, S.PENDING, S.PROCESSING, S.SUCCEEDED]
@@ -246,7 +252,7 @@ async def test_a_late_contrary_b2c_result_changes_nothing(world: PaymentsWorld):
     late = {"Result": {"ResultType": 0, "ResultCode": 2001, "ResultDesc": "The initiator information is invalid.",
                        "OriginatorConversationID": payment.public_id, "ConversationID": "AG_late"}}
     async with aiohttp.ClientSession() as http, http.post(
-            world.payments.settings.callback_base_url + "/mpesa/b2c/result", json=late) as resp:
+            world.payments.settings.callback_base_url + "/b2c/result", json=late) as resp:
         assert resp.status == 200
 
     assert world.callbacks.outcomes[-1] == ("b2c_result", "duplicate")

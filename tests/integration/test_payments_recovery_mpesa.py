@@ -160,7 +160,7 @@ async def test_a_status_result_for_a_query_we_never_sent_changes_nothing(world: 
                          "ResultParameters": {"ResultParameter": [
                              {"Key": "TransactionStatus", "Value": "Completed"}, {"Key": "Amount", "Value": 100}]}}}
     async with aiohttp.ClientSession() as http, http.post(
-            world.payments.settings.callback_base_url + "/mpesa/status/result", json=forged) as resp:
+            world.payments.settings.callback_base_url + "/status/result", json=forged) as resp:
         assert resp.status == 200
     assert world.callbacks.outcomes[before:] == [("status/result", "unknown")]
 

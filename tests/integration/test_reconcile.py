@@ -212,7 +212,7 @@ async def test_refunds_and_payments_to_our_paybill_reconcile(world: PaymentsWorl
     base = world.payments.settings.callback_base_url
     for bill_ref, validation in ((kenyan.phone, "validation"), ("nobody-here", "validation-down")):
         await world.payments.providers.daraja.register_c2b_urls(
-            confirmation_url=f"{base}/mpesa/c2b/confirmation", validation_url=f"{base}/mpesa/c2b/{validation}")
+            confirmation_url=f"{base}/c2b/confirmation", validation_url=f"{base}/c2b/{validation}")
         before = len(world.callbacks.outcomes)
         await world.payments.providers.daraja.simulate_c2b(phone=f"+2547{uuid.uuid4().int % 10**8:08d}",
                                                            amount=Money.of(300, KES), bill_ref_number=bill_ref)

@@ -1,0 +1,315 @@
+"""USSD benchmark: hops per second and p50/p99 hop latency of `POST /ussd`, beside a bare aiohttp
+handler answering a fixed ``CON`` screen, measured in the same run with the same client.
+
+The gateway runs as `sauti serve` does (one process, PostgreSQL, the provider sandboxes and the
+outbox worker in-process), with its session store in Redis (``REDIS_URL``, default
+redis://127.0.0.1:6379/0) and, for comparison, in-process. Callers are concurrent sessions, each
+running one realistic session after another:
+  - 40 % menu browsing: dial, My account, back, Send money, back, home (no END: the caller walks away);
+  - 35 % balance checks: dial, My account, Balance, PIN (argon2 verify), END;
+  - 25 % p2p sends: dial, Send money, a registered number, an amount, PIN, END (a ledger transfer,
+    an SMS receipt through the outbox).
+Each case runs at 64 and 256 concurrent sessions. The PIN hash cost is as configured (config.yml's
+security section) and printed with the results.
+
+    python -m bench.ussd [--seconds 10] [--concurrency 64,256] [--stores redis,memory] [--users 1000]
+
+Uses $DATABASE_URL's server when set, else the embedded PostgreSQL under var/bench-pg; creates (and
+drops) its own database there. Target (issue 4): at least 40 % of the bare handler's rate, and p99
+under 50 ms at 64 sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from db.embedded import start_embedded
+from db.engine import async_url, create_engine
+from db.migrate import upgrade
+from gateway.resources import pin_policy
+from gateway.settings import load_settings
+from payments.accounts import AccountKind, open_account
+from payments.identities import PinService, register_user
+from payments.ledger import Ledger, LedgerLimits
+from payments.money import Currency, Money
+from payments.postings import TransferRequest, payment_legs
+
+ROOT = Path(__file__).resolve().parent.parent
+PIN = "2580"
+SERVICE_CODE = "*384*1#"
+BARE_SCREEN = "CON Sauti\n1. Send money\n2. Pay bill\n3. Buy goods\n4. Withdraw\n5. Deposit\n6. My account"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the anchor: a bare aiohttp handler ------------------------------------------------------------
+
+
+def bare_app() -> web.Application:
+    async def ussd(request: web.Request) -> web.Response:
+        await request.post()  # parse the form, as any USSD handler must
+        return web.Response(text=BARE_SCREEN, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_post("/ussd", ussd)
+    return app
+
+
+# -- load --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    latencies: list[float]
+    errors: int = 0
+    sessions: int = 0
+
+
+def _scenario(rng: random.Random, phones: list[str], me: str) -> tuple[list[str], str]:
+    """The inputs of one session and its kind."""
+    roll = rng.random()
+    if roll < 0.40:
+        return ["6", "0", "1", "0", "00"], "browse"
+    if roll < 0.75:
+        return ["6", "1", PIN], "balance"
+    payee = rng.choice(phones)
+    while payee == me:
+        payee = rng.choice(phones)
+    return ["1", payee, str(rng.randint(1, 50)), PIN], "send"
+
+
+async def _caller(url: str, http: aiohttp.ClientSession, me: str, phones: list[str], stop: float, tally: Tally,
+                  rng: random.Random, bare: bool) -> None:
+    while time.perf_counter() < stop:
+        inputs, _ = _scenario(rng, phones, me)
+        session_id = f"ATUid_{uuid.uuid4().hex}"
+        history: list[str] = []
+        for typed in [None, *inputs]:
+            if typed is not None:
+                history.append(typed)
+            form = {"sessionId": session_id, "serviceCode": SERVICE_CODE, "phoneNumber": me, "networkCode": "63902",
+                    "text": "*".join(history)}
+            started = time.perf_counter()
+            try:
+                async with http.post(url, data=form) as resp:
+                    body = await resp.text()
+                    ok = resp.status == 200 and body[:4] in ("CON ", "END ")
+            except (aiohttp.ClientError, TimeoutError):
+                ok, body = False, ""
+            if time.perf_counter() < stop:
+                tally.latencies.append(time.perf_counter() - started)
+                tally.errors += not ok
+            if not ok or (body.startswith("END ") and not bare) or time.perf_counter() >= stop:
+                break
+        tally.sessions += 1
+
+
+async def measure(url: str, concurrency: int, seconds: float, phones: list[str], *, bare: bool) -> Tally:
+    tally = Tally([])
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
+        # Warm up: a second of the same load, not counted.
+        warm = Tally([])
+        stop = time.perf_counter() + 1.0
+        await asyncio.gather(*(_caller(url, http, phones[i % len(phones)], phones, stop, warm, random.Random(i), bare)
+                               for i in range(concurrency)))
+        started = time.perf_counter()
+        stop = started + seconds
+        await asyncio.gather(*(_caller(url, http, phones[(i * 7919) % len(phones)], phones, stop, tally,
+                                       random.Random(1000 + i), bare) for i in range(concurrency)))
+    return tally
+
+
+# -- set-up ------------------------------------------------------------------------------------------
+
+
+async def admin(server_url: str, statement: str) -> None:
+    engine = create_async_engine(async_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def seed(url: str, users: int, pins: PinService) -> list[str]:
+    """``users`` Kenyan customers with the same PIN (hashed once) and KES 1,000,000 each."""
+    engine = create_engine(url, pool_size=4)
+    digest = await pins.hash(PIN)
+    phones: list[str] = []
+    try:
+        ledger = Ledger(engine, LedgerLimits.from_major(10**9))
+        async with engine.begin() as conn:
+            source = (await open_account(conn, AccountKind.PROVIDER_COLLECTION, Currency.KES, "mpesa")).id
+            wallets = []
+            for n in range(users):
+                phone = f"+2547{10_000_000 + n * 37:08d}"
+                user = await register_user(conn, phone, display_name=f"Bench Caller {n}")
+                wallets.append((await open_account(conn, AccountKind.CUSTOMER_WALLET, Currency.KES, user.id)).id)
+                phones.append(phone)
+            await conn.execute(text("UPDATE users SET pin_hash = :h"), {"h": digest})
+            for wallet in wallets:
+                await ledger.transfer(TransferRequest(f"seed-{wallet}", payment_legs(
+                    source, wallet, Money.of(1_000_000, Currency.KES)), kind="deposit"), conn=conn)
+    finally:
+        await engine.dispose()
+    return phones
+
+
+async def wait_until_up(url: str, process: asyncio.subprocess.Process, within_s: float = 90) -> None:
+    deadline = time.monotonic() + within_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise SystemExit(f"the gateway exited with {process.returncode}")
+            try:
+                async with http.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+    raise SystemExit("the gateway did not become ready")
+
+
+async def start_gateway(database: str, store: str, redis_url: str) -> tuple[asyncio.subprocess.Process, str]:
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database, "SAUTI__LOGGING__ACCESS_LOG": "false",
+           "SAUTI__LOGGING__LEVEL": "WARNING", "SAUTI__PROVIDERS__MODE": "sandbox",
+           "SAUTI__PAYMENTS__CALLBACK_SECRET": "bench-callback-secret-0123456789",
+           "SAUTI__PAYMENTS__RECOVERY_INTERVAL_S": "3600", "SAUTI__DATABASE__POOL_SIZE": "20",
+           "SAUTI__USSD__REDIS_KEY_PREFIX": f"sauti-bench:{uuid.uuid4().hex[:8]}:"}
+    env.pop("REDIS_URL", None)
+    if store == "redis":
+        env["REDIS_URL"] = redis_url
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port), cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    await wait_until_up(url, process)
+    return process, url
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=20)
+        except TimeoutError:
+            process.kill()
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    concurrency: int
+    hops_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def row(name: str, concurrency: int, tally: Tally, seconds: float) -> Row:
+    lat = sorted(tally.latencies)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+    return Row(name, concurrency, len(lat) / seconds, statistics.median(lat) * 1000 if lat else float("nan"),
+               p99 * 1000, tally.errors)
+
+
+async def main(args: argparse.Namespace) -> None:
+    settings = load_settings(ROOT / "config.yml", env={})
+    s = settings.security
+    configured = os.environ.get("DATABASE_URL")
+    server = configured or await asyncio.to_thread(start_embedded, ROOT / "var" / "bench-pg", "postgres")
+    name = f"sauti_bench_ussd_{uuid.uuid4().hex[:8]}"
+    await admin(server, f'CREATE DATABASE "{name}"')
+    database = make_url(async_url(server)).set(database=name).render_as_string(hide_password=False)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    rows: list[Row] = []
+    try:
+        engine = create_engine(database, pool_size=1)
+        await upgrade(engine)
+        await engine.dispose()
+        log(f"seeding {args.users} callers …")
+        phones = await seed(database, args.users, PinService(pin_policy(settings)))
+
+        # The bare handler runs as the gateway does, in a process of its own (in this one it would
+        # share a CPU with the load generator).
+        bare_port = free_port()
+        bare = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.ussd", "--bare-server",
+                                                    str(bare_port), cwd=ROOT)
+        try:
+            await asyncio.sleep(1.5)
+            for c in concurrencies:
+                log(f"bare handler, {c} sessions …")
+                rows.append(row("bare aiohttp (fixed CON)", c, await measure(
+                    f"http://127.0.0.1:{bare_port}/ussd", c, args.seconds, phones, bare=True), args.seconds))
+        finally:
+            await stop(bare)
+        for store in args.stores.split(","):
+            process, url = await start_gateway(database, store, args.redis_url)
+            try:
+                for c in concurrencies:
+                    log(f"gateway ({store} sessions), {c} sessions …")
+                    rows.append(row(f"sauti /ussd ({store} store)", c,
+                                    await measure(url + "/ussd", c, args.seconds, phones, bare=False), args.seconds))
+            finally:
+                await stop(process)
+    finally:
+        await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    print(f"\nUSSD hops: {args.seconds:g} s per row after 1 s of warm-up; mix 40 % browsing, 35 % balance "
+          f"(PIN), 25 % p2p send (PIN); PostgreSQL: {'DATABASE_URL' if configured else 'embedded'}")
+    print(f"PIN hash: argon2id time_cost={s.argon2_time_cost}, memory={s.argon2_memory_kib} KiB, "
+          f"parallelism={s.argon2_parallelism} (one verify per balance check and per send)")
+    print(f"{'server':<28} {'sessions':>8} {'hops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs bare':>8}")
+    anchors = {r.concurrency: r.hops_per_s for r in rows if r.name.startswith("bare")}
+    for r in rows:
+        ratio = r.hops_per_s / anchors[r.concurrency] if anchors.get(r.concurrency) else float("nan")
+        print(f"{r.name:<28} {r.concurrency:>8} {r.hops_per_s:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
+              f"{r.errors:>7} {ratio:>7.0%}")
+    print("target: >= 40 % of the bare handler's hops/s; p99 < 50 ms at 64 sessions")
+
+
+def serve_bare(port: int) -> None:
+    web.run_app(bare_app(), host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per row")
+    parser.add_argument("--concurrency", default="64,256", help="concurrent sessions, comma-separated")
+    parser.add_argument("--stores", default="redis,memory", help="session stores to measure: redis, memory")
+    parser.add_argument("--users", type=int, default=1000, help="registered callers")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+    parser.add_argument("--bare-server", type=int, default=None, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.bare_server:
+        serve_bare(arguments.bare_server)
+    else:
+        asyncio.run(main(arguments))

@@ -1,0 +1,108 @@
+"""Africa's Talking's USSD callbacks (contract: ``../shared/contracts/africastalking.md``):
+
+- ``POST /ussd``: form fields ``sessionId``, ``serviceCode``, ``phoneNumber``, ``networkCode``,
+  ``text``; answered ``CON …`` / ``END …`` as ``text/plain``, always with HTTP 200: Africa's Talking
+  closes the session on any error status, and the caller deserves a screen that says what happened.
+  Missing fields, unknown numbers, absurd input and our own failures all get a short ``END`` screen.
+- ``POST /ussd/events``: the end-of-session notification (``status`` Success / Incomplete / Failed),
+  recorded with the screen the session ended on (`dialogs.session_outcomes`).
+
+IMPORTANT: ``text`` holds every input of the session, PINs included: it is never logged, and no log
+line here carries it (the access log never logs bodies).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from aiohttp import web
+
+from dialogs.engine import Hop, Reply
+from dialogs.session_outcomes import AT_OUTCOMES, SessionEnd, record_end
+from gateway.keys import DB_ENGINE, SETTINGS, USSD_ENGINE, USSD_JOURNEYS, USSD_SESSIONS
+from payments.phones import InvalidPhoneNumber, parse_msisdn
+
+log = logging.getLogger(__name__)
+
+#: Longest field values a real callback carries (AT session ids are ~40 characters; a 180-second
+#: session cannot type more than a few hundred characters).
+_MAX = {"sessionId": 100, "serviceCode": 40, "phoneNumber": 32, "networkCode": 16, "text": 2000}
+
+
+def add_ussd_routes(app: web.Application) -> None:
+    app.router.add_post("/ussd", ussd_callback)
+    app.router.add_post("/ussd/events", ussd_session_event)
+
+
+def _plain(reply: Reply) -> web.Response:
+    return web.Response(text=reply.wire(), content_type="text/plain", charset="utf-8")
+
+
+def _field(form, name: str) -> str:
+    value = form.get(name, "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+async def ussd_callback(request: web.Request) -> web.Response:
+    engine = request.app[USSD_ENGINE]
+    language = request.app[SETTINGS].ussd.default_language
+    try:
+        form = await request.post()
+    except Exception:  # not a form at all: still a screen, never an error page
+        return _plain(engine.error_reply(language))
+    session_id, text = _field(form, "sessionId"), _field(form, "text")
+    raw_phone = _field(form, "phoneNumber")
+    if not session_id or any(len(_field(form, name)) > most for name, most in _MAX.items()) \
+            or not session_id.isprintable():
+        return _plain(engine.error_reply(language))
+    try:
+        phone = parse_msisdn(raw_phone)
+    except InvalidPhoneNumber:
+        return _plain(engine.screen_reply("sys.unsupported", language))
+    language = engine.callers.language_for(phone)
+    hop = Hop(session_id, phone, text, service_code=_field(form, "serviceCode"),
+              network_code=_field(form, "networkCode"))
+    try:
+        reply = await engine.hop(hop)
+    except Exception:
+        reference = uuid.uuid4().hex[:12]
+        # Never the text (PINs): the session and the reference are enough to find it.
+        log.exception("ussd hop failed for session %s (reference %s)", session_id, reference)
+        reply = engine.error_reply(language)
+    return _plain(reply)
+
+
+def _number(value: str) -> int | None:
+    return int(value) if value.isdigit() and len(value) < 12 else None
+
+
+async def ussd_session_event(request: web.Request) -> web.Response:
+    """Record how a session ended; a malformed notification is refused (400) and changes nothing."""
+    try:
+        form = await request.post()
+    except Exception:
+        return web.Response(status=400, text="expected a form-encoded end-of-session event")
+    session_id, status = _field(form, "sessionId"), _field(form, "status")
+    if not session_id or len(session_id) > _MAX["sessionId"] or status not in AT_OUTCOMES:
+        return web.Response(status=400, text="an event needs sessionId and status (Success, Incomplete or Failed)")
+    raw_phone = _field(form, "phoneNumber")[:_MAX["phoneNumber"]]
+    try:
+        phone = parse_msisdn(raw_phone)
+    except InvalidPhoneNumber:
+        phone = raw_phone
+    state = await request.app[USSD_SESSIONS].load(session_id)
+    journeys = request.app[USSD_JOURNEYS]
+    end = SessionEnd(
+        session_id, phone, AT_OUTCOMES[status], last_screen=state.screen if state else None,
+        journey=journeys.journey_of(state.screen) if state else None,
+        service_code=_field(form, "serviceCode")[:_MAX["serviceCode"]],
+        network_code=_field(form, "networkCode")[:_MAX["networkCode"]], at_status=status,
+        hops=_number(_field(form, "hopsCount")), duration_ms=_number(_field(form, "durationInMillis")),
+        error_message=_field(form, "errorMessage")[:500] or None)
+    try:
+        await record_end(request.app[DB_ENGINE], end)
+    except Exception:
+        log.exception("ussd: recording the end of session %s failed", session_id)
+        return web.Response(status=503, text="could not record the event now; send it again later")
+    return web.Response(text="OK")

@@ -1,0 +1,190 @@
+"""Every customer journey, in every language, as a transcript driven through ``POST /ussd`` exactly as
+Africa's Talking sends it, on the whole gateway with the provider sandboxes (both session stores):
+registration, send money (to a wallet and to M-Pesa / Wave), pay bill, till, pochi, withdraw, deposit
+(STK push and Wave checkout), balance, mini statement, change PIN, language. Money is checked where
+it lands, and the ledger is checked after each test."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from payments.money import Currency, Money
+from payments.states import PaymentStatus
+from tests.e2e.gateway_payments_world import wait_for
+from tests.ussd.ussd_world import (
+    PIN,
+    Continues,
+    Dial,
+    Ends,
+    See,
+    Shows,
+    Speak,
+    Type,
+    customer,
+    phone_number,
+    run,
+)
+
+LANGUAGES = ("en", "sw", "fr", "wo")
+KES, XOF = Currency.KES, Currency.XOF
+# Main menu numbers: Kenya shows the M-Pesa-only services (paybill, goods); Senegal does not.
+KE = {"send": "1", "bill": "2", "goods": "3", "withdraw": "4", "deposit": "5", "account": "6"}
+SN = {"send": "1", "withdraw": "2", "deposit": "3", "account": "4"}
+
+pytestmark = pytest.mark.parametrize("language", LANGUAGES)
+
+
+async def sms_to(gw, msisdn: str) -> list[str]:
+    urls = gw.runtime.sandbox_urls
+    async with aiohttp.ClientSession() as http, http.get(f"{urls.africastalking}/_sandbox/messages",
+                                                         params={"to": msisdn}) as resp:
+        return [m["message"] for m in (await resp.json())["messages"]]
+
+
+async def test_a_new_number_registers_in_its_language(gw, phone_for, language):
+    phone = phone_for(phone_number())
+    choice = str(LANGUAGES.index(language) + 1)
+    await run(phone, [Dial(), See("reg.language"), Continues(), Type(choice), Speak(language), See("reg.name"),
+                      Type("Wanjiru Kamau"), See("reg.pin"), Type("1234"), See("err.pin_weak"), Type(PIN),
+                      See("reg.pin_again"), Type("2581"), See("err.pin_mismatch"), See("reg.pin"), Type(PIN),
+                      See("reg.pin_again"), Type(PIN), See("reg.welcome"), Shows("Wanjiru Kamau"), Ends()])
+    # Registered, in the chosen language, with the PIN that was typed twice.
+    again = phone_for(phone.msisdn)
+    await run(again, [Dial(), See("home"), Type(KE["account"]), Type("1"), See("acct.pin"), Type(PIN),
+                      See("acct.bal.show"), Shows("Ksh 0"), Ends()], language)
+
+
+async def test_send_money_to_a_sauti_wallet(gw, phone_for, language):
+    payer = await customer(gw, language=language, funds=2000)
+    payee = await customer(gw, name="Juma Mwangi")
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), See("home"), Type(KE["send"]), See("send.to"), Type("0" + payee.phone[4:]),
+                      See("send.amount"), Type("500"), See("send.confirm"), Shows("Juma Mwangi"),
+                      Shows("Ksh 500"), Shows("Ksh 5"), Shows("Ksh 505"), Type(PIN), See("send.done"),
+                      Shows("Ksh 1,495"), Ends()], language)
+    assert (await wait_for(gw, phone.reference())).status is PaymentStatus.SUCCEEDED
+    assert await gw.wallet(payee) == Money.of(500, KES)
+    assert await gw.wallet(payer) == Money.of(1495, KES)
+
+
+async def test_send_money_to_an_mpesa_number(gw, phone_for, language):
+    payer = await customer(gw, language=language, funds=1000)
+    recipient = phone_number()
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(KE["send"]), Type(recipient), Type("300"), See("send.confirm"),
+                      Type(PIN), See("send.pending"), Shows("M-Pesa"), Shows("Ksh 697"), Ends()], language)
+    done = await wait_for(gw, phone.reference())
+    assert done.status is PaymentStatus.SUCCEEDED and done.recipient_phone == recipient
+
+
+async def test_send_money_to_a_wave_number(gw, phone_for, language):
+    payer = await customer(gw, country="SN", language=language, funds=10_000)
+    recipient = phone_number("SN")
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), See("home"), Type(SN["send"]), Type(recipient[4:]), Type("2500"), See("send.confirm"),
+                      Shows("2 500 FCFA"), Type(PIN), See("send.pending"), Shows("Wave"), Ends()], language)
+    assert (await wait_for(gw, phone.reference())).status is PaymentStatus.SUCCEEDED
+    assert await gw.wallet(payer, XOF) == Money.of(10_000 - 2500 - 25, XOF)
+
+
+async def test_pay_a_bill(gw, phone_for, language):
+    payer = await customer(gw, language=language, funds=5000)
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(KE["bill"]), See("bill.number"), Type("888880"), See("bill.account"),
+                      Type("ACC-42"), See("bill.amount"), Type("1200"), See("bill.confirm"), Shows("888880"),
+                      Shows("ACC-42"), Shows("Ksh 1,212"), Type(PIN), See("bill.pending"), Ends()], language)
+    done = await wait_for(gw, phone.reference())
+    assert done.status is PaymentStatus.SUCCEEDED and (done.paybill, done.account_number) == ("888880", "ACC-42")
+
+
+async def test_buy_goods_at_a_till_and_a_pochi(gw, phone_for, language):
+    payer = await customer(gw, language=language, funds=5000)
+    till = phone_for(payer.phone)
+    await run(till, [Dial(), Type(KE["goods"]), See("goods.menu"), Type("1"), See("till.number"), Type("5123456"),
+                     See("till.amount"), Type("250"), See("till.confirm"), Shows("5123456"), Type(PIN),
+                     See("till.pending"), Ends()], language)
+    merchant = phone_number()
+    pochi = phone_for(payer.phone)
+    await run(pochi, [Dial(), Type(KE["goods"]), Type("2"), See("pochi.number"), Type(merchant), See("pochi.amount"),
+                      Type("100"), See("pochi.confirm"), Type(PIN), See("pochi.pending"), Ends()], language)
+    for phone in (till, pochi):
+        assert (await wait_for(gw, phone.reference())).status is PaymentStatus.SUCCEEDED
+    assert (await gw.payment(pochi.reference())).recipient_phone == merchant
+
+
+async def test_withdraw_to_my_mpesa(gw, phone_for, language):
+    payer = await customer(gw, language=language, funds=3000)
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(KE["withdraw"]), See("wd.amount"), Type("1000"), See("wd.confirm"),
+                      Shows("Ksh 1,010"), Type(PIN), See("wd.pending"), Shows("Ksh 1,990"), Ends()], language)
+    done = await wait_for(gw, phone.reference())
+    assert done.status is PaymentStatus.SUCCEEDED and done.recipient_phone == payer.phone
+
+
+async def test_deposit_from_mpesa_by_stk_push(gw, phone_for, language):
+    payer = await customer(gw, language=language)
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(KE["deposit"]), See("dep.amount"), Type("700"), See("dep.confirm"), Type(PIN),
+                      See("dep.mpesa"), Shows("Ksh 700"), Ends()], language)
+    assert (await wait_for(gw, phone.reference())).status is PaymentStatus.SUCCEEDED
+    assert await gw.wallet(payer) == Money.of(700, KES)
+
+
+async def test_deposit_from_wave_by_a_checkout_link_sent_by_sms(gw, phone_for, language):
+    payer = await customer(gw, country="SN", language=language)
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(SN["deposit"]), See("dep.amount"), Type("5000"), See("dep.confirm"), Type(PIN),
+                      See("dep.wave"), Shows("5 000 FCFA"), Ends()], language)
+    payment = await wait_for(gw, phone.reference(), PaymentStatus.PROCESSING)
+    session_id = payment.provider_refs["checkout_session_id"]
+    for _ in range(100):  # the link goes out by SMS through the outbox
+        if any("wave" in text.lower() for text in await sms_to(gw, payer.phone)):
+            break
+        import asyncio
+
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("no Wave link reached the payer by SMS")
+    urls = gw.runtime.sandbox_urls
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{urls.wave}/_sandbox/checkout/sessions/{session_id}/approve", json={}) as resp:
+            assert resp.status == 200
+    assert (await wait_for(gw, payment.public_id)).status is PaymentStatus.SUCCEEDED
+    assert await gw.wallet(payer, XOF) == Money.of(5000, XOF)
+
+
+async def test_balance_and_mini_statement(gw, phone_for, language):
+    payer = await customer(gw, language=language, funds=4000)
+    payee = await customer(gw, name="Achieng Odhiambo")
+    first = phone_for(payer.phone)
+    await run(first, [Dial(), Type(KE["send"]), Type(payee.phone), Type("150"), Type(PIN), See("send.done")],
+              language)
+    balance = phone_for(payer.phone)
+    await run(balance, [Dial(), Type(KE["account"]), See("acct.menu"), Type("1"), See("acct.pin"), Type(PIN),
+                        See("acct.bal.show"), Shows("Ksh 3,848"), Ends()], language)
+    statement = phone_for(payer.phone)
+    await run(statement, [Dial(), Type(KE["account"]), Type("2"), See("acct.pin"), Type(PIN), See("acct.stmt.show"),
+                          Shows("-Ksh 152 Achieng Odhiambo"), Shows("+Ksh 4,000"), Continues(), Type("0"),
+                          See("acct.menu"), Type("00"), See("home")], language)
+
+
+async def test_change_my_pin(gw, phone_for, language):
+    payer = await customer(gw, language=language, funds=100)
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(KE["account"]), Type("3"), See("acct.pin.old"), Type(PIN), See("acct.pin.new"),
+                      Type("1111"), See("err.pin_weak"), Type("4739"), See("acct.pin.again"), Type("4738"),
+                      See("err.pin_mismatch"), See("acct.pin.new"), Type("4739"), Type("4739"), See("acct.pin.done"),
+                      Ends()], language)
+    after = phone_for(payer.phone)
+    await run(after, [Dial(), Type(KE["account"]), Type("1"), Type(PIN), See("err.wrong_pin"), Type("4739"),
+                      See("acct.bal.show"), Shows("Ksh 100")], language)
+
+
+async def test_choose_another_language(gw, phone_for, language):
+    payer = await customer(gw, language="en")
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(KE["account"]), Type("4"), See("acct.lang"),
+                      Type(str(LANGUAGES.index(language) + 1)), Speak(language), See("acct.lang.done"), Ends()])
+    again = phone_for(payer.phone)
+    await run(again, [Dial(), Type(KE["account"]), See("acct.menu")], language)

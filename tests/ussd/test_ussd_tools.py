@@ -1,0 +1,65 @@
+"""The tools for people: `sauti phone` (an interactive phone speaking Africa's Talking's protocol to a
+running gateway), `sauti ussd graph|check|drop-offs`, each run as the installed command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.commands.phone import DialError, split_dial
+from gateway.keys import DATABASE_URL
+from tests.ussd.ussd_world import PIN, Dial, See, Type, customer, run
+
+SAUTI = [sys.executable, "-m", "gateway.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def sauti(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *SAUTI, *args, cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env={**os.environ, **(env or {})})
+    out, _ = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
+    return process.returncode, out.decode()
+
+
+def test_dial_strings_split_into_service_code_and_preselected_input():
+    assert split_dial("*384*1#", "*384*1#") == ("*384*1#", "")
+    assert split_dial("*384*1*6*1#", "*384*1#") == ("*384*1#", "6*1")
+    for bad in ("*384*2#", "*384*1*#", "384*1*2", "*384*12#"):
+        with pytest.raises(DialError):
+            split_dial(bad, "*384*1#")
+
+
+async def test_the_terminal_phone_checks_a_balance(gw):
+    user = await customer(gw, funds=1234)
+    code, out = await sauti("phone", "--msisdn", user.phone, "--url", gw.url, "--dial", "*384*1*6#",
+                            stdin=f"1\n{PIN}\nn\n")
+    assert code == 0, out
+    assert "My account" in out and "Your Sauti balance is Ksh 1,234." in out and "(session ended)" in out
+    assert PIN not in out  # typed, never shown
+
+
+async def test_the_terminal_phone_refuses_a_foreign_dial_code(gw):
+    code, out = await sauti("phone", "--msisdn", "+254712345678", "--url", gw.url, "--dial", "*123#")
+    assert code == 2 and "is not *384*1# or an extension" in out
+
+
+@pytest.mark.parametrize("fmt", ["mermaid", "dot"])
+async def test_graph_and_check_commands(fmt):
+    code, out = await sauti("ussd", "graph", "--format", fmt)
+    assert code == 0 and ("flowchart TD" in out if fmt == "mermaid" else "digraph journeys" in out)
+    code, out = await sauti("ussd", "check")
+    assert code == 0 and "valid" in out
+
+
+async def test_drop_offs_lists_where_sessions_ended(gw, phone_for):
+    user = await customer(gw, funds=10)
+    phone = phone_for(user.phone)
+    await run(phone, [Dial(), Type("6"), Type("1"), Type(PIN), See("acct.bal.show")])
+    code, out = await sauti("ussd", "drop-offs", "--hours", "1", env={"DATABASE_URL": gw.app[DATABASE_URL]})
+    assert code == 0, out
+    assert "acct.bal.show" in out and "sessions" in out
