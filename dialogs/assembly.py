@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from dialogs.agent_actions import AgentActions, agent_validators
+from dialogs.agent_journeys import AGENT, AGENT_CASH
 from dialogs.catalog import Catalogs, load_catalogs
 from dialogs.customer_actions import CustomerActions, Services
 from dialogs.customer_journeys import CONDITIONS, CUSTOMER, REGISTRATION
@@ -13,18 +15,23 @@ from dialogs.journey import JourneySet, build_journeys
 from dialogs.screens import Journey
 from dialogs.steps import ActionSpec, Condition
 from dialogs.validators import customer_validators
+from payments.agents import AgentService
 
 
 def sauti_journeys(
     services: Services | None, *, pin_length: int = 4, catalogs: Catalogs | None = None,
+    agents: AgentService | None = None,
     extra_journeys: Sequence[Journey] = (), extra_actions: Mapping[str, ActionSpec] | None = None,
     extra_homes: Sequence[tuple[str, str]] = (), extra_conditions: Mapping[str, Condition] | None = None,
 ) -> JourneySet:
-    """Every journey, checked (`dialogs.journey.JourneyError` names each problem). ``services`` is
-    None to draw or check the journeys without a database."""
-    actions = {**CustomerActions(services).table(), **(extra_actions or {})}
+    """Every journey, checked (`dialogs.journey.JourneyError` names each problem). ``services`` (and
+    ``agents``, for the agent menu and cash at an agent) are None to draw or check the journeys
+    without a database."""
+    catalogs = catalogs or load_catalogs()
+    actions = {**CustomerActions(services).table(), **AgentActions(agents, catalogs).table(), **(extra_actions or {})}
     return build_journeys(
-        [REGISTRATION, CUSTOMER, *extra_journeys], registration=REGISTRATION.name,
-        homes=[*extra_homes, ("customer", CUSTOMER.name)], catalogs=catalogs or load_catalogs(), actions=actions,
-        validators=customer_validators(services.pins if services else None, pin_length),
+        [REGISTRATION, CUSTOMER, AGENT, AGENT_CASH, *extra_journeys], registration=REGISTRATION.name,
+        homes=[*extra_homes, ("agent", AGENT.name), ("customer", CUSTOMER.name)], catalogs=catalogs,
+        actions=actions,
+        validators={**customer_validators(services.pins if services else None, pin_length), **agent_validators()},
         conditions={**CONDITIONS, **(extra_conditions or {})})

@@ -49,11 +49,17 @@ class Catalogs:
     def has(self, key: str) -> bool:
         return all(key in texts for texts in self.texts.values())
 
-    def text(self, language: str, key: str, values: Mapping[str, object] | None = None) -> str:
-        texts = self.texts.get(language) or self.texts["en"]
-        template = texts[key]
+    def text(self, language: str, key: str, values: Mapping[str, object] | None = None, *,
+             normalised: bool = False) -> str:
+        """The text of ``key`` with ``values`` filled in (normalised to GSM-7 unless the caller says
+        they already are: rendering normalises a screen's values once, not once per line)."""
+        template = (self.texts.get(language) or self.texts["en"])[key]
+        if "{" not in template:
+            return template
         if not values:
             return template.format_map(_Values())
+        if normalised:
+            return template.format_map(_Values(values))
         return template.format_map(_Values({k: normalise(str(v)) for k, v in values.items()}))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dialogs.agent_journeys import CASH_IN_START, CASH_OUT_START
 from dialogs.screens import HOME, Action, Confirm, End, Input, Journey, Menu, Notice, Option, Screen
 from dialogs.steps import Condition
 
@@ -71,8 +72,8 @@ CUSTOMER = Journey("customer", "home", (
         Option("menu.send", "send.to"),
         Option("menu.bill", "bill.number", when="mpesa"),
         Option("menu.goods", "goods.menu", when="mpesa"),
-        Option("menu.withdraw", "wd.amount"),
-        Option("menu.deposit", "dep.amount"),
+        Option("menu.withdraw", "wd.menu"),
+        Option("menu.deposit", "dep.menu"),
         Option("menu.account", "acct.menu"),
     )),
     # Send money: to any phone number; a Sauti wallet is paid inside Sauti, any other number by
@@ -106,11 +107,14 @@ CUSTOMER = Journey("customer", "home", (
     ), first_input="pochi.number", amount_input="pochi.amount",
         results={"done": "pochi.pending", "pending_mpesa": "pochi.pending", "pending_wave": "pochi.pending"}),
     End("pochi.pending", "pochi.pending"),
-    # Withdraw to my own M-Pesa / Wave.
+    # Withdraw to my own M-Pesa / Wave, or cash at an agent (`dialogs.agent_journeys`).
+    Menu("wd.menu", "menu.withdraw", (Option("wd.to_provider", "wd.amount"), Option("ca.at_agent", CASH_OUT_START))),
     *payment("wd", "withdraw", (_amount("wd.amount", "wd.quote"),), first_input="wd.amount", amount_input="wd.amount",
              results={"done": "wd.pending", "pending_mpesa": "wd.pending", "pending_wave": "wd.pending"}),
     End("wd.pending", "wd.pending"),
-    # Deposit from my own M-Pesa (STK push: the M-Pesa PIN prompt) or Wave (a checkout link by SMS).
+    # Deposit from my own M-Pesa (STK push: the M-Pesa PIN prompt) or Wave (a checkout link by SMS),
+    # or cash at an agent (`dialogs.agent_journeys`).
+    Menu("dep.menu", "menu.deposit", (Option("dep.from_provider", "dep.amount"), Option("ca.at_agent", CASH_IN_START))),
     *payment("dep", "deposit", (_amount("dep.amount", "dep.quote"),), first_input="dep.amount",
              amount_input="dep.amount",
              results={"done": "dep.mpesa", "pending_mpesa": "dep.mpesa", "pending_wave": "dep.wave"}),

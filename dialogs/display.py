@@ -7,6 +7,7 @@ Amounts the way each currency's users write them: ``Ksh 1,500`` (M-Pesa's own me
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta, timezone
 
 import phonenumbers
@@ -31,6 +32,7 @@ def money_text(amount: Money) -> str:
     return f"{sign}Ksh {shown}"
 
 
+@functools.lru_cache(maxsize=65_536)
 def phone_text(msisdn: str) -> str:
     try:
         return phonenumbers.format_number(phonenumbers.parse(msisdn, None), phonenumbers.PhoneNumberFormat.NATIONAL)

@@ -114,8 +114,9 @@ class UssdEngine:
                 expected = state.version
                 await self._advance(state, hop)
             reply = self._show(state)
-            if await self.store.save(state, expected_version=expected):
-                await self._remember(state)
+            if await self.store.save(state, expected_version=expected, resume=self._resume_pointer(state)):
+                if state.ended:
+                    await self._ended(state)
                 return reply
             log.info("ussd session %s: a twin hop saved first; answering with its screen", hop.session_id)
         return self.screen_reply("sys.error", self.callers.language_for(hop.phone))
@@ -316,17 +317,21 @@ class UssdEngine:
         state.updated_at = self._now().timestamp()
         return Reply(rendered.text, rendered.end, state.screen)
 
-    async def _remember(self, state: SessionState) -> None:
-        """Point the caller's number at a session worth resuming; forget it once it ended."""
+    def _resume_pointer(self, state: SessionState) -> str | None:
+        """Point the caller's number at a session worth resuming (a registered caller past the main
+        menu); forget it once the session ended."""
         if state.ended:
-            await self.store.clear_resume(state.phone, state.session_id)
-            if self.on_end is not None:
-                try:
-                    await self.on_end(state)
-                except Exception:  # recording is for operators; the caller's screen is already decided
-                    log.exception("ussd session %s: recording its end failed", state.session_id)
-        elif state.user_id is not None and state.trail and not state.screen.startswith("sys."):
-            await self.store.set_resume(state.phone, state.session_id)
+            return "clear"
+        if state.user_id is not None and state.trail and not state.screen.startswith("sys."):
+            return "point"
+        return None
+
+    async def _ended(self, state: SessionState) -> None:
+        if self.on_end is not None:
+            try:
+                await self.on_end(state)
+            except Exception:  # recording is for operators; the caller's screen is already decided
+                log.exception("ussd session %s: recording its end failed", state.session_id)
 
     def screen_reply(self, screen_id: str, language: str) -> Reply:
         """One of the engine's own END screens, outside any session."""

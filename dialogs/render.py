@@ -53,8 +53,8 @@ def _head(catalogs: Catalogs, language: str, screen: Screen, values: Mapping[str
     shown = {k: normalise(str(v)) for k, v in values.items()
              if not k.startswith("_") and not isinstance(v, list | dict)}
     while True:
-        parts = [catalogs.text(language, note, shown)] if note else []
-        text = catalogs.text(language, screen.text, shown)
+        parts = [catalogs.text(language, note, shown, normalised=True)] if note else []
+        text = catalogs.text(language, screen.text, shown, normalised=True)
         if text:
             parts.append(text)
         head = "\n".join(parts)
@@ -109,7 +109,7 @@ def render(catalogs: Catalogs, screen: Screen, *, language: str, values: Mapping
     back_home = f"{catalogs.text(language, 'nav.back')}  {catalogs.text(language, 'nav.home')}"
     if isinstance(screen, Menu):
         options = visible_options(screen, values, conditions or {})
-        items = [f"{n}. {catalogs.text(language, o.label, values)}" for n, o in enumerate(options, 1)]
+        items = [f"{n}. {catalogs.text(language, o.label)}" for n, o in enumerate(options, 1)]
     elif isinstance(screen, Notice):
         raw = values.get(screen.items) if screen.items else None
         items = [normalise(str(line)) for line in raw] if isinstance(raw, list) else []

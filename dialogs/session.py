@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 #: How many screens "0 back" can walk back through.
@@ -50,10 +50,13 @@ class SessionState:
         self.page = 0
 
     def dumps(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Every field is already JSON (str, int, lists and dicts of them): no deep copy needed.
+        return json.dumps({name: getattr(self, name) for name in _FIELDS}, separators=(",", ":"))
 
     @classmethod
     def loads(cls, raw: str | bytes) -> SessionState:
         data = json.loads(raw)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+
+
+_FIELDS = tuple(f.name for f in fields(SessionState))

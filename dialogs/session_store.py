@@ -19,9 +19,11 @@ from dialogs.session import SessionState
 class SessionStore(Protocol):
     async def load(self, session_id: str) -> SessionState | None: ...
 
-    async def save(self, state: SessionState, *, expected_version: int) -> bool:
+    async def save(self, state: SessionState, *, expected_version: int, resume: str | None = None) -> bool:
         """Store ``state`` (with its version bumped) if the stored copy is still at
-        ``expected_version`` (0: none stored); False when another hop saved first."""
+        ``expected_version`` (0: none stored); False when another hop saved first. With it, in the
+        same step: ``resume="point"`` points the caller's number at this session, ``"clear"``
+        forgets the pointer if it names this session."""
 
     async def delete(self, session_id: str) -> None: ...
 
@@ -61,13 +63,17 @@ class MemorySessionStore:
             return None
         return SessionState.loads(found[2])
 
-    async def save(self, state: SessionState, *, expected_version: int) -> bool:
+    async def save(self, state: SessionState, *, expected_version: int, resume: str | None = None) -> bool:
         found = self._sessions.get(state.session_id)
         current = found[1] if found is not None and found[0] > self._clock() else 0
         if current != expected_version:
             return False
         state.version = expected_version + 1
         self._sessions[state.session_id] = (self._clock() + self.session_ttl_s, state.version, state.dumps())
+        if resume == "point":
+            await self.set_resume(state.phone, state.session_id)
+        elif resume == "clear":
+            await self.clear_resume(state.phone, state.session_id)
         self._sweep()
         return True
 
@@ -91,13 +97,19 @@ class MemorySessionStore:
         self._resume.clear()
 
 
-# The stored value is "<version>:<json>"; the version is compared and bumped atomically in Redis.
+# The stored value is "<version>:<json>"; the version is compared and bumped atomically in Redis,
+# and the resume pointer (KEYS[2]) set or cleared in the same round trip.
 _SAVE = """
 local current = redis.call('GET', KEYS[1])
 local version = 0
 if current then version = tonumber(string.match(current, '^(%d+):')) end
 if version ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if ARGV[4] == 'point' then
+  redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
+elseif ARGV[4] == 'clear' and redis.call('GET', KEYS[2]) == ARGV[5] then
+  redis.call('DEL', KEYS[2])
+end
 return 1
 """
 _CLEAR_IF = """
@@ -111,14 +123,18 @@ class RedisSessionStore:
     ``<prefix>r:<phone>``, each with its TTL, so Redis itself forgets abandoned sessions."""
 
     def __init__(self, url: str, *, session_ttl_s: float, resume_window_s: float, key_prefix: str = "sauti:ussd:",
-                 client=None) -> None:
+                 max_connections: int = 64) -> None:
         import redis.asyncio as redis  # imported here: the in-process store needs no Redis client
 
         self.session_ttl_ms = int(session_ttl_s * 1000)
         self.resume_window_ms = int(resume_window_s * 1000)
         self.prefix = key_prefix
-        self.redis = client or redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
-                                                    health_check_interval=30)
+        # A blocking pool: under a burst of hops a command waits (up to 5 s) for a free connection
+        # instead of failing with "Too many connections" (which would end the caller's session).
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5,
+                                                     socket_timeout=2, socket_connect_timeout=2,
+                                                     health_check_interval=30)
+        self.redis = redis.Redis(connection_pool=pool)
         self._save = self.redis.register_script(_SAVE)
         self._clear_if = self.redis.register_script(_CLEAR_IF)
 
@@ -138,10 +154,11 @@ class RedisSessionStore:
         text = raw.decode() if isinstance(raw, bytes) else raw
         return SessionState.loads(text.split(":", 1)[1])
 
-    async def save(self, state: SessionState, *, expected_version: int) -> bool:
+    async def save(self, state: SessionState, *, expected_version: int, resume: str | None = None) -> bool:
         state.version = expected_version + 1
-        saved = await self._save(keys=[self._session_key(state.session_id)],
-                                 args=[expected_version, f"{state.version}:{state.dumps()}", self.session_ttl_ms])
+        saved = await self._save(keys=[self._session_key(state.session_id), self._resume_key(state.phone)],
+                                 args=[expected_version, f"{state.version}:{state.dumps()}", self.session_ttl_ms,
+                                       resume or "", state.session_id, self.resume_window_ms])
         if not saved:
             state.version = expected_version
         return bool(saved)
@@ -160,4 +177,4 @@ class RedisSessionStore:
         await self._clear_if(keys=[self._resume_key(phone)], args=[session_id])
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)

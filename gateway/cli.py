@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import create_engine, redacted
 from db.migrate import current_revision, head_revision, upgrade
 from gateway.app import create_app
+from gateway.commands.agents import agent
 from gateway.commands.apikeys import apikey
 from gateway.commands.mpesa import mpesa
 from gateway.commands.nlu import nlu
@@ -143,6 +144,7 @@ main.add_command(phone)
 main.add_command(apikey)
 main.add_command(reconcile_command)
 main.add_command(mpesa)
+main.add_command(agent)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,8 @@ class UssdSettings(_Section):
     country_languages: dict[str, UssdLanguage] = Field(default_factory=lambda: {"SN": "fr", "CI": "fr"})
     # Prefix of the session keys in Redis (several deployments can share one Redis).
     redis_key_prefix: str = Field("sauti:ussd:", min_length=1, max_length=100)
+    # Connections to Redis per process at most; hops beyond them wait for one.
+    redis_max_connections: int = Field(64, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _resume_within_ttl(self) -> UssdSettings:
@@ -153,6 +155,8 @@ class AgentsSection(_Section):
     max_pending_per_customer: int = Field(3, ge=1, le=100)
     # Digits of the agent numbers Sauti makes up when registering an agent without one.
     agent_number_digits: int = Field(6, ge=4, le=10)
+    # How often `sauti serve` closes requests past their expiry (releasing cash-outs' held money).
+    sweep_interval_s: float = Field(60.0, ge=1, le=3600)
 
 
 class FeePlanSection(_Section):

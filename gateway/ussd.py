@@ -13,6 +13,7 @@ line here carries it (the access log never logs bodies).
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 
@@ -33,6 +34,12 @@ _MAX = {"sessionId": 100, "serviceCode": 40, "phoneNumber": 32, "networkCode": 1
 def add_ussd_routes(app: web.Application) -> None:
     app.router.add_post("/ussd", ussd_callback)
     app.router.add_post("/ussd/events", ussd_session_event)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _msisdn(raw: str) -> str:
+    """The caller's number in E.164 (libphonenumber is slow: a number is parsed once per process)."""
+    return parse_msisdn(raw)
 
 
 def _plain(reply: Reply) -> web.Response:
@@ -57,7 +64,7 @@ async def ussd_callback(request: web.Request) -> web.Response:
             or not session_id.isprintable():
         return _plain(engine.error_reply(language))
     try:
-        phone = parse_msisdn(raw_phone)
+        phone = _msisdn(raw_phone)
     except InvalidPhoneNumber:
         return _plain(engine.screen_reply("sys.unsupported", language))
     language = engine.callers.language_for(phone)

@@ -4,6 +4,7 @@ validated once (a bad journey stops start-up, naming the screen), the session st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from dialogs.session_outcomes import SessionEnd, record_end
 from dialogs.session_store import MemorySessionStore, RedisSessionStore, SessionStore
 from gateway.keys import DB_ENGINE, PAYMENTS, PINS, SETTINGS, USSD_ENGINE, USSD_JOURNEYS, USSD_SESSIONS
 from gateway.settings import Settings
+from payments.agents import AgentService, AgentSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ async def open_session_store(settings: Settings) -> SessionStore:
     if settings.redis.url is None:
         return MemorySessionStore(session_ttl_s=s.session_ttl_s, resume_window_s=s.resume_window_s)
     store = RedisSessionStore(settings.redis.url, session_ttl_s=s.session_ttl_s, resume_window_s=s.resume_window_s,
-                              key_prefix=s.redis_key_prefix)
+                              key_prefix=s.redis_key_prefix, max_connections=s.redis_max_connections)
     try:
         await store.ping()
     except Exception as exc:
@@ -62,16 +64,26 @@ async def ussd_ctx(app: web.Application) -> AsyncIterator[None]:
     """After `payments_ctx` (the actions pay through `Payments`)."""
     settings = app[SETTINGS]
     services = Services(app[DB_ENGINE], app[PAYMENTS], app[PINS])
-    journeys = sauti_journeys(services, pin_length=settings.security.pin_length)
+    agents = AgentService(app[PAYMENTS], app[PINS], AgentSettings(**settings.agents.model_dump()))
+    journeys = sauti_journeys(services, pin_length=settings.security.pin_length, agents=agents)
     store = await open_session_store(settings)
     app[USSD_JOURNEYS] = journeys
     app[USSD_SESSIONS] = store
     app[USSD_ENGINE] = build_ussd_engine(journeys, store, services, settings)
     log.info("ussd: %d screens in %d journeys; sessions %s", len(journeys.screens), len(journeys.journeys),
              "in Redis" if settings.redis.url else "in-process")
+    # Requests past their expiry are closed here, where the agent service lives (a cash-out's held
+    # money goes back to the customer); each is closed in a transaction of its own.
+    stop = asyncio.Event()
+    sweep = asyncio.create_task(agents.sweep_expired_requests(stop), name="agents-expiry")
     started = time.monotonic()
     try:
         yield
     finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(sweep, timeout=settings.server.shutdown_timeout_s)
+        except TimeoutError:
+            log.warning("agents: an expiry round outlasted the shutdown grace period; cancelled")
         await store.close()
         log.debug("ussd: closed after %.0fs", time.monotonic() - started)

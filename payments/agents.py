@@ -31,6 +31,8 @@ periodically; a confirmation arriving after the expiry closes the request itself
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -56,6 +58,7 @@ from payments.errors import (
     UnknownUser,
     WrongPin,
 )
+from payments.fees import Quote
 from payments.identities import PinService, Role, User, UserStatus, audit, find_user_by_phone, get_user
 from payments.ledger import TransferResult
 from payments.money import Currency, Money
@@ -65,6 +68,8 @@ from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of
 from payments.postings import MAX_KEY_LENGTH, HoldRequest, Leg, TransferRequest
 from payments.states import PaymentStatus
+
+log = logging.getLogger(__name__)
 
 S = PaymentStatus
 R = CashRequestStatus
@@ -149,6 +154,8 @@ class AgentSettings:
     max_pending_per_customer: int = 3
     #: Digits of the agent numbers `register_agent` makes up.
     agent_number_digits: int = 6
+    #: How often `sweep_expired_requests` closes lapsed requests (releasing cash-outs' holds).
+    sweep_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("cash_in_commission_bp", "cash_out_commission_bp"):
@@ -156,6 +163,8 @@ class AgentSettings:
                 raise ValueError(f"agents.{name} is 0 to 10000 basis points")
         if self.request_expiry_s <= 0 or self.max_pending_per_customer < 1:
             raise ValueError("agents.request_expiry_s and max_pending_per_customer must be positive")
+        if self.sweep_interval_s <= 0:
+            raise ValueError("agents.sweep_interval_s must be positive")
         if not 4 <= self.agent_number_digits <= 10:
             raise ValueError("agents.agent_number_digits is 4 to 10")
 
@@ -458,7 +467,7 @@ class AgentService:
     async def request_cash_out(self, cmd: RequestCashOut, *, pin: str) -> CashResult:
         """Raise a cash-out request: amount + fee held on the wallet now, and a ``cash_out`` payment
         pending. Raises `InsufficientFunds` (nothing written) when the wallet cannot cover it."""
-        await self._verify_pin(cmd.customer_user_id, pin)
+        await self.verify_pin(cmd.customer_user_id, pin)
         async with self.engine.begin() as conn:
             customer = await self._lock_user(conn, cmd.customer_user_id)
             digest = cr.request_hash(PaymentKind.CASH_OUT, agent=cmd.agent_number, amount=cmd.amount.minor,
@@ -491,6 +500,44 @@ class AgentService:
             assert request is not None
             return CashResult(request, payment)
 
+    async def find_agent(self, number: str) -> Agent | None:
+        """The active agent customers reach at this agent (or store) number, or None."""
+        async with self.engine.connect() as conn:
+            agent = await agent_by_number(conn, number)
+        return agent if agent is not None and agent.status is AgentStatus.ACTIVE else None
+
+    async def quote_cash_out(self, customer_user_id: int, agent_number: str, amount: Money) -> tuple[Agent, Quote]:
+        """The agent and what a cash-out there would cost (fee, total), checked as `request_cash_out`
+        checks it (agent, currency, limits), for the one confirmation screen. Moves nothing."""
+        async with self.engine.connect() as conn:
+            customer = await get_user(conn, customer_user_id)
+            if customer.status is UserStatus.CLOSED:
+                raise AccountClosed("this account is closed")
+            agent = await self._serving_agent(conn, _number(agent_number), customer, amount)
+        priced = await self.payments.quote(customer.id, amount, recipient_user_id=agent.user_id,
+                                           kind=PaymentKind.CASH_OUT)
+        return agent, priced
+
+    async def wallet_available(self, user_id: int, currency: Currency) -> Money:
+        """What the customer's wallet can spend now (its balance less what pending holds reserve)."""
+        async with self.engine.connect() as conn:
+            try:
+                return (await account_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency,
+                                                                 user_id))).available
+            except UnknownAccount:
+                return Money.zero(currency)
+
+    async def check_direct_cash_in(self, agent_user_id: int, customer_phone: str, amount: Money) -> User:
+        """The customer a direct cash-in would credit, checked as `direct_cash_in` checks it (not
+        the agent itself, a wallet of the agent's currency, the limits, a float that covers it)."""
+        async with self.engine.connect() as conn:
+            agent = await self._active_agent(conn, await get_user(conn, agent_user_id))
+            customer = await self._direct_customer(conn, agent, customer_phone, amount)
+        available = await self._balance(AccountKind.AGENT_FLOAT, agent)
+        if available < amount:
+            raise FloatTooLow(available, amount)
+        return customer
+
     async def cancel(self, cmd: CancelCashRequest) -> CashResult:
         """The customer withdraws their pending request (a cash-out's hold is released)."""
         return await self._close(cmd.request_id, R.CANCELLED, by_user_id=cmd.customer_user_id,
@@ -505,7 +552,7 @@ class AgentService:
     async def direct_cash_in(self, cmd: DirectCashIn, *, pin: str) -> CashResult:
         """The agent credits a customer's wallet from its float at once (the cash is in its hand).
         Raises `FloatTooLow` (nothing written) when the float cannot cover it."""
-        await self._verify_pin(cmd.agent_user_id, pin)
+        await self.verify_pin(cmd.agent_user_id, pin)
         async with self.engine.begin() as conn:
             agent = await self._active_agent(conn, await self._lock_user(conn, cmd.agent_user_id))
             try:
@@ -516,16 +563,7 @@ class AgentService:
                                      currency=cmd.amount.currency.value, direct=True)
             if (replay := await self._replay(conn, agent.user_id, cmd.idempotency_key, digest)) is not None:
                 return replay
-            if phone == agent.phone:
-                raise OwnAgent("an agent cannot cash in to itself")
-            customer = await find_user_by_phone(conn, phone)
-            if customer is None:
-                raise UnknownUser(f"{phone} has no Sauti wallet")
-            if customer.status is UserStatus.CLOSED:
-                raise AccountClosed("the customer's account is closed")
-            self._check_currency(agent, cmd.amount)
-            self.payments.settings.limits.check(cmd.amount, kyc_tier=customer.kyc_tier,
-                                                spent_today=Money.zero(cmd.amount.currency))
+            customer = await self._direct_customer(conn, agent, phone, cmd.amount)
             request = await cr.insert_request(conn, cr.NewCashRequest(
                 cr.new_request_id(), PaymentKind.CASH_IN, cmd.channel.value, customer.id, agent.user_id,
                 cmd.amount, Money.zero(cmd.amount.currency),
@@ -539,7 +577,7 @@ class AgentService:
     async def confirm(self, cmd: ConfirmCashRequest, *, pin: str) -> CashResult:
         """The agent confirms a pending request: a cash-in moves float → wallet (and the commission),
         a cash-out posts its hold. Exactly once, however many times or ways it is sent."""
-        await self._verify_pin(cmd.agent_user_id, pin)
+        await self.verify_pin(cmd.agent_user_id, pin)
         lapsed: CashRequest | None = None
         try:
             async with self.engine.begin() as conn:
@@ -630,9 +668,27 @@ class AgentService:
                     closed += 1
         return closed
 
+    async def sweep_expired_requests(self, stop: asyncio.Event) -> None:
+        """`expire_requests` now, then every ``sweep_interval_s`` until ``stop`` is set (the gateway
+        runs it for its lifetime). A round that fails is logged and the next one runs as planned."""
+        while not stop.is_set():
+            try:
+                closed = await self.expire_requests()
+            except Exception:
+                log.exception("agents: expiring cash requests failed; next round in %gs",
+                              self.settings.sweep_interval_s)
+            else:
+                if closed:
+                    log.info("agents: %d cash requests expired", closed)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.sweep_interval_s)
+            except TimeoutError:
+                pass
+
     # -- steps -----------------------------------------------------------------------------------
 
-    async def _verify_pin(self, user_id: int, pin: str) -> None:
+    async def verify_pin(self, user_id: int, pin: str) -> None:
+        """Check a PIN in a transaction of its own; raises `WrongPin` / `AccountLocked`."""
         failure: PaymentsError | None = None
         # IMPORTANT: committed even on a wrong PIN, so the count and the lock-out persist.
         async with self.engine.begin() as conn:
@@ -662,6 +718,23 @@ class AgentService:
             raise OwnAgent("an agent cannot serve itself: ask another agent")
         self._check_currency(agent, amount)
         return agent
+
+    async def _direct_customer(self, conn: AsyncConnection, agent: Agent, typed_phone: str, amount: Money) -> User:
+        try:
+            phone = parse_msisdn(typed_phone, region_of(agent.phone))
+        except InvalidPhoneNumber as exc:
+            raise InvalidRequest(str(exc)) from None
+        if phone == agent.phone:
+            raise OwnAgent("an agent cannot cash in to itself")
+        customer = await find_user_by_phone(conn, phone)
+        if customer is None:
+            raise UnknownUser(f"{phone} has no Sauti wallet")
+        if customer.status is UserStatus.CLOSED:
+            raise AccountClosed("the customer's account is closed")
+        self._check_currency(agent, amount)
+        # Deposits are limited per transaction only (what one may spend is limited, not what comes in).
+        self.payments.settings.limits.check(amount, kyc_tier=customer.kyc_tier, spent_today=Money.zero(amount.currency))
+        return customer
 
     @staticmethod
     def _check_currency(agent: Agent, amount: Money) -> None:

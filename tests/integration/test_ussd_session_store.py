@@ -76,3 +76,18 @@ async def test_the_resume_pointer_is_cleared_only_by_its_own_session(make_store)
     assert await store.resume_candidate("+254712345678") == "ATUid_2"
     await store.clear_resume("+254712345678", "ATUid_2")
     assert await store.resume_candidate("+254712345678") is None
+
+
+async def test_saving_points_and_clears_the_resume_pointer_in_the_same_step(make_store):
+    store = make_store()
+    mid = state("ATUid_3")
+    assert await store.save(mid, expected_version=0, resume="point")
+    assert await store.resume_candidate("+254712345678") == "ATUid_3"
+    other = state("ATUid_4")
+    assert await store.save(other, expected_version=0, resume="clear")  # not its pointer: kept
+    assert await store.resume_candidate("+254712345678") == "ATUid_3"
+    mid.ended = True
+    assert await store.save(mid, expected_version=1, resume="clear")
+    assert await store.resume_candidate("+254712345678") is None
+    assert not await store.save(mid, expected_version=1, resume="point")  # a lost race changes nothing
+    assert await store.resume_candidate("+254712345678") is None

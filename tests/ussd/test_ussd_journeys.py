@@ -116,8 +116,9 @@ async def test_buy_goods_at_a_till_and_a_pochi(gw, phone_for, language):
 async def test_withdraw_to_my_mpesa(gw, phone_for, language):
     payer = await customer(gw, language=language, funds=3000)
     phone = phone_for(payer.phone)
-    await run(phone, [Dial(), Type(KE["withdraw"]), See("wd.amount"), Type("1000"), See("wd.confirm"),
-                      Shows("Ksh 1,010"), Type(PIN), See("wd.pending"), Shows("Ksh 1,990"), Ends()], language)
+    await run(phone, [Dial(), Type(KE["withdraw"]), See("menu.withdraw"), Type("1"), See("wd.amount"), Type("1000"),
+                      See("wd.confirm"), Shows("Ksh 1,010"), Type(PIN), See("wd.pending"), Shows("Ksh 1,990"), Ends()],
+              language)
     done = await wait_for(gw, phone.reference())
     assert done.status is PaymentStatus.SUCCEEDED and done.recipient_phone == payer.phone
 
@@ -125,8 +126,8 @@ async def test_withdraw_to_my_mpesa(gw, phone_for, language):
 async def test_deposit_from_mpesa_by_stk_push(gw, phone_for, language):
     payer = await customer(gw, language=language)
     phone = phone_for(payer.phone)
-    await run(phone, [Dial(), Type(KE["deposit"]), See("dep.amount"), Type("700"), See("dep.confirm"), Type(PIN),
-                      See("dep.mpesa"), Shows("Ksh 700"), Ends()], language)
+    await run(phone, [Dial(), Type(KE["deposit"]), See("menu.deposit"), Type("1"), See("dep.amount"), Type("700"),
+                      See("dep.confirm"), Type(PIN), See("dep.mpesa"), Shows("Ksh 700"), Ends()], language)
     assert (await wait_for(gw, phone.reference())).status is PaymentStatus.SUCCEEDED
     assert await gw.wallet(payer) == Money.of(700, KES)
 
@@ -134,8 +135,8 @@ async def test_deposit_from_mpesa_by_stk_push(gw, phone_for, language):
 async def test_deposit_from_wave_by_a_checkout_link_sent_by_sms(gw, phone_for, language):
     payer = await customer(gw, country="SN", language=language)
     phone = phone_for(payer.phone)
-    await run(phone, [Dial(), Type(SN["deposit"]), See("dep.amount"), Type("5000"), See("dep.confirm"), Type(PIN),
-                      See("dep.wave"), Shows("5 000 FCFA"), Ends()], language)
+    await run(phone, [Dial(), Type(SN["deposit"]), Type("1"), See("dep.amount"), Type("5000"), See("dep.confirm"),
+                      Type(PIN), See("dep.wave"), Shows("5 000 FCFA"), Ends()], language)
     payment = await wait_for(gw, phone.reference(), PaymentStatus.PROCESSING)
     session_id = payment.provider_refs["checkout_session_id"]
     for _ in range(100):  # the link goes out by SMS through the outbox

@@ -110,9 +110,9 @@ async def test_an_unknown_session_with_history_starts_sensibly(gw, phone_for):
 async def test_wrong_pins_show_the_tries_left_then_lock_the_account(gw, phone_for):
     payer = await customer(gw, funds=500)
     phone = phone_for(payer.phone)
-    await run(phone, [Dial(), Type("4"), Type("100"), See("wd.confirm"), Type("0000"), Shows(en("err.wrong_pin",
-                      tries="2")), See("wd.confirm"), Type("1111"), Shows(en("err.wrong_pin", tries="1")),
-                      Type("9999"), See("pay.locked"), Ends()])
+    await run(phone, [Dial(), Type("4"), Type("1"), Type("100"), See("wd.confirm"), Type("0000"),
+                      Shows(en("err.wrong_pin", tries="2")), See("wd.confirm"), Type("1111"),
+                      Shows(en("err.wrong_pin", tries="1")), Type("9999"), See("pay.locked"), Ends()])
     later = phone_for(payer.phone)
     await run(later, [Dial(), Shows("locked until"), Ends()])
     assert await gw.scalar("SELECT count(*) FROM payments WHERE payer_user_id = :u", u=payer.id) == 0
@@ -206,7 +206,7 @@ async def test_no_pin_in_logs_or_in_the_session_store(gw, phone_for, caplog):
     payer = await customer(gw, funds=300, pin="8642")
     phone = phone_for(payer.phone)
     with caplog.at_level(logging.DEBUG):
-        await run(phone, [Dial(), Type("4"), Type("100"), Type("8642"), See("wd.pending")])
+        await run(phone, [Dial(), Type("4"), Type("1"), Type("100"), Type("8642"), See("wd.pending")])
         state = await gw.app[USSD_SESSIONS].load(phone.session.session_id)
     assert "8642" not in caplog.text
     assert "8642" not in state.dumps()

@@ -6,6 +6,7 @@ see a text, end."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import uuid
@@ -30,6 +31,7 @@ CATALOGS = load_catalogs()
 REF = re.compile(r"pay_[0-9a-z]{26}")
 
 
+@functools.cache
 def redis_available(url: str = REDIS_URL) -> bool:
     import redis
 
