@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sauti-installed
 
-.PHONY: serve test lint unit integration bench bench-ledger bench-payments clean-db
+.PHONY: serve test lint unit integration bench bench-ledger bench-payments bench-ussd clean-db
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Sauti needs Python >= 3.11 (found %s); set PYTHON=python3.11" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -31,13 +31,16 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration tests/e2e
 
-bench: bench-ledger bench-payments
+bench: bench-ledger bench-payments bench-ussd
 
 bench-ledger: $(STAMP)  ## ledger transfers/s beside pgbench's TPC-B-like tps on the same server
 	$(BIN)/python -m bench.ledger
 
 bench-payments: $(STAMP)  ## completed payments/s through the gateway and the sandboxes, beside the ledger
 	$(BIN)/python -m bench.payments
+
+bench-ussd: $(STAMP)  ## USSD hops/s through `sauti serve`, beside a bare aiohttp handler
+	$(BIN)/python -m bench.ussd
 
 clean-db:  ## forget the embedded databases (var/)
 	rm -rf var/

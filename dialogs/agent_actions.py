@@ -16,8 +16,7 @@ from typing import Any
 from dialogs.catalog import Catalogs
 from dialogs.display import clock_text, money_text, phone_text
 from dialogs.steps import ActionSpec, Invalid, Step, Validator
-from payments.agents import (
-    AgentService,
+from payments.agent_commands import (
     CashRequestClosed,
     ConfirmCashRequest,
     DirectCashIn,
@@ -32,6 +31,7 @@ from payments.agents import (
     UnknownCashRequest,
     commission_of,
 )
+from payments.agents import AgentService
 from payments.cash_requests import Agent, PendingLine
 from payments.commands import Channel, PaymentKind
 from payments.errors import (

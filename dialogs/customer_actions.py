@@ -15,10 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.schema import users
 from dialogs.display import clock_text, money_text, phone_text, statement_line
 from dialogs.steps import ActionSpec, Step
 from payments.accounts import AccountKind, account_by_code, account_code, balance, open_account, statement
@@ -45,7 +43,7 @@ from payments.errors import (
     WrongPin,
 )
 from payments.fees import LimitExceeded
-from payments.identities import PinService, audit, find_user_by_phone, register_user, set_language
+from payments.identities import PinService, find_user_by_phone, register_user, set_language
 from payments.money import Currency, Money
 from payments.orchestrator import Payments
 from payments.payment_settings import MPESA
@@ -142,8 +140,7 @@ class CustomerActions:
         return None
 
     async def _same_pin(self, digest: str, pin: str) -> bool:
-        # PinService keeps its peppered argon2 check private; a public `matches` would serve here.
-        return await self.services.pins._matches(digest, pin)
+        return await self.services.pins.matches(digest, pin)
 
     async def hold_pin(self, step: Step) -> str:
         """The first entry of a new PIN: keep only its hash until the second entry."""
@@ -186,10 +183,7 @@ class CustomerActions:
             return "mismatch"
         async with self.services.engine.begin() as conn:
             # The hash was made by PinService.hash from this very PIN (checked just above).
-            await conn.execute(update(users).where(users.c.id == step.user_id).values(
-                pin_hash=digest, failed_pin_attempts=0, updated_at=func.now()))
-            await audit(conn, actor=f"user:{step.user_id}", action="pin.changed", subject=f"user:{step.user_id}",
-                        details={"channel": "ussd"})
+            await self.services.pins.replace_verified(conn, step.user_id, digest, channel="ussd")
         return "ok"
 
     # -- money -----------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ cash; never negative) and an agent commission account (what it earns). The flows
   (amount), fee → fee revenue, commission (``cash_out_commission_bp``) → the agent from commission
   expense. Rejected, cancelled or expired: the hold is voided and the payment fails; the wallet is whole.
 
+A payment's payer is the side whose e-money leaves: the agent for a cash-in (the customer is its
+recipient), the customer for a cash-out (the agent is its recipient); its ``agent_number`` is set.
+
 IMPORTANT: an agent never serves itself (no commission for moving its own money; the database
 refuses it too). Only the named agent sees and serves a request, and only an active agent confirms.
 Every command carries an idempotency key (same key, same request: the same result; another request:
@@ -27,6 +30,9 @@ receipts (outbox jobs ``sms.receipt``), in the transaction that moves it. PINs a
 transaction of their own first (a wrong one is counted even though nothing else happens), and
 never stored. Expired requests are closed by `AgentService.expire_requests`, which the gateway runs
 periodically; a confirmation arriving after the expiry closes the request itself.
+
+The commands, results and errors are in `payments.agent_commands`; the tables in
+`payments.cash_requests`.
 """
 
 from __future__ import annotations
@@ -44,8 +50,30 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from payments import cash_requests as cr
 from payments import payment_store as store
 from payments.accounts import AccountKind, account_by_code, account_code, balance, open_account
-from payments.cash_requests import Agent, AgentStatus, CashRequest, CashRequestStatus, PendingLine
-from payments.commands import Channel, PaymentKind
+from payments.agent_commands import (
+    CancelCashRequest,
+    CashRequestClosed,
+    CashRequestExpired,
+    CashResult,
+    CommissionEarned,
+    ConfirmCashRequest,
+    DirectCashIn,
+    FloatTooLow,
+    NotAnAgent,
+    OwnAgent,
+    PendingPage,
+    RejectCashRequest,
+    RequestCashIn,
+    RequestCashOut,
+    TooManyPending,
+    TopUpFloat,
+    UnknownAgent,
+    UnknownCashRequest,
+    agent_number_text,
+    commission_of,
+)
+from payments.cash_requests import Agent, AgentStatus, CashRequest, CashRequestStatus
+from payments.commands import PaymentKind
 from payments.errors import (
     AccountClosed,
     AccountLocked,
@@ -66,7 +94,7 @@ from payments.orchestrator import Payments
 from payments.payment_settings import PROVIDER_FOR
 from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of
-from payments.postings import MAX_KEY_LENGTH, HoldRequest, Leg, TransferRequest
+from payments.postings import HoldRequest, Leg, TransferRequest
 from payments.states import PaymentStatus
 
 log = logging.getLogger(__name__)
@@ -81,62 +109,7 @@ _CURRENCY_OF_REGION = {"KE": Currency.KES, "SN": Currency.XOF, "CI": Currency.XO
 _UTC_OFFSET_HOURS = {"KE": 3, "SN": 0, "CI": 0}
 
 
-# -- errors ----------------------------------------------------------------------------------------
-
-
-class NotAnAgent(PaymentsError):
-    """The caller is not an active agent: only agents serve cash-ins and cash-outs."""
-
-    code = "not_an_agent"
-
-
-class UnknownAgent(PaymentsError):
-    """No active agent has that agent (or store) number."""
-
-    code = "unknown_agent"
-
-
-class OwnAgent(InvalidRequest):
-    """An agent cannot cash in to, or cash out from, itself."""
-
-    code = "own_agent"
-
-
-class UnknownCashRequest(PaymentsError):
-    """No such request for this caller (another agent's request is as unknown as a missing one)."""
-
-    code = "unknown_cash_request"
-
-
-class CashRequestClosed(PaymentsError):
-    """The request is no longer pending: confirmed, rejected, cancelled or expired."""
-
-    code = "cash_request_closed"
-
-    def __init__(self, request: CashRequest) -> None:
-        super().__init__(f"request {request.code} is already {request.status}")
-        self.request = request
-
-
-class CashRequestExpired(CashRequestClosed):
-    code = "cash_request_expired"
-
-
-class FloatTooLow(PaymentsError):
-    """The agent's float cannot cover the cash-in; nothing moved."""
-
-    code = "float_too_low"
-
-    def __init__(self, available: Money, needed: Money) -> None:
-        super().__init__(f"your float ({available}) is less than the {needed} this cash-in needs; top it up first")
-        self.available, self.needed = available, needed
-
-
-class TooManyPending(PaymentsError):
-    code = "too_many_pending"
-
-
-# -- settings, commands, results -------------------------------------------------------------------
+# -- settings --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -169,168 +142,6 @@ class AgentSettings:
             raise ValueError("agents.agent_number_digits is 4 to 10")
 
 
-def _check_key(key: object) -> None:
-    if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH:
-        raise InvalidRequest(f"an idempotency key is 1 to {MAX_KEY_LENGTH} characters")
-
-
-def _check_amount(amount: object) -> None:
-    if not isinstance(amount, Money) or amount.minor <= 0:
-        raise InvalidRequest("the amount must be more than zero")
-
-
-def _channel(value: object) -> Channel:
-    try:
-        return Channel(value)
-    except ValueError:
-        raise InvalidRequest(f"unknown channel {value!r}") from None
-
-
-def _number(value: object) -> str:
-    """An agent or store number as typed: digits only."""
-    typed = value.strip() if isinstance(value, str) else ""
-    if not typed.isascii() or not typed.isdigit() or not 4 <= len(typed) <= 10:
-        raise InvalidRequest("an agent number is 4 to 10 digits")
-    return typed
-
-
-@dataclass(frozen=True)
-class RequestCashIn:
-    """A customer will hand cash to the agent ``agent_number`` for ``amount`` in their wallet."""
-
-    idempotency_key: str
-    customer_user_id: int
-    agent_number: str
-    amount: Money
-    channel: Channel = Channel.USSD
-
-    def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        _check_amount(self.amount)
-        object.__setattr__(self, "agent_number", _number(self.agent_number))
-        object.__setattr__(self, "channel", _channel(self.channel))
-
-
-@dataclass(frozen=True)
-class RequestCashOut:
-    """A customer wants ``amount`` in cash from the agent ``agent_number`` (confirmed with their PIN)."""
-
-    idempotency_key: str
-    customer_user_id: int
-    agent_number: str
-    amount: Money
-    channel: Channel = Channel.USSD
-
-    def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        _check_amount(self.amount)
-        object.__setattr__(self, "agent_number", _number(self.agent_number))
-        object.__setattr__(self, "channel", _channel(self.channel))
-
-
-@dataclass(frozen=True)
-class DirectCashIn:
-    """The agent takes cash from the customer at ``customer_phone`` and credits their wallet at once."""
-
-    idempotency_key: str
-    agent_user_id: int
-    customer_phone: str
-    amount: Money
-    channel: Channel = Channel.USSD
-
-    def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        _check_amount(self.amount)
-        if not isinstance(self.customer_phone, str) or not self.customer_phone.strip():
-            raise InvalidRequest("the customer's phone number is needed")
-        object.__setattr__(self, "channel", _channel(self.channel))
-
-
-@dataclass(frozen=True)
-class ConfirmCashRequest:
-    """The agent confirms a pending request (cash taken in, or handed out)."""
-
-    idempotency_key: str
-    agent_user_id: int
-    request_id: str
-    channel: Channel = Channel.USSD
-
-    def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        object.__setattr__(self, "channel", _channel(self.channel))
-
-
-@dataclass(frozen=True)
-class RejectCashRequest:
-    """The agent turns a pending request down (no cash changed hands)."""
-
-    idempotency_key: str
-    agent_user_id: int
-    request_id: str
-    reason: str = ""
-
-    def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        if not isinstance(self.reason, str) or len(self.reason) > 200:
-            raise InvalidRequest("a reason is at most 200 characters")
-
-
-@dataclass(frozen=True)
-class CancelCashRequest:
-    """The customer withdraws their own pending request."""
-
-    idempotency_key: str
-    customer_user_id: int
-    request_id: str
-
-    def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-
-
-@dataclass(frozen=True)
-class TopUpFloat:
-    """An operator credits an agent's float with money the agent paid in (``reference``: the
-    provider's receipt or the bank slip it came with)."""
-
-    idempotency_key: str
-    agent_user_id: int
-    amount: Money
-    reference: str
-    operator: str
-
-    def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        _check_amount(self.amount)
-        for name in ("reference", "operator"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip() or len(value) > 100:
-                raise InvalidRequest(f"a float top-up needs a {name} (at most 100 characters)")
-
-
-@dataclass(frozen=True)
-class CashResult:
-    """A request as it stands, and the payment that moved (or holds) its money, if any."""
-
-    request: CashRequest
-    payment: Payment | None
-    #: True when this call changed nothing: the same key and request were seen before.
-    replayed: bool = False
-
-
-@dataclass(frozen=True)
-class PendingPage:
-    lines: list[PendingLine]
-    #: Pass as ``before`` for the next (older) page; None on the last page.
-    next_before: int | None
-
-
-@dataclass(frozen=True)
-class CommissionEarned:
-    today: Money
-    this_month: Money
-    all_time: Money
-
-
 # -- registration ----------------------------------------------------------------------------------
 
 
@@ -354,7 +165,7 @@ async def register_agent(
     if await cr.agent_by_user(conn, user_id) is not None:
         raise InvalidRequest(f"user {user_id} is an agent already")
     if agent_number is not None:
-        number = _number(agent_number)
+        number = agent_number_text(agent_number)
         if not await _insert_agent(conn, user_id, number, name, cur):
             raise InvalidRequest(f"agent number {number} is taken")
     else:
@@ -365,7 +176,7 @@ async def register_agent(
         else:
             raise InvalidRequest(f"no free {number_digits}-digit agent number found; give one")
     for store_number in store_numbers:
-        typed = _number(store_number)
+        typed = agent_number_text(store_number)
         taken = await cr.agent_by_number(conn, typed)
         if (taken is not None and taken.user_id != user_id) or not await cr.insert_store(conn, user_id, typed):
             raise InvalidRequest(f"store number {typed} is taken")
@@ -391,18 +202,12 @@ async def _insert_agent(conn: AsyncConnection, user_id: int, number: str, name: 
 async def agent_by_number(conn: AsyncConnection, number: str) -> Agent | None:
     """The agent customers reach by this agent (or store) number, whatever its status."""
     try:
-        return await cr.agent_by_number(conn, _number(number))
+        return await cr.agent_by_number(conn, agent_number_text(number))
     except InvalidRequest:
         return None
 
 
 # -- the service -------------------------------------------------------------------------------------
-
-
-def commission_of(amount: Money, basis_points: int) -> Money:
-    """``basis_points`` of ``amount``, rounded down to the minor unit (a commission is never more
-    than its rate)."""
-    return Money(amount.minor * basis_points // 10_000, amount.currency)
 
 
 class AgentService:
@@ -513,7 +318,7 @@ class AgentService:
             customer = await get_user(conn, customer_user_id)
             if customer.status is UserStatus.CLOSED:
                 raise AccountClosed("this account is closed")
-            agent = await self._serving_agent(conn, _number(agent_number), customer, amount)
+            agent = await self._serving_agent(conn, agent_number_text(agent_number), customer, amount)
         priced = await self.payments.quote(customer.id, amount, recipient_user_id=agent.user_id,
                                            kind=PaymentKind.CASH_OUT)
         return agent, priced

@@ -116,6 +116,11 @@ class PinService:
     async def hash(self, pin: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, self._secret(pin))
 
+    async def matches(self, pin_hash: str, pin: str) -> bool:
+        """Whether ``pin`` is the one ``pin_hash`` was made from (a new PIN typed twice, say). It
+        counts toward nothing: use `verify` for a user's PIN."""
+        return await self._matches(pin_hash, pin)
+
     async def _matches(self, pin_hash: str, pin: str) -> bool:
         def verify() -> bool:
             try:
@@ -195,10 +200,16 @@ class PinService:
         if new_pin == old_pin:
             raise InvalidPin("the new PIN must differ from the old one")
         await self.verify(conn, user_id, old_pin)
-        digest = await self.hash(new_pin)
-        await conn.execute(text("UPDATE users SET pin_hash = :h, updated_at = now() WHERE id = :u"),
-                           {"h": digest, "u": user_id})
-        await audit(conn, actor=f"user:{user_id}", action="pin.changed", subject=f"user:{user_id}")
+        await self.replace_verified(conn, user_id, await self.hash(new_pin))
+
+    async def replace_verified(self, conn: AsyncConnection, user_id: int, new_pin_hash: str,
+                               *, channel: str | None = None) -> None:
+        """Store a new PIN's hash (made by `hash`) for a user whose current PIN the caller has just
+        verified: a dialog that asks for the old PIN, then the new one twice, across several screens."""
+        await conn.execute(text("UPDATE users SET pin_hash = :h, failed_pin_attempts = 0, updated_at = now() "
+                                "WHERE id = :u"), {"h": new_pin_hash, "u": user_id})
+        await audit(conn, actor=f"user:{user_id}", action="pin.changed", subject=f"user:{user_id}",
+                    details={"channel": channel} if channel else None)
 
 
 _USER_COLUMNS = (

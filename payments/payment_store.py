@@ -311,12 +311,14 @@ async def provider_event(
 
 async def outgoing_totals(conn: AsyncConnection, payer_user_id: int, currency: Currency) -> tuple[Money, int]:
     """What the payer sent today (not counting failed payments) and how many payments they made this
-    month: the inputs of the daily limit and the plan's monthly allowance. Deposits and refunds are
-    not the payer's spending (a refund row names the original's payer, whoever asked for it)."""
+    month: the inputs of the daily limit and the plan's monthly allowance. Deposits, refunds and
+    cash-ins are not the payer's spending (a refund row names the original's payer, whoever asked for
+    it; a cash-in's payer is the agent, paying from its float, not from its own wallet)."""
     row = (await conn.execute(text(
         "SELECT coalesce(sum(amount) FILTER (WHERE created_at >= date_trunc('day', now())), 0) AS today, "
         "       count(*) AS month "
-        "  FROM payments WHERE payer_user_id = :p AND currency = :c AND kind NOT IN ('deposit', 'refund') "
+        "  FROM payments WHERE payer_user_id = :p AND currency = :c "
+        "   AND kind NOT IN ('deposit', 'refund', 'cash_in') "
         "   AND status <> 'failed' AND created_at >= date_trunc('month', now())"),
         {"p": payer_user_id, "c": currency.value})).one()
     return Money(int(row.today), currency), int(row.month)

@@ -410,5 +410,5 @@ class ProviderJobs:
 _VERB: Mapping[str, str] = MappingProxyType({
     "p2p": "Payment of", "send_to_phone": "Payment of", "withdraw": "Withdrawal of", "deposit": "Deposit of",
     "pay_bill": "Bill payment of", "buy_goods_till": "Payment of", "buy_goods_pochi": "Payment of",
-    "refund": "Refund of",
+    "refund": "Refund of", "cash_in": "Cash-in of", "cash_out": "Cash-out of",
 })

@@ -139,6 +139,10 @@ def _check_refundable(original: Payment) -> str | None:
     """Refuse what cannot be refunded; returns the provider job that will undo it, if one does."""
     if original.kind == PaymentKind.REFUND:
         raise NotRefundable("a refund cannot itself be refunded")
+    if original.kind in (PaymentKind.CASH_IN, PaymentKind.CASH_OUT):
+        # Cash changed hands at the agent: undoing it is a new cash movement there, never a
+        # ledger reversal (which would credit the agent's wallet instead of its float).
+        raise NotRefundable(f"a {original.kind} at an agent cannot be refunded; do the opposite at the agent")
     if original.status in (S.REVERSED, S.REFUNDED):
         raise NotRefundable(f"payment {original.public_id} was already {original.status}")
     if original.status is not S.SUCCEEDED:

@@ -18,7 +18,8 @@ from db.engine import create_engine
 from gateway.payments_resources import payment_settings, public_base_url
 from gateway.resources import database_url, pin_policy
 from gateway.settings import Settings
-from payments.agents import AgentService, AgentSettings, TopUpFloat, register_agent
+from payments.agent_commands import TopUpFloat
+from payments.agents import AgentService, AgentSettings, register_agent
 from payments.cash_requests import agent_by_user
 from payments.errors import PaymentsError
 from payments.identities import PinService, find_user_by_phone

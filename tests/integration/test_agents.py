@@ -13,9 +13,7 @@ import pytest
 
 from payments import payment_store as store
 from payments.accounts import AccountKind
-from payments.agents import (
-    AgentService,
-    AgentSettings,
+from payments.agent_commands import (
     CancelCashRequest,
     CashRequestClosed,
     CashRequestExpired,
@@ -31,14 +29,14 @@ from payments.agents import (
     TopUpFloat,
     UnknownAgent,
     UnknownCashRequest,
-    agent_by_number,
-    register_agent,
 )
+from payments.agents import AgentService, AgentSettings, agent_by_number, register_agent
 from payments.cash_requests import AgentStatus, CashRequestStatus, set_agent_status
-from payments.commands import Channel, PaymentKind
+from payments.commands import Channel, PaymentKind, Refund
 from payments.errors import AccountLocked, IdempotencyConflict, InsufficientFunds, InvalidRequest, WrongPin
 from payments.identities import PinPolicy, PinService, Role, User, get_user
 from payments.money import Currency, Money
+from payments.refunds import NotRefundable
 from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
 
@@ -569,3 +567,20 @@ async def test_commission_earned_today_this_month_and_ever(world, pins, agents):
     later = await agents.commission_earned(agent_user.id, now=next_month)
     assert (later.today, later.this_month, later.all_time) == (Money.zero(KES), Money.zero(KES), Money.of(70, KES))
     assert await agents.float_balance(agent_user.id) == Money.of(6500, KES)
+
+
+async def test_cash_payments_are_not_refunded_and_cash_ins_do_not_spend_the_agents_allowance(world, pins, agents):
+    agent_user, number = await agent(world, pins, agents, float_=100_000)
+    amina = await customer(world, pins)
+    done = None
+    for _ in range(3):
+        raised = await agents.request_cash_in(RequestCashIn(key(), amina.id, number, Money.of(30_000, KES)))
+        done = await agents.confirm(ConfirmCashRequest(key(), agent_user.id, raised.request.public_id), pin=PIN)
+    # 90,000 of cash-ins today: the agent's own (tier 0: 70,000 a day) payments are untouched by them.
+    await world.fund(agent_user, Money.of(1000, KES))
+    quoted = await world.payments.quote(agent_user.id, Money.of(500, KES), recipient_user_id=amina.id)
+    assert quoted.fee == Money.of(5, KES)
+    with pytest.raises(NotRefundable):
+        await world.payments.handle(Refund("undo-cash-in", done.payment.public_id, reason="customer asked"))
+    assert await world.wallet(amina) == Money.of(90_000, KES)
+    assert await world.wallet(agent_user) == Money.of(1000, KES)

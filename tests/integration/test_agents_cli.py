@@ -44,9 +44,11 @@ async def test_an_operator_registers_an_agent_and_tops_up_its_float(new_database
     expired = sauti("agent", "expire", url=url)
     assert expired.returncode == 0 and "0 expired request(s) closed" in expired.stdout
 
-    for args in (("register", phone, "--number", "402114"), ("topup", phone, "1.234", "--reference", "R",
-                                                              "--operator", "a"),
-                 ("show", random_kenyan_number()), ("topup", "not-a-phone", "1", "--reference", "R", "--operator", "a")):
+    refusals = [("register", phone, "--number", "402114"),  # an agent already
+                ("topup", phone, "1.234", "--reference", "R", "--operator", "a"),  # more decimals than KES has
+                ("show", random_kenyan_number()),  # nobody
+                ("topup", "not-a-phone", "1", "--reference", "R", "--operator", "a")]
+    for args in refusals:
         refused = sauti("agent", *args, url=url)
         assert refused.returncode != 0 and "Traceback" not in refused.stderr, (args, refused.stderr)
         assert "Error:" in refused.stderr

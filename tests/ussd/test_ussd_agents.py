@@ -12,7 +12,8 @@ import pytest
 
 from gateway.keys import PINS
 from payments.accounts import AccountKind
-from payments.agents import AgentService, TopUpFloat, register_agent
+from payments.agent_commands import TopUpFloat
+from payments.agents import AgentService, register_agent
 from payments.identities import User
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
