@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -41,6 +41,10 @@ class _Values(dict):
 @dataclass(frozen=True)
 class Catalogs:
     texts: Mapping[str, Mapping[str, str]]
+    #: Each text's placeholders, worked out on first use: rendering asks at every hop which values a
+    #: screen shows (only those are normalised), and the texts never change once loaded.
+    _fields: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict, init=False, repr=False,
+                                                           compare=False)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -48,6 +52,13 @@ class Catalogs:
 
     def has(self, key: str) -> bool:
         return all(key in texts for texts in self.texts.values())
+
+    def fields(self, language: str, key: str) -> frozenset[str]:
+        """The names of the values the text of ``key`` shows (``{amount}`` → ``amount``)."""
+        found = self._fields.get((language, key))
+        if found is None:
+            found = self._fields[(language, key)] = placeholders((self.texts.get(language) or self.texts["en"])[key])
+        return found
 
     def text(self, language: str, key: str, values: Mapping[str, object] | None = None, *,
              normalised: bool = False) -> str:

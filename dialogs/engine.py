@@ -101,10 +101,11 @@ class UssdEngine:
 
     async def hop(self, hop: Hop) -> Reply:
         for _ in range(_SAVE_ATTEMPTS):
-            state = await self.store.load(hop.session_id)
+            # The number's resume pointer comes with the session (one round trip): a first hop needs it.
+            state, pointer = await self.store.load_for_hop(hop.session_id, hop.phone)
             if state is None:
                 expected = 0
-                state = await self._open(hop)
+                state = await self._open(hop, pointer)
             else:
                 if state.phone != hop.phone:
                     # Another number on this session id: not this caller's session.
@@ -121,7 +122,7 @@ class UssdEngine:
             log.info("ussd session %s: a twin hop saved first; answering with its screen", hop.session_id)
         return self.screen_reply("sys.error", self.callers.language_for(hop.phone))
 
-    async def _open(self, hop: Hop) -> SessionState:
+    async def _open(self, hop: Hop, pointer: str | None) -> SessionState:
         caller = await self.callers.find(hop.phone)
         values = self.callers.values_for(hop.phone)
         state = SessionState(session_id=hop.session_id, phone=hop.phone, service_code=hop.service_code,
@@ -145,7 +146,7 @@ class UssdEngine:
             for segment in segments:
                 if not await self._prefill(state, segment.strip(), key):
                     break
-        elif (previous := await self._resumable(hop.phone, hop.session_id, caller.user_id, state.screen)) is not None:
+        elif (previous := await self._resumable(pointer, hop.session_id, caller.user_id, state.screen)) is not None:
             state.values["resume_from"] = previous
             state.screen = "sys.resume"
         return state
@@ -280,8 +281,8 @@ class UssdEngine:
 
     # -- resume ----------------------------------------------------------------------------------
 
-    async def _resumable(self, phone: str, session_id: str, user_id: int, home: str) -> str | None:
-        previous = await self.store.resume_candidate(phone)
+    async def _resumable(self, previous: str | None, session_id: str, user_id: int, home: str) -> str | None:
+        """``previous`` (the session the caller's number points at), if it is worth offering to resume."""
         if previous is None or previous == session_id:
             return None
         old = await self.store.load(previous)

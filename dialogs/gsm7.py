@@ -10,6 +10,7 @@ an escape plus the character, so they count as two.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 #: GSM 03.38 basic character set (the 128 one-septet characters; ESC and the control characters
@@ -34,6 +35,13 @@ _PLAIN = {
 }
 
 
+# Every screen is normalised and measured at every hop, and nearly every text is plain GSM-7
+# already: one regex pass (in C) answers for those, and only the rare odd character goes through
+# the per-character path below.
+_NOT_GSM7 = re.compile("[^" + "".join(re.escape(c) for c in sorted(BASIC | EXTENSION)) + "]")
+_EXTENDED = re.compile("[" + "".join(re.escape(c) for c in sorted(EXTENSION)) + "]")
+
+
 def _one(char: str) -> str:
     if char in BASIC or char in EXTENSION:
         return char
@@ -49,12 +57,16 @@ def _one(char: str) -> str:
 
 def normalise(text: str) -> str:
     """``text`` in characters GSM-7 can carry (see the module docstring)."""
+    if _NOT_GSM7.search(text) is None:
+        return text
     return "".join(_one(c) for c in text)
 
 
 def length(text: str) -> int:
     """Septets ``text`` takes in GSM-7: extension characters count two. Raises ValueError on a
     character that is not GSM-7 (normalise first)."""
+    if _NOT_GSM7.search(text) is None:
+        return len(text) + len(_EXTENDED.findall(text))
     total = 0
     for char in text:
         if char in BASIC:
@@ -67,4 +79,4 @@ def length(text: str) -> int:
 
 
 def is_gsm7(text: str) -> bool:
-    return all(c in BASIC or c in EXTENSION for c in text)
+    return _NOT_GSM7.search(text) is None

@@ -49,9 +49,14 @@ def _shortened(values: Mapping[str, Any], excess: int) -> dict[str, Any] | None:
 def _head(catalogs: Catalogs, language: str, screen: Screen, values: Mapping[str, Any], note: str | None,
           room: int) -> str:
     """The note and the screen's text with ``values``, shortened to ``room`` characters if it can be."""
-    # Internal values (``_own_phone``, a PIN's hash while it is being confirmed) are never shown.
-    shown = {k: normalise(str(v)) for k, v in values.items()
-             if not k.startswith("_") and not isinstance(v, list | dict)}
+    # Only the values these texts name are normalised (a session carries a dozen; a screen shows
+    # one or two). Internal values (``_own_phone``, a PIN's hash while it is being confirmed) are
+    # never shown.
+    names = catalogs.fields(language, screen.text)
+    if note:
+        names = names | catalogs.fields(language, note)
+    shown = {k: normalise(str(values[k])) for k in names
+             if k in values and not k.startswith("_") and not isinstance(values[k], list | dict)}
     while True:
         parts = [catalogs.text(language, note, shown, normalised=True)] if note else []
         text = catalogs.text(language, screen.text, shown, normalised=True)

@@ -51,12 +51,21 @@ class SessionState:
 
     def dumps(self) -> str:
         # Every field is already JSON (str, int, lists and dicts of them): no deep copy needed.
-        return json.dumps({name: getattr(self, name) for name in _FIELDS}, separators=(",", ":"))
+        return _ENCODE(self.__dict__)
 
     @classmethod
     def loads(cls, raw: str | bytes) -> SessionState:
-        data = json.loads(raw)
-        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+        data = _DECODE(raw.decode() if isinstance(raw, bytes) else raw)
+        try:
+            return cls(**data)
+        except TypeError:
+            # Written by a newer release with a field this one does not know (a rolling deploy
+            # shares Redis): keep what this release knows.
+            return cls(**{k: v for k, v in data.items() if k in _FIELDS})
 
 
-_FIELDS = tuple(f.name for f in fields(SessionState))
+_FIELDS = frozenset(f.name for f in fields(SessionState))
+# One encoder and decoder, made once: ``json.dumps`` with options builds a new encoder per call,
+# and a session is written and read at every hop. The state holds no cycles (plain values only).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False, ensure_ascii=False).encode
+_DECODE = json.JSONDecoder().decode

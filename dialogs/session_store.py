@@ -13,11 +13,16 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+from dialogs.redis_pipe import RedisPipe, Script
 from dialogs.session import SessionState
 
 
 class SessionStore(Protocol):
     async def load(self, session_id: str) -> SessionState | None: ...
+
+    async def load_for_hop(self, session_id: str, phone: str) -> tuple[SessionState | None, str | None]:
+        """The session (None if there is none) and the session ``phone``'s resume pointer names, read
+        in one step: a hop needs the first, a session's first hop the second too."""
 
     async def save(self, state: SessionState, *, expected_version: int, resume: str | None = None) -> bool:
         """Store ``state`` (with its version bumped) if the stored copy is still at
@@ -63,6 +68,9 @@ class MemorySessionStore:
             return None
         return SessionState.loads(found[2])
 
+    async def load_for_hop(self, session_id: str, phone: str) -> tuple[SessionState | None, str | None]:
+        return await self.load(session_id), await self.resume_candidate(phone)
+
     async def save(self, state: SessionState, *, expected_version: int, resume: str | None = None) -> bool:
         found = self._sessions.get(state.session_id)
         current = found[1] if found is not None and found[0] > self._clock() else 0
@@ -99,7 +107,7 @@ class MemorySessionStore:
 
 # The stored value is "<version>:<json>"; the version is compared and bumped atomically in Redis,
 # and the resume pointer (KEYS[2]) set or cleared in the same round trip.
-_SAVE = """
+_SAVE = Script("""
 local current = redis.call('GET', KEYS[1])
 local version = 0
 if current then version = tonumber(string.match(current, '^(%d+):')) end
@@ -111,32 +119,25 @@ elseif ARGV[4] == 'clear' and redis.call('GET', KEYS[2]) == ARGV[5] then
   redis.call('DEL', KEYS[2])
 end
 return 1
-"""
-_CLEAR_IF = """
+""")
+_CLEAR_IF = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""")
 
 
 class RedisSessionStore:
-    """Sessions in Redis (redis-py asyncio), under ``key_prefix``: ``<prefix>s:<sessionId>`` and
-    ``<prefix>r:<phone>``, each with its TTL, so Redis itself forgets abandoned sessions."""
+    """Sessions in Redis, under ``key_prefix``: ``<prefix>s:<sessionId>`` and ``<prefix>r:<phone>``,
+    each with its TTL, so Redis itself forgets abandoned sessions. Commands go through
+    `dialogs.redis_pipe` (pipelined: a hop costs two commands, a load and a compare-and-set save,
+    and many hops share each write); every one of them is safe to send twice."""
 
     def __init__(self, url: str, *, session_ttl_s: float, resume_window_s: float, key_prefix: str = "sauti:ussd:",
-                 max_connections: int = 64) -> None:
-        import redis.asyncio as redis  # imported here: the in-process store needs no Redis client
-
+                 connections: int = 1, timeout_s: float = 2.0) -> None:
         self.session_ttl_ms = int(session_ttl_s * 1000)
         self.resume_window_ms = int(resume_window_s * 1000)
         self.prefix = key_prefix
-        # A blocking pool: under a burst of hops a command waits (up to 5 s) for a free connection
-        # instead of failing with "Too many connections" (which would end the caller's session).
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5,
-                                                     socket_timeout=2, socket_connect_timeout=2,
-                                                     health_check_interval=30)
-        self.redis = redis.Redis(connection_pool=pool)
-        self._save = self.redis.register_script(_SAVE)
-        self._clear_if = self.redis.register_script(_CLEAR_IF)
+        self.redis = RedisPipe(url, connections=connections, timeout_s=timeout_s, connect_timeout_s=timeout_s)
 
     def _session_key(self, session_id: str) -> str:
         return f"{self.prefix}s:{session_id}"
@@ -145,36 +146,53 @@ class RedisSessionStore:
         return f"{self.prefix}r:{phone}"
 
     async def ping(self) -> None:
-        await self.redis.ping()
+        await self.redis.execute("PING")
 
     async def load(self, session_id: str) -> SessionState | None:
-        raw = await self.redis.get(self._session_key(session_id))
-        if raw is None:
-            return None
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        return SessionState.loads(text.split(":", 1)[1])
+        return _state(await self.redis.execute("GET", self._session_key(session_id)))
+
+    async def load_for_hop(self, session_id: str, phone: str) -> tuple[SessionState | None, str | None]:
+        # One MGET: the pointer costs Redis nothing more, and a dial saves a round trip.
+        raw, pointer = await self.redis.execute("MGET", self._session_key(session_id), self._resume_key(phone))
+        return _state(raw), _text(pointer)
 
     async def save(self, state: SessionState, *, expected_version: int, resume: str | None = None) -> bool:
         state.version = expected_version + 1
-        saved = await self._save(keys=[self._session_key(state.session_id), self._resume_key(state.phone)],
-                                 args=[expected_version, f"{state.version}:{state.dumps()}", self.session_ttl_ms,
-                                       resume or "", state.session_id, self.resume_window_ms])
+        try:
+            saved = await self.redis.run_script(
+                _SAVE, [self._session_key(state.session_id), self._resume_key(state.phone)],
+                [expected_version, f"{state.version}:{state.dumps()}", self.session_ttl_ms, resume or "",
+                 state.session_id, self.resume_window_ms])
+        except BaseException:
+            state.version = expected_version
+            raise
         if not saved:
             state.version = expected_version
         return bool(saved)
 
     async def delete(self, session_id: str) -> None:
-        await self.redis.delete(self._session_key(session_id))
+        await self.redis.execute("DEL", self._session_key(session_id))
 
     async def set_resume(self, phone: str, session_id: str) -> None:
-        await self.redis.set(self._resume_key(phone), session_id, px=self.resume_window_ms)
+        await self.redis.execute("SET", self._resume_key(phone), session_id, "PX", self.resume_window_ms)
 
     async def resume_candidate(self, phone: str) -> str | None:
-        raw = await self.redis.get(self._resume_key(phone))
-        return raw.decode() if isinstance(raw, bytes) else raw
+        return _text(await self.redis.execute("GET", self._resume_key(phone)))
 
     async def clear_resume(self, phone: str, session_id: str) -> None:
-        await self._clear_if(keys=[self._resume_key(phone)], args=[session_id])
+        await self.redis.run_script(_CLEAR_IF, [self._resume_key(phone)], [session_id])
 
     async def close(self) -> None:
-        await self.redis.aclose(close_connection_pool=True)
+        await self.redis.close()
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode() if raw is not None else None
+
+
+def _state(raw: bytes | str | None) -> SessionState | None:
+    """A session as `RedisSessionStore` keeps it (``<version>:<json>``), or None."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return SessionState.loads(text.split(":", 1)[1])

@@ -70,8 +70,8 @@ class UssdSettings(_Section):
     country_languages: dict[str, UssdLanguage] = Field(default_factory=lambda: {"SN": "fr", "CI": "fr"})
     # Prefix of the session keys in Redis (several deployments can share one Redis).
     redis_key_prefix: str = Field("sauti:ussd:", min_length=1, max_length=100)
-    # Connections to Redis per process at most; hops beyond them wait for one.
-    redis_max_connections: int = Field(64, ge=1, le=10_000)
+    # Connections to Redis per process; commands are pipelined on each (one carries thousands of hops a second).
+    redis_connections: int = Field(1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _resume_within_ttl(self) -> UssdSettings:

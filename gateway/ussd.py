@@ -58,25 +58,24 @@ async def ussd_callback(request: web.Request) -> web.Response:
         form = await request.post()
     except Exception:  # not a form at all: still a screen, never an error page
         return _plain(engine.error_reply(language))
-    session_id, text = _field(form, "sessionId"), _field(form, "text")
-    raw_phone = _field(form, "phoneNumber")
-    if not session_id or any(len(_field(form, name)) > most for name, most in _MAX.items()) \
+    fields = {name: _field(form, name) for name in _MAX}
+    session_id = fields["sessionId"]
+    if not session_id or any(len(fields[name]) > most for name, most in _MAX.items()) \
             or not session_id.isprintable():
         return _plain(engine.error_reply(language))
     try:
-        phone = _msisdn(raw_phone)
+        phone = _msisdn(fields["phoneNumber"])
     except InvalidPhoneNumber:
         return _plain(engine.screen_reply("sys.unsupported", language))
-    language = engine.callers.language_for(phone)
-    hop = Hop(session_id, phone, text, service_code=_field(form, "serviceCode"),
-              network_code=_field(form, "networkCode"))
+    hop = Hop(session_id, phone, fields["text"], service_code=fields["serviceCode"],
+              network_code=fields["networkCode"])
     try:
         reply = await engine.hop(hop)
     except Exception:
         reference = uuid.uuid4().hex[:12]
         # Never the text (PINs): the session and the reference are enough to find it.
         log.exception("ussd hop failed for session %s (reference %s)", session_id, reference)
-        reply = engine.error_reply(language)
+        reply = engine.error_reply(engine.callers.language_for(phone))
     return _plain(reply)
 
 

@@ -35,7 +35,7 @@ async def open_session_store(settings: Settings) -> SessionStore:
     if settings.redis.url is None:
         return MemorySessionStore(session_ttl_s=s.session_ttl_s, resume_window_s=s.resume_window_s)
     store = RedisSessionStore(settings.redis.url, session_ttl_s=s.session_ttl_s, resume_window_s=s.resume_window_s,
-                              key_prefix=s.redis_key_prefix, max_connections=s.redis_max_connections)
+                              key_prefix=s.redis_key_prefix, connections=s.redis_connections)
     try:
         await store.ping()
     except Exception as exc:
@@ -47,12 +47,16 @@ async def open_session_store(settings: Settings) -> SessionStore:
 
 def build_ussd_engine(journeys: JourneySet, store: SessionStore, services: Services, settings: Settings) -> UssdEngine:
     s = settings.ussd
-    callers = CallerDirectory(services.engine, default_language=s.default_language,
+    # The engine's own statements are one each (who is dialling; a session's end): in autocommit
+    # they need no BEGIN and ROLLBACK/COMMIT around them, two round trips fewer each. The pool is
+    # the same; only these connections' checkouts skip the transaction.
+    single_statements = services.engine.execution_options(isolation_level="AUTOCOMMIT")
+    callers = CallerDirectory(single_statements, default_language=s.default_language,
                               country_languages=dict(s.country_languages), service_code=s.service_code,
                               pin_length=settings.security.pin_length)
 
     async def completed(state: SessionState) -> None:
-        await record_end(services.engine, SessionEnd(
+        await record_end(single_statements, SessionEnd(
             state.session_id, state.phone, "completed", last_screen=state.screen,
             journey=journeys.journey_of(state.screen), service_code=state.service_code, hops=state.hops,
             duration_ms=max(0, int((state.updated_at - state.started_at) * 1000))))

@@ -14,13 +14,14 @@ callback (`on_status_result`): "Completed" settles, anything M-Pesa cannot vouch
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments import payment_store as store
 from payments.commands import B2B_KINDS, PaymentKind
@@ -77,6 +78,10 @@ class RecoveryReport:
     #: Payments whose recovery failed on an unexpected error (logged with the payment's id); the
     #: next round tries them again.
     errors: int = 0
+
+
+#: Pauses between looks for a Result's payment (about 3 s in all), then give up (None).
+_ANSWER_GRACE_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5, None)
 
 
 class ProviderResults:
@@ -159,6 +164,19 @@ class ProviderResults:
             return "duplicate"
         return "settled" if outcome.succeeded else "unwound"
 
+    async def _found_soon(self, lookup: Callable[[AsyncConnection], Awaitable[Payment | None]]) -> Payment | None:
+        """The payment a Result names by the ConversationID of Daraja's synchronous answer. That
+        answer is recorded by the job that sent the request, and a Result can beat it (the contract
+        lists "callback before the answer"): look again for a moment before calling it unknown
+        (recovery's status query is the backstop)."""
+        for pause in _ANSWER_GRACE_S:
+            async with self.engine.connect() as conn:
+                found = await lookup(conn)
+            if found is not None or pause is None:
+                return found
+            await asyncio.sleep(pause)
+        return None
+
     async def on_b2b_result(self, result: DarajaResult) -> str:
         """Apply a B2B Result: settle or unwind a bill payment / till purchase. Daraja chose the
         request's ids, so the payment is found by the ConversationID its answer gave us; a Result
@@ -176,9 +194,13 @@ class ProviderResults:
         say what a success and a failure did."""
         if not result.is_final:
             return "partial"
-        async with self.engine.connect() as conn:
-            payment = await store.find_by_provider_ref(conn, MPESA, result.conversation_id)
-        if payment is None or payment.kind not in kinds:
+
+        async def lookup(conn: AsyncConnection) -> Payment | None:
+            found = await store.find_by_provider_ref(conn, MPESA, result.conversation_id)
+            return found if found is not None and found.kind in kinds else None
+
+        payment = await self._found_soon(lookup)
+        if payment is None:
             log.warning("%s for an unknown ConversationID; recovery will query it", kind)
             return "unknown"
         summary = {"result_code": result.result_code, "receipt": result.receipt,
@@ -226,8 +248,8 @@ class ProviderResults:
         a query that failed leaves the payment open for the next sweep."""
         if not result.is_final:
             return "partial"
-        async with self.engine.connect() as conn:
-            payment = await store.payment_of_provider_event(conn, MPESA, result.conversation_id, STATUS_QUERY_SENT)
+        payment = await self._found_soon(lambda conn: store.payment_of_provider_event(
+            conn, MPESA, result.conversation_id, STATUS_QUERY_SENT))
         if payment is None:
             log.warning("status Result for a query we did not send")
             return "unknown"
