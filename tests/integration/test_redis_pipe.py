@@ -108,7 +108,7 @@ async def test_a_database_in_the_url_is_selected(prefix):
 
 async def test_no_redis_is_a_clear_error_and_a_closed_client_says_so():
     nowhere = RedisPipe("redis://127.0.0.1:1/0", timeout_s=0.5)
-    with pytest.raises(RedisUnavailable, match="cannot reach Redis at 127.0.0.1:1/0"):
+    with pytest.raises(RedisUnavailable, match=r"cannot reach Redis at 127\.0\.0\.1:1/0"):
         await nowhere.execute("PING")
     await nowhere.close()
     with pytest.raises(RedisUnavailable, match="closed"):
