@@ -55,4 +55,5 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[LEDGER] = build_ledger(engine, settings)
     app[PINS] = PinService(pin_policy(settings))
     yield
+    app[PINS].close()
     await engine.dispose()

@@ -8,6 +8,7 @@ for a number written without its country code.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -24,6 +25,7 @@ class InvalidPhoneNumber(ValueError):
     """Text that is not a mobile number of a supported country."""
 
 
+@functools.lru_cache(maxsize=8192)  # pure, and every USSD dial and payment parses the caller's number
 def parse_msisdn(text: str, region: str | None = None) -> str:
     """Return the E.164 form of a mobile number, or raise `InvalidPhoneNumber` saying why.
 
