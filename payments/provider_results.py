@@ -101,8 +101,9 @@ class ProviderResults:
         again); for a push no payment names (its id was never recorded, or not yet), what
         `StkOrphans.record` did: ``orphan`` (a success, kept to be confirmed and credited) or
         ``ignored`` (a failure)."""
-        async with self.engine.connect() as conn:
-            payment = await store.find_by_provider_ref(conn, MPESA, callback.checkout_request_id)
+        # The push job records the CheckoutRequestID once Daraja has answered; a callback can beat it.
+        payment = await self._found_soon(lambda conn: store.find_by_provider_ref(
+            conn, MPESA, callback.checkout_request_id))
         if payment is None:
             return await self.orphans.record(callback)
         if payment.status.is_final:

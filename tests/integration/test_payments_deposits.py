@@ -111,25 +111,20 @@ async def test_a_deposit_whose_callback_never_comes_is_recovered_by_query(world:
     await world.worker.drain()
 
 
-async def test_a_stk_callback_that_beats_the_acceptance_is_recovered_by_query(world: PaymentsWorld):
+async def test_a_stk_callback_that_beats_the_acceptance_waits_for_it_and_credits_once(world: PaymentsWorld):
     user = await world.user(suffix="903")  # the callback arrives before the push is even accepted
+    before = len(world.callbacks.outcomes)
 
     payment = await world.payments.handle(Deposit("dep-early", user.id, Money.of(120, KES), Channel.USSD))
     await world.worker.drain()
-    # No payment named its push yet: the callback is kept (an orphan, if no payment ever does).
-    assert ("stk", "orphan") in world.callbacks.outcomes
-    assert (await world.payment(payment.public_id)).status is S.PROCESSING
-
-    await world.payments.recover_stuck(timedelta(0))
-
-    done, events = await world.payments.history(payment.public_id)
-    assert done.status is S.SUCCEEDED and events[-1].cause == "status_query"
+    # The callback looked again for a moment, found the push once its job recorded it, and applied.
+    await world.until_callback("stk", "credited", after=before)
+    done = await world.settle(payment.public_id)
+    assert done.status is S.SUCCEEDED
     assert await world.wallet(user) == Money.of(120, KES)
-    # The kept callback is its payment's: never credited a second time as an orphan.
     async with world.engine.connect() as conn:
-        kept = await store.provider_event(conn, "mpesa", done.provider_ref or "", "stk_orphan")
-    assert kept is not None and kept["outcome"] == "matched"
-    assert await world.payments.orphans.credit(done.provider_ref or "") == "done"
+        assert await store.provider_event(conn, "mpesa", done.provider_ref or "", "stk_orphan") is None
+    await world.payments.recover_stuck(timedelta(0))  # nothing left to do
     assert await world.wallet(user) == Money.of(120, KES)
     await world.worker.drain()
 
