@@ -201,6 +201,11 @@ async def main(args: argparse.Namespace) -> None:
             for with_fee in [case == "b" for case in args.cases.split(",")]:
                 for batched in [mode == "group" for mode in args.modes.split(",")]:
                     for concurrency in [int(c) for c in args.concurrency.split(",")]:
+                        # As pgbench does before each of its runs (it vacuums the tables it updates
+                        # and empties its history): vacuum what the transfers update, so each row
+                        # starts from the same state instead of the dead rows of the one before.
+                        # Postings are append-only and stay.
+                        await admin(ledger_url, "VACUUM (ANALYZE) accounts")
                         figure = await run_case(engine, wallets, fees, with_fee=with_fee, batched=batched,
                                                 concurrency=concurrency, seconds=args.seconds,
                                                 pipelines=args.pipelines)
