@@ -1,8 +1,9 @@
 """Payments benchmark: completed payments per second through the whole gateway, beside the ledger.
 
-The real thing, in one process: `create_app` (the gateway: database, ledger, payment orchestrator,
-in-process outbox worker, callback routes) listening on a local port, with the provider sandboxes
-started by it (Daraja, Wave, Africa's Talking) calling back over HTTP. Client tasks run a mix of
+The real thing: `create_app` (the gateway: database, ledger, payment orchestrator, in-process outbox
+worker, callback routes) listening on a local port, and the provider sandboxes (Daraja, Wave,
+Africa's Talking) in a process of their own (`sauti sandbox`), as the real providers would be,
+calling back over HTTP. Client tasks run a mix of
 payments through `Payments.handle` (what the USSD, voice and API channels call):
 
   p2p       wallet to wallet (final at once);
@@ -32,6 +33,7 @@ import os
 import random
 import socket
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -66,6 +68,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_run(length: int) -> int:
+    """The first of ``length`` consecutive ports free now (the sandboxes take three)."""
+    for _ in range(50):
+        base = random.randrange(20_000, 60_000)
+        try:
+            for offset in range(length):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise SystemExit("no three consecutive free ports for the sandboxes")
+
+
+async def until_listening(port: int, within_s: float = 60.0) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.2)
+            continue
+        writer.close()
+        return
+    raise SystemExit(f"the sandboxes did not start listening on :{port}")
 
 
 @dataclass
@@ -173,10 +202,16 @@ async def main(args: argparse.Namespace) -> None:
     url, anchor_url = (make_url(server_url).set(database=n).render_as_string(hide_password=False) for n in names)
     mix = parse_mix(args.mix)
     port = free_port()
+    sandbox_base = free_port_run(3)
+    sandbox = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "sandbox", "--port-base", str(sandbox_base),
+        "--callback-delay", str(args.callback_delay), "--cert-out", str(ROOT / "var" / "bench-sandbox.pem"),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    await until_listening(sandbox_base + 2)
     settings = Settings.model_validate({
         "server": {"port": port},
         "database": {"url": url, "pool_size": 30},
-        "providers": {"mode": "sandbox", "sandbox": {"callback_delay_s": args.callback_delay}},
+        "providers": {"mode": "sandbox", "sandbox": {"run_in_serve": False, "port_base": sandbox_base}},
         "payments": {"default_plan": "pro", "callback_secret": "bench-callback-secret-0123456789",
                      "recovery_interval_s": 3600},
         "outbox": {"concurrency": args.worker_concurrency, "poll_interval_s": 0.2},
@@ -188,7 +223,8 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        log(f"gateway on :{port} with sandbox providers (callback delay {args.callback_delay:g} s); "
+        log(f"gateway on :{port}, sandboxes in their own process on :{sandbox_base}-{sandbox_base + 2} "
+            f"(callback delay {args.callback_delay:g} s); "
             f"registering and funding {args.payers:,} payers…")
         payers = await make_payers(app, args.payers)
         anchor_wallets, anchor_fees, _ = await prepare(anchor_url, 2_000, 8)
@@ -206,13 +242,16 @@ async def main(args: argparse.Namespace) -> None:
                 rows.append((concurrency, rate, tally, anchor))
     finally:
         await runner.cleanup()
+        sandbox.terminate()
+        await asyncio.wait_for(sandbox.wait(), timeout=30)
         for name in names:
             await admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     report(rows, args)
 
 
 def report(rows: list[tuple[int, float, Tally, float]], args: argparse.Namespace) -> None:
-    print(f"\nPayments through the gateway (sandbox providers, callback delay {args.callback_delay:g} s, "
+    print(f"\nPayments through the gateway (sandbox providers in their own process, "
+          f"callback delay {args.callback_delay:g} s, "
           f"in-process worker, mix {args.mix}), median of {args.rounds} round(s):")
     print(f"{'concurrency':>11}  {'payments/s':>10}  {'ledger tps':>10}  {'ratio':>6}  "
           + "  ".join(f"{k + ' p50/p99 ms':>20}" for k in KINDS))
