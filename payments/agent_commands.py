@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from payments.cash_requests import CashRequest, PendingLine
-from payments.commands import Channel
+from payments.commands import Channel, channel_of, check_amount
 from payments.errors import InvalidRequest, PaymentsError
 from payments.money import Money
 from payments.payment_store import Payment
-from payments.postings import MAX_KEY_LENGTH
+from payments.postings import check_key
 
 # -- errors ----------------------------------------------------------------------------------------
 
@@ -73,23 +73,6 @@ class TooManyPending(PaymentsError):
 # -- commands and results --------------------------------------------------------------------------
 
 
-def _check_key(key: object) -> None:
-    if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH:
-        raise InvalidRequest(f"an idempotency key is 1 to {MAX_KEY_LENGTH} characters")
-
-
-def _check_amount(amount: object) -> None:
-    if not isinstance(amount, Money) or amount.minor <= 0:
-        raise InvalidRequest("the amount must be more than zero")
-
-
-def _channel(value: object) -> Channel:
-    try:
-        return Channel(value)
-    except ValueError:
-        raise InvalidRequest(f"unknown channel {value!r}") from None
-
-
 def agent_number_text(value: object) -> str:
     """An agent or store number as typed: digits only."""
     typed = value.strip() if isinstance(value, str) else ""
@@ -99,8 +82,8 @@ def agent_number_text(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class RequestCashIn:
-    """A customer will hand cash to the agent ``agent_number`` for ``amount`` in their wallet."""
+class _CustomerCashRequest:
+    """A customer's request to the agent ``agent_number`` for ``amount``."""
 
     idempotency_key: str
     customer_user_id: int
@@ -109,27 +92,20 @@ class RequestCashIn:
     channel: Channel = Channel.USSD
 
     def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        _check_amount(self.amount)
+        check_key(self.idempotency_key)
+        check_amount(self.amount)
         object.__setattr__(self, "agent_number", agent_number_text(self.agent_number))
-        object.__setattr__(self, "channel", _channel(self.channel))
+        object.__setattr__(self, "channel", channel_of(self.channel))
 
 
 @dataclass(frozen=True)
-class RequestCashOut:
+class RequestCashIn(_CustomerCashRequest):
+    """A customer will hand cash to the agent ``agent_number`` for ``amount`` in their wallet."""
+
+
+@dataclass(frozen=True)
+class RequestCashOut(_CustomerCashRequest):
     """A customer wants ``amount`` in cash from the agent ``agent_number`` (confirmed with their PIN)."""
-
-    idempotency_key: str
-    customer_user_id: int
-    agent_number: str
-    amount: Money
-    channel: Channel = Channel.USSD
-
-    def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        _check_amount(self.amount)
-        object.__setattr__(self, "agent_number", agent_number_text(self.agent_number))
-        object.__setattr__(self, "channel", _channel(self.channel))
 
 
 @dataclass(frozen=True)
@@ -143,11 +119,11 @@ class DirectCashIn:
     channel: Channel = Channel.USSD
 
     def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        _check_amount(self.amount)
+        check_key(self.idempotency_key)
+        check_amount(self.amount)
         if not isinstance(self.customer_phone, str) or not self.customer_phone.strip():
             raise InvalidRequest("the customer's phone number is needed")
-        object.__setattr__(self, "channel", _channel(self.channel))
+        object.__setattr__(self, "channel", channel_of(self.channel))
 
 
 @dataclass(frozen=True)
@@ -160,8 +136,8 @@ class ConfirmCashRequest:
     channel: Channel = Channel.USSD
 
     def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        object.__setattr__(self, "channel", _channel(self.channel))
+        check_key(self.idempotency_key)
+        object.__setattr__(self, "channel", channel_of(self.channel))
 
 
 @dataclass(frozen=True)
@@ -174,7 +150,7 @@ class RejectCashRequest:
     reason: str = ""
 
     def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
+        check_key(self.idempotency_key)
         if not isinstance(self.reason, str) or len(self.reason) > 200:
             raise InvalidRequest("a reason is at most 200 characters")
 
@@ -188,7 +164,7 @@ class CancelCashRequest:
     request_id: str
 
     def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
+        check_key(self.idempotency_key)
 
 
 @dataclass(frozen=True)
@@ -203,8 +179,8 @@ class TopUpFloat:
     operator: str
 
     def __post_init__(self) -> None:
-        _check_key(self.idempotency_key)
-        _check_amount(self.amount)
+        check_key(self.idempotency_key)
+        check_amount(self.amount)
         for name in ("reference", "operator"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip() or len(value) > 100:

@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from payments.errors import InvalidRequest
 from payments.money import Money
-from payments.postings import MAX_KEY_LENGTH
+from payments.postings import MAX_KEY_LENGTH, check_key
 
 
 class Channel(enum.StrEnum):
@@ -48,6 +48,19 @@ B2B_KINDS = frozenset({PaymentKind.PAY_BILL, PaymentKind.BUY_GOODS_TILL})
 PAYOUT_KINDS = B2B_KINDS | {PaymentKind.SEND_TO_PHONE, PaymentKind.WITHDRAW, PaymentKind.BUY_GOODS_POCHI}
 
 
+def check_amount(amount: object) -> None:
+    """What any command moves: an amount of money above zero."""
+    if not isinstance(amount, Money) or amount.minor <= 0:
+        raise InvalidRequest("the amount must be more than zero")
+
+
+def channel_of(value: object) -> Channel:
+    try:
+        return Channel(value)
+    except ValueError:
+        raise InvalidRequest(f"unknown channel {value!r}") from None
+
+
 @dataclass(frozen=True)
 class _Command:
     idempotency_key: str
@@ -56,15 +69,9 @@ class _Command:
     channel: Channel
 
     def _check(self) -> None:
-        key = self.idempotency_key
-        if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH:
-            raise InvalidRequest(f"an idempotency key is 1 to {MAX_KEY_LENGTH} characters")
-        if not isinstance(self.amount, Money) or self.amount.minor <= 0:
-            raise InvalidRequest("the amount must be more than zero")
-        try:
-            object.__setattr__(self, "channel", Channel(self.channel))
-        except ValueError:
-            raise InvalidRequest(f"unknown channel {self.channel!r}") from None
+        check_key(self.idempotency_key)
+        check_amount(self.amount)
+        object.__setattr__(self, "channel", channel_of(self.channel))
 
     def request_hash(self, kind: PaymentKind, **recipient: object) -> str:
         """What "the same request" means: kind, amount, currency and recipient (not the channel or

@@ -177,10 +177,8 @@ class TransferBatcher:
         self._pending: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._active = 0
         self._drains = 0
-        self._shards = ShardRouter(engine)
-
-    def forget_shards(self) -> None:
-        self._shards.forget()
+        #: Shared with the `Ledger` this batcher serves: one cached shard list per process.
+        self.shards = ShardRouter(engine)
 
     async def submit(self, op: dict[str, Any]) -> dict[str, Any]:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -209,7 +207,7 @@ class TransferBatcher:
         try:
             # Each pipeline credits its own shard of a hot account, so concurrent batches do not
             # queue on one row.
-            ops = [await self._shards.route(op, slot=slot) for op, _ in batch]
+            ops = [await self.shards.route(op, slot=slot) for op, _ in batch]
             results = await apply_ops_atomically(self._engine, ops)
         except (DBAPIError, asyncpg.PostgresError) as exc:
             if len(batch) == 1:
@@ -243,14 +241,13 @@ class Ledger:
         self.engine = engine
         self.limits = limits
         self._batcher = batcher
-        self._shards = ShardRouter(engine)
+        # The batcher's router when there is one: one cached shard list, loaded and refreshed once.
+        self._shards = batcher.shards if batcher is not None else ShardRouter(engine)
 
     def forget_shards(self) -> None:
         """Reload the shard lists before the next operation: an account was just sharded, and
-        spreading its writes need not wait for the routers' next refresh."""
+        spreading its writes need not wait for the router's next refresh."""
         self._shards.forget()
-        if self._batcher is not None:
-            self._batcher.forget_shards()
 
     async def _apply(self, op: dict[str, Any], conn: AsyncConnection | None) -> TransferResult | HoldResult:
         try:

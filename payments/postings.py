@@ -57,7 +57,8 @@ class Leg:
         return {"a": self.account_id, "m": self.amount, "c": self.currency.value}
 
 
-def _check_key(key: str) -> None:
+def check_key(key: object) -> None:
+    """An idempotency key: 1 to `MAX_KEY_LENGTH` characters, not all blank."""
     if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH:
         raise InvalidRequest(f"an idempotency key is 1 to {MAX_KEY_LENGTH} characters")
 
@@ -97,7 +98,7 @@ class TransferRequest:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_key(self.key)
+        check_key(self.key)
         object.__setattr__(self, "legs", tuple(self.legs))
         _check_legs(self.legs)
         object.__setattr__(self, "metadata", _frozen(self.metadata))
@@ -123,7 +124,7 @@ class HoldRequest:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_key(self.key)
+        check_key(self.key)
         object.__setattr__(self, "legs", tuple(self.legs))
         _check_legs(self.legs)
         object.__setattr__(self, "metadata", _frozen(self.metadata))
@@ -149,7 +150,7 @@ class ReverseRequest:
     reference: str | None = None
 
     def __post_init__(self) -> None:
-        _check_key(self.key)
+        check_key(self.key)
         if not isinstance(self.transfer_id, int) or self.transfer_id <= 0:
             raise InvalidRequest(f"invalid transfer id {self.transfer_id!r}")
 

@@ -14,8 +14,7 @@ conflict, a hold already resolved) come back as results; malformed requests (unb
 amounts) raise, because Python validates them before they get here.
 """
 
-from alembic import op
-from sqlalchemy.util import await_only
+from db.migration_scripts import run_script
 
 revision = "0001"
 down_revision = None
@@ -593,17 +592,10 @@ DROP FUNCTION IF EXISTS ledger_refuse_change();
 """
 
 
-def _run_script(sql: str) -> None:
-    """Run a multi-statement script through asyncpg's simple-query protocol (a prepared statement,
-    which `op.execute` uses, holds one command only), inside the migration's transaction."""
-    driver_connection = op.get_bind().connection.driver_connection
-    await_only(driver_connection.execute(sql))
-
-
 def upgrade() -> None:
-    _run_script(TABLES)
-    _run_script(FUNCTIONS)
+    run_script(TABLES)
+    run_script(FUNCTIONS)
 
 
 def downgrade() -> None:
-    _run_script(DROP)
+    run_script(DROP)

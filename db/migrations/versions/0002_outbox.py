@@ -11,8 +11,7 @@ claim the same row), `running` while a worker holds its lease (`locked_by`, `loc
 no handler. A lease that expires (the worker died) puts the job back to `pending`.
 """
 
-from alembic import op
-from sqlalchemy.util import await_only
+from db.migration_scripts import run_script
 
 revision = "0002"
 down_revision = "0001"
@@ -52,16 +51,9 @@ DROP TABLE IF EXISTS outbox_jobs;
 """
 
 
-def _run_script(sql: str) -> None:
-    """Run a multi-statement script through asyncpg's simple-query protocol (a prepared statement,
-    which `op.execute` uses, holds one command only), inside the migration's transaction."""
-    driver_connection = op.get_bind().connection.driver_connection
-    await_only(driver_connection.execute(sql))
-
-
 def upgrade() -> None:
-    _run_script(TABLES)
+    run_script(TABLES)
 
 
 def downgrade() -> None:
-    _run_script(DROP)
+    run_script(DROP)

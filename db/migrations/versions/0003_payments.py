@@ -15,8 +15,7 @@ Create Date: 2026-11-23
   duplicate delivery fails to insert here, in the same transaction as the state change it would make.
 """
 
-from alembic import op
-from sqlalchemy.util import await_only
+from db.migration_scripts import run_script
 
 revision = "0003"
 down_revision = "0002"
@@ -103,16 +102,9 @@ DROP TABLE IF EXISTS provider_events, payment_events, payments;
 """
 
 
-def _run_script(sql: str) -> None:
-    """Run a multi-statement script through asyncpg's simple-query protocol (a prepared statement,
-    which `op.execute` uses, holds one command only), inside the migration's transaction."""
-    driver_connection = op.get_bind().connection.driver_connection
-    await_only(driver_connection.execute(sql))
-
-
 def upgrade() -> None:
-    _run_script(TABLES)
+    run_script(TABLES)
 
 
 def downgrade() -> None:
-    _run_script(DROP)
+    run_script(DROP)

@@ -10,8 +10,7 @@ Create Date: 2026-11-29
   undoes. IMPORTANT: at most one refund per payment that has not failed.
 """
 
-from alembic import op
-from sqlalchemy.util import await_only
+from db.migration_scripts import run_script
 
 revision = "0004"
 down_revision = "0003"
@@ -44,15 +43,9 @@ DROP TABLE IF EXISTS api_keys;
 """
 
 
-def _run_script(sql: str) -> None:
-    """Run a multi-statement script through asyncpg's simple-query protocol, in the migration's transaction."""
-    driver_connection = op.get_bind().connection.driver_connection
-    await_only(driver_connection.execute(sql))
-
-
 def upgrade() -> None:
-    _run_script(UP)
+    run_script(UP)
 
 
 def downgrade() -> None:
-    _run_script(DOWN)
+    run_script(DOWN)

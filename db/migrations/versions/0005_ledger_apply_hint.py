@@ -18,8 +18,7 @@ Create Date: 2026-11-29
 import re
 from pathlib import Path
 
-from alembic import op
-from sqlalchemy.util import await_only
+from db.migration_scripts import run_script
 
 revision = "0005"
 down_revision = "0004"
@@ -127,15 +126,9 @@ def _previous_definition() -> str:
     return found.group(1)
 
 
-def _run_script(sql: str) -> None:
-    """Run a multi-statement script through asyncpg's simple-query protocol, in the migration's transaction."""
-    driver_connection = op.get_bind().connection.driver_connection
-    await_only(driver_connection.execute(sql))
-
-
 def upgrade() -> None:
-    _run_script(UP)
+    run_script(UP)
 
 
 def downgrade() -> None:
-    _run_script("DROP FUNCTION ledger_apply(jsonb, boolean);\n" + _previous_definition())
+    run_script("DROP FUNCTION ledger_apply(jsonb, boolean);\n" + _previous_definition())

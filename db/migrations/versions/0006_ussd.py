@@ -11,8 +11,7 @@ Create Date: 2026-11-30
   (it holds PINs) nor the screens' text (names, balances).
 """
 
-from alembic import op
-from sqlalchemy.util import await_only
+from db.migration_scripts import run_script
 
 revision = "0006"
 down_revision = "0005"
@@ -44,15 +43,9 @@ DROP TABLE IF EXISTS ussd_sessions;
 """
 
 
-def _run_script(sql: str) -> None:
-    """Run a multi-statement script through asyncpg's simple-query protocol, in the migration's transaction."""
-    driver_connection = op.get_bind().connection.driver_connection
-    await_only(driver_connection.execute(sql))
-
-
 def upgrade() -> None:
-    _run_script(UP)
+    run_script(UP)
 
 
 def downgrade() -> None:
-    _run_script(DOWN)
+    run_script(DOWN)

@@ -22,8 +22,7 @@ The downgrade refuses (the constraints fail) once commission accounts or cash pa
 accounts and postings are never deleted.
 """
 
-from alembic import op
-from sqlalchemy.util import await_only
+from db.migration_scripts import run_script
 
 revision = "0007"
 down_revision = "0006"
@@ -108,15 +107,9 @@ ALTER TABLE accounts ADD CONSTRAINT accounts_kind_check CHECK (kind IN ({_OLD_AC
 """
 
 
-def _run_script(sql: str) -> None:
-    """Run a multi-statement script through asyncpg's simple-query protocol, in the migration's transaction."""
-    driver_connection = op.get_bind().connection.driver_connection
-    await_only(driver_connection.execute(sql))
-
-
 def upgrade() -> None:
-    _run_script(UP)
+    run_script(UP)
 
 
 def downgrade() -> None:
-    _run_script(DOWN)
+    run_script(DOWN)

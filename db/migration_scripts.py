@@ -1,0 +1,15 @@
+"""What every migration under `db/migrations/versions` runs its SQL with.
+
+The schema is written as plain SQL scripts (tables, functions, triggers). Alembic's `op.execute`
+sends a prepared statement, which holds one command only, so a script goes through asyncpg's
+simple-query protocol instead, on the migration's own connection and inside its transaction.
+"""
+
+from alembic import op
+from sqlalchemy.util import await_only
+
+
+def run_script(sql: str) -> None:
+    """Run a multi-statement SQL script inside the running migration's transaction."""
+    driver_connection = op.get_bind().connection.driver_connection
+    await_only(driver_connection.execute(sql))
