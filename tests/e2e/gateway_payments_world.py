@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,23 +13,17 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import create_app
 from gateway.keys import DB_ENGINE, LEDGER, PAYMENTS
 from gateway.payments_resources import PAYMENTS_RUNTIME, PaymentsRuntime
 from gateway.settings import Settings
-from payments.accounts import AccountKind, account_by_code, account_code, balance, open_account
-from payments.errors import UnknownAccount
-from payments.identities import User, register_user
 from payments.ledger import Ledger
-from payments.ledger_check import check_ledger
-from payments.money import Currency, Money
 from payments.orchestrator import Payments
-from payments.payment_store import Payment, get_payment
-from payments.postings import TransferRequest, payment_legs
+from payments.payment_store import Payment
 from payments.states import PaymentStatus
+from tests.ledger_views import LedgerViews
 
 #: Daraja callback secret of these tests (long enough for the settings' check).
 SECRET = "e2e-callback-secret-0123456789abcdef"
@@ -64,7 +57,7 @@ def gateway_settings(database_url: str, port: int, **sections: Any) -> Settings:
 
 
 @dataclass
-class Gateway:
+class Gateway(LedgerViews):
     """A running gateway and what tests need of it."""
 
     app: web.Application
@@ -90,51 +83,6 @@ class Gateway:
         async with aiohttp.ClientSession() as http, http.post(
                 self.url + path, data=body, headers={"Content-Type": "application/json", **(headers or {})}) as resp:
             return resp.status, await resp.json(content_type=None)
-
-    async def user(self, currency: Currency = Currency.KES, *, suffix: str = "123") -> User:
-        """A registered user with a wallet; ``suffix`` picks the sandbox's behaviour for their number."""
-        async with self.engine.begin() as conn:
-            if currency is Currency.KES:
-                phone = f"+2547{uuid.uuid4().int % 10**5:05d}{suffix}"
-            else:
-                phone = f"+22177{uuid.uuid4().int % 10**4:04d}{suffix}"
-            user = await register_user(conn, phone)
-            await open_account(conn, AccountKind.CUSTOMER_WALLET, currency, user.id)
-            return user
-
-    async def fund(self, user: User, amount: Money) -> None:
-        """Put money in a wallet as a settled deposit would (from provider collection)."""
-        provider = "mpesa" if amount.currency is Currency.KES else "wave"
-        async with self.engine.begin() as conn:
-            source = (await open_account(conn, AccountKind.PROVIDER_COLLECTION, amount.currency, provider)).id
-            wallet = (await open_account(conn, AccountKind.CUSTOMER_WALLET, amount.currency, user.id)).id
-            await self.ledger.transfer(TransferRequest(f"fund-{uuid.uuid4()}", payment_legs(source, wallet, amount),
-                                                       kind="deposit"), conn=conn)
-
-    async def balance(self, kind: AccountKind, currency: Currency, owner: int | str) -> Money:
-        async with self.engine.connect() as conn:
-            try:
-                account = await account_by_code(conn, account_code(kind, currency, owner))
-            except UnknownAccount:
-                return Money.zero(currency)
-            return await balance(conn, account.id)
-
-    async def wallet(self, user: User, currency: Currency = Currency.KES) -> Money:
-        return await self.balance(AccountKind.CUSTOMER_WALLET, currency, user.id)
-
-    async def payment(self, public_id: str) -> Payment:
-        async with self.engine.connect() as conn:
-            found = await get_payment(conn, public_id)
-        assert found is not None
-        return found
-
-    async def scalar(self, sql: str, **params: Any) -> Any:
-        async with self.engine.connect() as conn:
-            return (await conn.execute(text(sql), params)).scalar_one()
-
-    async def assert_ledger_ok(self) -> None:
-        report = await check_ledger(self.engine)
-        assert report.ok, report.render()
 
 
 async def wait_for(gateway: Gateway, public_id: str, *statuses: PaymentStatus, within_s: float = 10.0) -> Payment:

@@ -6,31 +6,23 @@ orchestrator, as the gateway will. Nothing of ours is mocked."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import create_engine
-from payments.accounts import AccountKind, account_by_code, account_code, balance, open_account
-from payments.errors import UnknownAccount
-from payments.identities import User, register_user
 from payments.ledger import Ledger, LedgerLimits
-from payments.ledger_check import check_ledger
-from payments.money import Currency, Money
 from payments.orchestrator import Payments, PaymentSettings, ProviderClients
 from payments.outbox import RetryPolicy
 from payments.payment_settings import (
     CALLBACK_C2B_CONFIRMATION,
     CALLBACK_C2B_VALIDATION,
 )
-from payments.payment_store import Payment, get_payment
-from payments.postings import TransferRequest, payment_legs
+from payments.payment_store import Payment
 from payments.providers.daraja import DarajaClient, DarajaSettings
 from payments.providers.daraja_callbacks import (
     callback_acknowledgement,
@@ -45,6 +37,7 @@ from payments.providers.wave_webhooks import SigningSecret, WebhookRejected, ver
 from payments.sandbox.runner import RunningSandboxes, run_sandboxes
 from payments.sandbox.settings import SandboxSettings
 from payments.worker import OutboxWorker
+from tests.ledger_views import LedgerViews
 
 CALLBACK_SECRET = "cb-7f3a"  # a secret path segment, as the gateway will use
 
@@ -120,51 +113,13 @@ class CallbackServer:
 
 
 @dataclass
-class PaymentsWorld:
+class PaymentsWorld(LedgerViews):
     engine: AsyncEngine
     ledger: Ledger
     payments: Payments
     worker: OutboxWorker
     sandboxes: RunningSandboxes
     callbacks: CallbackServer
-
-    async def user(self, currency: Currency = Currency.KES, *, suffix: str = "123", name: str = "") -> User:
-        """A registered user with a wallet; ``suffix`` picks the sandbox's behaviour for their number."""
-        async with self.engine.begin() as conn:
-            if currency is Currency.KES:
-                phone = f"+2547{uuid.uuid4().int % 10**5:05d}{suffix}"
-            else:
-                phone = f"+22177{uuid.uuid4().int % 10**4:04d}{suffix}"
-            user = await register_user(conn, phone, display_name=name)
-            await open_account(conn, AccountKind.CUSTOMER_WALLET, currency, user.id)
-            return user
-
-    async def fund(self, user: User, amount: Money) -> None:
-        """Put money in a wallet as a settled deposit would (from provider collection)."""
-        async with self.engine.begin() as conn:
-            provider = "mpesa" if amount.currency is Currency.KES else "wave"
-            source = (await open_account(conn, AccountKind.PROVIDER_COLLECTION, amount.currency, provider)).id
-            wallet = (await open_account(conn, AccountKind.CUSTOMER_WALLET, amount.currency, user.id)).id
-            await self.ledger.transfer(TransferRequest(f"fund-{uuid.uuid4()}", payment_legs(source, wallet, amount),
-                                                       kind="deposit"), conn=conn)
-
-    async def balance(self, kind: AccountKind, currency: Currency, owner: int | str) -> Money:
-        """The account's balance; zero for an account not opened yet."""
-        async with self.engine.connect() as conn:
-            try:
-                account = await account_by_code(conn, account_code(kind, currency, owner))
-            except UnknownAccount:
-                return Money.zero(currency)
-            return await balance(conn, account.id)
-
-    async def wallet(self, user: User, currency: Currency = Currency.KES) -> Money:
-        return await self.balance(AccountKind.CUSTOMER_WALLET, currency, user.id)
-
-    async def payment(self, public_id: str) -> Payment:
-        async with self.engine.connect() as conn:
-            found = await get_payment(conn, public_id)
-        assert found is not None
-        return found
 
     async def settle(self, public_id: str, *, within_s: float = 8.0) -> Payment:
         """Run outbox jobs and wait for callbacks until the payment is final, then run what its
@@ -194,14 +149,6 @@ class PaymentsWorld:
                 raise AssertionError(f"no {what} callback {outcome or ''} within {within_s}s: "
                                      f"{self.callbacks.outcomes[after:]}")
             await asyncio.sleep(0.02)
-
-    async def scalar(self, sql: str, **params: Any) -> Any:
-        async with self.engine.connect() as conn:
-            return (await conn.execute(text(sql), params)).scalar_one()
-
-    async def assert_ledger_ok(self) -> None:
-        report = await check_ledger(self.engine)
-        assert report.ok, report.render()
 
 
 def daraja_settings(sandboxes: RunningSandboxes) -> DarajaSettings:
