@@ -355,3 +355,26 @@ cash_requests = Table(
     Index("cash_requests_resolution_key", "resolved_by_user_id", "resolution_key", unique=True,
           postgresql_where=text("resolution_key IS NOT NULL")),
 )
+
+# Contacts (migration 0008): the people a user pays, saved by hand or added by a successful send,
+# with what was sent to them (`payments.contacts`). Money sent is one column per currency, in minor
+# units: the migration says why, and holds the CHECKs (phone format, names, counters never negative).
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("nickname", Text),
+    Column("phone", String(16), nullable=False),
+    Column("favourite", Boolean, nullable=False, server_default="false"),
+    Column("times_paid", Integer, nullable=False, server_default="0"),
+    Column("total_sent_kes", BigInteger, nullable=False, server_default="0"),
+    Column("total_sent_xof", BigInteger, nullable=False, server_default="0"),
+    Column("last_payment_id", BigInteger, ForeignKey("payments.id")),
+    Column("last_paid_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("user_id", "phone", name="contacts_user_phone"),
+    Index("contacts_address_book", "user_id", "favourite", "times_paid"),
+)

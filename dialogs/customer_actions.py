@@ -31,6 +31,7 @@ from payments.commands import (
     SendToPhone,
     Withdraw,
 )
+from payments.contacts import address_book
 from payments.errors import (
     AccountClosed,
     AccountLocked,
@@ -49,6 +50,10 @@ from payments.orchestrator import Payments
 from payments.payment_settings import MPESA
 from payments.phones import region_of
 from payments.states import PaymentStatus
+
+#: Saved contacts offered on the send screen, and how much of a name fits on its line.
+SAVED_SHOWN = 3
+_NAME_IN_LIST = 18
 
 QUOTE_OUTCOMES = frozenset({"ok", "fix_amount", "fix_recipient", "refused"})
 PAY_OUTCOMES = frozenset({"done", "pending_mpesa", "pending_wave", "failed", "wrong_pin", "locked", "refused"})
@@ -82,6 +87,10 @@ class Services:
 def _command(kind: str, step: Step, amount: Money) -> Command:
     common: dict[str, Any] = {"idempotency_key": step.idempotency_key, "payer_user_id": step.user_id,
                               "amount": amount, "channel": Channel.USSD}
+    if step.spoken is not None:
+        # A spoken command: confirmed by the PIN just verified, never by voice.
+        common.update(channel=Channel(step.spoken["channel"]), transcript=step.spoken["transcript"],
+                      confidence=step.spoken["confidence"], voice_confirmed=True)
     v = step.values
     if kind == "send":
         return SendToPhone(**common, recipient_phone=v["to_phone"])
@@ -113,6 +122,7 @@ class CustomerActions:
             "register": ActionSpec(self.register, frozenset({"ok", "mismatch", "exists"})),
             "quote": ActionSpec(self.quote, QUOTE_OUTCOMES),
             "pay": ActionSpec(self.pay, PAY_OUTCOMES),
+            "saved_contacts": ActionSpec(self.saved_contacts, frozenset({"ok", "none"})),
             "balance": ActionSpec(self.balance, PIN_OUTCOMES),
             "statement": ActionSpec(self.statement, PIN_OUTCOMES | {"empty"}),
             "check_pin": ActionSpec(self.check_pin, PIN_OUTCOMES),
@@ -281,6 +291,21 @@ class CustomerActions:
         if payment.status is PaymentStatus.SUCCEEDED or payment.provider is None:
             return "done"
         return "pending_mpesa" if payment.provider == MPESA else "pending_wave"
+
+    async def saved_contacts(self, step: Step) -> str:
+        """The caller's first few contacts (favourites, then the most paid), to pick by number."""
+        async with self.services.engine.connect() as conn:
+            contacts = (await address_book(conn, step.user_id))[:SAVED_SHOWN]
+        if not contacts:
+            return "none"
+        lines = []
+        for n, contact in enumerate(contacts, 1):
+            shown = contact.nickname or contact.name
+            if len(shown) > _NAME_IN_LIST:
+                shown = shown[:_NAME_IN_LIST - 2].rstrip() + ".."
+            lines.append(f"{n}. {shown}")
+        step.values.update(saved="\n".join(lines), _saved=[c.phone for c in contacts])
+        return "ok"
 
     # -- my account ------------------------------------------------------------------------------
 

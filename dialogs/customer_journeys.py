@@ -69,15 +69,17 @@ def _pin(screen_id: str, next_id: str) -> Input:
 
 CUSTOMER = Journey("customer", "home", (
     Menu("home", "home", (
-        Option("menu.send", "send.to"),
+        Option("menu.send", "send.saved"),
         Option("menu.bill", "bill.number", when="mpesa"),
         Option("menu.goods", "goods.menu", when="mpesa"),
         Option("menu.withdraw", "wd.menu"),
         Option("menu.deposit", "dep.menu"),
         Option("menu.account", "acct.menu"),
     )),
-    # Send money: to any phone number; a Sauti wallet is paid inside Sauti, any other number by
-    # M-Pesa (KES) or Wave (XOF).
+    # Send money: to a saved contact (the three the caller pays most, picked by 1-3) or any phone
+    # number; a Sauti wallet is paid inside Sauti, any other number by M-Pesa (KES) or Wave (XOF).
+    Action("send.saved", "", run="saved_contacts", outcomes=(("ok", "send.pick_to"), ("none", "send.to"))),
+    Input("send.pick_to", "send.pick_to", field="to_phone", validator="recipient", next="send.amount"),
     *payment("send", "send", (
         Input("send.to", "send.to", field="to_phone", validator="phone", next="send.amount"),
         _amount("send.amount", "send.quote"),

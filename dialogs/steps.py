@@ -39,6 +39,10 @@ class Step:
     #: Set by the action when the caller registered or changed language.
     new_user_id: int | None = None
     new_language: str | None = None
+    #: Set by a spoken command (`dialogs.voice_commands`): the payment is made on the voice or app
+    #: channel and keeps what was heard (``channel``, ``transcript``, ``confidence``), confirmed by
+    #: the PIN typed on the keypad.
+    spoken: Mapping[str, Any] | None = None
 
     def say(self, note: str, **values: Any) -> None:
         self.note = note

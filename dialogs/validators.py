@@ -35,6 +35,17 @@ def phone(typed: str, values: Mapping[str, Any]) -> str:
         raise Invalid("err.phone") from None
 
 
+def recipient(typed: str, values: Mapping[str, Any]) -> str:
+    """A saved contact picked by its line number (``_saved``: their numbers, as listed), or any
+    mobile number. One digit cannot be a phone number, so the two never mix up."""
+    saved = values.get("_saved") or []
+    if typed.isascii() and typed.isdigit() and len(typed) == 1:
+        if 1 <= int(typed) <= len(saved):
+            return saved[int(typed) - 1]
+        raise Invalid("note.invalid_choice")
+    return phone(typed, values)
+
+
 def name(typed: str, values: Mapping[str, Any]) -> str:
     cleaned = " ".join(typed.split())
     if not 2 <= len(cleaned) <= 40 or not _NAME.match(cleaned):
@@ -74,5 +85,5 @@ def customer_validators(pins: PinService | None, pin_length: int) -> dict[str, V
                 raise Invalid("err.pin_weak") from None
         return typed
 
-    return {"amount": amount, "phone": phone, "name": name, "shortcode": shortcode, "account": account_number,
+    return {"amount": amount, "phone": phone, "recipient": recipient, "name": name, "shortcode": shortcode, "account": account_number,
             "pin": pin, "new_pin": new_pin}

@@ -1,6 +1,7 @@
-"""Reading the payments API's requests (`gateway.payments_api`): JSON bodies that are objects and
-nothing else, the fields each request may hold, amounts exact to the minor unit, query parameters.
-Whatever is wrong raises `ApiError`, which the API answers as ``{"error": {"code", "message"}}``."""
+"""Reading the JSON APIs' requests (`gateway.payments_api`, `gateway.app_api`): JSON bodies that are
+objects and nothing else, the fields each request may hold, amounts exact to the minor unit, query
+parameters. Whatever is wrong raises `ApiError`, which the API answers as
+``{"error": {"code", "message"}}``."""
 
 from __future__ import annotations
 
@@ -22,15 +23,20 @@ _HOME_CURRENCY: Mapping[str, Currency] = MappingProxyType({"KE": Currency.KES, "
 
 
 class ApiError(Exception):
-    """An answer other than success, raised anywhere in a handler and rendered at its edge."""
+    """An answer other than success, raised anywhere in a handler and rendered at its edge.
+    ``extra`` adds fields a caller can act on to the error object (``attempts_left``, …)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, extra: Mapping[str, Any] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.extra, self.headers = dict(extra or {}), dict(headers or {})
 
 
-def api_error(status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+def api_error(status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None,
+              extra: Mapping[str, Any] | None = None) -> web.Response:
+    return web.json_response({"error": {**(extra or {}), "code": code, "message": message}}, status=status,
+                             headers=headers)
 
 
 def _no_constants(name: str) -> Any:

@@ -8,6 +8,7 @@ import gc
 from aiohttp import web
 
 from gateway.access_log import access_log_middleware
+from gateway.app_api import add_app_api_routes
 from gateway.callbacks import add_callback_routes
 from gateway.errors import error_middleware
 from gateway.health import healthz, readyz
@@ -18,6 +19,9 @@ from gateway.resources import database_ctx
 from gateway.settings import Settings
 from gateway.ussd import add_ussd_routes
 from gateway.ussd_resources import ussd_ctx
+from gateway.voice_api import add_voice_api_routes
+from gateway.voice_call import add_voice_call_routes
+from gateway.voice_resources import voice_ctx
 from gateway.worker_resources import worker_ctx
 
 
@@ -39,10 +43,14 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(worker_ctx)  # after the database: it needs the engine
     app.cleanup_ctx.append(recovery_ctx)  # stopped first: it asks the providers through payments' clients
     app.cleanup_ctx.append(ussd_ctx)  # after payments: its journeys pay through the orchestrator
+    app.cleanup_ctx.append(voice_ctx)  # after payments: spoken commands pay through the same actions as USSD
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.on_startup.append(_freeze_startup_objects)  # after the cleanup contexts have started
     add_callback_routes(app)  # /callbacks/{secret}/stk, /b2c/result, ..., /callbacks/wave
     add_payment_api_routes(app)  # /v1/payments, /v1/quotes, /v1/wallets/{phone}/history
+    add_app_api_routes(app)  # /v1/devices (sign-in with the PIN), /v1/contacts
     add_ussd_routes(app)  # /ussd (Africa's Talking's USSD callback), /ussd/events
+    add_voice_api_routes(app)  # /v1/voice/commands (the app: audio or text, confirmed with the PIN)
+    add_voice_call_routes(app)  # /voice (Africa's Talking Voice's callback), /voice/prompts/{name}
     return app

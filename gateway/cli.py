@@ -25,6 +25,7 @@ from gateway.commands.phone import phone
 from gateway.commands.reconcile import reconcile_command
 from gateway.commands.sandbox import sandbox
 from gateway.commands.ussd import ussd
+from gateway.commands.voice import voice
 from gateway.commands.worker import outbox_group, worker
 from gateway.payments_resources import ProvidersUnavailable
 from gateway.resources import database_url
@@ -145,6 +146,7 @@ main.add_command(apikey)
 main.add_command(reconcile_command)
 main.add_command(mpesa)
 main.add_command(agent)
+main.add_command(voice)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.access_log import redact_path
 from payments import errors as pe
+from payments.contacts import ContactLimitReached, ContactNotFound, DuplicateContact
 from payments.fees import LimitExceeded
 from payments.refunds import NotRefundable, UnknownPayment
 
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: tuple[tuple[type[pe.PaymentsError], int], ...] = (
     (NotRefundable, 409),  # before InvalidRequest, its base: the payment's state forbids it, not the request
+    (ContactNotFound, 404),
+    (DuplicateContact, 409),
+    (ContactLimitReached, 422),
     (pe.InvalidRequest, 400),
     (pe.UnknownAccount, 404),
     (pe.UnknownUser, 404),

@@ -1,12 +1,16 @@
 """Typed keys for what the app holds (aiohttp `web.AppKey`): one per resource, set by the app
 factory or its cleanup contexts."""
 
+import aiohttp
 from aiohttp import web
+from nlu.speech import SpeechService
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialogs.engine import UssdEngine
 from dialogs.journey import JourneySet
 from dialogs.session_store import SessionStore
+from dialogs.voice_commands import VoiceCommands
+from dialogs.voice_prompts import VoicePrompts
 from gateway.settings import Settings
 from payments.api_keys import ApiKeyHasher
 from payments.identities import PinService
@@ -23,3 +27,9 @@ API_KEY_HASHER = web.AppKey("api_key_hasher", ApiKeyHasher)
 USSD_JOURNEYS = web.AppKey("ussd_journeys", JourneySet)
 USSD_SESSIONS = web.AppKey("ussd_sessions", SessionStore)
 USSD_ENGINE = web.AppKey("ussd_engine", UssdEngine)
+
+# The voice channel (`gateway.voice_resources`).
+VOICE_COMMANDS = web.AppKey("voice_commands", VoiceCommands)
+SPEECH = web.AppKey("speech", SpeechService)
+VOICE_PROMPTS = web.AppKey("voice_prompts", VoicePrompts)
+VOICE_HTTP = web.AppKey("voice_http", aiohttp.ClientSession)

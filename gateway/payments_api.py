@@ -19,17 +19,17 @@ a 201. Errors are ``{"error": {"code", "message"}}``: 400 bad input, 401, 403, 4
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
 
+from gateway.api_auth import authenticated, ensure_key_hasher, wallet_owner
 from gateway.api_requests import (
     ApiError,
     amount_field,
-    api_error,
     currency_param,
     int_param,
     json_body,
@@ -37,11 +37,10 @@ from gateway.api_requests import (
     text_field,
 )
 from gateway.api_views import amounts, event_json, payment_json, quote_json, statement_line_json
-from gateway.errors import status_for
-from gateway.keys import API_KEY_HASHER, DB_ENGINE, PAYMENTS, SETTINGS
+from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from payments import payment_store as store
 from payments.accounts import AccountKind, account_by_code, account_code, balance, statement
-from payments.api_keys import PREFIX_LENGTH, ApiKey, ApiKeyHasher, verify_api_key
+from payments.api_keys import PREFIX_LENGTH, ApiKey
 from payments.commands import (
     PAYOUT_KINDS,
     REFUND_KEY_PREFIX,
@@ -57,7 +56,7 @@ from payments.commands import (
     SendToWallet,
     Withdraw,
 )
-from payments.errors import PaymentsError, UnknownAccount
+from payments.errors import UnknownAccount
 from payments.identities import User, find_user_by_phone, get_user
 from payments.money import Money
 from payments.payment_settings import MPESA
@@ -74,41 +73,11 @@ MAX_IDEMPOTENCY_KEY = MAX_KEY_LENGTH - len(REFUND_KEY_PREFIX) - len(f"{_KEY_NAME
 def add_payment_api_routes(app: web.Application) -> None:
     """Mount the API on ``app``, which holds (or will hold, once started) `SETTINGS`, `DB_ENGINE`
     and `PAYMENTS`."""
-    app[API_KEY_HASHER] = ApiKeyHasher(app[SETTINGS].api.key_pepper.get_secret_value())
-    app.router.add_post("/v1/payments", _authenticated(create_payment))
-    app.router.add_get("/v1/payments/{public_id}", _authenticated(read_payment))
-    app.router.add_post("/v1/quotes", _authenticated(create_quote))
-    app.router.add_get("/v1/wallets/{phone}/history", _authenticated(wallet_history))
-
-
-Handler = Callable[[web.Request, ApiKey], Awaitable[web.Response]]
-
-
-def _authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """Find the caller's key, run the handler, and answer its errors as the API's JSON errors."""
-
-    async def run(request: web.Request) -> web.Response:
-        caller = await _caller(request)
-        if caller is None:
-            return api_error(401, "unauthorized", "A valid API key is required: Authorization: Bearer sk_…",
-                             headers={"WWW-Authenticate": 'Bearer realm="sauti"'})
-        try:
-            return await handler(request, caller)
-        except ApiError as exc:
-            return api_error(exc.status, exc.code, exc.message)
-        except PaymentsError as exc:
-            return api_error(status_for(exc), exc.code, str(exc))
-
-    run.__name__ = handler.__name__
-    return run
-
-
-async def _caller(request: web.Request) -> ApiKey | None:
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        return None
-    async with request.app[DB_ENGINE].begin() as conn:
-        return await verify_api_key(conn, request.app[API_KEY_HASHER], presented.strip())
+    ensure_key_hasher(app)
+    app.router.add_post("/v1/payments", authenticated(create_payment))
+    app.router.add_get("/v1/payments/{public_id}", authenticated(read_payment))
+    app.router.add_post("/v1/quotes", authenticated(create_quote))
+    app.router.add_get("/v1/wallets/{phone}/history", authenticated(wallet_history))
 
 
 # -- POST /v1/payments -----------------------------------------------------------------------------
@@ -294,7 +263,7 @@ async def wallet_history(request: web.Request, caller: ApiKey) -> web.Response:
     limit = int_param(query, "limit", default=min(20, most), low=1, high=most)
     before = int_param(query, "before", default=None, low=1, high=2**63 - 1)
     async with request.app[DB_ENGINE].connect() as conn:
-        owner = await _wallet_owner(conn, caller, request.match_info["phone"])
+        owner = await wallet_owner(conn, caller, request.match_info["phone"])
         currency = currency_param(query.get("currency"), owner.phone)
         try:
             account = await account_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency, owner.id))
@@ -315,17 +284,3 @@ async def wallet_history(request: web.Request, caller: ApiKey) -> web.Response:
         # More lines may follow: pass this as ``before`` to get the next (older) page.
         "next_before": lines[-1].posting_id if len(lines) == limit else None,
     })
-
-
-async def _wallet_owner(conn, caller: ApiKey, phone_text: str) -> User:
-    not_found = ApiError(404, "wallet_not_found", "No Sauti wallet for this number and API key.")
-    try:
-        phone = parse_msisdn(phone_text)
-    except InvalidPhoneNumber as exc:
-        raise ApiError(400, "invalid_phone", str(exc)) from None
-    if not caller.is_platform and phone != caller.user_phone:
-        raise not_found
-    owner = await find_user_by_phone(conn, phone)
-    if owner is None:
-        raise not_found
-    return owner

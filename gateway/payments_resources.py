@@ -145,7 +145,8 @@ def payment_settings(section: PaymentsSection, callback_base_url: str, *, hot_ac
         stk_account_reference=section.stk_account_reference, stk_description=section.stk_description,
         b2c_remarks=section.b2c_remarks, wave_success_url=section.wave_success_url,
         wave_error_url=section.wave_error_url, sms_receipts=section.sms_receipts,
-        hot_account_shards=hot_account_shards, stk_orphan_grace_s=stk_orphan_grace_s)
+        hot_account_shards=hot_account_shards, stk_orphan_grace_s=stk_orphan_grace_s,
+        max_contacts_per_user=section.max_contacts_per_user)
 
 
 def _secret(value) -> str | None:

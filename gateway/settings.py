@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from nlu.settings import NluSettings
+from nlu.speech_settings import SpeechSettings
 
 
 class ConfigError(Exception):
@@ -54,6 +55,30 @@ class RedisSettings(_Section):
 
 
 UssdLanguage = Literal["en", "sw", "fr", "wo"]
+
+
+class VoiceSettings(_Section):
+    """The voice channel (`gateway.voice_api`, `gateway.voice_call`, `dialogs.voice_commands`)."""
+
+    # A spoken command waits this long for its PIN (or an answer to a question) before it expires.
+    command_ttl_s: float = Field(300.0, ge=30, le=3600)
+    # Where Africa's Talking reaches this gateway (prompt audio and callback URLs in the call's XML);
+    # None: the URL the callback itself came to (right behind no proxy, or one that keeps Host).
+    public_base_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    # Rendered Swahili and French prompts (AT's Say speaks English only).
+    prompt_cache_dir: Path = Path("var/cache/voice-prompts")
+    # Longest recording a caller may make for one command.
+    max_record_s: int = Field(20, ge=3, le=120)
+    # Seconds to wait for the PIN's digits on a call.
+    pin_timeout_s: int = Field(20, ge=5, le=120)
+    # Hosts a recordingUrl may point to (a suffix matches subdomains): anything else is refused,
+    # so a forged callback cannot make the gateway fetch arbitrary URLs.
+    recording_hosts: tuple[str, ...] = ("africastalking.com",)
+    # Largest recording or upload accepted, in bytes, and how long fetching a recording may take.
+    max_audio_bytes: int = Field(5 * 1024 * 1024, ge=10_000, le=100 * 1024 * 1024)
+    fetch_timeout_s: float = Field(10.0, gt=0, le=120)
+    # Prefix of the pending commands' keys in Redis (when redis.url is set).
+    redis_key_prefix: str = Field("sauti:voice:", min_length=1, max_length=100)
 
 
 class UssdSettings(_Section):
@@ -132,6 +157,30 @@ class NluSection(_Section):
         values = self.model_dump()
         values["rasa_token"] = self.rasa_token.get_secret_value() if self.rasa_token else None
         return NluSettings(**values)
+
+
+class SpeechSection(_Section):
+    """The `speech:` section (speech to text for the voice channel); `speech_settings()` hands it to
+    `nlu.speech` (same names, documented in `nlu.speech_settings.SpeechSettings`)."""
+
+    backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    # A model from nlu.whisper_models.CATALOGUE, shipped in a PyPI package (nothing is downloaded).
+    model: Literal["base", "tiny.en"] = "base"
+    compute_type: Literal["int8", "int8_float32", "int16", "float32"] = "int8"
+    # Threads per worker; 0: the machine's cores shared among the workers.
+    cpu_threads: int = Field(0, ge=0, le=256)
+    # Clips transcribed at once (each worker one thread), and clips queued behind them before a
+    # caller is told to try again.
+    workers: int = Field(1, ge=1, le=64)
+    max_waiting: int = Field(8, ge=0, le=10_000)
+    max_audio_s: float = Field(30.0, ge=1, le=600)
+    biasing: bool = True
+    beam_size: int = Field(5, ge=1, le=16)
+    model_cache_dir: Path = Path("var/models")
+    preload: bool = False
+
+    def speech_settings(self) -> SpeechSettings:
+        return SpeechSettings(**self.model_dump())
 
 
 class ApiSettings(_Section):
@@ -224,6 +273,9 @@ class PaymentsSection(_CredentialSection):
     # Register the C2B validation and confirmation URLs with Daraja when serve starts (live mode;
     # sandbox mode always does). Otherwise: `sauti mpesa register-c2b`, once per URL change.
     register_c2b_on_start: bool = False
+    # Contacts a user keeps (`payments.contacts`): adding one more through the app API is refused
+    # (422); a send to a new number past it is paid but adds no contact.
+    max_contacts_per_user: int = Field(500, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _secret_and_plan(self) -> PaymentsSection:
@@ -353,10 +405,12 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
     ussd: UssdSettings = UssdSettings()
+    voice: VoiceSettings = VoiceSettings()
     security: SecuritySettings = SecuritySettings()
     ledger: LedgerSettings = LedgerSettings()
     outbox: OutboxSettings = OutboxSettings()
     nlu: NluSection = NluSection()
+    speech: SpeechSection = SpeechSection()
     api: ApiSettings = ApiSettings()
     payments: PaymentsSection = PaymentsSection()
     agents: AgentsSection = AgentsSection()

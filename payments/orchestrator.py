@@ -60,6 +60,7 @@ from payments.commands import (
     SendToWallet,
     Withdraw,
 )
+from payments.contacts import count_send
 from payments.errors import AccountClosed, IdempotencyConflict, InsufficientFunds, InvalidRequest, UnknownUser
 from payments.fees import FeePlan, Quote, quote
 from payments.identities import User, UserStatus, find_user_by_phone, get_user
@@ -279,6 +280,9 @@ class Payments:
             return await self._refused(conn, payment, exc)
         payment = await store.transition(conn, payment, S.SUCCEEDED, cause="ledger",
                                          debit_transfer_id=moved.transfer_id, settle_transfer_id=moved.transfer_id)
+        # Counted with the move to succeeded, which a replayed command never repeats.
+        await count_send(conn, payment, recipient_name=recipient.display_name or None,
+                         max_contacts=self.settings.max_contacts_per_user)
         await self.resolver.receipts(conn, payment, "payer", "payee")
         return payment
 

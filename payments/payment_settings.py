@@ -66,6 +66,9 @@ class PaymentSettings:
     #: (`payments.stk_orphans`): longer than any run of the push job, which records the push's id
     #: (the gateway uses twice the outbox lease, past which a job run is cut short).
     stk_orphan_grace_s: float = 120.0
+    #: Contacts a user keeps (`payments.contacts`): adding one more by hand is refused, and a send
+    #: to a new number past it adds no contact.
+    max_contacts_per_user: int = 500
 
 
 @dataclass(frozen=True)

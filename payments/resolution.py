@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments import payment_store as store
 from payments.commands import PaymentKind
+from payments.contacts import count_send
 from payments.outbox import enqueue
 from payments.payment_settings import JOB_SMS, MPESA, STK_ORPHAN_EVENT, WAVE, PaymentSettings, ProviderClients
 from payments.payment_store import Payment
@@ -167,6 +168,10 @@ class Resolver:
                                                  refs=outcome.refs, error_code=outcome.error_code,
                                                  error_message=outcome.error_message)
         elif outcome.succeeded:
+            # A send to a phone counts towards the payer's contacts in the transaction of its success
+            # (a duplicate delivery stopped above); before the settlement, which holds the clearing
+            # account's lock until the commit.
+            await count_send(conn, payment, max_contacts=self.settings.max_contacts_per_user)
             moved = await self.money.settle_payout(conn, payment)
             payment = await store.transition(conn, payment, S.SUCCEEDED, cause=outcome.cause, details=details,
                                              refs=outcome.refs, settle_transfer_id=moved.transfer_id)

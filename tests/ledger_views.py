@@ -19,6 +19,7 @@ from payments.ledger_check import check_ledger
 from payments.money import Currency, Money
 from payments.payment_store import Payment, get_payment
 from payments.postings import TransferRequest, payment_legs
+from tests.numbers import unique_digits
 
 
 class LedgerViews:
@@ -29,9 +30,9 @@ class LedgerViews:
         """A registered user with a wallet; ``suffix`` picks the sandbox's behaviour for their number."""
         async with self.engine.begin() as conn:
             if currency is Currency.KES:
-                phone = f"+2547{uuid.uuid4().int % 10**5:05d}{suffix}"
+                phone = f"+2547{unique_digits(5)}{suffix}"
             else:
-                phone = f"+22177{uuid.uuid4().int % 10**4:04d}{suffix}"
+                phone = f"+22177{unique_digits(4)}{suffix}"
             user = await register_user(conn, phone, display_name=name)
             await open_account(conn, AccountKind.CUSTOMER_WALLET, currency, user.id)
             return user

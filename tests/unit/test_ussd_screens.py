@@ -55,6 +55,8 @@ def long_values(currency: str) -> dict[str, object]:
         "ref": "pay_01jh8z3k4m5n6p7q8r9s0t1v2w", "paybill": "8888800", "account": "ACC1234567890",
         "till": "5123456", "me": "07 01 23 45 67", "until": "23:59", "tries": "2", "example": "07 01 23 45 67",
         "pin_length": "8", "service_code": "*384*12345*99#", "lines": STATEMENT,
+        # Three saved contacts, each name cut to fit its line (`CustomerActions.saved_contacts`).
+        "saved": "1. Nyambura Wanjiku..\n2. Abdoulaye Mamad..\n3. Aminata Ndiaye..",
     }
 
 

@@ -68,6 +68,21 @@ async def test_send_money_to_a_sauti_wallet(gw, phone_for, language):
     assert await gw.wallet(payer) == Money.of(1495, KES)
 
 
+async def test_send_money_to_a_saved_contact(gw, phone_for, language):
+    """A first send saves the recipient; the next one offers them by number on the send screen."""
+    payer = await customer(gw, language=language, funds=2000)
+    payee = await customer(gw, name="Achieng Otieno")
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(KE["send"]), See("send.to"), Type(payee.phone), Type("200"), Type(PIN),
+                      See("send.done"), Ends()], language)
+    assert (await wait_for(gw, phone.reference())).status is PaymentStatus.SUCCEEDED
+    await run(phone, [Dial(), Type(KE["send"]), See("send.pick_to"), Shows("1. Achieng Otieno"), Type("7"),
+                      See("note.invalid_choice"), See("send.pick_to"), Type("1"), See("send.amount"), Type("300"),
+                      See("send.confirm"), Shows("Achieng Otieno"), Type(PIN), See("send.done"), Ends()], language)
+    assert (await wait_for(gw, phone.reference())).status is PaymentStatus.SUCCEEDED
+    assert await gw.wallet(payee) == Money.of(500, KES)
+
+
 async def test_send_money_to_an_mpesa_number(gw, phone_for, language):
     payer = await customer(gw, language=language, funds=1000)
     recipient = phone_number()

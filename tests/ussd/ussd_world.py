@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from payments.accounts import AccountKind, open_account
 from payments.identities import Language, User, register_user
 from payments.money import Currency, Money
 from tests.e2e.gateway_payments_world import Gateway
+from tests.numbers import unique_digits
 
 PIN = "2580"
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -68,8 +68,8 @@ def store_params() -> list:
 
 def phone_number(country: str = "KE", suffix: str = "123") -> str:
     if country == "KE":
-        return f"+2547{uuid.uuid4().int % 10**5:05d}{suffix}"
-    return f"+22177{uuid.uuid4().int % 10**4:04d}{suffix}"
+        return f"+2547{unique_digits(5)}{suffix}"
+    return f"+22177{unique_digits(4)}{suffix}"
 
 
 async def customer(gw: Gateway, *, country: str = "KE", language: str = "en", name: str = "Amina Otieno",

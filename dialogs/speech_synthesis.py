@@ -1,0 +1,124 @@
+"""Offline text-to-speech with eSpeak NG: the voice channel's prompts in Swahili and French (Africa's
+Talking's own `Say` speaks English only), and the spoken test fixtures and benchmark clips.
+
+The engine is libespeak-ng from the `espeakng-loader` wheel (library and language data inside the
+wheel, nothing installed by hand), driven through ctypes. The library keeps global state and is not
+thread-safe: one process-wide lock serialises synthesis (a prompt takes a few milliseconds, and
+rendered prompts are cached on disk by `dialogs.voice_prompts`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import threading
+import wave
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import resample_poly
+
+# espeak_AUDIO_OUTPUT: AUDIO_OUTPUT_SYNCHRONOUS hands every chunk to the callback before Synth returns.
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_CHARS_UTF8 = 1
+_PARAM_RATE = 1
+_PARAM_PITCH = 3
+
+#: eSpeak NG voices for Sauti's spoken languages. Wolof has none: Wolof callers get French prompts.
+VOICES = {"en": "en-us", "sw": "sw", "fr": "fr"}
+
+#: Words per minute: slower than eSpeak's 175, as an operator reads to a caller on a poor line.
+DEFAULT_RATE_WPM = 140
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class SpeechSynthesisError(RuntimeError):
+    """eSpeak NG could not be loaded or could not speak the text."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Speech:
+    """Synthesised speech: int16 mono `samples` at `rate` Hz."""
+
+    samples: np.ndarray
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate
+
+    def at_rate(self, rate: int) -> Speech:
+        """The same speech resampled (8000 for telephone quality: everything above 4 kHz is lost,
+        as on a real call)."""
+        if rate == self.rate:
+            return self
+        floats = resample_poly(self.samples.astype(np.float32), rate, self.rate)
+        return Speech(np.clip(floats, -32768, 32767).astype(np.int16), rate)
+
+    def wav_bytes(self) -> bytes:
+        """A 16-bit PCM WAV file."""
+        out = io.BytesIO()
+        with wave.open(out, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.rate)
+            w.writeframes(self.samples.tobytes())
+        return out.getvalue()
+
+
+class _Engine:
+    """The one libespeak-ng instance of the process."""
+
+    def __init__(self) -> None:
+        try:
+            import espeakng_loader
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise SpeechSynthesisError("eSpeak NG is missing: install the espeakng-loader package") from exc
+        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        data_parent = str(Path(espeakng_loader.get_data_path()).parent)
+        self._lock = threading.Lock()
+        self._chunks: list[np.ndarray] = []
+        self.rate = int(self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent.encode(), 0))
+        if self.rate <= 0:
+            raise SpeechSynthesisError(f"eSpeak NG did not start (data under {data_parent})")
+        # The callback object must outlive every call into the library: keep it on the instance.
+        self._callback = _CALLBACK(self._collect)
+        self._lib.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, wav: ctypes.POINTER(ctypes.c_short), count: int, _events: int) -> int:
+        if count > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+        return 0  # 0: go on
+
+    def speak(self, text: str, voice: str, rate_wpm: int, pitch: int) -> Speech:
+        data = text.encode("utf-8")
+        with self._lock:
+            self._chunks = []
+            if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise SpeechSynthesisError(f"eSpeak NG has no voice {voice!r}")
+            self._lib.espeak_SetParameter(_PARAM_RATE, rate_wpm, 0)
+            self._lib.espeak_SetParameter(_PARAM_PITCH, pitch, 0)
+            if self._lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None) != 0:
+                raise SpeechSynthesisError("eSpeak NG could not speak the text")
+            self._lib.espeak_Synchronize()
+            chunks, self._chunks = self._chunks, []
+        samples = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+        return Speech(samples.astype(np.int16, copy=False), self.rate)
+
+
+@cache
+def _engine() -> _Engine:
+    return _Engine()
+
+
+def synthesize(text: str, language: str, *, rate_wpm: int = DEFAULT_RATE_WPM, pitch: int = 50,
+               voice: str | None = None) -> Speech:
+    """Speak `text` in `language` ("en", "sw", "fr"; Wolof falls back to French) at eSpeak's own
+    rate (22,050 Hz). `voice` overrides the language's voice (e.g. "en-us+m3" for another speaker)."""
+    if not text.strip():
+        raise SpeechSynthesisError("nothing to say")
+    chosen = voice or VOICES.get(language) or VOICES["fr" if language == "wo" else "en"]
+    return _engine().speak(text, chosen, rate_wpm, pitch)

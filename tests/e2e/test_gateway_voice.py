@@ -1,0 +1,303 @@
+"""The voice channel end to end, as an app and as Africa's Talking meet it: the gateway `sauti serve`
+builds, on a real TCP port, with the sandbox providers; spoken commands generated with eSpeak NG and
+brought down to telephone quality (8 kHz), transcribed by the real Whisper base model; payments that
+settle in the sandbox.
+
+- App: `POST /v1/voice/commands` (audio or text) → read-back → `/confirm` with the PIN → the payment,
+  which keeps the transcript, the confidence and that the PIN confirmed it.
+- Call: `POST /voice` as Africa's Talking calls it → Record → the recording fetched from a recording
+  server over HTTP → read-back → GetDigits for the PIN → the result; Swahili prompts played as audio.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+from aiohttp import web
+
+from dialogs.speech_synthesis import synthesize
+from gateway.keys import API_KEY_HASHER, PINS, VOICE_COMMANDS
+from payments.api_keys import create_api_key
+from payments.contacts import add_contact
+from payments.identities import User
+from payments.money import Currency, Money
+from payments.states import PaymentStatus
+from tests.e2e.gateway_payments_world import Gateway, free_port, gateway_settings, running_gateway, wait_for
+
+KES = Currency.KES
+PIN = "4826"
+PEPPER = "e2e-voice-pepper"
+
+
+def telephone_wav(text: str, language: str = "en") -> bytes:
+    """`text` spoken by eSpeak NG, as a phone line carries it: 8 kHz, 16-bit mono WAV."""
+    return synthesize(text, language).at_rate(8000).wav_bytes()
+
+
+def telephone_mp3(text: str, language: str = "en") -> bytes:
+    """The same as an MP3, as Africa's Talking stores its recordings."""
+    speech = synthesize(text, language).at_rate(8000)
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp3") as container:
+        stream = container.add_stream("libmp3lame", rate=8000)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(speech.samples.reshape(1, -1).astype(np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+async def recordings() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
+    """A recording server (Africa's Talking's storage, in the sandbox): GET /<name> serves the file."""
+    files: dict[str, bytes] = {}
+
+    async def serve(request: web.Request) -> web.Response:
+        data = files.get(request.match_info["name"])
+        if data is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=data, content_type="audio/mpeg")
+
+    app = web.Application()
+    app.router.add_get("/{name}", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", files
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def gw(new_database) -> AsyncIterator[Gateway]:
+    settings = gateway_settings(await new_database(), free_port(), api={"key_pepper": PEPPER},
+                                voice={"recording_hosts": ["127.0.0.1"]})
+    async with running_gateway(settings) as gateway:
+        yield gateway
+
+
+async def customer(gw: Gateway, *, name: str = "Wanjiku Kamau", language: str = "en",
+                   funds: int = 5000) -> tuple[User, User, str]:
+    """A customer with a PIN, money, a device key and a contact "Mama" (another Sauti user)."""
+    payer = await gw.user(name=name)
+    mama = await gw.user(name="Njeri Wambui", suffix="456")
+    async with gw.engine.begin() as conn:
+        await gw.app[PINS].set_pin(conn, payer.id, PIN)
+        await conn.exec_driver_sql("UPDATE users SET language = $1 WHERE id = $2", (language, payer.id))
+        await add_contact(conn, payer.id, "Mama", mama.phone)
+        key = await create_api_key(conn, gw.app[API_KEY_HASHER], "device: test phone", user_id=payer.id)
+    await gw.fund(payer, Money.of(funds, KES))
+    return payer, mama, key.secret
+
+
+async def call_api(gw: Gateway, key: str, path: str, *, body: Any = None, audio: bytes | None = None,
+                   fields: dict[str, str] | None = None, method: str = "POST") -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession() as http:
+        if audio is not None:
+            form = aiohttp.FormData()
+            form.add_field("audio", audio, filename="command.wav", content_type="audio/wav")
+            for name, value in (fields or {}).items():
+                form.add_field(name, value)
+            request = http.post(gw.url + path, data=form, headers=headers)
+        elif method == "GET":
+            request = http.get(gw.url + path, headers=headers)
+        else:
+            request = http.post(gw.url + path, json=body if body is not None else {}, headers=headers)
+        async with request as resp:
+            return resp.status, await resp.json(content_type=None)
+
+
+# -- the app ----------------------------------------------------------------------------------------
+
+
+async def test_a_spoken_command_is_read_back_then_paid_with_the_pin(gw: Gateway):
+    payer, mama, key = await customer(gw)
+    status, heard = await call_api(gw, key, "/v1/voice/commands",
+                                   audio=telephone_wav("Send one thousand shillings to Mama"))
+
+    assert status == 201, heard
+    assert heard["status"] == "confirming" and heard["intent"] == "send_money", heard
+    assert heard["transcript"]["text"] and 0 < heard["transcript"]["confidence"] <= 1
+    assert "1,000 shillings" in heard["text"] and "Mama" in heard["text"] and "Fee" in heard["text"], heard["text"]
+
+    status, wrong = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": "1111"})
+    assert status == 403 and wrong["error"]["code"] == "wrong_pin" and "2 tries left" in wrong["error"]["message"]
+    status, done = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": PIN})
+    assert status == 200 and done["status"] == "executed", done
+    reference = done["payment"]["reference"]
+
+    payment = await wait_for(gw, reference)
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert payment.channel == "app" and payment.voice_confirmed and payment.confidence is not None
+    assert payment.transcript == heard["transcript"]["text"]
+    assert payment.recipient_user_id == mama.id and payment.amount == Money.of(1000, KES)
+    # Confirming again answers the same payment: nothing is paid twice.
+    status, again = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": PIN})
+    assert status == 200 and again["payment"]["reference"] == reference
+    assert await gw.scalar("SELECT count(*) FROM payments WHERE payer_user_id = :u", u=payer.id) == 1
+    await gw.assert_ledger_ok()
+
+
+async def test_a_missing_amount_is_asked_for_and_answered_by_text(gw: Gateway):
+    _, _, key = await customer(gw)
+    status, asked = await call_api(gw, key, "/v1/voice/commands", body={"text": "send money to Mama"})
+    assert status == 201 and asked["status"] == "asking" and asked["missing"] == ["amount"], asked
+    assert asked["text"] == "How much, in KES?"
+
+    status, read_back = await call_api(gw, key, f"/v1/voice/commands/{asked['id']}/answer",
+                                       body={"text": "one thousand five hundred"})
+    assert status == 200 and read_back["status"] == "confirming", read_back
+    assert "1,500 shillings" in read_back["text"]
+
+
+async def test_an_unknown_contact_is_asked_for_by_number(gw: Gateway):
+    _, mama, key = await customer(gw)
+    _, asked = await call_api(gw, key, "/v1/voice/commands", body={"text": "send 500 to Baraka"})
+    assert asked["status"] == "asking" and asked["missing"] == ["recipient"], asked
+    assert asked["text"].startswith("Baraka is not in your contacts"), asked["text"]
+
+    _, read_back = await call_api(gw, key, f"/v1/voice/commands/{asked['id']}/answer",
+                                  body={"text": "0" + mama.phone[4:]})
+    assert read_back["status"] == "confirming", read_back
+
+
+async def test_a_rejected_read_back_moves_nothing(gw: Gateway):
+    payer, _, key = await customer(gw)
+    _, heard = await call_api(gw, key, "/v1/voice/commands", body={"text": "send 700 to Mama"})
+    assert heard["status"] == "confirming"
+    _, spoken_no = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/answer", body={"text": "no"})
+    assert spoken_no["status"] == "cancelled" and spoken_no["text"] == "Cancelled. No money moved."
+    status, late = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": PIN})
+    assert status == 200 and late["status"] == "cancelled" and "payment" not in late
+    assert await gw.wallet(payer) == Money.of(5000, KES)
+
+
+async def test_swahili_commands_read_back_in_swahili(gw: Gateway):
+    _, _, key = await customer(gw, language="sw")
+    _, heard = await call_api(gw, key, "/v1/voice/commands", body={"text": "tuma shilingi elfu moja kwa Mama"})
+    assert heard["status"] == "confirming", heard
+    assert heard["text"].startswith("Tuma shilingi 1,000 kwa Mama"), heard["text"]
+
+
+async def test_a_pin_is_never_taken_by_voice(gw: Gateway):
+    _, _, key = await customer(gw)
+    _, said = await call_api(gw, key, "/v1/voice/commands", body={"text": f"my pin is {PIN} send 500 to Mama"})
+    assert said["status"] == "answered" and "never say your PIN" in said["text"]
+    _, heard = await call_api(gw, key, "/v1/voice/commands", body={"text": "send 500 to Mama"})
+    status, refused = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm",
+                                     audio=telephone_wav(PIN))
+    assert status == 415 and refused["error"]["code"] == "pin_by_keypad"
+
+
+async def test_bad_audio_gets_a_clear_error(gw: Gateway):
+    _, _, key = await customer(gw)
+    status, empty = await call_api(gw, key, "/v1/voice/commands", audio=b"")
+    assert status == 422 and empty["error"]["code"] == "empty_audio"
+    status, garbage = await call_api(gw, key, "/v1/voice/commands", audio=b"this is not audio at all" * 100)
+    assert status == 422 and garbage["error"]["code"] == "corrupt_audio"
+    wav = telephone_wav("Send five hundred shillings to Mama")
+    status, cut = await call_api(gw, key, "/v1/voice/commands", audio=wav[: len(wav) // 3])
+    assert status == 422 and cut["error"]["code"] == "truncated_audio", cut
+
+
+async def test_a_command_expires(gw: Gateway):
+    _, _, key = await customer(gw)
+    _, heard = await call_api(gw, key, "/v1/voice/commands", body={"text": "send 500 to Mama"})
+    commands = gw.app[VOICE_COMMANDS]
+    clock = commands.clock
+    commands.clock = lambda: clock() + 3600
+    try:
+        status, late = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": PIN})
+    finally:
+        commands.clock = clock
+    assert status == 410 and late["error"]["code"] == "expired"
+
+
+# -- a phone call ---------------------------------------------------------------------------------
+
+
+async def at_voice(gw: Gateway, **fields: str) -> tuple[int, str]:
+    """One Africa's Talking Voice callback, form-encoded as AT sends it."""
+    async with aiohttp.ClientSession() as http, http.post(gw.url + "/voice", data=fields) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_a_phone_call_pays_after_the_pin_is_typed(gw: Gateway, recordings):
+    base, files = recordings
+    payer, mama, _ = await customer(gw)
+    call = {"sessionId": "ATVId_e2e_1", "isActive": "1", "direction": "inbound", "callerNumber": payer.phone,
+            "destinationNumber": "+254711082000"}
+    status, xml = await at_voice(gw, **call)
+    assert status == 200 and "<Record" in xml and "Welcome to Sauti" in xml, xml
+
+    files["c1.mp3"] = telephone_mp3("Send one thousand shillings to Mama")
+    _, xml = await at_voice(gw, **call, recordingUrl=f"{base}/c1.mp3")
+    assert "<GetDigits" in xml and "1,000 shillings" in xml and "Mama" in xml, xml
+    # Africa's Talking retries a callback: the same answer, the recording heard once.
+    _, retried = await at_voice(gw, **call, recordingUrl=f"{base}/c1.mp3")
+    assert retried == xml
+
+    _, xml = await at_voice(gw, **call, dtmfDigits=PIN + "#")
+    assert "Sent 1,000 shillings to" in xml and "Press 1 for another command" in xml, xml
+    reference = re.search(r"Reference (\S+)\.", xml).group(1)
+    payment = await wait_for(gw, reference)
+    assert payment.status is PaymentStatus.SUCCEEDED and payment.channel == "voice" and payment.voice_confirmed
+    assert payment.recipient_user_id == mama.id
+
+    _, xml = await at_voice(gw, **call, dtmfDigits="1")
+    assert "<Record" in xml, xml
+    status, _ = await at_voice(gw, sessionId=call["sessionId"], isActive="0", durationInSeconds="42",
+                                   currencyCode="KES", amount="2.5")
+    assert status == 200
+    await gw.assert_ledger_ok()
+
+
+async def test_a_swahili_call_plays_rendered_prompts_and_0_cancels(gw: Gateway, recordings):
+    base, files = recordings
+    payer, _, _ = await customer(gw, language="sw")
+    call = {"sessionId": "ATVId_e2e_2", "isActive": "1", "callerNumber": payer.phone}
+    _, xml = await at_voice(gw, **call)
+    prompt = re.search(r'<Play url="([^"]+)"', xml)
+    assert "<Record" in xml and prompt is not None and "<Say" not in xml, xml
+    async with aiohttp.ClientSession() as http, http.get(prompt.group(1)) as resp:
+        assert resp.status == 200 and resp.content_type == "audio/wav"
+        assert (await resp.read())[:4] == b"RIFF"
+
+    files["c2.mp3"] = telephone_mp3("tuma shilingi elfu moja kwa Mama", "sw")
+    _, xml = await at_voice(gw, **call, recordingUrl=f"{base}/c2.mp3")
+    # Whatever Whisper made of it, the call goes on with a played prompt: a question or the read-back.
+    assert ("<GetDigits" in xml or "<Record" in xml) and "<Play" in xml, xml
+    if "<GetDigits" in xml:
+        _, xml = await at_voice(gw, **call, dtmfDigits="0")
+        assert "<Play" in xml
+    assert await gw.wallet(payer) == Money.of(5000, KES)
+
+
+async def test_unknown_callers_and_forged_recordings(gw: Gateway):
+    _, xml = await at_voice(gw, sessionId="ATVId_e2e_3", isActive="1", callerNumber="+254700000999")
+    assert "not registered with Sauti" in xml and "<Record" not in xml
+    payer, _, _ = await customer(gw)
+    call = {"sessionId": "ATVId_e2e_4", "isActive": "1", "callerNumber": payer.phone}
+    await at_voice(gw, **call)
+    _, xml = await at_voice(gw, **call, recordingUrl="http://169.254.169.254/latest/meta-data")
+    assert "could not hear that well" in xml and "<Record" in xml, xml
+    _, xml = await at_voice(gw, **call, recordingUrl="")
+    assert "<Record" in xml
+    status, _ = await at_voice(gw, isActive="1")
+    assert status == 200
+    async with aiohttp.ClientSession() as http, http.post(gw.url + "/voice", data=b"\xff\x00",
+                                                          headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 200 and "<Response>" in await resp.text()
