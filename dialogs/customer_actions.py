@@ -128,6 +128,7 @@ class CustomerActions:
             "check_pin": ActionSpec(self.check_pin, PIN_OUTCOMES),
             "change_pin": ActionSpec(self.change_pin, frozenset({"ok", "mismatch", "expired"})),
             "set_language": ActionSpec(self.set_language, frozenset({"ok"})),
+            "fee_plan": ActionSpec(self.fee_plan, frozenset({"ok", "unlimited"})),
         }
 
     # -- PINs ------------------------------------------------------------------------------------
@@ -333,6 +334,13 @@ class CustomerActions:
             return "empty"
         step.values["lines"] = [statement_line(line) for line in lines]
         return "ok"
+
+    async def fee_plan(self, step: Step) -> str:
+        """The caller's fee plan: its percentage, and what is left of its monthly allowance."""
+        plan, used = await self.services.payments.fee_plan(step.user_id, Currency(step.values["currency"]))
+        step.values.update(plan=plan.name.title(), percent=f"{plan.basis_points / 100:g}%", used=str(used),
+                           allowance=str(plan.monthly_allowance))
+        return "unlimited" if plan.monthly_allowance is None else "ok"
 
     async def set_language(self, step: Step) -> str:
         language = step.values["language"]

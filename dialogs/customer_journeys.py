@@ -133,7 +133,12 @@ CUSTOMER = Journey("customer", "home", (
         Option("acct.statement", "acct.stmt.pin"),
         Option("acct.change_pin", "acct.pin.old"),
         Option("acct.language", "acct.lang"),
+        Option("acct.fees", "acct.fees.run"),
     )),
+    Action("acct.fees.run", "", run="fee_plan", outcomes=(("ok", "acct.fees.show"),
+                                                          ("unlimited", "acct.fees.unlimited"))),
+    End("acct.fees.show", "acct.fees.show"),
+    End("acct.fees.unlimited", "acct.fees.unlimited"),
     _pin("acct.bal.pin", "acct.bal.run"),
     Action("acct.bal.run", "", run="balance", outcomes=(
         ("ok", "acct.bal.show"), ("wrong_pin", "acct.bal.pin"), ("locked", "pay.locked"))),

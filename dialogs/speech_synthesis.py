@@ -1,16 +1,24 @@
-"""Offline text-to-speech with eSpeak NG: the voice channel's prompts in Swahili and French (Africa's
-Talking's own `Say` speaks English only), and the spoken test fixtures and benchmark clips.
+"""Offline text-to-speech: the voice channel's prompts in Swahili and French (Africa's Talking's own
+`Say` speaks English only), and the spoken test fixtures and benchmark clips.
 
-The engine is libespeak-ng from the `espeakng-loader` wheel (library and language data inside the
-wheel, nothing installed by hand), driven through ctypes. The library keeps global state and is not
-thread-safe: one process-wide lock serialises synthesis (a prompt takes a few milliseconds, and
-rendered prompts are cached on disk by `dialogs.voice_prompts`).
+eSpeak NG speaks every language: libespeak-ng from the `espeakng-loader` wheel (library and
+language data inside the wheel, nothing installed by hand), driven through ctypes. The library keeps
+global state and is not thread-safe: one process-wide lock serialises synthesis (a prompt takes a
+few milliseconds, and rendered prompts are cached on disk by `dialogs.voice_prompts`).
+
+CMU Flite (voices ``flite:slt``, ``flite:rms``, ``flite:kal16``, ``flite:awb``) speaks English only,
+from Debian's ``flite`` package when it is installed: its voices are recorded people's, far closer
+to a caller than eSpeak's formant synthesis, which is why the voice benchmark speaks English with
+both.
 """
 
 from __future__ import annotations
 
 import ctypes
 import io
+import shutil
+import subprocess
+import tempfile
 import threading
 import wave
 from dataclasses import dataclass
@@ -117,8 +125,40 @@ def _engine() -> _Engine:
 def synthesize(text: str, language: str, *, rate_wpm: int = DEFAULT_RATE_WPM, pitch: int = 50,
                voice: str | None = None) -> Speech:
     """Speak `text` in `language` ("en", "sw", "fr"; Wolof falls back to French) at eSpeak's own
-    rate (22,050 Hz). `voice` overrides the language's voice (e.g. "en-us+m3" for another speaker)."""
+    rate (22,050 Hz). `voice` overrides the language's voice (e.g. "en-us+m3" for another speaker,
+    "flite:slt" for CMU Flite's, English only)."""
     if not text.strip():
         raise SpeechSynthesisError("nothing to say")
+    if voice is not None and voice.startswith(FLITE_PREFIX):
+        if language != "en":
+            raise SpeechSynthesisError(f"Flite speaks English only, not {language!r}")
+        return _flite(text, voice.removeprefix(FLITE_PREFIX), rate_wpm)
     chosen = voice or VOICES.get(language) or VOICES["fr" if language == "wo" else "en"]
     return _engine().speak(text, chosen, rate_wpm, pitch)
+
+
+FLITE_PREFIX = "flite:"
+FLITE_VOICES = ("flite:slt", "flite:rms", "flite:kal16", "flite:awb")
+#: Flite's own pace, in words a minute, for turning a rate into its duration stretch.
+_FLITE_WPM = 150
+
+
+def flite_available() -> bool:
+    return shutil.which("flite") is not None
+
+
+def _flite(text: str, voice: str, rate_wpm: int) -> Speech:
+    binary = shutil.which("flite")
+    if binary is None:
+        raise SpeechSynthesisError("CMU Flite is not installed (Debian: apt-get install flite)")
+    with tempfile.NamedTemporaryFile(suffix=".wav") as out:
+        # The arguments are a list (no shell) and the binary is the one found on the PATH.
+        done = subprocess.run([binary,  # noqa: S603 "-voice", voice, "--setf", f"duration_stretch={_FLITE_WPM / rate_wpm:.3f}",
+                               "-t", text, "-o", out.name], capture_output=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise SpeechSynthesisError(f"flite failed: {done.stderr.decode(errors='replace')[:200]}")
+        with wave.open(out.name) as audio:
+            if audio.getsampwidth() != 2 or audio.getnchannels() != 1:
+                raise SpeechSynthesisError("flite wrote audio other than 16-bit mono")
+            samples = np.frombuffer(audio.readframes(audio.getnframes()), np.int16).copy()
+            return Speech(samples, audio.getframerate())

@@ -85,5 +85,6 @@ def customer_validators(pins: PinService | None, pin_length: int) -> dict[str, V
                 raise Invalid("err.pin_weak") from None
         return typed
 
-    return {"amount": amount, "phone": phone, "recipient": recipient, "name": name, "shortcode": shortcode, "account": account_number,
+    return {"amount": amount, "phone": phone, "recipient": recipient, "name": name, "shortcode": shortcode,
+            "account": account_number,
             "pin": pin, "new_pin": new_pin}

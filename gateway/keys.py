@@ -3,7 +3,6 @@ factory or its cleanup contexts."""
 
 import aiohttp
 from aiohttp import web
-from nlu.speech import SpeechService
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialogs.engine import UssdEngine
@@ -12,6 +11,7 @@ from dialogs.session_store import SessionStore
 from dialogs.voice_commands import VoiceCommands
 from dialogs.voice_prompts import VoicePrompts
 from gateway.settings import Settings
+from nlu.speech import SpeechService
 from payments.api_keys import ApiKeyHasher
 from payments.identities import PinService
 from payments.ledger import Ledger

@@ -167,8 +167,3 @@ def trim_silence(clip: Clip, settings: TrimSettings = TrimSettings()) -> Clip:
     pieces = [edge, *(clip.samples[span["start"]:span["end"]] for span in spans), edge]
     return Clip(np.concatenate(pieces), clip.source_rate)
 
-
-def pad_silence(clip: Clip, seconds: float = TrimSettings.edge_silence_s) -> Clip:
-    """`clip` with `seconds` of silence added at both ends (for clips that skip `trim_silence`)."""
-    edge = np.zeros(int(seconds * SAMPLE_RATE), np.float32)
-    return Clip(np.concatenate([edge, clip.samples, edge]), clip.source_rate)

@@ -5,8 +5,8 @@ Whisper reads an *initial prompt* as if it were the text just before the clip an
 vocabulary and style. A short context of natural sentences (not a word list: Whisper imitates what
 it is shown) carrying the command words of the caller's language ("send", "pay bill", "till",
 "M-Pesa", "Wave", "shillings"/"francs", amounts written in digits) and the names in their address
-book turns "And I'm hungry to do this" into "Send 500 to Juma" on a poor phone line (`bench.voice`
-measures by how much).
+book makes Whisper write "Check my balance" where, unprimed, it heard "Here's my melon" on a
+poor phone line (on `bench.voice`'s English clips, base's end-to-end accuracy goes from 25 % to 50 %).
 
 Names are what a caller says: the nickname ("Mama") and the given name ("Juma" for "Juma Otieno");
 full names are left out, as Whisper then strings surnames together ("Kamau Otieno") where one name

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nlu.audio import decode_audio, trim_silence
-from nlu.biasing import NO_BIAS, Bias, build_bias, decoding_language
+from nlu.biasing import NO_BIAS, build_bias, decoding_language
 from nlu.results import Contact
 from nlu.speech_settings import FASTER_WHISPER, SpeechSettings
 from nlu.transcripts import Clip, NoSpeech, Recognizer, SpeechBusy, Transcript
@@ -167,10 +167,15 @@ class SpeechService:
                 self._loaded = True
 
     async def start(self) -> None:
+        """Start the worker threads. The model's files are made ready now (joined from their
+        packages the first time, ~1 s), so a missing package stops start-up with a message naming
+        it; the model itself is loaded now with `preload`, else by the first clip."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="speech")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, ensure_model, self.settings.model, self.settings.model_cache_dir)
         if self.settings.preload:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+            await loop.run_in_executor(self._executor, self.load)
 
     async def close(self) -> None:
         """Stop taking clips; queued ones are dropped, a running one is let finish (off the loop)."""
@@ -244,7 +249,7 @@ class SpeechService:
                 decode_as = "en"
             use_bias = self.settings.biasing if biased is None else biased
             bias = build_bias(decode_as, contacts) if use_bias else NO_BIAS
-            transcript = self._recognise(recognizer, clip, decode_as, bias)
+            transcript = recognizer.transcribe(clip, language=decode_as, prompt=bias.prompt, hotwords=bias.hotwords)
         finally:
             self._pool.put(recognizer)
         text = tidy_transcript(transcript.text)
@@ -252,6 +257,3 @@ class SpeechService:
             raise NoSpeech("no words could be made out in the audio")
         return replace(transcript, text=text, processing_s=time.perf_counter() - started)
 
-    @staticmethod
-    def _recognise(recognizer: Recognizer, clip: Clip, language: str | None, bias: Bias) -> Transcript:
-        return recognizer.transcribe(clip, language=language, prompt=bias.prompt, hotwords=bias.hotwords)

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import re
 
-# Three or more single digits separated by commas, hyphens, dots or spaces: "8, 8, 8", "1-2-3-4".
-_SPELLED_DIGITS = re.compile(r"(?<![\d,.])\d(?:(?:\s*[,\-.]\s*|\s+)\d){2,}(?![\d])(?!\.\d)")
+# Two or more single digits separated by commas, hyphens or spaces: "8, 8, 8", "1-2-3-4", "store 1 2"
+# (digits said one by one; an amount is never said that way). Not dots: "1.5" is an amount.
+_SPELLED_DIGITS = re.compile(r"(?<![\d,.])\d(?:(?:\s*[,\-]\s*|\s+)\d)+(?!\d|\.\d)")
 # Digit groups joined by hyphens: "247-247", "071-234-5678".
 _HYPHENATED = re.compile(r"(?<![\d\-])\d+(?:-\d+)+(?![\d\-])")
 # A number with thousands separators: "345,678", "1,500" (not "1,5" nor "1, 500").
 _THOUSANDS = re.compile(r"(?<!\d)(?<!\d,)\d{1,3}(?:,\d{3})+(?!\d|,\d)")
+# A code number read in groups right after its keyword: "pay bill 247 247", "account 556 677" (after
+# a keyword that names a code, never an amount, the groups are one number).
+_GROUPED_CODE = re.compile(r"\b(pay ?bill|till|account(?: number)?|agent|store|akaunti|wakala|compte|marchand)"
+                           r"(\s+)(\d+(?:\s+\d+)+)\b", re.IGNORECASE)
 # A comma Whisper puts where the speaker paused ("agent, 345678, store 12"): the parser reads a
 # keyword and its number only when nothing stands between them.
 _PAUSE_COMMA = re.compile(r",(?=\s)")
@@ -33,11 +38,12 @@ def _digits_only(match: re.Match[str]) -> str:
 
 
 def tidy_transcript(text: str) -> str:
-    """`text` with spelled-out digit strings, hyphenated digit groups and thousands separators
-    joined into plain numbers, pause commas and foreign currency signs dropped, spaces collapsed."""
+    """`text` with spelled-out digit strings, hyphenated digit groups, thousands separators and
+    code numbers read in groups joined into plain numbers, pause commas and foreign currency signs dropped, spaces collapsed."""
     text = _FOREIGN_SIGN.sub("", text)
     text = _SPELLED_DIGITS.sub(_digits_only, text)
     text = _HYPHENATED.sub(_digits_only, text)
     text = _THOUSANDS.sub(_digits_only, text)
     text = _PAUSE_COMMA.sub("", text)
+    text = _GROUPED_CODE.sub(lambda m: m.group(1) + m.group(2) + re.sub(r"\s+", "", m.group(3)), text)
     return " ".join(text.split())

@@ -165,6 +165,13 @@ class Payments:
             name = (recipient.display_name or None) if recipient is not None else None
             return await self._quote(conn, payer, amount, kind, name)
 
+    async def fee_plan(self, user_id: int, currency: Currency) -> tuple[FeePlan, int]:
+        """The user's fee plan, and the payments in ``currency`` it has counted this month."""
+        async with self.engine.connect() as conn:
+            user = await get_user(conn, user_id)
+            _, this_month = await store.outgoing_totals(conn, user.id, currency)
+        return self._plan_for(user), this_month
+
     async def history(self, public_id: str) -> tuple[Payment, list[store.PaymentEvent]]:
         """A payment and every transition it went through, with causes (for operators and support)."""
         async with self.engine.connect() as conn:

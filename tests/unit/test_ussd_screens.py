@@ -56,6 +56,7 @@ def long_values(currency: str) -> dict[str, object]:
         "till": "5123456", "me": "07 01 23 45 67", "until": "23:59", "tries": "2", "example": "07 01 23 45 67",
         "pin_length": "8", "service_code": "*384*12345*99#", "lines": STATEMENT,
         # Three saved contacts, each name cut to fit its line (`CustomerActions.saved_contacts`).
+        "plan": "Business", "percent": "0.25%", "used": "49", "allowance": "50",
         "saved": "1. Nyambura Wanjiku..\n2. Abdoulaye Mamad..\n3. Aminata Ndiaye..",
     }
 

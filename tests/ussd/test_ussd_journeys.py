@@ -204,3 +204,14 @@ async def test_choose_another_language(gw, phone_for, language):
                       Type(str(LANGUAGES.index(language) + 1)), Speak(language), See("acct.lang.done"), Ends()])
     again = phone_for(payer.phone)
     await run(again, [Dial(), Type(KE["account"]), See("acct.menu")], language)
+
+
+async def test_my_fee_plan(gw, phone_for, language):
+    payer = await customer(gw, language=language, funds=2000)
+    payee = await customer(gw, name="Juma Mwangi")
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(KE["send"]), Type(payee.phone), Type("100"), Type(PIN), See("send.done"), Ends()],
+              language)
+    # The default plan (basic): 1 % a payment, 50 payments a month, one of them used.
+    await run(phone, [Dial(), Type(KE["account"]), Type("5"), See("acct.fees.show"), Shows("Basic"), Shows("1%"),
+                      Shows("1"), Shows("50"), Ends()], language)
