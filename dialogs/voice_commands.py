@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from dialogs.callers import CallerDirectory, currency_of
+from dialogs.callers import CallerDirectory
 from dialogs.catalog import Catalogs
 from dialogs.customer_actions import CustomerActions
 from dialogs.display import phone_text
@@ -158,7 +158,7 @@ class VoiceCommands:
         self._heard(command, heard)
         parse = await self._parse(heard.text, caller)
         if parse.intent in (nlu_intents.CANCEL, nlu_intents.DENY):
-            return await self._end(command, CANCELLED, self._text(command, "cancelled"), parse)
+            return await self._saved(command, CANCELLED, self._text(command, "cancelled"), parse)
         if _SPOKEN_PIN.search(heard.text):
             return await self._saved(command, command.status, self._text(command, "pin_by_voice"), parse)
         if command.status == CONFIRMING:
@@ -183,7 +183,7 @@ class VoiceCommands:
         if command.status != CONFIRMING:
             return VoiceReply(command, command.status, command.text)
         if command.expired(self.clock()):
-            return await self._end(command, FAILED, self._text(command, "expired"), None, status=EXPIRED)
+            return await self._saved(command, FAILED, self._text(command, "expired"), None, status=EXPIRED)
         step = self._step(command, secret=pin)
         kind = command.kind or ""
         if kind == "balance":
@@ -198,19 +198,19 @@ class VoiceCommands:
             text = f'{self._text(command, "wrong_pin", tries=tries)} {self._text(command, pin_key)}'
             return await self._saved(command, CONFIRMING, text, None, status=WRONG_PIN)
         if outcome == "locked":
-            return await self._end(command, FAILED, self._text(command, "locked"), None, status=LOCKED)
+            return await self._saved(command, FAILED, self._text(command, "locked"), None, status=LOCKED)
         command.result = {k: step.values[k] for k in ("ref", "balance") if k in step.values}
         command.result["outcome"] = outcome
         if outcome in ("failed", "refused") or (outcome == "empty" and kind != "statement"):
-            return await self._end(command, FAILED, self._failure(command, step), None)
-        return await self._end(command, EXECUTED, self._result_text(command, outcome, step), None)
+            return await self._saved(command, FAILED, self._failure(command, step), None)
+        return await self._saved(command, EXECUTED, self._result_text(command, outcome, step), None)
 
     async def cancel(self, caller: VoiceCaller, command_id: str) -> VoiceReply:
         command, refusal = await self._open(caller, command_id)
         if refusal is not None:
             return refusal
         assert command is not None
-        return await self._end(command, CANCELLED, self._text(command, "cancelled"), None)
+        return await self._saved(command, CANCELLED, self._text(command, "cancelled"), None)
 
     async def get(self, caller: VoiceCaller, command_id: str) -> VoiceReply:
         command = await self.store.load(command_id)
@@ -387,7 +387,7 @@ class VoiceCommands:
         if not command.is_open:
             return None, VoiceReply(command, command.status, command.text)
         if command.expired(self.clock()):
-            return None, await self._end(command, FAILED, self._text(command, "expired"), None, status=EXPIRED)
+            return None, await self._saved(command, FAILED, self._text(command, "expired"), None, status=EXPIRED)
         return command, None
 
     def _set(self, command: PendingCommand, status: str, text: str, parse: Parse | None) -> VoiceReply:
@@ -400,9 +400,6 @@ class VoiceCommands:
         await self.store.save(command)
         return VoiceReply(command, status or state, text, parse)
 
-    async def _end(self, command: PendingCommand, state: str, text: str, parse: Parse | None, *,
-                   status: str | None = None) -> VoiceReply:
-        return await self._saved(command, state, text, parse, status=status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +421,3 @@ def speakable(text: str, language: str) -> str:
     text = _KSH.sub(_SHILLINGS.get(language, _SHILLINGS["en"]), text)
     return _FCFA.sub(_FRANCS.get(language, _FRANCS["en"]), text)
 
-
-def caller_currency(phone: str) -> Currency:
-    return currency_of(phone)

@@ -39,7 +39,8 @@ def _digits_only(match: re.Match[str]) -> str:
 
 def tidy_transcript(text: str) -> str:
     """`text` with spelled-out digit strings, hyphenated digit groups, thousands separators and
-    code numbers read in groups joined into plain numbers, pause commas and foreign currency signs dropped, spaces collapsed."""
+    code numbers read in groups joined into plain numbers, pause commas and foreign currency signs
+    dropped, spaces collapsed."""
     text = _FOREIGN_SIGN.sub("", text)
     text = _SPELLED_DIGITS.sub(_digits_only, text)
     text = _HYPHENATED.sub(_digits_only, text)
