@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 from aiohttp import web
-from nlu.speech import SpeechService
 
 from dialogs.callers import CallerDirectory
 from dialogs.catalog import CATALOG_DIR, load_catalogs
@@ -22,6 +21,7 @@ from dialogs.voice_store import MemoryVoiceCommandStore, RedisVoiceCommandStore,
 from gateway.keys import DB_ENGINE, PAYMENTS, PINS, SETTINGS, SPEECH, VOICE_COMMANDS, VOICE_HTTP, VOICE_PROMPTS
 from gateway.settings import Settings
 from nlu.results import Contact
+from nlu.speech import SpeechService
 from payments.contacts import address_book
 
 log = logging.getLogger(__name__)
