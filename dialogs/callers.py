@@ -5,7 +5,7 @@ currency and mobile money, by country)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialogs.display import clock_text, phone_text
 from dialogs.engine import Caller
+from payments.contacts import SavedContact, address_book
 from payments.identities import UserStatus, find_user_by_phone
 from payments.money import Currency
 from payments.phones import region_of
@@ -35,6 +36,25 @@ def currency_of(phone: str) -> Currency:
     return _COUNTRY.get(_region(phone), _COUNTRY["KE"])[0]
 
 
+#: Saved contacts offered on the send screen, and how much of a name fits on its line.
+SAVED_SHOWN = 3
+_NAME_IN_LIST = 18
+
+
+def saved_values(contacts: Sequence[SavedContact]) -> dict[str, Any]:
+    """The send screen's list of saved contacts (``saved``, shown) and their numbers (``_saved``,
+    what ``1``-``3`` pick); nothing when there are none."""
+    if not contacts:
+        return {}
+    lines = []
+    for n, contact in enumerate(contacts, 1):
+        shown = contact.nickname or contact.name
+        if len(shown) > _NAME_IN_LIST:
+            shown = shown[:_NAME_IN_LIST - 2].rstrip() + ".."
+        lines.append(f"{n}. {shown}")
+    return {"saved": "\n".join(lines), "_saved": [c.phone for c in contacts]}
+
+
 @dataclass(frozen=True)
 class CallerDirectory:
     engine: AsyncEngine | None
@@ -48,13 +68,14 @@ class CallerDirectory:
         assert self.engine is not None
         async with self.engine.connect() as conn:
             user = await find_user_by_phone(conn, phone)
-        if user is None:
-            return None
-        if user.status is UserStatus.CLOSED:
-            return Caller(user.id, user.language.value, frozenset(), closed=True)
+            if user is None:
+                return None
+            if user.status is UserStatus.CLOSED:
+                return Caller(user.id, user.language.value, frozenset(), closed=True)
+            saved = await address_book(conn, user.id, limit=SAVED_SHOWN)
         locked = user.locked_until if user.status is UserStatus.LOCKED else None
         return Caller(user.id, user.language.value, frozenset(r.value for r in user.roles), locked,
-                      locked_until_text=clock_text(locked, phone) if locked else "")
+                      locked_until_text=clock_text(locked, phone) if locked else "", values=saved_values(saved))
 
     def language_for(self, phone: str) -> str:
         try:

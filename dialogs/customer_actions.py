@@ -31,7 +31,6 @@ from payments.commands import (
     SendToPhone,
     Withdraw,
 )
-from payments.contacts import address_book
 from payments.errors import (
     AccountClosed,
     AccountLocked,
@@ -50,10 +49,6 @@ from payments.orchestrator import Payments
 from payments.payment_settings import MPESA
 from payments.phones import region_of
 from payments.states import PaymentStatus
-
-#: Saved contacts offered on the send screen, and how much of a name fits on its line.
-SAVED_SHOWN = 3
-_NAME_IN_LIST = 18
 
 QUOTE_OUTCOMES = frozenset({"ok", "fix_amount", "fix_recipient", "refused"})
 PAY_OUTCOMES = frozenset({"done", "pending_mpesa", "pending_wave", "failed", "wrong_pin", "locked", "refused"})
@@ -122,7 +117,6 @@ class CustomerActions:
             "register": ActionSpec(self.register, frozenset({"ok", "mismatch", "exists"})),
             "quote": ActionSpec(self.quote, QUOTE_OUTCOMES),
             "pay": ActionSpec(self.pay, PAY_OUTCOMES),
-            "saved_contacts": ActionSpec(self.saved_contacts, frozenset({"ok", "none"})),
             "balance": ActionSpec(self.balance, PIN_OUTCOMES),
             "statement": ActionSpec(self.statement, PIN_OUTCOMES | {"empty"}),
             "check_pin": ActionSpec(self.check_pin, PIN_OUTCOMES),
@@ -292,21 +286,6 @@ class CustomerActions:
         if payment.status is PaymentStatus.SUCCEEDED or payment.provider is None:
             return "done"
         return "pending_mpesa" if payment.provider == MPESA else "pending_wave"
-
-    async def saved_contacts(self, step: Step) -> str:
-        """The caller's first few contacts (favourites, then the most paid), to pick by number."""
-        async with self.services.engine.connect() as conn:
-            contacts = (await address_book(conn, step.user_id))[:SAVED_SHOWN]
-        if not contacts:
-            return "none"
-        lines = []
-        for n, contact in enumerate(contacts, 1):
-            shown = contact.nickname or contact.name
-            if len(shown) > _NAME_IN_LIST:
-                shown = shown[:_NAME_IN_LIST - 2].rstrip() + ".."
-            lines.append(f"{n}. {shown}")
-        step.values.update(saved="\n".join(lines), _saved=[c.phone for c in contacts])
-        return "ok"
 
     # -- my account ------------------------------------------------------------------------------
 

@@ -24,8 +24,14 @@ def _is_mpesa(values: Mapping[str, Any]) -> bool:
     return values.get("currency") == "KES"
 
 
-#: Conditions on menu options: paybills, tills and pochi are M-Pesa's (Kenya) only.
-CONDITIONS: dict[str, Condition] = {"mpesa": _is_mpesa}
+def _has_saved(values: Mapping[str, Any]) -> bool:
+    return bool(values.get("_saved"))
+
+
+#: Conditions on menu options: paybills, tills and pochi are M-Pesa's (Kenya) only; the send screen
+#: lists saved contacts when the caller has some.
+CONDITIONS: dict[str, Condition] = {"mpesa": _is_mpesa, "saved": _has_saved,
+                                    "no_saved": lambda values: not _has_saved(values)}
 
 
 REGISTRATION = Journey("register", "reg.language", (
@@ -69,16 +75,17 @@ def _pin(screen_id: str, next_id: str) -> Input:
 
 CUSTOMER = Journey("customer", "home", (
     Menu("home", "home", (
-        Option("menu.send", "send.saved"),
+        Option("menu.send", "send.pick_to", when="saved"),
+        Option("menu.send", "send.to", when="no_saved"),
         Option("menu.bill", "bill.number", when="mpesa"),
         Option("menu.goods", "goods.menu", when="mpesa"),
         Option("menu.withdraw", "wd.menu"),
         Option("menu.deposit", "dep.menu"),
         Option("menu.account", "acct.menu"),
     )),
-    # Send money: to a saved contact (the three the caller pays most, picked by 1-3) or any phone
-    # number; a Sauti wallet is paid inside Sauti, any other number by M-Pesa (KES) or Wave (XOF).
-    Action("send.saved", "", run="saved_contacts", outcomes=(("ok", "send.pick_to"), ("none", "send.to"))),
+    # Send money: to a saved contact (the three the caller pays most, found when they dialled and
+    # picked by 1-3) or any phone number; a Sauti wallet is paid inside Sauti, any other number by
+    # M-Pesa (KES) or Wave (XOF).
     Input("send.pick_to", "send.pick_to", field="to_phone", validator="recipient", next="send.amount"),
     *payment("send", "send", (
         Input("send.to", "send.to", field="to_phone", validator="phone", next="send.amount"),

@@ -23,7 +23,7 @@ redial within that window (a new ``sessionId``) is offered to continue where the
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -56,6 +56,9 @@ class Caller:
     closed: bool = False
     #: ``locked_until`` on the caller's clock.
     locked_until_text: str = ""
+    #: Values found with the caller that their session starts with (their saved contacts), so a
+    #: menu hop never needs the database.
+    values: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Callers(Protocol):
@@ -125,6 +128,8 @@ class UssdEngine:
     async def _open(self, hop: Hop, pointer: str | None) -> SessionState:
         caller = await self.callers.find(hop.phone)
         values = self.callers.values_for(hop.phone)
+        if caller is not None:
+            values.update(caller.values)
         state = SessionState(session_id=hop.session_id, phone=hop.phone, service_code=hop.service_code,
                              language=caller.language if caller else self.callers.language_for(hop.phone),
                              screen=self.journeys.registration_start, user_id=caller.user_id if caller else None,

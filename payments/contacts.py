@@ -172,14 +172,14 @@ async def list_contacts(conn: AsyncConnection, user_id: int) -> list[SavedContac
     return [_contact(r) for r in rows]
 
 
-async def address_book(conn: AsyncConnection, user_id: int) -> list[SavedContact]:
+async def address_book(conn: AsyncConnection, user_id: int, *, limit: int | None = None) -> list[SavedContact]:
     """The user's contacts in the order a spoken name is matched against them: favourites first,
     then the most paid, then the most recently paid (ties between two "Mama"s go to the one the
-    user pays)."""
+    user pays); the first `limit` of them when given (the USSD send screen lists three)."""
     rows = await conn.execute(text(
         f"SELECT {_COLUMNS} FROM contacts WHERE user_id = :u "
-        "ORDER BY favourite DESC, times_paid DESC, last_paid_at DESC NULLS LAST, lower(name), id"),
-        {"u": user_id})
+        "ORDER BY favourite DESC, times_paid DESC, last_paid_at DESC NULLS LAST, lower(name), id "
+        "LIMIT :n"), {"u": user_id, "n": limit})
     return [_contact(r) for r in rows]
 
 
