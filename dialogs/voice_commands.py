@@ -220,6 +220,19 @@ class VoiceCommands:
             return VoiceReply(command, EXPIRED, self._text(command, "expired"))
         return VoiceReply(command, command.status, command.text)
 
+    def whole_command_check(self, caller: VoiceCaller, contacts: Sequence[Contact]) -> Callable[[str], bool] | None:
+        """For the recogniser (`nlu.speech`): whether a reading of a first turn is a whole command
+        this caller could mean. None with a parser that answers asynchronously (a Rasa server):
+        the check runs on the recogniser's thread."""
+        if inspect.iscoroutinefunction(self.parser.parse):
+            return None
+
+        def whole(text: str) -> bool:
+            parse = self.parser.parse(text, language=caller.language, contacts=contacts)
+            return nlu_intents.is_whole_command(parse.intent, parse.missing)
+
+        return whole
+
     # -- understanding ---------------------------------------------------------------------------
 
     async def _first_turn(self, command: PendingCommand, caller: VoiceCaller, heard: Heard) -> VoiceReply:

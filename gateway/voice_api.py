@@ -111,11 +111,15 @@ async def _caller(request: web.Request, key: ApiKey, fields: dict[str, str]) -> 
 
 
 async def _heard(request: web.Request, caller: VoiceCaller, audio: bytes | None,
-                 fields: dict[str, str]) -> tuple[Heard, Transcript | None]:
+                 fields: dict[str, str], *, first: bool) -> tuple[Heard, Transcript | None]:
     if audio is not None:
-        contacts = await request.app[VOICE_COMMANDS].address_book(caller.user_id)
+        commands = request.app[VOICE_COMMANDS]
+        contacts = await commands.address_book(caller.user_id)
+        # A first turn should be a whole command: a reading that is not gets a second, unprimed one.
+        accept = commands.whole_command_check(caller, contacts) if first else None
         try:
-            transcript = await request.app[SPEECH].transcribe(audio, language=caller.language, contacts=contacts)
+            transcript = await request.app[SPEECH].transcribe(audio, language=caller.language, contacts=contacts,
+                                                              accept=accept)
         except AudioError as exc:
             raise ApiError(422, exc.code, str(exc)) from None
         except SpeechBusy as exc:
@@ -190,7 +194,7 @@ def _busy_guard(handler):
 async def create_command(request: web.Request, key: ApiKey) -> web.Response:
     audio, fields = await _form(request)
     caller = await _caller(request, key, fields)
-    heard, transcript = await _heard(request, caller, audio, fields)
+    heard, transcript = await _heard(request, caller, audio, fields, first=True)
     reply = await request.app[VOICE_COMMANDS].start(caller, heard, channel=Channel.APP)
     return _json(reply, transcript, status=201)
 
@@ -199,7 +203,7 @@ async def create_command(request: web.Request, key: ApiKey) -> web.Response:
 async def answer_command(request: web.Request, key: ApiKey) -> web.Response:
     audio, fields = await _form(request)
     caller = await _caller(request, key, fields)
-    heard, transcript = await _heard(request, caller, audio, fields)
+    heard, transcript = await _heard(request, caller, audio, fields, first=False)
     reply = await request.app[VOICE_COMMANDS].answer(caller, request.match_info["id"], heard)
     return _json(reply, transcript)
 

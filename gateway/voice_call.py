@@ -187,17 +187,21 @@ async def _recording(call: _Call, url: str) -> web.Response:
         return await call.save(xml.response(await call.record(call.text("bad_audio"))))
     commands = call.request.app[VOICE_COMMANDS]
     caller = call.caller
+    current = await commands.store.load(state["command"]) if state.get("command") else None
+    answering = current is not None and current.status == ASKING
     try:
         audio = await _fetch(call, url)
         contacts = await commands.address_book(caller.user_id)
-        transcript = await call.request.app[SPEECH].transcribe(audio, language=caller.language, contacts=contacts)
+        accept = None if answering else commands.whole_command_check(caller, contacts)
+        transcript = await call.request.app[SPEECH].transcribe(audio, language=caller.language, contacts=contacts,
+                                                               accept=accept)
     except AudioError:
         return await call.save(xml.response(await call.record(call.text("bad_audio"))))
     except SpeechBusy:
         return await call.save(xml.response(await call.record(call.text("busy"))))
     heard = Heard(transcript.text, transcript.confidence)
-    current = await commands.store.load(state["command"]) if state.get("command") else None
-    if current is not None and current.status == ASKING:
+    if answering:
+        assert current is not None
         reply = await commands.answer(caller, current.id, heard)
     else:
         reply = await commands.start(caller, heard, channel=Channel.VOICE)

@@ -42,6 +42,9 @@ CLARIFY = "clarify"
 PAYMENT_INTENTS = frozenset({SEND_MONEY, PAY_BILL, BUY_GOODS_TILL, BUY_GOODS_POCHI, WITHDRAW_CASH,
                              WITHDRAW_TO_MPESA, WITHDRAW_TO_WAVE, DEPOSIT, BANK_TO_MPESA, MPESA_TO_BANK})
 
+#: What a spoken command can ask for and be done with: a payment, the balance, the statement.
+COMMAND_INTENTS = PAYMENT_INTENTS | {CHECK_BALANCE, MINI_STATEMENT}
+
 # IMPORTANT: a doubtful reading of these must become a question. The rest (balance, help, cancel,
 # deny, out of scope) cost nothing when wrong, so their best guess is returned as it is.
 GUARDED_INTENTS = PAYMENT_INTENTS | {AFFIRM}
@@ -102,6 +105,12 @@ def keep_entities(intent: str, entities: Iterable[Entity]) -> tuple[Entity, ...]
         return tuple(entities)
     allowed = ALLOWED.get(intent, frozenset())
     return tuple(e for e in entities if e.type in allowed)
+
+
+def is_whole_command(intent: str, missing: Iterable[str]) -> bool:
+    """A confident command with every slot filled: what a reading of speech should come to (a
+    reading that does not is worth reading again without the prompt, `nlu.speech`)."""
+    return intent in COMMAND_INTENTS and not tuple(missing)
 
 
 def missing_slots(intent: str, entities: Iterable[Entity]) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -197,12 +197,13 @@ class SpeechService:
 
     # -- transcription ----------------------------------------------------------------------------
 
-    async def transcribe(self, audio: bytes, *, language: str | None,
-                         contacts: Sequence[Contact] = ()) -> Transcript:
+    async def transcribe(self, audio: bytes, *, language: str | None, contacts: Sequence[Contact] = (),
+                         accept: Callable[[str], bool] | None = None) -> Transcript:
         """Transcribe one clip (any audio format) spoken by a caller whose language is `language`
         ("en", "sw", "fr", "wo"; None: detected) and whose address book is `contacts` (favourites
-        first). Raises `nlu.transcripts.AudioError` kinds for bad audio and `SpeechBusy` when
-        `workers + max_waiting` clips are already in hand."""
+        first). `accept` (see `transcribe_clip`) says whether a reading makes sense. Raises
+        `nlu.transcripts.AudioError` kinds for bad audio and `SpeechBusy` when `workers +
+        max_waiting` clips are already in hand."""
         executor = self._executor
         if executor is None:
             raise RuntimeError("the speech service is not started (await service.start())")
@@ -212,7 +213,7 @@ class SpeechService:
                                  "try again in a moment")
             self._admitted += 1
         try:
-            job = executor.submit(self.transcribe_bytes, audio, language, tuple(contacts))
+            job = executor.submit(self.transcribe_bytes, audio, language, tuple(contacts), accept=accept)
         except RuntimeError:  # shut down meanwhile
             self._release(None)
             raise
@@ -226,34 +227,51 @@ class SpeechService:
             self._admitted -= 1
 
     def transcribe_bytes(self, audio: bytes, language: str | None, contacts: Sequence[Contact] = (),
-                         *, biased: bool | None = None) -> Transcript:
+                         *, biased: bool | None = None, accept: Callable[[str], bool] | None = None) -> Transcript:
         """The whole pipeline, blocking: decode, trim, recognise. The time reported covers all of it."""
         started = time.perf_counter()
         clip = decode_audio(audio, max_seconds=self.settings.max_audio_s)
-        transcript = self.transcribe_clip(clip, language, contacts, biased=biased)
+        transcript = self.transcribe_clip(clip, language, contacts, biased=biased, accept=accept)
         return replace(transcript, processing_s=time.perf_counter() - started)
 
     def transcribe_clip(self, clip: Clip, language: str | None, contacts: Sequence[Contact] = (),
-                        *, biased: bool | None = None, trim: bool = True) -> Transcript:
+                        *, biased: bool | None = None, trim: bool = True,
+                        accept: Callable[[str], bool] | None = None) -> Transcript:
         """Recognise a decoded clip, blocking (the benchmark's entry; the service's threads use it
         too). `biased` overrides `settings.biasing`; `trim=False` skips the VAD. Raises `NoSpeech`
-        when there is no speech, or Whisper makes no words of it."""
+        when there is no speech, or Whisper makes no words of it.
+
+        `accept(text)` says whether a reading makes sense (the voice channel: a whole command the
+        parser understands). A biased reading it refuses is read again without the prompt, and that
+        one is kept if it is accepted: the prompt's words and amounts sometimes stand in for what
+        was said ("twelve hundred" written as the prompt's "1,500"), and the plain reading is then
+        the better one. Only refused clips pay for the second reading."""
         started = time.perf_counter()
         if trim:
             clip = trim_silence(clip)
+        use_bias = self.settings.biasing if biased is None else biased
+        first = self._read(clip, language, contacts, use_bias)
+        if accept is None or not use_bias or (first is not None and accept(first.text)):
+            chosen = first
+        else:
+            second = self._read(clip, language, contacts, False)
+            chosen = second if second is not None and accept(second.text) else first
+        if chosen is None:
+            raise NoSpeech("no words could be made out in the audio")
+        return replace(chosen, processing_s=time.perf_counter() - started)
+
+    def _read(self, clip: Clip, language: str | None, contacts: Sequence[Contact], use_bias: bool) -> Transcript | None:
+        """One reading of a trimmed clip, tidied; None when Whisper made no words of it."""
         self.load()
         recognizer = self._pool.get()
         try:
             decode_as = decoding_language(language)
             if not getattr(recognizer, "multilingual", True):
                 decode_as = "en"
-            use_bias = self.settings.biasing if biased is None else biased
             bias = build_bias(decode_as, contacts) if use_bias else NO_BIAS
             transcript = recognizer.transcribe(clip, language=decode_as, prompt=bias.prompt, hotwords=bias.hotwords)
         finally:
             self._pool.put(recognizer)
         text = tidy_transcript(transcript.text)
-        if not text:
-            raise NoSpeech("no words could be made out in the audio")
-        return replace(transcript, text=text, processing_s=time.perf_counter() - started)
+        return replace(transcript, text=text) if text else None
 

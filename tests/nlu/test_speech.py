@@ -92,6 +92,23 @@ def test_biasing_turns_a_misheard_command_into_the_right_one(service: SpeechServ
     assert understood(embedded, primed) == meant, primed.text
 
 
+async def test_a_reading_that_is_no_whole_command_is_read_again_without_the_prompt(service: SpeechService) -> None:
+    wav = phone_wav("Send one thousand shillings to Mama")
+    seen: list[str] = []
+
+    def refuse_the_first(text: str) -> bool:
+        seen.append(text)
+        return len(seen) > 1
+
+    again = await service.transcribe(wav, language="en", contacts=CONTACTS, accept=refuse_the_first)
+    assert len(seen) == 2 and again.prompt is None and again.text == seen[1]
+    # Accepted at once: one reading, the primed one; refused twice: the primed one is kept.
+    kept = await service.transcribe(wav, language="en", contacts=CONTACTS, accept=lambda text: True)
+    assert kept.prompt is not None
+    refused = await service.transcribe(wav, language="en", contacts=CONTACTS, accept=lambda text: False)
+    assert refused.prompt is not None and refused.text == kept.text
+
+
 async def test_a_flood_of_clips_is_bounded_and_refused_at_once(settings: SpeechSettings,
                                                                recognizer: FasterWhisperRecognizer) -> None:
     wav = phone_wav("check my balance")
