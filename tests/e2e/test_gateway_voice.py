@@ -301,3 +301,27 @@ async def test_unknown_callers_and_forged_recordings(gw: Gateway):
     async with aiohttp.ClientSession() as http, http.post(gw.url + "/voice", data=b"\xff\x00",
                                                           headers={"Content-Type": "application/json"}) as resp:
         assert resp.status == 200 and "<Response>" in await resp.text()
+
+
+async def test_a_french_command_is_heard_and_answered_in_french(gw: Gateway):
+    """A Senegalese caller speaks French (eSpeak NG, 8 kHz): whatever Whisper makes of it, the
+    answer is the French conversation's, about a franc wallet, never an error."""
+    payer = await gw.user(Currency.XOF, name="Aminata Fall")
+    awa = await gw.user(Currency.XOF, name="Awa Ndiaye", suffix="456")
+    async with gw.engine.begin() as conn:
+        await gw.app[PINS].set_pin(conn, payer.id, PIN)
+        await conn.exec_driver_sql("UPDATE users SET language = 'fr' WHERE id = $1", (payer.id,))
+        await add_contact(conn, payer.id, "Awa", awa.phone)
+        key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "device: fr", user_id=payer.id)).secret
+    await gw.fund(payer, Money.of(20_000, Currency.XOF))
+    status, heard = await call_api(gw, key, "/v1/voice/commands",
+                                   audio=synthesize("envoie cinq mille francs à Awa", "fr").at_rate(8000).wav_bytes())
+    assert status == 201, heard
+    assert heard["language"] == "fr" and heard["transcript"]["language"] == "fr", heard
+    french = ("Envoyer", "Combien", "Qui doit", "Désolé", "Awa n'est pas")
+    assert heard["status"] in ("confirming", "asking", "answered") and heard["text"].startswith(french), heard
+    if heard["status"] == "confirming":
+        assert "francs" in heard["text"]
+    # Typed, the same command reads back in French and in francs.
+    _, typed = await call_api(gw, key, "/v1/voice/commands", body={"text": "envoie cinq mille francs à Awa"})
+    assert typed["status"] == "confirming" and typed["text"].startswith("Envoyer 5 000 francs à Awa"), typed
