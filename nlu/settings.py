@@ -6,12 +6,13 @@ The gateway reads these from config.yml (an `nlu:` section) and builds the parse
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from nlu.config_sections import from_section
 from nlu.parser import DEFAULT_CONFIDENCE_THRESHOLD, EmbeddedParser, load_embedded_parser
 from nlu.rasa_backend import DEFAULT_TIMEOUT_S, RasaParser
 from nlu.training_data import load_directory
@@ -47,15 +48,7 @@ class NluSettings:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> NluSettings:
         """Settings from a config.yml section; unknown keys are an error, not a silent typo."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown nlu settings: {', '.join(sorted(unknown))}")
-        converted = dict(values)
-        for key in ("data_dir", "cache_dir"):
-            if converted.get(key) is not None:
-                converted[key] = Path(converted[key])
-        return cls(**converted)
+        return from_section(cls, "nlu", values, paths=("data_dir", "cache_dir"))
 
     def embedded_parser(self) -> EmbeddedParser:
         """Train (or load from the cache) the embedded parser: once, at start-up."""

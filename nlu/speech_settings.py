@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nlu.config_sections import from_section
 from nlu.whisper_models import known_models
 
 FASTER_WHISPER, OPENAI_WHISPER = "faster-whisper", "openai-whisper"
@@ -65,14 +66,7 @@ class SpeechSettings:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SpeechSettings:
         """Settings from a config.yml section; unknown keys are an error, not a silent typo."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown speech settings: {', '.join(sorted(unknown))}")
-        converted = dict(values)
-        if converted.get("model_cache_dir") is not None:
-            converted["model_cache_dir"] = Path(converted["model_cache_dir"])
-        return cls(**converted)
+        return from_section(cls, "speech", values, paths=("model_cache_dir",))
 
     @property
     def threads_per_worker(self) -> int:
