@@ -61,17 +61,7 @@ _KINDS = {
 }
 #: Only to be done on USSD for now (an agent's store, a bank).
 _NOT_BY_VOICE = frozenset({nlu_intents.WITHDRAW_CASH, nlu_intents.BANK_TO_MPESA, nlu_intents.MPESA_TO_BANK})
-#: The slots each kind asks for, in asking order, and the value each fills.
-_SLOTS: dict[str, tuple[str, ...]] = {
-    "send": ("recipient", "amount"),
-    "bill": ("paybill", "account_number", "amount"),
-    "till": ("till", "amount"),
-    "pochi": ("recipient", "amount"),
-    "withdraw": ("amount",),
-    "deposit": ("amount",),
-    "balance": (),
-    "statement": (),
-}
+#: The value of the customer actions each slot (`nlu.intents.SLOTS`) fills.
 _VALUE_OF_SLOT = {"amount": "typed_amount", "paybill": "paybill", "account_number": "account", "till": "till"}
 _RECIPIENT_VALUE = {"send": "to_phone", "pochi": "pochi_phone"}
 #: A withdrawal names its provider; it must be the one of the caller's currency.
@@ -255,7 +245,7 @@ class VoiceCommands:
         if wanted is not None and wanted.value != command.values["currency"]:
             return self._set(command, ANSWERED, self._text(command, "unavailable"), parse)
         command.kind = kind
-        command.missing = list(_SLOTS[kind])
+        command.missing = [slot.name for slot in nlu_intents.SLOTS.get(parse.intent, ())]
         filled = await self._fill(command, parse, answering=None, said=heard.text)
         return await self._next(command, filled.note, filled.note_values, parse)
 

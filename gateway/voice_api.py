@@ -32,14 +32,13 @@ from dialogs.voice_commands import (
     VoiceCaller,
     VoiceReply,
 )
-from gateway.api_auth import authenticated
-from gateway.api_requests import ApiError, json_body, only
+from gateway.api_auth import authenticated, wallet_owner
+from gateway.api_requests import ApiError, api_error, json_body, only
 from gateway.keys import DB_ENGINE, SETTINGS, SPEECH, VOICE_COMMANDS
 from nlu.transcripts import AudioError, SpeechBusy, Transcript
 from payments.api_keys import ApiKey
 from payments.commands import Channel
-from payments.identities import find_user_by_phone, get_user
-from payments.phones import InvalidPhoneNumber, parse_msisdn
+from payments.identities import get_user
 
 #: Typed text is a sentence or two; more is not a command.
 MAX_TEXT = 500
@@ -97,16 +96,10 @@ async def _caller(request: web.Request, key: ApiKey, fields: dict[str, str]) -> 
     if language is not None and language not in VOICE_LANGUAGES:
         raise ApiError(400, "invalid_language", f"language is one of {', '.join(VOICE_LANGUAGES)}.")
     async with request.app[DB_ENGINE].connect() as conn:
-        if not key.is_platform:
-            user = await get_user(conn, key.user_id)
+        if key.is_platform:
+            user = await wallet_owner(conn, key, fields.get("phone") or request.query.get("phone", ""))
         else:
-            try:
-                phone = parse_msisdn(fields.get("phone") or request.query.get("phone", ""))
-            except InvalidPhoneNumber as exc:
-                raise ApiError(400, "invalid_phone", f"A platform key must name the user's phone: {exc}") from None
-            user = await find_user_by_phone(conn, phone)
-            if user is None:
-                raise ApiError(404, "unknown_user", f"{phone} has no Sauti wallet.")
+            user = await get_user(conn, key.user_id)
     return VoiceCaller.of(user.id, user.phone, user.display_name, language or user.language.value)
 
 
@@ -123,7 +116,7 @@ async def _heard(request: web.Request, caller: VoiceCaller, audio: bytes | None,
         except AudioError as exc:
             raise ApiError(422, exc.code, str(exc)) from None
         except SpeechBusy as exc:
-            raise _Busy(str(exc)) from None
+            raise ApiError(503, SpeechBusy.code, str(exc), headers={"Retry-After": "2"}) from None
         return Heard(transcript.text, transcript.confidence), transcript
     text = (fields.get("text") or "").strip()
     if not text:
@@ -131,11 +124,6 @@ async def _heard(request: web.Request, caller: VoiceCaller, audio: bytes | None,
     if len(text) > MAX_TEXT:
         raise ApiError(400, "text_too_long", f"A command is at most {MAX_TEXT} characters.")
     return Heard(text), None
-
-
-class _Busy(ApiError):
-    def __init__(self, message: str) -> None:
-        super().__init__(503, SpeechBusy.code, message or "The recogniser is busy; try again in a moment.")
 
 
 # -- answers -------------------------------------------------------------------------------------
@@ -146,7 +134,7 @@ _STATUS_CODES = {NOT_FOUND: 404, EXPIRED: 410, LOCKED: 423, WRONG_PIN: 403}
 def _json(reply: VoiceReply, transcript: Transcript | None = None, *, status: int = 200) -> web.Response:
     command = reply.command
     if command is None:
-        return _error(404, "command_not_found", "No such command for this key (it may have expired).")
+        return api_error(404, "command_not_found", "No such command for this key (it may have expired).")
     body: dict[str, Any] = {
         "id": command.id,
         "status": reply.status,
@@ -172,25 +160,9 @@ def _json(reply: VoiceReply, transcript: Transcript | None = None, *, status: in
     return web.json_response(body, status=code)
 
 
-def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers or None)
-
-
-def _busy_guard(handler):
-    async def run(request: web.Request, key: ApiKey) -> web.Response:
-        try:
-            return await handler(request, key)
-        except _Busy as exc:
-            return _error(503, exc.code, exc.message, **{"Retry-After": "2"})
-
-    run.__name__ = handler.__name__
-    return run
-
-
 # -- handlers ------------------------------------------------------------------------------------
 
 
-@_busy_guard
 async def create_command(request: web.Request, key: ApiKey) -> web.Response:
     audio, fields = await _form(request)
     caller = await _caller(request, key, fields)
@@ -199,7 +171,6 @@ async def create_command(request: web.Request, key: ApiKey) -> web.Response:
     return _json(reply, transcript, status=201)
 
 
-@_busy_guard
 async def answer_command(request: web.Request, key: ApiKey) -> web.Response:
     audio, fields = await _form(request)
     caller = await _caller(request, key, fields)

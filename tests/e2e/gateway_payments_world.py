@@ -85,6 +85,15 @@ class Gateway(LedgerViews):
             return resp.status, await resp.json(content_type=None)
 
 
+async def sandbox_deliveries(gw: Gateway, provider: str) -> list[dict]:
+    """Every callback (Daraja) or webhook (Wave) the sandbox POSTed, with the status we answered."""
+    urls = gw.runtime.sandbox_urls
+    assert urls is not None
+    url = f"{urls.daraja}/_sandbox/callbacks" if provider == "daraja" else f"{urls.wave}/_sandbox/webhooks/deliveries"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return (await resp.json())["attempts"]
+
+
 async def wait_for(gateway: Gateway, public_id: str, *statuses: PaymentStatus, within_s: float = 10.0) -> Payment:
     """The payment once it reaches one of ``statuses`` (its final ones when none are given); the
     gateway's own worker and the providers' callbacks get it there."""

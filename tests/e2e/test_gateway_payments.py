@@ -21,7 +21,15 @@ from payments.money import Currency, Money
 from payments.payment_settings import CALLBACK_B2C_RESULT, CALLBACK_B2C_TIMEOUT, CALLBACK_STK
 from payments.providers.wave_signing import signature_header
 from payments.states import PaymentStatus
-from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway, wait_for
+from tests.e2e.gateway_payments_world import (
+    SECRET,
+    Gateway,
+    free_port,
+    gateway_settings,
+    running_gateway,
+    sandbox_deliveries,
+    wait_for,
+)
 
 KES, XOF = Currency.KES, Currency.XOF
 S = PaymentStatus
@@ -38,15 +46,6 @@ async def gw(new_database) -> AsyncIterator[Gateway]:
 async def ledger_stays_consistent(gw: Gateway) -> AsyncIterator[None]:
     yield
     await gw.assert_ledger_ok()
-
-
-async def sandbox_deliveries(gw: Gateway, provider: str) -> list[dict]:
-    """Every callback (Daraja) or webhook (Wave) the sandbox POSTed, with the status we answered."""
-    urls = gw.runtime.sandbox_urls
-    assert urls is not None
-    url = f"{urls.daraja}/_sandbox/callbacks" if provider == "daraja" else f"{urls.wave}/_sandbox/webhooks/deliveries"
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
-        return (await resp.json())["attempts"]
 
 
 def stk_callback(payment, *, result_code: int = 0) -> str:

@@ -13,7 +13,6 @@ import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import aiohttp
 import click
 import pytest
 from aiohttp import web
@@ -35,7 +34,15 @@ from payments.payment_settings import (
 )
 from payments.payment_store import find_by_provider_ref
 from payments.states import PaymentStatus
-from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway, wait_for
+from tests.e2e.gateway_payments_world import (
+    SECRET,
+    Gateway,
+    free_port,
+    gateway_settings,
+    running_gateway,
+    sandbox_deliveries,
+    wait_for,
+)
 from tests.e2e.test_gateway_payments_recovery import sandboxes_at_a_port_base
 
 KES = Currency.KES
@@ -56,11 +63,7 @@ async def ledger_stays_consistent(gw: Gateway) -> AsyncIterator[None]:
 
 async def deliveries_to(gw: Gateway, path: str) -> list[dict]:
     """Every POST the Daraja sandbox made to our route ``path``, with the status we answered."""
-    urls = gw.runtime.sandbox_urls
-    assert urls is not None
-    async with aiohttp.ClientSession() as http, http.get(f"{urls.daraja}/_sandbox/callbacks") as resp:
-        attempts = (await resp.json())["attempts"]
-    return [a for a in attempts if a["url"] == f"{gw.url}/callbacks/{SECRET}{path}"]
+    return [a for a in await sandbox_deliveries(gw, "daraja") if a["url"] == f"{gw.url}/callbacks/{SECRET}{path}"]
 
 
 async def eventually(check, *, within_s: float = 10.0) -> None:
