@@ -7,26 +7,23 @@ Every command is audited by the service. A float top-up is keyed by the provider
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import create_engine
+from gateway.commands.database_work import run_with_database
 from gateway.payments_resources import payment_settings, public_base_url
-from gateway.resources import database_url, pin_policy
+from gateway.resources import pin_policy
 from gateway.settings import Settings
 from payments.agent_commands import TopUpFloat
 from payments.agents import AgentService, AgentSettings, register_agent
 from payments.cash_requests import agent_by_user
-from payments.errors import PaymentsError
 from payments.identities import PinService, find_user_by_phone
 from payments.ledger import Ledger, LedgerLimits
-from payments.money import Money, MoneyError
+from payments.money import Money
 from payments.orchestrator import Payments
-from payments.phones import InvalidPhoneNumber
 
 T = TypeVar("T")
 
@@ -45,17 +42,7 @@ def _service(settings: Settings, engine: AsyncEngine) -> AgentService:
 
 
 def _run(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    async def run() -> T:
-        engine = create_engine(await database_url(settings), pool_size=2)
-        try:
-            return await work(engine)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(run())
-    except (PaymentsError, InvalidPhoneNumber, MoneyError) as exc:
-        raise click.ClickException(str(exc)) from None
+    return run_with_database(settings, work, pool_size=2)
 
 
 async def _user_id(engine: AsyncEngine, phone: str) -> int:

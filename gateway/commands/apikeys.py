@@ -6,18 +6,15 @@ cannot be shown again: revoke it and make another. Every creation and revocation
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import create_engine
-from gateway.resources import database_url
+from gateway.commands.database_work import run_with_database
 from gateway.settings import Settings
 from payments.api_keys import ApiKey, ApiKeyHasher, create_api_key, list_api_keys, revoke_api_key, split_key
-from payments.errors import PaymentsError
 from payments.identities import find_user_by_phone
 from payments.phones import InvalidPhoneNumber
 
@@ -29,17 +26,7 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _run(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    async def run() -> T:
-        engine = create_engine(await database_url(settings), pool_size=1)
-        try:
-            return await work(engine)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(run())
-    except PaymentsError as exc:
-        raise click.ClickException(str(exc)) from None
+    return run_with_database(settings, work, pool_size=1)
 
 
 @click.group("apikey")
