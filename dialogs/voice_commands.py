@@ -90,10 +90,13 @@ class VoiceCaller:
 
 @dataclass(frozen=True, slots=True)
 class Heard:
-    """One turn's words: recognised speech (with the recogniser's `confidence`) or typed text (None)."""
+    """One turn's words: recognised speech (with the recogniser's `confidence`) or typed text (None).
+    `contacts` is the caller's address book when the channel already read it (to prime the
+    recogniser), so the turn does not read it again."""
 
     text: str
     confidence: float | None = None
+    contacts: tuple[Contact, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,7 @@ class VoiceCommands:
             return refusal
         assert command is not None
         self._heard(command, heard)
-        parse = await self._parse(heard.text, caller)
+        parse = await self._parse(heard, caller)
         if parse.intent in (nlu_intents.CANCEL, nlu_intents.DENY):
             return await self._saved(command, CANCELLED, self._text(command, "cancelled"), parse)
         if _SPOKEN_PIN.search(heard.text):
@@ -229,7 +232,7 @@ class VoiceCommands:
         self._heard(command, heard)
         if _SPOKEN_PIN.search(heard.text):
             return self._set(command, ANSWERED, self._text(command, "pin_by_voice"), None)
-        parse = await self._parse(heard.text, caller)
+        parse = await self._parse(heard, caller)
         command.intent = parse.intent
         if parse.intent in (nlu_intents.CANCEL, nlu_intents.DENY):
             return self._set(command, CANCELLED, self._text(command, "cancelled"), parse)
@@ -249,9 +252,9 @@ class VoiceCommands:
         filled = await self._fill(command, parse, answering=None, said=heard.text)
         return await self._next(command, filled.note, filled.note_values, parse)
 
-    async def _parse(self, text: str, caller: VoiceCaller) -> Parse:
-        contacts = await self.address_book(caller.user_id)
-        parsed = self.parser.parse(text, language=caller.language, contacts=contacts)
+    async def _parse(self, heard: Heard, caller: VoiceCaller) -> Parse:
+        contacts = heard.contacts if heard.contacts is not None else await self.address_book(caller.user_id)
+        parsed = self.parser.parse(heard.text, language=caller.language, contacts=contacts)
         return await parsed if inspect.isawaitable(parsed) else parsed
 
     async def _fill(self, command: PendingCommand, parse: Parse, *, answering: str | None, said: str) -> _Fill:

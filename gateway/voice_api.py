@@ -117,7 +117,7 @@ async def _heard(request: web.Request, caller: VoiceCaller, audio: bytes | None,
             raise ApiError(422, exc.code, str(exc)) from None
         except SpeechBusy as exc:
             raise ApiError(503, SpeechBusy.code, str(exc), headers={"Retry-After": "2"}) from None
-        return Heard(transcript.text, transcript.confidence), transcript
+        return Heard(transcript.text, transcript.confidence, tuple(contacts)), transcript
     text = (fields.get("text") or "").strip()
     if not text:
         raise ApiError(400, "missing_input", "Send the command as an audio file (multipart field audio) or as text.")

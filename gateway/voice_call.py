@@ -199,7 +199,7 @@ async def _recording(call: _Call, url: str) -> web.Response:
         return await call.save(xml.response(await call.record(call.text("bad_audio"))))
     except SpeechBusy:
         return await call.save(xml.response(await call.record(call.text("busy"))))
-    heard = Heard(transcript.text, transcript.confidence)
+    heard = Heard(transcript.text, transcript.confidence, tuple(contacts))
     if answering:
         assert current is not None
         reply = await commands.answer(caller, current.id, heard)
