@@ -35,7 +35,11 @@ _PARAM_RATE = 1
 _PARAM_PITCH = 3
 
 #: eSpeak NG voices for Sauti's spoken languages. Wolof has none: Wolof callers get French prompts.
-VOICES = {"en": "en-us", "sw": "sw", "fr": "fr"}
+#: "+steady" (our variant: no flutter, no roughness) makes the same words always give the same audio:
+#: eSpeak's flutter follows a phase that runs on across every text the process ever spoke, and its
+#: roughness is random, so test fixtures and prompts would otherwise depend on what came before.
+VOICES = {"en": "en-us+steady", "sw": "sw+steady", "fr": "fr+steady"}
+_STEADY_VARIANT = "language variant\nname steady\nflutter 0\nroughness 0\n"
 
 #: Words per minute: slower than eSpeak's 175, as an operator reads to a caller on a poor line.
 DEFAULT_RATE_WPM = 140
@@ -86,7 +90,7 @@ class _Engine:
         except ImportError as exc:  # pragma: no cover - a dependency of the package
             raise SpeechSynthesisError("eSpeak NG is missing: install the espeakng-loader package") from exc
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        data_parent = str(Path(espeakng_loader.get_data_path()).parent)
+        data_parent = str(_data_with_steady_variant(Path(espeakng_loader.get_data_path())))
         self._lock = threading.Lock()
         self._chunks: list[np.ndarray] = []
         self.rate = int(self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent.encode(), 0))
@@ -115,6 +119,25 @@ class _Engine:
             chunks, self._chunks = self._chunks, []
         samples = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
         return Speech(samples.astype(np.int16, copy=False), self.rate)
+
+
+def _data_with_steady_variant(wheel_data: Path) -> Path:
+    """The wheel's espeak-ng-data seen through links, plus our "steady" voice variant (the
+    wheel's own folder stays untouched); returns the folder holding ``espeak-ng-data``."""
+    root = Path(tempfile.mkdtemp(prefix="sauti-espeak-"))
+    data = root / "espeak-ng-data"
+    variants = data / "voices" / "!v"
+    variants.mkdir(parents=True)
+    for entry in wheel_data.iterdir():
+        if entry.name != "voices":
+            (data / entry.name).symlink_to(entry)
+    for entry in (wheel_data / "voices").iterdir():
+        if entry.name != "!v":
+            (data / "voices" / entry.name).symlink_to(entry)
+    for entry in (wheel_data / "voices" / "!v").iterdir():
+        (variants / entry.name).symlink_to(entry)
+    (variants / "steady").write_text(_STEADY_VARIANT)
+    return root
 
 
 @cache

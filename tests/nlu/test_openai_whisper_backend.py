@@ -88,7 +88,8 @@ def _phone_clip(text: str) -> Clip:
 
 
 def _words(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s-]", " ", text.lower()).split())
+    """Lower-case words without punctuation; an apostrophe inside a word keeps it one ("I'm")."""
+    return " ".join(re.sub(r"(?!\b'\b)[^\w\s-]", " ", text.lower()).split())
 
 
 # --- the model.bin reader and the mapping ---------------------------------------------------------
