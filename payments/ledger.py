@@ -14,13 +14,13 @@ Results are values (`TransferResult`, `HoldResult`); failures are the errors of 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 _APPLY = text("SELECT ledger_apply(CAST(:ops AS jsonb), :independent)")
 _APPLY_DRIVER = "SELECT ledger_apply($1::text::jsonb, $2)"
+#: What applying a batch may raise from the database or the connection to it.
+_DATABASE_ERRORS = (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +137,11 @@ def _error_from_database(exc: Exception) -> PaymentsError:
 
 
 def _encode(ops: Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps(list(ops), separators=(",", ":"))
+    return orjson.dumps(list(ops)).decode()
 
 
 def _decode(raw: Any) -> list[dict[str, Any]]:
-    return json.loads(raw) if isinstance(raw, str) else raw
+    return orjson.loads(raw) if isinstance(raw, str | bytes) else raw
 
 
 async def apply_ops(conn: AsyncConnection, ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -149,16 +151,31 @@ async def apply_ops(conn: AsyncConnection, ops: Sequence[Mapping[str, Any]]) -> 
 
 
 async def apply_ops_atomically(engine: AsyncEngine, ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Run ops as one transaction of their own, in a single round trip.
-
-    A lone statement outside an explicit transaction is its own atomic transaction in PostgreSQL, so
-    the pooled connection's driver runs ``SELECT ledger_apply(...)`` directly: no BEGIN and COMMIT
-    round trips, which at one commit per batch are most of the cost.
-    """
+    """Run ops as one transaction of their own, in a single round trip (see `_apply_on_driver`)."""
     async with engine.connect() as conn:
-        raw_connection = await conn.get_raw_connection()
-        driver = raw_connection.driver_connection
-        return _decode(await driver.fetchval(_APPLY_DRIVER, _encode(ops), independent(ops)))
+        driver = await _driver(conn)
+        try:
+            return await _apply_on_driver(driver, ops)
+        except _DATABASE_ERRORS:
+            if driver.is_closed():
+                await conn.invalidate()  # so the pool does not hand it out again
+            raise
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a pooled SQLAlchemy connection."""
+    return (await conn.get_raw_connection()).driver_connection
+
+
+async def _apply_on_driver(driver: Any, ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A lone statement outside an explicit transaction is its own atomic transaction in PostgreSQL,
+    so the driver runs ``SELECT ledger_apply(...)`` directly: no BEGIN and COMMIT round trips, which
+    at one commit per batch are most of the cost."""
+    return _decode(await driver.fetchval(_APPLY_DRIVER, _encode(ops), independent(ops)))
+
+
+#: Ops waiting in a `TransferBatcher`, each with the future its submitter awaits.
+_Batch = list[tuple[dict[str, Any], asyncio.Future]]
 
 
 class TransferBatcher:
@@ -174,7 +191,7 @@ class TransferBatcher:
         self._engine = engine
         self._max_batch = max(1, max_batch)
         self._pipelines = max(1, pipelines)
-        self._pending: list[tuple[dict[str, Any], asyncio.Future]] = []
+        self._pending: _Batch = []
         self._active = 0
         self._drains = 0
         #: Shared with the `Ledger` this batcher serves: one cached shard list per process.
@@ -194,35 +211,68 @@ class TransferBatcher:
             # Let every task that is ready this tick enqueue before the first batch is cut.
             await asyncio.sleep(0)
             while self._pending:
-                # Share what is waiting among the batches being cut now, so that concurrent
-                # pipelines (connections, cores) each take part instead of one taking all.
-                size = min(self._max_batch, -(-len(self._pending) // self._active))
-                batch = self._pending[:size]
-                del self._pending[:size]
-                await self._run(batch, slot)
+                failed: _Batch | None = None
+                # Before taking a connection: the router may need one of its own to load the lists.
+                await self.shards.refresh_if_due()
+                # One pooled connection for a run of batches: checking one out per batch cost about
+                # as much Python time as building the batch's requests.
+                async with self._engine.connect() as conn:
+                    driver = await _driver(conn)
+                    while self._pending and self.shards.fresh:
+                        # Share what is waiting among the batches being cut now, so that concurrent
+                        # pipelines (connections, cores) each take part instead of one taking all.
+                        size = min(self._max_batch, -(-len(self._pending) // self._active))
+                        batch = self._pending[:size]
+                        del self._pending[:size]
+                        failed = await self._run(batch, slot, driver)
+                        if failed is not None:
+                            if driver.is_closed():
+                                await conn.invalidate()  # so the pool does not hand it out again
+                            break
+                        # The tasks this batch answered run now and queue their next ops, which
+                        # then go out on the same connection instead of a new drain's.
+                        await asyncio.sleep(0)
+                if failed is not None:
+                    await self._one_by_one(failed, slot)
         finally:
             self._active -= 1
 
-    async def _run(self, batch: list[tuple[dict[str, Any], asyncio.Future]], slot: int) -> None:
+    async def _run(self, batch: _Batch, slot: int, driver: Any) -> _Batch | None:
+        """Apply one batch and settle its futures. A batch that failed as a whole is returned, for
+        `_one_by_one`, unless it was one op on a connection still open: then the op failed."""
         try:
             # Each pipeline credits its own shard of a hot account, so concurrent batches do not
             # queue on one row.
-            ops = [await self.shards.route(op, slot=slot) for op, _ in batch]
-            results = await apply_ops_atomically(self._engine, ops)
-        except (DBAPIError, asyncpg.PostgresError) as exc:
-            if len(batch) == 1:
+            ops = [self.shards.route_cached(op, slot=slot) for op, _ in batch]
+            results = await _apply_on_driver(driver, ops)
+        except _DATABASE_ERRORS as exc:
+            if len(batch) == 1 and not driver.is_closed():
                 _settle(batch[0][1], error=exc)
-                return
+                return None
             log.warning("ledger batch of %d failed (%s); applying its ops one by one", len(batch), exc)
-            for item in batch:
-                await self._run([item], slot)
-            return
+            return batch
         except BaseException as exc:
             for _, fut in batch:
                 _settle(fut, error=exc)
             raise
         for (_, fut), result in zip(batch, results, strict=True):
             _settle(fut, result=result)
+        return None
+
+    async def _one_by_one(self, batch: _Batch, slot: int) -> None:
+        """Apply each op of a failed batch alone, so only a faulty op fails. IMPORTANT: a lost
+        connection may have committed the batch or not; applying its ops again is safe, because an
+        op whose key was written replays instead of writing twice."""
+        for op, fut in batch:
+            try:
+                (result,) = await apply_ops_atomically(self._engine, [await self.shards.route(op, slot=slot)])
+            except _DATABASE_ERRORS as exc:
+                _settle(fut, error=exc)
+            except BaseException as exc:
+                _settle(fut, error=exc)
+                raise
+            else:
+                _settle(fut, result=result)
 
 
 def _settle(fut: asyncio.Future, *, result: Any = None, error: BaseException | None = None) -> None:

@@ -78,8 +78,13 @@ def _check_legs(legs: tuple[Leg, ...]) -> None:
         raise UnbalancedTransfer(f"legs do not sum to zero: {unbalanced}")
 
 
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
 def _frozen(metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    data = dict(metadata or {})
+    if not metadata:
+        return _NO_METADATA  # the common case, and immutable, so one shared copy does
+    data = dict(metadata)
     try:
         json.dumps(data)
     except TypeError as exc:
@@ -105,11 +110,12 @@ class TransferRequest:
 
     def fingerprint(self) -> str:
         """What "the same request" means for idempotency: the legs, kind and reference."""
-        return _fingerprint("transfer", self.legs, self.kind, self.reference)
+        return _fingerprint("transfer", _legs_json(self.legs), self.kind, self.reference)
 
     def as_op(self) -> dict[str, Any]:
-        return {"op": "transfer", "key": self.key, "hash": self.fingerprint(), "kind": self.kind,
-                "ref": self.reference, "meta": dict(self.metadata), "legs": [leg.as_json() for leg in self.legs]}
+        legs = _legs_json(self.legs)
+        return {"op": "transfer", "key": self.key, "hash": _fingerprint("transfer", legs, self.kind, self.reference),
+                "kind": self.kind, "ref": self.reference, "meta": dict(self.metadata), "legs": legs}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +138,13 @@ class HoldRequest:
             raise InvalidRequest("a hold's expiry must carry a time zone")
 
     def fingerprint(self) -> str:
-        return _fingerprint("hold", self.legs, self.kind, self.reference)
+        return _fingerprint("hold", _legs_json(self.legs), self.kind, self.reference)
 
     def as_op(self) -> dict[str, Any]:
-        return {"op": "hold", "key": self.key, "hash": self.fingerprint(), "kind": self.kind,
-                "ref": self.reference, "meta": dict(self.metadata),
-                "expires": self.expires_at.isoformat() if self.expires_at else None,
-                "legs": [leg.as_json() for leg in self.legs]}
+        legs = _legs_json(self.legs)
+        return {"op": "hold", "key": self.key, "hash": _fingerprint("hold", legs, self.kind, self.reference),
+                "kind": self.kind, "ref": self.reference, "meta": dict(self.metadata),
+                "expires": self.expires_at.isoformat() if self.expires_at else None, "legs": legs}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +168,14 @@ class ReverseRequest:
                 "kind": "reversal", "ref": self.reference, "meta": {"reverses": self.transfer_id}}
 
 
-def _fingerprint(op: str, legs: tuple[Leg, ...], kind: str, reference: str | None) -> str:
-    body = json.dumps([op, kind, reference, [leg.as_json() for leg in legs]], separators=(",", ":"))
+def _legs_json(legs: tuple[Leg, ...]) -> list[dict[str, Any]]:
+    return [leg.as_json() for leg in legs]
+
+
+def _fingerprint(op: str, legs: list[dict[str, Any]], kind: str, reference: str | None) -> str:
+    """IMPORTANT: stored with every transfer and hold; changing how it is computed would turn a
+    replay of an old request into a conflict."""
+    body = json.dumps([op, kind, reference, legs], separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -71,16 +71,31 @@ class ShardRouter:
                 self._loaded_at = time.monotonic()
         return self._shards
 
+    @property
+    def fresh(self) -> bool:
+        """Whether `route_cached` may route with the list in hand (it is not due for a refresh)."""
+        return time.monotonic() - self._loaded_at < self._refresh_s
+
+    async def refresh_if_due(self) -> None:
+        """Load the shard lists if they are due, on a connection of the router's own."""
+        await self._current(None)
+
     async def route(self, op: dict[str, Any], *, spread: bool = False, slot: int = 0,
                     conn: AsyncConnection | None = None) -> dict[str, Any]:
         """``op`` with its legs on sharded accounts moved to a shard (the op itself if none): every
         credit, and the debits of accounts that may go negative; a random shard when ``spread``,
         else the one for ``slot`` (a batcher's pipeline)."""
-        legs = op.get("legs")
-        if not legs:
+        if not op.get("legs"):
             return op
-        shards = await self._current(conn)
-        if not shards:
+        await self._current(conn)
+        return self.route_cached(op, spread=spread, slot=slot)
+
+    def route_cached(self, op: dict[str, Any], *, spread: bool = False, slot: int = 0) -> dict[str, Any]:
+        """`route` with the shard lists in hand, whatever their age (see `fresh`): for a batcher,
+        which holds a connection while it routes and must not wait for a second one."""
+        legs = op.get("legs")
+        shards = self._shards
+        if not legs or not shards:
             return op
         routed = None
         for n, leg in enumerate(legs):

@@ -7,10 +7,12 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from db.engine import create_engine
 from payments import errors as pe
 from payments.accounts import AccountKind, balance, get_account, history, shard_account, statement
 from payments.ledger import Ledger, LedgerLimits, TransferBatcher
@@ -313,4 +315,52 @@ async def test_batched_credits_to_a_sharded_account_land_on_one_shard_per_pipeli
     async with engine.connect() as conn:
         assert await balance(conn, fees) == Money.of(8, KES)
         assert (await get_account(conn, fees)).balance == 0
+    assert (await check_ledger(engine)).ok
+
+
+def _unbalanced_op(source: int, destination: int) -> dict:
+    """A transfer op that `TransferRequest` would refuse (its legs do not sum to zero), sent to the
+    batcher directly, as only a bug could: the database must refuse it without failing its batch."""
+    return {"op": "transfer", "key": key(), "hash": "unbalanced", "kind": "p2p", "ref": None, "meta": {},
+            "legs": [{"a": source, "m": -500, "c": "KES"}, {"a": destination, "m": 400, "c": "KES"}]}
+
+
+async def test_a_batch_that_fails_as_a_whole_is_applied_op_by_op_so_only_the_faulty_op_fails(engine):
+    batcher = TransferBatcher(engine, max_batch=8)
+    wallets = [await new_wallet(engine) for _ in range(8)]
+    for payer in wallets[::2]:
+        await fund(Ledger(engine, LedgerLimits.from_major(999_999)), engine, payer, Money.of(100, KES))
+    good = [TransferRequest(key(), payment_legs(wallets[i], wallets[i + 1], Money.of(10, KES))).as_op()
+            for i in (0, 2, 4)]
+    # Submitted in one tick, so they form one batch, which the malformed op fails as a whole.
+    outcomes = await asyncio.gather(*(batcher.submit(op) for op in [*good, _unbalanced_op(wallets[6], wallets[7])]),
+                                    return_exceptions=True)
+    assert [o["s"] for o in outcomes[:3]] == ["ok", "ok", "ok"]
+    assert isinstance(outcomes[3], asyncpg.PostgresError) and "do not balance" in str(outcomes[3])
+    for payer, payee in zip(wallets[0:6:2], wallets[1:6:2], strict=True):
+        assert (await bal(engine, payer), await bal(engine, payee)) == (9_000, 1_000)
+    assert (await bal(engine, wallets[6]), await bal(engine, wallets[7])) == (10_000, 0)
+
+
+async def test_a_lost_database_connection_fails_no_transfer_and_is_not_used_again(engine, database_url):
+    # One connection in the pool: the batcher must get a fresh one after the server drops it.
+    own = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        ledger = Ledger(own, LedgerLimits.from_major(999_999), batcher=TransferBatcher(own))
+        alice, bob = await new_wallet(engine), await new_wallet(engine)
+        await fund(ledger, engine, alice, Money.of(100, KES))
+        async with own.connect() as conn:
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})).scalar_one()
+        await asyncio.sleep(0.2)  # the pooled connection learns that it was closed
+
+        results = await asyncio.gather(*(ledger.transfer(TransferRequest(key(), payment_legs(
+            alice, bob, Money.of(10, KES)))) for _ in range(3)))
+        assert [r.balance_after(alice) for r in results] == [9_000, 8_000, 7_000]
+        assert await bal(engine, bob) == 3_000
+        again = await ledger.transfer(TransferRequest(key(), payment_legs(alice, bob, Money.of(10, KES))))
+        assert again.balance_after(alice) == 6_000
+    finally:
+        await own.dispose()
     assert (await check_ledger(engine)).ok
