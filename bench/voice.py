@@ -28,7 +28,8 @@ speech can reach), and the same clips without biasing. openai-whisper runs besid
 on the same clips where it can load the model (the `openai` extra: torch, openai-whisper).
 
     python -m bench.voice [--models tiny.en,base] [--languages en,sw,fr]
-                          [--backends faster-whisper,openai-whisper] [--limit N] [--threads N] [--errors]
+                          [--backends faster-whisper,openai-whisper] [--limit N] [--threads N]
+                          [--beam-size N] [--errors]
 
 Target (issue 6): English commands at least 90 % end-to-end accurate, and a real-time factor of at
 most 0.5, with the default model (faster-whisper base, int8, biased) on this machine's CPU.
@@ -350,9 +351,10 @@ def summarise(backend: str, model: str, language: str, tts: str, biased: bool, r
                statistics.median(rtfs), _p90(rtfs))
 
 
-def load_service(backend: str, model: str, threads: int, cache_dir: Path) -> SpeechService | str:
+def load_service(backend: str, model: str, threads: int, cache_dir: Path, beam_size: int) -> SpeechService | str:
     """A loaded service, or why it cannot be had."""
-    settings = SpeechSettings(backend=backend, model=model, cpu_threads=threads, workers=1, model_cache_dir=cache_dir)
+    settings = SpeechSettings(backend=backend, model=model, cpu_threads=threads, workers=1, model_cache_dir=cache_dir,
+                              beam_size=beam_size)
     service = SpeechService(settings)
     try:
         service.load()
@@ -391,7 +393,7 @@ def main(args: argparse.Namespace) -> None:
     for backend in backends:
         for model in models:
             log(f"loading {model} ({backend}, {threads} threads) …")
-            loaded = load_service(backend, model, threads, cache_dir)
+            loaded = load_service(backend, model, threads, cache_dir, args.beam_size)
             if isinstance(loaded, str):
                 absent.append(f"{backend} {model}: not measured ({loaded})")
                 log(absent[-1])
@@ -416,7 +418,7 @@ def main(args: argparse.Namespace) -> None:
     flite = f"; Flite voices {', '.join(FLITE_VOICES)} (English)" if FLITE in engines else ""
     print(f"\nSpoken commands: eSpeak NG voices {', '.join(v for x in languages for v in VOICES[x])}{flite} at "
           f"{'/'.join(map(str, RATES))} words/min, 8 kHz 16-bit WAV; {os.cpu_count()} CPU cores, {threads} threads "
-          f"for Whisper; RTF = (VAD + Whisper time) / clip length")
+          f"for Whisper, beam {args.beam_size}; RTF = (VAD + Whisper time) / clip length")
     print("Anchor, the parser on the exact words spoken (the most speech can reach): "
           + ", ".join(f"{x} {ceiling[x]:.0%}" for x in languages))
     print(f"{'backend':<15} {'model':<8} {'lang':<4} {'tts':<6} {'biasing':<7} {'clips':>5} {'WER':>6} {'e2e':>5} "
@@ -445,6 +447,8 @@ if __name__ == "__main__":
     parser.add_argument("--backends", default="faster-whisper,openai-whisper", help="backends, comma-separated")
     parser.add_argument("--limit", type=int, default=None, help="commands per language (default: all 20)")
     parser.add_argument("--threads", type=int, default=0, help="Whisper's CPU threads (default: every core)")
+    parser.add_argument("--beam-size", type=int, default=SpeechSettings().beam_size,
+                        help="beam search width (default: speech.beam_size's default)")
     parser.add_argument("--model-cache-dir", default=str(ROOT / "var" / "models"),
                         help="where split models are assembled")
     parser.add_argument("--errors", action="store_true", help="list every misunderstood clip")
