@@ -417,13 +417,27 @@ class _Fill:
 
 _KSH = re.compile(r"Ksh (\d[\d,]*(?:\.\d+)?)")
 _FCFA = re.compile(r"(\d[\d ]*) FCFA")
-_SHILLINGS = {"en": r"\1 shillings", "sw": r"shilingi \1", "fr": r"\1 shillings"}
-_FRANCS = {"en": r"\1 francs", "sw": r"faranga \1", "fr": r"\1 francs"}
+#: How an amount of each currency is said, per language: (one, more than one). Swahili's nouns
+#: do not change with the number; English and French ones take an s after any number but 1.
+_SHILLINGS = {"en": ("{} shilling", "{} shillings"), "sw": ("shilingi {}", "shilingi {}"),
+              "fr": ("{} shilling", "{} shillings")}
+_FRANCS = {"en": ("{} franc", "{} francs"), "sw": ("faranga {}", "faranga {}"), "fr": ("{} franc", "{} francs")}
+
+
+def _say(forms: dict[str, tuple[str, str]], language: str) -> Callable[[re.Match[str]], str]:
+    one, many = forms.get(language, forms["en"])
+
+    def said(match: re.Match[str]) -> str:
+        number = match.group(1).strip()
+        return (one if number in ("1", "1.00") else many).format(number)
+
+    return said
 
 
 def speakable(text: str, language: str) -> str:
     """Amounts as they are said rather than written: ``Ksh 1,000`` → ``1,000 shillings``,
-    ``5 000 FCFA`` → ``5 000 francs`` (a speech engine spells "Ksh" out letter by letter)."""
-    text = _KSH.sub(_SHILLINGS.get(language, _SHILLINGS["en"]), text)
-    return _FCFA.sub(_FRANCS.get(language, _FRANCS["en"]), text)
+    ``5 000 FCFA`` → ``5 000 francs``, ``Ksh 1`` → ``1 shilling`` (a speech engine spells "Ksh"
+    out letter by letter)."""
+    text = _KSH.sub(_say(_SHILLINGS, language), text)
+    return _FCFA.sub(_say(_FRANCS, language), text)
 

@@ -25,6 +25,14 @@ def test_amounts_are_written_to_be_said():
     assert speakable("Envoyer 5 000 FCFA à Awa", "fr") == "Envoyer 5 000 francs à Awa"
 
 
+def test_one_of_a_currency_is_said_in_the_singular():
+    assert speakable("Send Ksh 100 to Mama? Fee Ksh 1. Total Ksh 101.", "en") == \
+        "Send 100 shillings to Mama? Fee 1 shilling. Total 101 shillings."
+    assert speakable("Frais 1 FCFA, total 11 FCFA", "fr") == "Frais 1 franc, total 11 francs"
+    assert speakable("Ada Ksh 1", "sw") == "Ada shilingi 1"
+    assert speakable("Fee Ksh 1.50", "en") == "Fee 1.50 shillings"
+
+
 def test_the_xml_escapes_names_and_urls():
     body = xml.response(xml.say('Send 5 to "Tom & <Jerry>"'),
                         xml.get_digits(xml.play("http://x/p.wav?a=1&b=2"), num_digits=None, timeout=20,
