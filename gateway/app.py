@@ -8,7 +8,7 @@ import gc
 from aiohttp import web
 
 from gateway.access_log import access_log_middleware
-from gateway.app_api import add_app_api_routes
+from gateway.app_api import add_app_api_routes, sign_in_ctx
 from gateway.callbacks import add_callback_routes
 from gateway.errors import error_middleware
 from gateway.health import healthz, readyz
@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(recovery_ctx)  # stopped first: it asks the providers through payments' clients
     app.cleanup_ctx.append(ussd_ctx)  # after payments: its journeys pay through the orchestrator
     app.cleanup_ctx.append(voice_ctx)  # after payments: spoken commands pay through the same actions as USSD
+    app.cleanup_ctx.append(sign_in_ctx)  # failed device sign-ins per client (in Redis when configured)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.on_startup.append(_freeze_startup_objects)  # after the cleanup contexts have started

@@ -7,7 +7,9 @@ committed even though the request fails) and answers 201 with a new user key (`p
 named ``device: <name>``, shown this once; the app sends it as ``Authorization: Bearer sk_…`` from
 then on, to this API and to the payments API, where it acts for that wallet only.
 ``DELETE /v1/devices/current`` revokes the key that calls it (signing the device out).
-A wrong PIN and a number with no wallet get the same 401 ``invalid_credentials``; a wrong PIN adds
+A wrong PIN and a number with no wallet get the same 401 ``invalid_credentials``, and each counts
+against the client's failures (`gateway.sign_in_limits`: past ``security.sign_in_failures_per_client``
+in a window, a 429 ``too_many_attempts`` with ``Retry-After``, whatever the phone and PIN); a wrong PIN adds
 ``attempts_left``, which a caller needs before the lock-out and which tells nothing the payments
 API's quotes do not (they name any number's registered owner). A locked wallet is a 423 with
 ``locked_until`` and a ``Retry-After`` header.
@@ -23,17 +25,20 @@ Sends add and count contacts by themselves; refunds do not take them back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dialogs.redis_pipe import RedisPipe
 from gateway.api_auth import authenticated, ensure_key_hasher, json_errors, wallet_owner
 from gateway.api_requests import ApiError, json_body, only, text_field
 from gateway.api_views import amounts
-from gateway.keys import API_KEY_HASHER, DB_ENGINE, PAYMENTS, PINS
+from gateway.keys import API_KEY_HASHER, DB_ENGINE, PAYMENTS, PINS, SETTINGS, SIGN_IN_LIMITER
+from gateway.sign_in_limits import MemorySignInLimiter, RedisSignInLimiter, SignInLimiter, client_address
 from payments.api_keys import ApiKey, NewApiKey, create_api_key, revoke_api_key
 from payments.contacts import (
     KEEP,
@@ -53,6 +58,22 @@ from payments.phones import InvalidPhoneNumber, parse_msisdn
 DEVICE_NAME_MAX = 60
 _CONTACT_FIELDS = frozenset({"name", "phone", "nickname", "favourite"})
 _WRONG_CREDENTIALS = "Wrong phone number or PIN."
+
+
+async def sign_in_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The count of each client's failed sign-ins: in Redis when ``redis.url`` is set, so every
+    gateway process sees the same counts, else in-process."""
+    settings = app[SETTINGS]
+    security = settings.security
+    window_s = security.sign_in_window_minutes * 60
+    limiter: SignInLimiter = (
+        MemorySignInLimiter(security.sign_in_failures_per_client, window_s) if settings.redis.url is None
+        else RedisSignInLimiter(RedisPipe(settings.redis.url), security.sign_in_failures_per_client, window_s))
+    app[SIGN_IN_LIMITER] = limiter
+    try:
+        yield
+    finally:
+        await limiter.close()
 
 
 def add_app_api_routes(app: web.Application) -> None:
@@ -89,6 +110,13 @@ def _pin(body: Mapping[str, Any]) -> str:
 
 
 async def sign_in_device(request: web.Request) -> web.Response:
+    limiter = request.app[SIGN_IN_LIMITER]
+    client = client_address(request, request.app[SETTINGS].security.trusted_proxies)
+    # Before anything is looked at: a client at its limit learns nothing more, right or wrong.
+    wait_s = await limiter.blocked_for(client)
+    if wait_s is not None:
+        raise ApiError(429, "too_many_attempts", "Too many failed sign-ins from here. Try again later.",
+                       headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
     body = await json_body(request)
     only(body, {"phone", "pin", "device_name"})
     phone_text, pin, device = text_field(body, "phone") or "", _pin(body), _device_name(body)
@@ -103,15 +131,18 @@ async def sign_in_device(request: web.Request) -> web.Response:
     # USSD); `PinService.verify` locks the user's row, so concurrent guesses are all counted.
     async with request.app[DB_ENGINE].begin() as conn:
         user = await find_user_by_phone(conn, phone)
-        if user is None:
-            raise wrong
-        try:
-            user = await request.app[PINS].verify(conn, user.id, pin)
-        except (WrongPin, AccountLocked) as exc:
-            failure = exc
-        else:
-            made = await create_api_key(conn, request.app[API_KEY_HASHER], f"device: {device}", user_id=user.id,
-                                        actor=f"user:{user.id}")
+        if user is not None:
+            try:
+                user = await request.app[PINS].verify(conn, user.id, pin)
+            except (WrongPin, AccountLocked) as exc:
+                failure = exc
+            else:
+                made = await create_api_key(conn, request.app[API_KEY_HASHER], f"device: {device}",
+                                            user_id=user.id, actor=f"user:{user.id}")
+    if made is None:
+        await limiter.failed(client)
+    if user is None:
+        raise wrong
     if isinstance(failure, WrongPin):
         raise ApiError(401, wrong.code, wrong.message, extra={"attempts_left": failure.attempts_left})
     if isinstance(failure, AccountLocked):

@@ -11,6 +11,7 @@ from dialogs.session_store import SessionStore
 from dialogs.voice_commands import VoiceCommands
 from dialogs.voice_prompts import VoicePrompts
 from gateway.settings import Settings
+from gateway.sign_in_limits import SignInLimiter
 from nlu.speech import SpeechService
 from payments.api_keys import ApiKeyHasher
 from payments.identities import PinService
@@ -24,6 +25,7 @@ LEDGER = web.AppKey("ledger", Ledger)
 PINS = web.AppKey("pins", PinService)
 PAYMENTS = web.AppKey("payments", Payments)
 API_KEY_HASHER = web.AppKey("api_key_hasher", ApiKeyHasher)
+SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", SignInLimiter)
 USSD_JOURNEYS = web.AppKey("ussd_journeys", JourneySet)
 USSD_SESSIONS = web.AppKey("ussd_sessions", SessionStore)
 USSD_ENGINE = web.AppKey("ussd_engine", UssdEngine)

@@ -8,6 +8,7 @@ message that names the key and the problem.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from nlu.settings import NluSettings
 from nlu.speech_settings import SpeechSettings
@@ -114,6 +115,22 @@ class SecuritySettings(_Section):
     argon2_memory_kib: int = Field(19_456, ge=8_192, le=1_048_576)
     argon2_parallelism: int = Field(1, ge=1, le=16)
     pin_pepper: SecretStr = SecretStr("")
+    # Failed device sign-ins (`gateway.sign_in_limits`) one client may make in a window before it
+    # must wait for the window's end: the lock-out stops guessing at one wallet, this across many.
+    sign_in_failures_per_client: int = Field(10, ge=1, le=10_000)
+    sign_in_window_minutes: int = Field(15, ge=1, le=24 * 60)
+    # Addresses of the reverse proxies in front of the gateway, whose X-Forwarded-For is believed.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_address(proxy)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address") from None
+        return proxies
 
 
 class LedgerSettings(_Section):

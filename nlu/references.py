@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from rapidfuzz import fuzz, process
 
 from nlu.amounts import CURRENCY_AFTER, CURRENCY_BEFORE
+from nlu.numbers_words import read_number_words
 from nlu.spoken_digits import ALL_DIGIT_WORDS, read_digit_run
 from nlu.tokens import Token
 
@@ -23,6 +24,7 @@ REFERENCE_TYPES = (PAYBILL, TILL, ACCOUNT, AGENT, STORE)
 # Folded word sequences that announce each kind of number; the longest match wins.
 KEYWORDS: dict[tuple[str, ...], str] = {
     ("paybill",): PAYBILL, ("paybil",): PAYBILL, ("pay", "bill"): PAYBILL, ("bill",): PAYBILL,
+    ("bili",): PAYBILL,  # "lipa bili 888880": Swahili speakers say the English word their way
     ("business",): PAYBILL, ("biashara",): PAYBILL, ("biz",): PAYBILL,
     ("till",): TILL, ("til",): TILL, ("goods",): TILL, ("marchand",): TILL, ("merchant",): TILL,
     ("agent",): AGENT, ("wakala",): AGENT, ("ajenti",): AGENT,
@@ -72,8 +74,8 @@ def _keyword_at(words: Sequence[str], i: int) -> tuple[str, int] | None:
 
 def _misspelt_keyword_at(tokens: Sequence[Token], words: Sequence[str], i: int) -> tuple[str, int] | None:
     """A keyword typed with a typo ("acount 123"); only tried where a number follows."""
-    if len(words[i]) < 4 or not words[i].isalpha() or words[i] in FILLERS:
-        return None
+    if len(words[i]) < 4 or not words[i].isalpha() or words[i] in FILLERS or words[i] in ALL_DIGIT_WORDS:
+        return None  # a digit said in words is never a misspelt keyword ("mbili" is two, not "bili")
     after = i + 1
     while after < len(words) and words[after] in FILLERS:
         after += 1
@@ -89,8 +91,11 @@ def _followed_by_currency(tokens: Sequence[Token], end: int) -> bool:
     if len(tokens[end - 1].text) <= 3:
         while end < len(tokens) and tokens[end].is_number and len(tokens[end].text) == 3:
             end += 1
-    if end + 1 < len(tokens) and tokens[end].text in CURRENCY_BEFORE and tokens[end + 1].is_number:
-        return False  # "account 12345 ksh 500": the currency belongs to the amount after it
+    if end + 1 < len(tokens) and tokens[end].text in CURRENCY_BEFORE and (
+            tokens[end + 1].is_number or read_number_words([t.text for t in tokens], end + 1) is not None):
+        # "account 12345 ksh 500", "akaunti 12345 shilingi elfu moja": the currency belongs to the
+        # amount after it
+        return False
     return end < len(tokens) and tokens[end].text in CURRENCY_AFTER
 
 
@@ -120,6 +125,11 @@ def _read_value(
         return "".join(g.digits for g in spoken), spoken[-1].end
     if kind == ACCOUNT and tokens[i].kind != "symbol":
         return _read_account(tokens, text, i)
+    if kind == STORE:
+        # A store is a small number, often said as one: "store twelve", "duka kumi na mbili".
+        said = read_number_words([t.text for t in tokens], i)
+        if said is not None and not any(k in claimed for k in range(i, said.end)):
+            return str(said.value), said.end
     if tokens[i].is_number and tokens[i].text.isdigit():
         return tokens[i].text, i + 1
     return None

@@ -26,12 +26,17 @@ KES = Currency.KES
 PIN = "2580"
 PEPPER = "e2e-app-pepper"
 CAP = 3
+#: Failed sign-ins one client may make (kept small so a test reaches it); every request comes from a
+#: client address of its own (`call`'s X-Forwarded-For, believed from 127.0.0.1) unless it names one.
+SIGN_IN_LIMIT = 4
 
 
 @pytest.fixture(scope="module")
 async def gw(new_database) -> AsyncIterator[Gateway]:
     settings = gateway_settings(await new_database(), free_port(), api={"key_pepper": PEPPER},
-                                payments={"max_contacts_per_user": CAP})
+                                payments={"max_contacts_per_user": CAP},
+                                security={"sign_in_failures_per_client": SIGN_IN_LIMIT,
+                                          "trusted_proxies": ["127.0.0.1"]})
     async with running_gateway(settings) as gateway:
         yield gateway
 
@@ -43,10 +48,11 @@ async def ledger_stays_consistent(gw: Gateway) -> AsyncIterator[None]:
 
 
 async def call(gw: Gateway, method: str, path: str, body: Any = None, *, key: str | None = None,
-               raw: bytes | None = None) -> tuple[int, Any, dict[str, str]]:
-    """One request: ``body`` sent as JSON (``raw`` as it is); the status, the JSON answer (None when
-    empty) and the headers."""
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+               raw: bytes | None = None, client: str | None = None) -> tuple[int, Any, dict[str, str]]:
+    """One request from ``client`` (a new address when None): ``body`` sent as JSON (``raw`` as it
+    is); the status, the JSON answer (None when empty) and the headers."""
+    headers = {"Content-Type": "application/json", "X-Forwarded-For": client or new_client(),
+               **({"Authorization": f"Bearer {key}"} if key else {})}
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     async with aiohttp.ClientSession() as http, http.request(method, gw.url + path, data=data,
                                                              headers=headers) as resp:
@@ -68,6 +74,12 @@ async def sign_in(gw: Gateway, user: User, device: str = "Tecno Spark") -> str:
                                                                "device_name": device})
     assert status == 201, answer
     return answer["api_key"]
+
+
+def new_client() -> str:
+    """An address no other request comes from (TEST-NET-3 and friends are too small to be sure)."""
+    n = uuid.uuid4().int
+    return f"10.{n % 256}.{(n >> 8) % 256}.{(n >> 16) % 256}"
 
 
 def kenyan(suffix: str = "123") -> str:
@@ -141,6 +153,37 @@ async def test_a_number_without_a_wallet_gets_the_answer_of_a_wrong_pin(gw: Gate
     assert status == 401
     assert answer["error"]["code"] == "invalid_credentials"
     assert answer["error"]["message"] == "Wrong phone number or PIN."
+
+
+async def test_one_clients_failed_sign_ins_across_many_wallets_are_cut_off(gw: Gateway):
+    # PIN spraying: two common PINs on each wallet stays under every wallet's lock-out.
+    client = new_client()
+    wallets = [await customer(gw, name=f"Spray {n}") for n in range(3)]
+    tries = [{"phone": w.phone, "pin": pin, "device_name": "x"} for w in wallets for pin in ("1357", "2468")]
+    answers = [await call(gw, "POST", "/v1/devices", body, client=client) for body in tries]
+
+    assert [status for status, _, _ in answers] == [401] * SIGN_IN_LIMIT + [429] * (len(tries) - SIGN_IN_LIMIT)
+    status, refused, headers = answers[-1]
+    assert refused["error"]["code"] == "too_many_attempts"
+    assert 14 * 60 < int(headers["Retry-After"]) <= 15 * 60
+    # Refused before the PIN was looked at: even the right PIN waits, and the wallets' counts did not move.
+    status, _, _ = await call(gw, "POST", "/v1/devices", {"phone": wallets[2].phone, "pin": PIN,
+                                                          "device_name": "x"}, client=client)
+    assert status == 429
+    assert await gw.scalar("SELECT failed_pin_attempts FROM users WHERE id = :u", u=wallets[2].id) == 0
+    # Unknown numbers count too, and other clients are not affected.
+    assert (await call(gw, "POST", "/v1/devices", {"phone": kenyan(), "pin": PIN, "device_name": "x"},
+                       client=client))[0] == 429
+    await sign_in(gw, wallets[2])
+
+
+async def test_a_successful_sign_in_does_not_count_against_the_client(gw: Gateway):
+    client = new_client()
+    user = await customer(gw, name="Wanjiru")
+    for _ in range(SIGN_IN_LIMIT + 1):
+        status, answer, _ = await call(gw, "POST", "/v1/devices", {"phone": user.phone, "pin": PIN,
+                                                                    "device_name": "x"}, client=client)
+        assert status == 201, answer
 
 
 async def test_signing_out_revokes_the_calling_key_only(gw: Gateway):

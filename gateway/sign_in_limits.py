@@ -1,0 +1,113 @@
+"""Failed sign-ins counted per client, so PINs cannot be guessed across many wallets from one place.
+
+The PIN lock-out (`payments.identities.PinService`) stops guessing at one wallet: 3 wrong PINs lock
+it for 15 minutes. It does not stop one client from trying the commonest PINs on thousands of
+wallets, 2 guesses each. So ``POST /v1/devices`` counts each client's failures (a wrong PIN, an
+unknown phone, a locked wallet) in a fixed window; a client at the limit is refused with 429 and
+``Retry-After`` before any PIN is looked at, until its window ends.
+
+The client is the connecting address, or, when that address is one of ``security.trusted_proxies``,
+the last address in ``X-Forwarded-For`` that those proxies appended (the ones before it are the
+client's own say, and anyone can write them).
+
+Counts live in-process, or in Redis when ``redis.url`` is set, so every gateway process shares them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Collection
+from typing import Protocol
+
+from aiohttp import web
+
+from dialogs.redis_pipe import RedisPipe, Script
+
+
+class SignInLimiter(Protocol):
+    async def blocked_for(self, client: str) -> float | None:
+        """Seconds until ``client`` may try again, or None when it may try now."""
+
+    async def failed(self, client: str) -> None:
+        """Count one failed sign-in by ``client``."""
+
+    async def close(self) -> None: ...
+
+
+class MemorySignInLimiter:
+    """Counts in this process (a fixed window per client, from its first failure)."""
+
+    def __init__(self, limit: int, window_s: float, *, clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = 100_000) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._max_clients = max_clients
+        self._windows: dict[str, tuple[int, float]] = {}  # client -> (failures, window end)
+
+    async def blocked_for(self, client: str) -> float | None:
+        failures, ends = self._windows.get(client, (0, 0.0))
+        wait = ends - self._clock()
+        return wait if failures >= self.limit and wait > 0 else None
+
+    async def failed(self, client: str) -> None:
+        now = self._clock()
+        failures, ends = self._windows.get(client, (0, 0.0))
+        if ends <= now:
+            failures, ends = 0, now + self.window_s
+            if len(self._windows) >= self._max_clients:
+                self._forget_ended(now)
+        self._windows[client] = (failures + 1, ends)
+
+    def __len__(self) -> int:
+        """How many clients are being counted."""
+        return len(self._windows)
+
+    def _forget_ended(self, now: float) -> None:
+        """Drop windows that have ended (a flood of clients must not grow memory for ever)."""
+        for client in [c for c, (_, ends) in self._windows.items() if ends <= now]:
+            del self._windows[client]
+
+    async def close(self) -> None:
+        self._windows.clear()
+
+
+# One round trip each, atomic: the first failure starts the window (its expiry), later ones count in it.
+_COUNT = Script("local n = redis.call('INCR', KEYS[1]) "
+                "if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n")
+_WAIT = Script("local n = tonumber(redis.call('GET', KEYS[1]) or '0') "
+               "if n < tonumber(ARGV[1]) then return -1 end return redis.call('PTTL', KEYS[1])")
+
+
+class RedisSignInLimiter:
+    """Counts in Redis, shared by every gateway process; each client's count expires with its window."""
+
+    def __init__(self, redis: RedisPipe, limit: int, window_s: float, *, key_prefix: str = "sauti:signin:") -> None:
+        self.redis = redis
+        self.limit = limit
+        self.window_s = window_s
+        self.prefix = key_prefix
+
+    async def blocked_for(self, client: str) -> float | None:
+        wait_ms = await self.redis.run_script(_WAIT, [self.prefix + client], [self.limit])
+        return wait_ms / 1000 if isinstance(wait_ms, int) and wait_ms > 0 else None
+
+    async def failed(self, client: str) -> None:
+        await self.redis.run_script(_COUNT, [self.prefix + client], [math.ceil(self.window_s * 1000)])
+
+    async def close(self) -> None:
+        await self.redis.close()
+
+
+def client_address(request: web.Request, trusted_proxies: Collection[str]) -> str:
+    """Who is signing in: the connecting address, or the address a trusted proxy says it served."""
+    remote = request.remote or "unknown"
+    if remote not in trusted_proxies:
+        return remote
+    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    # From the right: skip our own proxies; the first other address is the one they connected from.
+    for hop in reversed(hops):
+        if hop not in trusted_proxies:
+            return hop
+    return remote
