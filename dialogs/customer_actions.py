@@ -130,12 +130,12 @@ class CustomerActions:
     async def _verify(self, step: Step) -> str | None:
         """Check the hop's PIN; None when right, else the outcome (``wrong_pin``, ``locked``)."""
         failure: PaymentsError | None = None
-        # IMPORTANT: the transaction commits even on a wrong PIN, so the count and the lock persist.
-        async with self.services.engine.begin() as conn:
-            try:
-                await self.services.pins.verify(conn, step.user_id, step.secret or "")
-            except (WrongPin, AccountLocked) as exc:
-                failure = exc
+        # The count and the lock are committed before these are raised; no connection is held
+        # while the PIN is hashed.
+        try:
+            await self.services.pins.check(self.services.engine, step.user_id, step.secret or "")
+        except (WrongPin, AccountLocked) as exc:
+            failure = exc
         if isinstance(failure, WrongPin):
             step.say("err.wrong_pin", tries=str(failure.attempts_left))
             return "wrong_pin"

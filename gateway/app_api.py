@@ -127,16 +127,18 @@ async def sign_in_device(request: web.Request) -> web.Response:
     wrong = ApiError(401, "invalid_credentials", _WRONG_CREDENTIALS)
     failure: WrongPin | AccountLocked | None = None
     made: NewApiKey | None = None
-    # IMPORTANT: this transaction commits even on a wrong PIN, so the count and the lock persist (as on
-    # USSD); `PinService.verify` locks the user's row, so concurrent guesses are all counted.
-    async with request.app[DB_ENGINE].begin() as conn:
+    engine = request.app[DB_ENGINE]
+    async with engine.connect() as conn:
         user = await find_user_by_phone(conn, phone)
-        if user is not None:
-            try:
-                user = await request.app[PINS].verify(conn, user.id, pin)
-            except (WrongPin, AccountLocked) as exc:
-                failure = exc
-            else:
+    if user is not None:
+        # As on USSD: the count and the lock are committed even though the request fails, and
+        # concurrent guesses are all counted (`PinService.check`).
+        try:
+            user = await request.app[PINS].check(engine, user.id, pin)
+        except (WrongPin, AccountLocked) as exc:
+            failure = exc
+        else:
+            async with engine.begin() as conn:
                 made = await create_api_key(conn, request.app[API_KEY_HASHER], f"device: {device}",
                                             user_id=user.id, actor=f"user:{user.id}")
     if made is None:

@@ -76,15 +76,12 @@ from payments.cash_requests import Agent, AgentStatus, CashRequest, CashRequestS
 from payments.commands import PaymentKind
 from payments.errors import (
     AccountClosed,
-    AccountLocked,
     HoldNotPending,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidRequest,
-    PaymentsError,
     UnknownAccount,
     UnknownUser,
-    WrongPin,
 )
 from payments.fees import Quote
 from payments.identities import PinService, Role, User, UserStatus, audit, find_user_by_phone, get_user
@@ -493,16 +490,9 @@ class AgentService:
     # -- steps -----------------------------------------------------------------------------------
 
     async def verify_pin(self, user_id: int, pin: str) -> None:
-        """Check a PIN in a transaction of its own; raises `WrongPin` / `AccountLocked`."""
-        failure: PaymentsError | None = None
-        # IMPORTANT: committed even on a wrong PIN, so the count and the lock-out persist.
-        async with self.engine.begin() as conn:
-            try:
-                await self.pins.verify(conn, user_id, pin)
-            except (WrongPin, AccountLocked) as exc:
-                failure = exc
-        if failure is not None:
-            raise failure
+        """Check a PIN in transactions of its own (`PinService.check`: the count and the lock-out
+        are committed); raises `WrongPin` / `AccountLocked`."""
+        await self.pins.check(self.engine, user_id, pin)
 
     async def _lock_user(self, conn: AsyncConnection, user_id: int) -> User:
         """The user, with their row locked: one command of theirs at a time, so an idempotency key

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments.errors import (
     AccountClosed,
@@ -101,6 +101,21 @@ T = TypeVar("T")
 _NAME = re.compile(r"^[^\x00-\x1f<>{}]{1,60}$")
 
 
+_PIN_ROW = "SELECT status, pin_hash, failed_pin_attempts, locked_until FROM users WHERE id = :u"
+
+
+def _refuse_early(row: Any, user_id: int, now: datetime) -> None:
+    """What no PIN can get past: no such user, a closed account, a lock still running, no PIN."""
+    if row is None:
+        raise UnknownUser(f"no user {user_id}")
+    if row.status == UserStatus.CLOSED:
+        raise AccountClosed("this account is closed")
+    if row.status == UserStatus.LOCKED and row.locked_until is not None and row.locked_until > now:
+        raise AccountLocked(row.locked_until)
+    if row.pin_hash is None:
+        raise PinNotSet("no PIN set yet")
+
+
 class PinService:
     """Sets, verifies and changes PINs. Argon2 runs on threads of its own, one per core (it
     releases the GIL): the event loop keeps serving, and PIN checks do not crowd the default
@@ -165,23 +180,47 @@ class PinService:
 
         The user's row is locked for the duration, so concurrent wrong guesses are all counted.
         Commit the transaction even when this raises `WrongPin` or `AccountLocked`: the count and the
-        lock must persist (use a transaction of its own, as the gateway does).
+        lock must persist. A check on its own is `check`, which holds no connection while hashing.
         """
         now = now or datetime.now(UTC)
-        row = (await conn.execute(text(
-            "SELECT status, pin_hash, failed_pin_attempts, locked_until FROM users WHERE id = :u FOR UPDATE"),
-            {"u": user_id})).first()
-        if row is None:
-            raise UnknownUser(f"no user {user_id}")
-        if row.status == UserStatus.CLOSED:
-            raise AccountClosed("this account is closed")
+        row = (await conn.execute(text(_PIN_ROW + " FOR UPDATE"), {"u": user_id})).first()
+        _refuse_early(row, user_id, now)
+        return await self._record(conn, user_id, row, await self._matches(row.pin_hash, pin), now)
+
+    async def check(self, engine: AsyncEngine, user_id: int, pin: str, *, now: datetime | None = None) -> User:
+        """`verify` in transactions of its own, holding no connection while the PIN is hashed (tens of
+        milliseconds of CPU, during which a pooled connection would serve nobody): read the hash,
+        compare, then lock the row and record the outcome, provided the hash is still the one
+        compared against (a PIN changed meanwhile is compared again). Concurrent wrong guesses are
+        all counted, each under the row's lock; one that matched while others locked the user is
+        refused. The count and the lock are committed before `WrongPin` / `AccountLocked` is raised.
+        """
+        now = now or datetime.now(UTC)
+        for _ in range(3):
+            async with engine.connect() as conn:
+                seen = (await conn.execute(text(_PIN_ROW), {"u": user_id})).first()
+            _refuse_early(seen, user_id, now)
+            matched = await self._matches(seen.pin_hash, pin)
+            failure: WrongPin | AccountLocked | None = None
+            async with engine.begin() as conn:
+                row = (await conn.execute(text(_PIN_ROW + " FOR UPDATE"), {"u": user_id})).first()
+                if row is not None and row.pin_hash != seen.pin_hash:
+                    continue  # a new PIN since it was read: compare against that one
+                _refuse_early(row, user_id, now)
+                try:
+                    return await self._record(conn, user_id, row, matched, now)
+                except (WrongPin, AccountLocked) as exc:
+                    failure = exc  # raised once the transaction has committed the count
+            assert failure is not None
+            raise failure
+        raise PinNotSet("the PIN kept changing while it was checked; try again")
+
+    async def _record(self, conn: AsyncConnection, user_id: int, row: Any, matched: bool, now: datetime) -> User:
+        """Apply a comparison's outcome to the (locked) user row ``row``: a lock that has run out
+        ends, a match clears the failures, a miss counts and may lock the user."""
         if row.status == UserStatus.LOCKED:
-            if row.locked_until is not None and row.locked_until > now:
-                raise AccountLocked(row.locked_until)
-            await self._unlock(conn, user_id, now)
-        if row.pin_hash is None:
-            raise PinNotSet("no PIN set yet")
-        if await self._matches(row.pin_hash, pin):
+            await self._unlock(conn, user_id, now)  # `_refuse_early` let it through: it has run out
+        if matched:
             if row.failed_pin_attempts:
                 await conn.execute(text("UPDATE users SET failed_pin_attempts = 0 WHERE id = :u"), {"u": user_id})
             return await get_user(conn, user_id)

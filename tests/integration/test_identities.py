@@ -3,6 +3,7 @@ change, and the lock-out after too many wrong PINs, recorded with its end."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -186,3 +187,65 @@ async def test_pins_never_reach_the_logs(engine, pins, caplog):
             await pins.change_pin(conn, user.id, "8264", "5173")
     for secret in ("8264", "7391", "5173"):
         assert secret not in caplog.text
+
+
+async def _failures(engine, user_id: int) -> tuple[str, int]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT status, failed_pin_attempts FROM users WHERE id = :u"),
+                                  {"u": user_id})).one()
+    return row.status, row.failed_pin_attempts
+
+
+async def test_a_check_on_its_own_commits_the_count_and_the_lock(engine, pins):
+    user = await new_user(engine, pins)
+    assert (await pins.check(engine, user.id, "4826")).id == user.id
+    with pytest.raises(pe.WrongPin) as wrong:
+        await pins.check(engine, user.id, "0001")
+    assert wrong.value.attempts_left == 2 and await _failures(engine, user.id) == ("active", 1)
+    await pins.check(engine, user.id, "4826")
+    assert await _failures(engine, user.id) == ("active", 0)
+    for _ in range(2):
+        with pytest.raises(pe.WrongPin):
+            await pins.check(engine, user.id, "0001")
+    with pytest.raises(pe.AccountLocked):
+        await pins.check(engine, user.id, "0001")
+    with pytest.raises(pe.AccountLocked):
+        await pins.check(engine, user.id, "4826")  # the right PIN waits for the lock to end
+    assert (await _failures(engine, user.id))[0] == "locked"
+    later = datetime.now(UTC) + timedelta(minutes=16)
+    assert (await pins.check(engine, user.id, "4826", now=later)).id == user.id
+    assert await _failures(engine, user.id) == ("active", 0)
+
+
+async def test_concurrent_wrong_checks_are_all_counted_and_lock_once(engine, pins):
+    user = await new_user(engine, pins)
+    outcomes = await asyncio.gather(*(pins.check(engine, user.id, f"10{n:02d}") for n in range(8)),
+                                    return_exceptions=True)
+    assert sum(isinstance(o, pe.WrongPin) for o in outcomes) == 2
+    assert sum(isinstance(o, pe.AccountLocked) for o in outcomes) == 6
+    async with engine.connect() as conn:
+        locks = (await conn.execute(text("SELECT count(*) FROM user_locks WHERE user_id = :u"),
+                                    {"u": user.id})).scalar_one()
+    assert locks == 1
+
+
+async def test_a_pin_changed_while_it_was_hashed_is_compared_again(engine, pins):
+    user = await new_user(engine, pins)
+
+    class ChangedMeanwhile(PinService):
+        """Changes the PIN to 5173 while the first comparison runs (as a concurrent change would)."""
+
+        changed = False
+
+        async def _matches(self, pin_hash: str, pin: str) -> bool:
+            if not self.changed:
+                self.changed = True
+                async with engine.begin() as conn:
+                    await conn.execute(text("UPDATE users SET pin_hash = :h WHERE id = :u"),
+                                       {"h": await self.hash("5173"), "u": user.id})
+            return await super()._matches(pin_hash, pin)
+
+    racing = ChangedMeanwhile(FAST)
+    with pytest.raises(pe.WrongPin):
+        await racing.check(engine, user.id, "4826")  # right when read, wrong by the time it counts
+    assert (await racing.check(engine, user.id, "5173")).id == user.id
