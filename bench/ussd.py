@@ -78,8 +78,12 @@ def bare_app() -> web.Application:
         await request.post()  # parse the form, as any USSD handler must
         return web.Response(text=BARE_SCREEN, content_type="text/plain")
 
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ready")
+
     app = web.Application()
     app.router.add_post("/ussd", ussd)
+    app.router.add_get("/readyz", ready)  # so the benchmark waits for it as for the gateway
     return app
 
 
@@ -196,7 +200,7 @@ async def wait_until_up(url: str, process: asyncio.subprocess.Process, within_s:
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             if process.returncode is not None:
-                raise SystemExit(f"the gateway exited with {process.returncode}")
+                raise SystemExit(f"the server under test exited with {process.returncode}")
             try:
                 async with http.get(url + "/readyz") as resp:
                     if resp.status == 200:
@@ -204,7 +208,7 @@ async def wait_until_up(url: str, process: asyncio.subprocess.Process, within_s:
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.3)
-    raise SystemExit("the gateway did not become ready")
+    raise SystemExit(f"{url} did not become ready")
 
 
 async def start_gateway(database: str, store: str, redis_url: str) -> tuple[asyncio.subprocess.Process, str]:
@@ -289,7 +293,9 @@ async def main(args: argparse.Namespace) -> None:
         bare = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.ussd", "--bare-server",
                                                     str(bare_port), cwd=ROOT)
         try:
-            await asyncio.sleep(1.5)
+            # Not a fixed pause: on a slow machine the process took longer than one to listen, and
+            # the first row counted refused connections as failed hops.
+            await wait_until_up(f"http://127.0.0.1:{bare_port}", bare)
             for c in concurrencies:
                 log(f"bare handler, {c} sessions …")
                 rows.append(row("bare aiohttp (fixed CON)", c, await measure(
