@@ -68,6 +68,10 @@ class LedgerViews:
         async with self.engine.connect() as conn:
             return (await conn.execute(text(sql), params)).scalar_one()
 
+    async def rows(self, sql: str, **params: Any) -> list[Any]:
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(text(sql), params)).all())
+
     async def assert_ledger_ok(self) -> None:
         report = await check_ledger(self.engine)
         assert report.ok, report.render()

@@ -107,6 +107,17 @@ async def all_final(gateway, created: list[Payment], *, within_s: float) -> list
         raise AssertionError("payments left open:\n" + "\n".join(stories)) from None
 
 
+async def orphans_settled(gateway, *, within_s: float) -> None:
+    """Wait until no orphan push (`payments.stk_orphans`) waits for its grace period: each is then
+    matched to its payment, credited, or refuted, and the wallets stop moving."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while await gateway.scalar("SELECT count(*) FROM provider_events WHERE kind = 'stk_orphan' "
+                               "AND payload->>'outcome' = 'pending'"):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"orphan pushes still pending after {within_s}s")
+        await asyncio.sleep(0.1)
+
+
 async def test_killed_workers_lose_nothing_and_move_nothing_twice(new_database, tmp_path: Path):
     from gateway.settings import Settings  # the same tree the workers read
 
@@ -168,6 +179,7 @@ async def test_killed_workers_lose_nothing_and_move_nothing_twice(new_database, 
             try:
                 await approve_checkouts(gateway, sandboxes.urls.wave, created)
                 finished = await all_final(gateway, created, within_s=60)
+                await orphans_settled(gateway, within_s=60)
             finally:
                 survivor.send_signal(signal.SIGTERM)
                 _, errors = await asyncio.to_thread(survivor.communicate, timeout=20)
@@ -197,6 +209,15 @@ async def test_killed_workers_lose_nothing_and_move_nothing_twice(new_database, 
                     expected[payment.payer_user_id] -= payment.amount + payment.fee
                     if payment.recipient_user_id is not None:
                         expected[payment.recipient_user_id] += payment.amount
+            # A push sent again after its worker died may be approved twice: M-Pesa then took the money
+            # twice, and the first push is credited once, as a deposit of its own (`payments.stk_orphans`).
+            orphans = await gateway.rows(
+                "SELECT payer_user_id, amount, status, provider_ref FROM payments "
+                "WHERE provider_refs->>'source' = 'stk_orphan'")
+            assert len({o.provider_ref for o in orphans}) == len(orphans)  # once per M-Pesa receipt
+            for orphan in orphans:
+                assert orphan.status == "succeeded", orphan
+                expected[orphan.payer_user_id] += Money(orphan.amount, KES)
             for user in kes:
                 assert await gateway.wallet(user) == expected[user.id], user.phone
             for user in xof:
