@@ -85,14 +85,14 @@ def _misspelt_keyword_at(tokens: Sequence[Token], words: Sequence[str], i: int) 
     return (KEYWORDS[(found[0],)], i + 1) if found is not None else None
 
 
-def _followed_by_currency(tokens: Sequence[Token], end: int) -> bool:
+def _followed_by_currency(tokens: Sequence[Token], words: Sequence[str], end: int) -> bool:
     """Whether a currency comes right after the number ending at `end`, or after the rest of a
     French space-grouped number ("compte 10 000 F")."""
     if len(tokens[end - 1].text) <= 3:
         while end < len(tokens) and tokens[end].is_number and len(tokens[end].text) == 3:
             end += 1
     if end + 1 < len(tokens) and tokens[end].text in CURRENCY_BEFORE and (
-            tokens[end + 1].is_number or read_number_words([t.text for t in tokens], end + 1) is not None):
+            tokens[end + 1].is_number or read_number_words(words, end + 1) is not None):
         # "account 12345 ksh 500", "akaunti 12345 shilingi elfu moja": the currency belongs to the
         # amount after it
         return False
@@ -115,7 +115,7 @@ def _read_account(tokens: Sequence[Token], text: str, i: int) -> tuple[str, int]
 
 
 def _read_value(
-    tokens: Sequence[Token], text: str, kind: str, i: int, claimed: Collection[int]
+    tokens: Sequence[Token], words: Sequence[str], text: str, kind: str, i: int, claimed: Collection[int]
 ) -> tuple[str, int] | None:
     """The number after a keyword, typed or read out digit by digit."""
     if i >= len(tokens) or i in claimed:
@@ -127,7 +127,7 @@ def _read_value(
         return _read_account(tokens, text, i)
     if kind == STORE:
         # A store is a small number, often said as one: "store twelve", "duka kumi na mbili".
-        said = read_number_words([t.text for t in tokens], i)
+        said = read_number_words(words, i)
         if said is not None and not any(k in claimed for k in range(i, said.end)):
             return str(said.value), said.end
     if tokens[i].is_number and tokens[i].text.isdigit():
@@ -151,7 +151,7 @@ def find_references(tokens: Sequence[Token], text: str, claimed: Collection[int]
         kind, pos = keyword
         while pos < len(tokens) and words[pos] in FILLERS:
             pos += 1
-        read = _read_value(tokens, text, kind, pos, claimed)
+        read = _read_value(tokens, words, text, kind, pos, claimed)
         if read is None:
             i += 1
             continue
@@ -161,7 +161,7 @@ def find_references(tokens: Sequence[Token], text: str, claimed: Collection[int]
             low = max(low, _MIN_DIGITS_AFTER_POSSESSIVE)
         digits = sum(c.isdigit() for c in value)
         # A number with a currency after it is money, whatever came before ("pay bill 10000 bob").
-        if not low <= digits <= high or _followed_by_currency(tokens, end):
+        if not low <= digits <= high or _followed_by_currency(tokens, words, end):
             i += 1
             continue
         found.append(ReferenceMatch(kind, value, pos, end, i))

@@ -157,14 +157,20 @@ async def apply_ops_atomically(engine: AsyncEngine, ops: Sequence[Mapping[str, A
         try:
             return await _apply_on_driver(driver, ops)
         except _DATABASE_ERRORS:
-            if driver.is_closed():
-                await conn.invalidate()  # so the pool does not hand it out again
+            await _drop_if_closed(conn, driver)
             raise
 
 
 async def _driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under a pooled SQLAlchemy connection."""
     return (await conn.get_raw_connection()).driver_connection
+
+
+async def _drop_if_closed(conn: AsyncConnection, driver: Any) -> None:
+    """After a failure: a connection the server closed is invalidated, so the pool does not hand it
+    out again."""
+    if driver.is_closed():
+        await conn.invalidate()
 
 
 async def _apply_on_driver(driver: Any, ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -226,8 +232,7 @@ class TransferBatcher:
                         del self._pending[:size]
                         failed = await self._run(batch, slot, driver)
                         if failed is not None:
-                            if driver.is_closed():
-                                await conn.invalidate()  # so the pool does not hand it out again
+                            await _drop_if_closed(conn, driver)
                             break
                         # The tasks this batch answered run now and queue their next ops, which
                         # then go out on the same connection instead of a new drain's.
@@ -266,11 +271,10 @@ class TransferBatcher:
         for op, fut in batch:
             try:
                 (result,) = await apply_ops_atomically(self._engine, [await self.shards.route(op, slot=slot)])
-            except _DATABASE_ERRORS as exc:
-                _settle(fut, error=exc)
             except BaseException as exc:
                 _settle(fut, error=exc)
-                raise
+                if not isinstance(exc, _DATABASE_ERRORS):
+                    raise
             else:
                 _settle(fut, result=result)
 

@@ -57,10 +57,10 @@ class ShardRouter:
         self._loaded_at = float("-inf")
 
     async def _current(self, conn: AsyncConnection | None) -> Mapping[int, _Sharded]:
-        if time.monotonic() - self._loaded_at < self._refresh_s:
+        if self.fresh:
             return self._shards
         async with self._lock:
-            if time.monotonic() - self._loaded_at >= self._refresh_s:
+            if not self.fresh:
                 # On the caller's connection when it has one: a second one could wait on a full pool.
                 if conn is not None:
                     rows = (await conn.execute(_SHARDED)).all()
