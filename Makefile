@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)  ## start the gateway on the embedded defaults
 	$(BIN)/sauti serve
 
-test: lint $(STAMP)  ## the whole test suite (unit, integration, e2e) on a real PostgreSQL
+test: lint $(STAMP) flite  ## the whole test suite (unit, integration, e2e) on a real PostgreSQL
 	$(BIN)/pytest
 
 lint: $(STAMP)  ## style and the one-way import rule
@@ -45,7 +45,7 @@ bench-ussd: $(STAMP)  ## USSD hops/s through `sauti serve`, beside a bare aiohtt
 bench-voice: $(STAMP) flite  ## WER, command accuracy and real-time factor of spoken commands at 8 kHz
 	$(BIN)/python -m bench.voice
 
-flite:  # CMU Flite speaks the benchmark's English beside eSpeak NG (Debian's package; optional)
+flite:  # CMU Flite speaks the benchmark's English beside eSpeak NG (Debian's package; optional; a test checks its voices)
 	@command -v flite >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q flite >/dev/null; } || \
 		echo "CMU Flite could not be installed: English clips will be spoken by eSpeak NG only"

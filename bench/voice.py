@@ -29,7 +29,7 @@ on the same clips where it can load the model (the `openai` extra: torch, openai
 
     python -m bench.voice [--models tiny.en,base] [--languages en,sw,fr]
                           [--backends faster-whisper,openai-whisper] [--limit N] [--threads N]
-                          [--beam-size N] [--errors]
+                          [--beam-size N] [--tts espeak,flite] [--every-voice] [--errors]
 
 Target (issue 6): English commands at least 90 % end-to-end accurate, and a real-time factor of at
 most 0.5, with the default model (faster-whisper base, int8, biased) on this machine's CPU.
@@ -267,7 +267,10 @@ class SpokenClip:
     tts: str = ESPEAK
 
 
-def make_clips(languages: Sequence[str], limit: int | None, engines: Sequence[str]) -> list[SpokenClip]:
+def make_clips(languages: Sequence[str], limit: int | None, engines: Sequence[str], *,
+               every_voice: bool = False) -> list[SpokenClip]:
+    """Each command spoken once, by each engine's voices in turn; or, with ``every_voice``, once by
+    every voice (a set several times larger, so one clip moves the accuracy by less)."""
     clips = []
     for tts in engines:
         for language in languages:
@@ -275,10 +278,11 @@ def make_clips(languages: Sequence[str], limit: int | None, engines: Sequence[st
             if not voices:
                 continue
             for n, command in enumerate(COMMANDS[language][:limit]):
-                voice = voices[n % len(voices)]
-                speech = synthesize(command.spoken, language, voice=voice,
-                                    rate_wpm=RATES[(n // len(voices)) % len(RATES)])
-                clips.append(SpokenClip(language, command, voice, speech.at_rate(PHONE_RATE).wav_bytes(), tts))
+                for turn in range(len(voices)) if every_voice else (0,):
+                    voice = voices[(n + turn) % len(voices)]
+                    speech = synthesize(command.spoken, language, voice=voice,
+                                        rate_wpm=RATES[(n // len(voices) + turn) % len(RATES)])
+                    clips.append(SpokenClip(language, command, voice, speech.at_rate(PHONE_RATE).wav_bytes(), tts))
     return clips
 
 
@@ -376,14 +380,18 @@ def main(args: argparse.Namespace) -> None:
     log("training the embedded NLU parser …")
     with tempfile.TemporaryDirectory(prefix="sauti-bench-voice-") as scratch:
         parser = load_embedded_parser(cache_dir=Path(scratch))
-    engines = [ESPEAK]
-    if "en" in languages and flite_available():
-        engines.append(FLITE)
-    elif "en" in languages:
-        log("CMU Flite is not installed (apt-get install flite, or make bench-voice): English by eSpeak NG only")
+    engines = [x for x in args.tts.split(",") if x]
+    if unknown := [x for x in engines if x not in SPEAKERS]:
+        raise SystemExit(f"unknown tts: {', '.join(unknown)} (known: {', '.join(SPEAKERS)})")
+    if FLITE in engines and not ("en" in languages and flite_available()):
+        if "en" in languages:
+            log("CMU Flite is not installed (apt-get install flite, or make bench-voice): English by eSpeak NG only")
+        engines.remove(FLITE)
+    if not engines:
+        raise SystemExit("no text-to-speech engine left to speak the commands")
     log(f"speaking {sum(len(COMMANDS[x][:args.limit]) for x in languages)} commands with {' and '.join(engines)} "
-        "at 8 kHz …")
-    clips = make_clips(languages, args.limit, engines)
+        f"{'in every voice ' if args.every_voice else ''}at 8 kHz …")
+    clips = make_clips(languages, args.limit, engines, every_voice=args.every_voice)
     ceiling = {x: sum(understood(parser, c.command.spoken, x, c.command) for c in clips if c.language == x)
                / max(1, sum(c.language == x for c in clips)) for x in languages}
 
@@ -451,5 +459,9 @@ if __name__ == "__main__":
                         help="beam search width (default: speech.beam_size's default)")
     parser.add_argument("--model-cache-dir", default=str(ROOT / "var" / "models"),
                         help="where split models are assembled")
+    parser.add_argument("--tts", default=f"{ESPEAK},{FLITE}",
+                        help="text-to-speech engines that speak the commands (Flite: English only, when installed)")
+    parser.add_argument("--every-voice", action="store_true",
+                        help="speak every command in every voice, not each in one voice in turn")
     parser.add_argument("--errors", action="store_true", help="list every misunderstood clip")
     main(parser.parse_args())

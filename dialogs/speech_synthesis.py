@@ -176,8 +176,9 @@ def _flite(text: str, voice: str, rate_wpm: int) -> Speech:
         raise SpeechSynthesisError("CMU Flite is not installed (Debian: apt-get install flite)")
     with tempfile.NamedTemporaryFile(suffix=".wav") as out:
         # The arguments are a list (no shell) and the binary is the one found on the PATH.
-        done = subprocess.run([binary,  # noqa: S603 "-voice", voice, "--setf", f"duration_stretch={_FLITE_WPM / rate_wpm:.3f}",
-                               "-t", text, "-o", out.name], capture_output=True, timeout=60, check=False)
+        args = [binary, "-voice", voice, "--setf", f"duration_stretch={_FLITE_WPM / rate_wpm:.3f}",
+                "-t", text, "-o", out.name]
+        done = subprocess.run(args, capture_output=True, timeout=60, check=False)  # noqa: S603
         if done.returncode != 0:
             raise SpeechSynthesisError(f"flite failed: {done.stderr.decode(errors='replace')[:200]}")
         with wave.open(out.name) as audio:

@@ -151,6 +151,15 @@ class EntityExtractor:
             for start in range(run_start, run_end)
             for end in range(start + 1, min(run_end, start + _MAX_NAME_WORDS) + 1)
         ]
+        # Whisper splits the first letter off a name that starts with a vowel sound ("Achieng" as
+        # "a chain", "Aminata" as "a mina ta"): a lone letter right before a run is tried as the
+        # start of each name there. Where it is a word of its own ("to a friend", "à Awa") the
+        # name without it scores higher and wins.
+        spans += [
+            (compact(tokens[start - 1].text) + text, start - 1, end)
+            for text, start, end in spans
+            if start > 0 and any(start == run_start for run_start, _ in runs) and self._lone_letter(claims, start - 1)
+        ]
         found = match_contact(spans, contacts)
         if found is not None:
             claims.take(RECIPIENT, found.contact.name, found.token_start, found.token_end, found.contact)
@@ -184,6 +193,11 @@ class EntityExtractor:
                 runs.append((start, k))
                 start = None
         return runs
+
+    @staticmethod
+    def _lone_letter(claims: _Claims, k: int) -> bool:
+        token = claims.tokens[k]
+        return k not in claims and token.is_word and len(compact(token.text)) == 1
 
     def _is_typo_of_known(self, word: str) -> bool:
         if len(word) < _TYPO_MIN_LENGTH:

@@ -29,6 +29,10 @@ _GROUPED_CODE = re.compile(r"\b(pay ?bill|till|account(?: number)?|agent|store|a
 # A comma Whisper puts where the speaker paused ("agent, 345678, store 12"): the parser reads a
 # keyword and its number only when nothing stands between them.
 _PAUSE_COMMA = re.compile(r",(?=\s)")
+# An amount run into the Kenyan number after it, the "to" between them lost: "send three hundred to
+# zero seven one two…" heard as "Send 3000712345678". A number said from its leading zero is 10
+# digits, 07… or 01…, so the split is unambiguous; Senegalese numbers have no leading zero to find.
+_AMOUNT_THEN_PHONE = re.compile(r"(?<![\d.,])([1-9]\d{0,6})(0[17]\d{8})(?!\d|[.,]\d)")
 # A currency sign Sauti never deals in, stuck to an amount.
 _FOREIGN_SIGN = re.compile(r"[$€£](?=\s?\d)")
 
@@ -39,12 +43,13 @@ def _digits_only(match: re.Match[str]) -> str:
 
 def tidy_transcript(text: str) -> str:
     """`text` with spelled-out digit strings, hyphenated digit groups, thousands separators and
-    code numbers read in groups joined into plain numbers, pause commas and foreign currency signs
-    dropped, spaces collapsed."""
+    code numbers read in groups joined into plain numbers, an amount run into a phone number split
+    off it, pause commas and foreign currency signs dropped, spaces collapsed."""
     text = _FOREIGN_SIGN.sub("", text)
     text = _SPELLED_DIGITS.sub(_digits_only, text)
     text = _HYPHENATED.sub(_digits_only, text)
     text = _THOUSANDS.sub(_digits_only, text)
     text = _PAUSE_COMMA.sub("", text)
     text = _GROUPED_CODE.sub(lambda m: m.group(1) + m.group(2) + re.sub(r"\s+", "", m.group(3)), text)
+    text = _AMOUNT_THEN_PHONE.sub(r"\1 \2", text)
     return " ".join(text.split())

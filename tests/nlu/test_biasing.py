@@ -82,6 +82,11 @@ def test_contact_names_are_what_callers_say_without_repeats() -> None:
     ("Envoie 5 000 francs à Awa.", "Envoie 5 000 francs à Awa."),
     ("tuma elfu moja kwa Mama", "tuma elfu moja kwa Mama"),
     ("Send 1.5k to Juma", "Send 1.5k to Juma"),
+    # "to" lost between an amount and a number said from its zero: the two are told apart again.
+    ("Send 3000712345678.", "Send 300 0712345678."),
+    ("Tuma 12000112345678", "Tuma 1200 0112345678"),
+    ("Send 254712345678", "Send 254712345678"),  # a number in international form is left whole
+    ("Send 1.5000712345678", "Send 1.5000712345678"),
 ])
 def test_whisper_s_number_typography_is_tidied_for_the_parser(heard: str, tidied: str) -> None:
     assert tidy_transcript(heard) == tidied

@@ -12,7 +12,7 @@ import pytest
 from nlu import intents as i
 from nlu.classifier import IntentModel
 from nlu.parser import EmbeddedParser, build_parser
-from nlu.results import Parse, Parser
+from nlu.results import Contact, Parse, Parser
 
 EVERY_INTENT = [
     ("send 2,000 to John Kamau", "en", i.SEND_MONEY),
@@ -118,6 +118,17 @@ def test_unknown_name_stays_unresolved(parser: EmbeddedParser, contacts) -> None
     assert parse.intent == i.SEND_MONEY
     assert parse.value("recipient_name") == "Kiprotich"
     assert parse.missing == ("recipient",)  # the dialog still has to ask for the number
+
+
+def test_a_name_whose_first_letter_was_heard_apart_is_found(parser: EmbeddedParser, contacts) -> None:
+    book = (*contacts, Contact("Achieng Odhiambo", None, "+254700555666"), Contact("Aminata Fall", None,
+                                                                                 "+221701234567"))
+    assert parser.parse("Transfer 3000 to a chain.", contacts=book).value("recipient") == "Achieng Odhiambo"
+    assert parser.parse("send 200 to a mina ta", contacts=book).value("recipient") == "Aminata Fall"
+    # A lone "a" that is a word of its own changes nothing.
+    assert parser.parse("envoie 2000 à Awa", language="fr", contacts=book).value("recipient") == "Awa Ndiaye"
+    unknown = parser.parse("send 500 to a friend", contacts=book)
+    assert unknown.value("recipient") is None and unknown.missing == ("recipient",)
 
 
 def test_entities_the_intent_does_not_use_are_dropped(parser: EmbeddedParser) -> None:
