@@ -33,7 +33,8 @@ def pin_policy(settings: Settings) -> PinPolicy:
     s = settings.security
     return PinPolicy(max_attempts=s.pin_max_attempts, lock_minutes=s.pin_lock_minutes, length=s.pin_length,
                      argon2_time_cost=s.argon2_time_cost, argon2_memory_kib=s.argon2_memory_kib,
-                     argon2_parallelism=s.argon2_parallelism, pepper=s.pin_pepper.get_secret_value())
+                     argon2_parallelism=s.argon2_parallelism, pepper=s.pin_pepper.get_secret_value(),
+                     hash_threads=s.pin_hash_threads)
 
 
 def build_ledger(engine, settings: Settings) -> Ledger:

@@ -114,6 +114,8 @@ class SecuritySettings(_Section):
     argon2_time_cost: int = Field(2, ge=1, le=10)
     argon2_memory_kib: int = Field(19_456, ge=8_192, le=1_048_576)
     argon2_parallelism: int = Field(1, ge=1, le=16)
+    # Threads hashing PINs; 0: every core but one (at least one), which keeps a core for the event loop.
+    pin_hash_threads: int = Field(0, ge=0, le=256)
     pin_pepper: SecretStr = SecretStr("")
     # Failed device sign-ins (`gateway.sign_in_limits`) one client may make in a window before it
     # must wait for the window's end: the lock-out stops guessing at one wallet, this across many.
