@@ -29,7 +29,8 @@ on the same clips where it can load the model (the `openai` extra: torch, openai
 
     python -m bench.voice [--models tiny.en,base] [--languages en,sw,fr]
                           [--backends faster-whisper,openai-whisper] [--limit N] [--threads N]
-                          [--beam-size N] [--tts espeak,flite] [--every-voice] [--errors]
+                          [--beam-size N] [--numbers-in-words en] [--tts espeak,flite] [--every-voice]
+                          [--errors]
 
 Target (issue 6): English commands at least 90 % end-to-end accurate, and a real-time factor of at
 most 0.5, with the default model (faster-whisper base, int8, biased) on this machine's CPU.
@@ -355,10 +356,11 @@ def summarise(backend: str, model: str, language: str, tts: str, biased: bool, r
                statistics.median(rtfs), _p90(rtfs))
 
 
-def load_service(backend: str, model: str, threads: int, cache_dir: Path, beam_size: int) -> SpeechService | str:
+def load_service(backend: str, model: str, threads: int, cache_dir: Path, beam_size: int,
+                 numbers_in_words: Sequence[str] = SpeechSettings().numbers_in_words) -> SpeechService | str:
     """A loaded service, or why it cannot be had."""
     settings = SpeechSettings(backend=backend, model=model, cpu_threads=threads, workers=1, model_cache_dir=cache_dir,
-                              beam_size=beam_size)
+                              beam_size=beam_size, numbers_in_words=tuple(numbers_in_words))
     service = SpeechService(settings)
     try:
         service.load()
@@ -376,6 +378,7 @@ def main(args: argparse.Namespace) -> None:
         if unknown := [x for x in chosen if x not in known]:
             raise SystemExit(f"unknown {name}: {', '.join(unknown)} (known: {', '.join(known)})")
     threads = args.threads or os.cpu_count() or 1
+    numbers_in_words = [x for x in args.numbers_in_words.split(",") if x]
     cache_dir = Path(args.model_cache_dir)
     log("training the embedded NLU parser …")
     with tempfile.TemporaryDirectory(prefix="sauti-bench-voice-") as scratch:
@@ -401,7 +404,7 @@ def main(args: argparse.Namespace) -> None:
     for backend in backends:
         for model in models:
             log(f"loading {model} ({backend}, {threads} threads) …")
-            loaded = load_service(backend, model, threads, cache_dir, args.beam_size)
+            loaded = load_service(backend, model, threads, cache_dir, args.beam_size, numbers_in_words)
             if isinstance(loaded, str):
                 absent.append(f"{backend} {model}: not measured ({loaded})")
                 log(absent[-1])
@@ -426,7 +429,8 @@ def main(args: argparse.Namespace) -> None:
     flite = f"; Flite voices {', '.join(FLITE_VOICES)} (English)" if FLITE in engines else ""
     print(f"\nSpoken commands: eSpeak NG voices {', '.join(v for x in languages for v in VOICES[x])}{flite} at "
           f"{'/'.join(map(str, RATES))} words/min, 8 kHz 16-bit WAV; {os.cpu_count()} CPU cores, {threads} threads "
-          f"for Whisper, beam {args.beam_size}; RTF = (VAD + Whisper time) / clip length")
+          f"for Whisper, beam {args.beam_size}, numbers in words in: {', '.join(numbers_in_words) or 'none'}; "
+          "RTF = (VAD + Whisper time) / clip length")
     print("Anchor, the parser on the exact words spoken (the most speech can reach): "
           + ", ".join(f"{x} {ceiling[x]:.0%}" for x in languages))
     print(f"{'backend':<15} {'model':<8} {'lang':<4} {'tts':<6} {'biasing':<7} {'clips':>5} {'WER':>6} {'e2e':>5} "
@@ -459,6 +463,8 @@ if __name__ == "__main__":
                         help="beam search width (default: speech.beam_size's default)")
     parser.add_argument("--model-cache-dir", default=str(ROOT / "var" / "models"),
                         help="where split models are assembled")
+    parser.add_argument("--numbers-in-words", default=",".join(SpeechSettings().numbers_in_words),
+                        help="languages Whisper writes numbers in words in (speech.numbers_in_words; '' for none)")
     parser.add_argument("--tts", default=f"{ESPEAK},{FLITE}",
                         help="text-to-speech engines that speak the commands (Flite: English only, when installed)")
     parser.add_argument("--every-voice", action="store_true",

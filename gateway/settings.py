@@ -195,6 +195,8 @@ class SpeechSection(_Section):
     max_audio_s: float = Field(30.0, ge=1, le=600)
     biasing: bool = True
     beam_size: int = Field(5, ge=1, le=16)
+    # Languages (as Whisper decodes them: Wolof as French) in which numbers are written as words.
+    numbers_in_words: list[Literal["en", "sw", "fr"]] = Field(default_factory=lambda: ["en"])
     model_cache_dir: Path = Path("var/models")
     preload: bool = False
 

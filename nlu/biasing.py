@@ -4,7 +4,8 @@ the caller's own contacts rather than the nearest common English words.
 Whisper reads an *initial prompt* as if it were the text just before the clip and continues in its
 vocabulary and style. A short context of natural sentences (not a word list: Whisper imitates what
 it is shown) carrying the command words of the caller's language ("send", "pay bill", "till",
-"M-Pesa", "Wave", "shillings"/"francs", amounts written in digits) and the names in their address
+"M-Pesa", "Wave", "shillings"/"francs", amounts written in digits, or in words where Whisper is to
+write numbers as words: `nlu.numeral_tokens`) and the names in their address
 book makes Whisper write "Check my balance" where, unprimed, it heard "Here's my melon" on a
 poor phone line (on `bench.voice`'s English clips, base's end-to-end accuracy goes from 25 % to 50 %).
 
@@ -39,12 +40,14 @@ DEFAULT_MAX_NAMES = 24
 
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
-    """One language's command context: `sentences` (the vocabulary, in natural sentences) and how a
-    list of names is introduced and closed ("Send money to" … "or" …)."""
+    """One language's command context: `sentences` (the vocabulary, in natural sentences), the same
+    with its amounts in words (`sentences_in_words`; None: they are already), and how a list of
+    names is introduced and closed ("Send money to" … "or" …)."""
 
     sentences: str
     names_intro: str
     names_or: str
+    sentences_in_words: str | None = None
 
 
 VOCABULARIES: dict[str, Vocabulary] = {
@@ -53,7 +56,13 @@ VOCABULARIES: dict[str, Vocabulary] = {
                    "amount 1,000. Buy goods, till number, 300 shillings. Withdraw 5,000 from the agent, "
                    "store number. Withdraw to M-Pesa. Withdraw to Wave. Deposit 500. Top up from M-Pesa. "
                    "Check my balance. Mini statement."),
-        names_intro="Send money to", names_or="or"),
+        names_intro="Send money to", names_or="or",
+        # Whisper forbidden to write digits but shown them writes "$$$" for the amounts it hears.
+        sentences_in_words=("Send one thousand five hundred shillings to Mama. Send two thousand to this number. "
+                            "Pay bill, account number, amount one thousand. Buy goods, till number, three "
+                            "hundred shillings. Withdraw five thousand from the agent, store number. Withdraw "
+                            "to M-Pesa. Withdraw to Wave. Deposit five hundred. Top up from M-Pesa. Check my "
+                            "balance. Mini statement.")),
     "sw": Vocabulary(
         sentences=("Tuma shilingi elfu moja kwa Mama. Tuma pesa kwa namba hii. Lipa bili, namba ya "
                    "akaunti, kiasi. Lipa till, mia tatu. Toa pesa kwa wakala, namba ya stoo. Toa elfu "
@@ -64,7 +73,11 @@ VOCABULARIES: dict[str, Vocabulary] = {
                    "numéro de compte, montant. Payer le marchand, code marchand. Retirer 10 000 francs "
                    "chez l'agent. Retirer vers Wave. Retirer vers M-Pesa. Déposer 2 000. Recharger mon "
                    "compte. Mon solde. Mes dernières transactions."),
-        names_intro="Envoie de l'argent à", names_or="ou"),
+        names_intro="Envoie de l'argent à", names_or="ou",
+        sentences_in_words=("Envoie cinq mille francs à Awa. Envoie de l'argent à ce numéro. Payer la facture "
+                            "Senelec, numéro de compte, montant. Payer le marchand, code marchand. Retirer dix "
+                            "mille francs chez l'agent. Retirer vers Wave. Retirer vers M-Pesa. Déposer deux "
+                            "mille. Recharger mon compte. Mon solde. Mes dernières transactions.")),
 }
 
 #: Spoken languages Whisper cannot read are decoded as the one their speakers mix in (Wolof
@@ -117,16 +130,20 @@ def _name_sentence(vocabulary: Vocabulary | None, names: Sequence[str]) -> str:
 
 
 def build_bias(language: str | None, contacts: Sequence[Contact] = (), *,
-               max_chars: int = DEFAULT_MAX_CHARS, max_names: int = DEFAULT_MAX_NAMES) -> Bias:
+               max_chars: int = DEFAULT_MAX_CHARS, max_names: int = DEFAULT_MAX_NAMES,
+               numbers_in_words: bool = False) -> Bias:
     """The prompt and hotwords for a caller speaking `language` ("en", "sw", "fr", "wo"; None:
     unknown, then only the names are given, as they are the same in every language) with address
-    book `contacts` (favourites and most-paid first)."""
+    book `contacts` (favourites and most-paid first); its amounts in words when Whisper is to
+    write `numbers_in_words`."""
     names = contact_names(contacts, limit=max_names)
     decode_as = decoding_language(language)
     vocabulary = VOCABULARIES.get(decode_as) if decode_as else None
     if vocabulary is None and not names:
         return NO_BIAS
-    context = vocabulary.sentences if vocabulary is not None else ""
+    context = ""
+    if vocabulary is not None:
+        context = (vocabulary.sentences_in_words or vocabulary.sentences) if numbers_in_words else vocabulary.sentences
     # Names go in while the whole still fits (the vocabulary alone is well under the budget).
     kept: list[str] = []
     for name in names:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nlu.numeral_tokens import numeral_tokens
 from nlu.transcripts import Clip, EmptyAudio, Transcript
 from nlu.whisper_checkpoint import WhisperDimensions, alignment_heads_dump, ensure_checkpoint
 
@@ -46,6 +47,7 @@ class OpenAIWhisperRecognizer:
         self._network = network
         self._beam_size = beam_size
         self._temperature = tuple(temperature)
+        self._numerals: list[int] | None = None
 
     @classmethod
     def load(cls, model: str, ct2_dir: Path, *, cache_dir: Path, threads: int,
@@ -79,8 +81,16 @@ class OpenAIWhisperRecognizer:
         """The loaded openai-whisper model (for tests and the benchmark)."""
         return self._network
 
+    def _numeral_tokens(self) -> list[int]:
+        if self._numerals is None:  # about 50,000 decodes, once
+            from whisper.tokenizer import get_tokenizer
+
+            tokenizer = get_tokenizer(self._network.is_multilingual, num_languages=self._network.num_languages)
+            self._numerals = numeral_tokens(tokenizer.decode, tokenizer.eot)
+        return self._numerals
+
     def transcribe(self, clip: Clip, *, language: str | None, prompt: str | None,
-                   hotwords: str | None) -> Transcript:
+                   hotwords: str | None, numbers_in_words: bool = False) -> Transcript:
         if clip.samples.size == 0:
             raise EmptyAudio("the recording holds no sound")
         if not self._network.is_multilingual:
@@ -96,6 +106,8 @@ class OpenAIWhisperRecognizer:
             without_timestamps=True,
             fp16=False,  # float32 on the CPU (float16 there is slower, and openai-whisper warns)
             verbose=None,  # no printing, no progress bar
+            # -1: Whisper's own list of tokens it never writes (the default), kept.
+            suppress_tokens=[-1, *self._numeral_tokens()] if numbers_in_words else "-1",
         )
         processing_s = time.perf_counter() - started
         segments = result.get("segments") or []

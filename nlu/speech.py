@@ -29,6 +29,7 @@ from typing import Any
 
 from nlu.audio import decode_audio, trim_silence
 from nlu.biasing import NO_BIAS, build_bias, decoding_language
+from nlu.numeral_tokens import numeral_tokens
 from nlu.results import Contact
 from nlu.speech_settings import FASTER_WHISPER, SpeechSettings
 from nlu.transcripts import Clip, NoSpeech, Recognizer, SpeechBusy, Transcript
@@ -50,10 +51,13 @@ class FasterWhisperRecognizer:
 
     backend = FASTER_WHISPER
 
-    def __init__(self, model: str, whisper: Any, *, beam_size: int = 5) -> None:
+    def __init__(self, model: str, whisper: Any, *, beam_size: int = 5,
+                 numerals: dict[str, list[int]] | None = None) -> None:
         self.model = model
         self._whisper = whisper
         self._beam_size = beam_size
+        # The model's digit-writing tokens, found at first need and shared with the siblings.
+        self._numerals = numerals if numerals is not None else {}
 
     @classmethod
     def load(cls, model: str, directory: Path, *, compute_type: str = "int8", cpu_threads: int = 2,
@@ -70,21 +74,29 @@ class FasterWhisperRecognizer:
 
     def sibling(self) -> FasterWhisperRecognizer:
         """Another recognizer sharing this one's loaded model (for another worker thread)."""
-        return FasterWhisperRecognizer(self.model, self._whisper, beam_size=self._beam_size)
+        return FasterWhisperRecognizer(self.model, self._whisper, beam_size=self._beam_size, numerals=self._numerals)
 
     @property
     def multilingual(self) -> bool:
         return bool(self._whisper.model.is_multilingual)
 
+    def _numeral_tokens(self) -> list[int]:
+        if "ids" not in self._numerals:  # about 50,000 decodes, once per model
+            tokenizer = self._whisper.hf_tokenizer
+            self._numerals["ids"] = numeral_tokens(tokenizer.decode, tokenizer.token_to_id("<|endoftext|>"))
+        return self._numerals["ids"]
+
     def transcribe(self, clip: Clip, *, language: str | None, prompt: str | None,
-                   hotwords: str | None) -> Transcript:
+                   hotwords: str | None, numbers_in_words: bool = False) -> Transcript:
         if not self.multilingual:
             language = "en"  # an English-only model reads English whatever is asked
         started = time.perf_counter()
+        # -1: Whisper's own list of tokens it never writes (faster-whisper's default), kept.
+        suppress = [-1, *self._numeral_tokens()] if numbers_in_words else [-1]
         segments, info = self._whisper.transcribe(
             clip.samples, language=language, beam_size=self._beam_size, initial_prompt=prompt or None,
             hotwords=hotwords or None, condition_on_previous_text=False, without_timestamps=True,
-            vad_filter=False)
+            vad_filter=False, suppress_tokens=suppress)
         segments = list(segments)  # the generator does the decoding
         processing_s = time.perf_counter() - started
         return Transcript(
@@ -268,8 +280,10 @@ class SpeechService:
             decode_as = decoding_language(language)
             if not getattr(recognizer, "multilingual", True):
                 decode_as = "en"
-            bias = build_bias(decode_as, contacts) if use_bias else NO_BIAS
-            transcript = recognizer.transcribe(clip, language=decode_as, prompt=bias.prompt, hotwords=bias.hotwords)
+            words = decode_as in self.settings.numbers_in_words
+            bias = build_bias(decode_as, contacts, numbers_in_words=words) if use_bias else NO_BIAS
+            transcript = recognizer.transcribe(clip, language=decode_as, prompt=bias.prompt, hotwords=bias.hotwords,
+                                               numbers_in_words=words)
         finally:
             self._pool.put(recognizer)
         text = tidy_transcript(transcript.text)

@@ -20,6 +20,8 @@ BACKENDS = (FASTER_WHISPER, OPENAI_WHISPER)
 #: CTranslate2 compute types that run on a CPU (int8: 8-bit weights, about 2x faster than float32
 #: for the same words on these commands).
 COMPUTE_TYPES = ("int8", "int8_float32", "int16", "float32")
+#: The languages Whisper decodes Sauti's callers in (Wolof is decoded as French: `nlu.biasing`).
+WHISPER_LANGUAGES = ("en", "sw", "fr")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,9 @@ class SpeechSettings:
     (0: the machine's cores shared among the workers). `workers`: clips transcribed at once.
     `max_waiting`: clips queued behind them before `SpeechBusy`. `max_audio_s`: longest clip
     accepted. `biasing`: prime the decoder with commands and contacts. `beam_size`: beam search
-    width. `model_cache_dir`: where split models are joined (and openai-whisper checkpoints kept).
+    width. `numbers_in_words`: languages (as Whisper decodes them: Wolof as French) in which
+    Whisper may not write digits and writes numbers as words (`nlu.numeral_tokens`).
+    `model_cache_dir`: where split models are joined (and openai-whisper checkpoints kept).
     `preload`: load the model when the service starts rather than at the first clip."""
 
     backend: str = FASTER_WHISPER
@@ -42,6 +46,7 @@ class SpeechSettings:
     max_audio_s: float = 30.0
     biasing: bool = True
     beam_size: int = 5
+    numbers_in_words: tuple[str, ...] = ("en",)
     model_cache_dir: Path = Path("var/models")
     preload: bool = False
 
@@ -62,6 +67,9 @@ class SpeechSettings:
             raise ValueError(f"speech.max_audio_s must be within [1, 600], not {self.max_audio_s}")
         if not 1 <= self.beam_size <= 16:
             raise ValueError(f"speech.beam_size must be within [1, 16], not {self.beam_size}")
+        object.__setattr__(self, "numbers_in_words", tuple(self.numbers_in_words))
+        if unknown := [x for x in self.numbers_in_words if x not in WHISPER_LANGUAGES]:
+            raise ValueError(f"speech.numbers_in_words may list {WHISPER_LANGUAGES}, not {unknown}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SpeechSettings:

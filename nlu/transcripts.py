@@ -91,7 +91,8 @@ class Recognizer(Protocol):
     model: str
 
     def transcribe(self, clip: Clip, *, language: str | None, prompt: str | None,
-                   hotwords: str | None) -> Transcript:
+                   hotwords: str | None, numbers_in_words: bool = False) -> Transcript:
         """Read `clip` in `language` (None: detect), primed with `prompt` (a previous-text context:
-        the command vocabulary and the user's contacts) and `hotwords` where the backend has them."""
+        the command vocabulary and the user's contacts) and `hotwords` where the backend has them;
+        with `numbers_in_words`, never writing a digit (`nlu.numeral_tokens`)."""
         ...

@@ -53,6 +53,16 @@ def test_no_code_number_is_ever_in_the_prompt() -> None:
         assert all(n % 100 == 0 and n <= 10_000 for n in numbers), (language, numbers)
 
 
+@pytest.mark.parametrize("language", ["en", "sw", "fr", "wo"])
+def test_where_numbers_are_written_in_words_the_prompt_holds_no_digit(language: str) -> None:
+    # Whisper forbidden to write digits but shown them writes "$$$" for the amounts it hears.
+    worded = build_bias(language, CONTACTS, numbers_in_words=True).prompt
+    assert worded is not None and not re.search(r"\d", worded)
+    assert "Mama" in worded
+    plain = build_bias(language, CONTACTS).prompt
+    assert plain is not None and (worded == plain) == (language == "sw")  # Swahili's says its amounts in words
+
+
 def test_a_long_address_book_fits_whisper_s_prompt_and_overflows_into_hotwords() -> None:
     book = [Contact(f"Person{n:02d} Surname", None, f"+2547000000{n:02d}") for n in range(60)]
     bias = build_bias("en", book)
@@ -87,6 +97,15 @@ def test_contact_names_are_what_callers_say_without_repeats() -> None:
     ("Tuma 12000112345678", "Tuma 1200 0112345678"),
     ("Send 254712345678", "Send 254712345678"),  # a number in international form is left whole
     ("Send 1.5000712345678", "Send 1.5000712345678"),
+    # "to" and "two" told apart around numbers written in words.
+    ("Pay six hundred and fifty to till eight three to nine one zero.",
+     "Pay six hundred and fifty to till eight three two nine one zero."),
+    ("Withdraw one thousand two M-Pesa.", "Withdraw one thousand to M-Pesa."),
+    ("Send three hundred two zero seven one two", "Send three hundred to zero seven one two"),
+    ("send three hundred two shillings to Mama", "send three hundred two shillings to Mama"),
+    ("send three hundred two to Mama", "send three hundred two to Mama"),
+    ("send one thousand two hundred to Juma", "send one thousand two hundred to Juma"),
+    ("send five to zero seven one two", "send five to zero seven one two"),
 ])
 def test_whisper_s_number_typography_is_tidied_for_the_parser(heard: str, tidied: str) -> None:
     assert tidy_transcript(heard) == tidied

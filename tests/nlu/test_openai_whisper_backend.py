@@ -245,6 +245,17 @@ def test_reads_phone_commands_as_faster_whisper_does(name: str, model_dirs: dict
         assert transcript.prompt == PROMPT
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_numbers_in_words_writes_no_digit(name: str, recognizers: dict[str, OpenAIWhisperRecognizer],
+                                          clips: dict[str, Clip]) -> None:
+    # A prompt with digits for digits, in words for words (as `nlu.biasing` gives them).
+    digits = recognizers[name].transcribe(clips["send"], language="en", prompt=PROMPT, hotwords=None)
+    words = recognizers[name].transcribe(clips["send"], language="en", hotwords=None, numbers_in_words=True,
+                                         prompt="Send five hundred shillings to Juma. Check my balance. Mama, Awa.")
+    assert re.search(r"\d", digits.text), digits.text
+    assert not re.search(r"\d", words.text) and "hundred" in _words(words.text), words.text
+
+
 def test_detects_the_language_when_none_is_given(recognizers: dict[str, OpenAIWhisperRecognizer],
                                                  clips: dict[str, Clip]) -> None:
     transcript = recognizers["base"].transcribe(clips["balance"], language=None, prompt=PROMPT, hotwords=None)
