@@ -3,7 +3,8 @@ first call), and one audio file transcribed and parsed as the voice channel woul
 
     sauti voice models [--assemble] [--model NAME] [--verify]
     sauti voice transcribe FILE [--language en|sw|fr|wo] [--model NAME] [--backend NAME]
-                                [--contact NAME | --contact NICKNAME=NAME ...] [--no-bias] [--show-prompt]
+                                [--contact NAME | --contact NICKNAME=NAME ...] [--no-bias] [--digits]
+                                [--show-prompt]
 """
 
 from __future__ import annotations
@@ -101,13 +102,16 @@ def _describe(parse: Parse) -> str:
 @click.option("--contact", "contacts", multiple=True, metavar="NAME|NICKNAME=NAME",
               help="A contact of the caller's (repeatable), e.g. --contact Juma --contact 'Mama=Grace Wanjiru'.")
 @click.option("--no-bias", is_flag=True, help="Transcribe without the command and contact prompt.")
+@click.option("--digits", is_flag=True,
+              help="Let Whisper write numbers in digits in every language (speech.numbers_in_words: []), to compare.")
 @click.option("--show-prompt", is_flag=True, help="Print the prompt Whisper is primed with.")
 @click.pass_context
 def transcribe(ctx: click.Context, file: Path, language: str | None, model: str | None, backend: str | None,
-               contacts: tuple[str, ...], no_bias: bool, show_prompt: bool) -> None:
+               contacts: tuple[str, ...], no_bias: bool, digits: bool, show_prompt: bool) -> None:
     """Transcribe FILE (WAV, MP3, OGG, …) as the voice channel would, and parse what was heard."""
     settings = _speech_settings(ctx)
-    settings = replace(settings, model=model or settings.model, backend=backend or settings.backend, workers=1)
+    settings = replace(settings, model=model or settings.model, backend=backend or settings.backend, workers=1,
+                       numbers_in_words=() if digits else settings.numbers_in_words)
     book = [_contact(c) for c in contacts]
     service = SpeechService(settings)
     try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +21,7 @@ from nlu.results import Contact
 from nlu.speech import FasterWhisperRecognizer, SpeechService, SpeechSettings, load_recognizer
 from nlu.transcripts import CorruptAudio, SpeechBusy, Transcript
 
+ROOT = Path(__file__).resolve().parents[2]
 CONTACTS = (
     Contact("Juma Otieno", None, "+254711000001"),
     Contact("Grace Wanjiru", "Mama", "+254722111222"),
@@ -107,6 +110,32 @@ def test_numbers_in_words_keep_every_digit_said(settings: SpeechSettings, recogn
     digits = SpeechService(replace(settings, numbers_in_words=()), [recognizer]).transcribe_bytes(
         phone_wav(spoken), "en", CONTACTS)
     assert re.search(r"\d", digits.text), digits.text
+
+
+def test_sauti_voice_transcribe_reads_a_file_and_compares_digits(tmp_path: Path, settings: SpeechSettings) -> None:
+    wav = tmp_path / "command.wav"
+    wav.write_bytes(phone_wav("buy goods till one one one one one two, amount three hundred"))
+    config = tmp_path / "config.yml"
+    config.write_text(f"speech:\n  model_cache_dir: {settings.model_cache_dir}\n"
+                      f"nlu:\n  cache_dir: {tmp_path / 'nlu'}\n")
+
+    # The caller's address book, as the service tests have it (it is part of the prompt).
+    book = [arg for c in CONTACTS for arg in ("--contact", f"{c.nickname}={c.name}" if c.nickname else c.name)]
+
+    def sauti(*extra: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config), "voice", "transcribe",
+                               str(wav), "--language", "en", *book, *extra], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    words = sauti("--show-prompt")
+    assert "intent: buy_goods_till" in words and "till=111112" in words and "amount: 300" in words, words
+    transcript = words.splitlines()[0]
+    assert transcript.startswith("transcript: ") and not re.search(r"\d", transcript), words
+    assert "prompt: " in words and "three hundred" in words
+    digits = sauti("--digits")
+    assert re.search(r"\d", digits.splitlines()[0]), digits
 
 
 async def test_a_reading_that_is_no_whole_command_is_read_again_without_the_prompt(service: SpeechService) -> None:
