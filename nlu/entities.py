@@ -17,6 +17,7 @@ from nlu.amounts import CURRENCY_AFTER, CURRENCY_WORDS, choose_amount, find_amou
 from nlu.contacts import compact, match_contact
 from nlu.intents import ACCOUNT, AMOUNT, BANK, CURRENCY, PHONE, RECIPIENT, RECIPIENT_NAME
 from nlu.lookups import LookupMatcher
+from nlu.number_spelling import repair_scale_words
 from nlu.numbers_words import FR, LANGUAGES, NUMBER_WORDS
 from nlu.phones import KE, SN, find_phones
 from nlu.references import FILLERS, KEYWORDS, find_accounts_after_banks, find_references
@@ -90,6 +91,7 @@ class EntityExtractor:
     ) -> Extraction:
         """Find the entities of `text`. `recipient_spans` (token ranges) replaces contact matching
         when training, where the annotated names are known but no address book is."""
+        tokens = repair_scale_words(tokens, self._known)
         claims = _Claims(text, tokens)
         self._references(claims)
         self._phones(claims, language)
