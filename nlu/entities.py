@@ -18,7 +18,7 @@ from nlu.contacts import compact, match_contact
 from nlu.intents import ACCOUNT, AMOUNT, BANK, CURRENCY, PHONE, RECIPIENT, RECIPIENT_NAME
 from nlu.lookups import LookupMatcher
 from nlu.number_spelling import repair_scale_words
-from nlu.numbers_words import FR, LANGUAGES, NUMBER_WORDS
+from nlu.numbers_words import ALL_NUMBER_WORDS, FR, LANGUAGES
 from nlu.phones import KE, SN, find_phones
 from nlu.references import FILLERS, KEYWORDS, find_accounts_after_banks, find_references
 from nlu.results import Contact, Entity
@@ -75,7 +75,7 @@ class EntityExtractor:
         # Words of the requests themselves: never taken for a name.
         self._known = (
             frozenset(vocabulary) | {w for k in KEYWORDS for w in k} | FILLERS | CURRENCY_WORDS
-            | frozenset(ALL_DIGIT_WORDS) | frozenset().union(*NUMBER_WORDS.values())
+            | frozenset(ALL_DIGIT_WORDS) | ALL_NUMBER_WORDS
         )
         self._known_list = sorted(w for w in self._known if len(w) >= _TYPO_MIN_LENGTH)
         self._lookups = lookups
@@ -157,10 +157,11 @@ class EntityExtractor:
         # "a chain", "Aminata" as "a mina ta"): a lone letter right before a run is tried as the
         # start of each name there. Where it is a word of its own ("to a friend", "à Awa") the
         # name without it scores higher and wins.
+        run_starts = {run_start for run_start, _ in runs}
         spans += [
             (compact(tokens[start - 1].text) + text, start - 1, end)
             for text, start, end in spans
-            if start > 0 and any(start == run_start for run_start, _ in runs) and self._lone_letter(claims, start - 1)
+            if start in run_starts and start > 0 and self._lone_letter(claims, start - 1)
         ]
         found = match_contact(spans, contacts)
         if found is not None:

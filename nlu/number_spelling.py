@@ -14,11 +14,10 @@ from dataclasses import replace
 
 from rapidfuzz import fuzz, process
 
-from nlu.numbers_words import NUMBER_WORDS
+from nlu.numbers_words import ALL_NUMBER_WORDS
 from nlu.tokens import Token
 
 _SCALES = ("hundred", "hundreds", "thousand", "thousands", "million", "millions")
-_NUMBER_WORDS = frozenset().union(*NUMBER_WORDS.values())
 MIN_SCORE = 75
 _MIN_LENGTH = 5
 # Real words that spell as close to a scale word as the misspellings it is meant for ("husband" is
@@ -27,7 +26,7 @@ _NOT_MISSPELT = frozenset({"husband", "husbands", "hundredth", "thousandth"})
 
 
 def _after_a_number(token: Token) -> bool:
-    return token.is_number or token.text in _NUMBER_WORDS
+    return token.is_number or token.text in ALL_NUMBER_WORDS
 
 
 def repair_scale_words(tokens: Sequence[Token], known: Collection[str] = ()) -> tuple[Token, ...]:
@@ -36,7 +35,7 @@ def repair_scale_words(tokens: Sequence[Token], known: Collection[str] = ()) -> 
     repaired = list(tokens)
     for k in range(1, len(tokens)):
         token = tokens[k]
-        if (not token.is_word or len(token.text) < _MIN_LENGTH or token.text in _NUMBER_WORDS
+        if (not token.is_word or len(token.text) < _MIN_LENGTH or token.text in ALL_NUMBER_WORDS
                 or token.text in _NOT_MISSPELT or token.text in known or not _after_a_number(tokens[k - 1])):
             continue
         found = process.extractOne(token.text, _SCALES, scorer=fuzz.ratio, score_cutoff=MIN_SCORE)

@@ -73,7 +73,9 @@ NUMBER_WORDS = {
 
 
 # Every word a number in words can start with.
-_STARTS = frozenset().union(*NUMBER_WORDS.values()) | {"a"}
+#: Every number word of every language.
+ALL_NUMBER_WORDS = frozenset().union(*NUMBER_WORDS.values())
+_STARTS = ALL_NUMBER_WORDS | {"a"}
 
 
 @dataclass(frozen=True, slots=True)
