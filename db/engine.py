@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -33,3 +35,23 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo
         # cache makes the ledger's single `SELECT ledger_apply(...)` a prepared statement.
         connect_args={"server_settings": {"application_name": "sauti"}},
     )
+
+
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, for statements that need no transaction around them.
+
+    On PostgreSQL a lone statement is atomic and sees one snapshot on its own; opening a connection
+    the usual way wraps it in ``BEGIN`` … ``COMMIT``/``ROLLBACK``, two more round trips that each
+    cost the server and this process a system call and a wake-up. The USSD hot paths (who is
+    calling, a PIN's hash, a balance, a session's end, an outbox claim) are such statements. Use it
+    only where each statement stands alone: two statements run through it may see different
+    moments, and each commits as it ends.
+    """
+    # Made once per engine: building the option engine costs more than the round trip it saves.
+    found = _AUTOCOMMIT.get(engine)
+    if found is None:
+        found = _AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return found
+
+
+_AUTOCOMMIT: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()

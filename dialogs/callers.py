@@ -1,6 +1,6 @@
-"""Who is dialling: the registered user behind a phone number (one query per new session), the
-language to greet a new number in, and the values every session of a number starts with (its
-currency and mobile money, by country)."""
+"""Who is dialling: the registered user behind a phone number (two reads per new session, outside
+any transaction: `db.engine.autocommit`), the language to greet a new number in, and the values
+every session of a number starts with (its currency and mobile money, by country)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.engine import autocommit
 from dialogs.display import clock_text, phone_text
 from dialogs.engine import Caller
 from payments.contacts import SavedContact, address_book
@@ -66,7 +67,7 @@ class CallerDirectory:
 
     async def find(self, phone: str) -> Caller | None:
         assert self.engine is not None
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine).connect() as conn:
             user = await find_user_by_phone(conn, phone)
             if user is None:
                 return None

@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.engine import autocommit
 from dialogs.display import clock_text, money_text, phone_text, statement_line
 from dialogs.steps import ActionSpec, Step
-from payments.accounts import AccountKind, account_by_code, account_code, balance, open_account, statement
+from payments.accounts import AccountKind, account_by_code, account_code, balance_by_code, open_account, statement
 from payments.commands import (
     BuyGoods,
     Channel,
@@ -193,12 +194,13 @@ class CustomerActions:
 
     # -- money -----------------------------------------------------------------------------------
 
-    async def _wallet_balance(self, conn: AsyncConnection, user_id: int, currency: Currency) -> Money:
-        try:
-            account = await account_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency, user_id))
-        except UnknownAccount:
-            return Money.zero(currency)
-        return await balance(conn, account.id)
+    async def _wallet_balance(self, user_id: int, currency: Currency) -> Money:
+        """The wallet's balance, zero when it has none yet (one statement, no transaction)."""
+        async with autocommit(self.services.engine).connect() as conn:
+            try:
+                return await balance_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency, user_id))
+            except UnknownAccount:
+                return Money.zero(currency)
 
     async def _payable(self, phone: str, currency: Currency, *, wallet_ok: bool) -> bool:
         """Whether money can reach ``phone``: its country's mobile money is the currency's provider
@@ -247,8 +249,7 @@ class CustomerActions:
             shown = phone_text(recipient)
             step.values["recipient"] = f"{priced.recipient_name} {shown}" if priced.recipient_name else shown
         if payment_kind is not PaymentKind.DEPOSIT:
-            async with self.services.engine.connect() as conn:
-                available = await self._wallet_balance(conn, step.user_id, currency)
+            available = await self._wallet_balance(step.user_id, currency)
             if available < priced.total:
                 step.say("err.no_funds", balance=money_text(available), total=money_text(priced.total))
                 return "fix_amount"
@@ -278,8 +279,7 @@ class CustomerActions:
             step.say("err.busy")
             return "refused"
         step.values["ref"] = payment.public_id
-        async with self.services.engine.connect() as conn:
-            step.values["balance"] = money_text(await self._wallet_balance(conn, step.user_id, currency))
+        step.values["balance"] = money_text(await self._wallet_balance(step.user_id, currency))
         if payment.status is PaymentStatus.FAILED:
             step.say("err.no_funds_short" if payment.error_code == InsufficientFunds.code else "err.busy")
             return "failed"
@@ -292,9 +292,7 @@ class CustomerActions:
     async def balance(self, step: Step) -> str:
         if (failed := await self._verify(step)) is not None:
             return failed
-        async with self.services.engine.connect() as conn:
-            step.values["balance"] = money_text(
-                await self._wallet_balance(conn, step.user_id, Currency(step.values["currency"])))
+        step.values["balance"] = money_text(await self._wallet_balance(step.user_id, Currency(step.values["currency"])))
         return "ok"
 
     async def statement(self, step: Step) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.engine import autocommit
 from db.schema import ussd_sessions
 
 #: Africa's Talking's ``status`` values and what they mean for us.
@@ -39,13 +40,12 @@ class SessionEnd:
     error_message: str | None = None
 
 
-async def record_end(engine: AsyncEngine, end: SessionEnd) -> None:
-    """Insert the session's end, or complete the row the other writer made: Africa's Talking's
-    status decides the outcome; our screen id is kept when the event has none."""
-    row = {k: v for k, v in end.__dict__.items()}
-    statement = insert(ussd_sessions).values(**row)
+def _record_end_statement():
+    """The upsert `record_end` runs: built once, as its parameters change and its shape does not
+    (building it, ``excluded`` and all, cost more CPU than running it)."""
+    statement = insert(ussd_sessions)
     excluded = statement.excluded
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[ussd_sessions.c.session_id],
         set_={
             "outcome": case((excluded.at_status.is_not(None), excluded.outcome), else_=ussd_sessions.c.outcome),
@@ -57,8 +57,17 @@ async def record_end(engine: AsyncEngine, end: SessionEnd) -> None:
             "duration_ms": func.coalesce(excluded.duration_ms, ussd_sessions.c.duration_ms),
             "error_message": func.coalesce(excluded.error_message, ussd_sessions.c.error_message),
         })
-    async with engine.begin() as conn:
-        await conn.execute(statement)
+
+
+_RECORD_END = _record_end_statement()
+
+
+async def record_end(engine: AsyncEngine, end: SessionEnd) -> None:
+    """Insert the session's end, or complete the row the other writer made: Africa's Talking's
+    status decides the outcome; our screen id is kept when the event has none."""
+    # One statement, atomic on its own: no BEGIN and COMMIT around it (one of these per session).
+    async with autocommit(engine).connect() as conn:
+        await conn.execute(_RECORD_END, dict(end.__dict__))
 
 
 @dataclass(frozen=True)

@@ -47,16 +47,14 @@ async def open_session_store(settings: Settings) -> SessionStore:
 
 def build_ussd_engine(journeys: JourneySet, store: SessionStore, services: Services, settings: Settings) -> UssdEngine:
     s = settings.ussd
-    # The engine's own statements are one each (who is dialling; a session's end): in autocommit
-    # they need no BEGIN and ROLLBACK/COMMIT around them, two round trips fewer each. The pool is
-    # the same; only these connections' checkouts skip the transaction.
-    single_statements = services.engine.execution_options(isolation_level="AUTOCOMMIT")
-    callers = CallerDirectory(single_statements, default_language=s.default_language,
+    # Who is dialling and how a session ended are lone statements: `CallerDirectory` and
+    # `record_end` run them outside any transaction themselves (`db.engine.autocommit`).
+    callers = CallerDirectory(services.engine, default_language=s.default_language,
                               country_languages=dict(s.country_languages), service_code=s.service_code,
                               pin_length=settings.security.pin_length)
 
     async def completed(state: SessionState) -> None:
-        await record_end(single_statements, SessionEnd(
+        await record_end(services.engine, SessionEnd(
             state.session_id, state.phone, "completed", last_screen=state.screen,
             journey=journeys.journey_of(state.screen), service_code=state.service_code, hops=state.hops,
             duration_ms=max(0, int((state.updated_at - state.started_at) * 1000))))

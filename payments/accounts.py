@@ -141,6 +141,17 @@ async def balance(conn: AsyncConnection, account_id: int) -> Money:
     return Money(int(total), account.currency)
 
 
+async def balance_by_code(conn: AsyncConnection, code: str) -> Money:
+    """`balance` of the account with this code in one statement (a wallet's balance on a USSD
+    screen: the hot path); `UnknownAccount` when there is none."""
+    row = (await conn.execute(text(
+        "SELECT a.currency, a.balance + coalesce((SELECT sum(s.balance) FROM accounts s "
+        "WHERE s.id = ANY(a.shards)), 0) AS total FROM accounts a WHERE a.code = :c"), {"c": code})).first()
+    if row is None:
+        raise UnknownAccount(code)
+    return Money(int(row.total), Currency(row.currency))
+
+
 async def shard_account(conn: AsyncConnection, account_id: int, count: int) -> Account:
     """Split a hot account (fee revenue, provider collection or settlement: every payment of a kind
     touches one) into ``count`` shards. Credits to it then land on one of its shards

@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.engine import autocommit
 from payments.errors import (
     AccountClosed,
     AccountLocked,
@@ -112,6 +113,11 @@ _NAME = re.compile(r"^[^\x00-\x1f<>{}]{1,60}$")
 
 
 _PIN_ROW = "SELECT status, pin_hash, failed_pin_attempts, locked_until FROM users WHERE id = :u"
+
+
+def _nothing_to_record(row: Any) -> bool:
+    """Whether a matching PIN would change nothing on this user row: active, no failures counted."""
+    return row.status == UserStatus.ACTIVE and not row.failed_pin_attempts
 
 
 def _refuse_early(row: Any, user_id: int, now: datetime) -> None:
@@ -205,13 +211,24 @@ class PinService:
         compared against (a PIN changed meanwhile is compared again). Concurrent wrong guesses are
         all counted, each under the row's lock; one that matched while others locked the user is
         refused. The count and the lock are committed before `WrongPin` / `AccountLocked` is raised.
+        A right PIN that leaves nothing to record (an active user, no failures) takes no lock: two
+        single-statement reads, the second confirming the row is still as compared.
         """
         now = now or datetime.now(UTC)
+        reads = autocommit(engine)
         for _ in range(3):
-            async with engine.connect() as conn:
+            async with reads.connect() as conn:
                 seen = (await conn.execute(text(_PIN_ROW), {"u": user_id})).first()
             _refuse_early(seen, user_id, now)
             matched = await self._matches(seen.pin_hash, pin)
+            if matched and _nothing_to_record(seen):
+                # The usual case, a right PIN with no failures to clear, writes nothing: the row as
+                # it is now, read in one statement, is enough. Whatever changed meanwhile (a new PIN,
+                # a failure counted or a lock by a concurrent guess) takes the locking path below.
+                async with reads.connect() as conn:
+                    now_row = (await conn.execute(text(_USER_PIN_ROW), {"u": user_id})).first()
+                if now_row is not None and now_row.pin_hash == seen.pin_hash and _nothing_to_record(now_row):
+                    return _user(now_row)
             failure: WrongPin | AccountLocked | None = None
             async with engine.begin() as conn:
                 row = (await conn.execute(text(_PIN_ROW + " FOR UPDATE"), {"u": user_id})).first()
@@ -280,6 +297,10 @@ class PinService:
 
 _USER_COLUMNS = (
     "id, phone, display_name, language, roles, kyc_tier, status, pin_hash IS NOT NULL AS has_pin, locked_until")
+
+
+#: The user and what a PIN check looks at, in one read.
+_USER_PIN_ROW = f"SELECT {_USER_COLUMNS}, pin_hash, failed_pin_attempts FROM users WHERE id = :u"
 
 
 def _user(row) -> User:

@@ -46,6 +46,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.engine import autocommit
 from payments import payment_store as store
 from payments.c2b import C2BReceiver
 from payments.commands import (
@@ -154,8 +155,9 @@ class Payments:
         recipient_user_id: int | None = None, kind: PaymentKind = PaymentKind.P2P,
     ) -> Quote:
         """What a payment would cost, checked against limits, with the recipient's registered name
-        when the recipient has a Sauti wallet (for the confirmation screen)."""
-        async with self.engine.connect() as conn:
+        when the recipient has a Sauti wallet (for the confirmation screen). Its reads need no
+        transaction (`handle` checks everything again): they run as lone statements."""
+        async with autocommit(self.engine).connect() as conn:
             payer = await get_user(conn, payer_user_id)
             recipient: User | None = None
             if recipient_user_id is not None:

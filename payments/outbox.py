@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.engine import autocommit
 from db.schema import JOB_STATUSES
 
 # Workers LISTEN here; `enqueue` and `retry_parked` notify it (payload-free, so PostgreSQL folds the
@@ -269,11 +270,11 @@ async def enqueue(
 async def claim(engine: AsyncEngine, worker_id: str, *, limit: int, lease_s: float,
                 default_max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[Job]:
     """Claim up to ``limit`` due jobs for ``worker_id`` with a lease of ``lease_s`` seconds, in a
-    short transaction of its own; oldest due first."""
+    single statement (its own transaction: `db.engine.autocommit`); oldest due first."""
     if limit < 1:
         return []
     params = {"limit": limit, "worker": worker_id, "lease_s": float(lease_s), "default_max": default_max_attempts}
-    async with engine.begin() as conn:
+    async with autocommit(engine).connect() as conn:
         rows = await conn.execute(_CLAIM, params)
         jobs = [_job(r) for r in rows.mappings()]
     return sorted(jobs, key=lambda j: j.id)
@@ -281,8 +282,8 @@ async def claim(engine: AsyncEngine, worker_id: str, *, limit: int, lease_s: flo
 
 async def complete(engine: AsyncEngine, job: Job, worker_id: str) -> bool:
     """Mark a claimed job done. False when this worker no longer held it (its lease expired and the
-    job was requeued or parked meanwhile)."""
-    async with engine.begin() as conn:
+    job was requeued or parked meanwhile). One statement, its own transaction."""
+    async with autocommit(engine).connect() as conn:
         return (await conn.execute(_COMPLETE, _fence(job, worker_id))).rowcount == 1
 
 

@@ -23,6 +23,7 @@ from payments.identities import (
 )
 from payments.phones import InvalidPhoneNumber
 from tests.integration.ledger_helpers import random_kenyan_number
+from tests.statements import statements
 
 FAST = PinPolicy(argon2_time_cost=1, argon2_memory_kib=8_192, pepper="test-pepper")
 
@@ -249,3 +250,53 @@ async def test_a_pin_changed_while_it_was_hashed_is_compared_again(engine, pins)
     with pytest.raises(pe.WrongPin):
         await racing.check(engine, user.id, "4826")  # right when read, wrong by the time it counts
     assert (await racing.check(engine, user.id, "5173")).id == user.id
+
+
+async def test_a_right_pin_with_nothing_to_record_takes_no_lock_and_writes_nothing(engine, pins):
+    user = await new_user(engine, pins)
+    with statements(engine) as seen:
+        assert (await pins.check(engine, user.id, "4826")).id == user.id
+    # Two lone reads (the hash, then the row as it is after hashing), outside any transaction.
+    assert len(seen) == 2 and all(level == "AUTOCOMMIT" for _, level in seen)
+    assert not any("FOR UPDATE" in statement or "UPDATE users" in statement for statement, _ in seen)
+    with statements(engine) as seen, pytest.raises(pe.WrongPin):
+        await pins.check(engine, user.id, "0001")
+    assert any("FOR UPDATE" in statement for statement, _ in seen)  # a miss is counted under the lock
+
+
+async def test_a_right_pin_checked_while_a_concurrent_guess_locked_the_user_is_refused(engine, pins):
+    user = await new_user(engine, pins)
+
+    class LockedMeanwhile(PinService):
+        """Three wrong guesses from elsewhere lock the user while this check hashes."""
+
+        guessed = False
+
+        async def _matches(self, pin_hash: str, pin: str) -> bool:
+            if not self.guessed:
+                self.guessed = True
+                for _ in range(3):
+                    with pytest.raises((pe.WrongPin, pe.AccountLocked)):
+                        await pins.check(engine, user.id, "0001")
+            return await super()._matches(pin_hash, pin)
+
+    with pytest.raises(pe.AccountLocked):
+        await LockedMeanwhile(FAST).check(engine, user.id, "4826")
+    assert (await _failures(engine, user.id))[0] == "locked"
+
+
+async def test_a_right_pin_checked_while_a_wrong_guess_was_counted_clears_it(engine, pins):
+    user = await new_user(engine, pins)
+
+    class CountedMeanwhile(PinService):
+        guessed = False
+
+        async def _matches(self, pin_hash: str, pin: str) -> bool:
+            if not self.guessed:
+                self.guessed = True
+                with pytest.raises(pe.WrongPin):
+                    await pins.check(engine, user.id, "0001")
+            return await super()._matches(pin_hash, pin)
+
+    assert (await CountedMeanwhile(FAST).check(engine, user.id, "4826")).id == user.id
+    assert await _failures(engine, user.id) == ("active", 0)  # the locking path cleared it
