@@ -130,26 +130,29 @@ async def accounts_of(conn: AsyncConnection, user_id: int) -> list[Account]:
     return [_account(r) for r in rows]
 
 
+#: An account's balance with its shards', in one statement. The shards are found by primary key (the
+#: parent lists them): `shard_of` has no index.
+_BALANCE = ("SELECT a.currency, a.balance + coalesce((SELECT sum(s.balance) FROM accounts s "
+            "WHERE s.id = ANY(a.shards)), 0) AS total FROM accounts a WHERE a.{key} = :k")
+_BALANCE_BY = {key: _BALANCE.format(key=key) for key in ("id", "code")}
+
+
+async def _balance_where(conn: AsyncConnection, key: str, value: int | str) -> Money:
+    row = (await conn.execute(text(_BALANCE_BY[key]), {"k": value})).first()
+    if row is None:
+        raise UnknownAccount(value)
+    return Money(int(row.total), Currency(row.currency))
+
+
 async def balance(conn: AsyncConnection, account_id: int) -> Money:
     """The account's balance; for a sharded account, its own plus all its shards'."""
-    account = await get_account(conn, account_id)
-    if not account.shards:
-        return Money(account.balance, account.currency)
-    # By primary key (the parent lists its shards): `shard_of` has no index.
-    total = (await conn.execute(text("SELECT sum(balance) FROM accounts WHERE id = ANY(:ids)"),
-                                {"ids": [account_id, *account.shards]})).scalar_one()
-    return Money(int(total), account.currency)
+    return await _balance_where(conn, "id", account_id)
 
 
 async def balance_by_code(conn: AsyncConnection, code: str) -> Money:
-    """`balance` of the account with this code in one statement (a wallet's balance on a USSD
-    screen: the hot path); `UnknownAccount` when there is none."""
-    row = (await conn.execute(text(
-        "SELECT a.currency, a.balance + coalesce((SELECT sum(s.balance) FROM accounts s "
-        "WHERE s.id = ANY(a.shards)), 0) AS total FROM accounts a WHERE a.code = :c"), {"c": code})).first()
-    if row is None:
-        raise UnknownAccount(code)
-    return Money(int(row.total), Currency(row.currency))
+    """`balance` of the account with this code (a wallet's balance on a USSD screen: the hot path);
+    `UnknownAccount` when there is none."""
+    return await _balance_where(conn, "code", code)
 
 
 async def shard_account(conn: AsyncConnection, account_id: int, count: int) -> Account:

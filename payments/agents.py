@@ -47,9 +47,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.engine import autocommit
 from payments import cash_requests as cr
 from payments import payment_store as store
-from payments.accounts import AccountKind, account_by_code, account_code, balance, open_account
+from payments.accounts import AccountKind, account_by_code, account_code, balance_by_code, open_account
 from payments.agent_commands import (
     CancelCashRequest,
     CashRequestClosed,
@@ -549,12 +550,11 @@ class AgentService:
             return await self._active_agent(conn, await get_user(conn, user_id))
 
     async def _balance(self, kind: AccountKind, agent: Agent) -> Money:
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine).connect() as conn:
             try:
-                account = await account_by_code(conn, account_code(kind, agent.currency, agent.user_id))
+                return await balance_by_code(conn, account_code(kind, agent.currency, agent.user_id))
             except UnknownAccount:
                 return Money.zero(agent.currency)
-            return await balance(conn, account.id)
 
     async def _replay(self, conn: AsyncConnection, requester: int, key: str, digest: str) -> CashResult | None:
         existing = await cr.find_by_key(conn, requester, key)

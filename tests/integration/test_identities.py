@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -230,23 +231,30 @@ async def test_concurrent_wrong_checks_are_all_counted_and_lock_once(engine, pin
     assert locks == 1
 
 
+class Meanwhile(PinService):
+    """A PIN service that runs ``meanwhile`` once, while its first comparison hashes (as a concurrent
+    caller would)."""
+
+    def __init__(self, policy: PinPolicy, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(policy)
+        self._meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
+
+    async def _matches(self, pin_hash: str, pin: str) -> bool:
+        if self._meanwhile is not None:
+            work, self._meanwhile = self._meanwhile, None
+            await work()
+        return await super()._matches(pin_hash, pin)
+
+
 async def test_a_pin_changed_while_it_was_hashed_is_compared_again(engine, pins):
     user = await new_user(engine, pins)
 
-    class ChangedMeanwhile(PinService):
-        """Changes the PIN to 5173 while the first comparison runs (as a concurrent change would)."""
+    async def change_the_pin() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE users SET pin_hash = :h WHERE id = :u"),
+                               {"h": await pins.hash("5173"), "u": user.id})
 
-        changed = False
-
-        async def _matches(self, pin_hash: str, pin: str) -> bool:
-            if not self.changed:
-                self.changed = True
-                async with engine.begin() as conn:
-                    await conn.execute(text("UPDATE users SET pin_hash = :h WHERE id = :u"),
-                                       {"h": await self.hash("5173"), "u": user.id})
-            return await super()._matches(pin_hash, pin)
-
-    racing = ChangedMeanwhile(FAST)
+    racing = Meanwhile(FAST, change_the_pin)
     with pytest.raises(pe.WrongPin):
         await racing.check(engine, user.id, "4826")  # right when read, wrong by the time it counts
     assert (await racing.check(engine, user.id, "5173")).id == user.id
@@ -267,36 +275,22 @@ async def test_a_right_pin_with_nothing_to_record_takes_no_lock_and_writes_nothi
 async def test_a_right_pin_checked_while_a_concurrent_guess_locked_the_user_is_refused(engine, pins):
     user = await new_user(engine, pins)
 
-    class LockedMeanwhile(PinService):
-        """Three wrong guesses from elsewhere lock the user while this check hashes."""
-
-        guessed = False
-
-        async def _matches(self, pin_hash: str, pin: str) -> bool:
-            if not self.guessed:
-                self.guessed = True
-                for _ in range(3):
-                    with pytest.raises((pe.WrongPin, pe.AccountLocked)):
-                        await pins.check(engine, user.id, "0001")
-            return await super()._matches(pin_hash, pin)
+    async def three_wrong_guesses() -> None:
+        for _ in range(3):
+            with pytest.raises((pe.WrongPin, pe.AccountLocked)):
+                await pins.check(engine, user.id, "0001")
 
     with pytest.raises(pe.AccountLocked):
-        await LockedMeanwhile(FAST).check(engine, user.id, "4826")
+        await Meanwhile(FAST, three_wrong_guesses).check(engine, user.id, "4826")
     assert (await _failures(engine, user.id))[0] == "locked"
 
 
 async def test_a_right_pin_checked_while_a_wrong_guess_was_counted_clears_it(engine, pins):
     user = await new_user(engine, pins)
 
-    class CountedMeanwhile(PinService):
-        guessed = False
+    async def one_wrong_guess() -> None:
+        with pytest.raises(pe.WrongPin):
+            await pins.check(engine, user.id, "0001")
 
-        async def _matches(self, pin_hash: str, pin: str) -> bool:
-            if not self.guessed:
-                self.guessed = True
-                with pytest.raises(pe.WrongPin):
-                    await pins.check(engine, user.id, "0001")
-            return await super()._matches(pin_hash, pin)
-
-    assert (await CountedMeanwhile(FAST).check(engine, user.id, "4826")).id == user.id
+    assert (await Meanwhile(FAST, one_wrong_guess).check(engine, user.id, "4826")).id == user.id
     assert await _failures(engine, user.id) == ("active", 0)  # the locking path cleared it
