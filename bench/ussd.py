@@ -6,15 +6,18 @@ outbox worker in-process), with its session store in Redis (``REDIS_URL``, defau
 redis://127.0.0.1:6379/0) and, for comparison, in-process. Callers are concurrent sessions, each
 running one realistic session after another:
   - 40 % menu browsing: dial, My account, back, Send money, back, home (no END: the caller walks away);
-  - 35 % balance checks: dial, My account, Balance, PIN (argon2 verify), END;
+  - 35 % balance checks: dial, My account, Balance, PIN, END;
   - 25 % p2p sends: dial, Send money, a registered number, an amount, PIN, END (a ledger transfer,
     an SMS receipt through the outbox).
-A second mix, menu browsing only (no PIN), shows the engine's own cost apart from argon2's. Each case
-runs at 64 and 256 concurrent sessions, with no pause between hops (a saturating load). The PIN hash
-cost is as configured (config.yml's security section) and printed with the results.
+A second mix, menu browsing only (no PIN), shows the engine's own cost apart from the payments'
+(``--mixes balance`` and ``--mixes send`` run only those sessions). Each case
+runs at 64 and 256 concurrent sessions, with no pause between hops (a saturating load). PINs are
+checked as by default, against keyed check values (``--pin-check keyed``), or with an argon2 verify
+each (``--pin-check argon2``, as with ``security.pin_check_key_file: null``); the argon2 cost is as
+configured (config.yml's security section) and printed with the results.
 
     python -m bench.ussd [--seconds 10] [--concurrency 64,256] [--stores redis,memory]
-                         [--mixes realistic,browse] [--users 1000]
+                         [--mixes realistic,browse] [--users 1000] [--pin-check keyed|argon2]
 
 Uses $DATABASE_URL's server when set, else the embedded PostgreSQL under var/bench-pg; creates (and
 drops) its own database there. Target (issue 4): at least 40 % of the bare handler's rate, and p99
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import os
 import random
+import secrets
 import signal
 import socket
 import statistics
@@ -38,6 +42,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -101,7 +106,7 @@ class Tally:
 
 def _scenario(rng: random.Random, phones: list[str], me: str, mix: str) -> tuple[list[str], str]:
     """The inputs of one session and its kind."""
-    roll = rng.random() if mix == "realistic" else 0.0
+    roll = {"realistic": rng.random(), "browse": 0.0, "balance": 0.5, "send": 1.0}[mix]
     if roll < 0.40:
         return ["6", "0", "1", "0", "00"], "browse"
     if roll < 0.75:
@@ -172,7 +177,8 @@ async def admin(server_url: str, statement: str) -> None:
 
 
 async def seed(url: str, users: int, pins: PinService) -> list[str]:
-    """``users`` Kenyan customers with the same PIN (hashed once) and KES 1,000,000 each."""
+    """``users`` Kenyan customers with the same PIN (hashed once; with its check value when ``pins``
+    has a check key, as a user's first right PIN would have derived it) and KES 1,000,000 each."""
     engine = create_engine(url, pool_size=4)
     digest = await pins.hash(PIN)
     phones: list[str] = []
@@ -180,13 +186,17 @@ async def seed(url: str, users: int, pins: PinService) -> list[str]:
         ledger = Ledger(engine, LedgerLimits.from_major(10**9))
         async with engine.begin() as conn:
             source = (await open_account(conn, AccountKind.PROVIDER_COLLECTION, Currency.KES, "mpesa")).id
-            wallets = []
+            wallets, ids = [], []
             for n in range(users):
                 phone = f"+2547{10_000_000 + n * 37:08d}"
                 user = await register_user(conn, phone, display_name=f"Bench Caller {n}")
                 wallets.append((await open_account(conn, AccountKind.CUSTOMER_WALLET, Currency.KES, user.id)).id)
                 phones.append(phone)
+                ids.append(user.id)
             await conn.execute(text("UPDATE users SET pin_hash = :h"), {"h": digest})
+            if pins.check_value(0, PIN) is not None:
+                await conn.execute(text("UPDATE users SET pin_check = :c WHERE id = :u"),
+                                   [{"c": pins.check_value(u, PIN), "u": u} for u in ids])
             for wallet in wallets:
                 await ledger.transfer(TransferRequest(f"seed-{wallet}", payment_legs(
                     source, wallet, Money.of(1_000_000, Currency.KES)), kind="deposit"), conn=conn)
@@ -211,7 +221,8 @@ async def wait_until_up(url: str, process: asyncio.subprocess.Process, within_s:
     raise SystemExit(f"{url} did not become ready")
 
 
-async def start_gateway(database: str, store: str, redis_url: str) -> tuple[asyncio.subprocess.Process, str]:
+async def start_gateway(database: str, store: str, redis_url: str,
+                        pin_check_key: str) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database, "SAUTI__LOGGING__ACCESS_LOG": "false",
            "SAUTI__LOGGING__LEVEL": "WARNING", "SAUTI__PROVIDERS__MODE": "sandbox",
@@ -219,6 +230,11 @@ async def start_gateway(database: str, store: str, redis_url: str) -> tuple[asyn
            "SAUTI__PAYMENTS__RECOVERY_INTERVAL_S": "3600", "SAUTI__DATABASE__POOL_SIZE": "20",
            "SAUTI__USSD__REDIS_KEY_PREFIX": f"sauti-bench-{uuid.uuid4().hex[:8]}-"}
     env.pop("REDIS_URL", None)
+    env.pop("SAUTI_PIN_CHECK_KEY", None)
+    if pin_check_key:
+        env["SAUTI_PIN_CHECK_KEY"] = pin_check_key
+    else:
+        env["SAUTI__SECURITY__PIN_CHECK_KEY_FILE"] = "null"  # argon2 for every check
     if store == "redis":
         env["REDIS_URL"] = redis_url
     process = await asyncio.create_subprocess_exec(
@@ -269,7 +285,10 @@ def argon2_verify_ms(pins: PinService) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
+    check_key = secrets.token_urlsafe(32) if args.pin_check == "keyed" else ""
     settings = load_settings(ROOT / "config.yml", env={})
+    settings = settings.model_copy(update={"security": settings.security.model_copy(
+        update={"pin_check_key": SecretStr(check_key) if check_key else None, "pin_check_key_file": None})})
     s = settings.security
     configured = os.environ.get("DATABASE_URL")
     server = configured or await asyncio.to_thread(start_embedded, ROOT / "var" / "bench-pg", "postgres")
@@ -303,7 +322,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await stop(bare)
         for store in args.stores.split(","):
-            process, url = await start_gateway(database, store, args.redis_url)
+            process, url = await start_gateway(database, store, args.redis_url, check_key)
             try:
                 for mix in args.mixes.split(","):
                     for c in concurrencies:
@@ -317,12 +336,16 @@ async def main(args: argparse.Namespace) -> None:
 
     print(f"\nUSSD hops: {args.seconds:g} s per row after 1 s of warm-up; mix 40 % browsing, 35 % balance "
           f"(PIN), 25 % p2p send (PIN); PostgreSQL: {'DATABASE_URL' if configured else 'embedded'}")
-    per_hop = 0.60 / (0.40 * 6 + 0.35 * 4 + 0.25 * 5)  # PIN verifies per hop in the realistic mix
-    print(f"PIN hash: argon2id time_cost={s.argon2_time_cost}, memory={s.argon2_memory_kib} KiB, "
-          f"parallelism={s.argon2_parallelism}: {verify_ms:.1f} ms of CPU per verify here; the realistic mix "
-          f"verifies a PIN every {1 / per_hop:.1f} hops, so argon2 alone caps it at "
-          f"{1000 / (verify_ms * per_hop):.0f} hops/s per CPU core ({os.cpu_count()} cores, shared with the "
-          f"load generator and PostgreSQL)")
+    per_hop = 0.60 / (0.40 * 6 + 0.35 * 4 + 0.25 * 5)  # PIN checks per hop in the realistic mix
+    argon2 = (f"argon2id time_cost={s.argon2_time_cost}, memory={s.argon2_memory_kib} KiB, "
+              f"parallelism={s.argon2_parallelism}: {verify_ms:.1f} ms of CPU per verify here")
+    if check_key:
+        print(f"PIN check: keyed check values (HMAC-SHA256), a PIN every {1 / per_hop:.1f} hops; the PIN's "
+              f"record is an {argon2}, paid when a PIN is set or a check value first derived")
+    else:
+        print(f"PIN check: an {argon2}; the realistic mix checks a PIN every {1 / per_hop:.1f} hops, so "
+              f"argon2 alone caps it at {1000 / (verify_ms * per_hop):.0f} hops/s per CPU core "
+              f"({os.cpu_count()} cores, shared with the load generator and PostgreSQL)")
     print(f"{'server':<28} {'sessions':>8} {'hops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99 no-PIN':>11} "
           f"{'errors':>7} {'vs bare':>8}")
     anchors = {r.concurrency: r.hops_per_s for r in rows if r.name.startswith("bare")}
@@ -343,8 +366,11 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", default="64,256", help="concurrent sessions, comma-separated")
     parser.add_argument("--stores", default="redis,memory", help="session stores to measure: redis, memory")
     parser.add_argument("--mixes", default="realistic,browse",
-                        help="realistic (browsing, balance, p2p with PIN) and/or browse (menus only: no PIN)")
+                        help="realistic (browsing, balance, p2p with PIN), browse (menus only: no PIN), and "
+                             "for a closer look, balance or send (only balance checks, only p2p sends)")
     parser.add_argument("--users", type=int, default=1000, help="registered callers")
+    parser.add_argument("--pin-check", choices=("keyed", "argon2"), default="keyed",
+                        help="PINs checked against keyed check values (the default) or by argon2 each time")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
     parser.add_argument("--bare-server", type=int, default=None, help=argparse.SUPPRESS)
     arguments = parser.parse_args()

@@ -63,6 +63,7 @@ users = Table(
     Column("kyc_tier", SmallInteger, nullable=False, server_default="0"),
     Column("status", Text, nullable=False, server_default="active"),
     Column("pin_hash", Text),
+    Column("pin_check", Text),  # keyed check value of the PIN (migration 0009); NULL until derived
     Column("failed_pin_attempts", Integer, nullable=False, server_default="0"),
     Column("locked_until", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -90,7 +90,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         web.run_app(create_app(settings), host=host, port=port, access_log=None,
                     shutdown_timeout=settings.server.shutdown_timeout_s,
                     print=lambda _: click.echo(f"Sauti gateway listening on http://{host}:{port} (Ctrl-C to stop)"))
-    except (ProvidersUnavailable, UssdUnavailable) as exc:  # a setting to fix, said plainly (no traceback)
+    except (ConfigError, ProvidersUnavailable, UssdUnavailable) as exc:  # a setting to fix, said plainly
         raise click.ClickException(str(exc)) from None
 
 

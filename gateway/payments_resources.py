@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,6 +27,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.generated_secrets import BadSecretFile, generated_secret
 from gateway.keys import DB_ENGINE, LEDGER, PAYMENTS, SETTINGS
 from gateway.settings import PaymentsSection, Settings
 from payments.errors import InvalidRequest
@@ -51,8 +49,6 @@ log = logging.getLogger(__name__)
 
 #: Where Wave's webhooks come in (`gateway.callbacks` routes it).
 WAVE_WEBHOOK_PATH = "/callbacks/wave"
-
-_SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{24,128}")
 
 
 class ProvidersUnavailable(Exception):
@@ -104,29 +100,14 @@ def public_base_url(settings: Settings) -> str:
 
 
 def callback_secret(settings: Settings) -> str:
-    """The configured secret, or the generated one kept in ``callback_secret_file`` (made on first
-    use; when several processes race, the first link wins and the others read it)."""
+    """The configured secret, or the generated one kept in ``callback_secret_file``."""
     configured = settings.payments.callback_secret
     if configured is not None:
         return configured.get_secret_value()
-    path = settings.payments.callback_secret_file
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(secrets.token_urlsafe(32) + "\n")
-        try:
-            os.link(fresh, path)  # atomic: never a half-written secret, never two different ones
-        except FileExistsError:
-            pass
-        finally:
-            fresh.unlink()
-    secret = path.read_text(encoding="ascii").strip()
-    if not _SECRET_SHAPE.fullmatch(secret):
-        raise ProvidersUnavailable(f"{path} does not hold a callback secret (24-128 of A-Z a-z 0-9 _ -); "
-                                   "delete it to generate a new one")
-    return secret
+    try:
+        return generated_secret(settings.payments.callback_secret_file, "callback secret")
+    except BadSecretFile as exc:
+        raise ProvidersUnavailable(str(exc)) from None
 
 
 def payment_settings(section: PaymentsSection, callback_base_url: str, *, hot_account_shards: int = 8,

@@ -12,8 +12,9 @@ from aiohttp import web
 from db.embedded import start_embedded
 from db.engine import create_engine, redacted
 from db.migrate import upgrade
+from gateway.generated_secrets import BadSecretFile, generated_secret
 from gateway.keys import DATABASE_URL, DB_ENGINE, LEDGER, PINS, SETTINGS
-from gateway.settings import Settings
+from gateway.settings import ConfigError, Settings
 from payments.identities import PinPolicy, PinService
 from payments.ledger import Ledger, LedgerLimits, TransferBatcher
 
@@ -29,12 +30,27 @@ async def database_url(settings: Settings) -> str:
         start_embedded, settings.database.embedded_dir, settings.database.embedded_database)
 
 
+def pin_check_key(settings: Settings) -> str:
+    """The configured PIN check key, or the one generated into ``pin_check_key_file``; "" when both
+    are unset (every PIN check is then an argon2 verify)."""
+    s = settings.security
+    if s.pin_check_key is not None:
+        return s.pin_check_key.get_secret_value()
+    if s.pin_check_key_file is None:
+        return ""
+    try:
+        return generated_secret(s.pin_check_key_file, "PIN check key")
+    except BadSecretFile as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def pin_policy(settings: Settings) -> PinPolicy:
+    """The PIN rules as configured (reads or makes the generated check key: a start-up step)."""
     s = settings.security
     return PinPolicy(max_attempts=s.pin_max_attempts, lock_minutes=s.pin_lock_minutes, length=s.pin_length,
                      argon2_time_cost=s.argon2_time_cost, argon2_memory_kib=s.argon2_memory_kib,
                      argon2_parallelism=s.argon2_parallelism, pepper=s.pin_pepper.get_secret_value(),
-                     hash_threads=s.pin_hash_threads)
+                     check_key=pin_check_key(settings), hash_threads=s.pin_hash_threads)
 
 
 def build_ledger(engine, settings: Settings) -> Ledger:

@@ -117,6 +117,10 @@ class SecuritySettings(_Section):
     # Threads hashing PINs; 0: every core but one (at least one), which keeps a core for the event loop.
     pin_hash_threads: int = Field(0, ge=0, le=256)
     pin_pepper: SecretStr = SecretStr("")
+    # The key of PIN check values (`payments.identities`): a PIN is then checked with one HMAC, not an
+    # argon2 verify. None: generated once into pin_check_key_file; both None: argon2 for every check.
+    pin_check_key: SecretStr | None = None
+    pin_check_key_file: Path | None = Path("var/secrets/pin-check-key")
     # Failed device sign-ins (`gateway.sign_in_limits`) one client may make in a window before it
     # must wait for the window's end: the lock-out stops guessing at one wallet, this across many.
     sign_in_failures_per_client: int = Field(10, ge=1, le=10_000)
@@ -133,6 +137,15 @@ class SecuritySettings(_Section):
             except ValueError:
                 raise ValueError(f"{proxy!r} is not an IP address") from None
         return proxies
+
+    @field_validator("pin_check_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        # A short key could be guessed, and with it every PIN from the database in 10,000 tries.
+        if key is not None and len(key.get_secret_value()) < 32:
+            raise ValueError("pin_check_key needs at least 32 characters (e.g. python -c "
+                             "'import secrets; print(secrets.token_urlsafe(32))')")
+        return key
 
 
 class LedgerSettings(_Section):
@@ -465,6 +478,7 @@ _DIRECT_ENV = {
     "DATABASE_URL": ("database", "url"),
     "REDIS_URL": ("redis", "url"),
     "SAUTI_PIN_PEPPER": ("security", "pin_pepper"),
+    "SAUTI_PIN_CHECK_KEY": ("security", "pin_check_key"),
     "SAUTI_API_KEY_PEPPER": ("api", "key_pepper"),
 }
 

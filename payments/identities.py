@@ -1,9 +1,18 @@
 """People: users keyed by their phone number, their roles and language, and their PINs.
 
-PINs are argon2 hashes (with an optional server-side pepper, so a stolen database alone does not
-let anyone try all 10,000 four-digit PINs offline); they are never logged and never returned. After
-``max_attempts`` wrong PINs in a row the user is locked for ``lock_minutes``; each lock, with its end,
-is recorded in ``user_locks`` and in the audit log.
+PINs are argon2 hashes (with an optional server-side pepper); they are never logged and never
+returned. After ``max_attempts`` wrong PINs in a row the user is locked for ``lock_minutes``; each
+lock, with its end, is recorded in ``user_locks`` and in the audit log.
+
+Checking a PIN need not cost an argon2 verify (tens of milliseconds of CPU) each time: with a check
+key (``PinPolicy.check_key``, a secret kept outside the database), each user also has a *check
+value*, HMAC-SHA256 of their id and PIN under that key, as the card industry keeps a PIN
+verification value under a key the database never holds. A PIN of four digits is one of 10,000;
+no hash cost protects it from someone holding the database and whatever the hash needs (the pepper):
+what does is a key they do not hold, and the lock-out online. The check value is derived at the
+first argon2 verify that matches, so no back-fill is needed, and one made under another key is
+ignored and derived again; the argon2 hash stays the PIN's record, from which a new key's values
+come. Whenever the hash changes the check value changes with it (a trigger clears a stale one).
 """
 
 from __future__ import annotations
@@ -79,8 +88,9 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class PinPolicy:
-    """How PINs are checked and stored. The argon2 cost is a trade: each USSD confirmation pays it
-    once, and a 4-digit PIN is protected mostly by the lock-out and the pepper, not by the hash cost."""
+    """How PINs are checked and stored. A 4-digit PIN is protected by the lock-out online and by
+    secrets the database does not hold (the pepper, the check key), not by the hash cost: with a
+    check key, argon2 is paid when a PIN is set and when its check value is first derived."""
 
     max_attempts: int = 3
     lock_minutes: int = 15
@@ -89,6 +99,9 @@ class PinPolicy:
     argon2_memory_kib: int = 19_456
     argon2_parallelism: int = 1
     pepper: str = ""
+    #: Secret for keyed check values (see the module's docstring); empty: every check is an argon2
+    #: verify.
+    check_key: str = ""
     #: Threads that hash PINs; 0: one per core but one (see `hash_threads_here`).
     hash_threads: int = 0
 
@@ -112,7 +125,9 @@ T = TypeVar("T")
 _NAME = re.compile(r"^[^\x00-\x1f<>{}]{1,60}$")
 
 
-_PIN_ROW = "SELECT status, pin_hash, failed_pin_attempts, locked_until FROM users WHERE id = :u"
+_PIN_ROW = "SELECT status, pin_hash, pin_check, failed_pin_attempts, locked_until FROM users WHERE id = :u"
+#: A check value's form: scheme, key id (so a value made under another key is recognised), HMAC.
+_CHECK_SCHEME = "v1"
 
 
 def _nothing_to_record(row: Any) -> bool:
@@ -133,15 +148,20 @@ def _refuse_early(row: Any, user_id: int, now: datetime) -> None:
 
 
 class PinService:
-    """Sets, verifies and changes PINs. Argon2 runs on threads of its own (it releases the GIL), by
-    default one per core but one (`PinPolicy.hash_threads_here`): the event loop keeps serving, and
-    PIN checks do not crowd the default executor's threads, which would only make them wait on each
-    other for the same cores."""
+    """Sets, verifies and changes PINs: against a keyed check value when the user has one made under
+    this service's key (microseconds, on the event loop), else by argon2. Argon2 runs on threads of
+    its own (it releases the GIL), by default one per core but one (`PinPolicy.hash_threads_here`):
+    the event loop keeps serving, and PIN checks do not crowd the default executor's threads, which
+    would only make them wait on each other for the same cores."""
 
     def __init__(self, policy: PinPolicy) -> None:
         self.policy = policy
         self._hasher = policy.hasher()
         self._threads = ThreadPoolExecutor(max_workers=policy.hash_threads_here(), thread_name_prefix="argon2")
+        self._check_key = policy.check_key.encode() or None
+        self._check_prefix = (
+            f"{_CHECK_SCHEME}:{hmac.new(self._check_key, b'sauti pin-check key id', hashlib.sha256).hexdigest()[:8]}:"
+            if self._check_key else None)
 
     def close(self) -> None:
         """Let the hashing threads go (the app's cleanup calls it)."""
@@ -154,6 +174,32 @@ class PinService:
         if not self.policy.pepper:
             return pin
         return hmac.new(self.policy.pepper.encode(), pin.encode(), hashlib.sha256).hexdigest()
+
+    def check_value(self, user_id: int, pin: str) -> str | None:
+        """``pin``'s check value for ``user_id`` (None without a check key). The user's id is part of
+        the message: a value copied onto another user's row does not match there."""
+        if self._check_key is None:
+            return None
+        mac = hmac.new(self._check_key, f"pin-check:{user_id}:{pin}".encode(), hashlib.sha256).hexdigest()
+        return f"{self._check_prefix}{mac}"
+
+    def _keyed(self, user_id: int, stored: str | None, pin: str) -> bool | None:
+        """Whether ``pin`` matches the stored check value; None when that cannot tell (no check key,
+        no value yet, or one made under another key): argon2 must."""
+        if stored is None or self._check_prefix is None or not stored.startswith(self._check_prefix):
+            return None
+        if not isinstance(pin, str) or len(pin) > 32:
+            return False
+        return hmac.compare_digest(self.check_value(user_id, pin) or "", stored)
+
+    async def _compare(self, user_id: int, row: Any, pin: str) -> tuple[bool, str | None]:
+        """Whether ``pin`` is ``row``'s, and the check value to store: keyed when the row's value
+        allows, else an argon2 verify, whose match derives the value (None when nothing to store)."""
+        keyed = self._keyed(user_id, row.pin_check, pin)
+        if keyed is not None:
+            return keyed, None
+        matched = await self._matches(row.pin_hash, pin)
+        return matched, self.check_value(user_id, pin) if matched else None
 
     def validate_new_pin(self, pin: str) -> None:
         if not isinstance(pin, str) or not pin.isascii() or not pin.isdigit() or len(pin) != self.policy.length:
@@ -185,8 +231,8 @@ class PinService:
         self.validate_new_pin(pin)
         digest = await self.hash(pin)
         result = await conn.execute(text(
-            "UPDATE users SET pin_hash = :h, failed_pin_attempts = 0, updated_at = now() "
-            "WHERE id = :u AND pin_hash IS NULL"), {"h": digest, "u": user_id})
+            "UPDATE users SET pin_hash = :h, pin_check = :c, failed_pin_attempts = 0, updated_at = now() "
+            "WHERE id = :u AND pin_hash IS NULL"), {"h": digest, "c": self.check_value(user_id, pin), "u": user_id})
         if result.rowcount == 0:
             await get_user(conn, user_id)  # raises UnknownUser
             raise InvalidRequest("this user already has a PIN; change it with the old PIN")
@@ -202,7 +248,8 @@ class PinService:
         now = now or datetime.now(UTC)
         row = (await conn.execute(text(_PIN_ROW + " FOR UPDATE"), {"u": user_id})).first()
         _refuse_early(row, user_id, now)
-        return await self._record(conn, user_id, row, await self._matches(row.pin_hash, pin), now)
+        matched, derived = await self._compare(user_id, row, pin)
+        return await self._record(conn, user_id, row, matched, now, derived)
 
     async def check(self, engine: AsyncEngine, user_id: int, pin: str, *, now: datetime | None = None) -> User:
         """`verify` in transactions of its own, holding no connection while the PIN is hashed (tens of
@@ -211,22 +258,31 @@ class PinService:
         compared against (a PIN changed meanwhile is compared again). Concurrent wrong guesses are
         all counted, each under the row's lock; one that matched while others locked the user is
         refused. The count and the lock are committed before `WrongPin` / `AccountLocked` is raised.
-        A right PIN that leaves nothing to record (an active user, no failures) takes no lock: two
-        single-statement reads, the second confirming the row is still as compared.
+        A right PIN that leaves nothing to record (an active user, no failures) takes no lock: with a
+        check value, one single-statement read (the comparison awaits nothing, so the row as read is
+        the row now); after an argon2 verify, a second statement confirms the row is still as
+        compared (and stores the check value derived, if any).
         """
         now = now or datetime.now(UTC)
         reads = autocommit(engine)
         for _ in range(3):
             async with reads.connect() as conn:
-                seen = (await conn.execute(text(_PIN_ROW), {"u": user_id})).first()
+                seen = (await conn.execute(text(_USER_PIN_ROW), {"u": user_id})).first()
             _refuse_early(seen, user_id, now)
-            matched = await self._matches(seen.pin_hash, pin)
+            keyed = self._keyed(user_id, seen.pin_check, pin)
+            if keyed and _nothing_to_record(seen):
+                return _user(seen)
+            matched, derived = await self._compare(user_id, seen, pin)
             if matched and _nothing_to_record(seen):
-                # The usual case, a right PIN with no failures to clear, writes nothing: the row as
-                # it is now, read in one statement, is enough. Whatever changed meanwhile (a new PIN,
-                # a failure counted or a lock by a concurrent guess) takes the locking path below.
+                # The usual argon2 case, a right PIN with no failures to clear: the row as it is now,
+                # in one statement, is enough. Whatever changed meanwhile (a new PIN, a failure
+                # counted or a lock by a concurrent guess) takes the locking path below.
                 async with reads.connect() as conn:
-                    now_row = (await conn.execute(text(_USER_PIN_ROW), {"u": user_id})).first()
+                    if derived is None:
+                        now_row = (await conn.execute(text(_USER_PIN_ROW), {"u": user_id})).first()
+                    else:  # the first match since the PIN was set (or the key changed): keep its value
+                        now_row = (await conn.execute(_DERIVE, {"u": user_id, "h": seen.pin_hash,
+                                                                "c": derived})).first()
                 if now_row is not None and now_row.pin_hash == seen.pin_hash and _nothing_to_record(now_row):
                     return _user(now_row)
             failure: WrongPin | AccountLocked | None = None
@@ -236,21 +292,25 @@ class PinService:
                     continue  # a new PIN since it was read: compare against that one
                 _refuse_early(row, user_id, now)
                 try:
-                    return await self._record(conn, user_id, row, matched, now)
+                    return await self._record(conn, user_id, row, matched, now, derived)
                 except (WrongPin, AccountLocked) as exc:
                     failure = exc  # raised once the transaction has committed the count
             assert failure is not None
             raise failure
         raise PinNotSet("the PIN kept changing while it was checked; try again")
 
-    async def _record(self, conn: AsyncConnection, user_id: int, row: Any, matched: bool, now: datetime) -> User:
+    async def _record(self, conn: AsyncConnection, user_id: int, row: Any, matched: bool, now: datetime,
+                      derived: str | None = None) -> User:
         """Apply a comparison's outcome to the (locked) user row ``row``: a lock that has run out
-        ends, a match clears the failures, a miss counts and may lock the user."""
+        ends, a match clears the failures (and stores the check value it ``derived``, if any), a
+        miss counts and may lock the user."""
         if row.status == UserStatus.LOCKED:
             await self._unlock(conn, user_id, now)  # `_refuse_early` let it through: it has run out
         if matched:
-            if row.failed_pin_attempts:
-                await conn.execute(text("UPDATE users SET failed_pin_attempts = 0 WHERE id = :u"), {"u": user_id})
+            if row.failed_pin_attempts or derived:
+                await conn.execute(text(
+                    "UPDATE users SET failed_pin_attempts = 0, pin_check = coalesce(:c, pin_check) WHERE id = :u"),
+                    {"u": user_id, "c": derived})
             return await get_user(conn, user_id)
         failures = (await conn.execute(text(
             "UPDATE users SET failed_pin_attempts = failed_pin_attempts + 1, updated_at = now() "
@@ -283,14 +343,18 @@ class PinService:
         if new_pin == old_pin:
             raise InvalidPin("the new PIN must differ from the old one")
         await self.verify(conn, user_id, old_pin)
-        await self.replace_verified(conn, user_id, await self.hash(new_pin))
+        await self.replace_verified(conn, user_id, await self.hash(new_pin),
+                                    new_pin_check=self.check_value(user_id, new_pin))
 
     async def replace_verified(self, conn: AsyncConnection, user_id: int, new_pin_hash: str,
-                               *, channel: str | None = None) -> None:
+                               *, new_pin_check: str | None = None, channel: str | None = None) -> None:
         """Store a new PIN's hash (made by `hash`) for a user whose current PIN the caller has just
-        verified: a dialog that asks for the old PIN, then the new one twice, across several screens."""
-        await conn.execute(text("UPDATE users SET pin_hash = :h, failed_pin_attempts = 0, updated_at = now() "
-                                "WHERE id = :u"), {"h": new_pin_hash, "u": user_id})
+        verified: a dialog that asks for the old PIN, then the new one twice, across several screens.
+        Its check value, when the caller has none (a dialog keeps only the hash between screens), is
+        derived at the next check."""
+        await conn.execute(text("UPDATE users SET pin_hash = :h, pin_check = :c, failed_pin_attempts = 0, "
+                                "updated_at = now() WHERE id = :u"),
+                           {"h": new_pin_hash, "c": new_pin_check, "u": user_id})
         await audit(conn, actor=f"user:{user_id}", action="pin.changed", subject=f"user:{user_id}",
                     details={"channel": channel} if channel else None)
 
@@ -300,7 +364,11 @@ _USER_COLUMNS = (
 
 
 #: The user and what a PIN check looks at, in one read.
-_USER_PIN_ROW = f"SELECT {_USER_COLUMNS}, pin_hash, failed_pin_attempts FROM users WHERE id = :u"
+_USER_PIN_ROW = f"SELECT {_USER_COLUMNS}, pin_hash, pin_check, failed_pin_attempts FROM users WHERE id = :u"
+#: `_USER_PIN_ROW` after an argon2 match, storing the check value it derived if the hash is still the
+#: one compared against (no row otherwise: the locking path sorts it out).
+_DERIVE = text(f"UPDATE users SET pin_check = :c WHERE id = :u AND pin_hash = :h "
+               f"RETURNING {_USER_COLUMNS}, pin_hash, pin_check, failed_pin_attempts")
 
 
 def _user(row) -> User:

@@ -44,6 +44,9 @@ def _merge(into: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return into
 
 
+PIN_CHECK_KEY = "test-pin-check-key-0123456789abcdef"
+
+
 def gateway_settings(database_url: str, port: int, **sections: Any) -> Settings:
     """Sandbox providers, fast retries and callbacks, recovery out of the way unless asked for."""
     tree: dict[str, Any] = {
@@ -52,6 +55,8 @@ def gateway_settings(database_url: str, port: int, **sections: Any) -> Settings:
         "outbox": {"poll_interval_s": 0.05, "backoff_base_s": 0.05, "backoff_max_s": 0.2, "max_attempts": 5},
         "payments": {"callback_secret": SECRET, "stuck_after_s": 3600, "recovery_interval_s": 3600},
         "providers": {"mode": "sandbox", "sandbox": {"callback_delay_s": 0.05}},
+        # Keyed PIN checks, as by default, with a key of the test's own (not one generated in var/).
+        "security": {"pin_check_key": PIN_CHECK_KEY},
     }
     return Settings.model_validate(_merge(tree, sections))
 

@@ -294,3 +294,112 @@ async def test_a_right_pin_checked_while_a_wrong_guess_was_counted_clears_it(eng
 
     assert (await Meanwhile(FAST, one_wrong_guess).check(engine, user.id, "4826")).id == user.id
     assert await _failures(engine, user.id) == ("active", 0)  # the locking path cleared it
+
+
+# -- keyed check values -----------------------------------------------------------------------------
+
+KEYED = PinPolicy(argon2_time_cost=1, argon2_memory_kib=8_192, pepper="test-pepper",
+                  check_key="test-pin-check-key-0123456789abcdef")
+
+
+class Counting(PinService):
+    """A PIN service that counts its argon2 comparisons."""
+
+    def __init__(self, policy: PinPolicy) -> None:
+        super().__init__(policy)
+        self.argon2 = 0
+
+    async def _matches(self, pin_hash: str, pin: str) -> bool:
+        self.argon2 += 1
+        return await super()._matches(pin_hash, pin)
+
+
+async def _check_value(engine, user_id: int) -> str | None:
+    async with engine.connect() as conn:
+        return (await conn.execute(text("SELECT pin_check FROM users WHERE id = :u"), {"u": user_id})).scalar_one()
+
+
+async def test_a_keyed_check_is_one_read_and_no_argon2(engine):
+    keyed = Counting(KEYED)
+    user = await new_user(engine, keyed)
+    stored = await _check_value(engine, user.id)
+    assert stored is not None and stored.startswith("v1:") and "4826" not in stored
+    assert stored == keyed.check_value(user.id, "4826") != keyed.check_value(user.id + 1, "4826")
+    with statements(engine) as seen:
+        assert (await keyed.check(engine, user.id, "4826")).id == user.id
+    assert len(seen) == 1 and seen[0][1] == "AUTOCOMMIT" and "FOR UPDATE" not in seen[0][0]
+    async with engine.begin() as conn:
+        assert (await keyed.verify(conn, user.id, "4826")).id == user.id
+    assert keyed.argon2 == 0
+
+
+async def test_wrong_pins_against_a_check_value_count_and_lock(engine):
+    keyed = Counting(KEYED)
+    user = await new_user(engine, keyed)
+    for left in (2, 1):
+        with pytest.raises(pe.WrongPin) as wrong:
+            await keyed.check(engine, user.id, "0001")
+        assert wrong.value.attempts_left == left
+    with pytest.raises(pe.AccountLocked):
+        await keyed.check(engine, user.id, "0001")
+    with pytest.raises(pe.AccountLocked):  # the right PIN too, until the lock runs out
+        await keyed.check(engine, user.id, "4826")
+    assert (await _failures(engine, user.id))[0] == "locked" and keyed.argon2 == 0
+    later = datetime.now(UTC) + timedelta(minutes=FAST.lock_minutes + 1)
+    assert (await keyed.check(engine, user.id, "4826", now=later)).id == user.id
+    assert await _failures(engine, user.id) == ("active", 0)
+
+
+async def test_the_first_match_derives_the_check_value_and_another_key_derives_its_own(engine):
+    user = await new_user(engine, PinService(FAST))  # set while no check key was configured
+    assert await _check_value(engine, user.id) is None
+    keyed = Counting(KEYED)
+    with pytest.raises(pe.WrongPin):  # a miss derives nothing
+        await keyed.check(engine, user.id, "0001")
+    assert await _check_value(engine, user.id) is None
+    assert (await keyed.check(engine, user.id, "4826")).id == user.id  # clears the failure, derives
+    assert await _check_value(engine, user.id) == keyed.check_value(user.id, "4826")
+    assert (await keyed.check(engine, user.id, "4826")).id == user.id
+    assert keyed.argon2 == 2  # the miss and the first match; the second check was keyed
+
+    rotated = Counting(PinPolicy(argon2_time_cost=1, argon2_memory_kib=8_192, pepper="test-pepper",
+                                 check_key="another-pin-check-key-0123456789ab"))
+    assert (await rotated.check(engine, user.id, "4826")).id == user.id  # its key id differs: argon2
+    assert await _check_value(engine, user.id) == rotated.check_value(user.id, "4826")
+    assert (await rotated.check(engine, user.id, "4826")).id == user.id
+    assert rotated.argon2 == 1
+    with pytest.raises(pe.WrongPin):
+        await rotated.check(engine, user.id, "0001")
+
+
+async def test_a_new_pin_never_leaves_the_old_check_value_behind(engine):
+    keyed = Counting(KEYED)
+    user = await new_user(engine, keyed)
+    async with engine.begin() as conn:
+        await keyed.change_pin(conn, user.id, "4826", "7391")
+    assert await _check_value(engine, user.id) == keyed.check_value(user.id, "7391")
+    # A dialog stores a hash made screens earlier: the check value is derived at the next check.
+    async with engine.begin() as conn:
+        await keyed.replace_verified(conn, user.id, await keyed.hash("5173"))
+    assert await _check_value(engine, user.id) is None
+    # Any other write of a new hash (a repair by hand, say) clears the old value: the trigger.
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE users SET pin_check = :c WHERE id = :u"),
+                           {"c": keyed.check_value(user.id, "7391"), "u": user.id})
+        await conn.execute(text("UPDATE users SET pin_hash = :h WHERE id = :u"),
+                           {"h": await keyed.hash("5173"), "u": user.id})
+    assert await _check_value(engine, user.id) is None
+    for old in ("4826", "7391"):
+        with pytest.raises(pe.WrongPin):
+            await keyed.check(engine, user.id, old)
+    assert (await keyed.check(engine, user.id, "5173")).id == user.id
+
+
+async def test_a_check_value_copied_onto_another_user_does_not_let_their_pin_in(engine):
+    keyed = PinService(KEYED)
+    mine, theirs = await new_user(engine, keyed, pin="4826"), await new_user(engine, keyed, pin="7391")
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE users SET pin_check = (SELECT pin_check FROM users WHERE id = :m) "
+                                "WHERE id = :t"), {"m": mine.id, "t": theirs.id})
+    with pytest.raises(pe.WrongPin):
+        await keyed.check(engine, theirs.id, "4826")  # my PIN, my value, their row

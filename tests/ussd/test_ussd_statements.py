@@ -1,5 +1,5 @@
 """What the hot USSD hops ask PostgreSQL, driven through ``POST /ussd`` as Africa's Talking sends it:
-a session's first hop and a balance check with the right PIN are a few lone statements, none of
+a session's first hop and a balance check with the right PIN (a keyed check value) are a few lone statements, none of
 them in a transaction (`db.engine.autocommit`) and none taking a lock; menu hops ask nothing. The
 outbox worker's own statements, which run beside them, are left out."""
 
@@ -28,6 +28,8 @@ async def test_a_first_hop_and_a_balance_check_are_lone_statements(gw, phone_for
         await phone.type(PIN)
     assert phone.ended and "1,200" in phone.screen
     hops = _hops(seen)
-    # The PIN's hash, the row as it is after hashing, the balance, and how the session ended.
-    assert [level for _, level in hops] == ["AUTOCOMMIT"] * 4, hops
-    assert not any("FOR UPDATE" in sql for sql, _ in hops)
+    # The user's row with the PIN's check value (compared there and then: no second read), the
+    # balance, and how the session ended.
+    assert [level for _, level in hops] == ["AUTOCOMMIT"] * 3, hops
+    assert "pin_check" in hops[0][0]
+    assert not any("FOR UPDATE" in sql or "UPDATE users" in sql for sql, _ in hops)
