@@ -25,6 +25,7 @@ from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.generated_secrets import BadSecretFile, generated_secret
@@ -35,7 +36,7 @@ from payments.fees import FeePlan, Limits
 from payments.ledger import Ledger
 from payments.money import Currency
 from payments.orchestrator import Payments
-from payments.payment_settings import PaymentSettings, ProviderClients
+from payments.payment_settings import PROVIDER_FOR, PaymentSettings, ProviderClients
 from payments.providers.daraja import DarajaClient, DarajaSettings
 from payments.providers.daraja_credentials import security_credential
 from payments.providers.errors import ProviderError
@@ -299,11 +300,23 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
                                   stk_orphan_grace_s=2 * settings.outbox.lease_s)
         payments = Payments(engine, ledger, settings=policy,
                             providers=ProviderClients(daraja=daraja, wave=wave, sms=sms))
+        await _open_own_accounts(payments)
         configured = [name for name, client in (("M-Pesa", daraja), ("Wave", wave), ("SMS", sms)) if client]
         where = f" at {sandbox_urls.daraja}, {sandbox_urls.wave}, {sandbox_urls.africastalking}" if sandbox_urls else ""
         log.info("payments: %s providers (%s)%s; callbacks to %s/callbacks/***/…", mode,
                  ", ".join(configured) or "none", where, base)
         yield PaymentsRuntime(payments, mode, CallbackAuth(secret, webhook), running, sandbox_urls, reachable)
+
+
+async def _open_own_accounts(payments: Payments) -> None:
+    """Sauti's own accounts, opened before any payment (opening one mid-payment takes a second
+    connection). A database that is down now does not stop the start: `/readyz` says so, and the
+    first payments open them once it is back."""
+    try:
+        await payments.accounts.open_own(PROVIDER_FOR)
+    except (OSError, SQLAlchemyError) as exc:
+        log.warning("Sauti's own accounts not opened at start (%s); the first payments will open them",
+                    type(exc).__name__)
 
 
 # -- `sauti serve` ------------------------------------------------------------------------------------

@@ -52,8 +52,9 @@ and unwound the way it was debited: the debit transfer's clearing posting says w
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
@@ -81,6 +82,9 @@ log = logging.getLogger(__name__)
 #: Not clearing: it must never go negative and is debited, and a shard of it could not take a
 #: debit of money another shard holds.
 HOT_KINDS = frozenset({AccountKind.FEE_REVENUE, AccountKind.PROVIDER_COLLECTION, AccountKind.PROVIDER_SETTLEMENT})
+#: Sauti's accounts kept per provider and currency (`AccountBook.open_own` opens them all).
+OWN_PROVIDER_KINDS = (AccountKind.PROVIDER_CLEARING, AccountKind.PROVIDER_SETTLEMENT,
+                      AccountKind.PROVIDER_COLLECTION, AccountKind.SUSPENSE)
 #: `provider_refs` mark of a payout whose debit put the fee in clearing with the amount.
 FEE_IN_CLEARING = "fee_in_clearing"
 
@@ -95,6 +99,12 @@ class AccountBook:
     harmless). The hot ones (`HOT_KINDS`) are split into ``hot_account_shards`` shards then, once
     (1: never); ``on_sharded`` is told, so the ledger's shard routing can use them at once.
     Wallets are found (or opened) in the caller's transaction: their user may be new in it.
+
+    That short transaction needs a second connection while the payment holds one: a burst of first
+    payments, each holding a pooled connection and waiting for one more, could leave none for it
+    (every payment stalled until the pool's timeout). So `open_own` opens them all when the gateway
+    or a worker starts, before any payment; should a payment still meet one unopened, one task opens
+    it while the others wait for that one (`_opening`).
     """
 
     engine: AsyncEngine
@@ -102,20 +112,39 @@ class AccountBook:
     hot_account_shards: int = 1
     on_sharded: Callable[[], None] | None = None
     _ids: dict[tuple[AccountKind, Currency, str], int] = field(default_factory=dict)
+    _opening: dict[tuple[AccountKind, Currency, str], asyncio.Lock] = field(default_factory=dict)
+
+    async def open_own(self, providers: Mapping[Currency, str]) -> None:
+        """Find, and open and shard on first use ever, Sauti's own accounts in each currency, with
+        the provider that pays out and collects it (``providers``): what payments will need, opened
+        before any payment runs."""
+        async with self.engine.connect() as conn:
+            for currency, provider in providers.items():
+                await self.fees(conn, currency)
+                for kind in OWN_PROVIDER_KINDS:
+                    await self.account(conn, kind, currency, provider)
 
     async def account(self, conn: AsyncConnection, kind: AccountKind, currency: Currency, owner: str) -> int:
         key = (kind, currency, owner)
         if key not in self._ids:
-            try:
-                found: Account | None = await account_by_code(conn, account_code(kind, currency, owner))
-            except UnknownAccount:
-                found = None
+            found = await self._find(conn, kind, currency, owner)
             if found is None or self._wants_shards(found):
                 # First use ever (or first since sharding was turned on): open and shard it apart,
-                # so the id stays valid whatever the caller's transaction does next.
-                found = await self._prepare(kind, currency, owner)
+                # so the id stays valid whatever the caller's transaction does next; one task at a
+                # time, so a burst of first payments takes one more connection, not one each.
+                async with self._opening.setdefault(key, asyncio.Lock()):
+                    if key in self._ids:
+                        return self._ids[key]
+                    found = await self._prepare(kind, currency, owner)
             self._ids[key] = found.id
         return self._ids[key]
+
+    @staticmethod
+    async def _find(conn: AsyncConnection, kind: AccountKind, currency: Currency, owner: str) -> Account | None:
+        try:
+            return await account_by_code(conn, account_code(kind, currency, owner))
+        except UnknownAccount:
+            return None
 
     def _wants_shards(self, account: Account) -> bool:
         return self.hot_account_shards > 1 and account.kind in HOT_KINDS and not account.shards

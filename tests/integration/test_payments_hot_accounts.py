@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from payments import errors as pe
 from payments import payment_store as store
@@ -238,3 +239,58 @@ async def test_a_sharded_account_that_may_not_go_negative_is_debited_only_where_
         Leg(shard, -100, KES, exact=True), Leg(payer, 100, KES))))
     async with engine.connect() as conn:
         assert await balance(conn, fees) == Money.zero(KES)
+
+
+class CountingBook(AccountBook):
+    """An account book that counts the accounts it opens apart (`_prepare`)."""
+
+    opened: int = 0
+
+    async def _prepare(self, kind, currency, owner):
+        self.opened += 1
+        return await super()._prepare(kind, currency, owner)
+
+
+async def test_own_accounts_are_opened_before_any_payment_so_a_burst_never_waits_for_a_connection(
+        world: PaymentsWorld):
+    owner = f"hot-{uuid.uuid4().hex[:8]}"
+    providers = {KES: f"mpesa-{owner}", Currency.XOF: f"wave-{owner}"}
+    # A pool of two, and more first payments at once than it holds: each holds a connection while
+    # it asks for Sauti's accounts, so opening one then (a connection of its own) would wait forever.
+    small = create_async_engine(world.engine.url, pool_size=2, max_overflow=0, pool_timeout=5)
+    try:
+        book = CountingBook(small, fee_owner=owner, hot_account_shards=4)
+        await book.open_own(providers)
+        opened = book.opened
+        assert opened == 2 * 5  # fees, clearing, settlement, collection and suspense per currency
+
+        async def first_payment() -> None:
+            async with small.begin() as conn:
+                for currency, provider in providers.items():
+                    await book.fees(conn, currency)
+                    await book.clearing(conn, provider, currency)
+                    await book.settlement(conn, provider, currency)
+                    await book.collection(conn, provider, currency)
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(asyncio.gather(*(first_payment() for _ in range(8))), timeout=20)
+        assert book.opened == opened
+        async with small.connect() as conn:
+            wave = providers[Currency.XOF]
+            for code, shards in ((account_code(AccountKind.FEE_REVENUE, KES, owner), 4),
+                                 (account_code(AccountKind.PROVIDER_COLLECTION, Currency.XOF, wave), 4),
+                                 (account_code(AccountKind.PROVIDER_CLEARING, KES, providers[KES]), 0)):
+                assert len((await account_by_code(conn, code)).shards) == shards
+    finally:
+        await small.dispose()
+
+
+async def test_a_burst_of_first_uses_opens_an_account_once(world: PaymentsWorld):
+    book = CountingBook(world.engine, fee_owner=f"hot-{uuid.uuid4().hex[:8]}", hot_account_shards=4)
+
+    async def first_use() -> int:
+        async with world.engine.begin() as conn:
+            return await book.fees(conn, KES)
+
+    ids = await asyncio.gather(*(first_use() for _ in range(6)))
+    assert len(set(ids)) == 1 and book.opened == 1
