@@ -98,7 +98,7 @@ def bare_app() -> web.Application:
 @dataclass
 class Tally:
     latencies: list[float]
-    #: Hops that carry no PIN (no argon2 verify): the engine's own cost.
+    #: Hops that carry no PIN (no PIN check, no payment): the engine's own cost.
     plain: list[float] = field(default_factory=list)
     errors: int = 0
     sessions: int = 0
@@ -194,7 +194,7 @@ async def seed(url: str, users: int, pins: PinService) -> list[str]:
                 phones.append(phone)
                 ids.append(user.id)
             await conn.execute(text("UPDATE users SET pin_hash = :h"), {"h": digest})
-            if pins.check_value(0, PIN) is not None:
+            if pins.policy.check_key:
                 await conn.execute(text("UPDATE users SET pin_check = :c WHERE id = :u"),
                                    [{"c": pins.check_value(u, PIN), "u": u} for u in ids])
             for wallet in wallets:
@@ -340,8 +340,9 @@ async def main(args: argparse.Namespace) -> None:
     argon2 = (f"argon2id time_cost={s.argon2_time_cost}, memory={s.argon2_memory_kib} KiB, "
               f"parallelism={s.argon2_parallelism}: {verify_ms:.1f} ms of CPU per verify here")
     if check_key:
-        print(f"PIN check: keyed check values (HMAC-SHA256), a PIN every {1 / per_hop:.1f} hops; the PIN's "
-              f"record is an {argon2}, paid when a PIN is set or a check value first derived")
+        print(f"PIN check: keyed check values (HMAC-SHA256; the realistic mix checks a PIN every "
+              f"{1 / per_hop:.1f} hops); the PIN's record is an {argon2}, paid when a PIN is set or a check "
+              f"value first derived")
     else:
         print(f"PIN check: an {argon2}; the realistic mix checks a PIN every {1 / per_hop:.1f} hops, so "
               f"argon2 alone caps it at {1000 / (verify_ms * per_hop):.0f} hops/s per CPU core "
