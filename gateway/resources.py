@@ -38,6 +38,11 @@ def pin_check_key(settings: Settings) -> str:
         return s.pin_check_key.get_secret_value()
     if s.pin_check_key_file is None:
         return ""
+    if settings.providers.effective_mode == "live":
+        # Still correct with a key per machine, but each machine would re-derive the others' check
+        # values by argon2: PIN checks as slow as before, and a write per check.
+        log.warning("security.pin_check_key is not set: using the key generated in %s; gateways on other "
+                    "machines must share one key (set SAUTI_PIN_CHECK_KEY)", s.pin_check_key_file)
     try:
         return generated_secret(s.pin_check_key_file, "PIN check key")
     except BadSecretFile as exc:

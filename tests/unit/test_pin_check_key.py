@@ -4,9 +4,11 @@ every check)."""
 
 from __future__ import annotations
 
+import logging
 import stat
 
 import pytest
+from pydantic import SecretStr
 
 from gateway.resources import pin_policy
 from gateway.settings import ConfigError, Settings, load_settings
@@ -38,3 +40,19 @@ def test_a_short_key_is_refused_with_how_to_make_one(tmp_path) -> None:
     with pytest.raises(ConfigError, match="at least 32 characters") as refused:
         load_settings(config, env={})
     assert "too-short" not in str(refused.value)  # a secret never reaches an error message
+
+
+def test_live_providers_with_a_generated_key_are_warned(tmp_path, caplog) -> None:
+    live = Settings.model_validate({
+        "payments": {"callback_base_url": "https://pay.example.com"},
+        "providers": {"wave": {"api_key": "wave_sn_prod_x", "webhook_secret": "whs"}},
+        "security": {"pin_check_key_file": str(tmp_path / "pin-check-key")}})
+    with caplog.at_level(logging.WARNING, logger="gateway.resources"):
+        assert pin_policy(live).check_key
+    assert "SAUTI_PIN_CHECK_KEY" in caplog.text
+    caplog.clear()
+    configured = live.model_copy(update={"security": live.security.model_copy(
+        update={"pin_check_key": SecretStr("k" * 40)})})
+    with caplog.at_level(logging.WARNING, logger="gateway.resources"):
+        assert pin_policy(configured).check_key == "k" * 40
+    assert not caplog.text
