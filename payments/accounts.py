@@ -12,9 +12,9 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.sql import sql
 from payments.errors import InvalidRequest, UnknownAccount
 from payments.money import Currency, Money
 
@@ -103,7 +103,7 @@ async def open_account(
     """Open the account (or return the existing one: opening is idempotent on its code)."""
     code = account_code(kind, currency, owner)
     owner_id = owner if kind.owned else None
-    await conn.execute(text(
+    await conn.execute(sql(
         "INSERT INTO accounts (code, owner_user_id, kind, currency, may_go_negative) "
         "VALUES (:code, :owner, :kind, :cur, :neg) ON CONFLICT (code) DO NOTHING"),
         {"code": code, "owner": owner_id, "kind": kind.value, "cur": currency.value, "neg": kind.may_go_negative})
@@ -111,14 +111,14 @@ async def open_account(
 
 
 async def account_by_code(conn: AsyncConnection, code: str) -> Account:
-    row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM accounts WHERE code = :c"), {"c": code})).first()
+    row = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM accounts WHERE code = :c"), {"c": code})).first()
     if row is None:
         raise UnknownAccount(code)
     return _account(row)
 
 
 async def get_account(conn: AsyncConnection, account_id: int) -> Account:
-    row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM accounts WHERE id = :i"), {"i": account_id})).first()
+    row = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM accounts WHERE id = :i"), {"i": account_id})).first()
     if row is None:
         raise UnknownAccount(account_id)
     return _account(row)
@@ -126,7 +126,7 @@ async def get_account(conn: AsyncConnection, account_id: int) -> Account:
 
 async def accounts_of(conn: AsyncConnection, user_id: int) -> list[Account]:
     rows = await conn.execute(
-        text(f"SELECT {_COLUMNS} FROM accounts WHERE owner_user_id = :u ORDER BY id"), {"u": user_id})
+        sql(f"SELECT {_COLUMNS} FROM accounts WHERE owner_user_id = :u ORDER BY id"), {"u": user_id})
     return [_account(r) for r in rows]
 
 
@@ -138,7 +138,7 @@ _BALANCE_BY = {key: _BALANCE.format(key=key) for key in ("id", "code")}
 
 
 async def _balance_where(conn: AsyncConnection, key: str, value: int | str) -> Money:
-    row = (await conn.execute(text(_BALANCE_BY[key]), {"k": value})).first()
+    row = (await conn.execute(sql(_BALANCE_BY[key]), {"k": value})).first()
     if row is None:
         raise UnknownAccount(value)
     return Money(int(row.total), Currency(row.currency))
@@ -165,7 +165,7 @@ async def shard_account(conn: AsyncConnection, account_id: int, count: int) -> A
     parent, which holds none of the money its shards took."""
     if not 2 <= count <= 64:
         raise InvalidRequest("an account is split into 2 to 64 shards")
-    parent = (await conn.execute(text(f"SELECT {_COLUMNS} FROM accounts WHERE id = :i FOR UPDATE"),
+    parent = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM accounts WHERE id = :i FOR UPDATE"),
                                  {"i": account_id})).first()
     if parent is None:
         raise UnknownAccount(account_id)
@@ -178,25 +178,25 @@ async def shard_account(conn: AsyncConnection, account_id: int, count: int) -> A
         return account
     ids = []
     for n in range(1, count + 1):
-        ids.append((await conn.execute(text(
+        ids.append((await conn.execute(sql(
             "INSERT INTO accounts (code, kind, currency, may_go_negative, shard_of) "
             "VALUES (:code, :kind, :cur, :neg, :parent) RETURNING id"),
             {"code": f"{account.code}#{n}", "kind": account.kind.value, "cur": account.currency.value,
              "neg": account.may_go_negative, "parent": account_id})).scalar_one())
-    await conn.execute(text("UPDATE accounts SET shards = :s WHERE id = :i"), {"s": ids, "i": account_id})
+    await conn.execute(sql("UPDATE accounts SET shards = :s WHERE id = :i"), {"s": ids, "i": account_id})
     return await get_account(conn, account_id)
 
 
 async def shard_balances(conn: AsyncConnection, account_id: int) -> list[tuple[int, int]]:
     """(id, balance) of the account and of each of its shards, the largest balance first."""
-    rows = await conn.execute(text(
+    rows = await conn.execute(sql(
         "SELECT id, balance FROM accounts WHERE id IN (SELECT CAST(:i AS bigint) "
         "UNION ALL SELECT unnest(shards) FROM accounts WHERE id = :i) ORDER BY balance DESC, id"),
         {"i": account_id})
     return [(row.id, row.balance) for row in rows]
 
 
-_STATEMENT = text("""
+_STATEMENT = sql("""
 SELECT p.id, p.transfer_id, p.created_at, p.amount, p.balance_after, p.currency, t.kind, t.reference,
        cp.code AS cp_code, cu.phone AS cp_phone, cu.display_name AS cp_name
   FROM postings p

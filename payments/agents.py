@@ -43,11 +43,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.engine import autocommit
+from db.sql import sql
 from payments import cash_requests as cr
 from payments import payment_store as store
 from payments.accounts import AccountKind, account_by_code, account_code, balance_by_code, open_account
@@ -178,7 +178,7 @@ async def register_agent(
         taken = await cr.agent_by_number(conn, typed)
         if (taken is not None and taken.user_id != user_id) or not await cr.insert_store(conn, user_id, typed):
             raise InvalidRequest(f"store number {typed} is taken")
-    await conn.execute(text(
+    await conn.execute(sql(
         "UPDATE users SET roles = array_append(roles, 'agent'), updated_at = now() "
         "WHERE id = :u AND NOT ('agent' = ANY(roles))"), {"u": user_id})
     await open_account(conn, AccountKind.AGENT_FLOAT, cur, user_id)
@@ -498,7 +498,7 @@ class AgentService:
     async def _lock_user(self, conn: AsyncConnection, user_id: int) -> User:
         """The user, with their row locked: one command of theirs at a time, so an idempotency key
         is checked and used atomically and the open-request count holds."""
-        found = (await conn.execute(text("SELECT id FROM users WHERE id = :u FOR UPDATE"), {"u": user_id})).first()
+        found = (await conn.execute(sql("SELECT id FROM users WHERE id = :u FOR UPDATE"), {"u": user_id})).first()
         if found is None:
             raise UnknownUser(f"no user {user_id}")
         user = await get_user(conn, user_id)
@@ -587,7 +587,7 @@ class AgentService:
 
     async def _expiry(self, conn: AsyncConnection) -> datetime:
         """When a request raised now expires, by the database's clock (the hold expires with it)."""
-        return (await conn.execute(text("SELECT now() + make_interval(secs => :s)"),
+        return (await conn.execute(sql("SELECT now() + make_interval(secs => :s)"),
                                    {"s": float(self.settings.request_expiry_s)})).scalar_one()
 
     async def _lock_for_agent(self, conn: AsyncConnection, public_id: str,

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.sql import sql
 from payments.commands import PaymentKind
 from payments.money import Currency, Money
 from payments.payment_store import new_public_id
@@ -122,7 +122,7 @@ def _agent(row: Any) -> Agent:
 async def insert_agent(conn: AsyncConnection, user_id: int, agent_number: str, business_name: str,
                        currency: Currency) -> bool:
     """Record the agent; False when the user already is one or the number is taken (nothing written)."""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         "INSERT INTO agents (user_id, agent_number, business_name, currency) VALUES (:u, :n, :b, :c) "
         "ON CONFLICT DO NOTHING RETURNING user_id"),
         {"u": user_id, "n": agent_number, "b": business_name, "c": currency.value})).first()
@@ -131,14 +131,14 @@ async def insert_agent(conn: AsyncConnection, user_id: int, agent_number: str, b
 
 async def insert_store(conn: AsyncConnection, agent_user_id: int, store_number: str) -> bool:
     """Give the agent a store number; False when the number is taken (by this agent or another)."""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         "INSERT INTO agent_stores (store_number, agent_user_id) VALUES (:s, :a) ON CONFLICT DO NOTHING "
         "RETURNING store_number"), {"s": store_number, "a": agent_user_id})).first()
     return row is not None
 
 
 async def agent_by_user(conn: AsyncConnection, user_id: int) -> Agent | None:
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"SELECT {_AGENT_COLUMNS} FROM agents a JOIN users u ON u.id = a.user_id WHERE a.user_id = :u"),
         {"u": user_id})).first()
     return _agent(row) if row else None
@@ -146,7 +146,7 @@ async def agent_by_user(conn: AsyncConnection, user_id: int) -> Agent | None:
 
 async def agent_by_number(conn: AsyncConnection, number: str) -> Agent | None:
     """The agent with this agent number, or the agent one of whose stores has it."""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"SELECT {_AGENT_COLUMNS} FROM agents a JOIN users u ON u.id = a.user_id "
         "WHERE a.agent_number = :n OR a.user_id = (SELECT agent_user_id FROM agent_stores WHERE store_number = :n)"),
         {"n": number})).first()
@@ -154,7 +154,7 @@ async def agent_by_number(conn: AsyncConnection, number: str) -> Agent | None:
 
 
 async def set_agent_status(conn: AsyncConnection, user_id: int, status: AgentStatus) -> bool:
-    result = await conn.execute(text("UPDATE agents SET status = :s WHERE user_id = :u"),
+    result = await conn.execute(sql("UPDATE agents SET status = :s WHERE user_id = :u"),
                                 {"s": status.value, "u": user_id})
     return result.rowcount > 0
 
@@ -199,7 +199,7 @@ class NewCashRequest:
 async def insert_request(conn: AsyncConnection, new: NewCashRequest) -> CashRequest | None:
     """Record a pending request expiring ``expires_in_s`` from now (the database's clock); None when
     the requester already used the key."""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         "INSERT INTO cash_requests (public_id, kind, channel, customer_user_id, agent_user_id, amount, fee, "
         "commission, currency, requested_by_user_id, idempotency_key, request_hash, hold_id, payment_id, expires_at) "
         "VALUES (:public_id, :kind, :channel, :customer, :agent, :amount, :fee, :commission, :currency, :by, :key, "
@@ -214,14 +214,14 @@ async def insert_request(conn: AsyncConnection, new: NewCashRequest) -> CashRequ
 
 
 async def find_by_key(conn: AsyncConnection, requested_by_user_id: int, key: str) -> CashRequest | None:
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM cash_requests WHERE requested_by_user_id = :u AND idempotency_key = :k"),
         {"u": requested_by_user_id, "k": key})).first()
     return _request(row) if row else None
 
 
 async def find_by_resolution_key(conn: AsyncConnection, resolved_by_user_id: int, key: str) -> CashRequest | None:
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM cash_requests WHERE resolved_by_user_id = :u AND resolution_key = :k"),
         {"u": resolved_by_user_id, "k": key})).first()
     return _request(row) if row else None
@@ -242,7 +242,7 @@ async def get_request_by_id(conn: AsyncConnection, request_id: int, *,
 async def _get(conn: AsyncConnection, where: str, params: dict[str, Any],
                lock: bool) -> tuple[CashRequest, bool] | None:
     suffix = " FOR UPDATE" if lock else ""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"SELECT {_COLUMNS}, expires_at <= now() AS lapsed FROM cash_requests WHERE {where}{suffix}"), params)).first()
     return (_request(row), bool(row.lapsed)) if row else None
 
@@ -253,7 +253,7 @@ async def resolve(conn: AsyncConnection, request: CashRequest, status: CashReque
     """Close a pending request (whose row the caller locked). The unique index on the resolver's key
     raises `IntegrityError` when the key already resolved another request."""
     assert request.status is CashRequestStatus.PENDING and status is not CashRequestStatus.PENDING
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         "UPDATE cash_requests SET status = :s, resolved_by_user_id = :by, resolution_key = :key, reason = :reason, "
         "payment_id = coalesce(:payment, payment_id), resolved_at = now() "
         f"WHERE id = :i AND status = 'pending' RETURNING {_COLUMNS}"),
@@ -264,7 +264,7 @@ async def resolve(conn: AsyncConnection, request: CashRequest, status: CashReque
 
 async def pending_count(conn: AsyncConnection, customer_user_id: int) -> int:
     """The customer's requests still open (pending and not lapsed)."""
-    return (await conn.execute(text(
+    return (await conn.execute(sql(
         "SELECT count(*) FROM cash_requests WHERE customer_user_id = :c AND status = 'pending' "
         "AND expires_at > now()"), {"c": customer_user_id})).scalar_one()
 
@@ -272,7 +272,7 @@ async def pending_count(conn: AsyncConnection, customer_user_id: int) -> int:
 async def pending_for_agent(conn: AsyncConnection, agent_user_id: int, kind: PaymentKind, *, limit: int,
                             before_id: int | None = None) -> list[PendingLine]:
     """The agent's open requests of ``kind``, newest first, ``limit`` of them from before ``before_id``."""
-    rows = await conn.execute(text(
+    rows = await conn.execute(sql(
         f"SELECT {', '.join('r.' + c for c in _COLUMNS.split(', '))}, u.display_name AS customer_name, "
         "u.phone AS customer_phone FROM cash_requests r JOIN users u ON u.id = r.customer_user_id "
         "WHERE r.agent_user_id = :a AND r.kind = :k AND r.status = 'pending' AND r.expires_at > now() "
@@ -283,7 +283,7 @@ async def pending_for_agent(conn: AsyncConnection, agent_user_id: int, kind: Pay
 
 async def pending_of_customer(conn: AsyncConnection, customer_user_id: int) -> list[CashRequest]:
     """The customer's open requests, newest first."""
-    rows = await conn.execute(text(
+    rows = await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM cash_requests WHERE customer_user_id = :c AND status = 'pending' "
         "AND expires_at > now() ORDER BY id DESC"), {"c": customer_user_id})
     return [_request(r) for r in rows]
@@ -291,7 +291,7 @@ async def pending_of_customer(conn: AsyncConnection, customer_user_id: int) -> l
 
 async def lapsed_ids(conn: AsyncConnection, *, limit: int) -> list[int]:
     """Pending requests whose expiry passed: what the expiry sweep closes."""
-    return list((await conn.execute(text(
+    return list((await conn.execute(sql(
         "SELECT id FROM cash_requests WHERE status = 'pending' AND expires_at <= now() ORDER BY expires_at LIMIT :n"),
         {"n": limit})).scalars())
 
@@ -299,14 +299,14 @@ async def lapsed_ids(conn: AsyncConnection, *, limit: int) -> list[int]:
 async def note_agent_on_payment(conn: AsyncConnection, payment_id: int, agent_number: str) -> None:
     """Record on the payment the agent number it was made at (the payments table has the column;
     `payment_store.NewPayment` does not carry it)."""
-    await conn.execute(text("UPDATE payments SET agent_number = :n WHERE id = :i"),
+    await conn.execute(sql("UPDATE payments SET agent_number = :n WHERE id = :i"),
                        {"n": agent_number, "i": payment_id})
 
 
 async def commission_credits(conn: AsyncConnection, account_id: int, *, day_start: datetime,
                              month_start: datetime) -> tuple[int, int, int]:
     """Commission credited to the account since ``day_start``, since ``month_start``, and ever (minor units)."""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         "SELECT coalesce(sum(amount) FILTER (WHERE created_at >= :d), 0) AS today, "
         "       coalesce(sum(amount) FILTER (WHERE created_at >= :m), 0) AS month, "
         "       coalesce(sum(amount), 0) AS ever "

@@ -34,10 +34,10 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.sql import sql
 from payments.commands import PaymentKind
 from payments.errors import InvalidRequest, PaymentsError, UnknownUser
 from payments.money import Currency, Money
@@ -154,7 +154,7 @@ async def _owner_phone(conn: AsyncConnection, user_id: int, *, lock: bool = Fals
     transaction ends, which every insert does first, so that counting a user's contacts and adding
     one are not raced. The statements after it see every contact its previous holder added."""
     lock_it = ", pg_advisory_xact_lock(hashtextextended('sauti.contacts:' || id, 0))" if lock else ""
-    phone = (await conn.execute(text(f"SELECT phone{lock_it} FROM users WHERE id = :u"),
+    phone = (await conn.execute(sql(f"SELECT phone{lock_it} FROM users WHERE id = :u"),
                                 {"u": user_id})).scalar_one_or_none()
     if phone is None:
         raise UnknownUser(f"no user {user_id}")
@@ -166,7 +166,7 @@ async def _owner_phone(conn: AsyncConnection, user_id: int, *, lock: bool = Fals
 
 async def list_contacts(conn: AsyncConnection, user_id: int) -> list[SavedContact]:
     """The user's contacts as a contacts screen lists them: favourites first, then by name."""
-    rows = await conn.execute(text(
+    rows = await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM contacts WHERE user_id = :u ORDER BY favourite DESC, lower(name), id"),
         {"u": user_id})
     return [_contact(r) for r in rows]
@@ -176,7 +176,7 @@ async def address_book(conn: AsyncConnection, user_id: int, *, limit: int | None
     """The user's contacts in the order a spoken name is matched against them: favourites first,
     then the most paid, then the most recently paid (ties between two "Mama"s go to the one the
     user pays); the first `limit` of them when given (the USSD send screen lists three)."""
-    rows = await conn.execute(text(
+    rows = await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM contacts WHERE user_id = :u "
         "ORDER BY favourite DESC, times_paid DESC, last_paid_at DESC NULLS LAST, lower(name), id "
         "LIMIT :n"), {"u": user_id, "n": limit})
@@ -185,7 +185,7 @@ async def address_book(conn: AsyncConnection, user_id: int, *, limit: int | None
 
 async def get_contact(conn: AsyncConnection, user_id: int, contact_id: int) -> SavedContact:
     """One of the user's contacts; `ContactNotFound` for any other id, another user's included."""
-    row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM contacts WHERE id = :i AND user_id = :u"),
+    row = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM contacts WHERE id = :i AND user_id = :u"),
                               {"i": contact_id, "u": user_id})).first()
     if row is None:
         raise ContactNotFound(f"no contact {contact_id}")
@@ -206,14 +206,14 @@ async def add_contact(
     if not isinstance(favourite, bool):
         raise InvalidContact("favourite is true or false")
     msisdn = _phone(phone, await _owner_phone(conn, user_id, lock=True))
-    held = (await conn.execute(text(
+    held = (await conn.execute(sql(
         "SELECT count(*) AS n, max(id) FILTER (WHERE phone = :p) AS same FROM contacts WHERE user_id = :u"),
         {"u": user_id, "p": msisdn})).one()
     if held.same is not None:
         raise DuplicateContact(msisdn, held.same)
     if held.n >= max_contacts:
         raise ContactLimitReached(max_contacts)
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"INSERT INTO contacts (user_id, name, nickname, phone, favourite) VALUES (:u, :n, :nick, :p, :f) "
         f"ON CONFLICT (user_id, phone) DO NOTHING RETURNING {_COLUMNS}"),
         {"u": user_id, "n": name, "nick": nickname, "p": msisdn, "f": favourite})).first()
@@ -245,7 +245,7 @@ async def update_contact(
     sets = ", ".join(f"{column} = :{column}" for column in changes)
     try:
         async with conn.begin_nested():
-            row = (await conn.execute(text(
+            row = (await conn.execute(sql(
                 f"UPDATE contacts SET {sets}, updated_at = now() WHERE id = :i AND user_id = :u RETURNING {_COLUMNS}"),
                 {"i": contact_id, "u": user_id, **changes})).first()
     except IntegrityError:
@@ -258,14 +258,14 @@ async def update_contact(
 
 async def delete_contact(conn: AsyncConnection, user_id: int, contact_id: int) -> None:
     """Forget one of the user's contacts (a later send to the number adds it again, counted anew)."""
-    gone = (await conn.execute(text("DELETE FROM contacts WHERE id = :i AND user_id = :u RETURNING id"),
+    gone = (await conn.execute(sql("DELETE FROM contacts WHERE id = :i AND user_id = :u RETURNING id"),
                                {"i": contact_id, "u": user_id})).first()
     if gone is None:
         raise ContactNotFound(f"no contact {contact_id}")
 
 
 async def _id_of(conn: AsyncConnection, user_id: int, phone: str) -> int:
-    return (await conn.execute(text("SELECT id FROM contacts WHERE user_id = :u AND phone = :p"),
+    return (await conn.execute(sql("SELECT id FROM contacts WHERE user_id = :u AND phone = :p"),
                                {"u": user_id, "p": phone})).scalar_one()
 
 
@@ -290,7 +290,7 @@ async def record_send(
             "last_payment_id = :payment, last_paid_at = now(), updated_at = now()")
     params = {"u": payer_user_id, "p": phone, "amount": amount.minor, "payment": payment_id}
     # The usual case, a number saved already: one statement, no lock.
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"UPDATE contacts SET {bump} WHERE user_id = :u AND phone = :p "
         f"AND last_payment_id IS DISTINCT FROM :payment RETURNING {_COLUMNS}"), params)).first()
     if row is not None:
@@ -302,7 +302,7 @@ async def record_send(
         hint = ""
     # Under the owner's lock, this statement's snapshot counts every contact added before it. The
     # conflict arm covers a contact saved (or renumbered) to this number since the UPDATE above.
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"INSERT INTO contacts (user_id, name, phone, times_paid, {column}, last_payment_id, last_paid_at) "
         "SELECT CAST(:u AS bigint), coalesce(CAST(nullif(:hint, '') AS text), "
         "(SELECT left(nullif(btrim(display_name), ''), :name_max) FROM users WHERE phone = :p), :p), "

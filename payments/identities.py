@@ -32,11 +32,11 @@ from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.engine import autocommit
+from db.sql import sql
 from payments.errors import (
     AccountClosed,
     AccountLocked,
@@ -230,7 +230,7 @@ class PinService:
         """Set a first PIN (registration). Changing an existing PIN goes through `change_pin`."""
         self.validate_new_pin(pin)
         digest = await self.hash(pin)
-        result = await conn.execute(text(
+        result = await conn.execute(sql(
             "UPDATE users SET pin_hash = :h, pin_check = :c, failed_pin_attempts = 0, updated_at = now() "
             "WHERE id = :u AND pin_hash IS NULL"), {"h": digest, "c": self.check_value(user_id, pin), "u": user_id})
         if result.rowcount == 0:
@@ -246,7 +246,7 @@ class PinService:
         lock must persist. A check on its own is `check`, which holds no connection while hashing.
         """
         now = now or datetime.now(UTC)
-        row = (await conn.execute(text(_PIN_ROW + " FOR UPDATE"), {"u": user_id})).first()
+        row = (await conn.execute(sql(_PIN_ROW + " FOR UPDATE"), {"u": user_id})).first()
         _refuse_early(row, user_id, now)
         matched, derived = await self._compare(user_id, row, pin)
         return await self._record(conn, user_id, row, matched, now, derived)
@@ -267,7 +267,7 @@ class PinService:
         reads = autocommit(engine)
         for _ in range(3):
             async with reads.connect() as conn:
-                seen = (await conn.execute(text(_USER_PIN_ROW), {"u": user_id})).first()
+                seen = (await conn.execute(sql(_USER_PIN_ROW), {"u": user_id})).first()
             _refuse_early(seen, user_id, now)
             keyed = self._keyed(user_id, seen.pin_check, pin)
             if keyed and _nothing_to_record(seen):
@@ -279,7 +279,7 @@ class PinService:
                 # counted or a lock by a concurrent guess) takes the locking path below.
                 async with reads.connect() as conn:
                     if derived is None:
-                        now_row = (await conn.execute(text(_USER_PIN_ROW), {"u": user_id})).first()
+                        now_row = (await conn.execute(sql(_USER_PIN_ROW), {"u": user_id})).first()
                     else:  # the first match since the PIN was set (or the key changed): keep its value
                         now_row = (await conn.execute(_DERIVE, {"u": user_id, "h": seen.pin_hash,
                                                                 "c": derived})).first()
@@ -287,7 +287,7 @@ class PinService:
                     return _user(now_row)
             failure: WrongPin | AccountLocked | None = None
             async with engine.begin() as conn:
-                row = (await conn.execute(text(_PIN_ROW + " FOR UPDATE"), {"u": user_id})).first()
+                row = (await conn.execute(sql(_PIN_ROW + " FOR UPDATE"), {"u": user_id})).first()
                 if row is not None and row.pin_hash != seen.pin_hash:
                     continue  # a new PIN since it was read: compare against that one
                 _refuse_early(row, user_id, now)
@@ -308,19 +308,19 @@ class PinService:
             await self._unlock(conn, user_id, now)  # `_refuse_early` let it through: it has run out
         if matched:
             if row.failed_pin_attempts or derived:
-                await conn.execute(text(
+                await conn.execute(sql(
                     "UPDATE users SET failed_pin_attempts = 0, pin_check = coalesce(:c, pin_check) WHERE id = :u"),
                     {"u": user_id, "c": derived})
             return await get_user(conn, user_id)
-        failures = (await conn.execute(text(
+        failures = (await conn.execute(sql(
             "UPDATE users SET failed_pin_attempts = failed_pin_attempts + 1, updated_at = now() "
             "WHERE id = :u RETURNING failed_pin_attempts"), {"u": user_id})).scalar_one()
         if failures >= self.policy.max_attempts:
             until = now + timedelta(minutes=self.policy.lock_minutes)
-            await conn.execute(text(
+            await conn.execute(sql(
                 "UPDATE users SET status = 'locked', locked_until = :t, failed_pin_attempts = 0 WHERE id = :u"),
                 {"t": until, "u": user_id})
-            await conn.execute(text(
+            await conn.execute(sql(
                 "INSERT INTO user_locks (user_id, reason, locked_at, locked_until) VALUES (:u, :r, :now, :t)"),
                 {"u": user_id, "r": f"{failures} wrong PINs", "now": now, "t": until})
             await audit(conn, actor="system", action="user.locked", subject=f"user:{user_id}",
@@ -329,10 +329,10 @@ class PinService:
         raise WrongPin(self.policy.max_attempts - failures)
 
     async def _unlock(self, conn: AsyncConnection, user_id: int, now: datetime) -> None:
-        await conn.execute(text(
+        await conn.execute(sql(
             "UPDATE users SET status = 'active', locked_until = NULL, failed_pin_attempts = 0 WHERE id = :u"),
             {"u": user_id})
-        await conn.execute(text(
+        await conn.execute(sql(
             "UPDATE user_locks SET unlocked_at = :now WHERE user_id = :u AND unlocked_at IS NULL"),
             {"u": user_id, "now": now})
         await audit(conn, actor="system", action="user.unlocked", subject=f"user:{user_id}")
@@ -352,7 +352,7 @@ class PinService:
         verified: a dialog that asks for the old PIN, then the new one twice, across several screens.
         Its check value, when the caller has none (a dialog keeps only the hash between screens), is
         derived at the next check."""
-        await conn.execute(text("UPDATE users SET pin_hash = :h, pin_check = :c, failed_pin_attempts = 0, "
+        await conn.execute(sql("UPDATE users SET pin_hash = :h, pin_check = :c, failed_pin_attempts = 0, "
                                 "updated_at = now() WHERE id = :u"),
                            {"h": new_pin_hash, "c": new_pin_check, "u": user_id})
         await audit(conn, actor=f"user:{user_id}", action="pin.changed", subject=f"user:{user_id}",
@@ -367,7 +367,7 @@ _USER_COLUMNS = (
 _USER_PIN_ROW = f"SELECT {_USER_COLUMNS}, pin_hash, pin_check, failed_pin_attempts FROM users WHERE id = :u"
 #: `_USER_PIN_ROW` after an argon2 match, storing the check value it derived if the hash is still the
 #: one compared against (no row otherwise: the locking path sorts it out).
-_DERIVE = text(f"UPDATE users SET pin_check = :c WHERE id = :u AND pin_hash = :h "
+_DERIVE = sql(f"UPDATE users SET pin_check = :c WHERE id = :u AND pin_hash = :h "
                f"RETURNING {_USER_COLUMNS}, pin_hash, pin_check, failed_pin_attempts")
 
 
@@ -401,7 +401,7 @@ async def register_user(
         raise InvalidRequest("KYC tier is 0 to 3")
     try:
         async with conn.begin_nested():
-            row = (await conn.execute(text(
+            row = (await conn.execute(sql(
                 f"INSERT INTO users (phone, display_name, language, roles, kyc_tier) "
                 f"VALUES (:p, :n, :l, :r, :k) RETURNING {_USER_COLUMNS}"),
                 {"p": msisdn, "n": name, "l": lang.value, "r": sorted(Role(r).value for r in roles),
@@ -413,7 +413,7 @@ async def register_user(
 
 
 async def get_user(conn: AsyncConnection, user_id: int) -> User:
-    row = (await conn.execute(text(f"SELECT {_USER_COLUMNS} FROM users WHERE id = :u"), {"u": user_id})).first()
+    row = (await conn.execute(sql(f"SELECT {_USER_COLUMNS} FROM users WHERE id = :u"), {"u": user_id})).first()
     if row is None:
         raise UnknownUser(f"no user {user_id}")
     return _user(row)
@@ -421,7 +421,7 @@ async def get_user(conn: AsyncConnection, user_id: int) -> User:
 
 async def find_user_by_phone(conn: AsyncConnection, phone: str, region: str | None = None) -> User | None:
     msisdn = parse_msisdn(phone, region)
-    row = (await conn.execute(text(f"SELECT {_USER_COLUMNS} FROM users WHERE phone = :p"), {"p": msisdn})).first()
+    row = (await conn.execute(sql(f"SELECT {_USER_COLUMNS} FROM users WHERE phone = :p"), {"p": msisdn})).first()
     return _user(row) if row else None
 
 
@@ -430,12 +430,12 @@ async def set_language(conn: AsyncConnection, user_id: int, language: Language |
         lang = Language(language)
     except ValueError:
         raise InvalidRequest(f"unsupported language {language!r}") from None
-    await conn.execute(text("UPDATE users SET language = :l, updated_at = now() WHERE id = :u"),
+    await conn.execute(sql("UPDATE users SET language = :l, updated_at = now() WHERE id = :u"),
                        {"l": lang.value, "u": user_id})
 
 
 async def audit(conn: AsyncConnection, *, actor: str, action: str, subject: str, details: dict | None = None) -> None:
     """Append to the audit log (never with a PIN or a secret in ``details``)."""
-    await conn.execute(text(
+    await conn.execute(sql(
         "INSERT INTO audit_log (actor, action, subject, details) VALUES (:a, :act, :s, CAST(:d AS jsonb))"),
         {"a": actor, "act": action, "s": subject, "d": json.dumps(details or {})})

@@ -21,10 +21,10 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.sql import sql
 from payments.errors import (
     AlreadyReversed,
     AmountOutOfRange,
@@ -42,7 +42,7 @@ from payments.shard_routing import ShardRouter, independent
 
 log = logging.getLogger(__name__)
 
-_APPLY = text("SELECT ledger_apply(CAST(:ops AS jsonb), :independent)")
+_APPLY = sql("SELECT ledger_apply(CAST(:ops AS jsonb), :independent)")
 _APPLY_DRIVER = "SELECT ledger_apply($1::text::jsonb, $2)"
 #: What applying a batch may raise from the database or the connection to it.
 _DATABASE_ERRORS = (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -354,7 +354,7 @@ class Ledger:
         parent covers it."""
         async with self.engine.connect() as conn:
             # By primary key, from the parent's list of shards (`shard_of` has no index).
-            rows = (await conn.execute(text(
+            rows = (await conn.execute(sql(
                 "SELECT s.id, s.balance, s.currency FROM accounts s "
                 "WHERE s.id IN (SELECT unnest(shards) FROM accounts WHERE id = :p) AND s.balance <> 0 "
                 "ORDER BY s.id"), {"p": parent_id})).all()
@@ -372,13 +372,13 @@ class Ledger:
 
     async def _last_posting(self, account_id: int) -> int:
         async with self.engine.connect() as conn:
-            return (await conn.execute(text("SELECT coalesce(max(id), 0) FROM postings WHERE account_id = :a"),
+            return (await conn.execute(sql("SELECT coalesce(max(id), 0) FROM postings WHERE account_id = :a"),
                                        {"a": account_id})).scalar_one()
 
     async def void_expired_holds(self, *, limit: int = 500) -> int:
         """Void pending holds past their expiry; returns how many this call voided."""
         async with self.engine.connect() as conn:
-            ids = (await conn.execute(text(
+            ids = (await conn.execute(sql(
                 "SELECT id FROM holds WHERE status = 'pending' AND expires_at < now() ORDER BY id LIMIT :n"),
                 {"n": limit})).scalars().all()
         voided = 0

@@ -31,11 +31,11 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.engine import autocommit
 from db.schema import JOB_STATUSES
+from db.sql import sql
 
 # Workers LISTEN here; `enqueue` and `retry_parked` notify it (payload-free, so PostgreSQL folds the
 # notifications of one transaction into one).
@@ -114,7 +114,7 @@ class FailOutcome:
 _COLUMNS = ("id, kind, payload, attempts, coalesce(max_attempts, :default_max) AS max_attempts, dedupe_key, "
             "status, run_after, locked_by, locked_until, last_error, created_at")
 
-_ENQUEUE = text(f"""
+_ENQUEUE = sql(f"""
 WITH inserted AS (
     INSERT INTO outbox_jobs (kind, payload, dedupe_key, max_attempts, run_after)
     VALUES (:kind, CAST(:payload AS jsonb), :dedupe_key, :max_attempts,
@@ -125,12 +125,12 @@ WITH inserted AS (
 SELECT id, pg_notify('{NOTIFY_CHANNEL}', '') FROM inserted
 """)
 
-_EXISTING = text("SELECT id FROM outbox_jobs WHERE dedupe_key = :dedupe_key")
+_EXISTING = sql("SELECT id FROM outbox_jobs WHERE dedupe_key = :dedupe_key")
 
 # IMPORTANT: SKIP LOCKED is what lets any number of workers claim concurrently: a row another
 # transaction is claiming is skipped, never waited for and never claimed twice. The attempt is
 # counted here, at the claim, so a job that kills its worker every time still runs out of attempts.
-_CLAIM = text(f"""
+_CLAIM = sql(f"""
 WITH picked AS (
     SELECT id AS picked_id FROM outbox_jobs
      WHERE status = 'pending' AND run_after <= now()
@@ -149,25 +149,25 @@ RETURNING {_COLUMNS}
 # The fence: only the worker that holds this attempt's lease may finish it.
 _FENCE = "id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempts"
 
-_COMPLETE = text(f"""
+_COMPLETE = sql(f"""
 UPDATE outbox_jobs SET status = 'done', locked_by = NULL, locked_until = NULL,
        finished_at = now(), updated_at = now()
  WHERE {_FENCE}
 """)
 
-_RETRY_LATER = text(f"""
+_RETRY_LATER = sql(f"""
 UPDATE outbox_jobs SET status = 'pending', locked_by = NULL, locked_until = NULL, last_error = :error,
        run_after = now() + make_interval(secs => :delay_s), updated_at = now()
  WHERE {_FENCE}
 """)
 
-_PARK_CLAIMED = text(f"""
+_PARK_CLAIMED = sql(f"""
 UPDATE outbox_jobs SET status = 'parked', locked_by = NULL, locked_until = NULL, last_error = :error,
        finished_at = now(), updated_at = now()
  WHERE {_FENCE}
 """)
 
-_REQUEUE_EXPIRED = text("""
+_REQUEUE_EXPIRED = sql("""
 WITH expired AS (
     SELECT id AS expired_id FROM outbox_jobs
      WHERE status = 'running' AND locked_until < now()
@@ -186,13 +186,13 @@ UPDATE outbox_jobs j
 RETURNING j.status
 """)
 
-_PARK = text("""
+_PARK = sql("""
 UPDATE outbox_jobs SET status = 'parked', locked_by = NULL, locked_until = NULL, last_error = :reason,
        finished_at = now(), updated_at = now()
  WHERE id = :id AND status IN ('pending', 'running')
 """)
 
-_RETRY_PARKED = text(f"""
+_RETRY_PARKED = sql(f"""
 WITH revived AS (
     UPDATE outbox_jobs SET status = 'pending', attempts = 0, run_after = now(), finished_at = NULL,
            updated_at = now()
@@ -344,7 +344,7 @@ async def retry_parked(engine: AsyncEngine, job_id: int) -> bool:
 async def get_job(engine: AsyncEngine, job_id: int, *, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Job | None:
     """One job as it stands (for operators and tests), or None."""
     async with engine.connect() as conn:
-        row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM outbox_jobs WHERE id = :id"),
+        row = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM outbox_jobs WHERE id = :id"),
                                   {"id": job_id, "default_max": default_max_attempts})).mappings().first()
     return _job(row) if row is not None else None
 
@@ -352,7 +352,7 @@ async def get_job(engine: AsyncEngine, job_id: int, *, default_max_attempts: int
 async def count_by_status(engine: AsyncEngine) -> dict[str, int]:
     """How many jobs are in each status (every status listed, zeros included)."""
     async with engine.connect() as conn:
-        rows = (await conn.execute(text("SELECT status, count(*) FROM outbox_jobs GROUP BY status"))).all()
+        rows = (await conn.execute(sql("SELECT status, count(*) FROM outbox_jobs GROUP BY status"))).all()
     counts = dict.fromkeys(JOB_STATUSES, 0)
     counts.update({status: int(n) for status, n in rows})
     return counts

@@ -14,9 +14,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.sql import sql
 from payments.money import Currency, Money
 from payments.states import PaymentStatus, check_transition
 
@@ -135,7 +135,7 @@ class NewPayment:
 
 
 # The row and its first event in one statement (one round trip); a key already used inserts neither.
-_INSERT = text(f"""
+_INSERT = sql(f"""
 WITH inserted AS (
     INSERT INTO payments (public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, fee,
                           currency, provider, recipient_phone, recipient_user_id, transcript, confidence,
@@ -168,7 +168,7 @@ async def insert_payment(conn: AsyncConnection, new: NewPayment, *, cause: str) 
 
 
 async def find_by_key(conn: AsyncConnection, payer_user_id: int, key: str) -> Payment | None:
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM payments WHERE payer_user_id = :p AND idempotency_key = :k"),
         {"p": payer_user_id, "k": key})).first()
     return _payment(row) if row else None
@@ -178,7 +178,7 @@ async def get_payment(conn: AsyncConnection, public_id: str, *, lock: bool = Fal
     """The payment, or None; ``lock`` takes its row lock until the transaction ends, so two
     deliveries about one payment are applied one after the other."""
     suffix = " FOR UPDATE" if lock else ""
-    row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM payments WHERE public_id = :p{suffix}"),
+    row = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM payments WHERE public_id = :p{suffix}"),
                               {"p": public_id})).first()
     return _payment(row) if row else None
 
@@ -186,21 +186,21 @@ async def get_payment(conn: AsyncConnection, public_id: str, *, lock: bool = Fal
 async def get_payment_by_id(conn: AsyncConnection, payment_id: int, *, lock: bool = False) -> Payment | None:
     """The payment with this row id (a refund's ``refund_of``), or None; ``lock`` as in `get_payment`."""
     suffix = " FOR UPDATE" if lock else ""
-    row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM payments WHERE id = :i{suffix}"),
+    row = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM payments WHERE id = :i{suffix}"),
                               {"i": payment_id})).first()
     return _payment(row) if row else None
 
 
 async def live_refund_of(conn: AsyncConnection, payment_id: int) -> Payment | None:
     """The refund of this payment that has not failed, if any (the database allows one at most)."""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM payments WHERE refund_of = :i AND status <> 'failed'"), {"i": payment_id})).first()
     return _payment(row) if row else None
 
 
 async def find_by_provider_ref(conn: AsyncConnection, provider: str, ref: str, *, lock: bool = False) -> Payment | None:
     suffix = " FOR UPDATE" if lock else ""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM payments WHERE provider = :pr AND provider_ref = :r{suffix}"),
         {"pr": provider, "r": ref})).first()
     return _payment(row) if row else None
@@ -230,7 +230,7 @@ async def transition(
         raise ValueError(f"transition cannot set {sorted(unknown)}")
     sets = ", ".join(f"{name} = :{name}" for name in columns)
     # The change and its event in one statement (one round trip).
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"WITH changed AS (UPDATE payments SET status = :status, updated_at = now(), "
         f"finished_at = CASE WHEN :final THEN now() ELSE finished_at END, "
         f"provider_refs = provider_refs || CAST(:refs AS jsonb)"
@@ -251,7 +251,7 @@ async def note(conn: AsyncConnection, payment: Payment, refs: Mapping[str, Any],
     if unknown:
         raise ValueError(f"note cannot set {sorted(unknown)}")
     sets = "".join(f", {name} = :{name}" for name in columns)
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"UPDATE payments SET provider_refs = provider_refs || CAST(:refs AS jsonb), updated_at = now(){sets} "
         f"WHERE id = :id RETURNING {_COLUMNS}"),
         {"refs": json.dumps(dict(refs), default=str), "id": payment.id, **columns})).one()
@@ -259,7 +259,7 @@ async def note(conn: AsyncConnection, payment: Payment, refs: Mapping[str, Any],
 
 
 async def events_of(conn: AsyncConnection, payment_id: int) -> list[PaymentEvent]:
-    rows = await conn.execute(text(
+    rows = await conn.execute(sql(
         "SELECT from_status, to_status, cause, details, at FROM payment_events WHERE payment_id = :p ORDER BY id"),
         {"p": payment_id})
     return [PaymentEvent(PaymentStatus(r.from_status) if r.from_status else None, PaymentStatus(r.to_status),
@@ -274,7 +274,7 @@ async def record_provider_event(
     """Remember a callback or webhook; False when the same one (provider, its id, kind) was already
     recorded. IMPORTANT: call it in the transaction that applies the delivery, so a delivery is
     applied exactly when it is recorded."""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         "INSERT INTO provider_events (provider, event_key, kind, payment_id, payload) "
         "VALUES (:pr, :k, :kind, :p, CAST(:payload AS jsonb)) ON CONFLICT (provider, event_key, kind) DO NOTHING "
         "RETURNING id"),
@@ -288,7 +288,7 @@ async def note_provider_event(
     *, payment_id: int | None = None,
 ) -> None:
     """Add to a recorded delivery's summary (what became of it) and, when given, the payment it made."""
-    await conn.execute(text(
+    await conn.execute(sql(
         "UPDATE provider_events SET payload = payload || CAST(:extra AS jsonb), "
         "payment_id = coalesce(:p, payment_id) WHERE provider = :pr AND event_key = :k AND kind = :kind"),
         {"extra": json.dumps(dict(extra), default=str), "p": payment_id, "pr": provider, "k": event_key,
@@ -301,7 +301,7 @@ async def provider_event(
     """A recorded delivery's summary, or None; ``lock`` takes its row lock until the transaction
     ends, so two paths deciding on one delivery decide one after the other."""
     suffix = " FOR UPDATE" if lock else ""
-    payload = (await conn.execute(text(
+    payload = (await conn.execute(sql(
         f"SELECT payload FROM provider_events WHERE provider = :pr AND event_key = :k AND kind = :kind{suffix}"),
         {"pr": provider, "k": event_key, "kind": kind})).scalar_one_or_none()
     if payload is None:
@@ -314,7 +314,7 @@ async def outgoing_totals(conn: AsyncConnection, payer_user_id: int, currency: C
     month: the inputs of the daily limit and the plan's monthly allowance. Deposits, refunds and
     cash-ins are not the payer's spending (a refund row names the original's payer, whoever asked for
     it; a cash-in's payer is the agent, paying from its float, not from its own wallet)."""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         "SELECT coalesce(sum(amount) FILTER (WHERE created_at >= date_trunc('day', now())), 0) AS today, "
         "       count(*) AS month "
         "  FROM payments WHERE payer_user_id = :p AND currency = :c "
@@ -326,7 +326,7 @@ async def outgoing_totals(conn: AsyncConnection, payer_user_id: int, currency: C
 
 async def open_payments(conn: AsyncConnection, older_than_s: float, *, limit: int) -> list[Payment]:
     """Payments not yet final and untouched for ``older_than_s`` seconds: what recovery looks at."""
-    rows = await conn.execute(text(
+    rows = await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM payments WHERE status IN ('created', 'pending', 'processing') "
         "AND updated_at < now() - make_interval(secs => :s) ORDER BY updated_at LIMIT :limit"),
         {"s": float(older_than_s), "limit": limit})
@@ -336,7 +336,7 @@ async def open_payments(conn: AsyncConnection, older_than_s: float, *, limit: in
 async def payment_of_provider_event(conn: AsyncConnection, provider: str, event_key: str, kind: str) -> Payment | None:
     """The payment a recorded provider event names: how an answer that only names our request (a
     Daraja status query's ConversationID) finds the payment the request was about."""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM payments WHERE id = (SELECT payment_id FROM provider_events "
         "WHERE provider = :pr AND event_key = :k AND kind = :kind)"),
         {"pr": provider, "k": event_key, "kind": kind})).first()
@@ -345,5 +345,5 @@ async def payment_of_provider_event(conn: AsyncConnection, provider: str, event_
 
 async def job_status(conn: AsyncConnection, dedupe_key: str) -> str | None:
     """The status of the outbox job a payment enqueued (by its dedupe key), or None."""
-    return (await conn.execute(text("SELECT status FROM outbox_jobs WHERE dedupe_key = :k"),
+    return (await conn.execute(sql("SELECT status FROM outbox_jobs WHERE dedupe_key = :k"),
                                {"k": dedupe_key})).scalar_one_or_none()

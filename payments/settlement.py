@@ -57,9 +57,9 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.sql import sql
 from payments.accounts import (
     Account,
     AccountKind,
@@ -174,7 +174,7 @@ class AccountBook:
         """Each user's wallet id in ``currency``, all found with one SELECT; the missing ones opened
         in the caller's transaction."""
         codes = {account_code(AccountKind.CUSTOMER_WALLET, currency, user_id): user_id for user_id in user_ids}
-        rows = await conn.execute(text("SELECT code, id FROM accounts WHERE code = ANY(:codes)"),
+        rows = await conn.execute(sql("SELECT code, id FROM accounts WHERE code = ANY(:codes)"),
                                   {"codes": list(codes)})
         found = {codes[row.code]: row.id for row in rows}
         for user_id in user_ids:
@@ -270,7 +270,7 @@ class Settlement:
         or unwound as it was debited, which its clearing posting tells."""
         if not payment.fee.minor or payment.debit_transfer_id is None or payment.provider_refs.get(FEE_IN_CLEARING):
             return True
-        held = (await conn.execute(text(
+        held = (await conn.execute(sql(
             "SELECT sum(amount) FROM postings WHERE transfer_id = :t AND account_id = :a"),
             {"t": payment.debit_transfer_id, "a": clearing})).scalar_one_or_none()
         return held is None or int(held) == payment.total.minor
