@@ -196,9 +196,10 @@ class PinService:
         """Whether ``pin`` is ``row``'s, and the check value to store: keyed when the row's value
         allows, else an argon2 verify, whose match derives the value (None when nothing to store)."""
         keyed = self._keyed(user_id, row.pin_check, pin)
-        if keyed is not None:
-            return keyed, None
-        matched = await self._matches(row.pin_hash, pin)
+        return (keyed, None) if keyed is not None else await self._by_argon2(user_id, row.pin_hash, pin)
+
+    async def _by_argon2(self, user_id: int, pin_hash: str, pin: str) -> tuple[bool, str | None]:
+        matched = await self._matches(pin_hash, pin)
         return matched, self.check_value(user_id, pin) if matched else None
 
     def validate_new_pin(self, pin: str) -> None:
@@ -272,7 +273,8 @@ class PinService:
             keyed = self._keyed(user_id, seen.pin_check, pin)
             if keyed and _nothing_to_record(seen):
                 return _user(seen)
-            matched, derived = await self._compare(user_id, seen, pin)
+            matched, derived = (keyed, None) if keyed is not None else await self._by_argon2(
+                user_id, seen.pin_hash, pin)
             if matched and _nothing_to_record(seen):
                 # The usual argon2 case, a right PIN with no failures to clear: the row as it is now,
                 # in one statement, is enough. Whatever changed meanwhile (a new PIN, a failure
