@@ -14,7 +14,9 @@ A second mix, menu browsing only (no PIN), shows the engine's own cost apart fro
 runs at 64 and 256 concurrent sessions, with no pause between hops (a saturating load). PINs are
 checked as by default, against keyed check values (``--pin-check keyed``), or with an argon2 verify
 each (``--pin-check argon2``, as with ``security.pin_check_key_file: null``); the argon2 cost is as
-configured (config.yml's security section) and printed with the results.
+configured (config.yml's security section) and printed with the results. Beside each rate: the CPU
+time the server's process, and PostgreSQL's processes when they run on this machine, spent per hop
+served (a steadier figure than hops/s on a shared machine, where the rate swings between runs).
 
     python -m bench.ussd [--seconds 10] [--concurrency 64,256] [--stores redis,memory]
                          [--mixes realistic,browse] [--users 1000] [--pin-check keyed|argon2]
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import psutil
 from aiohttp import web
 from pydantic import SecretStr
 from sqlalchemy import text
@@ -148,7 +151,7 @@ async def _caller(url: str, http: aiohttp.ClientSession, me: str, phones: list[s
 
 
 async def measure(url: str, concurrency: int, seconds: float, phones: list[str], *, bare: bool,
-                  mix: str = "realistic") -> Tally:
+                  mix: str = "realistic", cpu: CpuMeter | None = None) -> Tally:
     tally = Tally([])
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -159,9 +162,60 @@ async def measure(url: str, concurrency: int, seconds: float, phones: list[str],
                                        mix) for i in range(concurrency)))
         started = time.perf_counter()
         stop = started + seconds
+        if cpu:
+            cpu.start()
         await asyncio.gather(*(_caller(url, http, phones[(i * 7919) % len(phones)], phones, stop, tally,
                                        random.Random(1000 + i), bare, mix) for i in range(concurrency)))
+        if cpu:
+            cpu.stop()
     return tally
+
+
+# -- CPU time: a steadier figure than hops/s on a shared machine -------------------------------------
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0.0
+    return times.user + times.system
+
+
+def _postgres() -> list[psutil.Process]:
+    """PostgreSQL's processes on this machine (the server, its backends and workers), when it runs here."""
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("postgres", "postmaster"):
+            found.append(proc)
+    return found
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds the gateway process and PostgreSQL's processes spent between `start` and `stop`
+    (backends that came and went meanwhile are missed: the gateway's pool keeps its own)."""
+
+    gateway: psutil.Process | None
+    spent_gateway: float = 0.0
+    spent_postgres: float = 0.0
+    _at_start: dict[int, float] = field(default_factory=dict)
+
+    def _read(self) -> dict[int, float]:
+        procs = ([self.gateway] if self.gateway else []) + _postgres()
+        return {p.pid: _cpu_s(p) for p in procs}
+
+    def start(self) -> None:
+        self._at_start = self._read()
+
+    def stop(self) -> None:
+        now = self._read()
+        for pid, spent in now.items():
+            delta = spent - self._at_start.get(pid, spent)
+            if self.gateway and pid == self.gateway.pid:
+                self.spent_gateway += delta
+            else:
+                self.spent_postgres += delta
 
 
 # -- set-up ------------------------------------------------------------------------------------------
@@ -263,6 +317,9 @@ class Row:
     p99_ms: float
     plain_p99_ms: float
     errors: int
+    #: CPU milliseconds per hop of the server's process and of PostgreSQL (nan when not measured).
+    cpu_ms: float = float("nan")
+    pg_cpu_ms: float = float("nan")
 
 
 def _p99(values: list[float]) -> float:
@@ -270,10 +327,15 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000 if ordered else float("nan")
 
 
-def row(name: str, concurrency: int, tally: Tally, seconds: float) -> Row:
+def row(name: str, concurrency: int, tally: Tally, seconds: float, cpu: CpuMeter | None = None) -> Row:
     lat = tally.latencies
+
+    def per_hop(spent: float) -> float:
+        return spent * 1000 / len(lat) if cpu and lat else float("nan")
+
     return Row(name, concurrency, len(lat) / seconds, statistics.median(lat) * 1000 if lat else float("nan"),
-               _p99(lat), _p99(tally.plain), tally.errors)
+               _p99(lat), _p99(tally.plain), tally.errors,
+               per_hop(cpu.spent_gateway if cpu else 0.0), per_hop(cpu.spent_postgres if cpu else 0.0))
 
 
 def argon2_verify_ms(pins: PinService) -> float:
@@ -317,8 +379,10 @@ async def main(args: argparse.Namespace) -> None:
             await wait_until_up(f"http://127.0.0.1:{bare_port}", bare)
             for c in concurrencies:
                 log(f"bare handler, {c} sessions …")
+                cpu = CpuMeter(psutil.Process(bare.pid))
                 rows.append(row("bare aiohttp (fixed CON)", c, await measure(
-                    f"http://127.0.0.1:{bare_port}/ussd", c, args.seconds, phones, bare=True), args.seconds))
+                    f"http://127.0.0.1:{bare_port}/ussd", c, args.seconds, phones, bare=True, cpu=cpu),
+                    args.seconds, cpu))
         finally:
             await stop(bare)
         for store in args.stores.split(","):
@@ -327,8 +391,9 @@ async def main(args: argparse.Namespace) -> None:
                 for mix in args.mixes.split(","):
                     for c in concurrencies:
                         log(f"gateway ({store} sessions, {mix} mix), {c} sessions …")
-                        tally = await measure(url + "/ussd", c, args.seconds, phones, bare=False, mix=mix)
-                        rows.append(row(f"sauti {store}, {mix}", c, tally, args.seconds))
+                        cpu = CpuMeter(psutil.Process(process.pid))
+                        tally = await measure(url + "/ussd", c, args.seconds, phones, bare=False, mix=mix, cpu=cpu)
+                        rows.append(row(f"sauti {store}, {mix}", c, tally, args.seconds, cpu))
             finally:
                 await stop(process)
     finally:
@@ -347,13 +412,15 @@ async def main(args: argparse.Namespace) -> None:
         print(f"PIN check: an {argon2}; the realistic mix checks a PIN every {1 / per_hop:.1f} hops, so "
               f"argon2 alone caps it at {1000 / (verify_ms * per_hop):.0f} hops/s per CPU core "
               f"({os.cpu_count()} cores, shared with the load generator and PostgreSQL)")
+    print("CPU ms/hop: CPU time of the server's process, and of PostgreSQL's (when it runs on this machine), "
+          "per hop served: steadier than hops/s on a shared machine")
     print(f"{'server':<28} {'sessions':>8} {'hops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99 no-PIN':>11} "
-          f"{'errors':>7} {'vs bare':>8}")
+          f"{'errors':>7} {'vs bare':>8} {'CPU ms/hop':>11} {'PG ms/hop':>10}")
     anchors = {r.concurrency: r.hops_per_s for r in rows if r.name.startswith("bare")}
     for r in rows:
         ratio = r.hops_per_s / anchors[r.concurrency] if anchors.get(r.concurrency) else float("nan")
         print(f"{r.name:<28} {r.concurrency:>8} {r.hops_per_s:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
-              f"{r.plain_p99_ms:>11.1f} {r.errors:>7} {ratio:>7.0%}")
+              f"{r.plain_p99_ms:>11.1f} {r.errors:>7} {ratio:>7.0%} {r.cpu_ms:>11.2f} {r.pg_cpu_ms:>10.2f}")
     print("target: >= 40 % of the bare handler's hops/s; p99 < 50 ms at 64 sessions")
 
 

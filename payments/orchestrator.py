@@ -284,16 +284,19 @@ class Payments:
             return payment
         try:
             async with conn.begin_nested():
+                # IMPORTANT: the money last. The transfer locks both wallets and a fee revenue shard
+                # until the commit, and every payment of the currency wants one of those shards: what
+                # is written before it (the contact, counted with the move to succeeded, which a
+                # replayed command never repeats; the receipts) keeps no one waiting. Refused, the
+                # savepoint undoes them with it.
+                await count_send(conn, payment, recipient_name=recipient.display_name or None,
+                                 max_contacts=self.settings.max_contacts_per_user)
+                await self.resolver.receipts(conn, payment, "payer", "payee", status=S.SUCCEEDED)
                 moved = await self.money.pay_wallet(conn, payment, recipient.id)
         except InsufficientFunds as exc:
             return await self._refused(conn, payment, exc)
-        payment = await store.transition(conn, payment, S.SUCCEEDED, cause="ledger",
-                                         debit_transfer_id=moved.transfer_id, settle_transfer_id=moved.transfer_id)
-        # Counted with the move to succeeded, which a replayed command never repeats.
-        await count_send(conn, payment, recipient_name=recipient.display_name or None,
-                         max_contacts=self.settings.max_contacts_per_user)
-        await self.resolver.receipts(conn, payment, "payer", "payee")
-        return payment
+        return await store.transition(conn, payment, S.SUCCEEDED, cause="ledger",
+                                      debit_transfer_id=moved.transfer_id, settle_transfer_id=moved.transfer_id)
 
     async def _payout(self, conn: AsyncConnection, cmd: SendToPhone | Withdraw, payer: User, kind: PaymentKind,
                       phone: str) -> Payment:
@@ -321,14 +324,15 @@ class Payments:
             return payment
         try:
             async with conn.begin_nested():
+                # The job before the money, which locks the wallet and the provider's clearing account
+                # until the commit (see `_internal`); refused, the savepoint undoes the job too.
+                await enqueue(conn, job, {"payment": payment.public_id}, dedupe_key=f"{job}:{payment.public_id}")
                 debited = await self.money.debit_for_payout(conn, payment)
         except InsufficientFunds as exc:
             return await self._refused(conn, payment, exc)
-        payment = await store.transition(conn, payment, S.PENDING, cause="debited_to_clearing",
-                                         refs={FEE_IN_CLEARING: True} if payment.fee.minor else {},
-                                         debit_transfer_id=debited.transfer_id)
-        await enqueue(conn, job, {"payment": payment.public_id}, dedupe_key=f"{job}:{payment.public_id}")
-        return payment
+        return await store.transition(conn, payment, S.PENDING, cause="debited_to_clearing",
+                                      refs={FEE_IN_CLEARING: True} if payment.fee.minor else {},
+                                      debit_transfer_id=debited.transfer_id)
 
     async def _replay(self, conn: AsyncConnection, cmd: Command, request_hash: str) -> Payment | None:
         existing = await store.find_by_key(conn, cmd.payer_user_id, cmd.idempotency_key)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -126,6 +126,20 @@ SELECT id, pg_notify('{NOTIFY_CHANNEL}', '') FROM inserted
 """)
 
 _EXISTING = sql("SELECT id FROM outbox_jobs WHERE dedupe_key = :dedupe_key")
+
+# Several jobs in one statement (one round trip, one notification), whatever their number: the rows
+# come as arrays, so the statement's text, and its prepared plan, stay the same.
+_ENQUEUE_MANY = sql(f"""
+WITH inserted AS (
+    INSERT INTO outbox_jobs (kind, payload, dedupe_key, run_after)
+    SELECT kind, payload, dedupe_key, now()
+      FROM unnest(CAST(:kinds AS text[]), CAST(:payloads AS jsonb[]), CAST(:dedupe_keys AS text[]))
+           AS j(kind, payload, dedupe_key)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id
+)
+SELECT count(*) AS written, pg_notify('{NOTIFY_CHANNEL}', '') FROM inserted HAVING count(*) > 0
+""")
 
 # IMPORTANT: SKIP LOCKED is what lets any number of workers claim concurrently: a row another
 # transaction is claiming is skipped, never waited for and never claimed twice. The attempt is
@@ -265,6 +279,30 @@ async def enqueue(
         return row.id
     # The key exists (committed, or committed by a concurrent transaction we waited for).
     return (await conn.execute(_EXISTING, {"dedupe_key": dedupe_key})).scalar_one()
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job for `enqueue_many`: its kind, payload and dedupe key (runs at once, with the worker's
+    max_attempts)."""
+
+    kind: str
+    payload: Mapping[str, Any]
+    dedupe_key: str
+
+
+async def enqueue_many(conn: AsyncConnection, jobs: Sequence[NewJob]) -> int:
+    """`enqueue` several jobs in one statement, in ``conn``'s open transaction; returns how many were
+    written (a dedupe key already used writes nothing, as with `enqueue`)."""
+    if not jobs:
+        return 0
+    if not all(job.kind and job.dedupe_key for job in jobs):
+        raise ValueError("enqueue_many takes jobs with a kind and a dedupe key")
+    if not conn.in_transaction():
+        raise ValueError("enqueue_many writes in the caller's transaction: call it inside conn.begin()")
+    params = {"kinds": [job.kind for job in jobs], "payloads": [_payload_json(job.payload) for job in jobs],
+              "dedupe_keys": [job.dedupe_key for job in jobs]}
+    return (await conn.execute(_ENQUEUE_MANY, params)).scalar() or 0
 
 
 async def claim(engine: AsyncEngine, worker_id: str, *, limit: int, lease_s: float,

@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 
 import aiohttp
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.engine import autocommit
 from payments import payment_store as store
 from payments.commands import B2B_KINDS, PaymentKind
 from payments.identities import get_user
@@ -125,8 +126,14 @@ class ProviderJobs:
                 JOB_WAVE_REFUND: self.run_wave_refund, JOB_WAVE_REVERSE: self.run_wave_reverse}
 
     async def _job_payment(self, job: Job) -> Payment:
-        async with self.engine.connect() as conn:
-            payment = await store.get_payment(conn, str(job.payload.get("payment", "")))
+        # Reads outside any transaction (`db.engine.autocommit`): a lone statement needs no BEGIN
+        # and ROLLBACK, two more round trips, around it.
+        async with autocommit(self.engine).connect() as conn:
+            return await self._named_payment(conn, job)
+
+    @staticmethod
+    async def _named_payment(conn: AsyncConnection, job: Job) -> Payment:
+        payment = await store.get_payment(conn, str(job.payload.get("payment", "")))
         if payment is None:
             raise PermanentJobError("the job names no known payment")
         return payment
@@ -365,7 +372,7 @@ class ProviderJobs:
             await store.note(conn, locked, {"status_query": accepted.conversation_id})
 
     async def _original(self, refund: Payment) -> Payment:
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine).connect() as conn:
             original = await store.get_payment_by_id(conn, refund.refund_of or 0)
         if original is None:
             raise PermanentJobError("the refund names no payment")
@@ -383,9 +390,9 @@ class ProviderJobs:
         sms = self.providers.sms
         if sms is None:
             return
-        payment = await self._job_payment(job)
         to = job.payload.get("to")
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine).connect() as conn:  # lone reads, as in `_job_payment`
+            payment = await self._named_payment(conn, job)
             payer = await get_user(conn, payment.payer_user_id)
             # The payee only for the payee's own receipt (the payer's needs only the payer).
             payee = await get_user(conn, payment.recipient_user_id) \

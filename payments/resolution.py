@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from payments import payment_store as store
 from payments.commands import PaymentKind
 from payments.contacts import count_send
-from payments.outbox import enqueue
+from payments.outbox import NewJob, enqueue_many
 from payments.payment_settings import JOB_SMS, MPESA, STK_ORPHAN_EVENT, WAVE, PaymentSettings, ProviderClients
 from payments.payment_store import Payment
 from payments.providers.wave import Payout, PayoutStatus
@@ -79,14 +79,17 @@ class Resolver:
         self.settings = settings
         self.providers = providers
 
-    async def receipts(self, conn: AsyncConnection, payment: Payment, *parties: str) -> None:
-        """Enqueue an SMS receipt per party (``payer``, ``payee``), in the caller's transaction."""
+    async def receipts(self, conn: AsyncConnection, payment: Payment, *parties: str,
+                       status: PaymentStatus | None = None) -> None:
+        """Enqueue an SMS receipt per party (``payer``, ``payee``), in the caller's transaction, all
+        in one statement. ``status``: the one the receipts tell of, when the payment is about to
+        reach it in this transaction (else the payment's own)."""
         if not (self.settings.sms_receipts and self.providers.sms is not None):
             return
-        for party in parties:
-            # The payload names the payment, never a phone number: the handler reads it from the database.
-            await enqueue(conn, JOB_SMS, {"payment": payment.public_id, "to": party, "status": payment.status.value},
-                          dedupe_key=f"{JOB_SMS}:{payment.public_id}:{party}:{payment.status.value}")
+        told = (status or payment.status).value
+        # The payload names the payment, never a phone number: the handler reads it from the database.
+        await enqueue_many(conn, [NewJob(JOB_SMS, {"payment": payment.public_id, "to": party, "status": told},
+                                         f"{JOB_SMS}:{payment.public_id}:{party}:{told}") for party in parties])
 
     async def accepted(self, public_id: str, provider_ref: str | None, refs: Mapping[str, Any], cause: str,
                         *, receipt: bool = False, attempts: int = 1) -> None:
@@ -156,6 +159,9 @@ class Resolver:
 
     async def _finish(self, conn: AsyncConnection, payment: Payment, outcome: Verdict) -> Payment:
         details = {**outcome.details, **({"error": outcome.error_code} if outcome.error_code else {})}
+        # The receipt first: the money movement below locks hot accounts (clearing, shards) until the
+        # commit, and every statement after it is a round trip other payments wait for.
+        await self.receipts(conn, payment, "payer", status=S.SUCCEEDED if outcome.succeeded else S.FAILED)
         if payment.kind == PaymentKind.REFUND:
             payment = await self._finish_refund(conn, payment, outcome, details)
         elif payment.kind == PaymentKind.DEPOSIT:
@@ -180,7 +186,6 @@ class Resolver:
             payment = await store.transition(conn, payment, S.FAILED, cause=outcome.cause, details=details,
                                              refs=outcome.refs, settle_transfer_id=moved.transfer_id,
                                              error_code=outcome.error_code, error_message=outcome.error_message)
-        await self.receipts(conn, payment, "payer")
         return payment
 
     async def _finish_refund(self, conn: AsyncConnection, refund: Payment, outcome: Verdict,

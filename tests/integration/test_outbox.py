@@ -135,6 +135,39 @@ async def test_concurrent_enqueues_of_one_key_make_one_job(db):
     assert (await outbox.count_by_status(db))["pending"] == 1
 
 
+async def test_enqueue_many_writes_its_jobs_at_once_and_skips_keys_used_already(db):
+    await add_job(db, "sms.send", {"n": 0}, dedupe_key="sms:0")
+    async with db.begin() as conn:
+        written = await outbox.enqueue_many(conn, [
+            outbox.NewJob("sms.send", {"n": 0}, "sms:0"),  # used already: nothing written
+            outbox.NewJob("sms.send", {"n": 1}, "sms:1"),
+            outbox.NewJob("payout.send", {"n": 2}, "payout:2"),
+            outbox.NewJob("sms.send", {"n": 1}, "sms:1"),  # twice in one call: once
+        ])
+        assert await outbox.enqueue_many(conn, []) == 0
+    assert written == 2
+    async with db.connect() as conn:
+        rows = (await conn.execute(text("SELECT kind, payload, dedupe_key, status FROM outbox_jobs ORDER BY id"))).all()
+    assert [tuple(r) for r in rows] == [("sms.send", {"n": 0}, "sms:0", "pending"),
+                                        ("sms.send", {"n": 1}, "sms:1", "pending"),
+                                        ("payout.send", {"n": 2}, "payout:2", "pending")]
+    async with db.begin() as conn:  # all or nothing with the caller's transaction
+        assert await outbox.enqueue_many(conn, [outbox.NewJob("sms.send", {}, "sms:3")]) == 1
+        await conn.rollback()
+    assert (await outbox.count_by_status(db))["pending"] == 3
+
+
+async def test_enqueue_many_refuses_to_write_outside_a_transaction_and_jobs_without_keys(db):
+    async with db.connect() as conn:
+        with pytest.raises(ValueError, match="caller's transaction"):
+            await outbox.enqueue_many(conn, [outbox.NewJob("sms.send", {}, "k")])
+    async with db.begin() as conn:
+        with pytest.raises(ValueError, match="dedupe key"):
+            await outbox.enqueue_many(conn, [outbox.NewJob("sms.send", {}, "")])
+        with pytest.raises(ValueError, match="JSON"):
+            await outbox.enqueue_many(conn, [outbox.NewJob("sms.send", {"at": datetime.now(UTC)}, "k")])
+
+
 # -- running jobs ---------------------------------------------------------------------------------
 
 
@@ -356,6 +389,12 @@ async def test_a_new_job_wakes_a_listening_worker_before_its_poll_interval(db):
         await asyncio.sleep(0.3)  # the worker is now waiting for a notification (or 30 s)
         job_id = await add_job(db, "test.record")
         await eventually(lambda: _status_is(db, job_id, "done"), within_s=5)
+        async with db.begin() as conn:  # jobs written together wake it too
+            await outbox.enqueue_many(conn, [outbox.NewJob("test.record", {}, "together")])
+        async with db.connect() as conn:
+            together = (await conn.execute(text("SELECT id FROM outbox_jobs WHERE dedupe_key = 'together'"))
+                        ).scalar_one()
+        await eventually(lambda: _status_is(db, together, "done"), within_s=5)
     finally:
         w.stop()
         await asyncio.wait_for(task, 5)

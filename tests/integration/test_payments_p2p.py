@@ -16,6 +16,7 @@ from payments.errors import IdempotencyConflict
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.statements import statements
 
 KES = Currency.KES
 
@@ -75,6 +76,24 @@ async def test_p2p_that_the_wallet_cannot_cover_fails_and_moves_nothing(world: P
     assert await world.wallet(payee) == Money.zero(KES)
     assert await world.scalar("SELECT count(*) FROM outbox_jobs WHERE payload->>'payment' = :p",
                               p=payment.public_id) == 0
+    # The contact and the receipts are written before the money: refused, it undoes them too.
+    assert await world.scalar("SELECT count(*) FROM contacts WHERE user_id = :u", u=payer.id) == 0
+
+
+async def test_the_transfer_comes_last_so_its_locks_are_held_for_the_fewest_round_trips(world: PaymentsWorld):
+    """The transfer locks both wallets and a fee revenue shard, which every payment in the currency
+    wants, until the commit: only the savepoint's release and the move to succeeded come after it."""
+    payer, payee = await world.user(name="Amina"), await world.user(name="Baraka")
+    await world.fund(payer, Money.of(1000, KES))
+    with statements(world.engine) as seen:
+        payment = await world.payments.handle(SendToPhone("p2p-last", payer.id, Money.of(100, KES), Channel.USSD,
+                                                          recipient_phone=payee.phone))
+    assert payment.status is PaymentStatus.SUCCEEDED
+    ours = [sql for sql, _ in seen if "outbox_jobs" not in sql or "INSERT" in sql]
+    after = ours[next(n for n, sql in enumerate(ours) if "ledger_apply" in sql) + 1:]
+    assert [sql.split()[0] for sql in after] == ["RELEASE", "WITH"] and "UPDATE payments" in after[1], after
+    assert any("INSERT INTO outbox_jobs" in sql for sql in ours[:len(ours) - len(after)])
+    assert any("contacts" in sql for sql in ours[:len(ours) - len(after)])
 
 
 async def test_same_key_same_request_is_the_same_payment_and_another_request_conflicts(world: PaymentsWorld):
