@@ -1,6 +1,7 @@
-"""Who is dialling: the registered user behind a phone number (two reads per new session, outside
-any transaction: `db.engine.autocommit`), the language to greet a new number in, and the values
-every session of a number starts with (its currency and mobile money, by country)."""
+"""Who is dialling: the registered user behind a phone number with the top of their address book (one
+read per new session, outside any transaction: `db.engine.autocommit`), the language to greet a new
+number in, and the values every session of a number starts with (its currency and mobile money, by
+country)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import autocommit
 from dialogs.display import clock_text, phone_text
 from dialogs.engine import Caller
-from payments.contacts import SavedContact, address_book
-from payments.identities import UserStatus, find_user_by_phone
+from payments.contacts import SavedContact, user_and_address_book
+from payments.identities import UserStatus
 from payments.money import Currency
-from payments.phones import region_of
+from payments.phones import parse_msisdn, region_of
 
 #: Each country's currency, its mobile money, and a number to show as an example.
 _COUNTRY = {
@@ -68,12 +69,11 @@ class CallerDirectory:
     async def find(self, phone: str) -> Caller | None:
         assert self.engine is not None
         async with autocommit(self.engine).connect() as conn:
-            user = await find_user_by_phone(conn, phone)
-            if user is None:
-                return None
-            if user.status is UserStatus.CLOSED:
-                return Caller(user.id, user.language.value, frozenset(), closed=True)
-            saved = await address_book(conn, user.id, limit=SAVED_SHOWN)
+            user, saved = await user_and_address_book(conn, parse_msisdn(phone), limit=SAVED_SHOWN)
+        if user is None:
+            return None
+        if user.status is UserStatus.CLOSED:
+            return Caller(user.id, user.language.value, frozenset(), closed=True)
         locked = user.locked_until if user.status is UserStatus.LOCKED else None
         return Caller(user.id, user.language.value, frozenset(r.value for r in user.roles), locked,
                       locked_until_text=clock_text(locked, phone) if locked else "", values=saved_values(saved))

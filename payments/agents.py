@@ -620,8 +620,8 @@ class AgentService:
         return [Leg(expense, -commission.minor, cur), Leg(earned, commission.minor, cur)]
 
     async def _pay_cash_in(self, conn: AsyncConnection, request: CashRequest, agent: Agent) -> Payment:
-        """The cash-in's payment (paid by the agent) and its ONE transfer: float → wallet, commission
-        expense → the agent's commission; then the receipts. `FloatTooLow` when the float is short."""
+        """The cash-in's payment (paid by the agent), its receipts and its ONE transfer: float → wallet,
+        commission expense → the agent's commission. `FloatTooLow` when the float is short."""
         cur = request.amount.currency
         payment = await store.insert_payment(conn, store.NewPayment(
             payer_user_id=agent.user_id, idempotency_key=f"cash_in:{request.public_id}",
@@ -635,6 +635,9 @@ class AgentService:
         legs = (Leg(float_id, -request.amount.minor, cur),
                 Leg(await self.accounts.wallet(conn, request.customer_user_id, cur), request.amount.minor, cur),
                 *await self._commission_legs(conn, agent.user_id, request.commission))
+        # The receipts before the money, which locks the commission expense account (every cash-in
+        # pays from it) until the commit; a short float raises and rolls them back with the rest.
+        await self.payments.resolver.receipts(conn, payment, "payer", "payee", status=S.SUCCEEDED)
         try:
             moved = await self.ledger.transfer(TransferRequest(
                 f"cash_in:{request.public_id}", legs, kind=PaymentKind.CASH_IN.value, reference=payment.public_id,
@@ -643,11 +646,9 @@ class AgentService:
             available = Money(exc.available, cur) if exc.available is not None else await self._balance(
                 AccountKind.AGENT_FLOAT, agent)
             raise FloatTooLow(available, request.amount) from None
-        payment = await store.transition(conn, payment, S.SUCCEEDED, cause="agent_confirmed",
-                                         refs={"cash_request": request.public_id},
-                                         debit_transfer_id=moved.transfer_id, settle_transfer_id=moved.transfer_id)
-        await self.payments.resolver.receipts(conn, payment, "payer", "payee")
-        return payment
+        return await store.transition(conn, payment, S.SUCCEEDED, cause="agent_confirmed",
+                                      refs={"cash_request": request.public_id},
+                                      debit_transfer_id=moved.transfer_id, settle_transfer_id=moved.transfer_id)
 
     async def _post_cash_out(self, conn: AsyncConnection, request: CashRequest, agent: Agent,
                              key: str) -> CashResult | CashRequest:

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.sql import sql
 from payments.commands import PaymentKind
 from payments.errors import InvalidRequest, PaymentsError, UnknownUser
+from payments.identities import USER_COLUMNS, User, user_from_row
 from payments.money import Currency, Money
 from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of
@@ -120,11 +121,14 @@ _COLUMNS = ("id, user_id, name, nickname, phone, favourite, times_paid, total_se
             "last_paid_at, created_at, updated_at")
 
 
-def _contact(row: Any) -> SavedContact:
-    totals = tuple(Money(int(getattr(row, column)), currency) for currency, column in _TOTAL_COLUMNS.items()
-                   if getattr(row, column))
-    return SavedContact(row.id, row.user_id, row.name, row.nickname, row.phone, row.favourite, row.times_paid,
-                        totals, row.last_paid_at, row.created_at, row.updated_at)
+def _contact(row: Any, prefix: str = "") -> SavedContact:
+    """A contact from a row holding `_COLUMNS`, each named with ``prefix`` before it."""
+    def get(column: str) -> Any:
+        return getattr(row, prefix + column)
+
+    totals = tuple(Money(int(get(column)), currency) for currency, column in _TOTAL_COLUMNS.items() if get(column))
+    return SavedContact(get("id"), get("user_id"), get("name"), get("nickname"), get("phone"), get("favourite"),
+                        get("times_paid"), totals, get("last_paid_at"), get("created_at"), get("updated_at"))
 
 
 def _text(value: object, what: str, most: int) -> str:
@@ -172,15 +176,34 @@ async def list_contacts(conn: AsyncConnection, user_id: int) -> list[SavedContac
     return [_contact(r) for r in rows]
 
 
+#: The address book's order (`address_book`), for a table or subquery named ``c``.
+_BOOK_ORDER = "c.favourite DESC, c.times_paid DESC, c.last_paid_at DESC NULLS LAST, lower(c.name), c.id"
+#: `_COLUMNS` of a contact ``c`` named ``c_id``, ``c_name``… beside another table's columns.
+_PREFIXED = ", ".join(f"c.{column} AS c_{column}" for column in _COLUMNS.split(", "))
+
+
 async def address_book(conn: AsyncConnection, user_id: int, *, limit: int | None = None) -> list[SavedContact]:
     """The user's contacts in the order a spoken name is matched against them: favourites first,
     then the most paid, then the most recently paid (ties between two "Mama"s go to the one the
     user pays); the first `limit` of them when given (the USSD send screen lists three)."""
     rows = await conn.execute(sql(
-        f"SELECT {_COLUMNS} FROM contacts WHERE user_id = :u "
-        "ORDER BY favourite DESC, times_paid DESC, last_paid_at DESC NULLS LAST, lower(name), id "
-        "LIMIT :n"), {"u": user_id, "n": limit})
+        f"SELECT {_COLUMNS} FROM contacts c WHERE user_id = :u ORDER BY {_BOOK_ORDER} LIMIT :n"),
+        {"u": user_id, "n": limit})
     return [_contact(r) for r in rows]
+
+
+async def user_and_address_book(conn: AsyncConnection, phone: str, *,
+                                limit: int) -> tuple[User | None, list[SavedContact]]:
+    """The user registered to ``phone`` (E.164) and the first ``limit`` contacts of their
+    `address_book`, in one statement: what a USSD session's first hop needs, in one round trip
+    instead of two. (None, []) for a number with no user."""
+    rows = (await conn.execute(sql(
+        f"SELECT u.*, {_PREFIXED} FROM (SELECT {USER_COLUMNS} FROM users WHERE phone = :p) u "
+        f"LEFT JOIN LATERAL (SELECT * FROM contacts c WHERE c.user_id = u.id ORDER BY {_BOOK_ORDER} LIMIT :n) c "
+        f"ON true ORDER BY {_BOOK_ORDER}"), {"p": phone, "n": limit})).all()
+    if not rows:
+        return None, []
+    return user_from_row(rows[0]), [_contact(r, "c_") for r in rows if r.c_id is not None]
 
 
 async def get_contact(conn: AsyncConnection, user_id: int, contact_id: int) -> SavedContact:

@@ -272,7 +272,7 @@ class PinService:
             _refuse_early(seen, user_id, now)
             keyed = self._keyed(user_id, seen.pin_check, pin)
             if keyed and _nothing_to_record(seen):
-                return _user(seen)
+                return user_from_row(seen)
             matched, derived = (keyed, None) if keyed is not None else await self._by_argon2(
                 user_id, seen.pin_hash, pin)
             if matched and _nothing_to_record(seen):
@@ -286,7 +286,7 @@ class PinService:
                         now_row = (await conn.execute(_DERIVE, {"u": user_id, "h": seen.pin_hash,
                                                                 "c": derived})).first()
                 if now_row is not None and now_row.pin_hash == seen.pin_hash and _nothing_to_record(now_row):
-                    return _user(now_row)
+                    return user_from_row(now_row)
             failure: WrongPin | AccountLocked | None = None
             async with engine.begin() as conn:
                 row = (await conn.execute(sql(_PIN_ROW + " FOR UPDATE"), {"u": user_id})).first()
@@ -361,19 +361,21 @@ class PinService:
                     details={"channel": channel} if channel else None)
 
 
-_USER_COLUMNS = (
+#: The columns `user_from_row` reads, for queries of other modules that read a user with their own rows.
+USER_COLUMNS = (
     "id, phone, display_name, language, roles, kyc_tier, status, pin_hash IS NOT NULL AS has_pin, locked_until")
 
 
 #: The user and what a PIN check looks at, in one read.
-_USER_PIN_ROW = f"SELECT {_USER_COLUMNS}, pin_hash, pin_check, failed_pin_attempts FROM users WHERE id = :u"
+_USER_PIN_ROW = f"SELECT {USER_COLUMNS}, pin_hash, pin_check, failed_pin_attempts FROM users WHERE id = :u"
 #: `_USER_PIN_ROW` after an argon2 match, storing the check value it derived if the hash is still the
 #: one compared against (no row otherwise: the locking path sorts it out).
 _DERIVE = sql(f"UPDATE users SET pin_check = :c WHERE id = :u AND pin_hash = :h "
-               f"RETURNING {_USER_COLUMNS}, pin_hash, pin_check, failed_pin_attempts")
+               f"RETURNING {USER_COLUMNS}, pin_hash, pin_check, failed_pin_attempts")
 
 
-def _user(row) -> User:
+def user_from_row(row: Any) -> User:
+    """A `User` from a row holding `USER_COLUMNS`."""
     return User(row.id, row.phone, row.display_name, Language(row.language), frozenset(Role(r) for r in row.roles),
                 row.kyc_tier, UserStatus(row.status), row.has_pin, row.locked_until)
 
@@ -405,26 +407,26 @@ async def register_user(
         async with conn.begin_nested():
             row = (await conn.execute(sql(
                 f"INSERT INTO users (phone, display_name, language, roles, kyc_tier) "
-                f"VALUES (:p, :n, :l, :r, :k) RETURNING {_USER_COLUMNS}"),
+                f"VALUES (:p, :n, :l, :r, :k) RETURNING {USER_COLUMNS}"),
                 {"p": msisdn, "n": name, "l": lang.value, "r": sorted(Role(r).value for r in roles),
                  "k": kyc_tier})).one()
     except IntegrityError:
         raise UserExists(f"{msisdn} is already registered") from None
     await audit(conn, actor="system", action="user.registered", subject=f"user:{row.id}")
-    return _user(row)
+    return user_from_row(row)
 
 
 async def get_user(conn: AsyncConnection, user_id: int) -> User:
-    row = (await conn.execute(sql(f"SELECT {_USER_COLUMNS} FROM users WHERE id = :u"), {"u": user_id})).first()
+    row = (await conn.execute(sql(f"SELECT {USER_COLUMNS} FROM users WHERE id = :u"), {"u": user_id})).first()
     if row is None:
         raise UnknownUser(f"no user {user_id}")
-    return _user(row)
+    return user_from_row(row)
 
 
 async def find_user_by_phone(conn: AsyncConnection, phone: str, region: str | None = None) -> User | None:
     msisdn = parse_msisdn(phone, region)
-    row = (await conn.execute(sql(f"SELECT {_USER_COLUMNS} FROM users WHERE phone = :p"), {"p": msisdn})).first()
-    return _user(row) if row else None
+    row = (await conn.execute(sql(f"SELECT {USER_COLUMNS} FROM users WHERE phone = :p"), {"p": msisdn})).first()
+    return user_from_row(row) if row else None
 
 
 async def set_language(conn: AsyncConnection, user_id: int, language: Language | str) -> None:

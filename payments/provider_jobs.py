@@ -18,12 +18,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 
 import aiohttp
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import autocommit
 from payments import payment_store as store
 from payments.commands import B2B_KINDS, PaymentKind
-from payments.identities import get_user
 from payments.outbox import Job, PermanentJobError
 from payments.payment_settings import (
     CALLBACK_B2B_RESULT,
@@ -126,14 +125,10 @@ class ProviderJobs:
                 JOB_WAVE_REFUND: self.run_wave_refund, JOB_WAVE_REVERSE: self.run_wave_reverse}
 
     async def _job_payment(self, job: Job) -> Payment:
-        # Reads outside any transaction (`db.engine.autocommit`): a lone statement needs no BEGIN
+        # A read outside any transaction (`db.engine.autocommit`): a lone statement needs no BEGIN
         # and ROLLBACK, two more round trips, around it.
         async with autocommit(self.engine).connect() as conn:
-            return await self._named_payment(conn, job)
-
-    @staticmethod
-    async def _named_payment(conn: AsyncConnection, job: Job) -> Payment:
-        payment = await store.get_payment(conn, str(job.payload.get("payment", "")))
+            payment = await store.get_payment(conn, str(job.payload.get("payment", "")))
         if payment is None:
             raise PermanentJobError("the job names no known payment")
         return payment
@@ -391,23 +386,23 @@ class ProviderJobs:
         if sms is None:
             return
         to = job.payload.get("to")
-        async with autocommit(self.engine).connect() as conn:  # lone reads, as in `_job_payment`
-            payment = await self._named_payment(conn, job)
-            payer = await get_user(conn, payment.payer_user_id)
-            # The payee only for the payee's own receipt (the payer's needs only the payer).
-            payee = await get_user(conn, payment.recipient_user_id) \
-                if to == "payee" and payment.recipient_user_id else None
+        async with autocommit(self.engine).connect() as conn:  # a lone read, as in `_job_payment`
+            found = await store.get_payment_and_parties(conn, str(job.payload.get("payment", "")))
+        if found is None:
+            raise PermanentJobError("the job names no known payment")
+        payment, parties = found
         status = S(job.payload.get("status", payment.status.value))
-        if to == "payee" and payee is not None:
-            number, message = payee.phone, f"You received {payment.amount} from {payer.display_name or payer.phone}."
+        if to == "payee" and parties.payee_phone is not None:
+            number = parties.payee_phone
+            message = f"You received {payment.amount} from {parties.payer_name or parties.payer_phone}."
         elif status is S.PROCESSING and payment.provider_refs.get("wave_launch_url"):
-            number = payer.phone
+            number = parties.payer_phone
             message = f"Approve your deposit of {payment.amount} in Wave: {payment.provider_refs['wave_launch_url']}"
         elif status is S.SUCCEEDED:
-            number = payer.phone
+            number = parties.payer_phone
             message = f"{_VERB[payment.kind]} {payment.amount} ({payment.public_id[-8:]}) succeeded. Fee {payment.fee}."
         else:
-            number = payer.phone
+            number = parties.payer_phone
             message = f"{_VERB[payment.kind]} {payment.amount} ({payment.public_id[-8:]}) failed. No money was taken."
         receipt = await sms.send(message, [number])
         if not receipt.all_accepted:

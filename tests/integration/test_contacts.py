@@ -25,6 +25,7 @@ from payments.contacts import (
     get_contact,
     list_contacts,
     update_contact,
+    user_and_address_book,
 )
 from payments.identities import User
 from payments.money import Currency, Money
@@ -286,6 +287,14 @@ async def test_the_address_book_lists_favourites_then_the_most_paid(world: Payme
 
     assert [(c.name, c.times_paid) for c in book] == [("Mama", 0), ("Often", 2), ("Once", 1)]
     assert book[0].id == favourite.id
+    # A session's first hop reads the caller and the top of this book in one statement: the same.
+    async with world.engine.connect() as conn:
+        user, top = await user_and_address_book(conn, payer.phone, limit=2)
+        nobody = await user_and_address_book(conn, kenyan(), limit=2)
+        lonely, none = await user_and_address_book(conn, often.phone, limit=2)
+    assert user == payer and top == book[:2]
+    assert nobody == (None, [])
+    assert lonely == often and none == []
 
 
 async def test_a_contact_that_cannot_be_counted_never_fails_its_payment(world: PaymentsWorld):

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from payments import outbox
 from payments import payment_store as store
 from payments.accounts import AccountKind
 from payments.commands import Channel, SendToPhone, SendToWallet
 from payments.errors import IdempotencyConflict
 from payments.money import Currency, Money
+from payments.payment_settings import JOB_SMS
 from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
 from tests.statements import statements
@@ -141,3 +143,13 @@ async def test_one_key_sent_concurrently_makes_one_payment(world: PaymentsWorld)
     assert await world.wallet(payee) == Money.of(100, KES)
     assert await world.wallet(payer) == Money.of(899, KES)
     await world.worker.drain()
+
+
+async def test_a_receipt_naming_no_payment_is_parked_not_retried(world: PaymentsWorld):
+    async with world.engine.begin() as conn:
+        job_id = await outbox.enqueue(conn, JOB_SMS, {"payment": "pay_nosuchpayment", "to": "payer"},
+                                      dedupe_key="sms:pay_nosuchpayment")
+    await world.worker.drain()
+    job = await outbox.get_job(world.engine, job_id)
+    assert job is not None and job.status == "parked" and job.attempts == 1
+    assert "names no known payment" in (job.last_error or "")
