@@ -185,9 +185,24 @@ class Payments:
     async def _quote(self, conn: AsyncConnection, payer: User, amount: Money, kind: PaymentKind,
                      recipient_name: str | None = None) -> Quote:
         spent_today, this_month = await store.outgoing_totals(conn, payer.id, amount.currency)
+        return self._price(payer, amount, kind, recipient_name, spent_today, this_month)
+
+    def _price(self, payer: User, amount: Money, kind: PaymentKind, recipient_name: str | None,
+               spent_today: Money, this_month: int) -> Quote:
         return quote(amount, self._plan_for(payer), limits=self.settings.limits, kyc_tier=payer.kyc_tier,
                      spent_today=spent_today, transactions_this_month=this_month, recipient_name=recipient_name,
                      free_of_charge=kind is PaymentKind.DEPOSIT)
+
+    async def _replay_or_price(self, conn: AsyncConnection, cmd: Command, request_hash: str, payer: User,
+                               kind: PaymentKind, recipient_name: str | None = None) -> Payment | Quote:
+        """The payment an earlier run of the command made (`IdempotencyConflict` if its key was used
+        for another request), else the command's price, checked against the limits: what both need
+        read in one statement. A replay is not priced again: it answers whatever the limits say now."""
+        existing, spent_today, this_month = await store.find_by_key_with_totals(
+            conn, cmd.payer_user_id, cmd.idempotency_key, cmd.amount.currency)
+        if existing is not None:
+            return self._same_request(existing, cmd, request_hash)
+        return self._price(payer, cmd.amount, kind, recipient_name, spent_today, this_month)
 
     async def _send_to_wallet(self, cmd: SendToWallet) -> Payment:
         async with self.engine.begin() as conn:
@@ -275,9 +290,9 @@ class Payments:
         if recipient.status is UserStatus.CLOSED:
             raise AccountClosed("the recipient's account is closed")
         request_hash = cmd.request_hash(kind, recipient_user_id=recipient.id)
-        if (replay := await self._replay(conn, cmd, request_hash)) is not None:
-            return replay
-        priced = await self._quote(conn, payer, cmd.amount, kind, recipient.display_name or None)
+        priced = await self._replay_or_price(conn, cmd, request_hash, payer, kind, recipient.display_name or None)
+        if isinstance(priced, Payment):
+            return priced
         payment, fresh = await self._insert(conn, cmd, kind, request_hash, priced.fee,
                                             recipient_user_id=recipient.id, recipient_phone=recipient.phone)
         if not fresh:
@@ -315,9 +330,9 @@ class Payments:
         """Any payout, in the caller's transaction: recorded with its recipient (a phone, a paybill
         and account number, a till), amount + fee debited into clearing, the provider job enqueued."""
         request_hash = cmd.request_hash(kind, **recipient)
-        if (replay := await self._replay(conn, cmd, request_hash)) is not None:
-            return replay
-        priced = await self._quote(conn, payer, cmd.amount, kind)
+        priced = await self._replay_or_price(conn, cmd, request_hash, payer, kind)
+        if isinstance(priced, Payment):
+            return priced
         payment, fresh = await self._insert(conn, cmd, kind, request_hash, priced.fee, provider=provider,
                                             **recipient)
         if not fresh:
@@ -336,8 +351,10 @@ class Payments:
 
     async def _replay(self, conn: AsyncConnection, cmd: Command, request_hash: str) -> Payment | None:
         existing = await store.find_by_key(conn, cmd.payer_user_id, cmd.idempotency_key)
-        if existing is None:
-            return None
+        return None if existing is None else self._same_request(existing, cmd, request_hash)
+
+    @staticmethod
+    def _same_request(existing: Payment, cmd: Command, request_hash: str) -> Payment:
         if existing.request_hash != request_hash:
             raise IdempotencyConflict(cmd.idempotency_key, existing.id)
         return existing

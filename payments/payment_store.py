@@ -338,14 +338,26 @@ async def outgoing_totals(conn: AsyncConnection, payer_user_id: int, currency: C
     month: the inputs of the daily limit and the plan's monthly allowance. Deposits, refunds and
     cash-ins are not the payer's spending (a refund row names the original's payer, whoever asked for
     it; a cash-in's payer is the agent, paying from its float, not from its own wallet)."""
-    row = (await conn.execute(sql(
-        "SELECT coalesce(sum(amount) FILTER (WHERE created_at >= date_trunc('day', now())), 0) AS today, "
-        "       count(*) AS month "
-        "  FROM payments WHERE payer_user_id = :p AND currency = :c "
-        "   AND kind NOT IN ('deposit', 'refund', 'cash_in') "
-        "   AND status <> 'failed' AND created_at >= date_trunc('month', now())"),
-        {"p": payer_user_id, "c": currency.value})).one()
+    row = (await conn.execute(sql(_TOTALS), {"p": payer_user_id, "c": currency.value})).one()
     return Money(int(row.today), currency), int(row.month)
+
+
+async def find_by_key_with_totals(conn: AsyncConnection, payer_user_id: int, key: str,
+                                  currency: Currency) -> tuple[Payment | None, Money, int]:
+    """`find_by_key` and `outgoing_totals` in one statement: a command's first reads (the totals
+    count only when the key is new)."""
+    row = (await conn.execute(sql(
+        f"SELECT t.today, t.month, k.* FROM ({_TOTALS}) t LEFT JOIN "
+        f"(SELECT {_COLUMNS} FROM payments WHERE payer_user_id = :p AND idempotency_key = :k) k ON true"),
+        {"p": payer_user_id, "c": currency.value, "k": key})).one()
+    return (_payment(row) if row.id is not None else None), Money(int(row.today), currency), int(row.month)
+
+
+_TOTALS = ("SELECT coalesce(sum(amount) FILTER (WHERE created_at >= date_trunc('day', now())), 0) AS today, "
+           "       count(*) AS month "
+           "  FROM payments WHERE payer_user_id = :p AND currency = :c "
+           "   AND kind NOT IN ('deposit', 'refund', 'cash_in') "
+           "   AND status <> 'failed' AND created_at >= date_trunc('month', now())")
 
 
 async def open_payments(conn: AsyncConnection, older_than_s: float, *, limit: int) -> list[Payment]:

@@ -14,6 +14,7 @@ from payments import payment_store as store
 from payments.accounts import AccountKind
 from payments.commands import Channel, SendToPhone, SendToWallet
 from payments.errors import IdempotencyConflict
+from payments.fees import LimitExceeded
 from payments.money import Currency, Money
 from payments.payment_settings import JOB_SMS
 from payments.states import PaymentStatus
@@ -153,3 +154,18 @@ async def test_a_receipt_naming_no_payment_is_parked_not_retried(world: Payments
     job = await outbox.get_job(world.engine, job_id)
     assert job is not None and job.status == "parked" and job.attempts == 1
     assert "names no known payment" in (job.last_error or "")
+
+
+async def test_a_replay_is_answered_even_when_its_amount_would_now_pass_the_daily_limit(world: PaymentsWorld):
+    """The key and the day's totals are read together; a known key answers with its payment before
+    any limit is checked, a new one is priced against what was sent today."""
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(100_000, KES))
+    first = SendToWallet("p2p-daily", payer.id, Money.of(60_000, KES), Channel.USSD, recipient_user_id=payee.id)
+    paid = await world.payments.handle(first)
+    assert paid.status is PaymentStatus.SUCCEEDED
+    assert (await world.payments.handle(first)).public_id == paid.public_id  # 120,000 today were it new
+    with pytest.raises(LimitExceeded, match="daily limit"):
+        await world.payments.handle(SendToWallet("p2p-daily-2", payer.id, Money.of(20_000, KES), Channel.USSD,
+                                                 recipient_user_id=payee.id))
+    assert await world.wallet(payee) == Money.of(60_000, KES)
