@@ -429,6 +429,18 @@ async def find_user_by_phone(conn: AsyncConnection, phone: str, region: str | No
     return user_from_row(row) if row else None
 
 
+async def get_user_and_find(conn: AsyncConnection, user_id: int, phone: str) -> tuple[User, User | None]:
+    """`get_user` and `find_user_by_phone` (``phone`` in E.164) in one statement: a payer and the
+    user a number they pay belongs to. The second is None when no user has the number."""
+    rows = (await conn.execute(sql(f"SELECT {USER_COLUMNS} FROM users WHERE id = :u OR phone = :p"),
+                               {"u": user_id, "p": phone})).all()
+    found = [user_from_row(row) for row in rows]
+    user = next((u for u in found if u.id == user_id), None)
+    if user is None:
+        raise UnknownUser(f"no user {user_id}")
+    return user, next((u for u in found if u.phone == phone), None)
+
+
 async def set_language(conn: AsyncConnection, user_id: int, language: Language | str) -> None:
     try:
         lang = Language(language)

@@ -64,7 +64,7 @@ from payments.commands import (
 from payments.contacts import count_send
 from payments.errors import AccountClosed, IdempotencyConflict, InsufficientFunds, InvalidRequest, UnknownUser
 from payments.fees import FeePlan, Quote, quote
-from payments.identities import User, UserStatus, find_user_by_phone, get_user
+from payments.identities import User, UserStatus, find_user_by_phone, get_user, get_user_and_find
 from payments.ledger import Ledger
 from payments.money import Currency, Money
 from payments.outbox import enqueue
@@ -158,12 +158,14 @@ class Payments:
         when the recipient has a Sauti wallet (for the confirmation screen). Its reads need no
         transaction (`handle` checks everything again): they run as lone statements."""
         async with autocommit(self.engine).connect() as conn:
-            payer = await get_user(conn, payer_user_id)
             recipient: User | None = None
             if recipient_user_id is not None:
+                payer = await get_user(conn, payer_user_id)
                 recipient = await get_user(conn, recipient_user_id)
             elif recipient_phone:
-                recipient = await find_user_by_phone(conn, self._phone(recipient_phone, payer), None)
+                payer, _, recipient = await self._payer_and_recipient(conn, payer_user_id, recipient_phone)
+            else:
+                payer = await get_user(conn, payer_user_id)
             name = (recipient.display_name or None) if recipient is not None else None
             return await self._quote(conn, payer, amount, kind, name)
 
@@ -219,9 +221,8 @@ class Payments:
 
     async def _send_to_phone(self, cmd: SendToPhone) -> Payment:
         async with self.engine.begin() as conn:
-            payer = await self._active_user(conn, cmd.payer_user_id)
-            phone = self._phone(cmd.recipient_phone, payer)
-            recipient = await find_user_by_phone(conn, phone)
+            payer, phone, recipient = await self._payer_and_recipient(conn, cmd.payer_user_id, cmd.recipient_phone)
+            self._check_active(payer)
             if recipient is not None and recipient.id != payer.id:
                 # The number has a wallet: keep the money inside Sauti (no provider, no provider fee).
                 return await self._internal(conn, cmd, payer, recipient, PaymentKind.SEND_TO_PHONE)
@@ -384,10 +385,29 @@ class Payments:
                                       error_code=InsufficientFunds.code, error_message=message + ".")
 
     async def _active_user(self, conn: AsyncConnection, user_id: int) -> User:
-        user = await get_user(conn, user_id)
+        return self._check_active(await get_user(conn, user_id))
+
+    @staticmethod
+    def _check_active(user: User) -> User:
         if user.status is UserStatus.CLOSED:
             raise AccountClosed("this account is closed")
         return user
+
+    async def _payer_and_recipient(self, conn: AsyncConnection, payer_user_id: int,
+                                   text: str) -> tuple[User, str, User | None]:
+        """The payer, the number ``text`` names (a local form read in the payer's country) and its
+        user if it has one. A number in international form needs no payer to be read: both users
+        then come in one statement."""
+        if text.strip().startswith("+"):
+            try:
+                phone = parse_msisdn(text)
+            except InvalidPhoneNumber as exc:
+                raise InvalidRequest(str(exc)) from None
+            payer, recipient = await get_user_and_find(conn, payer_user_id, phone)
+            return payer, phone, recipient
+        payer = await get_user(conn, payer_user_id)
+        phone = self._phone(text, payer)
+        return payer, phone, await find_user_by_phone(conn, phone)
 
     @staticmethod
     def _phone(text: str | None, payer: User) -> str:

@@ -19,6 +19,7 @@ from payments.identities import (
     Role,
     find_user_by_phone,
     get_user,
+    get_user_and_find,
     register_user,
     set_language,
 )
@@ -56,6 +57,18 @@ async def test_register_from_local_formats_and_refuse_duplicates(engine):
         assert (await find_user_by_phone(conn, "0" + user.phone[4:])).id == user.id
         await set_language(conn, user.id, "fr")
         assert (await get_user(conn, user.id)).language is Language.FR
+
+
+async def test_a_payer_and_the_user_of_a_number_are_read_together(engine):
+    payer, payee = await new_user(engine), await new_user(engine)
+    async with engine.connect() as conn:
+        with statements(engine) as seen:
+            assert await get_user_and_find(conn, payer.id, payee.phone) == (payer, payee)
+        assert len(seen) == 1
+        assert await get_user_and_find(conn, payer.id, random_kenyan_number()) == (payer, None)
+        assert await get_user_and_find(conn, payer.id, payer.phone) == (payer, payer)  # their own number
+        with pytest.raises(pe.UnknownUser):
+            await get_user_and_find(conn, 0, payee.phone)
 
 
 async def test_senegalese_number_and_bad_input(engine):
