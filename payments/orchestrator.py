@@ -291,7 +291,8 @@ class Payments:
         if recipient.status is UserStatus.CLOSED:
             raise AccountClosed("the recipient's account is closed")
         request_hash = cmd.request_hash(kind, recipient_user_id=recipient.id)
-        priced = await self._replay_or_price(conn, cmd, request_hash, payer, kind, recipient.display_name or None)
+        name = recipient.display_name or None
+        priced = await self._replay_or_price(conn, cmd, request_hash, payer, kind, name)
         if isinstance(priced, Payment):
             return priced
         payment, fresh = await self._insert(conn, cmd, kind, request_hash, priced.fee,
@@ -305,8 +306,7 @@ class Payments:
                 # is written before it (the contact, counted with the move to succeeded, which a
                 # replayed command never repeats; the receipts) keeps no one waiting. Refused, the
                 # savepoint undoes them with it.
-                await count_send(conn, payment, recipient_name=recipient.display_name or None,
-                                 max_contacts=self.settings.max_contacts_per_user)
+                await count_send(conn, payment, recipient_name=name, max_contacts=self.settings.max_contacts_per_user)
                 await self.resolver.receipts(conn, payment, "payer", "payee", status=S.SUCCEEDED)
                 moved = await self.money.pay_wallet(conn, payment, recipient.id)
         except InsufficientFunds as exc:
@@ -399,10 +399,7 @@ class Payments:
         user if it has one. A number in international form needs no payer to be read: both users
         then come in one statement."""
         if text.strip().startswith("+"):
-            try:
-                phone = parse_msisdn(text)
-            except InvalidPhoneNumber as exc:
-                raise InvalidRequest(str(exc)) from None
+            phone = self._phone(text, None)
             payer, recipient = await get_user_and_find(conn, payer_user_id, phone)
             return payer, phone, recipient
         payer = await get_user(conn, payer_user_id)
@@ -410,9 +407,11 @@ class Payments:
         return payer, phone, await find_user_by_phone(conn, phone)
 
     @staticmethod
-    def _phone(text: str | None, payer: User) -> str:
+    def _phone(text: str | None, payer: User | None) -> str:
+        """The number ``text`` names, a local form read in the payer's country (international
+        forms need no payer)."""
         try:
-            return parse_msisdn(text or "", region_of(payer.phone))
+            return parse_msisdn(text or "", region_of(payer.phone) if payer else None)
         except InvalidPhoneNumber as exc:
             raise InvalidRequest(str(exc)) from None
 

@@ -268,10 +268,7 @@ async def enqueue(
         raise ValueError("max_attempts must be at least 1")
     if run_after is not None and run_after.tzinfo is None:
         raise ValueError("run_after must be timezone-aware")
-    if not conn.in_transaction():
-        # Without a transaction the job would commit on its own, apart from the state change it
-        # belongs to: exactly what the outbox exists to prevent.
-        raise ValueError("enqueue writes in the caller's transaction: call it inside conn.begin()")
+    _in_callers_transaction(conn, "enqueue")
     params = {"kind": kind, "payload": _payload_json(payload), "dedupe_key": dedupe_key,
               "max_attempts": max_attempts, "run_after": run_after}
     row = (await conn.execute(_ENQUEUE, params)).first()
@@ -279,6 +276,13 @@ async def enqueue(
         return row.id
     # The key exists (committed, or committed by a concurrent transaction we waited for).
     return (await conn.execute(_EXISTING, {"dedupe_key": dedupe_key})).scalar_one()
+
+
+def _in_callers_transaction(conn: AsyncConnection, writer: str) -> None:
+    if not conn.in_transaction():
+        # Without a transaction the job would commit on its own, apart from the state change it
+        # belongs to: exactly what the outbox exists to prevent.
+        raise ValueError(f"{writer} writes in the caller's transaction: call it inside conn.begin()")
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,8 +302,7 @@ async def enqueue_many(conn: AsyncConnection, jobs: Sequence[NewJob]) -> int:
         return 0
     if not all(job.kind and job.dedupe_key for job in jobs):
         raise ValueError("enqueue_many takes jobs with a kind and a dedupe key")
-    if not conn.in_transaction():
-        raise ValueError("enqueue_many writes in the caller's transaction: call it inside conn.begin()")
+    _in_callers_transaction(conn, "enqueue_many")
     params = {"kinds": [job.kind for job in jobs], "payloads": [_payload_json(job.payload) for job in jobs],
               "dedupe_keys": [job.dedupe_key for job in jobs]}
     return (await conn.execute(_ENQUEUE_MANY, params)).scalar() or 0

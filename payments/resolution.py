@@ -56,6 +56,11 @@ class Verdict:
     details: Mapping[str, Any] = field(default_factory=dict)
     refs: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def status(self) -> PaymentStatus:
+        """Where the verdict takes the payment."""
+        return PaymentStatus.SUCCEEDED if self.succeeded else PaymentStatus.FAILED
+
 
 def _stk_push(payment: Payment) -> bool:
     """Whether the payment is an M-Pesa deposit by STK push (named by its CheckoutRequestID)."""
@@ -122,7 +127,7 @@ class Resolver:
                 provider, key, kind, summary = event
                 if not await store.record_provider_event(conn, provider, key, kind, summary, payment.id):
                     return payment, False
-            target = S.SUCCEEDED if outcome.succeeded else S.FAILED
+            target = outcome.status
             if is_replay(payment.status, target):
                 return payment, False
             try:
@@ -161,7 +166,7 @@ class Resolver:
         details = {**outcome.details, **({"error": outcome.error_code} if outcome.error_code else {})}
         # The receipt first: the money movement below locks hot accounts (clearing, shards) until the
         # commit, and every statement after it is a round trip other payments wait for.
-        await self.receipts(conn, payment, "payer", status=S.SUCCEEDED if outcome.succeeded else S.FAILED)
+        await self.receipts(conn, payment, "payer", status=outcome.status)
         if payment.kind == PaymentKind.REFUND:
             payment = await self._finish_refund(conn, payment, outcome, details)
         elif payment.kind == PaymentKind.DEPOSIT:
