@@ -283,13 +283,13 @@ async def wait_until_up(url: str, process: asyncio.subprocess.Process, within_s:
     raise SystemExit(f"{url} did not become ready")
 
 
-async def start_gateway(database: str, store: str, redis_url: str,
-                        pin_check_key: str) -> tuple[asyncio.subprocess.Process, str]:
+async def start_gateway(database: str, store: str, redis_url: str, pin_check_key: str,
+                        pool_size: int) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database, "SAUTI__LOGGING__ACCESS_LOG": "false",
            "SAUTI__LOGGING__LEVEL": "WARNING", "SAUTI__PROVIDERS__MODE": "sandbox",
            "SAUTI__PAYMENTS__CALLBACK_SECRET": "bench-callback-secret-0123456789",
-           "SAUTI__PAYMENTS__RECOVERY_INTERVAL_S": "3600", "SAUTI__DATABASE__POOL_SIZE": "20",
+           "SAUTI__PAYMENTS__RECOVERY_INTERVAL_S": "3600", "SAUTI__DATABASE__POOL_SIZE": str(pool_size),
            "SAUTI__USSD__REDIS_KEY_PREFIX": f"sauti-bench-{uuid.uuid4().hex[:8]}-"}
     env.pop("REDIS_URL", None)
     env.pop("SAUTI_PIN_CHECK_KEY", None)
@@ -394,7 +394,8 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await stop(bare)
         for store in args.stores.split(","):
-            process, url = await start_gateway(database, store, args.redis_url, check_key)
+            process, url = await start_gateway(database, store, args.redis_url, check_key,
+                                                 args.pool_size or settings.database.pool_size)
             try:
                 for mix in args.mixes.split(","):
                     for c in concurrencies:
@@ -408,7 +409,9 @@ async def main(args: argparse.Namespace) -> None:
         await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     print(f"\nUSSD hops: {args.seconds:g} s per row after 1 s of warm-up; mix 40 % browsing, 35 % balance "
-          f"(PIN), 25 % p2p send (PIN); PostgreSQL: {'DATABASE_URL' if configured else 'embedded'}")
+          f"(PIN), 25 % p2p send (PIN); PostgreSQL: {'DATABASE_URL' if configured else 'embedded'}, "
+          f"{args.pool_size or settings.database.pool_size} pooled connections "
+          f"(+{settings.database.max_overflow} overflow) in the gateway")
     per_hop = 0.60 / (0.40 * 6 + 0.35 * 4 + 0.25 * 5)  # PIN checks per hop in the realistic mix
     argon2 = (f"argon2id time_cost={s.argon2_time_cost}, memory={s.argon2_memory_kib} KiB, "
               f"parallelism={s.argon2_parallelism}: {verify_ms:.1f} ms of CPU per verify here")
@@ -447,6 +450,8 @@ if __name__ == "__main__":
     parser.add_argument("--users", type=int, default=1000, help="registered callers")
     parser.add_argument("--pin-check", choices=("keyed", "argon2"), default="keyed",
                         help="PINs checked against keyed check values (the default) or by argon2 each time")
+    parser.add_argument("--pool-size", type=int, default=0,
+                        help="the gateway's pooled PostgreSQL connections (default: database.pool_size in config.yml)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
     parser.add_argument("--bare-server", type=int, default=None, help=argparse.SUPPRESS)
     arguments = parser.parse_args()

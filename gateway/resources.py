@@ -12,6 +12,7 @@ from aiohttp import web
 from db.embedded import start_embedded
 from db.engine import create_engine, redacted
 from db.migrate import upgrade
+from db.pool_watch import OverflowWatch
 from gateway.generated_secrets import BadSecretFile, generated_secret
 from gateway.keys import DATABASE_URL, DB_ENGINE, LEDGER, PINS, SETTINGS
 from gateway.settings import ConfigError, Settings
@@ -67,7 +68,8 @@ def build_ledger(engine, settings: Settings) -> Ledger:
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     url = await database_url(settings)
-    engine = create_engine(url, pool_size=settings.database.pool_size)
+    engine = create_engine(url, pool_size=settings.database.pool_size, max_overflow=settings.database.max_overflow)
+    overflow = OverflowWatch(engine)  # says when the pool is too small for the load
     log.info("database: %s", redacted(url))
     if settings.database.migrate_on_start:
         revision = await upgrade(engine)
@@ -78,4 +80,5 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PINS] = PinService(pin_policy(settings))
     yield
     app[PINS].close()
+    overflow.close()
     await engine.dispose()

@@ -46,7 +46,10 @@ class DatabaseSettings(_Section):
     url: str | None = None
     embedded_dir: Path = Path("var/pg")
     embedded_database: str = Field("sauti", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    pool_size: int = Field(10, ge=1, le=200)
+    # Connections kept open per process; size it to the connections busy at peak (a hop holds one
+    # while its statements run). `max_overflow` more open under a burst, each closed after one use.
+    pool_size: int = Field(40, ge=1, le=200)
+    max_overflow: int = Field(10, ge=0, le=200)
     migrate_on_start: bool = True
     ready_timeout_s: float = Field(2.0, gt=0, le=60)
 
