@@ -295,6 +295,8 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
         daraja = await stack.enter_async_context(DarajaClient(daraja_settings)) if daraja_settings else None
         wave = await stack.enter_async_context(WaveClient(wave_settings)) if wave_settings else None
         sms = SmsSender(sms_settings) if sms_settings else None
+        if sms is not None:
+            stack.callback(sms.close)  # its kept-alive connections
         policy = payment_settings(settings.payments, f"{base}/callbacks/{secret}",
                                   hot_account_shards=settings.ledger.hot_account_shards,
                                   stk_orphan_grace_s=2 * settings.outbox.lease_s)

@@ -1,9 +1,13 @@
 """SMS through Africa's Talking's official Python SDK (``africastalking``).
 
 The SDK is synchronous (``requests``), so each send runs in a worker thread (`asyncio.to_thread`)
-with a request timeout, never on the event loop. The SDK cannot be pointed at another host; the
-one adapter below (`_RelocatableSMSService`) overrides the ``_baseUrl`` its ``_init_service`` sets,
-which is how the local sandbox is reached.
+with a request timeout, never on the event loop. Two things the SDK does not offer are added by
+one adapter (`_KeptAliveSMSService`), each by overriding one of its methods: another host (the
+``_baseUrl`` its ``_init_service`` sets), which is how the local sandbox is reached; and connections
+kept alive between sends. The SDK posts with ``requests.post``, a new connection (a TCP and TLS
+handshake with Africa's Talking) for every SMS; here each worker thread posts on a
+``requests.Session`` of its own (a session is not safe to share between threads), so a receipt
+after the first goes out on an open connection.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from africastalking.Service import AfricasTalkingException
+from africastalking.Service import DEFAULT_TIMEOUT_S, AfricasTalkingException
 from africastalking.SMS import SMSService
 
 from payments.providers.errors import ProviderError, ProviderProtocolError, ProviderTimeout, ProviderUnavailable
@@ -72,11 +77,15 @@ class SmsReceipt:
         return bool(self.recipients) and all(r.accepted for r in self.recipients)
 
 
-class _RelocatableSMSService(SMSService):
-    """The SDK's SMS service, with its base URL replaced when one is given."""
+class _KeptAliveSMSService(SMSService):
+    """The SDK's SMS service, with its base URL replaced when one is given, posting on one
+    ``requests.Session`` per thread (connections kept alive) instead of ``requests.post``."""
 
     def __init__(self, username: str, api_key: str, base_url: str | None) -> None:
         self._relocated_base = base_url  # read by _init_service, which the parent __init__ calls
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
         super().__init__(username, api_key)
 
     def _init_service(self) -> None:
@@ -84,13 +93,59 @@ class _RelocatableSMSService(SMSService):
         if self._relocated_base:
             self._baseUrl = self._relocated_base.rstrip("/") + "/version1"
 
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    # `Service._make_request` calls its private ``__make_post_request`` (so ``_Service__make_post_request``),
+    # which posts with ``requests.post``; the same request on this thread's session instead.
+    def _Service__make_post_request(self, url, headers, data, params, callback=None, timeout=DEFAULT_TIMEOUT_S):
+        res = self._session().post(url=url, headers=headers, params=params, data=data, timeout=timeout)
+        if callback is None or callback == {}:
+            return res
+        callback(res)
+        return None
+
+    @property
+    def connections_opened(self) -> int:
+        """Connections opened so far, all threads together (kept-alive ones are counted once)."""
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+        opened = 0
+        for session in sessions:
+            for adapter in session.adapters.values():
+                pools = adapter.poolmanager.pools  # urllib3's container: keys() is a copy, iterating is refused
+                found = (pools.get(key) for key in pools.keys())
+                opened += sum(pool.num_connections for pool in found if pool is not None)
+        return opened
+
+    def close(self) -> None:
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
+
 
 class SmsSender:
-    """Sends SMS; safe to share: each send is one independent SDK call in a worker thread."""
+    """Sends SMS; safe to share: each send is one SDK call in a worker thread, on that thread's
+    kept-alive connection. `close` closes those connections."""
 
     def __init__(self, settings: SmsSettings) -> None:
         self._settings = settings
-        self._service = _RelocatableSMSService(settings.username, settings.api_key, settings.base_url)
+        self._service = _KeptAliveSMSService(settings.username, settings.api_key, settings.base_url)
+
+    @property
+    def connections_opened(self) -> int:
+        """Connections to Africa's Talking opened so far (a diagnostic: sends reuse them)."""
+        return self._service.connections_opened
+
+    def close(self) -> None:
+        self._service.close()
 
     async def send(self, message: str, recipients: Sequence[str]) -> SmsReceipt:
         if not message:

@@ -65,3 +65,14 @@ async def test_recipients_must_be_e164_before_anything_is_sent(sms, http, sandbo
     with pytest.raises(InvalidRecipient):
         await sms.send("Hello", recipients)
     assert len(sandboxes.africastalking.messages) == count
+
+
+async def test_sends_reuse_one_kept_alive_connection(sms, sandboxes):
+    # The SDK alone opens a connection (with Africa's Talking, a TLS handshake) for every SMS.
+    for n in range(3):
+        receipt = await sms.send(f"Receipt {n}", ["+254712345678"])
+        assert receipt.all_accepted
+    assert sms.connections_opened == 1
+    sms.close()
+    receipt = await sms.send("After closing, a new connection", ["+254712345678"])
+    assert receipt.all_accepted and sms.connections_opened == 1
