@@ -178,8 +178,8 @@ class _Connection(asyncio.Protocol):
         return len(self._waiting)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not subclasses of asyncio.Transport, only alike.
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
     def send(self, command: bytes) -> asyncio.Future:
         if self.closed:

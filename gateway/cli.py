@@ -27,7 +27,6 @@ from gateway.commands.sandbox import sandbox
 from gateway.commands.ussd import ussd
 from gateway.commands.voice import voice
 from gateway.commands.worker import outbox_group, worker
-from gateway.event_loop import loop_factory
 from gateway.payments_resources import ProvidersUnavailable
 from gateway.resources import database_url
 from gateway.settings import ConfigError, Settings, load_settings
@@ -89,7 +88,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host, "port": port})})
     try:
         web.run_app(create_app(settings), host=host, port=port, access_log=None,
-                    loop=loop_factory(settings.server.event_loop)(),
                     shutdown_timeout=settings.server.shutdown_timeout_s,
                     print=lambda _: click.echo(f"Sauti gateway listening on http://{host}:{port} (Ctrl-C to stop)"))
     except (ConfigError, ProvidersUnavailable, UssdUnavailable) as exc:  # a setting to fix, said plainly

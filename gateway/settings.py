@@ -18,7 +18,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from gateway.event_loop import EventLoopKind
 from nlu.settings import NluSettings
 from nlu.speech_settings import SpeechSettings
 
@@ -41,8 +40,6 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     shutdown_timeout_s: float = Field(10.0, gt=0, le=300)
-    # uvloop (the default) or asyncio: `gateway.event_loop` says why.
-    event_loop: EventLoopKind = "uvloop"
 
 
 class DatabaseSettings(_Section):

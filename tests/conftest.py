@@ -7,7 +7,6 @@ database (dropped at the end), so runs never see each other's data.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,20 +22,6 @@ from db.engine import async_url, create_engine
 from db.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Tests run on the event loop `sauti serve` runs on: uvloop, unless ``SAUTI_TEST_EVENT_LOOP`` is
-    ``asyncio`` (the standard library's, for ``server.event_loop: asyncio``). Set as the policy, not
-    with pytest-asyncio's loop factories: those parametrize every test, and module-scoped
-    parametrized fixtures (the USSD gateway per session store) were then torn down too early."""
-    kind = os.environ.get("SAUTI_TEST_EVENT_LOOP", "uvloop")
-    if kind not in ("uvloop", "asyncio"):
-        raise pytest.UsageError(f"SAUTI_TEST_EVENT_LOOP must be uvloop or asyncio, not {kind!r}")
-    if kind == "uvloop":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 @pytest.fixture(scope="session")
