@@ -31,10 +31,7 @@ import asyncio
 import logging
 import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -44,6 +41,7 @@ from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from bench.ledger import ROOT, admin, prepare, run_case
+from bench.local_servers import free_port, log, start_sandboxes, stop_sandboxes
 from db.embedded import start_embedded
 from db.engine import async_url, create_engine
 from gateway.app import create_app
@@ -58,43 +56,6 @@ from payments.postings import TransferRequest, payment_legs
 
 KES = Currency.KES
 KINDS = ("p2p", "stk", "b2c")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_port_run(length: int) -> int:
-    """The first of ``length`` consecutive ports free now (the sandboxes take three)."""
-    for _ in range(50):
-        base = random.randrange(20_000, 60_000)
-        try:
-            for offset in range(length):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise SystemExit("no three consecutive free ports for the sandboxes")
-
-
-async def until_listening(port: int, within_s: float = 60.0) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.2)
-            continue
-        writer.close()
-        return
-    raise SystemExit(f"the sandboxes did not start listening on :{port}")
 
 
 @dataclass
@@ -202,12 +163,7 @@ async def main(args: argparse.Namespace) -> None:
     url, anchor_url = (make_url(server_url).set(database=n).render_as_string(hide_password=False) for n in names)
     mix = parse_mix(args.mix)
     port = free_port()
-    sandbox_base = free_port_run(3)
-    sandbox = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "sandbox", "--port-base", str(sandbox_base),
-        "--callback-delay", str(args.callback_delay), "--cert-out", str(ROOT / "var" / "bench-sandbox.pem"),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    await until_listening(sandbox_base + 2)
+    sandbox, sandbox_base = await start_sandboxes(args.callback_delay)
     settings = Settings.model_validate({
         "server": {"port": port},
         "database": {"url": url, "pool_size": 30},
@@ -242,8 +198,7 @@ async def main(args: argparse.Namespace) -> None:
                 rows.append((concurrency, rate, tally, anchor))
     finally:
         await runner.cleanup()
-        sandbox.terminate()
-        await asyncio.wait_for(sandbox.wait(), timeout=30)
+        await stop_sandboxes(sandbox)
         for name in names:
             await admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     report(rows, args)

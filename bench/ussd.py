@@ -1,9 +1,11 @@
 """USSD benchmark: hops per second and p50/p99 hop latency of `POST /ussd`, beside a bare aiohttp
 handler answering a fixed ``CON`` screen, measured in the same run with the same client.
 
-The gateway runs as `sauti serve` does (one process, PostgreSQL, the provider sandboxes and the
-outbox worker in-process), with its session store in Redis (``REDIS_URL``, default
-redis://127.0.0.1:6379/0) and, for comparison, in-process. Callers are concurrent sessions, each
+The gateway runs as `sauti serve` does (one process, PostgreSQL, the outbox worker in-process),
+with its session store in Redis (``REDIS_URL``, default redis://127.0.0.1:6379/0) and, for
+comparison, in-process. The provider sandboxes (the SMS receipts' Africa's Talking) run in a
+process of their own, as the real providers would (``--sandboxes in-gateway``: inside `sauti serve`,
+on its event loop, its default for a person trying it). Callers are concurrent sessions, each
 running one realistic session after another:
   - 40 % menu browsing: dial, My account, back, Send money, back, home (no END: the caller walks away);
   - 35 % balance checks: dial, My account, Balance, PIN, END;
@@ -20,6 +22,7 @@ served (a steadier figure than hops/s on a shared machine, where the rate swings
 
     python -m bench.ussd [--seconds 10] [--concurrency 64,256] [--stores redis,memory]
                          [--mixes realistic,browse] [--users 1000] [--pin-check keyed|argon2]
+                         [--pool-size N] [--sandboxes own-process|in-gateway]
 
 Uses $DATABASE_URL's server when set, else the embedded PostgreSQL under var/bench-pg; creates (and
 drops) its own database there. Target (issue 4): at least 40 % of the bare handler's rate, and p99
@@ -35,12 +38,11 @@ import os
 import random
 import secrets
 import signal
-import socket
 import statistics
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
@@ -51,6 +53,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.local_servers import free_port, log, start_sandboxes, stop_sandboxes
 from db.embedded import start_embedded
 from db.engine import async_url, create_engine
 from db.migrate import upgrade
@@ -68,16 +71,6 @@ PIN = "2580"
 SERVICE_CODE = "*384*1#"
 SORRY = "Sorry, something went wrong"
 BARE_SCREEN = "CON Sauti\n1. Send money\n2. Pay bill\n3. Buy goods\n4. Withdraw\n5. Deposit\n6. My account"
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the anchor: a bare aiohttp handler ------------------------------------------------------------
@@ -284,7 +277,7 @@ async def wait_until_up(url: str, process: asyncio.subprocess.Process, within_s:
 
 
 async def start_gateway(database: str, store: str, redis_url: str, pin_check_key: str,
-                        pool_size: int) -> tuple[asyncio.subprocess.Process, str]:
+                        pool_size: int, sandbox_base: int | None) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database, "SAUTI__LOGGING__ACCESS_LOG": "false",
            "SAUTI__LOGGING__LEVEL": "WARNING", "SAUTI__PROVIDERS__MODE": "sandbox",
@@ -299,6 +292,9 @@ async def start_gateway(database: str, store: str, redis_url: str, pin_check_key
         env["SAUTI__SECURITY__PIN_CHECK_KEY_FILE"] = "null"  # argon2 for every check
     if store == "redis":
         env["REDIS_URL"] = redis_url
+    if sandbox_base is not None:
+        env["SAUTI__PROVIDERS__SANDBOX__RUN_IN_SERVE"] = "false"
+        env["SAUTI__PROVIDERS__SANDBOX__PORT_BASE"] = str(sandbox_base)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port), cwd=ROOT, env=env,
         stdout=asyncio.subprocess.DEVNULL)
@@ -328,6 +324,8 @@ class Row:
     #: CPU milliseconds per hop of the server's process and of PostgreSQL (nan when not measured).
     cpu_ms: float = float("nan")
     pg_cpu_ms: float = float("nan")
+    #: Outbox jobs (SMS receipts) still waiting when the row ended: 0 when the worker kept up.
+    queued: int = 0
 
 
 def _p99(values: list[float]) -> float:
@@ -352,6 +350,44 @@ def argon2_verify_ms(pins: PinService) -> float:
     for _ in range(10):
         pins._hasher.verify(digest, PIN)
     return (time.perf_counter() - started) / 10 * 1000
+
+
+async def queued_jobs(database: str) -> int:
+    """Outbox jobs not yet done (the receipts of sends the worker has not caught up with)."""
+    engine = create_async_engine(database, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text(
+                "SELECT count(*) FROM outbox_jobs WHERE status IN ('pending', 'running')"))).scalar_one()
+    finally:
+        await engine.dispose()
+
+
+async def drain(database: str, within_s: float = 120.0) -> None:
+    """Wait for the worker to send what a row left queued, so the next row does not pay for it."""
+    deadline = time.monotonic() + within_s
+    while (left := await queued_jobs(database)) and time.monotonic() < deadline:
+        log(f"  {left} outbox jobs still queued …")
+        await asyncio.sleep(2)
+
+
+async def measure_gateway(database: str, store: str, args: argparse.Namespace, check_key: str, phones: list[str],
+                          concurrencies: list[int], pool_size: int, sandbox_base: int | None) -> list[Row]:
+    """One gateway process with ``store`` sessions, every mix at every concurrency."""
+    rows: list[Row] = []
+    process, url = await start_gateway(database, store, args.redis_url, check_key, pool_size, sandbox_base)
+    try:
+        for mix in args.mixes.split(","):
+            for c in concurrencies:
+                log(f"gateway ({store} sessions, {mix} mix), {c} sessions …")
+                cpu = CpuMeter(psutil.Process(process.pid))
+                tally = await measure(url + "/ussd", c, args.seconds, phones, bare=False, mix=mix, cpu=cpu)
+                rows.append(replace(row(f"sauti {store}, {mix}", c, tally, args.seconds, cpu),
+                                    queued=await queued_jobs(database)))
+                await drain(database)
+    finally:
+        await stop(process)
+    return rows
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -393,25 +429,23 @@ async def main(args: argparse.Namespace) -> None:
                     args.seconds, cpu))
         finally:
             await stop(bare)
-        for store in args.stores.split(","):
-            process, url = await start_gateway(database, store, args.redis_url, check_key,
-                                                 args.pool_size or settings.database.pool_size)
-            try:
-                for mix in args.mixes.split(","):
-                    for c in concurrencies:
-                        log(f"gateway ({store} sessions, {mix} mix), {c} sessions …")
-                        cpu = CpuMeter(psutil.Process(process.pid))
-                        tally = await measure(url + "/ussd", c, args.seconds, phones, bare=False, mix=mix, cpu=cpu)
-                        rows.append(row(f"sauti {store}, {mix}", c, tally, args.seconds, cpu))
-            finally:
-                await stop(process)
+        sandboxes, sandbox_base = (await start_sandboxes(settings.providers.sandbox.callback_delay_s)
+                                   if args.sandboxes == "own-process" else (None, None))
+        try:
+            for store in args.stores.split(","):
+                rows += await measure_gateway(database, store, args, check_key, phones, concurrencies,
+                                              args.pool_size or settings.database.pool_size, sandbox_base)
+        finally:
+            if sandboxes is not None:
+                await stop_sandboxes(sandboxes)
     finally:
         await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     print(f"\nUSSD hops: {args.seconds:g} s per row after 1 s of warm-up; mix 40 % browsing, 35 % balance "
           f"(PIN), 25 % p2p send (PIN); PostgreSQL: {'DATABASE_URL' if configured else 'embedded'}, "
           f"{args.pool_size or settings.database.pool_size} pooled connections "
-          f"(+{settings.database.max_overflow} overflow) in the gateway")
+          f"(+{settings.database.max_overflow} overflow) in the gateway; provider sandboxes "
+          f"{'in a process of their own' if args.sandboxes == 'own-process' else 'inside the gateway'}")
     per_hop = 0.60 / (0.40 * 6 + 0.35 * 4 + 0.25 * 5)  # PIN checks per hop in the realistic mix
     argon2 = (f"argon2id time_cost={s.argon2_time_cost}, memory={s.argon2_memory_kib} KiB, "
               f"parallelism={s.argon2_parallelism}: {verify_ms:.1f} ms of CPU per verify here")
@@ -425,13 +459,16 @@ async def main(args: argparse.Namespace) -> None:
               f"({os.cpu_count()} cores, shared with the load generator and PostgreSQL)")
     print("CPU ms/hop: CPU time of the server's process, and of PostgreSQL's (when it runs on this machine), "
           "per hop served: steadier than hops/s on a shared machine")
+    print("queued: outbox jobs (SMS receipts) still waiting when the row ended; 0 when the worker kept up "
+          "(they are sent before the next row starts)")
     print(f"{'server':<28} {'sessions':>8} {'hops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99 no-PIN':>11} "
-          f"{'errors':>7} {'vs bare':>8} {'CPU ms/hop':>11} {'PG ms/hop':>10}")
+          f"{'errors':>7} {'vs bare':>8} {'CPU ms/hop':>11} {'PG ms/hop':>10} {'queued':>7}")
     anchors = {r.concurrency: r.hops_per_s for r in rows if r.name.startswith("bare")}
     for r in rows:
         ratio = r.hops_per_s / anchors[r.concurrency] if anchors.get(r.concurrency) else float("nan")
         print(f"{r.name:<28} {r.concurrency:>8} {r.hops_per_s:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
-              f"{r.plain_p99_ms:>11.1f} {r.errors:>7} {ratio:>7.0%} {r.cpu_ms:>11.2f} {r.pg_cpu_ms:>10.2f}")
+              f"{r.plain_p99_ms:>11.1f} {r.errors:>7} {ratio:>7.0%} {r.cpu_ms:>11.2f} {r.pg_cpu_ms:>10.2f} "
+              f"{r.queued:>7}")
     print("target: >= 40 % of the bare handler's hops/s; p99 < 50 ms at 64 sessions")
 
 
@@ -452,6 +489,9 @@ if __name__ == "__main__":
                         help="PINs checked against keyed check values (the default) or by argon2 each time")
     parser.add_argument("--pool-size", type=int, default=0,
                         help="the gateway's pooled PostgreSQL connections (default: database.pool_size in config.yml)")
+    parser.add_argument("--sandboxes", choices=("own-process", "in-gateway"), default="own-process",
+                        help="the provider sandboxes (SMS receipts) in a process of their own, as real providers "
+                             "are, or inside the gateway on its event loop (`sauti serve`'s default)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
     parser.add_argument("--bare-server", type=int, default=None, help=argparse.SUPPRESS)
     arguments = parser.parse_args()

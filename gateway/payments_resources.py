@@ -294,7 +294,8 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
             sms_settings = _live_sms(settings)
         daraja = await stack.enter_async_context(DarajaClient(daraja_settings)) if daraja_settings else None
         wave = await stack.enter_async_context(WaveClient(wave_settings)) if wave_settings else None
-        sms = SmsSender(sms_settings) if sms_settings else None
+        # A thread per job the outbox worker runs at once: no receipt waits for a thread.
+        sms = SmsSender(sms_settings, threads=settings.outbox.concurrency) if sms_settings else None
         if sms is not None:
             stack.callback(sms.close)  # its kept-alive connections
         policy = payment_settings(settings.payments, f"{base}/callbacks/{secret}",

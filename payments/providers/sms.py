@@ -1,13 +1,16 @@
 """SMS through Africa's Talking's official Python SDK (``africastalking``).
 
-The SDK is synchronous (``requests``), so each send runs in a worker thread (`asyncio.to_thread`)
-with a request timeout, never on the event loop. Two things the SDK does not offer are added by
-one adapter (`_KeptAliveSMSService`), each by overriding one of its methods: another host (the
-``_baseUrl`` its ``_init_service`` sets), which is how the local sandbox is reached; and connections
-kept alive between sends. The SDK posts with ``requests.post``, a new connection (a TCP and TLS
-handshake with Africa's Talking) for every SMS; here each worker thread posts on a
-``requests.Session`` of its own (a session is not safe to share between threads), so a receipt
-after the first goes out on an open connection.
+The SDK is synchronous (``requests``), so each send runs in a worker thread with a request timeout,
+never on the event loop: on the sender's own threads (``threads``, one per SMS job the outbox worker
+may run at once), not asyncio's default executor, whose few threads (the cores plus four) capped
+receipts at a few dozen a second when each waits a few hundred milliseconds for Africa's Talking.
+
+Two things the SDK does not offer are added by one adapter (`_KeptAliveSMSService`), each by
+overriding one of its methods: another host (the ``_baseUrl`` its ``_init_service`` sets), which is
+how the local sandbox is reached; and connections kept alive between sends. The SDK posts with
+``requests.post``, a new connection (a TCP and TLS handshake with Africa's Talking) for every SMS;
+here each thread posts on a ``requests.Session`` of its own (a session is not safe to share between
+threads), so a receipt after the first goes out on an open connection.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import re
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,9 +139,11 @@ class SmsSender:
     """Sends SMS; safe to share: each send is one SDK call in a worker thread, on that thread's
     kept-alive connection. `close` closes those connections."""
 
-    def __init__(self, settings: SmsSettings) -> None:
+    def __init__(self, settings: SmsSettings, *, threads: int = 16) -> None:
         self._settings = settings
         self._service = _KeptAliveSMSService(settings.username, settings.api_key, settings.base_url)
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sms")
+        self._closed = False
 
     @property
     def connections_opened(self) -> int:
@@ -145,6 +151,10 @@ class SmsSender:
         return self._service.connections_opened
 
     def close(self) -> None:
+        """Refuse further sends and close the threads and their connections (a send in flight
+        finishes on its thread; nothing waits for it here, on the event loop)."""
+        self._closed = True
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._service.close()
 
     async def send(self, message: str, recipients: Sequence[str]) -> SmsReceipt:
@@ -155,7 +165,10 @@ class SmsSender:
         for number in recipients:
             if not isinstance(number, str) or not _E164.fullmatch(number):
                 raise InvalidRecipient(f"{number!r} is not an E.164 number (+ and 8 to 15 digits)")
-        answer = await asyncio.to_thread(self._send_blocking, message, list(recipients))
+        if self._closed:
+            raise ProviderUnavailable(PROVIDER, "the SMS sender is closed (the gateway is stopping)")
+        answer = await asyncio.get_running_loop().run_in_executor(
+            self._threads, self._send_blocking, message, list(recipients))
         return _receipt(answer)
 
     def _send_blocking(self, message: str, recipients: list[str]) -> Any:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from payments.providers.errors import ProviderTimeout
+from payments.providers.errors import ProviderTimeout, ProviderUnavailable
 from payments.providers.sms import InvalidRecipient, SmsError, SmsSender, SmsSettings
 
 
@@ -73,6 +75,27 @@ async def test_sends_reuse_one_kept_alive_connection(sms, sandboxes):
         receipt = await sms.send(f"Receipt {n}", ["+254712345678"])
         assert receipt.all_accepted
     assert sms.connections_opened == 1
+
+
+async def test_sends_run_on_the_senders_own_threads_many_at_once(sandboxes):
+    # asyncio's default executor has the cores plus four threads: receipts waiting on a slow
+    # Africa's Talking queued behind them. Here 12 slow sends (the ...904 suffix answers late)
+    # overlap on 12 threads.
+    sender = SmsSender(SmsSettings(username=sandboxes.settings.at_username, api_key=sandboxes.settings.at_api_key,
+                                   base_url=sandboxes.urls.africastalking), threads=12)
+    slow = sandboxes.settings.slow_answer_s
+    started = asyncio.get_running_loop().time()
+    receipts = await asyncio.gather(*(sender.send("Slow", [f"+25471234{n:01d}904"]) for n in range(12)))
+    took = asyncio.get_running_loop().time() - started
+    assert all(r.all_accepted for r in receipts)
+    assert took < 2 * slow  # one after another, or six at a time, would take 12 or 2 slow answers
+    assert sender.connections_opened == 12
+    sender.close()
+
+
+async def test_a_closed_sender_refuses_to_send(sms, sandboxes):
     sms.close()
-    receipt = await sms.send("After closing, a new connection", ["+254712345678"])
-    assert receipt.all_accepted and sms.connections_opened == 1
+    count = len(sandboxes.africastalking.messages)
+    with pytest.raises(ProviderUnavailable, match="closed"):
+        await sms.send("Too late", ["+254712345678"])
+    assert len(sandboxes.africastalking.messages) == count
