@@ -103,3 +103,28 @@ async def test_a_closed_sender_refuses_to_send(sms, sandboxes):
     with pytest.raises(ProviderUnavailable, match="closed"):
         await sms.send("Too late", ["+254712345678"])
     assert len(sandboxes.africastalking.messages) == count
+
+
+def _sender(sandboxes) -> SmsSender:
+    return SmsSender(SmsSettings(username=sandboxes.settings.at_username, api_key=sandboxes.settings.at_api_key,
+                                 base_url=sandboxes.urls.africastalking, connect_timeout_s=2), threads=1)
+
+
+async def test_the_environments_proxy_is_used(sandboxes, monkeypatch):
+    # Read once per connection's session, not per request, but still read: a proxy that refuses
+    # connections (port 9, discard) makes the send fail.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sender = _sender(sandboxes)
+    with pytest.raises(ProviderUnavailable):
+        await sender.send("Through the proxy", ["+254712345678"])
+    sender.close()
+
+
+async def test_no_proxy_lets_africas_talking_be_reached_directly(sandboxes, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    sender = _sender(sandboxes)
+    assert (await sender.send("Straight there", ["+254712345678"])).all_accepted
+    sender.close()
