@@ -52,6 +52,8 @@ def worker(ctx: click.Context, concurrency: int | None, once: bool) -> None:
     """Run outbox jobs until Ctrl-C / SIGTERM (in-flight jobs finish first)."""
     settings = _settings(ctx)
     concurrency = concurrency or settings.outbox.concurrency
+    # One value for the worker and what sizes itself by it (the SMS sender's threads).
+    settings = settings.model_copy(update={"outbox": settings.outbox.model_copy(update={"concurrency": concurrency})})
     # A claim, an outcome per job in flight, the LISTEN connection, and headroom for the handlers.
     pool_size = min(concurrency + 4, 200)
     asyncio.run(_with_engine(settings, pool_size, lambda engine: _work(settings, engine, concurrency, once)))
