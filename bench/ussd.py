@@ -43,7 +43,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import aiohttp
 import psutil
@@ -51,9 +50,9 @@ from aiohttp import web
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bench.local_servers import free_port, log, start_sandboxes, stop_sandboxes
+from bench.local_servers import ROOT, free_port, log, start_sandboxes, stop_sandboxes
 from db.embedded import start_embedded
 from db.engine import async_url, create_engine
 from db.migrate import upgrade
@@ -66,7 +65,6 @@ from payments.money import Currency, Money
 from payments.postings import TransferRequest, payment_legs
 from payments.sandbox.outcomes import SUFFIXES
 
-ROOT = Path(__file__).resolve().parent.parent
 PIN = "2580"
 SERVICE_CODE = "*384*1#"
 SORRY = "Sorry, something went wrong"
@@ -352,21 +350,17 @@ def argon2_verify_ms(pins: PinService) -> float:
     return (time.perf_counter() - started) / 10 * 1000
 
 
-async def queued_jobs(database: str) -> int:
+async def queued_jobs(engine: AsyncEngine) -> int:
     """Outbox jobs not yet done (the receipts of sends the worker has not caught up with)."""
-    engine = create_async_engine(database, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            return (await conn.execute(text(
-                "SELECT count(*) FROM outbox_jobs WHERE status IN ('pending', 'running')"))).scalar_one()
-    finally:
-        await engine.dispose()
+    async with engine.connect() as conn:
+        return (await conn.execute(text(
+            "SELECT count(*) FROM outbox_jobs WHERE status IN ('pending', 'running')"))).scalar_one()
 
 
-async def drain(database: str, within_s: float = 120.0) -> None:
+async def drain(engine: AsyncEngine, within_s: float = 120.0) -> None:
     """Wait for the worker to send what a row left queued, so the next row does not pay for it."""
     deadline = time.monotonic() + within_s
-    while (left := await queued_jobs(database)) and time.monotonic() < deadline:
+    while (left := await queued_jobs(engine)) and time.monotonic() < deadline:
         log(f"  {left} outbox jobs still queued …")
         await asyncio.sleep(2)
 
@@ -376,6 +370,7 @@ async def measure_gateway(database: str, store: str, args: argparse.Namespace, c
     """One gateway process with ``store`` sessions, every mix at every concurrency."""
     rows: list[Row] = []
     process, url = await start_gateway(database, store, args.redis_url, check_key, pool_size, sandbox_base)
+    jobs = create_async_engine(database, pool_size=1)  # to count the receipts still queued
     try:
         for mix in args.mixes.split(","):
             for c in concurrencies:
@@ -383,9 +378,10 @@ async def measure_gateway(database: str, store: str, args: argparse.Namespace, c
                 cpu = CpuMeter(psutil.Process(process.pid))
                 tally = await measure(url + "/ussd", c, args.seconds, phones, bare=False, mix=mix, cpu=cpu)
                 rows.append(replace(row(f"sauti {store}, {mix}", c, tally, args.seconds, cpu),
-                                    queued=await queued_jobs(database)))
-                await drain(database)
+                                    queued=await queued_jobs(jobs)))
+                await drain(jobs)
     finally:
+        await jobs.dispose()
         await stop(process)
     return rows
 

@@ -297,7 +297,7 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
         # A thread per job the outbox worker runs at once: no receipt waits for a thread.
         sms = SmsSender(sms_settings, threads=settings.outbox.concurrency) if sms_settings else None
         if sms is not None:
-            stack.callback(sms.close)  # its kept-alive connections
+            stack.callback(sms.close)  # its threads and their kept-alive connections
         policy = payment_settings(settings.payments, f"{base}/callbacks/{secret}",
                                   hot_account_shards=settings.ledger.hot_account_shards,
                                   stk_orphan_grace_s=2 * settings.outbox.lease_s)
