@@ -118,7 +118,7 @@ class AgentActions:
     @staticmethod
     def _pin_failure(step: Step, exc: WrongPin | AccountLocked) -> str:
         if isinstance(exc, WrongPin):
-            step.say("err.wrong_pin", tries=str(exc.attempts_left))
+            step.say_wrong_pin(exc.attempts_left)
             return "wrong_pin"
         step.values["until"] = clock_text(exc.until, step.phone)
         return "locked"

@@ -138,7 +138,7 @@ class CustomerActions:
         except (WrongPin, AccountLocked) as exc:
             failure = exc
         if isinstance(failure, WrongPin):
-            step.say("err.wrong_pin", tries=str(failure.attempts_left))
+            step.say_wrong_pin(failure.attempts_left)
             return "wrong_pin"
         if isinstance(failure, AccountLocked):
             step.values["until"] = clock_text(failure.until, step.phone)

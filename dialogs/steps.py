@@ -48,6 +48,14 @@ class Step:
         self.note = note
         self.values.update(values)
 
+    def say_wrong_pin(self, attempts_left: int) -> None:
+        """A wrong PIN's note: the tries left, and on the last one a warning that the next wrong
+        PIN locks the account (catalogs have no plurals: "1 tries left" read as a mistake)."""
+        if attempts_left == 1:
+            self.say("err.wrong_pin_last", tries="1")
+        else:
+            self.say("err.wrong_pin", tries=str(attempts_left))
+
 
 @dataclass(frozen=True)
 class ActionSpec:

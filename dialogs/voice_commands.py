@@ -187,8 +187,8 @@ class VoiceCommands:
             outcome = await self.actions.pay(step)
         if outcome == "wrong_pin":
             pin_key = "pin.call" if command.channel == Channel.VOICE.value else "pin.app"
-            tries = step.values.get("tries", "")
-            text = f'{self._text(command, "wrong_pin", tries=tries)} {self._text(command, pin_key)}'
+            wrong = "wrong_pin_last" if step.note == "err.wrong_pin_last" else "wrong_pin"
+            text = f'{self._text(command, wrong, tries=step.values.get("tries", ""))} {self._text(command, pin_key)}'
             return await self._saved(command, CONFIRMING, text, None, status=WRONG_PIN)
         if outcome == "locked":
             return await self._saved(command, FAILED, self._text(command, "locked"), None, status=LOCKED)

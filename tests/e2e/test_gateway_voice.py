@@ -135,6 +135,8 @@ async def test_a_spoken_command_is_read_back_then_paid_with_the_pin(gw: Gateway)
 
     status, wrong = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": "1111"})
     assert status == 403 and wrong["error"]["code"] == "wrong_pin" and "2 tries left" in wrong["error"]["message"]
+    status, last = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": "2222"})
+    assert status == 403 and "One try left: one more wrong PIN locks your account" in last["error"]["message"], last
     status, done = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": PIN})
     assert status == 200 and done["status"] == "executed", done
     reference = done["payment"]["reference"]

@@ -35,9 +35,9 @@ def notes_for(screen) -> list[str | None]:
     if isinstance(screen, Input) and screen.id in PICKS:
         return [None, *ENGINE_NOTES]
     if isinstance(screen, Input):
-        return [None, *ENGINE_NOTES, *INPUT_NOTES, "err.pin_format", "err.wrong_pin"]
+        return [None, *ENGINE_NOTES, *INPUT_NOTES, "err.pin_format", "err.wrong_pin", "err.wrong_pin_last"]
     if isinstance(screen, Confirm):
-        return [None, *ENGINE_NOTES, "err.pin_format", "err.wrong_pin"]
+        return [None, *ENGINE_NOTES, "err.pin_format", "err.wrong_pin", "err.wrong_pin_last"]
     if isinstance(screen, Menu | Notice):
         return [None, *ENGINE_NOTES]
     return [None]

@@ -27,7 +27,7 @@ def notes_for(screen) -> list[str | None]:
     if isinstance(screen, Input):
         return [None, *ENGINE_NOTES, *ALL_ERRORS]
     if isinstance(screen, Confirm):
-        return [None, *ENGINE_NOTES, "err.pin_format", "err.wrong_pin"]
+        return [None, *ENGINE_NOTES, "err.pin_format", "err.wrong_pin", "err.wrong_pin_last"]
     if isinstance(screen, Menu | Notice):
         return [None, *ENGINE_NOTES]
     if screen.id in ("pay.refused", "pay.failed"):

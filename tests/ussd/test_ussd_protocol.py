@@ -112,7 +112,7 @@ async def test_wrong_pins_show_the_tries_left_then_lock_the_account(gw, phone_fo
     phone = phone_for(payer.phone)
     await run(phone, [Dial(), Type("4"), Type("1"), Type("100"), See("wd.confirm"), Type("0000"),
                       Shows(en("err.wrong_pin", tries="2")), See("wd.confirm"), Type("1111"),
-                      Shows(en("err.wrong_pin", tries="1")), Type("9999"), See("pay.locked"), Ends()])
+                      Shows(en("err.wrong_pin_last")), Type("9999"), See("pay.locked"), Ends()])
     later = phone_for(payer.phone)
     await run(later, [Dial(), Shows("locked until"), Ends()])
     assert await gw.scalar("SELECT count(*) FROM payments WHERE payer_user_id = :u", u=payer.id) == 0
