@@ -88,15 +88,24 @@ async def _run(url: str, msisdn: str, service_code: str, prefilled: str, network
             session = PhoneSession(url, msisdn, service_code, network_code)
             _show(await session.dial(http, prefilled), session.ended)
             while not session.ended:
-                try:
-                    typed = await asyncio.to_thread(input, "> ")
-                except EOFError:
+                typed = await _ask("> ")
+                if typed is None:
                     return
-                _show(await session.reply(http, typed.strip()), session.ended)
-            again = await asyncio.to_thread(input, f"Dial {service_code} again? [y/N] ")
-            if again.strip().lower() not in ("y", "yes"):
+                _show(await session.reply(http, typed), session.ended)
+            again = await _ask(f"Dial {service_code} again? [y/N] ")
+            if again is None or again.lower() not in ("y", "yes"):
                 return
             prefilled = ""
+
+
+async def _ask(prompt: str) -> str | None:
+    """A line typed at ``prompt``, stripped; None at the end of input (Ctrl-D, or a piped script
+    that ran out), which ends the phone quietly, as hanging up does."""
+    try:
+        return (await asyncio.to_thread(input, prompt)).strip()
+    except EOFError:
+        click.echo()
+        return None
 
 
 @click.command("phone")

@@ -43,6 +43,14 @@ async def test_the_terminal_phone_checks_a_balance(gw):
     assert PIN not in out  # typed, never shown
 
 
+async def test_the_terminal_phone_hangs_up_quietly_when_its_input_runs_out(gw):
+    user = await customer(gw, funds=50)
+    # Input ends at the "Dial again?" question, then in the middle of a session: both hang up.
+    for script in (f"1\n{PIN}\n", "1\n"):
+        code, out = await sauti("phone", "--msisdn", user.phone, "--url", gw.url, "--dial", "*384*1*6#", stdin=script)
+        assert code == 0 and "Aborted" not in out and "Traceback" not in out, out
+
+
 async def test_the_terminal_phone_refuses_a_foreign_dial_code(gw):
     code, out = await sauti("phone", "--msisdn", "+254712345678", "--url", gw.url, "--dial", "*123#")
     assert code == 2 and "is not *384*1# or an extension" in out
