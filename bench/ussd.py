@@ -19,10 +19,13 @@ each (``--pin-check argon2``, as with ``security.pin_check_key_file: null``); th
 configured (config.yml's security section) and printed with the results. Beside each rate: the CPU
 time the server's process, and PostgreSQL's processes when they run on this machine, spent per hop
 served (a steadier figure than hops/s on a shared machine, where the rate swings between runs).
+After the realistic mix at the lowest concurrency, the same callers pause before each hop (a person
+reading and typing, random pauses) so that together they offer a share of the rate just measured
+(``--paced 0.5``: half): the latency of a gateway run below saturation, as one would be.
 
     python -m bench.ussd [--seconds 10] [--concurrency 64,256] [--stores redis,memory]
                          [--mixes realistic,browse] [--users 1000] [--pin-check keyed|argon2]
-                         [--pool-size N] [--sandboxes own-process|in-gateway]
+                         [--pool-size N] [--sandboxes own-process|in-gateway] [--paced 0.5]
 
 Uses $DATABASE_URL's server when set, else the embedded PostgreSQL under var/bench-pg; creates (and
 drops) its own database there. Target (issue 4): at least 40 % of the bare handler's rate, and p99
@@ -114,12 +117,18 @@ def _scenario(rng: random.Random, phones: list[str], me: str, mix: str) -> tuple
 
 
 async def _caller(url: str, http: aiohttp.ClientSession, me: str, phones: list[str], stop: float, tally: Tally,
-                  rng: random.Random, bare: bool, mix: str) -> None:
+                  rng: random.Random, bare: bool, mix: str, think_s: float = 0.0) -> None:
     while time.perf_counter() < stop:
         inputs, _ = _scenario(rng, phones, me, mix)
         session_id = f"ATUid_{uuid.uuid4().hex}"
         history: list[str] = []
         for typed in [None, *inputs]:
+            if think_s:
+                # A person reading the screen and typing: random pauses, so the hops of the callers
+                # arrive spread out (as from many phones), not in step.
+                await asyncio.sleep(rng.expovariate(1 / think_s))
+                if time.perf_counter() >= stop:
+                    break
             if typed is not None:
                 history.append(typed)
             form = {"sessionId": session_id, "serviceCode": SERVICE_CODE, "phoneNumber": me, "networkCode": "63902",
@@ -144,7 +153,9 @@ async def _caller(url: str, http: aiohttp.ClientSession, me: str, phones: list[s
 
 
 async def measure(url: str, concurrency: int, seconds: float, phones: list[str], *, bare: bool,
-                  mix: str = "realistic", cpu: CpuMeter | None = None) -> Tally:
+                  mix: str = "realistic", cpu: CpuMeter | None = None, think_s: float = 0.0) -> Tally:
+    """Hops of ``concurrency`` callers for ``seconds``: back to back (a saturating load), or with a
+    pause of ``think_s`` on average before each hop (a load below saturation)."""
     tally = Tally([])
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -152,13 +163,13 @@ async def measure(url: str, concurrency: int, seconds: float, phones: list[str],
         warm = Tally([])
         stop = time.perf_counter() + 1.0
         await asyncio.gather(*(_caller(url, http, phones[i % len(phones)], phones, stop, warm, random.Random(i), bare,
-                                       mix) for i in range(concurrency)))
+                                       mix, think_s) for i in range(concurrency)))
         started = time.perf_counter()
         stop = started + seconds
         if cpu:
             cpu.start()
         await asyncio.gather(*(_caller(url, http, phones[(i * 7919) % len(phones)], phones, stop, tally,
-                                       random.Random(1000 + i), bare, mix) for i in range(concurrency)))
+                                       random.Random(1000 + i), bare, mix, think_s) for i in range(concurrency)))
         if cpu:
             cpu.stop()
     return tally
@@ -324,6 +335,8 @@ class Row:
     pg_cpu_ms: float = float("nan")
     #: Outbox jobs (SMS receipts) still waiting when the row ended: 0 when the worker kept up.
     queued: int = 0
+    #: For a paced row, the share of the saturated rate its callers offered (0: back to back).
+    paced: float = 0.0
 
 
 def _p99(values: list[float]) -> float:
@@ -365,6 +378,24 @@ async def drain(engine: AsyncEngine, within_s: float = 120.0) -> None:
         await asyncio.sleep(2)
 
 
+async def measure_paced(url: str, jobs: AsyncEngine, concurrency: int, saturated: float, store: str,
+                       args: argparse.Namespace, phones: list[str], process: asyncio.subprocess.Process) -> list[Row]:
+    """The realistic mix below saturation: the same callers, each pausing before every hop so that
+    together they offer a share of the saturated rate (``--paced``). What operators size for: the
+    latency at the load a gateway is run at, not at the most it can take."""
+    rows: list[Row] = []
+    for share in (float(p) for p in args.paced.split(",") if p):
+        think_s = concurrency / (share * saturated)
+        log(f"gateway ({store} sessions, realistic mix), {concurrency} callers offering {share:.0%} "
+            f"of {saturated:,.0f} hops/s …")
+        cpu = CpuMeter(psutil.Process(process.pid))
+        tally = await measure(url + "/ussd", concurrency, args.seconds, phones, bare=False, cpu=cpu, think_s=think_s)
+        rows.append(replace(row(f"sauti {store}, paced {share:.0%}", concurrency, tally, args.seconds, cpu),
+                            queued=await queued_jobs(jobs), paced=share))
+        await drain(jobs)
+    return rows
+
+
 async def measure_gateway(database: str, store: str, args: argparse.Namespace, check_key: str, phones: list[str],
                           concurrencies: list[int], pool_size: int, sandbox_base: int | None) -> list[Row]:
     """One gateway process with ``store`` sessions, every mix at every concurrency."""
@@ -380,6 +411,8 @@ async def measure_gateway(database: str, store: str, args: argparse.Namespace, c
                 rows.append(replace(row(f"sauti {store}, {mix}", c, tally, args.seconds, cpu),
                                     queued=await queued_jobs(jobs)))
                 await drain(jobs)
+                if mix == "realistic" and c == min(concurrencies):
+                    rows += await measure_paced(url, jobs, c, rows[-1].hops_per_s, store, args, phones, process)
     finally:
         await jobs.dispose()
         await stop(process)
@@ -462,9 +495,13 @@ async def main(args: argparse.Namespace) -> None:
     anchors = {r.concurrency: r.hops_per_s for r in rows if r.name.startswith("bare")}
     for r in rows:
         ratio = r.hops_per_s / anchors[r.concurrency] if anchors.get(r.concurrency) else float("nan")
+        # A paced row's rate is what its callers offered, not what the gateway could do: no ratio.
+        versus = "paced" if r.paced else f"{ratio:.0%}"
         print(f"{r.name:<28} {r.concurrency:>8} {r.hops_per_s:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
-              f"{r.plain_p99_ms:>11.1f} {r.errors:>7} {ratio:>7.0%} {r.cpu_ms:>11.2f} {r.pg_cpu_ms:>10.2f} "
+              f"{r.plain_p99_ms:>11.1f} {r.errors:>7} {versus:>8} {r.cpu_ms:>11.2f} {r.pg_cpu_ms:>10.2f} "
               f"{r.queued:>7}")
+    print("paced: the realistic mix's callers pausing before each hop (a person reading and typing) so that "
+          "together they offer that share of the row above's rate; their p99 is the latency at that load")
     print("target: >= 40 % of the bare handler's hops/s; p99 < 50 ms at 64 sessions")
 
 
@@ -480,6 +517,9 @@ if __name__ == "__main__":
     parser.add_argument("--mixes", default="realistic,browse",
                         help="realistic (browsing, balance, p2p with PIN), browse (menus only: no PIN), and "
                              "for a closer look, balance or send (only balance checks, only p2p sends)")
+    parser.add_argument("--paced", default="0.5",
+                        help="after the realistic mix at the lowest concurrency, the same callers offering these "
+                             "shares of its rate (comma-separated; '' for none)")
     parser.add_argument("--users", type=int, default=1000, help="registered callers")
     parser.add_argument("--pin-check", choices=("keyed", "argon2"), default="keyed",
                         help="PINs checked against keyed check values (the default) or by argon2 each time")
