@@ -5,12 +5,13 @@ loop, so what a benchmark counts as the gateway's work is the gateway's."""
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from payments.sandbox.runner import free_port_base
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,20 +24,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def free_port_run(length: int) -> int:
-    """The first of ``length`` consecutive ports free now (the sandboxes take three)."""
-    for _ in range(50):
-        base = random.randrange(20_000, 60_000)
-        try:
-            for offset in range(length):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise SystemExit(f"no {length} consecutive free ports")
 
 
 async def until_listening(port: int, within_s: float = 60.0) -> None:
@@ -55,7 +42,7 @@ async def until_listening(port: int, within_s: float = 60.0) -> None:
 async def start_sandboxes(callback_delay_s: float) -> tuple[asyncio.subprocess.Process, int]:
     """`sauti sandbox` on three free consecutive ports, once it listens; returns it and its port
     base (``providers.sandbox.port_base`` for a gateway with ``run_in_serve: false``)."""
-    base = free_port_run(3)
+    base = free_port_base()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "sandbox", "--port-base", str(base),
         "--callback-delay", str(callback_delay_s), "--cert-out", str(ROOT / "var" / "bench-sandbox.pem"),

@@ -25,7 +25,7 @@ reading and typing, random pauses) so that together they offer a share of the ra
 
     python -m bench.ussd [--seconds 10] [--concurrency 64,256] [--stores redis,memory]
                          [--mixes realistic,browse] [--users 1000] [--pin-check keyed|argon2]
-                         [--pool-size N] [--sandboxes own-process|in-gateway] [--paced 0.5]
+                         [--pool-size N] [--sandboxes own-process|in-gateway] [--paced 0.5] [--workers 1]
 
 Uses $DATABASE_URL's server when set, else the embedded PostgreSQL under var/bench-pg; creates (and
 drops) its own database there. Target (issue 4): at least 40 % of the bare handler's rate, and p99
@@ -186,6 +186,13 @@ def _cpu_s(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 def _postgres() -> list[psutil.Process]:
     """PostgreSQL's processes on this machine (the server, its backends and workers), when it runs here."""
     found = []
@@ -206,8 +213,13 @@ class CpuMeter:
     _at_start: dict[int, float] = field(default_factory=dict)
 
     def _read(self) -> dict[int, float]:
-        procs = ([self.gateway] if self.gateway else []) + _postgres()
+        # With --workers the gateway is a supervisor; its processes do the work.
+        procs = ([self.gateway, *_children(self.gateway)] if self.gateway else []) + _postgres()
         return {p.pid: _cpu_s(p) for p in procs}
+
+    @property
+    def _gateway_pids(self) -> set[int]:
+        return {p.pid for p in ([self.gateway, *_children(self.gateway)] if self.gateway else [])}
 
     def start(self) -> None:
         self._at_start = self._read()
@@ -216,7 +228,7 @@ class CpuMeter:
         now = self._read()
         for pid, spent in now.items():
             delta = spent - self._at_start.get(pid, spent)
-            if self.gateway and pid == self.gateway.pid:
+            if self.gateway and pid in self._gateway_pids:
                 self.spent_gateway += delta
             else:
                 self.spent_postgres += delta
@@ -286,7 +298,8 @@ async def wait_until_up(url: str, process: asyncio.subprocess.Process, within_s:
 
 
 async def start_gateway(database: str, store: str, redis_url: str, pin_check_key: str,
-                        pool_size: int, sandbox_base: int | None) -> tuple[asyncio.subprocess.Process, str]:
+                        pool_size: int, sandbox_base: int | None,
+                        workers: int = 1) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database, "SAUTI__LOGGING__ACCESS_LOG": "false",
            "SAUTI__LOGGING__LEVEL": "WARNING", "SAUTI__PROVIDERS__MODE": "sandbox",
@@ -305,8 +318,8 @@ async def start_gateway(database: str, store: str, redis_url: str, pin_check_key
         env["SAUTI__PROVIDERS__SANDBOX__RUN_IN_SERVE"] = "false"
         env["SAUTI__PROVIDERS__SANDBOX__PORT_BASE"] = str(sandbox_base)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.DEVNULL)
+        sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers",
+        str(workers), cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     await wait_until_up(url, process)
     return process, url
@@ -400,7 +413,8 @@ async def measure_gateway(database: str, store: str, args: argparse.Namespace, c
                           concurrencies: list[int], pool_size: int, sandbox_base: int | None) -> list[Row]:
     """One gateway process with ``store`` sessions, every mix at every concurrency."""
     rows: list[Row] = []
-    process, url = await start_gateway(database, store, args.redis_url, check_key, pool_size, sandbox_base)
+    process, url = await start_gateway(database, store, args.redis_url, check_key, pool_size, sandbox_base,
+                                       args.workers)
     jobs = create_async_engine(database, pool_size=1)  # to count the receipts still queued
     try:
         for mix in args.mixes.split(","):
@@ -462,6 +476,9 @@ async def main(args: argparse.Namespace) -> None:
                                    if args.sandboxes == "own-process" else (None, None))
         try:
             for store in args.stores.split(","):
+                if store == "memory" and args.workers > 1:
+                    log("in-process sessions skipped: several gateway processes need Redis sessions")
+                    continue
                 rows += await measure_gateway(database, store, args, check_key, phones, concurrencies,
                                               args.pool_size or settings.database.pool_size, sandbox_base)
         finally:
@@ -473,7 +490,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"\nUSSD hops: {args.seconds:g} s per row after 1 s of warm-up; mix 40 % browsing, 35 % balance "
           f"(PIN), 25 % p2p send (PIN); PostgreSQL: {'DATABASE_URL' if configured else 'embedded'}, "
           f"{args.pool_size or settings.database.pool_size} pooled connections "
-          f"(+{settings.database.max_overflow} overflow) in the gateway; provider sandboxes "
+          f"(+{settings.database.max_overflow} overflow) in each of {args.workers} gateway process(es); "
+          f"provider sandboxes "
           f"{'in a process of their own' if args.sandboxes == 'own-process' else 'inside the gateway'}")
     per_hop = 0.60 / (0.40 * 6 + 0.35 * 4 + 0.25 * 5)  # PIN checks per hop in the realistic mix
     argon2 = (f"argon2id time_cost={s.argon2_time_cost}, memory={s.argon2_memory_kib} KiB, "
@@ -525,6 +543,8 @@ if __name__ == "__main__":
                         help="PINs checked against keyed check values (the default) or by argon2 each time")
     parser.add_argument("--pool-size", type=int, default=0,
                         help="the gateway's pooled PostgreSQL connections (default: database.pool_size in config.yml)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway processes sharing the port (sauti serve --workers; above 1: Redis sessions only)")
     parser.add_argument("--sandboxes", choices=("own-process", "in-gateway"), default="own-process",
                         help="the provider sandboxes (SMS receipts) in a process of their own, as real providers "
                              "are, or inside the gateway on its event loop (`sauti serve`'s default)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -29,6 +30,7 @@ from gateway.commands.voice import voice
 from gateway.commands.worker import outbox_group, worker
 from gateway.payments_resources import ProvidersUnavailable
 from gateway.resources import database_url
+from gateway.serve_processes import check_workers, supervise
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.ussd_resources import UssdUnavailable
 from payments.ledger_check import check_ledger
@@ -36,9 +38,12 @@ from payments.ledger_check import check_ledger
 T = TypeVar("T")
 
 
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.logging.level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(settings: Settings, *, process_id: bool = False) -> None:
+    """Log lines to stderr; with ``process_id``, each names its process (`serve --workers`: the
+    processes' lines interleave on one stream)."""
+    where = " [%(process)d]" if process_id else ""
+    logging.basicConfig(level=settings.logging.level, stream=sys.stderr, force=True,
+                        format=f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").disabled = True  # our access log redacts; aiohttp's does not
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -78,18 +83,28 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 @main.command()
 @click.option("--host", default=None, help="Interface to listen on (default: server.host).")
 @click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default: server.port).")
+@click.option("--workers", default=None, type=click.IntRange(1, 64),
+              help="Gateway processes sharing the port (default: server.workers); above 1 needs redis.url.")
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Listen with SO_REUSEPORT (set for each of --workers).")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None, reuse_port: bool) -> None:
     """Start the gateway (the embedded PostgreSQL too, unless DATABASE_URL is set)."""
     settings = _settings(ctx)
     host = host or settings.server.host
     port = port or settings.server.port
+    workers = workers or settings.server.workers
     # The app must know where it listens: the sandboxes' callbacks are addressed to it.
     settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host, "port": port})})
     try:
-        web.run_app(create_app(settings), host=host, port=port, access_log=None,
+        check_workers(settings, workers)
+        if workers > 1:
+            sys.exit(asyncio.run(supervise(settings, host, port, workers, ctx.find_root().params.get("config_path"))))
+        if reuse_port:
+            configure_logging(settings, process_id=True)
+        shown = f"gateway process {os.getpid()}" if reuse_port else "Sauti gateway"
+        web.run_app(create_app(settings), host=host, port=port, access_log=None, reuse_port=reuse_port or None,
                     shutdown_timeout=settings.server.shutdown_timeout_s,
-                    print=lambda _: click.echo(f"Sauti gateway listening on http://{host}:{port} (Ctrl-C to stop)"))
+                    print=lambda _: click.echo(f"{shown} listening on http://{host}:{port} (Ctrl-C to stop)"))
     except (ConfigError, ProvidersUnavailable, UssdUnavailable) as exc:  # a setting to fix, said plainly
         raise click.ClickException(str(exc)) from None
 

@@ -40,6 +40,9 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     shutdown_timeout_s: float = Field(10.0, gt=0, le=300)
+    # Gateway processes sharing the port (`gateway.serve_processes`): one event loop uses one core.
+    # Above 1, sessions must be in Redis (redis.url).
+    workers: int = Field(1, ge=1, le=64)
 
 
 class DatabaseSettings(_Section):

@@ -4,11 +4,13 @@
         sandboxes.urls.daraja, sandboxes.urls.wave, sandboxes.urls.africastalking
 
 Ports are free ones chosen by the OS unless `port_base` is given (then base, base+1, base+2 for
-Daraja, Wave and Africa's Talking).
+Daraja, Wave and Africa's Talking; `free_port_base` finds one for processes that must be told it).
 """
 
 from __future__ import annotations
 
+import random
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -64,6 +66,22 @@ async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRun
     bound_port = runner.addresses[0][1]
     shown_host = f"[{host}]" if ":" in host else host
     return runner, f"http://{shown_host}:{bound_port}"
+
+
+def free_port_base(host: str = "127.0.0.1", length: int = 3) -> int:
+    """The first of ``length`` consecutive ports free on ``host`` now: a ``port_base`` for
+    `start_sandboxes` that other processes can be told (Daraja, Wave and Africa's Talking sit at
+    +0, +1, +2; free ports picked one by one need not be consecutive)."""
+    for _ in range(50):
+        base = random.randrange(20_000, 60_000)
+        try:
+            for offset in range(length):
+                with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+                    s.bind((host, base + offset))
+        except OSError:
+            continue
+        return base
+    raise OSError(f"no {length} consecutive free ports on {host}")
 
 
 async def start_sandboxes(

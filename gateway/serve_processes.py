@@ -1,0 +1,149 @@
+"""`sauti serve --workers N`: N gateway processes sharing one port, for machines with more cores
+than one event loop can use.
+
+One event loop keeps one core busy at most: under a saturating USSD load on the 2-core bench
+machine the gateway's loop was 91 % busy while a fifth of the machine stood idle. With N above 1,
+`sauti serve` becomes a small supervisor. It starts (or joins) the embedded PostgreSQL and, in
+sandbox mode, the provider sandboxes, once; then it runs N copies of the gateway on the same host
+and port (``SO_REUSEPORT``: the kernel spreads incoming connections among them). Each copy is the
+whole app, as a gateway on another machine would be: its own pool, in-process outbox worker (jobs
+are claimed with ``SKIP LOCKED``) and periodic tasks (each safe beside another gateway's).
+
+What a caller's next request needs from this one must then live outside the process: USSD
+sessions, spoken commands awaiting their PIN and sign-in counts are in Redis, so ``redis.url`` is
+required. The supervisor passes SIGINT and SIGTERM on, once (the processes run in a session of
+their own; under systemd, ``KillMode=mixed`` keeps it so); should one copy exit, it stops the others
+and exits with an error (a service manager then restarts the whole), rather than serve on short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+
+from sqlalchemy import text
+
+from db.engine import create_engine
+from gateway.payments_resources import ProvidersUnavailable
+from gateway.resources import database_url
+from gateway.settings import ConfigError, Settings
+from payments.sandbox.runner import RunningSandboxes, free_port_base, start_sandboxes
+from payments.sandbox.settings import SandboxSettings
+
+log = logging.getLogger(__name__)
+
+#: Connections left to other clients (psql, `sauti worker`, migrations) when the processes' pools
+#: are compared with the server's ``max_connections``.
+_SPARE_CONNECTIONS = 10
+
+
+def check_workers(settings: Settings, workers: int) -> None:
+    """Raise `ConfigError` when ``workers`` processes cannot serve with these settings."""
+    if workers <= 1:
+        return
+    if not settings.redis.url:
+        raise ConfigError(f"server.workers {workers} needs redis.url (REDIS_URL): a caller's next USSD hop, "
+                          "a spoken command's confirmation and sign-in counts may reach any of the processes, "
+                          "so sessions must live in Redis, not in one process")
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError(f"server.workers {workers} needs SO_REUSEPORT, which this platform lacks: "
+                          "run one process per port behind a load balancer instead")
+
+
+def child_command(host: str, port: int) -> list[str]:
+    """How the supervisor starts one gateway process (the same settings: file and environment)."""
+    return [sys.executable, "-m", "gateway.cli", "serve", "--host", host, "--port", str(port), "--workers", "1",
+            "--reuse-port"]
+
+
+async def supervise(settings: Settings, host: str, port: int, workers: int, config_path: str | None) -> int:
+    """Run ``workers`` gateway processes on ``host``:``port`` until a signal or until one exits;
+    returns the exit status (0 after a signal, 1 when a process failed)."""
+    url = await database_url(settings)
+    await _check_connection_budget(url, settings, workers)
+    env = {**os.environ, "DATABASE_URL": url}
+    if config_path:
+        env["SAUTI_CONFIG"] = str(config_path)
+    sandboxes = await _start_sandboxes(settings, env)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    children: list[asyncio.subprocess.Process] = []
+    try:
+        for _ in range(workers):
+            # A session of their own: Ctrl-C in a terminal reaches this process only, which passes
+            # it on once (a second signal would cut a gateway's graceful shutdown short).
+            children.append(await asyncio.create_subprocess_exec(*child_command(host, port), env=env,
+                                                                 start_new_session=True))
+        log.info("gateway processes %s on %s:%d", ", ".join(str(c.pid) for c in children), host, port)
+        print(f"Sauti gateway: {workers} processes on http://{host}:{port} (Ctrl-C to stop)", flush=True)
+        waits = {asyncio.ensure_future(child.wait()): child for child in children}
+        stopping = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait([*waits, stopping], return_when=asyncio.FIRST_COMPLETED)
+        failed = [waits[d] for d in done if d in waits]
+        for child in failed:
+            log.error("gateway process %d exited with %s: stopping the others", child.pid, child.returncode)
+        stopping.cancel()
+        return 1 if failed else 0
+    finally:
+        await _stop_all(children, settings.server.shutdown_timeout_s + 5)
+        if sandboxes is not None:
+            await sandboxes.stop()
+
+
+async def _start_sandboxes(settings: Settings, env: dict[str, str]) -> RunningSandboxes | None:
+    """In sandbox mode with ``run_in_serve``, the sandboxes once, here, on consecutive ports the
+    processes are told (each process reaches them as `sauti worker` would)."""
+    box = settings.providers.sandbox
+    if settings.providers.effective_mode != "sandbox" or not box.run_in_serve:
+        return None
+    try:
+        base = box.port_base or free_port_base(box.host)
+        running = await start_sandboxes(SandboxSettings(callback_delay_s=box.callback_delay_s), host=box.host,
+                                        port_base=base)
+    except OSError as exc:  # the ports are taken, or the host is not ours
+        raise ProvidersUnavailable(f"cannot start the provider sandboxes on {box.host} "
+                                   f"(providers.sandbox.port_base {box.port_base}): {exc.strerror or exc}") from None
+    env["SAUTI__PROVIDERS__SANDBOX__RUN_IN_SERVE"] = "false"
+    env["SAUTI__PROVIDERS__SANDBOX__PORT_BASE"] = str(base)
+    log.info("provider sandboxes for every gateway process: %s", running.urls)
+    return running
+
+
+async def _check_connection_budget(url: str, settings: Settings, workers: int) -> None:
+    """Warn when the processes' pools together could ask PostgreSQL for more connections than it
+    takes: the last ones would then fail under load, not at start."""
+    wanted = workers * (settings.database.pool_size + settings.database.max_overflow)
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:
+            allowed = int((await conn.execute(text("SELECT current_setting('max_connections')"))).scalar_one())
+    finally:
+        await engine.dispose()
+    if wanted + _SPARE_CONNECTIONS > allowed:
+        log.warning("%d processes may open %d connections (database.pool_size %d + max_overflow %d each) and "
+                    "PostgreSQL takes %d: lower database.pool_size or raise max_connections", workers, wanted,
+                    settings.database.pool_size, settings.database.max_overflow, allowed)
+
+
+async def _stop_all(children: list[asyncio.subprocess.Process], within_s: float) -> None:
+    """SIGTERM to every process still running (each shuts down as `sauti serve` does), then SIGKILL
+    to any that outlive ``within_s``."""
+    for child in children:
+        if child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            await asyncio.wait_for(child.wait(), timeout=within_s)
+        except TimeoutError:
+            log.error("gateway process %d did not stop within %.0f s: killed", child.pid, within_s)
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
