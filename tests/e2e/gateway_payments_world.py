@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,6 +34,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def until_serving(port: int, process: asyncio.subprocess.Process, within_s: float = 30.0) -> None:
+    """Wait for a `sauti serve` process to answer ``/readyz`` on ``port``; fails the test with its
+    output if it exits first or never answers."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(int(within_s * 10)):
+            if process.returncode is not None:
+                output = (await process.stdout.read()).decode() if process.stdout else ""
+                pytest.fail(f"sauti serve exited with {process.returncode}: {output[-3000:]}")
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    pytest.fail(f"sauti serve did not become ready on :{port} within {within_s:g} s")
 
 
 def _merge(into: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

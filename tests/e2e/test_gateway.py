@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -20,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from gateway.errors import error_middleware
 from gateway.settings import load_settings
+from tests.e2e.gateway_payments_world import free_port, until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,12 +92,6 @@ async def test_access_log_line_per_request_with_secrets_redacted(client, caplog)
     assert "abc123" not in caplog.text and "s3cr3t" not in caplog.text
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 async def test_sauti_serve_starts_and_stops_cleanly(database_url, stop_signal):
     port = free_port()
@@ -106,17 +100,7 @@ async def test_sauti_serve_starts_and_stops_cleanly(database_url, stop_signal):
         sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(150):
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("sauti serve did not become ready")
+        await until_serving(port, proc, within_s=15)
         proc.send_signal(stop_signal)
         code = await asyncio.wait_for(proc.wait(), timeout=20)
     finally:

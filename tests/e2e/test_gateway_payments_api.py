@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,33 +17,13 @@ import aiohttp
 import pytest
 
 from payments.money import Currency, Money
+from payments.sandbox.runner import free_port_base
 from payments.states import PaymentStatus
 from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway, wait_for
 
 KES = Currency.KES
 ROOT = Path(__file__).resolve().parents[2]
 PEPPER = "e2e-api-pepper"
-
-
-def free_port_base() -> int:
-    """Three consecutive free ports (Daraja, Wave, Africa's Talking), as `providers.sandbox.port_base`."""
-    for _ in range(50):
-        base = free_port()
-        if base > 65000:
-            continue
-        sockets = []
-        try:
-            for offset in range(3):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no three consecutive free ports")
 
 
 @pytest.fixture(scope="module")

@@ -21,20 +21,13 @@ import psutil
 import pytest
 
 from payments.sandbox.outcomes import SUFFIXES
+from tests.e2e.gateway_payments_world import free_port, until_serving
 from tests.ussd.ussd_world import REDIS_URL, redis_available
 
 ROOT = Path(__file__).resolve().parents[2]
 PIN = "4826"
 needs_redis = pytest.mark.skipif(not redis_available(),
                                  reason=f"sauti serve --workers not tested: no Redis at {REDIS_URL}; set REDIS_URL")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def start(database_url: str, port: int, workers: int = 2, **extra: str) -> asyncio.subprocess.Process:
@@ -44,21 +37,6 @@ async def start(database_url: str, port: int, workers: int = 2, **extra: str) ->
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers), cwd=ROOT,
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-async def until_ready(port: int, proc: asyncio.subprocess.Process) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            if proc.returncode is not None:
-                pytest.fail(f"serve exited: {(await proc.stdout.read()).decode()[-3000:]}")
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    pytest.fail("sauti serve --workers did not become ready")
 
 
 def gateway_processes(proc: asyncio.subprocess.Process) -> list[psutil.Process]:
@@ -122,7 +100,7 @@ async def test_two_processes_share_one_port_and_every_journey(database_url, how)
     port = free_port()
     proc = await start(database_url, port)
     try:
-        await until_ready(port, proc)
+        await until_serving(port, proc)
         children = gateway_processes(proc)
         assert len(children) == 2, children
         phone = Phone(port, new_number())
@@ -165,7 +143,7 @@ async def test_a_process_that_dies_stops_the_others_and_the_supervisor_fails(dat
     port = free_port()
     proc = await start(database_url, port, SAUTI__PROVIDERS__MODE="sandbox")
     try:
-        await until_ready(port, proc)
+        await until_serving(port, proc)
         first, second = gateway_processes(proc)
         first.kill()
         code = await asyncio.wait_for(proc.wait(), timeout=40)
