@@ -30,12 +30,19 @@ needs_redis = pytest.mark.skipif(not redis_available(),
                                  reason=f"sauti serve --workers not tested: no Redis at {REDIS_URL}; set REDIS_URL")
 
 
-async def start(database_url: str, port: int, workers: int = 2, **extra: str) -> asyncio.subprocess.Process:
+async def start(database_url: str, port: int, *, by_setting: bool = False, **extra: str) -> asyncio.subprocess.Process:
+    """``sauti serve`` with two processes, asked for by ``--workers 2`` or by ``server.workers``
+    (which the processes inherit: each must still run one gateway, not a supervisor of its own)."""
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "PYTHONUNBUFFERED": "1",
            "SAUTI__USSD__REDIS_KEY_PREFIX": f"sauti-test-{uuid.uuid4().hex[:8]}-",
            "SAUTI__PROVIDERS__SANDBOX__CALLBACK_DELAY_S": "0.05", **extra}
+    asked = []
+    if by_setting:
+        env["SAUTI__SERVER__WORKERS"] = "2"
+    else:
+        asked = ["--workers", "2"]
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers), cwd=ROOT,
+        sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), *asked, cwd=ROOT,
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -95,10 +102,10 @@ async def test_more_than_one_process_is_refused_without_redis(database_url):
 
 
 @needs_redis
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
-async def test_two_processes_share_one_port_and_every_journey(database_url, how):
+@pytest.mark.parametrize(("how", "by_setting"), [(signal.SIGTERM, False), (signal.SIGINT, True)])
+async def test_two_processes_share_one_port_and_every_journey(database_url, how, by_setting):
     port = free_port()
-    proc = await start(database_url, port)
+    proc = await start(database_url, port, by_setting=by_setting)
     try:
         await until_serving(port, proc)
         children = gateway_processes(proc)
