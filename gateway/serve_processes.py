@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
@@ -37,6 +38,9 @@ from payments.sandbox.settings import SandboxSettings
 
 log = logging.getLogger(__name__)
 
+#: How long a process may take to start before it is signalled anyway (loading the speech model
+#: on a busy machine takes seconds).
+_STARTING_S = 60.0
 #: Connections left to other clients (psql, `sauti worker`, migrations) when the processes' pools
 #: are compared with the server's ``max_connections``.
 _SPARE_CONNECTIONS = 10
@@ -61,12 +65,23 @@ def child_command(host: str, port: int) -> list[str]:
             "--reuse-port"]
 
 
+@dataclass
+class _Child:
+    """One gateway process. Its standard output is relayed line by line, and ``listening`` is set
+    when it says it listens: a signal before then would land in its start-up, which aiohttp does
+    not unwind cleanly, so none is sent before (`_stop`)."""
+
+    process: asyncio.subprocess.Process
+    listening: asyncio.Event = field(default_factory=asyncio.Event)
+    relay: asyncio.Task[None] | None = None
+
+
 async def supervise(settings: Settings, host: str, port: int, workers: int, config_path: str | None) -> int:
     """Run ``workers`` gateway processes on ``host``:``port`` until a signal or until one exits;
     returns the exit status (0 after a signal, 1 when a process failed)."""
     url = await database_url(settings)
     await _check_connection_budget(url, settings, workers)
-    env = {**os.environ, "DATABASE_URL": url}
+    env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}  # their lines arrive as written
     if config_path:
         env["SAUTI_CONFIG"] = str(config_path)
     sandboxes = await _start_sandboxes(settings, env)
@@ -74,27 +89,77 @@ async def supervise(settings: Settings, host: str, port: int, workers: int, conf
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    children: list[asyncio.subprocess.Process] = []
+    children: list[_Child] = []
     try:
         for _ in range(workers):
-            # A session of their own: Ctrl-C in a terminal reaches this process only, which passes
-            # it on once (a second signal would cut a gateway's graceful shutdown short).
-            children.append(await asyncio.create_subprocess_exec(*child_command(host, port), env=env,
-                                                                 start_new_session=True))
-        log.info("gateway processes %s on %s:%d", ", ".join(str(c.pid) for c in children), host, port)
-        print(f"Sauti gateway: {workers} processes on http://{host}:{port} (Ctrl-C to stop)", flush=True)
-        waits = {asyncio.ensure_future(child.wait()): child for child in children}
+            children.append(await _spawn(child_command(host, port), env))
+        log.info("gateway processes %s on %s:%d", ", ".join(str(c.process.pid) for c in children), host, port)
+        exits = {asyncio.ensure_future(c.process.wait()): c for c in children}
         stopping = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait([*waits, stopping], return_when=asyncio.FIRST_COMPLETED)
-        failed = [waits[d] for d in done if d in waits]
-        for child in failed:
-            log.error("gateway process %d exited with %s: stopping the others", child.pid, child.returncode)
+        listening = asyncio.ensure_future(_all_listening(children))
+        done, _ = await asyncio.wait([*exits, stopping, listening], return_when=asyncio.FIRST_COMPLETED)
+        if listening in done:
+            print(f"Sauti gateway: {workers} processes on http://{host}:{port} (Ctrl-C to stop)", flush=True)
+            done, _ = await asyncio.wait([*exits, stopping], return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
         stopping.cancel()
+        failed = [exits[d] for d in done if d in exits]
+        for child in failed:
+            log.error("gateway process %d exited with %s: stopping the others", child.process.pid,
+                      child.process.returncode)
         return 1 if failed else 0
     finally:
-        await _stop_all(children, settings.server.shutdown_timeout_s + 5)
+        within_s = settings.server.shutdown_timeout_s + 5
+        await asyncio.gather(*(_stop(child, within_s) for child in children))
         if sandboxes is not None:
             await sandboxes.stop()
+
+
+async def _all_listening(children: list[_Child]) -> None:
+    for child in children:
+        await child.listening.wait()
+
+
+async def _spawn(command: list[str], env: dict[str, str]) -> _Child:
+    # A session of its own: Ctrl-C in a terminal reaches the supervisor only, which passes it on
+    # once (a second signal would cut a gateway's graceful shutdown short).
+    process = await asyncio.create_subprocess_exec(*command, env=env, start_new_session=True,
+                                                   stdout=asyncio.subprocess.PIPE)
+    child = _Child(process)
+    child.relay = asyncio.create_task(_relay(child))
+    return child
+
+
+async def _relay(child: _Child) -> None:
+    assert child.process.stdout is not None
+    async for line in child.process.stdout:
+        sys.stdout.write(line.decode(errors="replace"))
+        sys.stdout.flush()
+        if b" listening on " in line:
+            child.listening.set()
+
+
+async def _stop(child: _Child, within_s: float) -> None:
+    """SIGTERM once it listens (or after ``_STARTING_S``: stuck), then SIGKILL if it outlives
+    ``within_s``; its last lines relayed."""
+    process = child.process
+    if process.returncode is None:
+        started = asyncio.ensure_future(child.listening.wait())
+        ended = asyncio.ensure_future(process.wait())
+        await asyncio.wait([started, ended], timeout=_STARTING_S, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        ended.cancel()
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout=within_s)
+    except TimeoutError:
+        log.error("gateway process %d did not stop within %.0f s: killed", process.pid, within_s)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+    if child.relay is not None:
+        await child.relay
 
 
 async def _start_sandboxes(settings: Settings, env: dict[str, str]) -> RunningSandboxes | None:
@@ -130,20 +195,3 @@ async def _check_connection_budget(url: str, settings: Settings, workers: int) -
         log.warning("%d processes may open %d connections (database.pool_size %d + max_overflow %d each) and "
                     "PostgreSQL takes %d: lower database.pool_size or raise max_connections", workers, wanted,
                     settings.database.pool_size, settings.database.max_overflow, allowed)
-
-
-async def _stop_all(children: list[asyncio.subprocess.Process], within_s: float) -> None:
-    """SIGTERM to every process still running (each shuts down as `sauti serve` does), then SIGKILL
-    to any that outlive ``within_s``."""
-    for child in children:
-        if child.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            await asyncio.wait_for(child.wait(), timeout=within_s)
-        except TimeoutError:
-            log.error("gateway process %d did not stop within %.0f s: killed", child.pid, within_s)
-            with contextlib.suppress(ProcessLookupError):
-                child.kill()
-            await child.wait()

@@ -46,6 +46,17 @@ async def start(database_url: str, port: int, *, by_setting: bool = False, **ext
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+async def until_all_listening(proc: asyncio.subprocess.Process, seen: list[str]) -> None:
+    """Read the supervisor's output (kept in ``seen``) until it says every process listens."""
+    async def lines() -> None:
+        async for line in proc.stdout:
+            seen.append(line.decode())
+            if " processes on http://" in seen[-1]:
+                return
+        pytest.fail(f"the supervisor ended before its processes listened: {''.join(seen)[-3000:]}")
+    await asyncio.wait_for(lines(), timeout=90)
+
+
 def gateway_processes(proc: asyncio.subprocess.Process) -> list[psutil.Process]:
     return [p for p in psutil.Process(proc.pid).children() if "--reuse-port" in p.cmdline()]
 
@@ -80,16 +91,18 @@ class Phone:
             return await resp.text()
 
 
-async def stop(proc: asyncio.subprocess.Process, how: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
-    if proc.returncode is None:
+async def stop(proc: asyncio.subprocess.Process, seen: list[str],
+               how: signal.Signals | None = signal.SIGTERM) -> tuple[int, str]:
+    """Signal the supervisor (``how``; None: wait for it to end on its own), then its status and output."""
+    if proc.returncode is None and how is not None:
         proc.send_signal(how)
     try:
-        code = await asyncio.wait_for(proc.wait(), timeout=40)
+        rest, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    return code, (await proc.stdout.read()).decode()
+    return proc.returncode, "".join(seen) + rest.decode()
 
 
 async def test_more_than_one_process_is_refused_without_redis(database_url):
@@ -106,7 +119,9 @@ async def test_more_than_one_process_is_refused_without_redis(database_url):
 async def test_two_processes_share_one_port_and_every_journey(database_url, how, by_setting):
     port = free_port()
     proc = await start(database_url, port, by_setting=by_setting)
+    seen: list[str] = []
     try:
+        await until_all_listening(proc, seen)
         await until_serving(port, proc)
         children = gateway_processes(proc)
         assert len(children) == 2, children
@@ -135,7 +150,7 @@ async def test_two_processes_share_one_port_and_every_journey(database_url, how,
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
                     assert resp.status == 200
     finally:
-        code, out = await stop(proc, how)  # SIGINT: as Ctrl-C sends it to the supervisor
+        code, out = await stop(proc, seen, how)  # SIGINT: as Ctrl-C sends it to the supervisor
     assert code == 0 and "Traceback" not in out, out[-3000:]
     assert f"Sauti gateway: 2 processes on http://127.0.0.1:{port}" in out
     assert all(f"gateway process {c.pid} listening on http://127.0.0.1:{port}" in out for c in children)
@@ -149,13 +164,28 @@ async def test_two_processes_share_one_port_and_every_journey(database_url, how,
 async def test_a_process_that_dies_stops_the_others_and_the_supervisor_fails(database_url):
     port = free_port()
     proc = await start(database_url, port, SAUTI__PROVIDERS__MODE="sandbox")
+    seen: list[str] = []
     try:
-        await until_serving(port, proc)
+        await until_all_listening(proc, seen)
         first, second = gateway_processes(proc)
         first.kill()
-        code = await asyncio.wait_for(proc.wait(), timeout=40)
     finally:
-        _, out = await stop(proc)
+        code, out = await stop(proc, seen, how=None)  # it ends on its own
     assert code == 1, out[-3000:]
     assert f"gateway process {first.pid} exited" in out and "stopping the others" in out
     assert not (second.is_running() and second.status() != psutil.STATUS_ZOMBIE)
+
+
+@needs_redis
+async def test_a_signal_while_the_processes_start_stops_them_once_they_listen(database_url):
+    proc = await start(database_url, free_port())
+    seen: list[str] = []
+    # Ctrl-C at once: the processes are still starting (a signal in aiohttp's start-up does not
+    # unwind cleanly), so each is stopped once it listens.
+    for _ in range(100):
+        if len(gateway_processes(proc)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    code, out = await stop(proc, seen, signal.SIGINT)
+    assert code == 0 and "Traceback" not in out and "ERROR" not in out, out[-3000:]
+    assert out.count(" listening on http://") == 2, out[-3000:]
