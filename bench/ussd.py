@@ -212,23 +212,20 @@ class CpuMeter:
     spent_postgres: float = 0.0
     _at_start: dict[int, float] = field(default_factory=dict)
 
-    def _read(self) -> dict[int, float]:
-        # With --workers the gateway is a supervisor; its processes do the work.
-        procs = ([self.gateway, *_children(self.gateway)] if self.gateway else []) + _postgres()
-        return {p.pid: _cpu_s(p) for p in procs}
-
-    @property
-    def _gateway_pids(self) -> set[int]:
-        return {p.pid for p in ([self.gateway, *_children(self.gateway)] if self.gateway else [])}
+    def _read(self) -> tuple[set[int], dict[int, float]]:
+        """The gateway's pids (with --workers the gateway is a supervisor whose processes do the
+        work), and CPU seconds of those and of PostgreSQL's, by pid."""
+        gateway = [self.gateway, *_children(self.gateway)] if self.gateway else []
+        return {p.pid for p in gateway}, {p.pid: _cpu_s(p) for p in gateway + _postgres()}
 
     def start(self) -> None:
-        self._at_start = self._read()
+        _, self._at_start = self._read()
 
     def stop(self) -> None:
-        now = self._read()
+        gateway, now = self._read()
         for pid, spent in now.items():
             delta = spent - self._at_start.get(pid, spent)
-            if self.gateway and pid in self._gateway_pids:
+            if pid in gateway:
                 self.spent_gateway += delta
             else:
                 self.spent_postgres += delta

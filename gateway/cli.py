@@ -30,7 +30,7 @@ from gateway.commands.voice import voice
 from gateway.commands.worker import outbox_group, worker
 from gateway.payments_resources import ProvidersUnavailable
 from gateway.resources import database_url
-from gateway.serve_processes import check_workers, supervise
+from gateway.serve_processes import check_workers, listening_line, supervise
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.ussd_resources import UssdUnavailable
 from payments.ledger_check import check_ledger
@@ -104,7 +104,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         shown = f"gateway process {os.getpid()}" if reuse_port else "Sauti gateway"
         web.run_app(create_app(settings), host=host, port=port, access_log=None, reuse_port=reuse_port or None,
                     shutdown_timeout=settings.server.shutdown_timeout_s,
-                    print=lambda _: click.echo(f"{shown} listening on http://{host}:{port} (Ctrl-C to stop)"))
+                    print=lambda _: click.echo(listening_line(shown, host, port)))
     except (ConfigError, ProvidersUnavailable, UssdUnavailable) as exc:  # a setting to fix, said plainly
         raise click.ClickException(str(exc)) from None
 

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.generated_secrets import BadSecretFile, generated_secret
 from gateway.keys import DB_ENGINE, LEDGER, PAYMENTS, SETTINGS
-from gateway.settings import PaymentsSection, Settings
+from gateway.settings import PaymentsSection, SandboxSection, Settings
 from payments.errors import InvalidRequest
 from payments.fees import FeePlan, Limits
 from payments.ledger import Ledger
@@ -226,16 +226,23 @@ SANDBOXES_OUT_OF_REACH = (
     "providers.sandbox.port_base (e.g. 8700) to run `sauti worker` processes in sandbox mode")
 
 
+async def start_local_sandboxes(box: SandboxSection, *, port_base: int | None,
+                                webhook_url: str | None = None) -> RunningSandboxes:
+    """The sandboxes as ``providers.sandbox`` configures them, on ``port_base`` (None: free ports),
+    for `sauti serve` (in its process, or once for all of `serve --workers`); `ProvidersUnavailable`
+    when they cannot listen there."""
+    wanted = SandboxSettings(callback_delay_s=box.callback_delay_s, wave_webhook_url=webhook_url)
+    try:
+        return await start_sandboxes(wanted, host=box.host, port_base=port_base)
+    except OSError as exc:  # the ports are taken, or the host is not ours
+        where = f"{box.host} (providers.sandbox.port_base {box.port_base})"
+        raise ProvidersUnavailable(f"cannot start the provider sandboxes on {where}: {exc.strerror or exc}") from None
+
+
 async def _sandbox(settings: Settings, stack: AsyncExitStack, *, serving: bool, webhook_url: str) -> _Sandbox | None:
     box = settings.providers.sandbox
     if serving and box.run_in_serve:
-        wanted = SandboxSettings(callback_delay_s=box.callback_delay_s, wave_webhook_url=webhook_url)
-        try:
-            running = await start_sandboxes(wanted, host=box.host, port_base=box.port_base)
-        except OSError as exc:  # the ports are taken, or the host is not ours
-            where = f"{box.host} (providers.sandbox.port_base {box.port_base})"
-            why = exc.strerror or str(exc)
-            raise ProvidersUnavailable(f"cannot start the provider sandboxes on {where}: {why}") from None
+        running = await start_local_sandboxes(box, port_base=box.port_base, webhook_url=webhook_url)
         stack.push_async_callback(running.stop)
         return _Sandbox(running.settings, running.urls, running.daraja_certificate_pem, running)
     if box.port_base is not None:

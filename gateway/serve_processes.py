@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 
 from db.engine import create_engine
-from gateway.payments_resources import ProvidersUnavailable
+from gateway.payments_resources import ProvidersUnavailable, start_local_sandboxes
 from gateway.resources import database_url
 from gateway.settings import ConfigError, Settings
-from payments.sandbox.runner import RunningSandboxes, free_port_base, start_sandboxes
-from payments.sandbox.settings import SandboxSettings
+from payments.sandbox.runner import RunningSandboxes, free_port_base
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,14 @@ def check_workers(settings: Settings, workers: int) -> None:
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ConfigError(f"server.workers {workers} needs SO_REUSEPORT, which this platform lacks: "
                           "run one process per port behind a load balancer instead")
+
+
+_LISTENING = " listening on "
+
+
+def listening_line(who: str, host: str, port: int) -> str:
+    """What a gateway process prints once it listens; the supervisor waits for it (`_relay`)."""
+    return f"{who}{_LISTENING}http://{host}:{port} (Ctrl-C to stop)"
 
 
 def child_command(host: str, port: int) -> list[str]:
@@ -135,7 +142,7 @@ async def _relay(child: _Child) -> None:
     async for line in child.process.stdout:
         sys.stdout.write(line.decode(errors="replace"))
         sys.stdout.flush()
-        if b" listening on " in line:
+        if _LISTENING.encode() in line:
             child.listening.set()
 
 
@@ -170,11 +177,9 @@ async def _start_sandboxes(settings: Settings, env: dict[str, str]) -> RunningSa
         return None
     try:
         base = box.port_base or free_port_base(box.host)
-        running = await start_sandboxes(SandboxSettings(callback_delay_s=box.callback_delay_s), host=box.host,
-                                        port_base=base)
-    except OSError as exc:  # the ports are taken, or the host is not ours
-        raise ProvidersUnavailable(f"cannot start the provider sandboxes on {box.host} "
-                                   f"(providers.sandbox.port_base {box.port_base}): {exc.strerror or exc}") from None
+    except OSError as exc:
+        raise ProvidersUnavailable(f"cannot start the provider sandboxes on {box.host}: {exc}") from None
+    running = await start_local_sandboxes(box, port_base=base)
     env["SAUTI__PROVIDERS__SANDBOX__RUN_IN_SERVE"] = "false"
     env["SAUTI__PROVIDERS__SANDBOX__PORT_BASE"] = str(base)
     log.info("provider sandboxes for every gateway process: %s", running.urls)
