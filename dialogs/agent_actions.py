@@ -191,7 +191,7 @@ class AgentActions:
         except PaymentsError:
             step.say("err.busy")
             return "refused"
-        step.values["ref"] = done.payment.public_id if done.payment else done.request.public_id
+        step.values["ref"] = done.payment.reference if done.payment else done.request.reference
         step.values["float"] = money_text(await self.agents.float_balance(step.user_id))
         return "done"
 
@@ -257,7 +257,7 @@ class AgentActions:
             outcome = self._direct_refusal(step, exc)
             return outcome if outcome in ("fix_recipient", "refused") else "refused"
         assert done.payment is not None
-        step.values["ref"] = done.payment.public_id
+        step.values["ref"] = done.payment.reference
         step.values["float"] = money_text(await self.agents.float_balance(step.user_id))
         return "done"
 
@@ -355,5 +355,5 @@ class AgentActions:
         except PaymentsError as exc:
             return self._customer_refusal(step, exc)
         step.values.update(code=raised.request.code, minutes=self._minutes(),
-                           ref=raised.payment.public_id if raised.payment else raised.request.public_id)
+                           ref=raised.payment.reference if raised.payment else raised.request.reference)
         return "ok"

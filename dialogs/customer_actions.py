@@ -278,7 +278,7 @@ class CustomerActions:
         except PaymentsError:
             step.say("err.busy")
             return "refused"
-        step.values["ref"] = payment.public_id
+        step.values["ref"] = payment.reference
         step.values["balance"] = money_text(await self._wallet_balance(step.user_id, currency))
         if payment.status is PaymentStatus.FAILED:
             step.say("err.no_funds_short" if payment.error_code == InsufficientFunds.code else "err.busy")

@@ -36,6 +36,7 @@ def payment_json(payment: Payment, payer_phone: str | None) -> dict[str, Any]:
     error = {"code": payment.error_code, "message": payment.error_message} if payment.error_code else None
     return {
         "public_id": payment.public_id,
+        "reference": payment.reference,
         "kind": payment.kind,
         "status": payment.status.value,
         "channel": payment.channel,

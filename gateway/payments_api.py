@@ -181,7 +181,7 @@ async def _create_refund(request: web.Request, caller: ApiKey, body: Mapping[str
         raise ApiError(400, "invalid_reason", "reason is required: a sentence saying why (at most 500 characters).")
     engine = request.app[DB_ENGINE]
     async with engine.connect() as conn:
-        original = await store.get_payment(conn, public_id)
+        original = await store.find_payment(conn, public_id)
         if original is None or (not caller.is_platform and original.recipient_user_id != caller.user_id):
             raise ApiError(404, "payment_not_found", f"No payment {public_id[:40]!r} this API key may refund.")
         if original.provider == MPESA and original.kind in PAYOUT_KINDS:
@@ -221,7 +221,7 @@ async def read_payment(request: web.Request, caller: ApiKey) -> web.Response:
     public_id = request.match_info["public_id"]
     not_found = ApiError(404, "payment_not_found", f"No payment {public_id[:40]!r} for this API key.")
     async with request.app[DB_ENGINE].connect() as conn:
-        payment = await store.get_payment(conn, public_id)
+        payment = await store.find_payment(conn, public_id)
         # A user key sees the payments its user made or received (a merchant follows the refunds it
         # asked for); anyone else's is "not found", never "forbidden", so ids cannot be probed.
         if payment is None or (not caller.is_platform

@@ -20,6 +20,7 @@ from db.sql import sql
 from payments.commands import PaymentKind
 from payments.money import Currency, Money
 from payments.payment_store import new_public_id
+from payments.references import cash_request_reference
 
 
 class CashRequestStatus(enum.StrEnum):
@@ -93,6 +94,11 @@ class CashRequest:
     def code(self) -> str:
         """A short code the customer can read out and the agent find in its list (display only)."""
         return self.public_id[-6:].upper()
+
+    @property
+    def reference(self) -> str:
+        """What people see for the request before it has a payment (`payments.references`)."""
+        return cash_request_reference(self.id)
 
     @property
     def total(self) -> Money:

@@ -90,6 +90,7 @@ from payments.providers.daraja import AmountNotPayable, C2BRegistration, mpesa_m
 from payments.providers.daraja_callbacks import C2BPayment, DarajaResult, QueueTimeout, StkCallback
 from payments.providers.wave import Payout
 from payments.providers.wave_webhooks import WaveEvent
+from payments.receipts import ReceiptWriter, english_receipt
 from payments.refunds import Refunds
 from payments.resolution import Resolver
 from payments.settlement import FEE_IN_CLEARING, AccountBook, Settlement
@@ -113,6 +114,7 @@ class Payments:
         settings: PaymentSettings | None = None,
         providers: ProviderClients | None = None,
         plan_for: Callable[[User], FeePlan] | None = None,
+        write_receipt: ReceiptWriter = english_receipt,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
@@ -123,7 +125,7 @@ class Payments:
                                     on_sharded=ledger.forget_shards)
         self.money = Settlement(ledger, self.accounts)
         self.resolver = Resolver(engine, self.money, self.settings, self.providers)
-        self.jobs = ProviderJobs(engine, self.resolver, self.settings, self.providers)
+        self.jobs = ProviderJobs(engine, self.resolver, self.settings, self.providers, write_receipt)
         self.orphans = StkOrphans(engine, self.resolver, self.money, self.settings, self.providers)
         self.results = ProviderResults(engine, self.resolver, self.settings, self.providers, self.orphans)
         self.c2b = C2BReceiver(engine, self.resolver, self.money, self.settings, self.providers)

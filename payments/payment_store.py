@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.sql import sql
 from payments.money import Currency, Money
+from payments.references import ReferenceKind, payment_reference, read_reference
 from payments.states import PaymentStatus, check_transition
 
 # Crockford's base32, lower case: no i, l, o, u, so ids survive being read aloud or typed.
@@ -75,6 +76,11 @@ class Payment:
     @property
     def total(self) -> Money:
         return self.amount + self.fee
+
+    @property
+    def reference(self) -> str:
+        """What people see, type and say for it (screens, SMS, voice): `payments.references`."""
+        return payment_reference(self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,19 +189,23 @@ class Parties:
     payer_name: str
     payee_phone: str | None
     payee_name: str | None
+    #: The languages each chose (their receipts are written in it).
+    payer_language: str = "en"
+    payee_language: str = "en"
 
 
 async def get_payment_and_parties(conn: AsyncConnection, public_id: str) -> tuple[Payment, Parties] | None:
     """The payment with its `Parties`, in one statement (a receipt's job needs nothing else), or None."""
     row = (await conn.execute(sql(
-        "SELECT p.*, payer.phone AS payer_phone, payer.display_name AS payer_name, "
-        "payee.phone AS payee_phone, payee.display_name AS payee_name "
+        "SELECT p.*, payer.phone AS payer_phone, payer.display_name AS payer_name, payer.language AS payer_language, "
+        "payee.phone AS payee_phone, payee.display_name AS payee_name, payee.language AS payee_language "
         f"FROM (SELECT {_COLUMNS} FROM payments WHERE public_id = :p) p "
         "JOIN users payer ON payer.id = p.payer_user_id LEFT JOIN users payee ON payee.id = p.recipient_user_id"),
         {"p": public_id})).first()
     if row is None:
         return None
-    return _payment(row), Parties(row.payer_phone, row.payer_name, row.payee_phone, row.payee_name)
+    return _payment(row), Parties(row.payer_phone, row.payer_name, row.payee_phone, row.payee_name,
+                                  row.payer_language, row.payee_language or "en")
 
 
 async def get_payment(conn: AsyncConnection, public_id: str, *, lock: bool = False) -> Payment | None:
@@ -205,6 +215,17 @@ async def get_payment(conn: AsyncConnection, public_id: str, *, lock: bool = Fal
     row = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM payments WHERE public_id = :p{suffix}"),
                               {"p": public_id})).first()
     return _payment(row) if row else None
+
+
+async def find_payment(conn: AsyncConnection, id_or_reference: str) -> Payment | None:
+    """The payment a person or a client names: by its public id (``pay_…``) or its short reference
+    (``K7Q2M9BXA4``, read leniently); None when it names none."""
+    if id_or_reference.startswith("pay_"):
+        return await get_payment(conn, id_or_reference)
+    named = read_reference(id_or_reference)
+    if named is None or named[0] is not ReferenceKind.PAYMENT:
+        return None
+    return await get_payment_by_id(conn, named[1])
 
 
 async def get_payment_by_id(conn: AsyncConnection, payment_id: int, *, lock: bool = False) -> Payment | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from types import MappingProxyType
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -67,6 +66,7 @@ from payments.providers.wave import (
     WaveReversalRefused,
     WaveValidationError,
 )
+from payments.receipts import Receipt, ReceiptWriter, english_receipt
 from payments.resolution import Resolver, Verdict
 from payments.states import PaymentStatus
 
@@ -111,11 +111,12 @@ class ProviderJobs:
     """The outbox handlers of the orchestrator's jobs (see `handlers`)."""
 
     def __init__(self, engine: AsyncEngine, resolver: Resolver, settings: PaymentSettings,
-                 providers: ProviderClients) -> None:
+                 providers: ProviderClients, write_receipt: ReceiptWriter = english_receipt) -> None:
         self.engine = engine
         self.resolver = resolver
         self.settings = settings
         self.providers = providers
+        self.write_receipt = write_receipt
 
     def handlers(self) -> dict[str, Handler]:
         """The outbox worker's routing table for the jobs the orchestrator enqueues."""
@@ -392,25 +393,17 @@ class ProviderJobs:
             raise PermanentJobError("the job names no known payment")
         payment, parties = found
         status = S(job.payload.get("status", payment.status.value))
+        url = payment.provider_refs.get("wave_launch_url") if status is S.PROCESSING else None
         if to == "payee" and parties.payee_phone is not None:
             number = parties.payee_phone
-            message = f"You received {payment.amount} from {parties.payer_name or parties.payer_phone}."
-        elif status is S.PROCESSING and payment.provider_refs.get("wave_launch_url"):
-            number = parties.payer_phone
-            message = f"Approve your deposit of {payment.amount} in Wave: {payment.provider_refs['wave_launch_url']}"
-        elif status is S.SUCCEEDED:
-            number = parties.payer_phone
-            message = f"{_VERB[payment.kind]} {payment.amount} ({payment.public_id[-8:]}) succeeded. Fee {payment.fee}."
+            receipt = Receipt("payee", payment.kind, status, payment.reference, payment.amount, payment.fee,
+                              parties.payee_language, counterpart=parties.payer_name or parties.payer_phone)
         else:
             number = parties.payer_phone
-            message = f"{_VERB[payment.kind]} {payment.amount} ({payment.public_id[-8:]}) failed. No money was taken."
-        receipt = await sms.send(message, [number])
-        if not receipt.all_accepted:
+            receipt = Receipt("payer", payment.kind, status, payment.reference, payment.amount, payment.fee,
+                              parties.payer_language, approve_url=url)
+        sent = await sms.send(self.write_receipt(receipt), [number])
+        if not sent.all_accepted:
             log.warning("receipt SMS for payment %s not accepted by the SMS provider", payment.public_id)
 
 
-_VERB: Mapping[str, str] = MappingProxyType({
-    "p2p": "Payment of", "send_to_phone": "Payment of", "withdraw": "Withdrawal of", "deposit": "Deposit of",
-    "pay_bill": "Bill payment of", "buy_goods_till": "Payment of", "buy_goods_pochi": "Payment of",
-    "refund": "Refund of", "cash_in": "Cash-in of", "cash_out": "Cash-out of",
-})

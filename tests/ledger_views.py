@@ -17,7 +17,7 @@ from payments.identities import User, register_user
 from payments.ledger import Ledger
 from payments.ledger_check import check_ledger
 from payments.money import Currency, Money
-from payments.payment_store import Payment, get_payment
+from payments.payment_store import Payment, find_payment
 from payments.postings import TransferRequest, payment_legs
 from tests.numbers import unique_digits
 
@@ -59,8 +59,9 @@ class LedgerViews:
         return await self.balance(AccountKind.CUSTOMER_WALLET, currency, user.id)
 
     async def payment(self, public_id: str) -> Payment:
+        """The payment a public id or a short reference names (as people see it on screens)."""
         async with self.engine.connect() as conn:
-            found = await get_payment(conn, public_id)
+            found = await find_payment(conn, public_id)
         assert found is not None
         return found
 

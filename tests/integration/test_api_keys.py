@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from payments.api_keys import (
 )
 from payments.errors import InvalidRequest
 from payments.identities import register_user
+from tests.integration.ledger_helpers import random_kenyan_number
 
 ROOT = Path(__file__).resolve().parents[2]
 HASHER = ApiKeyHasher("test-pepper")
@@ -31,7 +31,7 @@ HASHER = ApiKeyHasher("test-pepper")
 
 async def _user(engine):
     async with engine.begin() as conn:
-        return await register_user(conn, f"+2547{uuid.uuid4().int % 10**8:08d}", display_name="Key Owner")
+        return await register_user(conn, random_kenyan_number(), display_name="Key Owner")
 
 
 async def test_a_key_is_shown_once_and_only_its_peppered_hash_is_kept(engine):

@@ -23,6 +23,7 @@ from payments.api_keys import ApiKeyHasher, create_api_key, revoke_api_key
 from payments.identities import User
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
+from tests.integration.ledger_helpers import random_kenyan_number
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
 
 KES, XOF = Currency.KES, Currency.XOF
@@ -302,6 +303,15 @@ async def test_a_payment_is_visible_to_its_payer_its_recipient_and_platform_keys
     status, hidden = await get(client, path, theirs)
     assert status == 404 and hidden["error"]["code"] == "payment_not_found"
     assert (await get(client, "/v1/payments/pay_doesnotexist", platform))[0] == 404
+    # The short reference people see on screens and receipts finds it too (read as typed back by a
+    # person: lower case, a dash), under the same scoping.
+    reference = paid["reference"]
+    assert len(reference) == 10 and reference.isalnum() and reference.isupper()
+    typed = f"/v1/payments/{reference[:5].lower()}-{reference[5:]}"
+    status, found = await get(client, typed, mine)
+    assert status == 200 and found["public_id"] == paid["public_id"] and found["reference"] == reference
+    assert (await get(client, typed, theirs))[0] == 404
+    assert (await get(client, "/v1/payments/ZZZZZZZZZZ", platform))[0] == 404  # names no payment
 
 
 # -- quotes ----------------------------------------------------------------------------------------
@@ -376,7 +386,7 @@ async def test_a_wallet_a_user_key_may_not_see_looks_like_no_wallet(world, clien
     # Another user's wallet and a number with no wallet get the same answer: nothing to probe.
     a, b = await world.user(), await world.user()
     key = await new_key(world, a)
-    unknown = await get(client, f"/v1/wallets/+2547{uuid.uuid4().int % 10**8:08d}/history", key)
+    unknown = await get(client, f"/v1/wallets/{random_kenyan_number()}/history", key)
     other = await get(client, f"/v1/wallets/{b.phone}/history", key)
     assert unknown == other == (404, {"error": {"code": "wallet_not_found",
                                                 "message": "No Sauti wallet for this number and API key."}})
@@ -399,7 +409,7 @@ async def test_bills_tills_and_pochis_are_paid_through_m_pesa(world, client):
     status, till = await post(client, "/v1/payments", key, {**base, "kind": "buy_goods_till", "till": "123456"},
                               "till")
     assert status == 201 and till["recipient"] == {"till": "123456"}
-    pochi_phone = f"+2547{uuid.uuid4().int % 10**8:08d}"
+    pochi_phone = random_kenyan_number()
     status, pochi = await post(client, "/v1/payments", key, {**base, "kind": "buy_goods_pochi",
                                                              "recipient": pochi_phone}, "pochi")
     assert status == 201 and pochi["recipient"] == {"phone": pochi_phone}

@@ -28,6 +28,7 @@ from payments.reconcile import reconcile
 from payments.reconcile_report import ReconcileReport
 from payments.resolution import Verdict
 from payments.states import PaymentStatus
+from tests.integration.ledger_helpers import random_kenyan_number
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
 
 KES, XOF = Currency.KES, Currency.XOF
@@ -117,7 +118,7 @@ async def test_a_transaction_we_never_recorded_is_missing_on_our_side(world: Pay
     # times out to Completed) and its confirmation finds nobody. Nothing of ours records it.
     nowhere = world.payments.settings.callback_base_url + "/not-yet"
     await daraja.register_c2b_urls(confirmation_url=f"{nowhere}/confirm", validation_url=f"{nowhere}/validate")
-    payer = f"+2547{uuid.uuid4().int % 10**8:08d}"
+    payer = random_kenyan_number()
     await daraja.simulate_c2b(phone=payer, amount=Money.of(700, KES), bill_ref_number="unknown")
     # Someone pays out from the Wave business wallet by hand, outside Sauti.
     manual = await wave.create_payout(idempotency_key=str(uuid.uuid4()), receive_amount=Money.of(777, XOF),
@@ -214,7 +215,7 @@ async def test_refunds_and_payments_to_our_paybill_reconcile(world: PaymentsWorl
         await world.payments.providers.daraja.register_c2b_urls(
             confirmation_url=f"{base}/c2b/confirmation", validation_url=f"{base}/c2b/{validation}")
         before = len(world.callbacks.outcomes)
-        await world.payments.providers.daraja.simulate_c2b(phone=f"+2547{uuid.uuid4().int % 10**8:08d}",
+        await world.payments.providers.daraja.simulate_c2b(phone=random_kenyan_number(),
                                                            amount=Money.of(300, KES), bill_ref_number=bill_ref)
         await world.until_callback("c2b/confirmation", after=before)
     c2b = await world.scalar("SELECT public_id FROM payments WHERE provider = 'mpesa' AND kind = 'deposit' "

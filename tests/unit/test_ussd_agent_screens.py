@@ -71,7 +71,7 @@ def long_values(language: str, currency: str) -> dict[str, object]:
         "commission": "Ksh 19,999.98", "float": balance, "today": balance, "month": balance, "all_time": balance,
         "balance": balance, "currency": currency, "provider": "M-Pesa" if currency == "KES" else "Wave",
         "name": "Nyambura Wanjiku-Kamau Ochieng Akinyi", "customer": "0712 345678", "code": "T1V2W3",
-        "recipient": "Nyambura Wanjiku-Kamau Ochieng Akinyi 1234567890", "ref": "pay_01jh8z3k4m5n6p7q8r9s0t1v2w",
+        "recipient": "Nyambura Wanjiku-Kamau Ochieng Akinyi 1234567890", "ref": "K7Q2M9BXA4",
         "minutes": "1440", "tries": "2", "until": "23:59", "example": "07 01 23 45 67", "pin_length": "8",
     }
 

@@ -40,7 +40,7 @@ class Counting:
     async def pay(self, step: Step) -> str:
         self.calls.append((step.idempotency_key, step.secret, step.values.get("typed_amount")))
         await asyncio.sleep(0.01)  # a payment takes a while: twin hops overlap here
-        step.values.update(ref="pay_x", amount="Ksh 5", recipient="x", balance="Ksh 1")
+        step.values.update(ref="K7Q2M9BXA4", amount="Ksh 5", recipient="x", balance="Ksh 1")
         return "ok" if step.secret == "2580" else "wrong"
 
     async def noop(self, step: Step) -> str:

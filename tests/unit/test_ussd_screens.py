@@ -52,7 +52,7 @@ def long_values(currency: str) -> dict[str, object]:
         "amount": big, "fee": fee, "total": total, "balance": "Ksh 12,345,678.50" if currency == "KES"
         else "12 345 678 FCFA", "currency": currency, "provider": "M-Pesa" if currency == "KES" else "Wave",
         "recipient": "Nyambura Wanjiku-Kamau Ochieng Akinyi 0712 345678", "name": "Nyambura Wanjiku-Kamau Ochieng A",
-        "ref": "pay_01jh8z3k4m5n6p7q8r9s0t1v2w", "paybill": "8888800", "account": "ACC1234567890",
+        "ref": "K7Q2M9BXA4", "paybill": "8888800", "account": "ACC1234567890",
         "till": "5123456", "me": "07 01 23 45 67", "until": "23:59", "tries": "2", "example": "07 01 23 45 67",
         "pin_length": "8", "service_code": "*384*12345*99#", "lines": STATEMENT,
         # Three saved contacts, each name cut to fit its line (`CustomerActions.saved_contacts`).

@@ -6,9 +6,12 @@ it lands, and the ledger is checked after each test."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
+from dialogs.catalog import load_catalogs
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.e2e.gateway_payments_world import wait_for
@@ -42,6 +45,16 @@ async def sms_to(gw, msisdn: str) -> list[str]:
         return [m["message"] for m in (await resp.json())["messages"]]
 
 
+async def sms_saying(gw, msisdn: str, text: str) -> str:
+    """The SMS (sent through the outbox, so a moment after the screen) to ``msisdn`` containing ``text``."""
+    for _ in range(200):
+        found = [m for m in await sms_to(gw, msisdn) if text in m]
+        if found:
+            return found[-1]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no SMS to {msisdn} with {text!r}: {await sms_to(gw, msisdn)}")
+
+
 async def test_a_new_number_registers_in_its_language(gw, phone_for, language):
     phone = phone_for(phone_number())
     choice = str(LANGUAGES.index(language) + 1)
@@ -56,16 +69,24 @@ async def test_a_new_number_registers_in_its_language(gw, phone_for, language):
 
 
 async def test_send_money_to_a_sauti_wallet(gw, phone_for, language):
-    payer = await customer(gw, language=language, funds=2000)
-    payee = await customer(gw, name="Juma Mwangi")
+    payer = await customer(gw, language=language, funds=2000, name="Amina Otieno")
+    payee_language = "sw" if language == "en" else "en"
+    payee = await customer(gw, name="Juma Mwangi", language=payee_language)
     phone = phone_for(payer.phone)
     await run(phone, [Dial(), See("home"), Type(KE["send"]), See("send.to"), Type("0" + payee.phone[4:]),
                       See("send.amount"), Type("500"), See("send.confirm"), Shows("Juma Mwangi"),
                       Shows("Ksh 500"), Shows("Ksh 5"), Shows("Ksh 505"), Type(PIN), See("send.done"),
                       Shows("Ksh 1,495"), Ends()], language)
-    assert (await wait_for(gw, phone.reference())).status is PaymentStatus.SUCCEEDED
+    reference = phone.reference()
+    assert (await wait_for(gw, reference)).status is PaymentStatus.SUCCEEDED
     assert await gw.wallet(payee) == Money.of(500, KES)
     assert await gw.wallet(payer) == Money.of(1495, KES)
+    # Both SMS receipts carry the reference the screen showed, each in its reader's language.
+    texts = load_catalogs()
+    assert await sms_saying(gw, payer.phone, reference) == texts.text(language, "sms.succeeded", {
+        "ref": reference, "what": texts.text(language, "sms.what.payment"), "amount": "Ksh 500", "fee": "Ksh 5"})
+    assert await sms_saying(gw, payee.phone, reference) == texts.text(payee_language, "sms.received", {
+        "ref": reference, "amount": "Ksh 500", "sender": "Amina Otieno"})
 
 
 async def test_send_money_to_a_saved_contact(gw, phone_for, language):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
+from dialogs.catalog import load_catalogs
 from dialogs.session_outcomes import drop_offs
 from gateway.keys import USSD_SESSIONS
 from payments.money import Currency, Money
@@ -187,19 +188,23 @@ async def test_provider_refusals_and_failures_are_clear(gw, phone_for):
     failing = phone_for(payer.phone)
     recipient = phone_number(suffix="001")
     await run(failing, [Dial(), Type("1"), Type(recipient), Type("400"), Type(PIN), See("send.pending"), Ends()])
-    done = await wait_for(gw, failing.reference())
+    reference = failing.reference()
+    done = await wait_for(gw, reference)
     assert done.status is PaymentStatus.FAILED
     assert await gw.wallet(payer) == Money.of(2000, KES)
+    catalogs = load_catalogs()
+    failed = catalogs.text("en", "sms.failed", {"ref": reference, "what": catalogs.text("en", "sms.what.payment"),
+                                                "amount": "Ksh 400"})
     urls = gw.runtime.sandbox_urls
     for _ in range(100):
         async with aiohttp.ClientSession() as http, http.get(f"{urls.africastalking}/_sandbox/messages",
                                                              params={"to": payer.phone}) as resp:
             texts = [m["message"] for m in (await resp.json())["messages"]]
-        if any("failed" in t for t in texts):
+        if failed in texts:
             break
         await asyncio.sleep(0.05)
     else:
-        raise AssertionError(f"no failure SMS: {texts}")
+        raise AssertionError(f"no failure SMS {failed!r}: {texts}")
 
 
 async def test_no_pin_in_logs_or_in_the_session_store(gw, phone_for, caplog):

@@ -28,7 +28,9 @@ from tests.numbers import unique_digits
 PIN = "2580"
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 CATALOGS = load_catalogs()
-REF = re.compile(r"pay_[0-9a-z]{26}")
+# A payment's short reference as a result screen shows it (`payments.references`), after the word
+# each language introduces it with.
+REF = re.compile(r"(?:Ref|Réf|Kumb\.) ([0-9A-HJKMNP-TV-Z]{10})\b")
 
 
 @functools.cache
@@ -127,7 +129,7 @@ class Phone:
     def reference(self) -> str:
         found = REF.search(self.screen)
         assert found, f"no payment reference on {self.screen!r}"
-        return found.group(0)
+        return found.group(1)
 
 
 # -- transcripts ----------------------------------------------------------------------------------

@@ -1,0 +1,68 @@
+"""SMS receipts: what one receipt tells one party (`Receipt`), and who writes its words.
+
+The outbox job that sends a receipt (`payments.provider_jobs`) knows the facts: the payment, its
+short reference, the party and the party's language. The words belong to the channels' catalogs,
+which live above this package (`dialogs.receipts` writes them in English, Swahili, French and
+Wolof), so the composition root hands `Payments` a `ReceiptWriter`; without one (a payments-only
+set-up, tests of this package) receipts are written in English by `english_receipt`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from payments.money import Money
+from payments.states import PaymentStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """One SMS receipt's facts. ``party`` is ``payer`` or ``payee``; ``counterpart`` is who the
+    payee got the money from (the payer's registered name, else number); ``approve_url`` is set
+    for a Wave deposit waiting for the payer's approval (the SMS carries the link)."""
+
+    party: str
+    kind: str
+    status: PaymentStatus
+    reference: str
+    amount: Money
+    fee: Money
+    language: str
+    counterpart: str = ""
+    approve_url: str | None = None
+
+    @property
+    def situation(self) -> str:
+        """Which receipt this is: ``received`` (the payee's), ``approve`` (a Wave deposit's link),
+        ``succeeded`` or ``failed`` (the payer's)."""
+        if self.party == "payee":
+            return "received"
+        if self.approve_url is not None:
+            return "approve"
+        return "succeeded" if self.status is PaymentStatus.SUCCEEDED else "failed"
+
+
+ReceiptWriter = Callable[[Receipt], str]
+
+_WHAT: Mapping[str, str] = MappingProxyType({
+    "p2p": "Payment of", "send_to_phone": "Payment of", "withdraw": "Withdrawal of", "deposit": "Deposit of",
+    "pay_bill": "Bill payment of", "buy_goods_till": "Payment of", "buy_goods_pochi": "Payment of",
+    "refund": "Refund of", "cash_in": "Cash-in of", "cash_out": "Cash-out of",
+})
+
+
+def english_receipt(receipt: Receipt) -> str:
+    """The receipt in English: the writer when no catalogs are given."""
+    r = receipt
+    what = _WHAT.get(r.kind, "Payment of")
+    match r.situation:
+        case "received":
+            return f"{r.reference} Confirmed. You received {r.amount} from {r.counterpart}."
+        case "approve":
+            return f"Approve your deposit of {r.amount} in Wave: {r.approve_url}"
+        case "succeeded":
+            return f"{r.reference} Confirmed. {what} {r.amount} succeeded. Fee {r.fee}."
+        case _:
+            return f"{r.reference} {what} {r.amount} failed. No money was taken."
