@@ -365,6 +365,10 @@ class VoiceCommands:
 
     def _text(self, command: PendingCommand, key: str, **extra: object) -> str:
         values = {**command.values, **extra}
+        if values.get("ref"):
+            # Said one character at a time ("K 7 Q 2 …"), as a caller writes it down; a speech engine
+            # reads "K7Q2M9BXA4" as words and numbers. The API answer carries it whole.
+            values["ref"] = " ".join(str(values["ref"]))
         return speakable(self.texts.text(command.language, key, values), command.language)
 
     def _text_in(self, language: str, key: str) -> str:

@@ -254,8 +254,10 @@ async def test_a_phone_call_pays_after_the_pin_is_typed(gw: Gateway, recordings)
 
     _, xml = await at_voice(gw, **call, dtmfDigits=PIN + "#")
     assert "Sent 1,000 shillings to" in xml and "Press 1 for another command" in xml, xml
-    reference = re.search(r"Reference (\S+)\.", xml).group(1)
-    payment = await wait_for(gw, reference)
+    # The reference is said one character at a time; read back as a caller wrote it down, it finds the payment.
+    spoken = re.search(r"Reference ((?:[0-9A-Z] ){9}[0-9A-Z])\.", xml)
+    assert spoken, xml
+    payment = await wait_for(gw, spoken.group(1))
     assert payment.status is PaymentStatus.SUCCEEDED and payment.channel == "voice" and payment.voice_confirmed
     assert payment.recipient_user_id == mama.id
 
