@@ -95,6 +95,10 @@ class OutboxWorker:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Whether the last claim found fewer due jobs than it asked for: then a slot freed by a
+        # finished job needs no claim of its own (a new job notifies; a retry's backoff ends on the
+        # poll), which spared the statement that half of all claims were under a steady load.
+        self._drained = False
         self._next_sweep = 0.0
         self._listener: AsyncConnection | None = None
         self._driver: Any = None
@@ -120,14 +124,19 @@ class OutboxWorker:
         error_pause = self.poll_interval
         try:
             while not self._stop.is_set():
-                # Cleared before claiming: a notification or a finished job arriving meanwhile
-                # sets it again, and the wait below returns at once.
+                # Cleared before claiming: a notification (or a finished job, while more may be
+                # due) arriving meanwhile sets it again, and the wait below returns at once.
                 self._wake.clear()
                 try:
                     if self.listen:
                         await self._ensure_listener()
                     await self._sweep_if_due()
-                    self._start(await self._claim(self.concurrency - len(self._in_flight)))
+                    free = self.concurrency - len(self._in_flight)
+                    if free > 0:
+                        self._drained = False  # unknown until this claim answers: a job ending meanwhile wakes us
+                        claimed = await self._claim(free)
+                        self._drained = len(claimed) < free
+                        self._start(claimed)
                     error_pause = self.poll_interval
                 except _DATABASE_ERRORS as exc:
                     error_pause = await self._pause_after_error(exc, error_pause)
@@ -188,7 +197,8 @@ class OutboxWorker:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._wake.set()  # a slot is free: claim again without waiting for the poll interval
+        if not self._drained:
+            self._wake.set()  # a slot is free and jobs may be waiting: claim without waiting for the poll
 
     async def _sweep_if_due(self) -> None:
         now = time.monotonic()

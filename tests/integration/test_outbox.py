@@ -28,6 +28,7 @@ from gateway.worker_resources import OUTBOX_WORKER, worker_ctx
 from payments import outbox
 from payments.outbox import Job, PermanentJobError, RetryPolicy
 from payments.worker import OutboxWorker
+from tests.statements import statements
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(base_s=0.05, max_s=0.2)
@@ -398,6 +399,32 @@ async def test_a_new_job_wakes_a_listening_worker_before_its_poll_interval(db):
     finally:
         w.stop()
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_finished_job_claims_again_only_while_more_may_be_due(db):
+    """A worker whose last claim emptied the queue does not claim again for each job it finishes (a
+    new job notifies it); one whose claim came back full claims as soon as a slot frees."""
+    w = worker(db, {"test.record": recorder(db)}, concurrency=2, poll_interval=30.0)
+    task = asyncio.create_task(w.run_forever())
+    try:
+        await asyncio.sleep(0.3)  # started, claimed nothing, waiting for a notification (or 30 s)
+        with statements(db) as seen:
+            job_id = await add_job(db, "test.record")
+            await eventually(lambda: _status_is(db, job_id, "done"), within_s=5)
+            await asyncio.sleep(0.3)
+        claims = [sql for sql, _ in seen if "SKIP LOCKED" in sql and "SET status = 'running'" in sql]
+        assert len(claims) == 1, "claimed again after the job that emptied the queue finished"
+        # Five jobs for two slots: each freed slot takes the next at once, not at the 30-s poll.
+        async with db.begin() as conn:
+            await outbox.enqueue_many(conn, [outbox.NewJob("test.record", {}, f"five-{n}") for n in range(5)])
+        await eventually(lambda: _count_done(db, 6), within_s=5)
+    finally:
+        w.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def _count_done(engine: AsyncEngine, n: int) -> bool:
+    return (await outbox.count_by_status(engine)).get("done", 0) == n
 
 
 async def test_operators_park_and_retry_jobs(db):
