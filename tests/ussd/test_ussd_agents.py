@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from dialogs.catalog import load_catalogs
 from gateway.keys import PINS
 from payments.accounts import AccountKind
 from payments.agent_commands import TopUpFloat
@@ -18,7 +19,7 @@ from payments.identities import User
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.e2e.gateway_payments_world import Gateway
-from tests.ussd.ussd_world import PIN, Continues, Dial, Ends, See, Shows, Type, customer, run
+from tests.ussd.ussd_world import PIN, Continues, Dial, Ends, See, Shows, Type, customer, run, sms_saying
 
 LANGUAGES = ("en", "sw", "fr", "wo")
 KES = Currency.KES
@@ -67,15 +68,24 @@ async def test_a_customer_raises_a_cash_in_and_the_agent_confirms_it(gw, phone_f
     code, status, _ = await latest_request(gw, amina)
     assert status == "pending" and await gw.wallet(amina) == Money.zero(KES)
 
-    await run(phone_for(agent_user.phone), [
+    agent_phone = phone_for(agent_user.phone)
+    await run(agent_phone, [
         Dial(), See("ag.home"), Type(AG["cash_in"]), See("ag.in.pick"), Shows("1. Amina Otieno Ksh 1,000"),
         Type("7"), See("note.invalid_choice"), Type("1"), See("ag.in.confirm"), Shows("Amina Otieno"), Shows(code),
         Shows("Ksh 20"), Type("9173"), See("err.wrong_pin"), See("ag.in.confirm"), Type(PIN), See("ag.in.done"),
         Shows("Ksh 4,000"), Ends()], language)
 
-    _, status, reference = await latest_request(gw, amina)
-    assert status == "confirmed" and reference is not None
-    assert (await gw.payment(reference)).status is PaymentStatus.SUCCEEDED
+    _, status, public_id = await latest_request(gw, amina)
+    assert status == "confirmed" and public_id is not None
+    paid = await gw.payment(public_id)
+    assert paid.status is PaymentStatus.SUCCEEDED and agent_phone.reference() == paid.reference
+    # Both sides get an SMS with the reference the agent's screen showed, each in their language.
+    texts = load_catalogs()
+    assert await sms_saying(gw, agent_user.phone, paid.reference) == texts.text(language, "sms.succeeded", {
+        "ref": paid.reference, "what": texts.text(language, "sms.what.cash_in"), "amount": "Ksh 1,000",
+        "fee": "Ksh 0"})
+    assert await sms_saying(gw, amina.phone, paid.reference) == texts.text(language, "sms.received", {
+        "ref": paid.reference, "amount": "Ksh 1,000", "sender": "Njeri Wambui"})
     assert await gw.wallet(amina) == Money.of(1000, KES)
     assert await floats(gw, agent_user) == (Money.of(4000, KES), Money.of(20, KES))
     # Nothing left to serve.

@@ -6,6 +6,7 @@ see a text, end."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import re
@@ -72,6 +73,23 @@ def phone_number(country: str = "KE", suffix: str = "123") -> str:
     if country == "KE":
         return f"+2547{unique_digits(5)}{suffix}"
     return f"+22177{unique_digits(4)}{suffix}"
+
+
+async def sms_to(gw, msisdn: str) -> list[str]:
+    urls = gw.runtime.sandbox_urls
+    async with aiohttp.ClientSession() as http, http.get(f"{urls.africastalking}/_sandbox/messages",
+                                                         params={"to": msisdn}) as resp:
+        return [m["message"] for m in (await resp.json())["messages"]]
+
+
+async def sms_saying(gw, msisdn: str, text: str) -> str:
+    """The SMS (sent through the outbox, so a moment after the screen) to ``msisdn`` containing ``text``."""
+    for _ in range(200):
+        found = [m for m in await sms_to(gw, msisdn) if text in m]
+        if found:
+            return found[-1]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no SMS to {msisdn} with {text!r}: {await sms_to(gw, msisdn)}")
 
 
 async def customer(gw: Gateway, *, country: str = "KE", language: str = "en", name: str = "Amina Otieno",
