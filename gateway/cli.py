@@ -22,6 +22,7 @@ from gateway.commands.agents import agent
 from gateway.commands.apikeys import apikey
 from gateway.commands.mpesa import mpesa
 from gateway.commands.nlu import nlu
+from gateway.commands.payment_lookup import payment_group
 from gateway.commands.phone import phone
 from gateway.commands.reconcile import reconcile_command
 from gateway.commands.sandbox import sandbox
@@ -161,6 +162,7 @@ main.add_command(apikey)
 main.add_command(reconcile_command)
 main.add_command(mpesa)
 main.add_command(agent)
+main.add_command(payment_group)
 main.add_command(voice)
 
 

@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.api_auth import authenticated, ensure_key_hasher, wallet_owner
 from gateway.api_requests import (
@@ -60,6 +61,7 @@ from payments.errors import UnknownAccount
 from payments.identities import User, find_user_by_phone, get_user
 from payments.money import Money
 from payments.payment_settings import MPESA
+from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn
 from payments.postings import MAX_KEY_LENGTH
 
@@ -227,13 +229,19 @@ async def read_payment(request: web.Request, caller: ApiKey) -> web.Response:
         if payment is None or (not caller.is_platform
                                and caller.user_id not in (payment.payer_user_id, payment.recipient_user_id)):
             raise not_found
-        payer = await get_user(conn, payment.payer_user_id)
-        events = await store.events_of(conn, payment.id)
-        original = await store.get_payment_by_id(conn, payment.refund_of) if payment.refund_of else None
+        return web.json_response(await payment_with_events(conn, payment))
+
+
+async def payment_with_events(conn: AsyncConnection, payment: Payment) -> dict[str, Any]:
+    """A payment as `GET /v1/payments/{id}` answers it (and `sauti payment show` prints it): with
+    every transition it went through and the payment it refunds."""
+    payer = await get_user(conn, payment.payer_user_id)
+    events = await store.events_of(conn, payment.id)
+    original = await store.get_payment_by_id(conn, payment.refund_of) if payment.refund_of else None
     answer = payment_json(payment, payer.phone) | {"events": [event_json(e) for e in events]}
     if original is not None:
         answer["refund_of"] = original.public_id
-    return web.json_response(answer)
+    return answer
 
 
 # -- POST /v1/quotes -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ running gateway), `sauti ussd graph|check|drop-offs`, each run as the installed 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -71,3 +72,27 @@ async def test_drop_offs_lists_where_sessions_ended(gw, phone_for):
     code, out = await sauti("ussd", "drop-offs", "--hours", "1", env={"DATABASE_URL": gw.app[DATABASE_URL]})
     assert code == 0, out
     assert "acct.bal.show" in out and "sessions" in out
+
+
+async def test_support_finds_a_payment_by_the_reference_the_customer_reads_out(gw, phone_for):
+    payer, payee = await customer(gw, funds=500), await customer(gw, name="Juma Mwangi")
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type("1"), Type(payee.phone), Type("120"), Type(PIN), See("send.done")])
+    reference = phone.reference()
+    paid = await gw.payment(reference)
+    database = {"DATABASE_URL": gw.app[DATABASE_URL]}
+
+    # Read out over the phone and typed as heard: lower case, with a dash.
+    code, out = await sauti("payment", "show", f"{reference[:4].lower()}-{reference[4:]}", env=database)
+    assert code == 0, out
+    assert out.startswith(f"{reference}  {paid.public_id}") and "succeeded" in out and "amount KES 120, fee KES 2" in out, out
+    assert "created -> succeeded  (ledger)" in out and payee.phone in out, out
+    # --json is what GET /v1/payments/{id} answers.
+    code, out = await sauti("payment", "show", paid.public_id, "--json", env=database)
+    assert code == 0, out
+    answer = json.loads(out)
+    assert (answer["reference"], answer["status"], answer["amount_minor"]) == (reference, "succeeded", 12000)
+    assert [e["to"] for e in answer["events"]] == ["created", "succeeded"]
+
+    code, out = await sauti("payment", "show", "NOSUCHREF1", env=database)
+    assert code == 1 and "no payment has the reference or id 'NOSUCHREF1'" in out and "Traceback" not in out
