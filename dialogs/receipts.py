@@ -26,8 +26,11 @@ def receipt_writer(catalogs: Catalogs) -> ReceiptWriter:
     def write(receipt: Receipt) -> str:
         language = receipt.language
         what = catalogs.text(language, f"sms.what.{_WHAT.get(receipt.kind, 'payment')}")
-        return catalogs.text(language, f"sms.{receipt.situation}", {
+        text = catalogs.text(language, f"sms.{receipt.situation}", {
             "ref": receipt.reference, "what": what, "amount": money_text(receipt.amount),
             "fee": money_text(receipt.fee), "sender": receipt.counterpart, "url": receipt.approve_url or ""})
+        if receipt.balance is None:
+            return text
+        return f"{text} {catalogs.text(language, 'sms.new_balance', {'balance': money_text(receipt.balance)})}"
 
     return write

@@ -192,20 +192,34 @@ class Parties:
     #: The languages each chose (their receipts are written in it).
     payer_language: str = "en"
     payee_language: str = "en"
+    #: Each one's wallet balance right after this payment moved their money (minor units, the
+    #: payment's currency), as their wallet's posting in it says; None when it moved none of theirs.
+    payer_balance_after: int | None = None
+    payee_balance_after: int | None = None
+
+
+# A party's wallet balance right after the payment: its wallet's posting in the payment's own
+# transfers (postings_transfer_id_idx; wallets are never sharded, so one posting says it).
+_BALANCE_AFTER = ("(SELECT po.balance_after FROM postings po JOIN accounts a ON a.id = po.account_id "
+                  "WHERE po.transfer_id IN (p.debit_transfer_id, p.settle_transfer_id) AND a.owner_user_id = {who} "
+                  "AND a.kind = 'customer_wallet' ORDER BY po.id DESC LIMIT 1)")
 
 
 async def get_payment_and_parties(conn: AsyncConnection, public_id: str) -> tuple[Payment, Parties] | None:
     """The payment with its `Parties`, in one statement (a receipt's job needs nothing else), or None."""
     row = (await conn.execute(sql(
         "SELECT p.*, payer.phone AS payer_phone, payer.display_name AS payer_name, payer.language AS payer_language, "
-        "payee.phone AS payee_phone, payee.display_name AS payee_name, payee.language AS payee_language "
+        "payee.phone AS payee_phone, payee.display_name AS payee_name, payee.language AS payee_language, "
+        f"{_BALANCE_AFTER.format(who='p.payer_user_id')} AS payer_balance_after, "
+        f"{_BALANCE_AFTER.format(who='p.recipient_user_id')} AS payee_balance_after "
         f"FROM (SELECT {_COLUMNS} FROM payments WHERE public_id = :p) p "
         "JOIN users payer ON payer.id = p.payer_user_id LEFT JOIN users payee ON payee.id = p.recipient_user_id"),
         {"p": public_id})).first()
     if row is None:
         return None
     return _payment(row), Parties(row.payer_phone, row.payer_name, row.payee_phone, row.payee_name,
-                                  row.payer_language, row.payee_language or "en")
+                                  row.payer_language, row.payee_language or "en", row.payer_balance_after,
+                                  row.payee_balance_after)
 
 
 async def get_payment(conn: AsyncConnection, public_id: str, *, lock: bool = False) -> Payment | None:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import autocommit
 from payments import payment_store as store
 from payments.commands import B2B_KINDS, PaymentKind
+from payments.money import Money
 from payments.outbox import Job, PermanentJobError
 from payments.payment_settings import (
     CALLBACK_B2B_RESULT,
@@ -394,14 +395,21 @@ class ProviderJobs:
         payment, parties = found
         status = S(job.payload.get("status", payment.status.value))
         url = payment.provider_refs.get("wave_launch_url") if status is S.PROCESSING else None
+        currency = payment.amount.currency
         if to == "payee" and parties.payee_phone is not None:
             number = parties.payee_phone
+            after = parties.payee_balance_after
             receipt = Receipt("payee", payment.kind, status, payment.reference, payment.amount, payment.fee,
-                              parties.payee_language, counterpart=parties.payer_name or parties.payer_phone)
+                              parties.payee_language, counterpart=parties.payer_name or parties.payer_phone,
+                              balance=None if after is None else Money(after, currency))
         else:
             number = parties.payer_phone
+            # A failed payment's receipt says nothing was taken: a balance there would be the one a
+            # refund restored, or none at all.
+            after = parties.payer_balance_after if status is S.SUCCEEDED else None
             receipt = Receipt("payer", payment.kind, status, payment.reference, payment.amount, payment.fee,
-                              parties.payer_language, approve_url=url)
+                              parties.payer_language, approve_url=url,
+                              balance=None if after is None else Money(after, currency))
         sent = await sms.send(self.write_receipt(receipt), [number])
         if not sent.all_accepted:
             log.warning("receipt SMS for payment %s not accepted by the SMS provider", payment.public_id)

@@ -21,7 +21,8 @@ from payments.states import PaymentStatus
 class Receipt:
     """One SMS receipt's facts. ``party`` is ``payer`` or ``payee``; ``counterpart`` is who the
     payee got the money from (the payer's registered name, else number); ``approve_url`` is set
-    for a Wave deposit waiting for the payer's approval (the SMS carries the link)."""
+    for a Wave deposit waiting for the payer's approval (the SMS carries the link). A receipt of
+    money moved ends with the new ``balance`` when there is one, as M-Pesa's do."""
 
     party: str
     kind: str
@@ -32,6 +33,8 @@ class Receipt:
     language: str
     counterpart: str = ""
     approve_url: str | None = None
+    #: The party's wallet balance right after this payment, when it moved their wallet's money.
+    balance: Money | None = None
 
     @property
     def situation(self) -> str:
@@ -57,12 +60,13 @@ def english_receipt(receipt: Receipt) -> str:
     """The receipt in English: the writer when no catalogs are given."""
     r = receipt
     what = _WHAT.get(r.kind, "Payment of")
+    balance = f" New balance {r.balance}." if r.balance is not None else ""
     match r.situation:
         case "received":
-            return f"{r.reference} Confirmed. You received {r.amount} from {r.counterpart}."
+            return f"{r.reference} Confirmed. You received {r.amount} from {r.counterpart}.{balance}"
         case "approve":
             return f"Approve your deposit of {r.amount} in Wave: {r.approve_url}"
         case "succeeded":
-            return f"{r.reference} Confirmed. {what} {r.amount} succeeded. Fee {r.fee}."
+            return f"{r.reference} Confirmed. {what} {r.amount} succeeded. Fee {r.fee}.{balance}"
         case _:
             return f"{r.reference} {what} {r.amount} failed. No money was taken."

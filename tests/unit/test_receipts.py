@@ -3,6 +3,8 @@ kind of payment, is one GSM-7 SMS that names the reference and the amount."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from dialogs.catalog import LANGUAGES, load_catalogs
@@ -28,10 +30,12 @@ def receipts(kind: PaymentKind, language: str) -> list[Receipt]:
     currency = Currency.XOF if language in ("fr", "wo") else Currency.KES  # Senegal's languages: francs
     amount = Money.of(1_000_000, currency) if currency is Currency.XOF else Money(15_000_050, currency)
     fee = Money.of(10_000, currency) if currency is Currency.XOF else Money(10_050, currency)
+    balance = Money.of(99_999_999, currency) if currency is Currency.XOF else Money(999_999_999, currency)
     base = dict(kind=kind.value, reference=REF, amount=amount, fee=fee, language=language)
-    return [Receipt("payer", status=PaymentStatus.SUCCEEDED, **base),
+    return [Receipt("payer", status=PaymentStatus.SUCCEEDED, balance=balance, **base),
+            Receipt("payer", status=PaymentStatus.SUCCEEDED, **base),  # an agent's: its float is no wallet
             Receipt("payer", status=PaymentStatus.FAILED, **base),
-            Receipt("payee", status=PaymentStatus.SUCCEEDED, counterpart=LONGEST_NAME, **base),
+            Receipt("payee", status=PaymentStatus.SUCCEEDED, counterpart=LONGEST_NAME, balance=balance, **base),
             Receipt("payer", status=PaymentStatus.PROCESSING, approve_url=WAVE_URL, **base)]
 
 
@@ -48,12 +52,16 @@ def test_every_receipt_is_one_gsm7_sms_naming_its_reference_and_amount(kind, lan
             assert text.startswith(REF), text
         if receipt.situation == "received":
             assert LONGEST_NAME in text
+        if receipt.balance is not None:
+            assert text.endswith(("99 999 999 FCFA.", "Ksh 9,999,999.99.")), text
 
 
 def test_receipts_are_written_in_their_readers_language():
     payee = Receipt("payee", PaymentKind.P2P.value, PaymentStatus.SUCCEEDED, REF, Money.of(500, Currency.KES),
                     Money.of(5, Currency.KES), "sw", counterpart="Amina Otieno")
     assert WRITE(payee) == f"{REF} Imethibitishwa. Umepokea Ksh 500 kutoka kwa Amina Otieno."
+    with_balance = replace(payee, balance=Money.of(1500, Currency.KES))
+    assert WRITE(with_balance) == f"{WRITE(payee)} Salio jipya Ksh 1,500."
     failed = Receipt("payer", PaymentKind.WITHDRAW.value, PaymentStatus.FAILED, REF, Money.of(2500, Currency.XOF),
                      Money.of(25, Currency.XOF), "fr")
     assert WRITE(failed) == f"{REF} Échec : Retrait de 2 500 FCFA. Aucun montant n'a été débité."

@@ -84,8 +84,10 @@ async def test_a_customer_raises_a_cash_in_and_the_agent_confirms_it(gw, phone_f
     assert await sms_saying(gw, agent_user.phone, paid.reference) == texts.text(language, "sms.succeeded", {
         "ref": paid.reference, "what": texts.text(language, "sms.what.cash_in"), "amount": "Ksh 1,000",
         "fee": "Ksh 0"})
-    assert await sms_saying(gw, amina.phone, paid.reference) == texts.text(language, "sms.received", {
-        "ref": paid.reference, "amount": "Ksh 1,000", "sender": "Njeri Wambui"})
+    # The customer's ends with her new balance; the agent's has none (the float is not a wallet).
+    assert await sms_saying(gw, amina.phone, paid.reference) == " ".join((texts.text(language, "sms.received", {
+        "ref": paid.reference, "amount": "Ksh 1,000", "sender": "Njeri Wambui"}),
+        texts.text(language, "sms.new_balance", {"balance": "Ksh 1,000"})))
     assert await gw.wallet(amina) == Money.of(1000, KES)
     assert await floats(gw, agent_user) == (Money.of(4000, KES), Money.of(20, KES))
     # Nothing left to serve.

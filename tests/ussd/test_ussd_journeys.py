@@ -65,10 +65,13 @@ async def test_send_money_to_a_sauti_wallet(gw, phone_for, language):
     assert await gw.wallet(payer) == Money.of(1495, KES)
     # Both SMS receipts carry the reference the screen showed, each in its reader's language.
     texts = load_catalogs()
-    assert await sms_saying(gw, payer.phone, reference) == texts.text(language, "sms.succeeded", {
-        "ref": reference, "what": texts.text(language, "sms.what.payment"), "amount": "Ksh 500", "fee": "Ksh 5"})
-    assert await sms_saying(gw, payee.phone, reference) == texts.text(payee_language, "sms.received", {
-        "ref": reference, "amount": "Ksh 500", "sender": "Amina Otieno"})
+    # Each ends with the reader's balance right after it, as M-Pesa's do.
+    assert await sms_saying(gw, payer.phone, reference) == " ".join((texts.text(language, "sms.succeeded", {
+        "ref": reference, "what": texts.text(language, "sms.what.payment"), "amount": "Ksh 500", "fee": "Ksh 5"}),
+        texts.text(language, "sms.new_balance", {"balance": "Ksh 1,495"})))
+    assert await sms_saying(gw, payee.phone, reference) == " ".join((texts.text(payee_language, "sms.received", {
+        "ref": reference, "amount": "Ksh 500", "sender": "Amina Otieno"}),
+        texts.text(payee_language, "sms.new_balance", {"balance": "Ksh 500"})))
 
 
 async def test_send_money_to_a_saved_contact(gw, phone_for, language):
@@ -94,6 +97,9 @@ async def test_send_money_to_an_mpesa_number(gw, phone_for, language):
                       Type(PIN), See("send.pending"), Shows("M-Pesa"), Shows("Ksh 697"), Ends()], language)
     done = await wait_for(gw, phone.reference())
     assert done.status is PaymentStatus.SUCCEEDED and done.recipient_phone == recipient
+    # Sent once M-Pesa said it paid, with the balance right after the payment took the money.
+    receipt = await sms_saying(gw, payer.phone, done.reference)
+    assert receipt.endswith(load_catalogs().text(language, "sms.new_balance", {"balance": "Ksh 697"})), receipt
 
 
 async def test_send_money_to_a_wave_number(gw, phone_for, language):

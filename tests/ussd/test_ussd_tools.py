@@ -85,7 +85,8 @@ async def test_support_finds_a_payment_by_the_reference_the_customer_reads_out(g
     # Read out over the phone and typed as heard: lower case, with a dash.
     code, out = await sauti("payment", "show", f"{reference[:4].lower()}-{reference[4:]}", env=database)
     assert code == 0, out
-    assert out.startswith(f"{reference}  {paid.public_id}") and "succeeded" in out and "amount KES 120, fee KES 2" in out, out
+    assert out.startswith(f"{reference}  {paid.public_id}") and "succeeded" in out, out
+    assert "amount KES 120, fee KES 2" in out, out
     assert "created -> succeeded  (ledger)" in out and payee.phone in out, out
     # --json is what GET /v1/payments/{id} answers.
     code, out = await sauti("payment", "show", paid.public_id, "--json", env=database)
