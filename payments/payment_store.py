@@ -199,10 +199,12 @@ class Parties:
 
 
 # A party's wallet balance right after the payment: its wallet's posting in the payment's own
-# transfers (postings_transfer_id_idx; wallets are never sharded, so one posting says it).
+# transfers. The wallet is found by its code (`payments.accounts.account_code`, a unique index) and
+# the posting by transfer (ix_postings_transfer_id): two index probes at any size of ledger.
+# Wallets are never sharded, so one posting says it.
 _BALANCE_AFTER = ("(SELECT po.balance_after FROM postings po JOIN accounts a ON a.id = po.account_id "
-                  "WHERE po.transfer_id IN (p.debit_transfer_id, p.settle_transfer_id) AND a.owner_user_id = {who} "
-                  "AND a.kind = 'customer_wallet' ORDER BY po.id DESC LIMIT 1)")
+                  "AND a.code = 'customer_wallet:' || {who} || ':' || p.currency "
+                  "WHERE po.transfer_id IN (p.debit_transfer_id, p.settle_transfer_id) ORDER BY po.id DESC LIMIT 1)")
 
 
 async def get_payment_and_parties(conn: AsyncConnection, public_id: str) -> tuple[Payment, Parties] | None:
