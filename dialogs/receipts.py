@@ -1,6 +1,7 @@
 """SMS receipts in the party's language: a `payments.receipts.Receipt` written with the catalogs'
 ``sms.*`` texts, which are normalised to GSM-7 as screens are (one odd character would make the
-SMS UCS-2 and cut it to 70 characters). The gateway hands `receipt_writer(...)` to `Payments`.
+SMS UCS-2 and cut it to 70 characters), in one SMS: a registered name too long for it is shortened.
+The gateway hands `receipt_writer(...)` to `Payments`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from dialogs.catalog import Catalogs
-from dialogs.display import money_text
+from dialogs.display import money_text, phone_text
+from dialogs.gsm7 import length
 from payments.receipts import Receipt, ReceiptWriter
 
 #: Which ``sms.what.*`` text names a payment kind.
@@ -18,6 +20,11 @@ _WHAT: Mapping[str, str] = MappingProxyType({
     "withdraw": "withdraw", "deposit": "deposit", "pay_bill": "bill", "refund": "refund", "cash_in": "cash_in",
     "cash_out": "cash_out",
 })
+#: Kinds whose payer's receipt says where the money went (M-Pesa's "sent to …"): the rest went to
+#: the payer's own wallet (a deposit, a refund) or to an agent the payer stood in front of.
+_TO_KINDS = frozenset({"p2p", "send_to_phone", "withdraw", "pay_bill", "buy_goods_till", "buy_goods_pochi"})
+#: One SMS in GSM-7.
+SMS_LIMIT = 160
 
 
 def receipt_writer(catalogs: Catalogs) -> ReceiptWriter:
@@ -25,12 +32,36 @@ def receipt_writer(catalogs: Catalogs) -> ReceiptWriter:
 
     def write(receipt: Receipt) -> str:
         language = receipt.language
-        what = catalogs.text(language, f"sms.what.{_WHAT.get(receipt.kind, 'payment')}")
-        text = catalogs.text(language, f"sms.{receipt.situation}", {
-            "ref": receipt.reference, "what": what, "amount": money_text(receipt.amount),
-            "fee": money_text(receipt.fee), "sender": receipt.counterpart, "url": receipt.approve_url or ""})
-        if receipt.balance is None:
-            return text
-        return f"{text} {catalogs.text(language, 'sms.new_balance', {'balance': money_text(receipt.balance)})}"
+        values = {"ref": receipt.reference, "amount": money_text(receipt.amount), "fee": money_text(receipt.fee),
+                  "url": receipt.approve_url or "",
+                  "what": catalogs.text(language, f"sms.what.{_WHAT.get(receipt.kind, 'payment')}")}
+        key, name_field = f"sms.{receipt.situation}", ""
+        if receipt.situation == "received":
+            name_field = "sender"
+        elif receipt.situation == "succeeded" and receipt.kind in _TO_KINDS:
+            key = "sms.succeeded_to"
+            if receipt.paybill:
+                values["to"] = catalogs.text(language, "sms.to.paybill",
+                                             {"paybill": receipt.paybill, "account": receipt.account or ""})
+            elif receipt.till:
+                values["to"] = catalogs.text(language, "sms.to.till", {"till": receipt.till})
+            else:
+                name_field = "to"
+        balance = "" if receipt.balance is None else " " + catalogs.text(
+            language, "sms.new_balance", {"balance": money_text(receipt.balance)})
+
+        def text(name: str) -> str:
+            if name_field:
+                phone = phone_text(receipt.counterpart_phone) if receipt.counterpart_phone else ""
+                values[name_field] = " ".join(part for part in (name, phone) if part)
+            return catalogs.text(language, key, values) + balance
+
+        # A long registered name is shortened, never the facts: the receipt stays one SMS.
+        name = receipt.counterpart
+        written = text(name)
+        excess = length(written) - SMS_LIMIT
+        if excess > 0 and name:
+            written = text(name[:max(1, len(name) - excess - 1)].rstrip() + ".")
+        return written
 
     return write

@@ -400,7 +400,8 @@ class ProviderJobs:
             number = parties.payee_phone
             after = parties.payee_balance_after
             receipt = Receipt("payee", payment.kind, status, payment.reference, payment.amount, payment.fee,
-                              parties.payee_language, counterpart=parties.payer_name or parties.payer_phone,
+                              parties.payee_language, counterpart=parties.payer_name,
+                              counterpart_phone=parties.payer_phone,
                               balance=None if after is None else Money(after, currency))
         else:
             number = parties.payer_phone
@@ -408,7 +409,9 @@ class ProviderJobs:
             # refund restored, or none at all.
             after = parties.payer_balance_after if status is S.SUCCEEDED else None
             receipt = Receipt("payer", payment.kind, status, payment.reference, payment.amount, payment.fee,
-                              parties.payer_language, approve_url=url,
+                              parties.payer_language, counterpart=parties.payee_name or "",
+                              counterpart_phone=payment.recipient_phone, paybill=payment.paybill,
+                              account=payment.account_number, till=payment.till, approve_url=url,
                               balance=None if after is None else Money(after, currency))
         sent = await sms.send(self.write_receipt(receipt), [number])
         if not sent.all_accepted:

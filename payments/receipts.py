@@ -19,10 +19,12 @@ from payments.states import PaymentStatus
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """One SMS receipt's facts. ``party`` is ``payer`` or ``payee``; ``counterpart`` is who the
-    payee got the money from (the payer's registered name, else number); ``approve_url`` is set
-    for a Wave deposit waiting for the payer's approval (the SMS carries the link). A receipt of
-    money moved ends with the new ``balance`` when there is one, as M-Pesa's do."""
+    """One SMS receipt's facts. ``party`` is ``payer`` or ``payee``. The counterpart is the other
+    side as the reader knows it: for the payee, who sent the money; for the payer, who got it (a
+    registered name when the number has a wallet, and the number), or the merchant's ``paybill``
+    and ``account``, or ``till``. ``approve_url`` is set for a Wave deposit waiting for the payer's
+    approval (the SMS carries the link). A receipt of money moved ends with the new ``balance``
+    when there is one, as M-Pesa's do."""
 
     party: str
     kind: str
@@ -32,6 +34,10 @@ class Receipt:
     fee: Money
     language: str
     counterpart: str = ""
+    counterpart_phone: str | None = None
+    paybill: str | None = None
+    account: str | None = None
+    till: str | None = None
     approve_url: str | None = None
     #: The party's wallet balance right after this payment, when it moved their wallet's money.
     balance: Money | None = None
@@ -63,7 +69,8 @@ def english_receipt(receipt: Receipt) -> str:
     balance = f" New balance {r.balance}." if r.balance is not None else ""
     match r.situation:
         case "received":
-            return f"{r.reference} Confirmed. You received {r.amount} from {r.counterpart}.{balance}"
+            sender = " ".join(part for part in (r.counterpart, r.counterpart_phone) if part)
+            return f"{r.reference} Confirmed. You received {r.amount} from {sender}.{balance}"
         case "approve":
             return f"Approve your deposit of {r.amount} in Wave: {r.approve_url}"
         case "succeeded":

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from dialogs.catalog import LANGUAGES, load_catalogs
+from dialogs.display import phone_text
 from dialogs.gsm7 import is_gsm7, length
 from dialogs.receipts import receipt_writer
 from payments.commands import PaymentKind
@@ -18,6 +19,8 @@ from payments.states import PaymentStatus
 
 #: One SMS segment in GSM-7.
 SMS_LIMIT = 160
+#: Kinds whose payer's receipt names the person (or number) paid.
+TO_PERSON = {PaymentKind.P2P, PaymentKind.SEND_TO_PHONE, PaymentKind.WITHDRAW, PaymentKind.BUY_GOODS_POCHI}
 REF = payment_reference(987_654)
 # The longest values a receipt shows: a 40-character registered name, the largest amounts the
 # limits allow (with cents), a Wave checkout link as long as Wave's.
@@ -31,11 +34,16 @@ def receipts(kind: PaymentKind, language: str) -> list[Receipt]:
     amount = Money.of(1_000_000, currency) if currency is Currency.XOF else Money(15_000_050, currency)
     fee = Money.of(10_000, currency) if currency is Currency.XOF else Money(10_050, currency)
     balance = Money.of(99_999_999, currency) if currency is Currency.XOF else Money(999_999_999, currency)
+    phone = "+221771234567" if currency is Currency.XOF else "+254712345678"
+    merchant = {PaymentKind.PAY_BILL: {"paybill": "8888800", "account": "ACC1234567890"},
+                PaymentKind.BUY_GOODS_TILL: {"till": "1234567"}}.get(kind, {})
     base = dict(kind=kind.value, reference=REF, amount=amount, fee=fee, language=language)
-    return [Receipt("payer", status=PaymentStatus.SUCCEEDED, balance=balance, **base),
-            Receipt("payer", status=PaymentStatus.SUCCEEDED, **base),  # an agent's: its float is no wallet
-            Receipt("payer", status=PaymentStatus.FAILED, **base),
-            Receipt("payee", status=PaymentStatus.SUCCEEDED, counterpart=LONGEST_NAME, balance=balance, **base),
+    paid = dict(counterpart=LONGEST_NAME, counterpart_phone=phone, **merchant, **base)
+    return [Receipt("payer", status=PaymentStatus.SUCCEEDED, balance=balance, **paid),
+            Receipt("payer", status=PaymentStatus.SUCCEEDED, **paid),  # an agent's: its float is no wallet
+            Receipt("payer", status=PaymentStatus.FAILED, **paid),
+            Receipt("payee", status=PaymentStatus.SUCCEEDED, counterpart=LONGEST_NAME, counterpart_phone=phone,
+                    balance=balance, **base),
             Receipt("payer", status=PaymentStatus.PROCESSING, approve_url=WAVE_URL, **base)]
 
 
@@ -50,8 +58,13 @@ def test_every_receipt_is_one_gsm7_sms_naming_its_reference_and_amount(kind, lan
             assert WAVE_URL in text
         else:
             assert text.startswith(REF), text
-        if receipt.situation == "received":
-            assert LONGEST_NAME in text
+        if receipt.situation == "received" or (receipt.situation == "succeeded" and kind in TO_PERSON):
+            # Who paid or was paid: the number always; the name as much of it as the SMS has room for.
+            assert phone_text(receipt.counterpart_phone or "") in text and LONGEST_NAME[:12] in text, text
+        if receipt.situation == "succeeded" and receipt.paybill:
+            assert "8888800" in text and "ACC1234567890" in text, text
+        if receipt.situation == "succeeded" and receipt.till:
+            assert "1234567" in text, text
         if receipt.balance is not None:
             assert text.endswith(("99 999 999 FCFA.", "Ksh 9,999,999.99.")), text
 
@@ -69,6 +82,31 @@ def test_receipts_are_written_in_their_readers_language():
     unknown = Receipt("payee", "p2p", PaymentStatus.SUCCEEDED, REF, Money.of(500, Currency.KES),
                       Money.of(5, Currency.KES), "xx", counterpart="Amina")
     assert WRITE(unknown) == f"{REF} Confirmed. You received Ksh 500 from Amina."
+
+
+def test_the_payers_receipt_says_where_the_money_went():
+    kes = Currency.KES
+    sent = Receipt("payer", PaymentKind.P2P.value, PaymentStatus.SUCCEEDED, REF, Money.of(500, kes), Money.of(5, kes),
+                   "en", counterpart="Juma Mwangi", counterpart_phone="+254712345678", balance=Money.of(1495, kes))
+    assert WRITE(sent) == (f"{REF} Confirmed. Payment of Ksh 500 to Juma Mwangi 0712 345678 succeeded. Fee Ksh 5. "
+                           "New balance Ksh 1,495.")
+    bill = replace(sent, kind=PaymentKind.PAY_BILL.value, language="sw", paybill="888880", account="A-17")
+    assert WRITE(bill).startswith(f"{REF} Imethibitishwa. Malipo ya bili ya Ksh 500 kwa paybill 888880, akaunti A-17.")
+    # A number without a wallet has no name; a deposit went to the payer's own wallet: no "to".
+    assert "to 0712 345678 succeeded" in WRITE(replace(sent, counterpart=""))
+    deposit = replace(sent, kind=PaymentKind.DEPOSIT.value)
+    assert WRITE(deposit).startswith(f"{REF} Confirmed. Deposit of Ksh 500 succeeded.")
+
+
+def test_a_name_too_long_for_one_sms_is_shortened_never_the_facts():
+    kes = Currency.KES
+    name = "Nyambura Wanjiku-Kamau Ochieng Akinyi Wairimu Chebet Njoroge"  # longer than any screen allows
+    sent = Receipt("payer", PaymentKind.P2P.value, PaymentStatus.SUCCEEDED, REF, Money(15_000_050, kes),
+                   Money(10_050, kes), "en", counterpart=name, counterpart_phone="+254712345678",
+                   balance=Money(999_999_999, kes))
+    text = WRITE(sent)
+    assert length(text) <= SMS_LIMIT and "Nyambura Wanjiku-Kamau" in text and name not in text, text
+    assert "0712 345678 succeeded. Fee Ksh 100.50. New balance Ksh 9,999,999.99." in text, text
 
 
 def test_without_catalogs_receipts_are_in_english():

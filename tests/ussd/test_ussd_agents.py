@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from dialogs.catalog import load_catalogs
+from dialogs.display import phone_text
 from gateway.keys import PINS
 from payments.accounts import AccountKind
 from payments.agent_commands import TopUpFloat
@@ -86,7 +87,7 @@ async def test_a_customer_raises_a_cash_in_and_the_agent_confirms_it(gw, phone_f
         "fee": "Ksh 0"})
     # The customer's ends with her new balance; the agent's has none (the float is not a wallet).
     assert await sms_saying(gw, amina.phone, paid.reference) == " ".join((texts.text(language, "sms.received", {
-        "ref": paid.reference, "amount": "Ksh 1,000", "sender": "Njeri Wambui"}),
+        "ref": paid.reference, "amount": "Ksh 1,000", "sender": f"Njeri Wambui {phone_text(agent_user.phone)}"}),
         texts.text(language, "sms.new_balance", {"balance": "Ksh 1,000"})))
     assert await gw.wallet(amina) == Money.of(1000, KES)
     assert await floats(gw, agent_user) == (Money.of(4000, KES), Money.of(20, KES))

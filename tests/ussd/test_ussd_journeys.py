@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from dialogs.catalog import load_catalogs
+from dialogs.display import phone_text
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.e2e.gateway_payments_world import wait_for
@@ -66,11 +67,12 @@ async def test_send_money_to_a_sauti_wallet(gw, phone_for, language):
     # Both SMS receipts carry the reference the screen showed, each in its reader's language.
     texts = load_catalogs()
     # Each ends with the reader's balance right after it, as M-Pesa's do.
-    assert await sms_saying(gw, payer.phone, reference) == " ".join((texts.text(language, "sms.succeeded", {
-        "ref": reference, "what": texts.text(language, "sms.what.payment"), "amount": "Ksh 500", "fee": "Ksh 5"}),
+    assert await sms_saying(gw, payer.phone, reference) == " ".join((texts.text(language, "sms.succeeded_to", {
+        "ref": reference, "what": texts.text(language, "sms.what.payment"), "amount": "Ksh 500", "fee": "Ksh 5",
+        "to": f"Juma Mwangi {phone_text(payee.phone)}"}),
         texts.text(language, "sms.new_balance", {"balance": "Ksh 1,495"})))
     assert await sms_saying(gw, payee.phone, reference) == " ".join((texts.text(payee_language, "sms.received", {
-        "ref": reference, "amount": "Ksh 500", "sender": "Amina Otieno"}),
+        "ref": reference, "amount": "Ksh 500", "sender": f"Amina Otieno {phone_text(payer.phone)}"}),
         texts.text(payee_language, "sms.new_balance", {"balance": "Ksh 500"})))
 
 
