@@ -96,5 +96,6 @@ def statement_line_json(line: StatementLine) -> dict[str, Any]:
         **amounts("balance_after", line.balance_after),
         "kind": line.kind,
         "payment": line.reference,
+        "payment_reference": line.payment_reference,
         "counterparty": counterparty,
     }

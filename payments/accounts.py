@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.sql import sql
 from payments.errors import InvalidRequest, UnknownAccount
 from payments.money import Currency, Money
+from payments.references import payment_reference
 
 
 class AccountKind(enum.StrEnum):
@@ -80,6 +81,13 @@ class StatementLine:
     counterparty_code: str | None
     counterparty_phone: str | None
     counterparty_name: str | None
+    #: The payment that moved it, when one did (not a float top-up or a suspense correction).
+    payment_id: int | None = None
+
+    @property
+    def payment_reference(self) -> str | None:
+        """The payment's short reference, as its screens and SMS showed it (`payments.references`)."""
+        return payment_reference(self.payment_id) if self.payment_id else None
 
 
 def account_code(kind: AccountKind, currency: Currency, owner: int | str | None) -> str:
@@ -198,9 +206,10 @@ async def shard_balances(conn: AsyncConnection, account_id: int) -> list[tuple[i
 
 _STATEMENT = sql("""
 SELECT p.id, p.transfer_id, p.created_at, p.amount, p.balance_after, p.currency, t.kind, t.reference,
-       cp.code AS cp_code, cu.phone AS cp_phone, cu.display_name AS cp_name
+       cp.code AS cp_code, cu.phone AS cp_phone, cu.display_name AS cp_name, pay.id AS payment_id
   FROM postings p
   JOIN transfers t ON t.id = p.transfer_id
+  LEFT JOIN payments pay ON pay.public_id = t.reference  -- a payment's transfers carry its public id
   LEFT JOIN LATERAL (
         SELECT a.code, a.owner_user_id FROM postings q JOIN accounts a ON a.id = q.account_id
          WHERE q.transfer_id = p.transfer_id AND sign(q.amount) = -sign(p.amount)
@@ -224,7 +233,8 @@ async def statement(
     for r in rows:
         cur = Currency(r.currency)
         lines.append(StatementLine(r.id, r.transfer_id, r.created_at, Money(r.amount, cur),
-                                   Money(r.balance_after, cur), r.kind, r.reference, r.cp_code, r.cp_phone, r.cp_name))
+                                   Money(r.balance_after, cur), r.kind, r.reference, r.cp_code, r.cp_phone, r.cp_name,
+                                   r.payment_id))
     return lines
 
 

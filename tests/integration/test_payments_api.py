@@ -343,9 +343,9 @@ async def test_wallet_history_pages_newest_first_with_counterparties(world, clie
     payer, payee = await world.user(name="Otieno"), await world.user(name="Akinyi")
     await world.fund(payer, Money.of(1000, KES))
     key, payee_key = await new_key(world, payer), await new_key(world, payee)
-    for n, amount in enumerate(("100", "200")):
-        await post(client, "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": amount,
-                                                 "currency": "KES"}, f"h{n}")
+    paid = [(await post(client, "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": amount,
+                                                      "currency": "KES"}, f"h{n}"))[1]
+            for n, amount in enumerate(("100", "200"))]
 
     status, page = await get(client, f"/v1/wallets/{payer.phone}/history?limit=2", key)
 
@@ -354,10 +354,13 @@ async def test_wallet_history_pages_newest_first_with_counterparties(world, clie
     assert [line["amount"] for line in page["lines"]] == ["-202.00", "-101.00"]
     assert page["lines"][0]["counterparty"] == {"phone": payee.phone, "name": "Akinyi"}
     assert page["lines"][0]["payment"].startswith("pay_") and page["next_before"] == page["lines"][-1]["id"]
+    # Each line names its payment by the reference its SMS and screens showed too.
+    assert [line["payment_reference"] for line in page["lines"]] == [p["reference"] for p in reversed(paid)]
     status, older = await get(client, f"/v1/wallets/{payer.phone}/history?limit=2&before={page['next_before']}",
                               key)
     assert status == 200 and [line["amount"] for line in older["lines"]] == ["1000.00"]
     assert older["lines"][0]["counterparty"]["account"] == "provider_collection" and older["next_before"] is None
+    assert older["lines"][0]["payment_reference"] is None  # a test funding: no payment moved it
 
     status, theirs = await get(client, f"/v1/wallets/{payee.phone}/history", payee_key)
     assert status == 200 and theirs["balance"] == "300.00"
