@@ -38,7 +38,8 @@ def receipt_writer(catalogs: Catalogs) -> ReceiptWriter:
         key, name_field = f"sms.{receipt.situation}", ""
         if receipt.situation == "received":
             name_field = "sender"
-        elif receipt.situation == "succeeded" and receipt.kind in _TO_KINDS:
+        elif receipt.situation == "succeeded" and receipt.kind in _TO_KINDS and (
+                receipt.paybill or receipt.till or receipt.counterpart or receipt.counterpart_phone):
             key = "sms.succeeded_to"
             if receipt.paybill:
                 values["to"] = catalogs.text(language, "sms.to.paybill",

@@ -94,6 +94,8 @@ def test_the_payers_receipt_says_where_the_money_went():
     assert WRITE(bill).startswith(f"{REF} Imethibitishwa. Malipo ya bili ya Ksh 500 kwa paybill 888880, akaunti A-17.")
     # A number without a wallet has no name; a deposit went to the payer's own wallet: no "to".
     assert "to 0712 345678 succeeded" in WRITE(replace(sent, counterpart=""))
+    nobody = replace(sent, counterpart="", counterpart_phone=None)  # never made so, but never "to ." either
+    assert WRITE(nobody).startswith(f"{REF} Confirmed. Payment of Ksh 500 succeeded.")
     deposit = replace(sent, kind=PaymentKind.DEPOSIT.value)
     assert WRITE(deposit).startswith(f"{REF} Confirmed. Deposit of Ksh 500 succeeded.")
 
