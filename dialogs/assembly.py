@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from dialogs.agent_actions import AgentActions, agent_validators
 from dialogs.agent_journeys import AGENT, AGENT_CASH
-from dialogs.catalog import Catalogs, load_catalogs
+from dialogs.catalog import Catalogs, screen_catalogs
 from dialogs.customer_actions import CustomerActions, Services
 from dialogs.customer_journeys import CONDITIONS, CUSTOMER, REGISTRATION
 from dialogs.journey import JourneySet, build_journeys
@@ -27,7 +27,7 @@ def sauti_journeys(
     """Every journey, checked (`dialogs.journey.JourneyError` names each problem). ``services`` (and
     ``agents``, for the agent menu and cash at an agent) are None to draw or check the journeys
     without a database."""
-    catalogs = catalogs or load_catalogs()
+    catalogs = catalogs or screen_catalogs()
     actions = {**CustomerActions(services).table(), **AgentActions(agents, catalogs).table(), **(extra_actions or {})}
     return build_journeys(
         [REGISTRATION, CUSTOMER, AGENT, AGENT_CASH, *extra_journeys], registration=REGISTRATION.name,

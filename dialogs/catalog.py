@@ -8,6 +8,7 @@ texts are normalised to GSM-7 when loaded (`dialogs.gsm7`), so a translator's cu
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,13 @@ class Catalogs:
         if normalised:
             return template.format_map(_Values(values))
         return template.format_map(_Values({k: normalise(str(v)) for k, v in values.items()}))
+
+
+@functools.cache
+def screen_catalogs() -> Catalogs:
+    """The channel's catalogs (`CATALOG_DIR`), read and checked once per process: the USSD journeys,
+    the voice channel's notes and the SMS receipts all use them, and they never change once loaded."""
+    return load_catalogs()
 
 
 def load_catalogs(directory: Path = CATALOG_DIR, languages: tuple[str, ...] = LANGUAGES) -> Catalogs:

@@ -24,6 +24,8 @@ EXTENSION = frozenset("^{}\\[~]|€")
 
 #: Screen limit of a USSD page in GSM-7 characters (Africa's Talking, most telcos).
 SCREEN_LIMIT = 182
+#: One SMS in GSM-7 characters (more is sent, and billed, as several).
+SMS_LIMIT = 160
 
 # Typographic characters people (and translators) type, mapped to what a feature phone shows well.
 _PLAIN = {

@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 from dialogs.catalog import Catalogs
 from dialogs.display import money_text, phone_text
-from dialogs.gsm7 import length
+from dialogs.gsm7 import SMS_LIMIT, length
 from payments.receipts import Receipt, ReceiptWriter
 
 #: Which ``sms.what.*`` text names a payment kind.
@@ -23,8 +23,6 @@ _WHAT: Mapping[str, str] = MappingProxyType({
 #: Kinds whose payer's receipt says where the money went (M-Pesa's "sent to …"): the rest went to
 #: the payer's own wallet (a deposit, a refund) or to an agent the payer stood in front of.
 _TO_KINDS = frozenset({"p2p", "send_to_phone", "withdraw", "pay_bill", "buy_goods_till", "buy_goods_pochi"})
-#: One SMS in GSM-7.
-SMS_LIMIT = 160
 
 
 def receipt_writer(catalogs: Catalogs) -> ReceiptWriter:

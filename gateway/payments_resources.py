@@ -28,7 +28,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dialogs.catalog import load_catalogs
+from dialogs.catalog import screen_catalogs
 from dialogs.receipts import receipt_writer
 from gateway.generated_secrets import BadSecretFile, generated_secret
 from gateway.keys import DB_ENGINE, LEDGER, PAYMENTS, SETTINGS
@@ -312,7 +312,7 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
                                   stk_orphan_grace_s=2 * settings.outbox.lease_s)
         payments = Payments(engine, ledger, settings=policy,
                             providers=ProviderClients(daraja=daraja, wave=wave, sms=sms),
-                            write_receipt=receipt_writer(load_catalogs()))
+                            write_receipt=receipt_writer(screen_catalogs()))
         await _open_own_accounts(payments)
         configured = [name for name, client in (("M-Pesa", daraja), ("Wave", wave), ("SMS", sms)) if client]
         where = f" at {sandbox_urls.daraja}, {sandbox_urls.wave}, {sandbox_urls.africastalking}" if sandbox_urls else ""

@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from dialogs.callers import CallerDirectory
-from dialogs.catalog import CATALOG_DIR, load_catalogs
+from dialogs.catalog import CATALOG_DIR, load_catalogs, screen_catalogs
 from dialogs.customer_actions import CustomerActions, Services
 from dialogs.redis_pipe import RedisPipe
 from dialogs.voice_commands import VOICE_LANGUAGES, VoiceCommands
@@ -57,7 +57,7 @@ async def voice_ctx(app: web.Application) -> AsyncIterator[None]:
                                   service_code=settings.ussd.service_code, pin_length=settings.security.pin_length)
         app[VOICE_COMMANDS] = VoiceCommands(
             actions=CustomerActions(Services(engine, app[PAYMENTS], app[PINS])), parser=_parser(settings, http),
-            store=store, texts=load_catalogs(CATALOG_DIR / "voice", VOICE_LANGUAGES), notes=load_catalogs(),
+            store=store, texts=load_catalogs(CATALOG_DIR / "voice", VOICE_LANGUAGES), notes=screen_catalogs(),
             callers=callers, address_book=contacts_of, ttl_s=settings.voice.command_ttl_s)
         app[SPEECH] = speech
         app[VOICE_PROMPTS] = VoicePrompts(settings.voice.prompt_cache_dir)

@@ -97,6 +97,12 @@ def account_code(kind: AccountKind, currency: Currency, owner: int | str | None)
     return f"{kind.value}:{owner if owner is not None else 'sauti'}:{currency.value}"
 
 
+def owned_code_sql(kind: AccountKind, owner: str, currency: str) -> str:
+    """`account_code` as a SQL expression over an ``owner`` and a ``currency`` column: for a statement
+    that finds a user's account by its unique code before it knows the user."""
+    return f"'{kind.value}:' || {owner} || ':' || {currency}"
+
+
 _COLUMNS = "id, code, kind, currency, owner_user_id, balance, held, may_go_negative, shard_of, shards"
 
 

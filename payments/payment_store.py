@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.sql import sql
+from payments.accounts import AccountKind, owned_code_sql
 from payments.money import Currency, Money
 from payments.references import ReferenceKind, payment_reference, read_reference
 from payments.states import PaymentStatus, check_transition
@@ -198,25 +199,30 @@ class Parties:
     payee_balance_after: int | None = None
 
 
-# A party's wallet balance right after the payment: its wallet's posting in the payment's own
-# transfers. The wallet is found by its code (`payments.accounts.account_code`, a unique index) and
-# the posting by transfer (ix_postings_transfer_id): two index probes at any size of ledger.
-# Wallets are never sharded, so one posting says it.
-_BALANCE_AFTER = ("(SELECT po.balance_after FROM postings po JOIN accounts a ON a.id = po.account_id "
-                  "AND a.code = 'customer_wallet:' || {who} || ':' || p.currency "
-                  "WHERE po.transfer_id IN (p.debit_transfer_id, p.settle_transfer_id) ORDER BY po.id DESC LIMIT 1)")
+
+
+def _balance_after(who: str) -> str:
+    """A party's wallet balance right after the payment: its wallet's posting in the payment's own
+    transfers. The wallet is found by its code (a unique index) and the posting by transfer
+    (ix_postings_transfer_id): two index probes at any size of ledger. Wallets are never sharded,
+    so one posting says it."""
+    wallet = owned_code_sql(AccountKind.CUSTOMER_WALLET, who, "p.currency")
+    return (f"(SELECT po.balance_after FROM postings po JOIN accounts a ON a.id = po.account_id AND a.code = {wallet} "
+            "WHERE po.transfer_id IN (p.debit_transfer_id, p.settle_transfer_id) ORDER BY po.id DESC LIMIT 1)")
+
+
+_PAYMENT_AND_PARTIES = sql(
+    "SELECT p.*, payer.phone AS payer_phone, payer.display_name AS payer_name, payer.language AS payer_language, "
+    "payee.phone AS payee_phone, payee.display_name AS payee_name, payee.language AS payee_language, "
+    f"{_balance_after('p.payer_user_id')} AS payer_balance_after, "
+    f"{_balance_after('p.recipient_user_id')} AS payee_balance_after "
+    f"FROM (SELECT {_COLUMNS} FROM payments WHERE public_id = :p) p "
+    "JOIN users payer ON payer.id = p.payer_user_id LEFT JOIN users payee ON payee.id = p.recipient_user_id")
 
 
 async def get_payment_and_parties(conn: AsyncConnection, public_id: str) -> tuple[Payment, Parties] | None:
     """The payment with its `Parties`, in one statement (a receipt's job needs nothing else), or None."""
-    row = (await conn.execute(sql(
-        "SELECT p.*, payer.phone AS payer_phone, payer.display_name AS payer_name, payer.language AS payer_language, "
-        "payee.phone AS payee_phone, payee.display_name AS payee_name, payee.language AS payee_language, "
-        f"{_BALANCE_AFTER.format(who='p.payer_user_id')} AS payer_balance_after, "
-        f"{_BALANCE_AFTER.format(who='p.recipient_user_id')} AS payee_balance_after "
-        f"FROM (SELECT {_COLUMNS} FROM payments WHERE public_id = :p) p "
-        "JOIN users payer ON payer.id = p.payer_user_id LEFT JOIN users payee ON payee.id = p.recipient_user_id"),
-        {"p": public_id})).first()
+    row = (await conn.execute(_PAYMENT_AND_PARTIES, {"p": public_id})).first()
     if row is None:
         return None
     return _payment(row), Parties(row.payer_phone, row.payer_name, row.payee_phone, row.payee_name,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -395,24 +396,22 @@ class ProviderJobs:
         payment, parties = found
         status = S(job.payload.get("status", payment.status.value))
         url = payment.provider_refs.get("wave_launch_url") if status is S.PROCESSING else None
-        currency = payment.amount.currency
+        side: dict[str, Any]
         if to == "payee" and parties.payee_phone is not None:
-            number = parties.payee_phone
-            after = parties.payee_balance_after
-            receipt = Receipt("payee", payment.kind, status, payment.reference, payment.amount, payment.fee,
-                              parties.payee_language, counterpart=parties.payer_name,
-                              counterpart_phone=parties.payer_phone,
-                              balance=None if after is None else Money(after, currency))
+            number, after = parties.payee_phone, parties.payee_balance_after
+            side = {"party": "payee", "language": parties.payee_language, "counterpart": parties.payer_name,
+                    "counterpart_phone": parties.payer_phone}
         else:
-            number = parties.payer_phone
             # A failed payment's receipt says nothing was taken: a balance there would be the one a
             # refund restored, or none at all.
+            number = parties.payer_phone
             after = parties.payer_balance_after if status is S.SUCCEEDED else None
-            receipt = Receipt("payer", payment.kind, status, payment.reference, payment.amount, payment.fee,
-                              parties.payer_language, counterpart=parties.payee_name or "",
-                              counterpart_phone=payment.recipient_phone, paybill=payment.paybill,
-                              account=payment.account_number, till=payment.till, approve_url=url,
-                              balance=None if after is None else Money(after, currency))
+            side = {"party": "payer", "language": parties.payer_language, "counterpart": parties.payee_name or "",
+                    "counterpart_phone": payment.recipient_phone, "paybill": payment.paybill,
+                    "account": payment.account_number, "till": payment.till, "approve_url": url}
+        receipt = Receipt(kind=payment.kind, status=status, reference=payment.reference, amount=payment.amount,
+                          fee=payment.fee, balance=None if after is None else Money(after, payment.amount.currency),
+                          **side)
         sent = await sms.send(self.write_receipt(receipt), [number])
         if not sent.all_accepted:
             log.warning("receipt SMS for payment %s not accepted by the SMS provider", payment.public_id)

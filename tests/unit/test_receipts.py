@@ -9,7 +9,7 @@ import pytest
 
 from dialogs.catalog import LANGUAGES, load_catalogs
 from dialogs.display import phone_text
-from dialogs.gsm7 import is_gsm7, length
+from dialogs.gsm7 import SMS_LIMIT, is_gsm7, length
 from dialogs.receipts import receipt_writer
 from payments.commands import PaymentKind
 from payments.money import Currency, Money
@@ -17,8 +17,6 @@ from payments.receipts import Receipt, english_receipt
 from payments.references import payment_reference
 from payments.states import PaymentStatus
 
-#: One SMS segment in GSM-7.
-SMS_LIMIT = 160
 #: Kinds whose payer's receipt names the person (or number) paid.
 TO_PERSON = {PaymentKind.P2P, PaymentKind.SEND_TO_PHONE, PaymentKind.WITHDRAW, PaymentKind.BUY_GOODS_POCHI}
 REF = payment_reference(987_654)

@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 
-from dialogs.catalog import load_catalogs
 from dialogs.display import phone_text
 from gateway.keys import PINS
 from payments.accounts import AccountKind
@@ -20,7 +19,19 @@ from payments.identities import User
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.e2e.gateway_payments_world import Gateway
-from tests.ussd.ussd_world import PIN, Continues, Dial, Ends, See, Shows, Type, customer, run, sms_saying
+from tests.ussd.ussd_world import (
+    CATALOGS,
+    PIN,
+    Continues,
+    Dial,
+    Ends,
+    See,
+    Shows,
+    Type,
+    customer,
+    run,
+    sms_saying,
+)
 
 LANGUAGES = ("en", "sw", "fr", "wo")
 KES = Currency.KES
@@ -81,7 +92,7 @@ async def test_a_customer_raises_a_cash_in_and_the_agent_confirms_it(gw, phone_f
     paid = await gw.payment(public_id)
     assert paid.status is PaymentStatus.SUCCEEDED and agent_phone.reference() == paid.reference
     # Both sides get an SMS with the reference the agent's screen showed, each in their language.
-    texts = load_catalogs()
+    texts = CATALOGS
     assert await sms_saying(gw, agent_user.phone, paid.reference) == texts.text(language, "sms.succeeded", {
         "ref": paid.reference, "what": texts.text(language, "sms.what.cash_in"), "amount": "Ksh 1,000",
         "fee": "Ksh 0"})

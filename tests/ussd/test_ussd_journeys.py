@@ -9,12 +9,12 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from dialogs.catalog import load_catalogs
 from dialogs.display import phone_text
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.e2e.gateway_payments_world import wait_for
 from tests.ussd.ussd_world import (
+    CATALOGS,
     PIN,
     Continues,
     Dial,
@@ -65,7 +65,7 @@ async def test_send_money_to_a_sauti_wallet(gw, phone_for, language):
     assert await gw.wallet(payee) == Money.of(500, KES)
     assert await gw.wallet(payer) == Money.of(1495, KES)
     # Both SMS receipts carry the reference the screen showed, each in its reader's language.
-    texts = load_catalogs()
+    texts = CATALOGS
     # Each ends with the reader's balance right after it, as M-Pesa's do.
     assert await sms_saying(gw, payer.phone, reference) == " ".join((texts.text(language, "sms.succeeded_to", {
         "ref": reference, "what": texts.text(language, "sms.what.payment"), "amount": "Ksh 500", "fee": "Ksh 5",
@@ -101,7 +101,7 @@ async def test_send_money_to_an_mpesa_number(gw, phone_for, language):
     assert done.status is PaymentStatus.SUCCEEDED and done.recipient_phone == recipient
     # Sent once M-Pesa said it paid, with the balance right after the payment took the money.
     receipt = await sms_saying(gw, payer.phone, done.reference)
-    assert receipt.endswith(load_catalogs().text(language, "sms.new_balance", {"balance": "Ksh 697"})), receipt
+    assert receipt.endswith(CATALOGS.text(language, "sms.new_balance", {"balance": "Ksh 697"})), receipt
 
 
 async def test_send_money_to_a_wave_number(gw, phone_for, language):
@@ -167,7 +167,7 @@ async def test_deposit_from_wave_by_a_checkout_link_sent_by_sms(gw, phone_for, l
     session_id = payment.provider_refs["checkout_session_id"]
     # The link goes out by SMS through the outbox, in the payer's language.
     link = payment.provider_refs["wave_launch_url"]
-    assert await sms_saying(gw, payer.phone, link) == load_catalogs().text(
+    assert await sms_saying(gw, payer.phone, link) == CATALOGS.text(
         language, "sms.approve", {"amount": "5 000 FCFA", "url": link})
     urls = gw.runtime.sandbox_urls
     async with aiohttp.ClientSession() as http:
