@@ -10,7 +10,10 @@ running one realistic session after another:
   - 40 % menu browsing: dial, My account, back, Send money, back, home (no END: the caller walks away);
   - 35 % balance checks: dial, My account, Balance, PIN, END;
   - 25 % p2p sends: dial, Send money, a registered number, an amount, PIN, END (a ledger transfer,
-    an SMS receipt through the outbox).
+    an SMS receipt to each side through the outbox). A send that does not end on the "Sent … Ref …"
+    screen (a limit, a refusal) is a failed hop: the callers are on the ``pro`` fee plan (no monthly
+    allowance), since on the default plan every send after a caller's fiftieth would be refused
+    cheaply and the figures would measure refusals, not payments.
 A second mix, menu browsing only (no PIN), shows the engine's own cost apart from the payments'
 (``--mixes balance`` and ``--mixes send`` run only those sessions). Each case
 runs at 64 and 256 concurrent sessions, with no pause between hops (a saturating load). PINs are
@@ -39,6 +42,7 @@ import asyncio
 import itertools
 import os
 import random
+import re
 import secrets
 import signal
 import statistics
@@ -71,6 +75,9 @@ from payments.sandbox.outcomes import SUFFIXES
 PIN = "2580"
 SERVICE_CODE = "*384*1#"
 SORRY = "Sorry, something went wrong"
+# A p2p send's result screen (`send.done` in the English catalog): a send session that ends on any
+# other screen (a limit, a refusal) measured no payment, and counts as a failed hop.
+SENT = re.compile(r"^END Sent .* Ref [0-9A-Z]{10}\. New balance ")
 BARE_SCREEN = "CON Sauti\n1. Send money\n2. Pay bill\n3. Buy goods\n4. Withdraw\n5. Deposit\n6. My account"
 
 
@@ -119,7 +126,7 @@ def _scenario(rng: random.Random, phones: list[str], me: str, mix: str) -> tuple
 async def _caller(url: str, http: aiohttp.ClientSession, me: str, phones: list[str], stop: float, tally: Tally,
                   rng: random.Random, bare: bool, mix: str, think_s: float = 0.0) -> None:
     while time.perf_counter() < stop:
-        inputs, _ = _scenario(rng, phones, me, mix)
+        inputs, kind = _scenario(rng, phones, me, mix)
         session_id = f"ATUid_{uuid.uuid4().hex}"
         history: list[str] = []
         for typed in [None, *inputs]:
@@ -139,6 +146,8 @@ async def _caller(url: str, http: aiohttp.ClientSession, me: str, phones: list[s
                     body = await resp.text()
                     # Our "something went wrong" screen is a valid answer, but a failed hop.
                     ok = resp.status == 200 and body[:4] in ("CON ", "END ") and SORRY not in body
+                    if ok and kind == "send" and typed == PIN and not bare:
+                        ok = SENT.match(body) is not None
             except (aiohttp.ClientError, TimeoutError):
                 ok, body = False, ""
             if time.perf_counter() < stop:
@@ -302,6 +311,9 @@ async def start_gateway(database: str, store: str, redis_url: str, pin_check_key
            "SAUTI__LOGGING__LEVEL": "WARNING", "SAUTI__PROVIDERS__MODE": "sandbox",
            "SAUTI__PAYMENTS__CALLBACK_SECRET": "bench-callback-secret-0123456789",
            "SAUTI__PAYMENTS__RECOVERY_INTERVAL_S": "3600", "SAUTI__DATABASE__POOL_SIZE": str(pool_size),
+           # The callers send hundreds of payments each: on the default plan's monthly allowance (50)
+           # every send after the fiftieth would be refused, and the figures would measure refusals.
+           "SAUTI__PAYMENTS__DEFAULT_PLAN": "pro",
            "SAUTI__USSD__REDIS_KEY_PREFIX": f"sauti-bench-{uuid.uuid4().hex[:8]}-"}
     env.pop("REDIS_URL", None)
     env.pop("SAUTI_PIN_CHECK_KEY", None)
