@@ -49,6 +49,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -77,6 +78,8 @@ SERVICE_CODE = "*384*1#"
 SORRY = "Sorry, something went wrong"
 # A p2p send's result screen (`send.done` in the English catalog): a send session that ends on any
 # other screen (a limit, a refusal) measured no payment, and counts as a failed hop.
+# The offer to continue a session cut off mid-journey (`sys.resume`); "2" starts again.
+RESUME = "CON Your last session was not finished."
 SENT = re.compile(r"^END Sent .* Ref [0-9A-Z]{10}\. New balance ")
 BARE_SCREEN = "CON Sauti\n1. Send money\n2. Pay bill\n3. Buy goods\n4. Withdraw\n5. Deposit\n6. My account"
 
@@ -123,13 +126,22 @@ def _scenario(rng: random.Random, phones: list[str], me: str, mix: str) -> tuple
     return ["1", payee, str(rng.randint(1, 50)), PIN], "send"
 
 
+def _each(steps: list[str | None]) -> Iterator[str | None]:
+    """The steps in order, including any inserted ahead while they are walked."""
+    index = 0
+    while index < len(steps):
+        yield steps[index]
+        index += 1
+
+
 async def _caller(url: str, http: aiohttp.ClientSession, me: str, phones: list[str], stop: float, tally: Tally,
                   rng: random.Random, bare: bool, mix: str, think_s: float = 0.0) -> None:
     while time.perf_counter() < stop:
         inputs, kind = _scenario(rng, phones, me, mix)
         session_id = f"ATUid_{uuid.uuid4().hex}"
         history: list[str] = []
-        for typed in [None, *inputs]:
+        steps = [None, *inputs]
+        for typed in _each(steps):
             if think_s:
                 # A person reading the screen and typing: random pauses, so the hops of the callers
                 # arrive spread out (as from many phones), not in step.
@@ -158,6 +170,10 @@ async def _caller(url: str, http: aiohttp.ClientSession, me: str, phones: list[s
                 tally.errors += not ok
             if not ok or (body.startswith("END ") and not bare) or time.perf_counter() >= stop:
                 break
+            if typed is None and body.startswith(RESUME):
+                # This caller's last session was cut off mid-journey (a row, or the warm-up, ended
+                # under it): start again, as a person beginning something new would.
+                steps.insert(1, "2")
         tally.sessions += 1
 
 
