@@ -1,6 +1,8 @@
 """Errors at the edge, in one place: domain errors become clear JSON answers with the right status;
 anything unexpected is logged with its traceback and answered with a short JSON 500 carrying a
-reference, never a traceback."""
+reference, never a traceback. Under the JSON APIs' paths (``/v1/``) every error, an unknown path's
+or a wrong method's included, has the APIs' own shape, ``{"error": {"code", "message", …}}``, so a
+client reads one shape whatever refused it; elsewhere (callbacks, health) ``{"error", "message"}``."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import uuid
 from aiohttp import web
 
 from gateway.access_log import redact_path
+from gateway.api_requests import api_error
 from payments import errors as pe
 from payments.contacts import ContactLimitReached, ContactNotFound, DuplicateContact
 from payments.fees import LimitExceeded
@@ -48,8 +51,20 @@ def status_for(error: pe.PaymentsError) -> int:
     return 400
 
 
-def error_response(status: int, code: str, message: str, **extra) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
+#: Where the JSON APIs live (`gateway.payments_api`, `gateway.app_api`, `gateway.voice_api`).
+API_PATHS = "/v1/"
+
+
+def error_response(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                   **extra) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status, headers=headers)
+
+
+def _answer(request: web.Request, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+            **extra) -> web.Response:
+    if request.path.startswith(API_PATHS):
+        return api_error(status, code, message, headers=headers, extra=extra)
+    return error_response(status, code, message, headers=headers, **extra)
 
 
 @web.middleware
@@ -59,13 +74,15 @@ async def error_middleware(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json" or request.path == "/ussd":
             raise
-        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        # A 405 keeps its Allow header: it is what tells the client which methods would do.
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _answer(request, exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, headers=allow)
     except pe.PaymentsError as exc:
-        return error_response(status_for(exc), exc.code, str(exc))
+        return _answer(request, status_for(exc), exc.code, str(exc))
     except Exception:
         reference = uuid.uuid4().hex[:12]
         # The path may carry a secret (Daraja callback URLs): log it redacted, as the access log does.
         log.exception("unhandled error on %s %s (reference %s)", request.method, redact_path(request.path), reference)
-        return error_response(500, "internal_error",
-                              "Something went wrong on our side; nothing was charged twice. "
-                              "Quote this reference to support.", reference=reference)
+        return _answer(request, 500, "internal_error",
+                       "Something went wrong on our side; nothing was charged twice. "
+                       "Quote this reference to support.", reference=reference)

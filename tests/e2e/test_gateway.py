@@ -66,6 +66,18 @@ async def test_unknown_paths_get_json_errors(client):
     assert response.status == 405
 
 
+async def test_errors_under_the_apis_have_the_apis_shape(client):
+    """An API client reads one error shape, whoever refused: a handler, the router or a crash."""
+    response = await client.get("/v1/nope")
+    assert response.status == 404
+    assert await response.json() == {"error": {"code": "not_found", "message": "Not Found"}}
+    response = await client.delete("/v1/payments")
+    assert response.status == 405 and "POST" in response.headers["Allow"]
+    assert (await response.json())["error"]["code"] == "method_not_allowed"
+    response = await client.post("/v1/payments", json={})
+    assert response.status == 401 and (await response.json())["error"]["code"] == "unauthorized"
+
+
 async def test_unexpected_errors_are_json_without_traceback(caplog):
     async def boom(request):
         raise RuntimeError("secret internals")
@@ -73,13 +85,19 @@ async def test_unexpected_errors_are_json_without_traceback(caplog):
     # A tiny app with the gateway's own error middleware and a handler that fails.
     bare = web.Application(middlewares=[error_middleware])
     bare.router.add_get("/boom", boom)
+    bare.router.add_get("/v1/boom", boom)
     async with TestClient(TestServer(bare)) as c:
         with caplog.at_level(logging.ERROR):
             response = await c.get("/boom")
-        body = await response.json()
+            body = await response.json()
+            api_response = await c.get("/v1/boom")
+            api_body = await api_response.json()
     assert response.status == 500 and body["error"] == "internal_error" and body["reference"]
     assert "secret internals" not in str(body) and "Traceback" not in str(body)
     assert body["reference"] in caplog.text
+    # Under the APIs, the APIs' shape.
+    assert api_response.status == 500 and api_body["error"]["code"] == "internal_error"
+    assert api_body["error"]["reference"] in caplog.text and "secret internals" not in str(api_body)
 
 
 async def test_access_log_line_per_request_with_secrets_redacted(client, caplog):

@@ -1,0 +1,171 @@
+"""Seeded random requests to every HTTP endpoint of the gateway `sauti serve` builds (the payments,
+app and voice APIs, the USSD and voice callbacks, the Daraja callbacks behind their secret, the Wave
+webhook): valid bodies with one to three fields changed to anything (wrong types, huge numbers,
+NaN, junk strings, nested objects), dropped or added; good, revoked, malformed and missing
+credentials and idempotency keys; bodies that are not JSON. Whatever comes in, the answer is never
+a server error; an API refusal is JSON naming its error; nothing logs a traceback; and the ledger
+balances afterwards. The endpoints' own tests check each refusal; this checks that none was missed."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.keys import API_KEY_HASHER, PINS
+from payments.api_keys import create_api_key
+from payments.identities import User
+from payments.money import Currency, Money
+from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway
+
+PIN = "2580"
+PEPPER = "e2e-random-pepper"
+REQUESTS, BLOCKS = 2400, 3
+FIELDS = ("kind", "payer", "amount", "currency", "recipient", "phone", "paybill", "account_number", "till", "payment",
+          "reason", "text", "language", "name", "nickname", "favourite", "pin", "device_name", "limit", "Body",
+          "Result", "TransID", "TransAmount", "MSISDN", "BillRefNumber", "id", "type", "data", "client_reference")
+ENDPOINTS = (
+    *[("POST", "/v1/payments")] * 4, ("POST", "/v1/quotes"), ("GET", "/v1/payments/{id}"),
+    ("GET", "/v1/wallets/{id}/history"), ("POST", "/v1/devices"), ("GET", "/v1/contacts"), ("POST", "/v1/contacts"),
+    ("GET", "/v1/contacts/{id}"), ("PATCH", "/v1/contacts/{id}"), ("DELETE", "/v1/contacts/{id}"),
+    *[("POST", "/v1/voice/commands")] * 2, ("GET", "/v1/voice/commands/{id}"),
+    *[("POST", "/v1/voice/commands/{id}/answer")] * 2, *[("POST", "/v1/voice/commands/{id}/confirm")] * 2,
+    ("POST", "/v1/voice/commands/{id}/cancel"), ("POST", "/ussd"), ("POST", "/ussd/events"), ("POST", "/voice"),
+    ("GET", "/voice/prompts/{id}"), ("POST", "/callbacks/wave"),
+    *[("POST", f"/callbacks/{SECRET}{path}") for path in (
+        "/stk", "/b2c/result", "/b2c/timeout", "/b2b/result", "/reversal/result", "/status/result", "/status/timeout",
+        "/c2b/validation", "/c2b/confirmation")],
+)
+
+
+@pytest.fixture(scope="module")
+async def gw(new_database) -> AsyncIterator[Gateway]:
+    async with running_gateway(gateway_settings(await new_database(), free_port(),
+                                                api={"key_pepper": PEPPER})) as gateway:
+        yield gateway
+
+
+@pytest.fixture(autouse=True)
+async def ledger_stays_consistent(gw: Gateway) -> AsyncIterator[None]:
+    yield
+    await gw.assert_ledger_ok()
+
+
+def anything(rng: random.Random, depth: int = 0) -> Any:
+    """A JSON value of any type and size, from plausible to hostile."""
+    roll = rng.random()
+    if depth < 2 and roll < 0.06:
+        return [anything(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    if depth < 2 and roll < 0.12:
+        return {rng.choice(FIELDS): anything(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+    return rng.choice((
+        lambda: rng.randint(-10**20, 10**20), lambda: rng.choice((0, 1, -1, 50, 999_999, 10**9, 2**63, 2**64)),
+        lambda: rng.random() * 1e6, lambda: 1.5, lambda: None, lambda: rng.choice((True, False)),
+        lambda: rng.choice(("KES", "XOF", "USD", "kes", "")), lambda: rng.choice(("NaN", "1e400", "-0", "10,000")),
+        lambda: rng.choice(("+254712345678", "0712345678", "+221770000001", "12", "+1 202 555 0100", "٠٧١٢٣٤٥٦٧٨")),
+        lambda: "x" * rng.choice((0, 1, 300, 5000)), lambda: "😀'\"\\\x00\u202e", lambda: PIN,
+        lambda: rng.choice(("send 500 to Mama", "tuma elfu moja kwa Juma", "envoyer 2000 à Awa", "balance", "")),
+        lambda: str(rng.randint(-5, 10**12)), lambda: "pay_" + uuid.uuid4().hex, lambda: "Q90A9KXSV4",
+    ))()
+
+
+def template(path: str, rng: random.Random, user: User, payee: User, made: list[str]) -> dict[str, Any]:
+    """A valid body for ``path`` (as its endpoint's tests send it), or {} where none is known."""
+    kes = {"amount": 10, "currency": "KES"}
+    return {
+        "/v1/payments": rng.choice((
+            {"kind": "p2p", **kes, "recipient": payee.phone},
+            {"kind": "send_to_phone", **kes, "recipient": "+254712345678"},
+            {"kind": "withdraw", **kes}, {"kind": "deposit", **kes},
+            {"kind": "pay_bill", **kes, "paybill": "888880", "account_number": "A1"},
+            {"kind": "buy_goods_till", **kes, "till": "123456"},
+            {"kind": "buy_goods_pochi", **kes, "recipient": "+254712345678"},
+            {"kind": "refund", "payment": rng.choice(made or ["pay_x"]), "reason": "returned"})),
+        "/v1/quotes": {"kind": "p2p", **kes, "recipient": payee.phone},
+        "/v1/devices": {"phone": user.phone, "pin": rng.choice((PIN, PIN, "0000")), "device_name": "Tecno Spark"},
+        "/v1/contacts": {"name": "Mama", "phone": "+254712345678", "nickname": "mama", "favourite": True},
+        "/v1/contacts/{id}": {"name": "Mama Njeri", "favourite": False},
+        "/v1/voice/commands": {"text": rng.choice(("send 50 to Mama", "tuma shilingi mia kwa Juma", "balance",
+                                                   "pay bill 888880 account A1 100", "withdraw 20")), "language": "en"},
+        "/v1/voice/commands/{id}/answer": {"text": rng.choice(("50", "Mama", "yes", "0712345678"))},
+        "/v1/voice/commands/{id}/confirm": {"pin": PIN},
+    }.get(path, {})
+
+
+def changed(body: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    body = dict(body)
+    for _ in range(rng.choice((0, 1, 1, 2, 3))):
+        roll = rng.random()
+        if roll < 0.6 and body:
+            body[rng.choice(list(body))] = anything(rng)
+        elif roll < 0.8 and body:
+            body.pop(rng.choice(list(body)))
+        else:
+            body[rng.choice(FIELDS)] = anything(rng)
+    return body
+
+
+async def _user(gw: Gateway, name: str, funds: int = 0) -> User:
+    user = await gw.user(name=name)
+    async with gw.engine.begin() as conn:
+        await gw.app[PINS].set_pin(conn, user.id, PIN)
+    if funds:
+        await gw.fund(user, Money.of(funds, Currency.KES))
+    return user
+
+
+@pytest.mark.parametrize("block", range(BLOCKS))
+async def test_no_request_gets_a_server_error(gw, caplog, block):
+    caplog.set_level(logging.WARNING)
+    user, payee = await _user(gw, "Amina Njoroge", funds=50_000), await _user(gw, "Juma Mwangi")
+    async with gw.engine.begin() as conn:
+        user_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random", user_id=user.id)).secret
+        platform_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random platform")).secret
+    rng = random.Random(block)
+    made: list[str] = []
+    ids: list[str] = []
+    answers: collections.Counter[tuple[str, int]] = collections.Counter()
+    async with aiohttp.ClientSession() as http:
+        for n in range(REQUESTS // BLOCKS):
+            method, path = rng.choice(ENDPOINTS)
+            some_id = rng.choice(("pay_" + uuid.uuid4().hex, "Q90A9KXSV4", "1", "-1", "99999999999999999999", "%00",
+                                  "x" * 300, user.phone, "0712345678", "%2e%2e", *ids[-3:], *made[-2:]))
+            headers = {"Authorization": rng.choice((
+                *[f"Bearer {user_key}"] * 8, f"Bearer {platform_key}", "Bearer", "Basic eDp5", "Bearer " + "y" * 500,
+                "Bearer é"))} if rng.random() < 0.95 else {}
+            if rng.random() < 0.9:
+                fresh = uuid.uuid4().hex
+                headers["Idempotency-Key"] = rng.choice((fresh, fresh, "", "k" * 300, "same", "é"))
+            body = changed(template(path, rng, user, payee, made), rng)
+            roll = rng.random()
+            data: Any
+            if roll < 0.88:
+                data, headers["Content-Type"] = json.dumps(body, default=str).encode(), "application/json"
+            elif roll < 0.94:
+                data = rng.choice((b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"a":' * 200, b"1", b'"s"'))
+                headers["Content-Type"] = "application/json"
+            else:
+                data = aiohttp.FormData({key: str(value) for key, value in body.items()})
+            request = f"request {n} of block {block}: {method} {path} ({some_id[:40]}) {str(body)[:300]}"
+            async with http.request(method, gw.url + path.replace("{id}", some_id), data=data,
+                                    headers=headers) as resp:
+                text = await resp.text(errors="replace")
+            answers[(path, resp.status)] += 1
+            assert resp.status < 500, f"{resp.status} {text[:300]}\n{request}"
+            if path.startswith("/v1/") and resp.status >= 400:
+                assert json.loads(text)["error"]["code"], f"{resp.status} {text[:300]}\n{request}"
+            elif resp.status in (200, 201) and path == "/v1/payments":
+                made.append(json.loads(text)["public_id"])
+            elif resp.status == 201 and path == "/v1/voice/commands":
+                ids.append(json.loads(text)["id"])
+            tracebacks = [r for r in caplog.records if r.exc_info]
+            assert not tracebacks, f"{tracebacks[0].getMessage()}\n{request}"
+    # The requests got past the doors: payments made, voice commands taken, contacts written.
+    assert made and ids and answers[("/v1/contacts", 200)] + answers[("/v1/contacts", 201)], answers
