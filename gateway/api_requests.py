@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway.keys import SETTINGS
 from payments.money import Currency, Money, MoneyError
 from payments.phones import region_of
+from payments.plain_text import CONTROL
 
 #: The currency of a wallet when a history request names none: the one of the phone's country.
 _HOME_CURRENCY: Mapping[str, Currency] = MappingProxyType({"KE": Currency.KES, "SN": Currency.XOF,
@@ -75,8 +76,8 @@ def text_field(body: Mapping[str, Any], name: str, *, required: bool = True) -> 
         if required:
             raise ApiError(400, f"missing_{name}", f"{name} is required.")
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > 64:
-        raise ApiError(400, f"invalid_{name}", f"{name} must be a non-empty string.")
+    if not isinstance(value, str) or not value.strip() or len(value) > 64 or CONTROL.search(value.strip()):
+        raise ApiError(400, f"invalid_{name}", f"{name} must be a non-empty string without control characters.")
     return value.strip()
 
 

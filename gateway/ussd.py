@@ -23,6 +23,7 @@ from dialogs.engine import Hop, Reply
 from dialogs.session_outcomes import AT_OUTCOMES, SessionEnd, record_end
 from gateway.keys import DB_ENGINE, SETTINGS, USSD_ENGINE, USSD_JOURNEYS, USSD_SESSIONS
 from payments.phones import InvalidPhoneNumber, parse_msisdn
+from payments.plain_text import without_controls
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ def _plain(reply: Reply) -> web.Response:
 
 
 def _field(form, name: str) -> str:
+    """A form field, trimmed, without control characters: Africa's Talking sends none and a phone
+    cannot type one, but a NUL would fail the session's record in PostgreSQL."""
     value = form.get(name, "")
-    return value.strip() if isinstance(value, str) else ""
+    return without_controls(value).strip() if isinstance(value, str) else ""
 
 
 async def ussd_callback(request: web.Request) -> web.Response:

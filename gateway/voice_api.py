@@ -39,6 +39,7 @@ from nlu.transcripts import AudioError, SpeechBusy, Transcript
 from payments.api_keys import ApiKey
 from payments.commands import Channel
 from payments.identities import get_user
+from payments.plain_text import CONTROL
 
 #: Typed text is a sentence or two; more is not a command.
 MAX_TEXT = 500
@@ -118,7 +119,11 @@ async def _heard(request: web.Request, caller: VoiceCaller, audio: bytes | None,
         except SpeechBusy as exc:
             raise ApiError(503, SpeechBusy.code, str(exc), headers={"Retry-After": "2"}) from None
         return Heard(transcript.text, transcript.confidence, tuple(contacts)), transcript
-    text = (fields.get("text") or "").strip()
+    # Line breaks and tabs in typed text are spaces; any other control character is refused (a NUL
+    # would reach the payment's transcript, which PostgreSQL cannot store).
+    text = " ".join((fields.get("text") or "").split())
+    if CONTROL.search(text):
+        raise ApiError(400, "invalid_text", "A command is plain text, without control characters.")
     if not text:
         raise ApiError(400, "missing_input", "Send the command as an audio file (multipart field audio) or as text.")
     if len(text) > MAX_TEXT:

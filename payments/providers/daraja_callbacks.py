@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from payments.money import Currency, Money, MoneyError
+from payments.plain_text import plain
 from payments.providers.daraja_credentials import NAIROBI, parse_nairobi_timestamp
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -36,7 +37,7 @@ class MalformedCallback(ValueError):
 
 def _load(payload: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(payload, Mapping):
-        return payload
+        return plain(payload)
     if not isinstance(payload, bytes | str):
         raise MalformedCallback(f"expected JSON bytes or an object, got {type(payload).__name__}")
     try:
@@ -45,7 +46,8 @@ def _load(payload: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
         raise MalformedCallback(f"not JSON: {exc}") from None
     if not isinstance(decoded, Mapping):
         raise MalformedCallback("the payload is not a JSON object")
-    return decoded
+    # Daraja cannot be asked again: what it sent is recorded, less any control character.
+    return plain(decoded)
 
 
 def _object(parent: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
@@ -55,6 +57,12 @@ def _object(parent: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any
     return value
 
 
+#: The longest required value Daraja sends: its ids, receipts, shortcodes and numbers are 10 to 64
+#: characters (a hashed MSISDN). Longer is not Daraja, and an id that long would not fit the keys
+#: it becomes (a payment's idempotency key is at most 200 characters).
+REQUIRED_TEXT_MAX = 100
+
+
 def _required_text(parent: Mapping[str, Any], key: str, where: str) -> str:
     value = parent.get(key)
     if isinstance(value, bool) or value is None or isinstance(value, Mapping | list):
@@ -62,6 +70,8 @@ def _required_text(parent: Mapping[str, Any], key: str, where: str) -> str:
     text = str(value).strip()
     if not text:
         raise MalformedCallback(f"{where}: {key} is empty")
+    if len(text) > REQUIRED_TEXT_MAX:
+        raise MalformedCallback(f"{where}: {key} is longer than {REQUIRED_TEXT_MAX} characters")
     return text
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from payments.plain_text import plain
 from payments.providers.errors import ProviderProtocolError
 from payments.providers.wave import CheckoutSession, parse_checkout_session
 from payments.providers.wave_signing import InvalidSignatureHeader, compute_signature, parse_signature_header
@@ -116,6 +117,10 @@ def verify_shared_secret(authorization: str | None, secret: str) -> None:
         raise WebhookRejected("missing or wrong bearer secret")
 
 
+#: Wave's event ids are about 20 characters; the id is the key its delivery is recorded under.
+EVENT_ID_MAX = 100
+
+
 def parse_event(raw_body: bytes | str) -> WaveEvent:
     """The event envelope; `MalformedWebhook` when it is not one."""
     try:
@@ -125,13 +130,14 @@ def parse_event(raw_body: bytes | str) -> WaveEvent:
     if not isinstance(payload, Mapping):
         raise MalformedWebhook("the body is not a JSON object")
     event_id, event_type, data = payload.get("id"), payload.get("type"), payload.get("data")
-    if not isinstance(event_id, str) or not event_id:
-        raise MalformedWebhook("the event has no id")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > EVENT_ID_MAX:
+        raise MalformedWebhook(f"the event has no id of 1 to {EVENT_ID_MAX} characters")
     if not isinstance(event_type, str) or not event_type:
         raise MalformedWebhook("the event has no type")
     if not isinstance(data, Mapping):
         raise MalformedWebhook("the event data is not an object")
-    return WaveEvent(event_id, event_type, MappingProxyType(dict(data)))
+    # Verified already (on the raw body): what Wave sent is kept, less any control character.
+    return WaveEvent(event_id, event_type, MappingProxyType(plain(data)))
 
 
 def verify_webhook(

@@ -184,6 +184,14 @@ async def test_a_wave_checkout_is_credited_by_its_signed_webhook_and_a_replay_ch
     assert status == 200
     assert await gw.wallet(user, XOF) == Money.of(4000, XOF)
     assert await gw.scalar("SELECT count(*) FROM transfers WHERE reference = :p", p=done.public_id) == 1
+    # Another event about it, whose text carries control characters (a NUL cannot be stored): the
+    # event is recorded without them, and still credits nothing twice.
+    odd = json.dumps({"id": event_id + "-2", "type": "checkout.session.completed",
+                      "data": {**session, "client_reference": f"{session.get('client_reference')}\u0000\u0007"}})
+    status, _ = await gw.post("/callbacks/wave", odd.encode(), _signed(gw, odd.encode()))
+    assert status == 200
+    assert await gw.wallet(user, XOF) == Money.of(4000, XOF)
+    assert await gw.scalar("SELECT count(*) FROM transfers WHERE reference = :p", p=done.public_id) == 1
 
 
 async def test_a_forged_wave_webhook_is_refused_and_credits_nothing(gw: Gateway):

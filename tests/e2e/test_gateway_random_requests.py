@@ -79,7 +79,12 @@ def anything(rng: random.Random, depth: int = 0) -> Any:
 def template(path: str, rng: random.Random, user: User, payee: User, made: list[str]) -> dict[str, Any]:
     """A valid body for ``path`` (as its endpoint's tests send it), or {} where none is known."""
     kes = {"amount": 10, "currency": "KES"}
+    c2b = {"TransactionType": "Pay Bill", "TransID": f"RND{rng.randrange(10**7):07d}", "TransTime": "20261130120000",
+           "TransAmount": "100.00", "BusinessShortCode": "600000", "BillRefNumber": "0" + user.phone[4:],
+           "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "", "MSISDN": user.phone[1:],
+           "FirstName": "Amina", "MiddleName": "", "LastName": "Njoroge"}
     return {
+        f"/callbacks/{SECRET}/c2b/validation": c2b, f"/callbacks/{SECRET}/c2b/confirmation": c2b,
         "/v1/payments": rng.choice((
             {"kind": "p2p", **kes, "recipient": payee.phone},
             {"kind": "send_to_phone", **kes, "recipient": "+254712345678"},

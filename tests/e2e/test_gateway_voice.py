@@ -165,6 +165,23 @@ async def test_a_missing_amount_is_asked_for_and_answered_by_text(gw: Gateway):
     assert "1,500 shillings" in read_back["text"]
 
 
+async def test_typed_text_with_control_characters_is_refused_and_line_breaks_are_spaces(gw: Gateway):
+    _, _, key = await customer(gw)
+    for text in ("send 50 to Mama\x00", "\x1b[2Jsend 50 to Mama", "send\x7f 50"):
+        status, refused = await call_api(gw, key, "/v1/voice/commands", body={"text": text})
+        assert status == 400 and refused["error"]["code"] == "invalid_text", refused
+    status, asked = await call_api(gw, key, "/v1/voice/commands", body={"text": "send money\n\tto Mama"})
+    assert status == 201 and asked["missing"] == ["amount"], asked
+    status, refused = await call_api(gw, key, f"/v1/voice/commands/{asked['id']}/answer", body={"text": "50\x00"})
+    assert status == 400 and refused["error"]["code"] == "invalid_text", refused
+    status, read_back = await call_api(gw, key, f"/v1/voice/commands/{asked['id']}/answer", body={"text": "50"})
+    assert status == 200 and read_back["status"] == "confirming", read_back
+    status, done = await call_api(gw, key, f"/v1/voice/commands/{asked['id']}/confirm", body={"pin": PIN})
+    assert status == 200 and done["status"] == "executed", done
+    payment = await wait_for(gw, done["payment"]["reference"])
+    assert payment.status is PaymentStatus.SUCCEEDED
+
+
 async def test_an_unknown_contact_is_asked_for_by_number(gw: Gateway):
     _, mama, key = await customer(gw)
     _, asked = await call_api(gw, key, "/v1/voice/commands", body={"text": "send 500 to Baraka"})

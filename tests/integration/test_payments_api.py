@@ -218,6 +218,11 @@ async def test_bad_input_gets_a_clear_4xx_and_writes_nothing(world, client):
         ({**good, "recipient": None}, None, "b23", 400, "missing_recipient"),
         ({"kind": "withdraw", "amount": "10.50", "currency": "KES"}, None, "b24", 400, "invalid_request"),
         ({**good, "amount": "80000"}, None, "b25", 422, "limit_exceeded"),  # over the day's limit
+        # A control character (a NUL cannot even be stored) in any text.
+        ({**good, "recipient": payee.phone + "\u0000"}, None, "b27", 400, "invalid_recipient"),
+        ({"kind": "pay_bill", "amount": "10", "currency": "KES", "paybill": "888880", "account_number": "A\u001b1"},
+         None, "b28", 400, "invalid_account_number"),
+        ({**good, "currency": "KES\u0007"}, None, "b29", 400, "invalid_currency"),
     ]
     before = await count_payments(world)
     for body, raw, idem, status, code in cases:

@@ -171,6 +171,20 @@ async def test_money_for_no_wallet_after_validation_failed_to_answer_is_parked_i
     assert await world.balance(AccountKind.SUSPENSE, KES, "mpesa") - suspense_before == Money.of(450, KES)
 
 
+async def test_control_characters_in_a_delivery_are_dropped_and_the_payment_booked(world: PaymentsWorld):
+    """M-Pesa cannot be asked again: an account number that came with a NUL (which PostgreSQL cannot
+    store, in text or in jsonb) is booked without it, not refused with a 500."""
+    owner = await world.user(name="Wanjiku")
+    payer = await world.user()
+
+    before = await pay_paybill(world, payer.phone, 300, local(owner.phone) + "\u0000\u001b")
+
+    assert await world.until_callback("c2b/validation", after=before) == "0"
+    assert await world.until_callback("c2b/confirmation", after=before) == "confirming"
+    assert await world.until_callback("status/result", after=before) == "succeeded"
+    assert await world.wallet(owner) == Money.of(300, KES)
+
+
 async def test_a_confirmation_m_pesa_cannot_vouch_for_credits_nothing(world: PaymentsWorld):
     owner = await world.user()
     before = len(world.callbacks.outcomes)

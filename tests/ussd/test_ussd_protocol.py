@@ -162,6 +162,22 @@ async def test_session_events_are_checked_and_idempotent(gw, phone_for):
     assert await gw.scalar("SELECT count(*) FROM ussd_sessions WHERE session_id = 'x'") == 0
 
 
+async def test_control_characters_in_callbacks_are_dropped_and_sessions_recorded(gw, phone_for):
+    """Africa's Talking sends none, but a NUL in any field (which PostgreSQL cannot store) must not
+    turn a session's end into an error: every field is taken without its control characters."""
+    payer = await customer(gw, funds=10)
+    phone = phone_for(payer.phone)
+    phone.service_code = "*384*1#\x00"
+    await run(phone, [Dial(), Type("6\x1b"), See("acct.menu"), Type("1"), Type(PIN), See("acct.bal.show"), Ends()])
+    session_id = phone.session.session_id
+    assert await gw.scalar("SELECT service_code || ' ' || outcome FROM ussd_sessions WHERE session_id = :s",
+                           s=session_id) == "*384*1# completed"
+    event = {"sessionId": session_id + "\x00", "status": "Success", "phoneNumber": payer.phone + "\x00",
+             "networkCode": "639\x0002", "errorMessage": "\x00", "durationInMillis": "9000"}
+    assert (await post_form(gw, "/ussd/events", event))[::2] == (200, "OK")
+    assert await gw.scalar("SELECT network_code FROM ussd_sessions WHERE session_id = :s", s=session_id) == "63902"
+
+
 async def test_concurrent_sessions_of_one_number_each_pay_once(gw, phone_for):
     payer = await customer(gw, funds=1000)
     payees = [await customer(gw, name=f"Payee {n}") for n in range(3)]

@@ -278,13 +278,21 @@ def test_c2b_confirmation_with_a_masked_msisdn():
     assert payment.bill_ref_number == "invoice008"
 
 
+def test_control_characters_are_dropped_from_every_string():
+    raw = json.dumps({**C2B_CONFIRMATION, "BillRefNumber": "invoice\u0000008\u001b", "FirstName": "J\u0007ohn"})
+    payment = parse_c2b_payment(raw.encode())
+    assert (payment.bill_ref_number, payment.first_name) == ("invoice008", "John")
+    assert parse_c2b_payment({**C2B_CONFIRMATION, "TransID": "RKTQDM7W6S\x00"}).trans_id == "RKTQDM7W6S"
+
+
 def test_c2b_validation_has_an_empty_balance():
     assert parse_c2b_payment({**C2B_CONFIRMATION, "OrgAccountBalance": ""}).org_account_balance is None
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"TransID": ""}, {"TransTime": "2019-11-22"}, {"TransAmount": "ten"}, {"MSISDN": None}, {"TransAmount": "1.001"}],
+    [{"TransID": ""}, {"TransTime": "2019-11-22"}, {"TransAmount": "ten"}, {"MSISDN": None}, {"TransAmount": "1.001"},
+     {"TransID": "R" * 101}],  # longer than any Daraja id, and than the keys an id becomes
 )
 def test_malformed_c2b_payloads(change):
     with pytest.raises(MalformedCallback):
