@@ -28,7 +28,7 @@ MOVED = {CATALOGS.text(language, "sys.moved") for language in CATALOGS.texts}
 
 # What callers type, by kind, with how often (weights). Numbers to send to are filled in per walk.
 _JUNK = ("abc", "#", "*", "**", "1*2", "'; DROP TABLE users; --", "é", "😀", "x" * 120, "\t", "%00", "١٢٣", "0x1F",
-         " 1 ", "1.", "+", "NaN", "1e9", "Wanjiru Kamau", "ACC-1", "888880", "123456")
+         " 1 ", "1.", "+", "NaN", "1e9", "\x00", "1\x1b", "Wanjiru Kamau", "ACC-1", "888880", "123456")
 #: A screen's numbered options ("1. Send money").
 OPTION = re.compile(r"^(\d+)\. ", re.MULTILINE)
 _AMOUNTS = ("1", "50", "500", "0", "-5", "1.5", "10,000", "2500.50", "999999999999", "70000", "00050")
