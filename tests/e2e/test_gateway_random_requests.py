@@ -9,6 +9,7 @@ balances afterwards. The endpoints' own tests check each refusal; this checks th
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import logging
 import random
@@ -105,15 +106,28 @@ def template(path: str, rng: random.Random, user: User, payee: User, made: list[
 
 
 def changed(body: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    body = dict(body)
+    """``body`` with one to three changes, at its top or in an object or list nested in it."""
+    body = copy.deepcopy(body)
     for _ in range(rng.choice((0, 1, 1, 2, 3))):
+        target: dict[str, Any] | list[Any] = body
+        while rng.random() < 0.6:
+            inner = [v for v in (target.values() if isinstance(target, dict) else target)
+                     if isinstance(v, dict | list) and v]
+            if not inner:
+                break
+            target = rng.choice(inner)
         roll = rng.random()
-        if roll < 0.6 and body:
-            body[rng.choice(list(body))] = anything(rng)
-        elif roll < 0.8 and body:
-            body.pop(rng.choice(list(body)))
+        if isinstance(target, list):
+            if roll < 0.7:
+                target[rng.randrange(len(target))] = anything(rng)
+            else:
+                target.pop(rng.randrange(len(target)))
+        elif roll < 0.6 and target:
+            target[rng.choice(list(target))] = anything(rng)
+        elif roll < 0.8 and target:
+            target.pop(rng.choice(list(target)))
         else:
-            body[rng.choice(FIELDS)] = anything(rng)
+            target[rng.choice(FIELDS)] = anything(rng)
     return body
 
 
