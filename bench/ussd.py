@@ -49,7 +49,6 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -126,14 +125,6 @@ def _scenario(rng: random.Random, phones: list[str], me: str, mix: str) -> tuple
     return ["1", payee, str(rng.randint(1, 50)), PIN], "send"
 
 
-def _each(steps: list[str | None]) -> Iterator[str | None]:
-    """The steps in order, including any inserted ahead while they are walked."""
-    index = 0
-    while index < len(steps):
-        yield steps[index]
-        index += 1
-
-
 async def _caller(url: str, http: aiohttp.ClientSession, me: str, phones: list[str], stop: float, tally: Tally,
                   rng: random.Random, bare: bool, mix: str, think_s: float = 0.0) -> None:
     while time.perf_counter() < stop:
@@ -141,7 +132,8 @@ async def _caller(url: str, http: aiohttp.ClientSession, me: str, phones: list[s
         session_id = f"ATUid_{uuid.uuid4().hex}"
         history: list[str] = []
         steps = [None, *inputs]
-        for typed in _each(steps):
+        # A list's iterator walks by index, so a step inserted ahead (the resume offer's "2") is taken next.
+        for typed in steps:
             if think_s:
                 # A person reading the screen and typing: random pauses, so the hops of the callers
                 # arrive spread out (as from many phones), not in step.

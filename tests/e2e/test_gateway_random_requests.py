@@ -20,13 +20,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.keys import API_KEY_HASHER, PINS
+from gateway.keys import API_KEY_HASHER
 from payments.api_keys import create_api_key
 from payments.identities import User
-from payments.money import Currency, Money
 from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway
+from tests.e2e.test_gateway_app_api import PIN, customer
 
-PIN = "2580"
 PEPPER = "e2e-random-pepper"
 REQUESTS, BLOCKS = 2400, 3
 FIELDS = ("kind", "payer", "amount", "currency", "recipient", "phone", "paybill", "account_number", "till", "payment",
@@ -131,19 +130,10 @@ def changed(body: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return body
 
 
-async def _user(gw: Gateway, name: str, funds: int = 0) -> User:
-    user = await gw.user(name=name)
-    async with gw.engine.begin() as conn:
-        await gw.app[PINS].set_pin(conn, user.id, PIN)
-    if funds:
-        await gw.fund(user, Money.of(funds, Currency.KES))
-    return user
-
-
 @pytest.mark.parametrize("block", range(BLOCKS))
 async def test_no_request_gets_a_server_error(gw, caplog, block):
     caplog.set_level(logging.WARNING)
-    user, payee = await _user(gw, "Amina Njoroge", funds=50_000), await _user(gw, "Juma Mwangi")
+    user, payee = await customer(gw, name="Amina Njoroge", funds=50_000), await customer(gw, name="Juma Mwangi")
     async with gw.engine.begin() as conn:
         user_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random", user_id=user.id)).secret
         platform_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random platform")).secret
