@@ -23,6 +23,7 @@ from gateway.commands.apikeys import apikey
 from gateway.commands.mpesa import mpesa
 from gateway.commands.nlu import nlu
 from gateway.commands.payment_lookup import payment_group
+from gateway.commands.payment_operator import payment_decide, payment_refund, payment_review
 from gateway.commands.phone import phone
 from gateway.commands.reconcile import reconcile_command
 from gateway.commands.sandbox import sandbox
@@ -162,6 +163,9 @@ main.add_command(apikey)
 main.add_command(reconcile_command)
 main.add_command(mpesa)
 main.add_command(agent)
+payment_group.add_command(payment_review)
+payment_group.add_command(payment_decide)
+payment_group.add_command(payment_refund)
 main.add_command(payment_group)
 main.add_command(voice)
 

@@ -194,6 +194,8 @@ class PayPochi(_Spoken, _Command):
 
 
 REFUND_KEY_PREFIX = "refund:"
+#: M-Pesa receipts (TransIDs) are 10 characters today; room for a longer format.
+RECEIPT_MAX = 20
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,9 @@ class Refund:
     reason: str
     requested_by: str = "operator"
     channel: Channel = Channel.API
+    #: Operators only: the M-Pesa receipt, read on the statement, of a deposit credited without one
+    #: (recovery confirmed its push by an STK query, which names no receipt); a reversal needs it.
+    receipt: str | None = None
 
     def __post_init__(self) -> None:
         key = self.idempotency_key
@@ -223,6 +228,11 @@ class Refund:
             object.__setattr__(self, "channel", Channel(self.channel))
         except ValueError:
             raise InvalidRequest(f"unknown channel {self.channel!r}") from None
+        if self.receipt is not None:
+            receipt = self.receipt.strip() if isinstance(self.receipt, str) else ""
+            if not receipt or len(receipt) > RECEIPT_MAX or not receipt.isalnum() or not receipt.isascii():
+                raise InvalidRequest(f"an M-Pesa receipt is 1 to {RECEIPT_MAX} letters and digits")
+            object.__setattr__(self, "receipt", receipt.upper())
 
     @property
     def stored_key(self) -> str:

@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.engine import autocommit
 from payments import payment_store as store
+from payments import review
 from payments.c2b import C2BReceiver
 from payments.commands import (
     BuyGoods,
@@ -93,6 +94,7 @@ from payments.providers.wave_webhooks import WaveEvent
 from payments.receipts import ReceiptWriter, english_receipt
 from payments.refunds import Refunds
 from payments.resolution import Resolver
+from payments.review import OperatorVerdict
 from payments.settlement import FEE_IN_CLEARING, AccountBook, Settlement
 from payments.states import PaymentStatus
 from payments.stk_orphans import StkOrphans
@@ -177,6 +179,19 @@ class Payments:
             user = await get_user(conn, user_id)
             _, this_month = await store.outgoing_totals(conn, user.id, currency)
         return self._plan_for(user), this_month
+
+    async def find(self, id_or_reference: str) -> Payment:
+        """The payment a person names (its public id or short reference); `UnknownPayment` if none."""
+        async with self.engine.connect() as conn:
+            found = await store.find_payment(conn, id_or_reference.strip())
+        if found is None:
+            raise review.UnknownPayment(f"no payment has the reference or id {id_or_reference.strip()[:40]!r}")
+        return found
+
+    async def decide(self, verdict: OperatorVerdict) -> Payment:
+        """An operator's verdict on a payment flagged for review, from the provider's statement:
+        settled or given back, once (`payments.review`)."""
+        return await review.decide(self.engine, self.resolver, verdict)
 
     async def history(self, public_id: str) -> tuple[Payment, list[store.PaymentEvent]]:
         """A payment and every transition it went through, with causes (for operators and support)."""

@@ -290,7 +290,8 @@ class ProviderJobs:
         original = await self._original(refund)
         try:
             accepted = await daraja.reverse(
-                transaction_id=str(original.provider_refs.get("receipt") or ""), amount=refund.amount,
+                transaction_id=str(refund.provider_refs.get("reverses_receipt") or original.provider_refs.get("receipt")
+                                   or ""), amount=refund.amount,
                 result_url=self._callback_url(CALLBACK_REVERSAL_RESULT),
                 queue_timeout_url=self._callback_url(CALLBACK_REVERSAL_TIMEOUT),
                 remarks=f"Refund {original.public_id}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.sql import sql
 from payments import payment_store as store
 from payments.commands import PAYOUT_KINDS, PaymentKind, Refund
 from payments.errors import IdempotencyConflict, InsufficientFunds, InvalidRequest, PaymentsError
@@ -73,7 +74,8 @@ class Refunds:
                 if existing.request_hash != cmd.request_hash():
                     raise IdempotencyConflict(cmd.idempotency_key, existing.id)
                 return existing
-            job = _check_refundable(original)
+            given = {} if cmd.receipt is None else {"reverses_receipt": await _receipt_to_reverse(conn, original, cmd)}
+            job = _check_refundable(original, receipt_given=bool(given))
             live = await store.live_refund_of(conn, original.id)
             if live is not None:
                 raise NotRefundable(f"payment {original.public_id} is already being refunded by {live.public_id}")
@@ -85,7 +87,7 @@ class Refunds:
                 refund_of=original.id), cause=f"refund:{cmd.requested_by}")
             assert refund is not None  # the key was free and the original is locked
             refund = await store.note(conn, refund, {"reason": cmd.reason[:500], "requested_by": cmd.requested_by,
-                                                     **({"refund_job": job} if job else {})})
+                                                     **({"refund_job": job} if job else {}), **given})
             await audit(conn, actor=cmd.requested_by, action="refund", subject=original.public_id,
                         details={"refund": refund.public_id, "reason": cmd.reason[:500]})
             if original.provider is None:
@@ -135,7 +137,7 @@ class Refunds:
         return refund
 
 
-def _check_refundable(original: Payment) -> str | None:
+def _check_refundable(original: Payment, *, receipt_given: bool = False) -> str | None:
     """Refuse what cannot be refunded; returns the provider job that will undo it, if one does."""
     if original.kind == PaymentKind.REFUND:
         raise NotRefundable("a refund cannot itself be refunded")
@@ -152,8 +154,10 @@ def _check_refundable(original: Payment) -> str | None:
             raise NotRefundable(f"payment {original.public_id} moved no money")
         return None
     if original.kind == PaymentKind.DEPOSIT and original.provider == MPESA:
-        if not original.provider_refs.get("receipt"):
-            raise NotRefundable(f"deposit {original.public_id} has no M-Pesa receipt to reverse")
+        if not original.provider_refs.get("receipt") and not receipt_given:
+            raise NotRefundable(f"deposit {original.public_id} has no M-Pesa receipt to reverse (recovery confirmed "
+                                "it by an STK query, which names none): an operator gives it from the M-Pesa "
+                                "statement (sauti payment refund REF --receipt R)")
         return JOB_REVERSAL
     if original.kind == PaymentKind.DEPOSIT:
         if not original.provider_ref:
@@ -166,6 +170,28 @@ def _check_refundable(original: Payment) -> str | None:
             raise NotRefundable(f"payout {original.public_id} has no Wave payout id")
         return JOB_WAVE_REVERSE
     return None
+
+
+async def _receipt_to_reverse(conn: AsyncConnection, original: Payment, cmd: Refund) -> str:
+    """The receipt an operator read on the statement (`Refund.receipt`), checked: only for an M-Pesa
+    deposit credited without one, and never a receipt another payment of ours holds (its reversal
+    would take back someone else's money). It is kept on the refund, whose reversal uses it; a
+    wrong one fails at M-Pesa (no such transaction, or another amount) and the money stays."""
+    receipt = cmd.receipt
+    if original.kind != PaymentKind.DEPOSIT or original.provider != MPESA:
+        raise InvalidRequest("a receipt is given only for an M-Pesa deposit credited without one")
+    known = original.provider_refs.get("receipt")
+    if known and known != receipt:
+        raise NotRefundable(f"deposit {original.public_id} has the M-Pesa receipt {known}, not {receipt}")
+    # A scan of M-Pesa's payments (no index on the receipt): an operator's rare command.
+    holder = (await conn.execute(sql(
+        "SELECT public_id FROM payments WHERE provider = 'mpesa' AND id <> :id "
+        "AND (provider_ref = :r OR provider_refs->>'receipt' = :r) LIMIT 1"),
+        {"r": receipt, "id": original.id})).scalar_one_or_none()
+    if holder is not None:
+        raise NotRefundable(f"the M-Pesa receipt {receipt} is payment {holder}'s, not {original.public_id}'s")
+    assert receipt is not None
+    return receipt
 
 
 async def _refused(conn: AsyncConnection, refund: Payment, message: str) -> Payment:

@@ -11,7 +11,7 @@ through `payments.settlement`, whose deterministic keys make a second attempt mo
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -31,6 +31,8 @@ from payments.states import InvalidTransition, PaymentStatus, check_transition, 
 log = logging.getLogger(__name__)
 
 S = PaymentStatus
+#: Run by `Resolver.apply` on a payment, in the verdict's transaction (see there).
+PaymentHook = Callable[[AsyncConnection, Payment], Awaitable[None]]
 
 # Daraja ResultCodes (STK callbacks and B2C results) as our error codes and a sentence for the payer.
 _DARAJA_FAILURES: Mapping[int, tuple[str, str]] = MappingProxyType({
@@ -114,15 +116,20 @@ class Resolver:
 
     async def apply(
         self, public_id: str, outcome: Verdict, *, event: tuple[str, str, str, Mapping[str, Any]] | None = None,
+        guard: PaymentHook | None = None, after: PaymentHook | None = None,
     ) -> tuple[Payment | None, bool]:
         """Apply a provider's verdict, once: record the delivery (``event``: provider, its id, kind,
         summary), move the money (settle, unwind or credit, by the payment's kind) and the state.
         Returns the payment and whether this call changed it: a duplicate delivery, or a verdict the
-        payment already reached, changes nothing."""
+        payment already reached, changes nothing. ``guard`` runs first, on the locked payment (it
+        refuses by raising: nothing is recorded); ``after`` runs once the verdict changed it, in
+        the same transaction (an operator's verdict: its audit line, `payments.review`)."""
         async with self.engine.begin() as conn:
             payment = await store.get_payment(conn, public_id, lock=True)
             if payment is None:
                 return None, False
+            if guard is not None:
+                await guard(conn, payment)
             if event is not None:
                 provider, key, kind, summary = event
                 if not await store.record_provider_event(conn, provider, key, kind, summary, payment.id):
@@ -141,7 +148,10 @@ class Resolver:
                 return payment, False
             if outcome.succeeded and _stk_push(payment) and not await self._claim_push(conn, payment):
                 return payment, False
-            return await self._finish(conn, payment, outcome), True
+            payment = await self._finish(conn, payment, outcome)
+            if after is not None:
+                await after(conn, payment)
+            return payment, True
 
     async def _claim_push(self, conn: AsyncConnection, payment: Payment) -> bool:
         """An STK deposit is about to be credited: make sure its push's money was not booked as an

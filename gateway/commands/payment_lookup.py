@@ -18,7 +18,8 @@ from payments import payment_store as store
 
 @click.group("payment")
 def payment_group() -> None:
-    """Payments: look one up by its reference or public id."""
+    """Payments: look one up by its reference or public id; the review queue, operators' verdicts
+    and refunds (`gateway.commands.payment_operator`)."""
 
 
 @payment_group.command("show")

@@ -1,0 +1,115 @@
+"""What operators do to payments: `sauti payment review` and `sauti payment decide` (the payments
+recovery left for a person, and a verdict on one once the provider's statement has been read;
+`payments.review` says which and what a verdict does), and `sauti payment refund` (any refund,
+M-Pesa payouts' included, which the API leaves to operators; `payments.refunds`)."""
+
+from __future__ import annotations
+
+import getpass
+from datetime import UTC, datetime
+
+import click
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.commands.database_work import run_with_database
+from gateway.payments_resources import ProvidersUnavailable, open_payments
+from gateway.resources import build_ledger
+from gateway.settings import Settings
+from payments import review
+from payments.commands import Refund
+from payments.errors import PaymentsError
+from payments.payment_store import Payment
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in this environment (a container without one)
+        return ""
+
+
+@click.command("review")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
+              help="Show at most this many, the longest waiting first.")
+@click.pass_context
+def payment_review(ctx: click.Context, limit: int) -> None:
+    """Open payments flagged for a person: what M-Pesa or Wave could not vouch for. Read each in
+    the provider's statement (`sauti reconcile` lists them beside it), then `sauti payment decide`."""
+    settings: Settings = ctx.obj["settings"]
+    queue = run_with_database(settings, lambda engine: review.flagged(engine, limit=limit))
+    if not queue:
+        click.echo("No payment waits for review.")
+        return
+    now = datetime.now(UTC)
+    click.echo(f"{len(queue)} payment(s) wait for review (oldest first):")
+    for item in queue:
+        waited = now - item.open_since
+        hours = waited.total_seconds() / 3600
+        click.echo(f"  {item.reference}  {item.public_id}  {item.kind} {item.amount} via "
+                   f"{item.provider or '-'}, {item.status} for {hours:.1f} h: {item.reason}")
+
+
+@click.command("decide")
+@click.argument("reference")
+@click.option("--succeeded", "outcome", flag_value="succeeded",
+              help="The provider carried it out (give --receipt): settle it.")
+@click.option("--failed", "outcome", flag_value="failed",
+              help="The provider did not carry it out: give the money back to the payer.")
+@click.option("--receipt", default=None, help="The provider's transaction id for it, from the statement.")
+@click.option("--reason", required=True, help="What the statement shows (kept in the history and the audit log).")
+@click.option("--by", "decided_by", default=_operator, show_default="your user name", help="Who decides.")
+@click.pass_context
+def payment_decide(ctx: click.Context, reference: str, outcome: str | None, receipt: str | None, reason: str,
+                   decided_by: str) -> None:
+    """Settle (--succeeded) or give back (--failed) the flagged payment REFERENCE names, as its
+    provider's statement shows; once, with SMS receipts, and recorded with who and why."""
+    if outcome is None:
+        raise click.UsageError("say what the statement shows: --succeeded (with --receipt) or --failed")
+    settings: Settings = ctx.obj["settings"]
+    try:
+        verdict = review.OperatorVerdict(reference, outcome == "succeeded", reason, decided_by, receipt)
+    except PaymentsError as exc:  # no reason, no receipt: said before anything is opened
+        raise click.ClickException(str(exc)) from None
+
+    async def work(engine: AsyncEngine) -> Payment:
+        try:
+            async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
+                return await runtime.payments.decide(verdict)
+        except ProvidersUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+
+    payment = run_with_database(settings, work, pool_size=4)
+    click.echo(f"{payment.reference}  {payment.public_id}: {payment.status} "
+               f"(decided by {decided_by}).")
+
+
+@click.command("refund")
+@click.argument("reference")
+@click.option("--reason", required=True, help="Why (kept in the history and the audit log).")
+@click.option("--receipt", default=None,
+              help="For an M-Pesa deposit credited without its receipt: the receipt, from the M-Pesa statement.")
+@click.option("--by", "requested_by", default=_operator, show_default="your user name", help="Who asks.")
+@click.option("--key", default=None, help="Idempotency key (default: one per payment, so running the command "
+                                         "again gives the same refund).")
+@click.pass_context
+def payment_refund(ctx: click.Context, reference: str, reason: str, receipt: str | None, requested_by: str,
+                   key: str | None) -> None:
+    """Refund the whole payment REFERENCE names: a reversal at M-Pesa, a refund or payout reversal
+    at Wave, a ledger reversal of a wallet payment; for an M-Pesa payout, only once M-Pesa has
+    given the money back (the payer is credited at once)."""
+    settings: Settings = ctx.obj["settings"]
+
+    async def work(engine: AsyncEngine) -> Payment:
+        try:
+            async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
+                original = await runtime.payments.find(reference)
+                return await runtime.payments.handle(Refund(
+                    key or f"operator:{original.public_id}", original.public_id, reason, requested_by=requested_by,
+                    receipt=receipt))
+        except ProvidersUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+
+    refund = run_with_database(settings, work, pool_size=4)
+    what = {"succeeded": "done", "pending": "asked of the provider; the result comes by callback",
+            "failed": f"refused: {refund.error_message}"}.get(refund.status.value, refund.status.value)
+    click.echo(f"{refund.reference}  {refund.public_id}: refund {refund.status} ({what}).")
