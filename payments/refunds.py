@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.sql import sql
 from payments import payment_store as store
 from payments.commands import PAYOUT_KINDS, PaymentKind, Refund
 from payments.errors import IdempotencyConflict, InsufficientFunds, InvalidRequest, PaymentsError
@@ -183,14 +182,10 @@ async def _receipt_to_reverse(conn: AsyncConnection, original: Payment, cmd: Ref
     known = original.provider_refs.get("receipt")
     if known and known != receipt:
         raise NotRefundable(f"deposit {original.public_id} has the M-Pesa receipt {known}, not {receipt}")
-    # A scan of M-Pesa's payments (no index on the receipt): an operator's rare command.
-    holder = (await conn.execute(sql(
-        "SELECT public_id FROM payments WHERE provider = 'mpesa' AND id <> :id "
-        "AND (provider_ref = :r OR provider_refs->>'receipt' = :r) LIMIT 1"),
-        {"r": receipt, "id": original.id})).scalar_one_or_none()
+    assert receipt is not None
+    holder = await store.holder_of_receipt(conn, MPESA, receipt, other_than=original.id)
     if holder is not None:
         raise NotRefundable(f"the M-Pesa receipt {receipt} is payment {holder}'s, not {original.public_id}'s")
-    assert receipt is not None
     return receipt
 
 

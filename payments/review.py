@@ -134,7 +134,7 @@ async def decide(engine: AsyncEngine, resolver: Resolver, verdict: OperatorVerdi
     payment, changed = await resolver.apply(
         found.public_id, outcome, event=(found.provider or "sauti", f"operator:{found.public_id}", "operator_verdict",
                                          summary),
-        guard=_decidable, after=lambda conn, decided: audit(
+        guard=lambda conn, payment: _decidable(conn, payment, verdict.receipt), after=lambda conn, decided: audit(
             conn, actor=verdict.decided_by.strip(), action="payment.decide", subject=decided.public_id,
             details=summary))
     assert payment is not None
@@ -143,15 +143,20 @@ async def decide(engine: AsyncEngine, resolver: Resolver, verdict: OperatorVerdi
     return payment
 
 
-async def _decidable(conn: AsyncConnection, payment: Payment) -> None:
-    """Refuse (`NotDecidable`) a verdict on a payment that is not waiting for one; called with the
-    payment's row locked, in the verdict's transaction."""
+async def _decidable(conn: AsyncConnection, payment: Payment, receipt: str | None) -> None:
+    """Refuse (`NotDecidable`) a verdict on a payment that is not waiting for one, or one that names
+    a receipt another payment holds; called with the payment's row locked, in the verdict's
+    transaction."""
     if payment.status.is_final:
         raise NotDecidable(f"payment {payment.public_id} is {payment.status} already: nothing to decide "
                            "(a refund undoes a succeeded one)")
     if not payment.provider_refs.get("needs_review"):
         raise NotDecidable(f"payment {payment.public_id} is not flagged for review: recovery is still on it "
                            "(it asks the provider every payments.recovery_interval_s)")
+    if receipt is not None and payment.provider is not None and (
+            holder := await store.holder_of_receipt(conn, payment.provider, receipt, other_than=payment.id)):
+        raise NotDecidable(f"the receipt {receipt} is payment {holder}'s: one provider transaction settles one "
+                           "payment")
     # FOR UPDATE, whatever their status: a worker claiming one of these jobs, or an operator's
     # `sauti outbox retry` of a parked one, waits for this transaction and then finds the payment
     # decided (every provider job does nothing unless its payment still waits for it).

@@ -115,10 +115,14 @@ async def test_a_payout_the_statement_shows_paid_is_settled_with_its_receipt(wor
         await asyncio.sleep(0.02)
     (line,) = lines
 
+    someone_elses = (await world.settle((await world.payments.handle(Withdraw(
+        "review-someone", user.id, Money.of(20, KES), Channel.USSD))).public_id)).provider_refs["receipt"]
+    with pytest.raises(NotDecidable, match=f"receipt {someone_elses} is payment pay_"):
+        await world.payments.decide(OperatorVerdict(payment.public_id, True, "paid", "carol", someone_elses))
     decided = await world.payments.decide(OperatorVerdict(payment.public_id, True, "paid on the statement", "carol",
                                                           receipt=line.transaction_id))
     assert decided.status is S.SUCCEEDED and decided.provider_refs["receipt"] == line.transaction_id
-    assert await wallet_of(world, user.id) == Money.of(1_000, KES) - decided.total
+    assert await wallet_of(world, user.id) == Money.of(1_000, KES) - decided.total - Money.of(21, KES)
     assert await world.scalar("SELECT count(*) FROM outbox_jobs WHERE dedupe_key = :k",
                               k=f"sms.receipt:{payment.public_id}:payer:succeeded") == 1
 
