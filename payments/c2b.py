@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments import payment_store as store
 from payments.commands import Channel, PaymentKind
-from payments.errors import PaymentsError
-from payments.identities import User, UserStatus, find_user_by_phone
+from payments.errors import InvalidRequest, PaymentsError
+from payments.identities import User, UserStatus, audit, find_user_by_phone
 from payments.money import Money
 from payments.outbox import enqueue
-from payments.payment_settings import JOB_STATUS_QUERY, MPESA, PaymentSettings, ProviderClients
+from payments.payment_settings import BOOKED_BY, JOB_STATUS_QUERY, MPESA, PaymentSettings, ProviderClients
 from payments.phones import InvalidPhoneNumber, parse_msisdn
 from payments.providers.daraja import AmountNotPayable, whole_shillings
 from payments.providers.daraja_callbacks import C2BPayment, c2b_validation_answer
@@ -84,8 +86,9 @@ class C2BReceiver:
 
     async def on_confirmation(self, paid: C2BPayment) -> str:
         """Book a C2B payment once per TransID. Returns ``credited``, ``confirming`` (waiting for the
-        status query), ``suspense`` (no wallet: parked for an operator), ``duplicate``, or
-        ``unbookable`` (an amount no ledger transfer can carry: recorded for an operator)."""
+        status query), ``suspense`` (no wallet: parked for an operator), ``duplicate`` (delivered
+        before, or booked by hand from the statement before it came), or ``unbookable`` (an amount
+        no ledger transfer can carry: recorded for an operator)."""
         summary: dict[str, Any] = {"amount": paid.amount.minor, "bill_ref": paid.bill_ref_number[:40],
                                    "shortcode": paid.business_shortcode}
         if paid.amount.minor <= 0:
@@ -103,26 +106,72 @@ class C2BReceiver:
                                                     {"outcome": "suspense", "needs_review": True})
                     log.warning("C2B payment %s names no wallet: parked in suspense for review", paid.trans_id)
                     return "suspense"
-                return await self._book(conn, paid, owner)
+                booked = await self._book(conn, paid, owner)
+                if booked == "duplicate":  # an operator booked it from the statement before it came
+                    await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
+                                                    {"outcome": "booked by hand before"})
+                return booked
         except PaymentsError as exc:  # an amount beyond any transfer's limit
             return await self._unbookable(paid, summary, str(exc))
 
-    async def _book(self, conn: AsyncConnection, paid: C2BPayment, owner: User) -> str:
+    async def book_missed(self, paid: C2BPayment, *, booked_by: str, reason: str) -> str:
+        """An operator books a payment to our paybill whose confirmation never came (reconciliation
+        lists it: on the statement, not in Sauti), from the statement's line: its receipt (TransID),
+        amount, account number and payer. The wallet is credited only once a transaction status
+        query finds that receipt for that amount, whatever ``confirm_stk_with_query`` says: what a
+        person typed is checked by M-Pesa. A receipt M-Pesa does not know, or knows for another
+        amount, fails the booking, nothing credited, and frees the receipt to be booked again as
+        the statement says. Returns ``confirming``, or ``duplicate`` when a payment of ours holds
+        the receipt (booked before, or its confirmation came after all; a confirmation coming
+        after this booking is a duplicate of it). Refused (`InvalidRequest`) when the amount is
+        not whole shillings, or the account names no wallet (only M-Pesa's own deliveries park
+        money in suspense)."""
+        try:
+            whole_shillings(paid.amount)
+        except AmountNotPayable as exc:
+            raise InvalidRequest(f"M-Pesa moves whole shillings above zero, not {paid.amount}") from exc
+        async with self.engine.begin() as conn:
+            owner = await wallet_owner_of(conn, paid.bill_ref_number)
+            if owner is None:
+                raise InvalidRequest(f"the account number {paid.bill_ref_number[:40]!r} names no Kenyan wallet: "
+                                     "nothing booked")
+            outcome = await self._book(conn, paid, owner, booked_by=(booked_by, reason[:500]))
+            if outcome != "duplicate":
+                await audit(conn, actor=booked_by, action="c2b.book", subject=paid.trans_id,
+                            details={"amount": paid.amount.minor, "bill_ref": paid.bill_ref_number[:40],
+                                     "reason": reason[:500]})
+            return outcome
+
+    async def _book(self, conn: AsyncConnection, paid: C2BPayment, owner: User, *,
+                    booked_by: tuple[str, str] | None = None) -> str:
+        if await store.find_by_provider_ref(conn, MPESA, paid.trans_id) is not None:
+            return "duplicate"  # booked by hand before its confirmation came (or twice by hand)
         try:
             phone: str | None = parse_msisdn(paid.msisdn, "KE")
         except InvalidPhoneNumber:
             phone = None  # Safaricom may mask or hash the payer's number
+        # A booking by hand may be made again after M-Pesa refused one (its receipt freed): its own key.
+        key = f"c2b:{paid.trans_id}" if booked_by is None else f"c2b:{paid.trans_id}:by-hand:{secrets.token_hex(4)}"
         new = store.NewPayment(
-            payer_user_id=owner.id, idempotency_key=f"c2b:{paid.trans_id}", request_hash=_hash(paid),
+            payer_user_id=owner.id, idempotency_key=key, request_hash=_hash(paid),
             kind=PaymentKind.DEPOSIT.value, channel=Channel.API.value, amount=paid.amount,
             fee=Money.zero(paid.amount.currency), provider=MPESA, recipient_phone=phone, provider_ref=paid.trans_id)
-        payment = await store.insert_payment(conn, new, cause="c2b_confirmation")
-        assert payment is not None  # the provider event above is unique per TransID: no twin exists
-        await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION, {}, payment_id=payment.id)
+        try:
+            async with conn.begin_nested():
+                payment = await store.insert_payment(conn, new, cause="c2b_booked" if booked_by else "c2b_confirmation")
+        except IntegrityError:  # its confirmation and a booking by hand at the same moment: one wins
+            return "duplicate"
+        assert payment is not None  # the key is the TransID's (recorded once above) or a fresh one
         refs = {"source": "c2b", "receipt": paid.trans_id, "bill_ref": paid.bill_ref_number[:40]}
-        if self.settings.confirm_stk_with_query and self.providers.daraja is not None:
-            # Daraja signs nothing: ask M-Pesa whether this TransID exists before crediting.
-            await store.transition(conn, payment, S.PROCESSING, cause="c2b_confirmation", refs=refs)
+        if booked_by is not None:
+            refs |= {BOOKED_BY: booked_by[0], "reason": booked_by[1]}
+        else:
+            await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION, {}, payment_id=payment.id)
+        if booked_by is not None or (self.settings.confirm_stk_with_query and self.providers.daraja is not None):
+            # Daraja signs nothing (and a person may mistype): ask M-Pesa whether this TransID
+            # exists, for this amount, before crediting. The outbox worker, which reaches Daraja, asks.
+            await store.transition(conn, payment, S.PROCESSING, cause="c2b_booked" if booked_by else "c2b_confirmation",
+                                   refs=refs)
             await enqueue(conn, JOB_STATUS_QUERY, {"payment": payment.public_id},
                           dedupe_key=f"{JOB_STATUS_QUERY}:{payment.public_id}:c2b")
             return "confirming"

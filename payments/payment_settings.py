@@ -26,6 +26,9 @@ JOB_WAVE_REFUND, JOB_WAVE_REVERSE = "wave.checkout_refund", "wave.payout_reverse
 JOB_STK_ORPHAN = "mpesa.stk_orphan"
 #: The `provider_events` kind of such a push's callback, keyed by its CheckoutRequestID.
 STK_ORPHAN_EVENT = "stk_orphan"
+#: The provider-refs key of a C2B payment an operator booked by hand from the statement
+#: (`payments.c2b.C2BReceiver.book_missed`): who did, and why.
+BOOKED_BY = "booked_by"
 #: What the orchestrator appends to ``callback_base_url`` for each Daraja callback; the gateway
 #: routes the same paths (`gateway.callbacks`), so the two cannot drift apart. IMPORTANT: Safaricom
 #: refuses URLs holding "M-Pesa", "Safaricom", "exec", "cmd", "sql" or "query" in any spelling, so

@@ -27,6 +27,7 @@ from payments import payment_store as store
 from payments.commands import B2B_KINDS, PaymentKind
 from payments.outbox import enqueue
 from payments.payment_settings import (
+    BOOKED_BY,
     JOB_B2B,
     JOB_B2C,
     JOB_REVERSAL,
@@ -482,6 +483,12 @@ def _status_verdict(payment: Payment, result: DarajaResult) -> tuple[Verdict | N
     if result.succeeded:
         if status == "Completed":
             if result.amount is not None and result.amount != payment.amount:
+                if c2b and payment.provider_refs.get(BOOKED_BY):
+                    # Booked by hand with a mistyped amount: nothing was credited; failing it frees
+                    # the receipt to be booked again as the statement says (`C2BReceiver.book_missed`).
+                    return Verdict(False, "status_query", "amount_mismatch",
+                                   f"M-Pesa reports {result.amount} for it, not {payment.amount}; nothing was "
+                                   "credited.", details), None
                 return None, f"M-Pesa reports {result.amount} for it, not {payment.amount}"
             return Verdict(True, "status_query", details=details, refs={"receipt": result.receipt}), None
         if status == "Reversed" and c2b:

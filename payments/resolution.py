@@ -22,7 +22,15 @@ from payments import payment_store as store
 from payments.commands import PaymentKind
 from payments.contacts import count_send
 from payments.outbox import NewJob, enqueue_many
-from payments.payment_settings import JOB_SMS, MPESA, STK_ORPHAN_EVENT, WAVE, PaymentSettings, ProviderClients
+from payments.payment_settings import (
+    BOOKED_BY,
+    JOB_SMS,
+    MPESA,
+    STK_ORPHAN_EVENT,
+    WAVE,
+    PaymentSettings,
+    ProviderClients,
+)
 from payments.payment_store import Payment
 from payments.providers.wave import Payout, PayoutStatus
 from payments.settlement import Settlement
@@ -185,9 +193,12 @@ class Resolver:
                 payment = await store.transition(conn, payment, S.SUCCEEDED, cause=outcome.cause, details=details,
                                                  refs=outcome.refs, settle_transfer_id=moved.transfer_id)
             else:
+                # A C2B payment booked by hand from the statement (`payments.c2b`) that M-Pesa did not
+                # confirm as typed gives its receipt back, so it can be booked again as it should.
+                freed = {"provider_ref": None} if payment.provider_refs.get(BOOKED_BY) else {}
                 payment = await store.transition(conn, payment, S.FAILED, cause=outcome.cause, details=details,
                                                  refs=outcome.refs, error_code=outcome.error_code,
-                                                 error_message=outcome.error_message)
+                                                 error_message=outcome.error_message, **freed)
         elif outcome.succeeded:
             # A send to a phone counts towards the payer's contacts in the transaction of its success
             # (a duplicate delivery stopped above); before the settlement, which holds the clearing

@@ -1,4 +1,5 @@
-"""``sauti mpesa register-c2b``: tell Daraja where our C2B validation and confirmation routes are.
+"""``sauti mpesa register-c2b``: tell Daraja where our C2B validation and confirmation routes are;
+``sauti mpesa book-c2b``: book a payment to our paybill whose confirmation never came.
 
 Needed once per shortcode, and again whenever ``payments.callback_base_url`` or the callback secret
 changes; until then, customers paying our paybill from their phone menu never reach us. `sauti
@@ -9,27 +10,37 @@ contain "M-Pesa" or "Safaricom" in any spelling. The secret never reaches the te
 
 In sandbox mode the command reaches the sandboxes at ``providers.sandbox.port_base`` (`sauti
 sandbox`, or `sauti serve` with that port base).
+
+A customer's payment to our paybill whose confirmation never reached us is on the M-Pesa statement
+and not in Sauti (`sauti reconcile` says so). ``book-c2b`` books it from the statement's line; the
+wallet is credited once a transaction status query (run by the outbox worker) finds that receipt
+for that amount (`payments.c2b.C2BReceiver.book_missed`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import click
 
 from db.engine import create_engine
+from gateway.commands.payment_operator import operator_name
 from gateway.payments_resources import ProvidersUnavailable, open_payments, public_base_url
 from gateway.resources import build_ledger, database_url
 from gateway.settings import Settings
-from payments.errors import InvalidRequest
-from payments.payment_settings import CALLBACK_C2B_CONFIRMATION, CALLBACK_C2B_VALIDATION
+from payments.errors import InvalidRequest, PaymentsError
+from payments.money import Currency, Money, MoneyError
+from payments.payment_settings import CALLBACK_C2B_CONFIRMATION, CALLBACK_C2B_VALIDATION, MPESA
+from payments.payment_store import Payment, find_by_provider_ref
 from payments.providers.daraja import C2BRegistration
+from payments.providers.daraja_callbacks import C2BPayment
 from payments.providers.errors import ProviderError
 
 
 @click.group("mpesa")
 def mpesa() -> None:
-    """M-Pesa Daraja set-up."""
+    """M-Pesa Daraja: set-up, and paybill payments whose confirmation never came."""
 
 
 @mpesa.command("register-c2b")
@@ -57,5 +68,56 @@ async def _register(settings: Settings) -> C2BRegistration:
         raise click.ClickException(str(exc)) from None
     except (ProviderError, InvalidRequest) as exc:
         raise click.ClickException(f"Daraja refused the registration: {exc}") from None
+    finally:
+        await engine.dispose()
+
+
+@mpesa.command("book-c2b")
+@click.argument("receipt")
+@click.option("--amount", required=True, help="In shillings, as on the statement (e.g. 190).")
+@click.option("--account", required=True, help="The account number the customer typed (the wallet's number).")
+@click.option("--phone", "msisdn", required=True, help="The paying customer's number, as on the statement.")
+@click.option("--reason", default="confirmation never came; on the M-Pesa statement", show_default=True,
+              help="Kept in the audit log.")
+@click.option("--by", "booked_by", default=operator_name, show_default="your user name", help="Who books it.")
+@click.pass_context
+def book_c2b(ctx: click.Context, receipt: str, amount: str, account: str, msisdn: str, reason: str,
+             booked_by: str) -> None:
+    """Book the payment to our paybill with M-Pesa receipt RECEIPT, from its statement line: the
+    wallet is credited once M-Pesa confirms that receipt for that amount."""
+    settings: Settings = ctx.obj["settings"]
+    trans_id = receipt.strip().upper()
+    if not trans_id.isalnum() or not trans_id.isascii() or len(trans_id) > 20:
+        raise click.ClickException(f"an M-Pesa receipt is letters and digits, not {receipt[:30]!r}")
+    if not booked_by.strip():
+        raise click.ClickException("say who books it (--by)")
+    try:
+        money = Money.of(amount.strip(), Currency.KES)
+    except (MoneyError, ValueError) as exc:
+        raise click.ClickException(f"--amount: {exc}") from None
+    paid = C2BPayment(transaction_type="Pay Bill", trans_id=trans_id, trans_time=datetime.now(UTC), amount=money,
+                      business_shortcode="", bill_ref_number=account.strip(), invoice_number="",
+                      org_account_balance=None, third_party_trans_id="", msisdn=msisdn.strip(), first_name="",
+                      middle_name="", last_name="")
+    outcome, payment = asyncio.run(_book(settings, paid, booked_by.strip(), reason.strip()))
+    shown = f"payment {payment.reference} ({payment.status})" if payment is not None else "no payment"
+    if outcome == "duplicate":
+        click.echo(f"{trans_id} was booked already: {shown}; nothing more was done.")
+    else:
+        click.echo(f"{trans_id} booked as {shown}: {money} for account {paid.bill_ref_number}. M-Pesa is asked "
+                   "to confirm it; the wallet is credited once it does (the outbox worker asks).")
+
+
+async def _book(settings: Settings, paid: C2BPayment, booked_by: str, reason: str) -> tuple[str, Payment | None]:
+    engine = create_engine(await database_url(settings), pool_size=2)
+    try:
+        async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
+            outcome = await runtime.payments.book_missed_c2b(paid, booked_by=booked_by, reason=reason)
+            async with engine.connect() as conn:
+                return outcome, await find_by_provider_ref(conn, MPESA, paid.trans_id)
+    except ProvidersUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    except PaymentsError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         await engine.dispose()

@@ -21,7 +21,8 @@ from payments.errors import PaymentsError
 from payments.payment_store import Payment
 
 
-def _operator() -> str:
+def operator_name() -> str:
+    """Who runs an operator's command, by default: the user name (empty where there is none)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no user name in this environment (a container without one)
@@ -57,7 +58,7 @@ def payment_review(ctx: click.Context, limit: int) -> None:
               help="The provider did not carry it out: give the money back to the payer.")
 @click.option("--receipt", default=None, help="The provider's transaction id for it, from the statement.")
 @click.option("--reason", required=True, help="What the statement shows (kept in the history and the audit log).")
-@click.option("--by", "decided_by", default=_operator, show_default="your user name", help="Who decides.")
+@click.option("--by", "decided_by", default=operator_name, show_default="your user name", help="Who decides.")
 @click.pass_context
 def payment_decide(ctx: click.Context, reference: str, outcome: str | None, receipt: str | None, reason: str,
                    decided_by: str) -> None:
@@ -88,7 +89,7 @@ def payment_decide(ctx: click.Context, reference: str, outcome: str | None, rece
 @click.option("--reason", required=True, help="Why (kept in the history and the audit log).")
 @click.option("--receipt", default=None,
               help="For an M-Pesa deposit credited without its receipt: the receipt, from the M-Pesa statement.")
-@click.option("--by", "requested_by", default=_operator, show_default="your user name", help="Who asks.")
+@click.option("--by", "requested_by", default=operator_name, show_default="your user name", help="Who asks.")
 @click.option("--key", default=None, help="Idempotency key (default: one per payment, so running the command "
                                          "again gives the same refund).")
 @click.pass_context

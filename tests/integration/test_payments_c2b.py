@@ -2,12 +2,20 @@
 Sauti wallet's phone number as the account number. Validation accepts known active wallets and
 rejects anything else with the contract's codes; the confirmation is booked once per TransID,
 confirmed by a transaction status query before the wallet is credited; money for no wallet is parked
-in suspense, never lost; a confirmation M-Pesa cannot vouch for credits nothing."""
+in suspense, never lost; a confirmation M-Pesa cannot vouch for credits nothing. A payment whose
+confirmation never came is booked by an operator from the statement (`sauti mpesa book-c2b`), and
+credited only once M-Pesa confirms what was typed."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,13 +23,18 @@ from sqlalchemy import text
 
 from payments.accounts import AccountKind
 from payments.commands import Refund
+from payments.errors import InvalidRequest
+from payments.identities import User
 from payments.money import Currency, Money
 from payments.orchestrator import Payments
 from payments.payment_store import find_by_provider_ref
-from payments.providers.daraja_callbacks import parse_c2b_payment
+from payments.providers.daraja_callbacks import C2BPayment, parse_c2b_payment
+from payments.sandbox.books import BookEntry
 from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.numbers import unique_digits
 
+ROOT = Path(__file__).resolve().parents[2]
 KES = Currency.KES
 S = PaymentStatus
 
@@ -229,3 +242,117 @@ async def test_without_confirmation_by_query_a_c2b_payment_is_credited_at_once(w
     assert await trusting.on_c2b_confirmation(paid) == "duplicate"
     assert await world.wallet(owner) == Money.of(120, KES)
     await world.worker.drain()
+
+
+# -- a confirmation that never came, booked by an operator from the statement ---------------------
+
+
+def statement_line(world: PaymentsWorld, account: str) -> BookEntry:
+    (line,) = [e for e in world.sandboxes.daraja.books.entries() if e.kind == "c2b" and e.client_reference == account]
+    return line
+
+
+def typed(line: BookEntry, **changes: object) -> C2BPayment:
+    """What an operator types from a statement line into `sauti mpesa book-c2b`."""
+    fields = {"trans_id": line.transaction_id, "amount": Money(line.amount_minor, KES),
+              "bill_ref_number": line.client_reference, "msisdn": line.party, **changes}
+    return C2BPayment(transaction_type="Pay Bill", trans_time=datetime.now(UTC), business_shortcode="",
+                      invoice_number="", org_account_balance=None, third_party_trans_id="", first_name="",
+                      middle_name="", last_name="", **fields)
+
+
+async def paid_without_confirmation(world: PaymentsWorld, amount: int) -> tuple[User, BookEntry]:
+    """A customer pays a wallet's number (suffix 900: M-Pesa takes the money, validated by us, and
+    never sends the confirmation)."""
+    owner = await world.user()
+    before = await pay_paybill(world, f"+254722{unique_digits(3)}900", amount, local(owner.phone))
+    assert await world.until_callback("c2b/validation", after=before) == "0"
+    for _ in range(200):
+        if [e for e in world.sandboxes.daraja.books.entries() if e.client_reference == local(owner.phone)]:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # a confirmation would have come by now
+    line = statement_line(world, local(owner.phone))
+    async with world.engine.connect() as conn:
+        assert await find_by_provider_ref(conn, "mpesa", line.transaction_id) is None
+    return owner, line
+
+
+async def test_a_payment_whose_confirmation_never_came_is_booked_from_the_statement(world: PaymentsWorld):
+    owner, line = await paid_without_confirmation(world, 190)
+    before = len(world.callbacks.outcomes)
+
+    booked = await world.payments.book_missed_c2b(typed(line), booked_by="hawa", reason="on the statement")
+
+    assert booked == "confirming"
+    assert await world.until_callback("status/result", after=before) == "succeeded"
+    assert await world.wallet(owner) == Money.of(190, KES)
+    async with world.engine.connect() as conn:
+        payment = await find_by_provider_ref(conn, "mpesa", line.transaction_id)
+    assert payment is not None and payment.status is S.SUCCEEDED and payment.payer_user_id == owner.id
+    audit = await world.rows("SELECT actor, details FROM audit_log WHERE action = 'c2b.book' AND subject = :s",
+                             s=line.transaction_id)
+    assert [(a.actor, a.details["reason"]) for a in audit] == [("hawa", "on the statement")]
+    # Booked again (or the confirmation arriving late): nothing more.
+    assert await world.payments.book_missed_c2b(typed(line), booked_by="hawa", reason="again") == "duplicate"
+    await post_confirmation(world, TransID=line.transaction_id, TransAmount="190.00",
+                            BillRefNumber=local(owner.phone))
+    assert await world.wallet(owner) == Money.of(190, KES)
+    await world.worker.drain()
+
+
+async def test_what_an_operator_mistypes_is_checked_by_m_pesa(world: PaymentsWorld):
+    owner, line = await paid_without_confirmation(world, 240)
+    # A receipt that is on no statement: M-Pesa knows no such transaction; nothing is credited.
+    before = len(world.callbacks.outcomes)
+    assert await world.payments.book_missed_c2b(typed(line, trans_id="SBXTYPO001"), booked_by="ida",
+                                                reason="typo") == "confirming"
+    assert await world.until_callback("status/result", after=before) == "failed"
+    # Another amount than the statement's: failed, nothing credited, and the receipt free again.
+    before = len(world.callbacks.outcomes)
+    await world.payments.book_missed_c2b(typed(line, amount=Money.of(2_400, KES)), booked_by="ida", reason="typo")
+    assert await world.until_callback("status/result", after=before) == "failed"
+    (mistyped,) = await world.rows("SELECT status, error_code, error_message, provider_ref FROM payments "
+                                   "WHERE provider_refs->>'receipt' = :r", r=line.transaction_id)
+    assert (mistyped.status, mistyped.error_code, mistyped.provider_ref) == ("failed", "amount_mismatch", None)
+    assert "M-Pesa reports KES 240" in mistyped.error_message
+    assert await world.wallet(owner) == Money.zero(KES)
+    # Typed again as the statement says: credited once.
+    before = len(world.callbacks.outcomes)
+    assert await world.payments.book_missed_c2b(typed(line), booked_by="ida", reason="again") == "confirming"
+    assert await world.until_callback("status/result", after=before) == "succeeded"
+    assert await world.wallet(owner) == Money.of(240, KES)
+
+    for wrong, message in ((typed(line, bill_ref_number="0799999999"), "names no Kenyan wallet"),
+                           (typed(line, trans_id="SBXCENTS01", amount=Money(24_050, KES)), "whole shillings"),
+                           (typed(line, trans_id="SBXZERO001", amount=Money.zero(KES)), "whole shillings")):
+        with pytest.raises(InvalidRequest, match=message):
+            await world.payments.book_missed_c2b(wrong, booked_by="ida", reason="typo")
+    await world.worker.drain()
+
+
+async def test_sauti_mpesa_book_c2b(world: PaymentsWorld):
+    owner, line = await paid_without_confirmation(world, 330)
+    url = world.engine.url.render_as_string(hide_password=False)
+    env = {**os.environ, "DATABASE_URL": url, "SAUTI__PROVIDERS__MODE": "sandbox",
+           "SAUTI__PROVIDERS__SANDBOX__RUN_IN_SERVE": "false"}
+
+    def book(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "mpesa", "book-c2b", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    refused = await asyncio.to_thread(book, "NOT-A-RECEIPT", "--amount", "330", "--account", "0700", "--phone", "x")
+    assert refused.returncode == 1 and "letters and digits" in refused.stderr and "Traceback" not in refused.stderr
+    done = await asyncio.to_thread(book, line.transaction_id.lower(), "--amount", "330", "--account",
+                                   line.client_reference, "--phone", line.party, "--by", "juma")
+    assert done.returncode == 0, done.stderr
+    assert f"{line.transaction_id} booked as payment " in done.stdout and "(processing)" in done.stdout
+    for _ in range(300):  # this world's worker asks M-Pesa
+        await world.worker.drain()
+        if await world.wallet(owner) == Money.of(330, KES):
+            break
+        await asyncio.sleep(0.02)
+    assert await world.wallet(owner) == Money.of(330, KES)
+    again = await asyncio.to_thread(book, line.transaction_id, "--amount", "330", "--account",
+                                    line.client_reference, "--phone", line.party)
+    assert again.returncode == 0 and "was booked already: payment " in again.stdout
