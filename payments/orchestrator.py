@@ -182,11 +182,7 @@ class Payments:
 
     async def find(self, id_or_reference: str) -> Payment:
         """The payment a person names (its public id or short reference); `UnknownPayment` if none."""
-        async with self.engine.connect() as conn:
-            found = await store.find_payment(conn, id_or_reference.strip())
-        if found is None:
-            raise review.UnknownPayment(f"no payment has the reference or id {id_or_reference.strip()[:40]!r}")
-        return found
+        return await review.find(self.engine, id_or_reference)
 
     async def decide(self, verdict: OperatorVerdict) -> Payment:
         """An operator's verdict on a payment flagged for review, from the provider's statement:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.sql import sql
 from payments import payment_store as store
+from payments.commands import PaymentKind
 from payments.errors import InvalidRequest, PaymentsError
 from payments.identities import audit
 from payments.money import Currency, Money
@@ -116,17 +117,24 @@ async def flagged(engine: AsyncEngine, *, limit: int = 100) -> list[Flagged]:
                         r.provider, r.reason, r.created_at, r.updated_at) for r in rows]
 
 
+async def find(engine: AsyncEngine, id_or_reference: str) -> Payment:
+    """The payment a person names (its public id or short reference); `UnknownPayment` if none."""
+    async with engine.connect() as conn:
+        found = await store.find_payment(conn, id_or_reference.strip())
+    if found is None:
+        raise UnknownPayment(f"no payment has the reference or id {id_or_reference.strip()[:40]!r}")
+    return found
+
+
 async def decide(engine: AsyncEngine, resolver: Resolver, verdict: OperatorVerdict) -> Payment:
     """Apply an operator's verdict to a flagged payment (see the module's docstring); returns the
     payment as it now stands. Raises `UnknownPayment`, or `NotDecidable` saying why not."""
-    async with engine.connect() as conn:
-        found = await store.find_payment(conn, verdict.payment_id.strip())
-    if found is None:
-        raise UnknownPayment(f"no payment has the reference or id {verdict.payment_id.strip()[:40]!r}")
+    found = await find(engine, verdict.payment_id)
+    back = "nothing was credited" if found.kind == PaymentKind.DEPOSIT else "the money is back in the wallet"
     outcome = Verdict(
         verdict.succeeded, f"operator:{verdict.decided_by.strip()[:60]}",
         None if verdict.succeeded else "not_carried_out",
-        None if verdict.succeeded else "The provider did not carry out the payment; the money is back in the wallet.",
+        None if verdict.succeeded else f"The provider did not carry out the payment; {back}.",
         {"decided_by": verdict.decided_by.strip(), "reason": verdict.reason.strip()},
         {"receipt": verdict.receipt} if verdict.receipt else {})
     summary = {"succeeded": verdict.succeeded, "decided_by": verdict.decided_by.strip(),
