@@ -12,7 +12,9 @@ number says otherwise (see `outcomes`), then a ``checkout.session.completed`` or
 ``checkout.session.payment_failed`` webhook follows.
 
 Payouts: ``Idempotency-Key`` required; the same key and body give back the same payout, the same key
-with another body gives 409 ``idempotency-mismatch``. A payout is settled at once (``succeeded``)
+with another body gives 409 ``idempotency-mismatch``; a request with a key whose first request is still
+being served (a client that gave up on a slow answer and retried) waits for it and gets its answer,
+never a second payout. A payout is settled at once (``succeeded``)
 or ``failed`` with ``payout_error``; a wallet that cannot cover amount + fee gives 400
 ``insufficient-funds``.
 
@@ -183,6 +185,7 @@ class WaveSandbox:
         self._sessions: dict[str, _Session] = {}
         self._payouts: dict[str, _Payout] = {}
         self._idempotency: dict[str, tuple[str, str]] = {}  # key -> (body fingerprint, payout id)
+        self._serving: dict[str, asyncio.Lock] = {}  # key -> held while its first request is served
         self.webhook: _WebhookEndpoint | None = (
             _WebhookEndpoint(settings.wave_webhook_url, settings.wave_webhook_strategy, settings.wave_webhook_secrets)
             if settings.wave_webhook_url
@@ -492,6 +495,14 @@ class WaveSandbox:
         except ValueError:
             return _invalid("body", "is not JSON")
         fingerprint = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        # One request per key at a time: a retry that comes while the first is still being served
+        # (a slow answer its client gave up on) waits for it, then is answered as a replay.
+        lock = self._serving.setdefault(key, asyncio.Lock())
+        async with lock:
+            return await self._create_payout(key, body, fingerprint, amount, mobile)
+
+    async def _create_payout(self, key: str, body: dict[str, Any], fingerprint: str, amount: int,
+                             mobile: str) -> web.Response:
         if key in self._idempotency:
             seen, payout_id = self._idempotency[key]
             if seen != fingerprint:

@@ -4,7 +4,8 @@ till and pochi payments, customers paying our paybill) whose payers, recipients,
 end in the sandboxes' outcome suffixes (insufficient funds, cancelled, unreachable, wrong initiator,
 no callback, the callback twice, the callback before the answer, a slow answer, HTTP 429 and 500,
 queue time-outs), a fifth of them sent twice at the same moment, then refunds of some of what
-succeeded (again some twice at once) and of some of what did not.
+succeeded (again some twice at once; the first the providers are asked for fail) and of some of
+what did not. Wave payers approve or decline their checkouts in the app.
 
 The gateway runs as `sauti serve` does (its own outbox worker, the providers' callbacks over HTTP,
 recovery every second); nothing is told what to expect of any one payment. When everything is
@@ -29,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -56,7 +58,6 @@ from tests.e2e.gateway_payments_world import Gateway, free_port, running_gateway
 from tests.e2e.test_gateway_payments_recovery import sandboxes_at_a_port_base
 from tests.e2e.test_payments_crash_recovery import (
     all_final,
-    approve_checkouts,
     config_tree,
     orphans_settled,
     sauti,
@@ -115,6 +116,30 @@ def command(rng: random.Random, n: int, kes: list[User], xof: list[User]) -> Com
                     return Withdraw(key, payer.id, amount, Channel.USSD)
                 case _:
                     return Deposit(key, payer.id, amount, Channel.APP)
+
+
+async def control(url: str, body: dict[str, Any]) -> None:
+    """A sandbox's control API (`payments.sandbox.outcomes`, the Wave payer's app)."""
+    async with aiohttp.ClientSession() as http, http.post(url, json=body) as resp:
+        assert resp.status in (200, 201, 409), await resp.text()
+
+
+async def payers_answer_checkouts(gateway: Gateway, wave_url: str, made: list[Payment], rng: random.Random) -> None:
+    """Wave payers open their checkouts in the app once they exist and pay (or, one in four,
+    decline; their numbers' suffixes may fail a payment too)."""
+    waiting = {p.public_id for p in made if p.kind == "deposit" and p.amount.currency is XOF}
+    deadline = asyncio.get_running_loop().time() + 30
+    while waiting:
+        assert asyncio.get_running_loop().time() < deadline, f"checkouts never opened: {waiting}"
+        for public_id in sorted(waiting):
+            payment = await gateway.payment(public_id)
+            if payment.provider_ref:
+                answer = "decline" if rng.random() < 0.25 else "approve"
+                await control(f"{wave_url}/_sandbox/checkout/sessions/{payment.provider_ref}/{answer}", {})
+                waiting.discard(public_id)
+            elif payment.status.is_final:  # the checkout could not be opened (429, 500 …)
+                waiting.discard(public_id)
+        await asyncio.sleep(0.1)
 
 
 async def outcome(gateway: Gateway, cmd: Command) -> Payment | str:
@@ -302,10 +327,14 @@ async def test_every_kind_against_every_failure_mode_loses_nothing_and_moves_not
             await customers_pay_our_paybill(gateway, rng, kes)
             # Wave payers approve their checkouts in the app once they are open (or fail to: their
             # numbers' suffixes say how).
-            await approve_checkouts(gateway, sandboxes.urls.wave, made)
+            await payers_answer_checkouts(gateway, sandboxes.urls.wave, made, rng)
             await settled_or_flagged(gateway, made, within_s=90)
             decided = await operator_reviews(gateway, sandboxes)
             finished = await all_final(gateway, made, within_s=30)
+            # The first refunds the providers are asked for fail (the customer's M-Pesa no longer holds
+            # the deposit; Wave refuses): the money must come back to the wallet.
+            for url in (sandboxes.urls.daraja, sandboxes.urls.wave):
+                await control(f"{url}/_sandbox/outcomes", {"outcome": "insufficient_funds", "times": 2})
             refunded = await refunds(gateway, sandboxes, rng, finished)
             await settled_or_flagged(gateway, refunded, within_s=60)
             decided += await operator_reviews(gateway, sandboxes)

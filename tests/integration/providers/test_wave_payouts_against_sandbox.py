@@ -120,6 +120,21 @@ async def test_a_slow_answer_times_out(sandboxes):
             await impatient.create_payout(idempotency_key=key(), receive_amount=XOF_5000, mobile="+221771234904")
 
 
+async def test_a_retry_while_the_first_request_is_still_served_pays_once(wave, sandboxes):
+    # Our client gave up on a slow answer (the outbox job's timeout) and the job sent it again with
+    # the same key while Wave was still serving the first: one payout, the same one to both.
+    settings = WaveSettings(api_key=sandboxes.settings.wave_api_key, base_url=sandboxes.urls.wave, timeout_s=0.3)
+    k, reference = key(), f"slow-{uuid.uuid4()}"
+    async with WaveClient(settings) as impatient:
+        with pytest.raises(ProviderTimeout):
+            await impatient.create_payout(idempotency_key=k, receive_amount=XOF_5000, mobile="+221771235904",
+                                          client_reference=reference)
+    again = await wave.create_payout(idempotency_key=k, receive_amount=XOF_5000, mobile="+221771235904",
+                                     client_reference=reference)
+    assert [p.id for p in await wave.search_payouts(reference)] == [again.id]
+    assert len([e for e in sandboxes.wave.books.entries() if e.client_reference == reference]) == 1  # paid once
+
+
 async def test_search_finds_payouts_by_client_reference(wave):
     reference = f"batch-{uuid.uuid4()}"
     made = {
