@@ -56,6 +56,13 @@ class CashRequestExpired(CashRequestClosed):
     code = "cash_request_expired"
 
 
+def closed_error(request: CashRequest) -> CashRequestClosed:
+    """The refusal for acting on a request that is no longer pending: `CashRequestExpired` when it
+    expired (whether this call or an earlier one found it lapsed), else `CashRequestClosed`."""
+    expired = request.status.value == "expired"
+    return CashRequestExpired(request) if expired else CashRequestClosed(request)
+
+
 class FloatTooLow(PaymentsError):
     """The agent's float cannot cover the cash-in; nothing moved."""
 

@@ -53,7 +53,6 @@ from payments import payment_store as store
 from payments.accounts import AccountKind, account_by_code, account_code, balance_by_code, open_account
 from payments.agent_commands import (
     CancelCashRequest,
-    CashRequestClosed,
     CashRequestExpired,
     CashResult,
     CommissionEarned,
@@ -71,6 +70,7 @@ from payments.agent_commands import (
     UnknownAgent,
     UnknownCashRequest,
     agent_number_text,
+    closed_error,
     commission_of,
 )
 from payments.cash_requests import Agent, AgentStatus, CashRequest, CashRequestStatus
@@ -389,7 +389,7 @@ class AgentService:
                                                             R.CONFIRMED)) is not None:
                     return replay
                 if request.status is not R.PENDING:
-                    raise CashRequestClosed(request)
+                    raise closed_error(request)
                 if agent.status is not AgentStatus.ACTIVE:
                     raise NotAnAgent("this agent is suspended")
                 if is_lapsed:
@@ -498,7 +498,12 @@ class AgentService:
     async def _lock_user(self, conn: AsyncConnection, user_id: int) -> User:
         """The user, with their row locked: one command of theirs at a time, so an idempotency key
         is checked and used atomically and the open-request count holds."""
-        found = (await conn.execute(sql("SELECT id FROM users WHERE id = :u FOR UPDATE"), {"u": user_id})).first()
+        # NO KEY UPDATE, not UPDATE: it queues this user's commands all the same, but does not block
+        # the KEY SHARE lock another transaction's foreign key takes on the row (a customer's request
+        # naming this agent while the agent's direct cash-in names that customer): FOR UPDATE made
+        # those two wait for each other, a deadlock.
+        found = (await conn.execute(sql("SELECT id FROM users WHERE id = :u FOR NO KEY UPDATE"),
+                                    {"u": user_id})).first()
         if found is None:
             raise UnknownUser(f"no user {user_id}")
         user = await get_user(conn, user_id)
@@ -709,7 +714,7 @@ class AgentService:
                 if (replay := await self._resolution_replay(conn, request, by_user_id, key, status)) is not None:
                     return replay
                 if request.status is not R.PENDING:
-                    raise CashRequestClosed(request)
+                    raise closed_error(request)
                 if is_lapsed:
                     lapsed = await self._lapse(conn, request)
                 else:

@@ -239,6 +239,9 @@ async def test_a_cash_in_request_expires_and_can_no_longer_be_confirmed(world, p
     for raised in (late, swept):
         status = await world.scalar("SELECT status FROM cash_requests WHERE public_id = :p", p=raised.request.public_id)
         assert status == "expired"
+        # Expired is what the agent is told, whether its confirmation or the sweep found it lapsed.
+        with pytest.raises(CashRequestExpired, match="already expired"):
+            await quick.confirm(ConfirmCashRequest(key(), agent_user.id, raised.request.public_id), pin=PIN)
     assert await world.wallet(amina) == await world.wallet(baraka) == Money.zero(KES)
     assert await floats(world, agent_user) == (Money.of(1000, KES), Money.zero(KES))
 
@@ -492,6 +495,21 @@ async def test_concurrent_confirmations_of_one_request_make_exactly_one_transfer
                               k=f"cash_in:{raised.request.public_id}") == 1
     assert await world.wallet(amina) == Money.of(400, KES)
     assert await floats(world, agent_user) == (Money.of(600, KES), Money.of(8, KES))
+
+
+async def test_a_customers_requests_and_the_agents_direct_cash_ins_at_once_never_deadlock(world, pins):
+    # Each locks its own user row and names the other in a foreign key (which locks the other's row
+    # KEY SHARE): with FOR UPDATE on the own row, the two waited for each other.
+    agents = AgentService(world.payments, pins, AgentSettings(max_pending_per_customer=100))
+    agent_user, number = await agent(world, pins, agents, float_=5000)
+    amina = await customer(world, pins)
+    work = []
+    for _ in range(20):
+        work += [agents.request_cash_in(RequestCashIn(key(), amina.id, number, Money.of(10, KES))),
+                 agents.direct_cash_in(DirectCashIn(key(), agent_user.id, amina.phone, Money.of(10, KES)), pin=PIN)]
+    results = await asyncio.gather(*work, return_exceptions=True)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert await world.wallet(amina) == Money.of(200, KES)
 
 
 async def test_idempotency_keys_replay_the_same_request_and_refuse_another(world, pins, agents):
