@@ -23,8 +23,7 @@ from payments.commands import PaymentKind
 from payments.contacts import count_send
 from payments.outbox import NewJob, enqueue_many
 from payments.payment_settings import (
-    BOOKED_BY,
-    JOB_SMS,
+        JOB_SMS,
     MPESA,
     STK_ORPHAN_EVENT,
     WAVE,
@@ -193,9 +192,10 @@ class Resolver:
                 payment = await store.transition(conn, payment, S.SUCCEEDED, cause=outcome.cause, details=details,
                                                  refs=outcome.refs, settle_transfer_id=moved.transfer_id)
             else:
-                # A C2B payment booked by hand from the statement (`payments.c2b`) that M-Pesa did not
-                # confirm as typed gives its receipt back, so it can be booked again as it should.
-                freed = {"provider_ref": None} if payment.provider_refs.get(BOOKED_BY) else {}
+                # A failed payment to our paybill (`payments.c2b`: a confirmation or a booking by hand
+                # that M-Pesa did not vouch for as sent or typed) credited nothing: its receipt is
+                # freed, so the payment the statement shows can be booked by hand, and verified.
+                freed = {"provider_ref": None} if payment.provider_refs.get("source") == "c2b" else {}
                 payment = await store.transition(conn, payment, S.FAILED, cause=outcome.cause, details=details,
                                                  refs=outcome.refs, error_code=outcome.error_code,
                                                  error_message=outcome.error_message, **freed)

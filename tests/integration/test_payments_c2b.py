@@ -29,6 +29,7 @@ from payments.money import Currency, Money
 from payments.orchestrator import Payments
 from payments.payment_store import find_by_provider_ref
 from payments.providers.daraja_callbacks import C2BPayment, parse_c2b_payment
+from payments.review import OperatorVerdict
 from payments.sandbox.books import BookEntry
 from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
@@ -206,9 +207,10 @@ async def test_a_confirmation_m_pesa_cannot_vouch_for_credits_nothing(world: Pay
 
     assert world.callbacks.outcomes[before] == ("c2b/confirmation", "confirming")
     assert await world.until_callback("status/result", after=before) == "failed"
-    async with world.engine.connect() as conn:
-        payment = await find_by_provider_ref(conn, "mpesa", "FORGED0001")
-    assert payment is not None and (payment.status, payment.error_code) == (S.FAILED, "not_found")
+    (payment,) = await world.rows("SELECT status, error_code, provider_ref FROM payments "
+                                  "WHERE provider_refs->>'receipt' = 'FORGED0001'")
+    # Failed, and its receipt freed: it credited nothing and holds nothing.
+    assert (payment.status, payment.error_code, payment.provider_ref) == ("failed", "not_found", None)
     assert await world.wallet(owner) == Money.zero(KES)
 
 
@@ -356,3 +358,28 @@ async def test_sauti_mpesa_book_c2b(world: PaymentsWorld):
     again = await asyncio.to_thread(book, line.transaction_id, "--amount", "330", "--account",
                                     line.client_reference, "--phone", line.party)
     assert again.returncode == 0 and "was booked already: payment " in again.stdout
+
+
+async def test_a_confirmation_whose_amount_m_pesa_disputes_is_given_back_then_booked_as_the_statement_says(
+        world: PaymentsWorld):
+    owner, line = await paid_without_confirmation(world, 420)
+    before = len(world.callbacks.outcomes)
+    # A confirmation for that receipt arrives after all, with another amount than M-Pesa's.
+    await post_confirmation(world, TransID=line.transaction_id, TransAmount="4200.00",
+                            BillRefNumber=local(owner.phone))
+    assert await world.until_callback("status/result", after=before) == "needs_review"
+    async with world.engine.connect() as conn:
+        flagged = await find_by_provider_ref(conn, "mpesa", line.transaction_id)
+    assert flagged is not None and flagged.status is S.PROCESSING
+    assert "M-Pesa reports KES 420" in flagged.provider_refs["needs_review"]
+
+    # The operator reads the statement: not as confirmed. Failed, nothing credited, receipt freed ...
+    await world.payments.decide(OperatorVerdict(flagged.public_id, False, "statement says 420", "juma"))
+    assert await world.wallet(owner) == Money.zero(KES)
+    # ... and booked as the statement says.
+    before = len(world.callbacks.outcomes)
+    assert await world.payments.book_missed_c2b(typed(line), booked_by="juma", reason="420 on the statement") \
+        == "confirming"
+    assert await world.until_callback("status/result", after=before) == "succeeded"
+    assert await world.wallet(owner) == Money.of(420, KES)
+    await world.worker.drain()
