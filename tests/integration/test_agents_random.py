@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -38,13 +37,12 @@ from payments.agent_commands import (
 from payments.agents import AgentService, AgentSettings, register_agent
 from payments.commands import Channel, SendToWallet
 from payments.errors import PaymentsError
-from payments.identities import PinPolicy, PinService, User
+from payments.identities import PinService
 from payments.money import Currency, Money
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.test_agents import FAST, PIN, customer, key
 
 KES = Currency.KES
-PIN = "4826"
-FAST = PinPolicy(argon2_time_cost=1, argon2_memory_kib=8_192, pepper="test-pepper")
 SETTINGS = AgentSettings(request_expiry_s=2.0, max_pending_per_customer=3)
 OPERATIONS, AT_ONCE = 360, 12
 #: Another seed explores other mixes: SAUTI_AGENTS_SEED=7 pytest tests/integration/test_agents_random.py
@@ -55,19 +53,6 @@ SEED = int(os.environ.get("SAUTI_AGENTS_SEED", "20261130"))
 async def world(new_database) -> AsyncIterator[PaymentsWorld]:
     async with payments_world(await new_database()) as running:
         yield running
-
-
-async def person(world: PaymentsWorld, pins: PinService, funds: int) -> User:
-    user = await world.user()
-    async with world.engine.begin() as conn:
-        await pins.set_pin(conn, user.id, PIN)
-    if funds:
-        await world.fund(user, Money.of(funds, KES))
-    return user
-
-
-def key() -> str:
-    return f"r-{uuid.uuid4().hex[:12]}"
 
 
 async def answer(work: Awaitable[Any]) -> str:
@@ -88,8 +73,8 @@ async def test_agents_at_random_keep_every_account_as_the_payments_say(world: Pa
     rng = random.Random(SEED)
     pins = PinService(FAST)
     agents = AgentService(world.payments, pins, SETTINGS)
-    customers = [await person(world, pins, 2_000) for _ in range(6)]
-    agent_users = [await person(world, pins, 500) for _ in range(3)]
+    customers = [await customer(world, pins, funds=2_000) for _ in range(6)]
+    agent_users = [await customer(world, pins, "Duka", funds=500) for _ in range(3)]
     numbers: dict[int, str] = {}
     for user in agent_users:
         async with world.engine.begin() as conn:
@@ -115,14 +100,14 @@ async def test_agents_at_random_keep_every_account_as_the_payments_say(world: Pa
 
     async def operation(rng: random.Random) -> Callable[[], Awaitable[str]]:
         """One random operation, chosen now, as a thunk that can be run twice at once."""
-        customer, agent_user = rng.choice(customers), rng.choice(agent_users)
+        someone, agent_user = rng.choice(customers), rng.choice(agent_users)
         number = numbers[agent_user.id]
         match rng.randrange(10):
             case 0 | 1:
-                cmd = RequestCashIn(key(), customer.id, number, amount(rng))
+                cmd = RequestCashIn(key(), someone.id, number, amount(rng))
                 return lambda: answer(agents.request_cash_in(cmd))
             case 2 | 3:
-                cmd_out = RequestCashOut(key(), customer.id, number, amount(rng))
+                cmd_out = RequestCashOut(key(), someone.id, number, amount(rng))
                 return lambda: answer(agents.request_cash_out(cmd_out, pin=PIN))
             case 4 | 5:
                 mine = rng.random() < 0.85
@@ -133,7 +118,7 @@ async def test_agents_at_random_keep_every_account_as_the_payments_say(world: Pa
                 reject = RejectCashRequest(key(), agent_user.id, await some_request(rng, agent_user.id), "no cash")
                 return lambda: answer(agents.reject(reject))
             case 7:
-                cancel = CancelCashRequest(key(), customer.id, await some_request(rng))
+                cancel = CancelCashRequest(key(), someone.id, await some_request(rng))
                 return lambda: answer(agents.cancel(cancel))
             case 8:
                 direct = DirectCashIn(key(), agent_user.id, rng.choice(people).phone, amount(rng))
@@ -152,8 +137,8 @@ async def test_agents_at_random_keep_every_account_as_the_payments_say(world: Pa
                             return done
                         return topping
                     case 1:
-                        other = rng.choice([p for p in people if p.id != customer.id])
-                        send = SendToWallet(key(), customer.id, amount(rng), Channel.USSD, recipient_user_id=other.id)
+                        other = rng.choice([p for p in people if p.id != someone.id])
+                        send = SendToWallet(key(), someone.id, amount(rng), Channel.USSD, recipient_user_id=other.id)
                         return lambda: answer(world.payments.handle(send))
                     case _:
                         return lambda: answer(agents.expire_requests())
