@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from payments.cash_requests import CashRequest, PendingLine
+from payments.cash_requests import CashRequest, CashRequestStatus, PendingLine
 from payments.commands import Channel, channel_of, check_amount
 from payments.errors import InvalidRequest, PaymentsError
 from payments.money import Money
@@ -59,7 +59,7 @@ class CashRequestExpired(CashRequestClosed):
 def closed_error(request: CashRequest) -> CashRequestClosed:
     """The refusal for acting on a request that is no longer pending: `CashRequestExpired` when it
     expired (whether this call or an earlier one found it lapsed), else `CashRequestClosed`."""
-    expired = request.status.value == "expired"
+    expired = request.status is CashRequestStatus.EXPIRED
     return CashRequestExpired(request) if expired else CashRequestClosed(request)
 
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments import payment_store as store
-from payments.commands import Channel, PaymentKind
+from payments.commands import Channel, PaymentKind, mpesa_receipt
 from payments.errors import InvalidRequest, PaymentsError
 from payments.identities import User, UserStatus, audit, find_user_by_phone
 from payments.money import Money
@@ -114,7 +115,8 @@ class C2BReceiver:
         except PaymentsError as exc:  # an amount beyond any transfer's limit
             return await self._unbookable(paid, summary, str(exc))
 
-    async def book_missed(self, paid: C2BPayment, *, booked_by: str, reason: str) -> str:
+    async def book_missed(self, *, receipt: str, amount: Money, account: str, phone: str, booked_by: str,
+                          reason: str) -> str:
         """An operator books a payment to our paybill whose confirmation never came (reconciliation
         lists it: on the statement, not in Sauti), from the statement's line: its receipt (TransID),
         amount, account number and payer. The wallet is credited only once a transaction status
@@ -126,6 +128,10 @@ class C2BReceiver:
         after this booking is a duplicate of it). Refused (`InvalidRequest`) when the amount is
         not whole shillings, or the account names no wallet (only M-Pesa's own deliveries park
         money in suspense)."""
+        paid = C2BPayment(transaction_type="Pay Bill", trans_id=mpesa_receipt(receipt), trans_time=datetime.now(UTC),
+                          amount=amount, business_shortcode="", bill_ref_number=account.strip(), invoice_number="",
+                          org_account_balance=None, third_party_trans_id="", msisdn=phone.strip(), first_name="",
+                          middle_name="", last_name="")
         try:
             whole_shillings(paid.amount)
         except AmountNotPayable as exc:
@@ -144,8 +150,6 @@ class C2BReceiver:
 
     async def _book(self, conn: AsyncConnection, paid: C2BPayment, owner: User, *,
                     booked_by: tuple[str, str] | None = None) -> str:
-        if await store.find_by_provider_ref(conn, MPESA, paid.trans_id) is not None:
-            return "duplicate"  # booked by hand before its confirmation came (or twice by hand)
         try:
             phone: str | None = parse_msisdn(paid.msisdn, "KE")
         except InvalidPhoneNumber:
@@ -159,7 +163,9 @@ class C2BReceiver:
         try:
             async with conn.begin_nested():
                 payment = await store.insert_payment(conn, new, cause="c2b_booked" if booked_by else "c2b_confirmation")
-        except IntegrityError:  # its confirmation and a booking by hand at the same moment: one wins
+        except IntegrityError:
+            # The receipt is another payment's (the unique provider reference): booked by hand before
+            # its confirmation came, twice by hand, or both at the same moment. One wins.
             return "duplicate"
         assert payment is not None  # the key is the TransID's (recorded once above) or a fresh one
         refs = {"source": "c2b", "receipt": paid.trans_id, "bill_ref": paid.bill_ref_number[:40]}

@@ -198,6 +198,14 @@ REFUND_KEY_PREFIX = "refund:"
 RECEIPT_MAX = 20
 
 
+def mpesa_receipt(value: object) -> str:
+    """An M-Pesa receipt (TransID) as a person types it from a statement, checked and upper-cased."""
+    receipt = value.strip() if isinstance(value, str) else ""
+    if not receipt or len(receipt) > RECEIPT_MAX or not receipt.isalnum() or not receipt.isascii():
+        raise InvalidRequest(f"an M-Pesa receipt is 1 to {RECEIPT_MAX} letters and digits, not {str(value)[:30]!r}")
+    return receipt.upper()
+
+
 @dataclass(frozen=True)
 class Refund:
     """Undo a succeeded payment, named by its public id, for an operator or an API caller
@@ -229,10 +237,7 @@ class Refund:
         except ValueError:
             raise InvalidRequest(f"unknown channel {self.channel!r}") from None
         if self.receipt is not None:
-            receipt = self.receipt.strip() if isinstance(self.receipt, str) else ""
-            if not receipt or len(receipt) > RECEIPT_MAX or not receipt.isalnum() or not receipt.isascii():
-                raise InvalidRequest(f"an M-Pesa receipt is 1 to {RECEIPT_MAX} letters and digits")
-            object.__setattr__(self, "receipt", receipt.upper())
+            object.__setattr__(self, "receipt", mpesa_receipt(self.receipt))
 
     @property
     def stored_key(self) -> str:

@@ -500,10 +500,12 @@ class Payments:
     async def on_c2b_confirmation(self, paid: C2BPayment) -> str:
         return await self.c2b.on_confirmation(paid)
 
-    async def book_missed_c2b(self, paid: C2BPayment, *, booked_by: str, reason: str) -> str:
+    async def book_missed_c2b(self, *, receipt: str, amount: Money, account: str, phone: str, booked_by: str,
+                              reason: str) -> str:
         """An operator books a payment to our paybill whose confirmation never came, from the
-        statement; credited once M-Pesa confirms it (`C2BReceiver.book_missed`)."""
-        return await self.c2b.book_missed(paid, booked_by=booked_by, reason=reason)
+        statement's line; credited once M-Pesa confirms it (`C2BReceiver.book_missed`)."""
+        return await self.c2b.book_missed(receipt=receipt, amount=amount, account=account, phone=phone,
+                                          booked_by=booked_by, reason=reason)
 
     async def on_wave_payout_update(self, payout: Payout, *, event_id: str | None = None) -> str:
         return await self.results.on_wave_payout_update(payout, event_id=event_id)

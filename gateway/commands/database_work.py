@@ -1,6 +1,7 @@
-"""Running one piece of a command's work against the database: an engine made for it and disposed
-after, and the domain's refusals (`PaymentsError`, a bad phone number or amount) shown as the
-command's error message rather than a traceback."""
+"""Running one piece of a command's work against the database (and, for `run_with_payments`, the
+payments service with its provider clients, as `sauti worker` opens it): an engine made for it and
+disposed after, and the domain's refusals (`PaymentsError`, a bad phone number or amount, providers
+out of reach) shown as the command's error message rather than a traceback."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import create_engine
-from gateway.resources import database_url
+from gateway.payments_resources import ProvidersUnavailable, open_payments
+from gateway.resources import build_ledger, database_url
 from gateway.settings import Settings
 from payments.errors import PaymentsError
 from payments.money import MoneyError
+from payments.orchestrator import Payments
 from payments.phones import InvalidPhoneNumber
 
 T = TypeVar("T")
@@ -33,3 +36,17 @@ def run_with_database(settings: Settings, work: Callable[[AsyncEngine], Awaitabl
         return asyncio.run(run())
     except (PaymentsError, InvalidPhoneNumber, MoneyError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def run_with_payments(settings: Settings, act: Callable[[Payments], Awaitable[T]]) -> T:
+    """`run_with_database` with `Payments` opened as `sauti worker` opens it (its provider clients;
+    what it enqueues, the worker runs)."""
+
+    async def work(engine: AsyncEngine) -> T:
+        try:
+            async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
+                return await act(runtime.payments)
+        except ProvidersUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return run_with_database(settings, work, pool_size=4)

@@ -20,21 +20,22 @@ for that amount (`payments.c2b.C2BReceiver.book_missed`).
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import click
 
 from db.engine import create_engine
+from gateway.commands.database_work import run_with_payments
 from gateway.commands.payment_operator import operator_name
 from gateway.payments_resources import ProvidersUnavailable, open_payments, public_base_url
 from gateway.resources import build_ledger, database_url
 from gateway.settings import Settings
+from payments.commands import mpesa_receipt
 from payments.errors import InvalidRequest, PaymentsError
 from payments.money import Currency, Money, MoneyError
+from payments.orchestrator import Payments
 from payments.payment_settings import CALLBACK_C2B_CONFIRMATION, CALLBACK_C2B_VALIDATION, MPESA
 from payments.payment_store import Payment, find_by_provider_ref
 from payments.providers.daraja import C2BRegistration
-from payments.providers.daraja_callbacks import C2BPayment
 from payments.providers.errors import ProviderError
 
 
@@ -86,38 +87,24 @@ def book_c2b(ctx: click.Context, receipt: str, amount: str, account: str, msisdn
     """Book the payment to our paybill with M-Pesa receipt RECEIPT, from its statement line: the
     wallet is credited once M-Pesa confirms that receipt for that amount."""
     settings: Settings = ctx.obj["settings"]
-    trans_id = receipt.strip().upper()
-    if not trans_id.isalnum() or not trans_id.isascii() or len(trans_id) > 20:
-        raise click.ClickException(f"an M-Pesa receipt is letters and digits, not {receipt[:30]!r}")
     if not booked_by.strip():
         raise click.ClickException("say who books it (--by)")
     try:
         money = Money.of(amount.strip(), Currency.KES)
-    except (MoneyError, ValueError) as exc:
-        raise click.ClickException(f"--amount: {exc}") from None
-    paid = C2BPayment(transaction_type="Pay Bill", trans_id=trans_id, trans_time=datetime.now(UTC), amount=money,
-                      business_shortcode="", bill_ref_number=account.strip(), invoice_number="",
-                      org_account_balance=None, third_party_trans_id="", msisdn=msisdn.strip(), first_name="",
-                      middle_name="", last_name="")
-    outcome, payment = asyncio.run(_book(settings, paid, booked_by.strip(), reason.strip()))
+        trans_id = mpesa_receipt(receipt)
+    except (MoneyError, ValueError, PaymentsError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def act(payments: Payments) -> tuple[str, Payment | None]:
+        outcome = await payments.book_missed_c2b(receipt=trans_id, amount=money, account=account, phone=msisdn,
+                                                 booked_by=booked_by.strip(), reason=reason.strip())
+        async with payments.engine.connect() as conn:
+            return outcome, await find_by_provider_ref(conn, MPESA, trans_id)
+
+    outcome, payment = run_with_payments(settings, act)
     shown = f"payment {payment.reference} ({payment.status})" if payment is not None else "no payment"
     if outcome == "duplicate":
         click.echo(f"{trans_id} was booked already: {shown}; nothing more was done.")
     else:
-        click.echo(f"{trans_id} booked as {shown}: {money} for account {paid.bill_ref_number}. M-Pesa is asked "
+        click.echo(f"{trans_id} booked as {shown}: {money} for account {account.strip()}. M-Pesa is asked "
                    "to confirm it; the wallet is credited once it does (the outbox worker asks).")
-
-
-async def _book(settings: Settings, paid: C2BPayment, booked_by: str, reason: str) -> tuple[str, Payment | None]:
-    engine = create_engine(await database_url(settings), pool_size=2)
-    try:
-        async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
-            outcome = await runtime.payments.book_missed_c2b(paid, booked_by=booked_by, reason=reason)
-            async with engine.connect() as conn:
-                return outcome, await find_by_provider_ref(conn, MPESA, paid.trans_id)
-    except ProvidersUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    except PaymentsError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        await engine.dispose()

@@ -9,15 +9,13 @@ import getpass
 from datetime import UTC, datetime
 
 import click
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.commands.database_work import run_with_database
-from gateway.payments_resources import ProvidersUnavailable, open_payments
-from gateway.resources import build_ledger
+from gateway.commands.database_work import run_with_database, run_with_payments
 from gateway.settings import Settings
 from payments import review
 from payments.commands import Refund
 from payments.errors import PaymentsError
+from payments.orchestrator import Payments
 from payments.payment_store import Payment
 
 
@@ -72,14 +70,7 @@ def payment_decide(ctx: click.Context, reference: str, outcome: str | None, rece
     except PaymentsError as exc:  # no reason, no receipt: said before anything is opened
         raise click.ClickException(str(exc)) from None
 
-    async def work(engine: AsyncEngine) -> Payment:
-        try:
-            async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
-                return await runtime.payments.decide(verdict)
-        except ProvidersUnavailable as exc:
-            raise click.ClickException(str(exc)) from None
-
-    payment = run_with_database(settings, work, pool_size=4)
+    payment = run_with_payments(settings, lambda payments: payments.decide(verdict))
     click.echo(f"{payment.reference}  {payment.public_id}: {payment.status} "
                f"(decided by {decided_by}).")
 
@@ -100,17 +91,12 @@ def payment_refund(ctx: click.Context, reference: str, reason: str, receipt: str
     given the money back (the payer is credited at once)."""
     settings: Settings = ctx.obj["settings"]
 
-    async def work(engine: AsyncEngine) -> Payment:
-        try:
-            async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
-                original = await runtime.payments.find(reference)
-                return await runtime.payments.handle(Refund(
-                    key or f"operator:{original.public_id}", original.public_id, reason, requested_by=requested_by,
-                    receipt=receipt))
-        except ProvidersUnavailable as exc:
-            raise click.ClickException(str(exc)) from None
+    async def act(payments: Payments) -> Payment:
+        original = await payments.find(reference)
+        return await payments.handle(Refund(key or f"operator:{original.public_id}", original.public_id, reason,
+                                            requested_by=requested_by, receipt=receipt))
 
-    refund = run_with_database(settings, work, pool_size=4)
+    refund = run_with_payments(settings, act)
     what = {"succeeded": "done", "pending": "asked of the provider; the result comes by callback",
             "failed": f"refused: {refund.error_message}"}.get(refund.status.value, refund.status.value)
     click.echo(f"{refund.reference}  {refund.public_id}: refund {refund.status} ({what}).")

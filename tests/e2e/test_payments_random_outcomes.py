@@ -52,7 +52,6 @@ from payments.identities import User
 from payments.money import Currency, Money
 from payments.payment_store import Payment
 from payments.providers.daraja import DarajaError
-from payments.providers.daraja_callbacks import C2BPayment
 from payments.review import PROVIDER_REQUESTS, OperatorVerdict, flagged
 from tests.e2e.gateway_payments_world import Gateway, free_port, running_gateway
 from tests.e2e.test_gateway_payments_recovery import sandboxes_at_a_port_base
@@ -280,11 +279,9 @@ async def operator_books_missed_confirmations(gateway: Gateway, sandboxes: Any) 
     booked = []
     for line in sandboxes.daraja.books.entries():
         if line.kind == "c2b" and line.transaction_id not in held:
-            paid = C2BPayment(transaction_type="Pay Bill", trans_id=line.transaction_id, trans_time=line.at,
-                              amount=Money(line.amount_minor, KES), business_shortcode="",
-                              bill_ref_number=line.client_reference, invoice_number="", org_account_balance=None,
-                              third_party_trans_id="", msisdn=line.party, first_name="", middle_name="", last_name="")
-            assert await gateway.payments.book_missed_c2b(paid, booked_by="test", reason="statement") == "confirming"
+            assert await gateway.payments.book_missed_c2b(
+                receipt=line.transaction_id, amount=Money(line.amount_minor, KES), account=line.client_reference,
+                phone=line.party, booked_by="test", reason="statement") == "confirming"
             booked.append(await gateway.payment((await gateway.rows(
                 "SELECT public_id FROM payments WHERE provider_ref = :r", r=line.transaction_id))[0][0]))
     return booked

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -28,7 +27,7 @@ from payments.identities import User
 from payments.money import Currency, Money
 from payments.orchestrator import Payments
 from payments.payment_store import find_by_provider_ref
-from payments.providers.daraja_callbacks import C2BPayment, parse_c2b_payment
+from payments.providers.daraja_callbacks import parse_c2b_payment
 from payments.review import OperatorVerdict
 from payments.sandbox.books import BookEntry
 from payments.states import PaymentStatus
@@ -254,13 +253,10 @@ def statement_line(world: PaymentsWorld, account: str) -> BookEntry:
     return line
 
 
-def typed(line: BookEntry, **changes: object) -> C2BPayment:
+def typed(line: BookEntry, **changes: object) -> dict[str, object]:
     """What an operator types from a statement line into `sauti mpesa book-c2b`."""
-    fields = {"trans_id": line.transaction_id, "amount": Money(line.amount_minor, KES),
-              "bill_ref_number": line.client_reference, "msisdn": line.party, **changes}
-    return C2BPayment(transaction_type="Pay Bill", trans_time=datetime.now(UTC), business_shortcode="",
-                      invoice_number="", org_account_balance=None, third_party_trans_id="", first_name="",
-                      middle_name="", last_name="", **fields)
+    return {"receipt": line.transaction_id, "amount": Money(line.amount_minor, KES),
+            "account": line.client_reference, "phone": line.party, **changes}
 
 
 async def paid_without_confirmation(world: PaymentsWorld, amount: int) -> tuple[User, BookEntry]:
@@ -284,7 +280,7 @@ async def test_a_payment_whose_confirmation_never_came_is_booked_from_the_statem
     owner, line = await paid_without_confirmation(world, 190)
     before = len(world.callbacks.outcomes)
 
-    booked = await world.payments.book_missed_c2b(typed(line), booked_by="hawa", reason="on the statement")
+    booked = await world.payments.book_missed_c2b(**typed(line), booked_by="hawa", reason="on the statement")
 
     assert booked == "confirming"
     assert await world.until_callback("status/result", after=before) == "succeeded"
@@ -296,7 +292,7 @@ async def test_a_payment_whose_confirmation_never_came_is_booked_from_the_statem
                              s=line.transaction_id)
     assert [(a.actor, a.details["reason"]) for a in audit] == [("hawa", "on the statement")]
     # Booked again (or the confirmation arriving late): nothing more.
-    assert await world.payments.book_missed_c2b(typed(line), booked_by="hawa", reason="again") == "duplicate"
+    assert await world.payments.book_missed_c2b(**typed(line), booked_by="hawa", reason="again") == "duplicate"
     await post_confirmation(world, TransID=line.transaction_id, TransAmount="190.00",
                             BillRefNumber=local(owner.phone))
     assert await world.wallet(owner) == Money.of(190, KES)
@@ -307,12 +303,12 @@ async def test_what_an_operator_mistypes_is_checked_by_m_pesa(world: PaymentsWor
     owner, line = await paid_without_confirmation(world, 240)
     # A receipt that is on no statement: M-Pesa knows no such transaction; nothing is credited.
     before = len(world.callbacks.outcomes)
-    assert await world.payments.book_missed_c2b(typed(line, trans_id="SBXTYPO001"), booked_by="ida",
+    assert await world.payments.book_missed_c2b(**typed(line, receipt="SBXTYPO001"), booked_by="ida",
                                                 reason="typo") == "confirming"
     assert await world.until_callback("status/result", after=before) == "failed"
     # Another amount than the statement's: failed, nothing credited, and the receipt free again.
     before = len(world.callbacks.outcomes)
-    await world.payments.book_missed_c2b(typed(line, amount=Money.of(2_400, KES)), booked_by="ida", reason="typo")
+    await world.payments.book_missed_c2b(**typed(line, amount=Money.of(2_400, KES)), booked_by="ida", reason="typo")
     assert await world.until_callback("status/result", after=before) == "failed"
     (mistyped,) = await world.rows("SELECT status, error_code, error_message, provider_ref FROM payments "
                                    "WHERE provider_refs->>'receipt' = :r", r=line.transaction_id)
@@ -321,15 +317,15 @@ async def test_what_an_operator_mistypes_is_checked_by_m_pesa(world: PaymentsWor
     assert await world.wallet(owner) == Money.zero(KES)
     # Typed again as the statement says: credited once.
     before = len(world.callbacks.outcomes)
-    assert await world.payments.book_missed_c2b(typed(line), booked_by="ida", reason="again") == "confirming"
+    assert await world.payments.book_missed_c2b(**typed(line), booked_by="ida", reason="again") == "confirming"
     assert await world.until_callback("status/result", after=before) == "succeeded"
     assert await world.wallet(owner) == Money.of(240, KES)
 
-    for wrong, message in ((typed(line, bill_ref_number="0799999999"), "names no Kenyan wallet"),
-                           (typed(line, trans_id="SBXCENTS01", amount=Money(24_050, KES)), "whole shillings"),
-                           (typed(line, trans_id="SBXZERO001", amount=Money.zero(KES)), "whole shillings")):
+    for wrong, message in ((typed(line, account="0799999999"), "names no Kenyan wallet"),
+                           (typed(line, receipt="SBXCENTS01", amount=Money(24_050, KES)), "whole shillings"),
+                           (typed(line, receipt="SBXZERO001", amount=Money.zero(KES)), "whole shillings")):
         with pytest.raises(InvalidRequest, match=message):
-            await world.payments.book_missed_c2b(wrong, booked_by="ida", reason="typo")
+            await world.payments.book_missed_c2b(**wrong, booked_by="ida", reason="typo")
     await world.worker.drain()
 
 
@@ -378,7 +374,7 @@ async def test_a_confirmation_whose_amount_m_pesa_disputes_is_given_back_then_bo
     assert await world.wallet(owner) == Money.zero(KES)
     # ... and booked as the statement says.
     before = len(world.callbacks.outcomes)
-    assert await world.payments.book_missed_c2b(typed(line), booked_by="juma", reason="420 on the statement") \
+    assert await world.payments.book_missed_c2b(**typed(line), booked_by="juma", reason="420 on the statement") \
         == "confirming"
     assert await world.until_callback("status/result", after=before) == "succeeded"
     assert await world.wallet(owner) == Money.of(420, KES)
