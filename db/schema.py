@@ -231,6 +231,8 @@ payments = Table(
     Column("finished_at", DateTime(timezone=True)),
     # Migration 0004: the payment a refund undoes (set exactly when kind is 'refund').
     Column("refund_of", BigInteger, ForeignKey("payments.id")),
+    # Migration 0010: the API key whose request made it (its webhook endpoints hear how it ends).
+    Column("api_key_id", BigInteger, ForeignKey("api_keys.id")),
     UniqueConstraint("payer_user_id", "idempotency_key", name="payments_payer_idempotency_key"),
     Index("payments_provider_ref", "provider", "provider_ref", unique=True),
     Index("payments_open", "updated_at", postgresql_where=text("status IN ('created', 'pending', 'processing')")),
@@ -278,6 +280,23 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("last_used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
+    Index("api_keys_of_user", "user_id", postgresql_where=text("user_id IS NOT NULL")),
+)
+
+# Where an API key's owner hears of its payments (migration 0010); deliveries are outbox jobs.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("public_id", Text, nullable=False, unique=True),
+    Column("api_key_id", BigInteger, ForeignKey("api_keys.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("disabled_at", DateTime(timezone=True)),
+    Index("webhook_endpoints_of_key", "api_key_id", postgresql_where=text("disabled_at IS NULL")),
+    CheckConstraint("url ~ '^https?://' AND length(url) <= 2000"),
+    CheckConstraint("secret ~ '^whsec_[A-Za-z0-9_-]{43}$'"),
 )
 
 # How each USSD session ended (migration 0006): completed, or dropped at which screen.

@@ -22,6 +22,7 @@ from gateway.ussd_resources import ussd_ctx
 from gateway.voice_api import add_voice_api_routes
 from gateway.voice_call import add_voice_call_routes
 from gateway.voice_resources import voice_ctx
+from gateway.webhooks_api import add_webhook_api_routes
 from gateway.worker_resources import worker_ctx
 
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     add_callback_routes(app)  # /callbacks/{secret}/stk, /b2c/result, ..., /callbacks/wave
     add_payment_api_routes(app)  # /v1/payments, /v1/quotes, /v1/wallets/{phone}/history
     add_app_api_routes(app)  # /v1/devices (sign-in with the PIN), /v1/contacts
+    add_webhook_api_routes(app)  # /v1/webhook_endpoints
     add_ussd_routes(app)  # /ussd (Africa's Talking's USSD callback), /ussd/events
     add_voice_api_routes(app)  # /v1/voice/commands (the app: audio or text, confirmed with the PIN)
     add_voice_call_routes(app)  # /voice (Africa's Talking Voice's callback), /voice/prompts/{name}

@@ -29,6 +29,7 @@ from gateway.commands.reconcile import reconcile_command
 from gateway.commands.sandbox import sandbox
 from gateway.commands.ussd import ussd
 from gateway.commands.voice import voice
+from gateway.commands.webhooks import webhook
 from gateway.commands.worker import outbox_group, worker
 from gateway.payments_resources import ProvidersUnavailable
 from gateway.resources import database_url
@@ -160,6 +161,7 @@ main.add_command(nlu)
 main.add_command(ussd)
 main.add_command(phone)
 main.add_command(apikey)
+main.add_command(webhook)
 main.add_command(reconcile_command)
 main.add_command(mpesa)
 main.add_command(agent)

@@ -162,7 +162,7 @@ async def create_payment(request: web.Request, caller: ApiKey) -> web.Response:
         payer = await _payer(conn, caller, body)
     amount = amount_field(body)
     command = spec.build({"idempotency_key": scoped_key, "payer_user_id": payer.id, "amount": amount,
-                          "channel": Channel.API}, body)
+                          "channel": Channel.API, "api_key_id": caller.id}, body)
     async with engine.connect() as conn:
         existing = await store.find_by_key(conn, payer.id, scoped_key)
     payment = await request.app[PAYMENTS].handle(command)
@@ -189,7 +189,8 @@ async def _create_refund(request: web.Request, caller: ApiKey, body: Mapping[str
         if original.provider == MPESA and original.kind in PAYOUT_KINDS:
             raise ApiError(403, "refund_needs_operator", "An M-Pesa payout is refunded by an operator once M-Pesa "
                            "has reversed it; it cannot be refunded through the API.")
-        command = Refund(scoped_key, original.public_id, reason.strip(), requested_by=f"api_key:{caller.prefix}")
+        command = Refund(scoped_key, original.public_id, reason.strip(), requested_by=f"api_key:{caller.prefix}",
+                         api_key_id=caller.id)
         existing = await store.find_by_key(conn, original.payer_user_id, command.stored_key)
         payer = await get_user(conn, original.payer_user_id)
     refund = await request.app[PAYMENTS].handle(command)

@@ -47,6 +47,7 @@ from payments.providers.wave import WaveClient, WaveSettings
 from payments.providers.wave_webhooks import SharedSecret, SigningSecret, WebhookSecurity
 from payments.sandbox.runner import RunningSandboxes, SandboxUrls, start_sandboxes
 from payments.sandbox.settings import SandboxSettings
+from payments.webhook_delivery import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -310,9 +311,11 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
         policy = payment_settings(settings.payments, f"{base}/callbacks/{secret}",
                                   hot_account_shards=settings.ledger.hot_account_shards,
                                   stk_orphan_grace_s=2 * settings.outbox.lease_s)
+        webhooks = WebhookSender(engine, timeout_s=settings.webhooks.timeout_s)
+        stack.push_async_callback(webhooks.close)
         payments = Payments(engine, ledger, settings=policy,
                             providers=ProviderClients(daraja=daraja, wave=wave, sms=sms),
-                            write_receipt=receipt_writer(screen_catalogs()))
+                            write_receipt=receipt_writer(screen_catalogs()), webhooks=webhooks)
         await _open_own_accounts(payments)
         configured = [name for name, client in (("M-Pesa", daraja), ("Wave", wave), ("SMS", sms)) if client]
         where = f" at {sandbox_urls.daraja}, {sandbox_urls.wave}, {sandbox_urls.africastalking}" if sandbox_urls else ""

@@ -232,6 +232,16 @@ class ApiSettings(_Section):
     history_max_limit: int = Field(100, ge=1, le=1000)
 
 
+class WebhooksSettings(_Section):
+    """Webhooks to the API's callers (`payments.webhook_endpoints`, `payments.webhook_delivery`)."""
+
+    # True accepts http:// and local addresses (tests, a demo on one machine); never in production,
+    # where a caller could otherwise point our worker at our own network.
+    allow_local_urls: bool = False
+    timeout_s: float = Field(10.0, gt=0, le=60)
+    max_endpoints_per_key: int = Field(5, ge=1, le=100)
+
+
 class AgentsSection(_Section):
     """Agents' cash-in and cash-out (`payments.agents.AgentSettings`, same names)."""
 
@@ -453,6 +463,7 @@ class Settings(_Section):
     nlu: NluSection = NluSection()
     speech: SpeechSection = SpeechSection()
     api: ApiSettings = ApiSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
     payments: PaymentsSection = PaymentsSection()
     agents: AgentsSection = AgentsSection()
     providers: ProvidersSection = ProvidersSection()

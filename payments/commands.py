@@ -67,6 +67,8 @@ class _Command:
     payer_user_id: int
     amount: Money
     channel: Channel
+    #: The API key whose request this is (its webhook endpoints hear how the payment ends); None elsewhere.
+    api_key_id: int | None = None
 
     def _check(self) -> None:
         check_key(self.idempotency_key)
@@ -221,6 +223,8 @@ class Refund:
     #: Operators only: the M-Pesa receipt, read on the statement, of a deposit credited without one
     #: (recovery confirmed its push by an STK query, which names no receipt); a reversal needs it.
     receipt: str | None = None
+    #: The API key whose request this is (its webhook endpoints hear how the refund ends).
+    api_key_id: int | None = None
 
     def __post_init__(self) -> None:
         key = self.idempotency_key

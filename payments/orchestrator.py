@@ -98,6 +98,8 @@ from payments.review import OperatorVerdict
 from payments.settlement import FEE_IN_CLEARING, AccountBook, Settlement
 from payments.states import PaymentStatus
 from payments.stk_orphans import StkOrphans
+from payments.webhook_delivery import WebhookSender
+from payments.webhook_events import JOB_WEBHOOK
 
 __all__ = ["PaymentSettings", "Payments", "ProviderClients", "RecoveryReport"]
 
@@ -117,8 +119,11 @@ class Payments:
         providers: ProviderClients | None = None,
         plan_for: Callable[[User], FeePlan] | None = None,
         write_receipt: ReceiptWriter = english_receipt,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.engine = engine
+        #: Sends the webhook events final states queue (`payments.webhook_events`); closed by whoever made it.
+        self.webhooks = webhooks or WebhookSender(engine)
         self.ledger = ledger
         self.settings = settings or PaymentSettings()
         self.providers = providers or ProviderClients()
@@ -379,7 +384,7 @@ class Payments:
         new = store.NewPayment(
             payer_user_id=cmd.payer_user_id, idempotency_key=cmd.idempotency_key, request_hash=request_hash,
             kind=kind.value, channel=cmd.channel.value, amount=cmd.amount, fee=fee, transcript=cmd.transcript,
-            confidence=cmd.confidence, voice_confirmed=cmd.voice_confirmed, **fields)
+            confidence=cmd.confidence, voice_confirmed=cmd.voice_confirmed, api_key_id=cmd.api_key_id, **fields)
         payment = await store.insert_payment(conn, new, cause=f"command:{cmd.channel.value}")
         if payment is None:
             # A concurrent request with the same key committed first: answer as a replay.
@@ -450,8 +455,9 @@ class Payments:
     def register_handlers(self) -> dict[str, Handler]:
         """The outbox worker's routing table: ``mpesa.b2c``, ``mpesa.b2b``, ``wave.payout``,
         ``mpesa.stk_push``, ``wave.checkout``, ``mpesa.reversal``, ``mpesa.status_query``,
-        ``wave.checkout_refund``, ``wave.payout_reverse``, ``sms.receipt``, ``mpesa.stk_orphan``."""
-        return {**self.jobs.handlers(), JOB_STK_ORPHAN: self.orphans.run}
+        ``wave.checkout_refund``, ``wave.payout_reverse``, ``sms.receipt``, ``mpesa.stk_orphan``,
+        ``webhook.deliver``."""
+        return {**self.jobs.handlers(), JOB_STK_ORPHAN: self.orphans.run, JOB_WEBHOOK: self.webhooks.deliver}
 
     async def register_c2b_urls(self) -> C2BRegistration:
         """Tell Daraja where to send C2B validations and confirmations for our shortcode (once per

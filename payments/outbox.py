@@ -131,10 +131,11 @@ _EXISTING = sql("SELECT id FROM outbox_jobs WHERE dedupe_key = :dedupe_key")
 # come as arrays, so the statement's text, and its prepared plan, stay the same.
 _ENQUEUE_MANY = sql(f"""
 WITH inserted AS (
-    INSERT INTO outbox_jobs (kind, payload, dedupe_key, run_after)
-    SELECT kind, payload, dedupe_key, now()
-      FROM unnest(CAST(:kinds AS text[]), CAST(:payloads AS jsonb[]), CAST(:dedupe_keys AS text[]))
-           AS j(kind, payload, dedupe_key)
+    INSERT INTO outbox_jobs (kind, payload, dedupe_key, max_attempts, run_after)
+    SELECT kind, payload, dedupe_key, max_attempts, now()
+      FROM unnest(CAST(:kinds AS text[]), CAST(:payloads AS jsonb[]), CAST(:dedupe_keys AS text[]),
+                  CAST(:max_attempts AS int[]))
+           AS j(kind, payload, dedupe_key, max_attempts)
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING id
 )
@@ -287,12 +288,13 @@ def _in_callers_transaction(conn: AsyncConnection, writer: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job for `enqueue_many`: its kind, payload and dedupe key (runs at once, with the worker's
-    max_attempts)."""
+    """A job for `enqueue_many`: its kind, payload and dedupe key (runs at once, with its own
+    ``max_attempts`` or, left out, the worker's)."""
 
     kind: str
     payload: Mapping[str, Any]
     dedupe_key: str
+    max_attempts: int | None = None
 
 
 async def enqueue_many(conn: AsyncConnection, jobs: Sequence[NewJob]) -> int:
@@ -302,9 +304,11 @@ async def enqueue_many(conn: AsyncConnection, jobs: Sequence[NewJob]) -> int:
         return 0
     if not all(job.kind and job.dedupe_key for job in jobs):
         raise ValueError("enqueue_many takes jobs with a kind and a dedupe key")
+    if any(job.max_attempts is not None and job.max_attempts < 1 for job in jobs):
+        raise ValueError("max_attempts must be at least 1")
     _in_callers_transaction(conn, "enqueue_many")
     params = {"kinds": [job.kind for job in jobs], "payloads": [_payload_json(job.payload) for job in jobs],
-              "dedupe_keys": [job.dedupe_key for job in jobs]}
+              "dedupe_keys": [job.dedupe_key for job in jobs], "max_attempts": [job.max_attempts for job in jobs]}
     return (await conn.execute(_ENQUEUE_MANY, params)).scalar() or 0
 
 

@@ -21,6 +21,7 @@ from payments.accounts import AccountKind, owned_code_sql
 from payments.money import Currency, Money
 from payments.references import ReferenceKind, payment_reference, read_reference
 from payments.states import PaymentStatus, check_transition
+from payments.webhook_events import enqueue_events
 
 # Crockford's base32, lower case: no i, l, o, u, so ids survive being read aloud or typed.
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -73,6 +74,8 @@ class Payment:
     till: str | None = None
     #: For a refund: the id (not public id) of the payment it undoes.
     refund_of: int | None = None
+    #: The API key whose request made it (`payments.webhook_events` tells that key's endpoints how it ends).
+    api_key_id: int | None = None
 
     @property
     def total(self) -> Money:
@@ -96,7 +99,7 @@ class PaymentEvent:
 _COLUMNS = ("id, public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, fee, currency, "
             "status, provider, provider_ref, recipient_phone, recipient_user_id, error_code, error_message, "
             "debit_transfer_id, settle_transfer_id, created_at, updated_at, finished_at, provider_refs, "
-            "transcript, confidence, voice_confirmed, paybill, account_number, till, refund_of")
+            "transcript, confidence, voice_confirmed, paybill, account_number, till, refund_of, api_key_id")
 
 
 def _payment(row: Any) -> Payment:
@@ -113,7 +116,7 @@ def _payment(row: Any) -> Payment:
         settle_transfer_id=row.settle_transfer_id, created_at=row.created_at, updated_at=row.updated_at,
         finished_at=row.finished_at, provider_refs=dict(refs or {}), transcript=row.transcript,
         confidence=row.confidence, voice_confirmed=row.voice_confirmed, paybill=row.paybill,
-        account_number=row.account_number, till=row.till, refund_of=row.refund_of)
+        account_number=row.account_number, till=row.till, refund_of=row.refund_of, api_key_id=row.api_key_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,7 @@ class NewPayment:
     refund_of: int | None = None
     #: The provider's id, known at once for deliveries that create their payment (C2B's TransID).
     provider_ref: str | None = None
+    api_key_id: int | None = None
 
 
 # The row and its first event in one statement (one round trip); a key already used inserts neither.
@@ -146,10 +150,10 @@ _INSERT = sql(f"""
 WITH inserted AS (
     INSERT INTO payments (public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, fee,
                           currency, provider, recipient_phone, recipient_user_id, transcript, confidence,
-                          voice_confirmed, paybill, account_number, till, refund_of, provider_ref)
+                          voice_confirmed, paybill, account_number, till, refund_of, provider_ref, api_key_id)
     VALUES (:public_id, :payer, :key, :hash, :kind, :channel, :amount, :fee, :currency, :provider, :phone,
             :recipient, :transcript, :confidence, :voice_confirmed, :paybill, :account_number, :till, :refund_of,
-            :provider_ref)
+            :provider_ref, :api_key_id)
     ON CONFLICT (payer_user_id, idempotency_key) DO NOTHING
     RETURNING {_COLUMNS}
 ), event AS (
@@ -170,7 +174,7 @@ async def insert_payment(conn: AsyncConnection, new: NewPayment, *, cause: str) 
         "phone": new.recipient_phone, "recipient": new.recipient_user_id, "transcript": new.transcript,
         "confidence": new.confidence, "voice_confirmed": new.voice_confirmed, "paybill": new.paybill,
         "account_number": new.account_number, "till": new.till, "refund_of": new.refund_of,
-        "provider_ref": new.provider_ref, "cause": cause})).first()
+        "provider_ref": new.provider_ref, "api_key_id": new.api_key_id, "cause": cause})).first()
     return _payment(row) if row is not None else None
 
 
@@ -306,19 +310,39 @@ async def transition(
     if unknown:
         raise ValueError(f"transition cannot set {sorted(unknown)}")
     sets = ", ".join(f"{name} = :{name}" for name in columns)
-    # The change and its event in one statement (one round trip).
+    # The change and its event in one statement (one round trip); a final state also finds there the
+    # webhook endpoints that must hear of it, so a payment nobody subscribed to costs no statement more.
+    hooks = {"received": target is PaymentStatus.SUCCEEDED} if target.is_final else {}
     row = (await conn.execute(sql(
         f"WITH changed AS (UPDATE payments SET status = :status, updated_at = now(), "
         f"finished_at = CASE WHEN :final THEN now() ELSE finished_at END, "
         f"provider_refs = provider_refs || CAST(:refs AS jsonb)"
         f"{', ' + sets if sets else ''} WHERE id = :id RETURNING {_COLUMNS}), "
         f"event AS (INSERT INTO payment_events (payment_id, from_status, to_status, cause, details) "
-        f"SELECT id, :from_status, :status, :cause, CAST(:details AS jsonb) FROM changed) "
-        f"SELECT {_COLUMNS} FROM changed"),
+        f"SELECT id, :from_status, :status, :cause, CAST(:details AS jsonb) FROM changed)"
+        f"{_HOOKS if hooks else ''} SELECT {_COLUMNS}{_HOOKS_SELECTED if hooks else ''} FROM changed"),
         {"status": target.value, "final": target.is_final, "refs": json.dumps(dict(refs or {}), default=str),
          "id": payment.id, "from_status": payment.status.value, "cause": cause,
-         "details": json.dumps(dict(details or {}), default=str), **columns})).one()
-    return _payment(row)
+         "details": json.dumps(dict(details or {}), default=str), **hooks, **columns})).one()
+    changed = _payment(row)
+    if hooks and row.hook_endpoints:
+        # IMPORTANT: in this transaction, so the events exist exactly when the state they tell of does.
+        await enqueue_events(conn, changed, list(zip(row.hook_endpoints, row.hook_own, strict=True)))
+    return changed
+
+
+# The endpoints that hear of a payment's final state, each once: those of the API key that made it
+# (``own``), and, for a payment that reached a user's wallet, those of that user's keys. Endpoints of
+# revoked keys, and disabled ones, hear nothing.
+_HOOKS = """, hooks AS (
+    SELECT DISTINCT ON (e.id) e.id AS endpoint, k.id IS NOT DISTINCT FROM c.api_key_id AS own
+    FROM changed c
+    JOIN api_keys k ON k.revoked_at IS NULL AND (k.id = c.api_key_id
+        OR (:received AND c.kind <> 'refund' AND k.user_id = c.recipient_user_id))
+    JOIN webhook_endpoints e ON e.api_key_id = k.id AND e.disabled_at IS NULL
+    ORDER BY e.id, k.id IS NOT DISTINCT FROM c.api_key_id DESC)"""
+_HOOKS_SELECTED = (", ARRAY(SELECT endpoint FROM hooks ORDER BY endpoint) AS hook_endpoints, "
+                   "ARRAY(SELECT own FROM hooks ORDER BY endpoint) AS hook_own")
 
 
 async def note(conn: AsyncConnection, payment: Payment, refs: Mapping[str, Any], **columns: Any) -> Payment:

@@ -83,7 +83,7 @@ class Refunds:
                 request_hash=cmd.request_hash(), kind=PaymentKind.REFUND.value, channel=cmd.channel.value,
                 amount=original.amount, fee=Money.zero(original.amount.currency), provider=original.provider,
                 recipient_phone=original.recipient_phone, recipient_user_id=original.recipient_user_id,
-                refund_of=original.id), cause=f"refund:{cmd.requested_by}")
+                refund_of=original.id, api_key_id=cmd.api_key_id), cause=f"refund:{cmd.requested_by}")
             assert refund is not None  # the key was free and the original is locked
             refund = await store.note(conn, refund, {"reason": cmd.reason[:500], "requested_by": cmd.requested_by,
                                                      **({"refund_job": job} if job else {}), **given})

@@ -26,6 +26,7 @@ from gateway.resources import build_ledger, database_url
 from gateway.settings import Settings
 from gateway.worker_resources import build_worker, default_handlers, deferring_handlers
 from payments import outbox
+from payments.webhook_events import JOB_WEBHOOK
 from payments.worker import Handler
 
 T = TypeVar("T")
@@ -64,8 +65,11 @@ async def _work(settings: Settings, engine: AsyncEngine, concurrency: int, once:
         await upgrade(engine)
     try:
         async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
-            handlers = default_handlers(runtime.payments) if runtime.providers_reachable else \
-                deferring_handlers(runtime.payments.register_handlers(), SANDBOXES_OUT_OF_REACH)
+            handlers = default_handlers(runtime.payments)
+            if not runtime.providers_reachable:
+                # Webhooks go to the API's callers, not to the sandboxes: they are sent all the same.
+                handlers = {**deferring_handlers(handlers, SANDBOXES_OUT_OF_REACH),
+                            JOB_WEBHOOK: handlers[JOB_WEBHOOK]}
             await _run_worker(settings, engine, handlers, concurrency, once)
     except ProvidersUnavailable as exc:
         raise click.ClickException(str(exc)) from None

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from payments.money import Currency, Money
 from payments.sandbox.runner import free_port_base
 from payments.states import PaymentStatus
+from payments.webhook_delivery import SIGNATURE_HEADER, verify_delivery
 from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway, wait_for
 
 KES = Currency.KES
@@ -42,7 +44,7 @@ async def sauti(gw: Gateway, *args: str) -> tuple[int, str, str]:
     env = {**os.environ, "DATABASE_URL": gw.engine.url.render_as_string(hide_password=False),
            "SAUTI_API_KEY_PEPPER": PEPPER, "SAUTI__PROVIDERS__MODE": "sandbox",
            "SAUTI__PROVIDERS__SANDBOX__PORT_BASE": urls.daraja.rsplit(":", 1)[1],
-           "SAUTI__PAYMENTS__CALLBACK_SECRET": SECRET}
+           "SAUTI__PAYMENTS__CALLBACK_SECRET": SECRET, "SAUTI__WEBHOOKS__ALLOW_LOCAL_URLS": "true"}
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", *args, cwd=ROOT, env=env,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
@@ -80,3 +82,56 @@ async def test_a_merchant_pays_out_through_the_api_and_the_day_reconciles(gw: Ga
     assert answer["ok"] and [m["public_id"] for m in answer["matched"]] == [created["public_id"]]
     assert len(answer["sources"]) == 2  # M-Pesa (the sandbox's books) and Wave (its API)
     await gw.assert_ledger_ok()
+
+
+async def test_a_merchant_s_webhook_added_with_sauti_hears_of_a_payment_to_it(gw: Gateway):
+    """`sauti webhook add` for the merchant's key, a customer's app paying the merchant through the
+    API, the gateway's own worker delivering `payment.received`, signed, to the merchant's server;
+    then `sauti webhook deliveries`, `list` and `disable` as an operator reads them."""
+    merchant, customer = await gw.user(name="Duka"), await gw.user(name="Wanjiru")
+    await gw.fund(customer, Money.of(1000, KES))
+    heard: list[tuple[bytes, str | None]] = []
+    arrived = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        heard.append((await request.read(), request.headers.get(SIGNATURE_HEADER)))
+        arrived.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/sauti-events", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/sauti-events"
+        code, out, err = await sauti(gw, "apikey", "create", "--name", "duka", "--user", merchant.phone)
+        assert code == 0, err
+        merchant_prefix = out.splitlines()[0].split()[2]
+        code, out, err = await sauti(gw, "webhook", "add", merchant_prefix, url)
+        assert code == 0, err
+        endpoint, secret = out.split()[2], out.strip().splitlines()[-1]
+        assert endpoint.startswith("we_") and secret.startswith("whsec_") and "shown only this once" in err
+        code, out, _ = await sauti(gw, "apikey", "create", "--name", "wanjiru's app", "--user", customer.phone)
+        customer_key = out.strip().splitlines()[-1]
+
+        status, paid = await gw.post("/v1/payments", json.dumps({"kind": "p2p", "recipient": merchant.phone,
+                                                                  "amount": "250", "currency": "KES"}),
+                                     {"Authorization": f"Bearer {customer_key}", "Idempotency-Key": "lunch"})
+        assert status == 201 and paid["status"] == "succeeded"
+        await asyncio.wait_for(arrived.wait(), timeout=15)
+
+        [(body, signature)] = heard
+        event = verify_delivery(body, signature, secret)
+        assert event["type"] == "payment.received" and event["data"]["payment"]["public_id"] == paid["public_id"]
+        assert event["data"]["payment"]["amount"] == "250.00" and event["data"]["payment"]["payer"] == customer.phone
+        code, out, err = await sauti(gw, "webhook", "deliveries", "--endpoint", endpoint)
+        assert code == 0 and "payment.received" in out and paid["public_id"] in out and " done " in out, out + err
+        code, out, _ = await sauti(gw, "webhook", "list", "--key", merchant_prefix)
+        assert endpoint in out and "active" in out and url in out
+        code, out, _ = await sauti(gw, "webhook", "disable", endpoint)
+        assert code == 0 and "disabled" in out
+        code, out, err = await sauti(gw, "webhook", "add", merchant_prefix, "ftp://example.com")
+        assert code != 0 and "https" in err and "Traceback" not in err
+    finally:
+        await runner.cleanup()

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gateway.keys import API_KEY_HASHER
 from payments.api_keys import create_api_key
@@ -30,7 +31,8 @@ PEPPER = "e2e-random-pepper"
 REQUESTS, BLOCKS = 2400, 3
 FIELDS = ("kind", "payer", "amount", "currency", "recipient", "phone", "paybill", "account_number", "till", "payment",
           "reason", "text", "language", "name", "nickname", "favourite", "pin", "device_name", "limit", "Body",
-          "Result", "TransID", "TransAmount", "MSISDN", "BillRefNumber", "id", "type", "data", "client_reference")
+          "Result", "TransID", "TransAmount", "MSISDN", "BillRefNumber", "id", "type", "data", "client_reference",
+          "url")
 ENDPOINTS = (
     *[("POST", "/v1/payments")] * 4, ("POST", "/v1/quotes"), ("GET", "/v1/payments/{id}"),
     ("GET", "/v1/wallets/{id}/history"), ("POST", "/v1/devices"), ("GET", "/v1/contacts"), ("POST", "/v1/contacts"),
@@ -39,6 +41,8 @@ ENDPOINTS = (
     *[("POST", "/v1/voice/commands/{id}/answer")] * 2, *[("POST", "/v1/voice/commands/{id}/confirm")] * 2,
     ("POST", "/v1/voice/commands/{id}/cancel"), ("POST", "/ussd"), ("POST", "/ussd/events"), ("POST", "/voice"),
     ("GET", "/voice/prompts/{id}"), ("POST", "/callbacks/wave"),
+    *[("POST", "/v1/webhook_endpoints")] * 2, ("GET", "/v1/webhook_endpoints"),
+    ("DELETE", "/v1/webhook_endpoints/{id}"),
     *[("POST", f"/callbacks/{SECRET}{path}") for path in (
         "/stk", "/b2c/result", "/b2c/timeout", "/b2b/result", "/reversal/result", "/status/result", "/status/timeout",
         "/c2b/validation", "/c2b/confirmation")],
@@ -46,9 +50,26 @@ ENDPOINTS = (
 
 
 @pytest.fixture(scope="module")
-async def gw(new_database) -> AsyncIterator[Gateway]:
-    async with running_gateway(gateway_settings(await new_database(), free_port(),
-                                                api={"key_pepper": PEPPER})) as gateway:
+async def hook_url() -> AsyncIterator[str]:
+    """A merchant's webhook endpoint that takes every event: where valid endpoints point."""
+
+    async def taken(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hooks", taken)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/hooks"
+    await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def gw(new_database, hook_url) -> AsyncIterator[Gateway]:
+    async with running_gateway(gateway_settings(await new_database(), free_port(), api={"key_pepper": PEPPER},
+                                                webhooks={"allow_local_urls": True})) as gateway:
         yield gateway
 
 
@@ -76,7 +97,7 @@ def anything(rng: random.Random, depth: int = 0) -> Any:
     ))()
 
 
-def template(path: str, rng: random.Random, user: User, payee: User, made: list[str]) -> dict[str, Any]:
+def template(path: str, rng: random.Random, user: User, payee: User, made: list[str], hook_url: str) -> dict[str, Any]:
     """A valid body for ``path`` (as its endpoint's tests send it), or {} where none is known."""
     kes = {"amount": 10, "currency": "KES"}
     c2b = {"TransactionType": "Pay Bill", "TransID": f"RND{rng.randrange(10**7):07d}", "TransTime": "20261130120000",
@@ -101,6 +122,7 @@ def template(path: str, rng: random.Random, user: User, payee: User, made: list[
                                                    "pay bill 888880 account A1 100", "withdraw 20")), "language": "en"},
         "/v1/voice/commands/{id}/answer": {"text": rng.choice(("50", "Mama", "yes", "0712345678"))},
         "/v1/voice/commands/{id}/confirm": {"pin": PIN},
+        "/v1/webhook_endpoints": {"url": rng.choice((hook_url, hook_url + "?shop=7", "https://shop.example.com/h"))},
     }.get(path, {})
 
 
@@ -131,7 +153,7 @@ def changed(body: dict[str, Any], rng: random.Random) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("block", range(BLOCKS))
-async def test_no_request_gets_a_server_error(gw, caplog, block):
+async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
     caplog.set_level(logging.WARNING)
     user, payee = await customer(gw, name="Amina Njoroge", funds=50_000), await customer(gw, name="Juma Mwangi")
     async with gw.engine.begin() as conn:
@@ -152,7 +174,7 @@ async def test_no_request_gets_a_server_error(gw, caplog, block):
             if rng.random() < 0.9:
                 fresh = uuid.uuid4().hex
                 headers["Idempotency-Key"] = rng.choice((fresh, fresh, "", "k" * 300, "same", "é"))
-            body = changed(template(path, rng, user, payee, made), rng)
+            body = changed(template(path, rng, user, payee, made, hook_url), rng)
             roll = rng.random()
             data: Any
             if roll < 0.88:
@@ -172,9 +194,10 @@ async def test_no_request_gets_a_server_error(gw, caplog, block):
                 assert json.loads(text)["error"]["code"], f"{resp.status} {text[:300]}\n{request}"
             elif resp.status in (200, 201) and path == "/v1/payments":
                 made.append(json.loads(text)["public_id"])
-            elif resp.status == 201 and path == "/v1/voice/commands":
+            elif resp.status == 201 and path in ("/v1/voice/commands", "/v1/webhook_endpoints"):
                 ids.append(json.loads(text)["id"])
             tracebacks = [r for r in caplog.records if r.exc_info]
             assert not tracebacks, f"{tracebacks[0].getMessage()}\n{request}"
     # The requests got past the doors: payments made, voice commands taken, contacts written.
     assert made and ids and answers[("/v1/contacts", 200)] + answers[("/v1/contacts", 201)], answers
+    assert answers[("/v1/webhook_endpoints", 201)], answers

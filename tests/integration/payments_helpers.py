@@ -6,15 +6,19 @@ orchestrator, as the gateway will. Nothing of ours is mocked."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import create_engine
+from gateway.errors import error_middleware
+from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
+from gateway.settings import Settings
 from payments.ledger import Ledger, LedgerLimits
 from payments.orchestrator import Payments, PaymentSettings, ProviderClients
 from payments.outbox import RetryPolicy
@@ -186,7 +190,24 @@ async def payments_world(database_url: str, *, sandbox: dict[str, Any] | None = 
         ledger = Ledger(engine, LedgerLimits.from_major(999_999))
         payments = Payments(engine, ledger, settings=PaymentSettings(callback_base_url=base, **settings),
                             providers=ProviderClients(daraja=daraja, wave=wave, sms=sms))
+        stack.push_async_callback(payments.webhooks.close)
         callbacks.payments = payments
         worker = OutboxWorker(engine, payments.register_handlers(), concurrency=4, listen=False,
                               retry=RetryPolicy(base_s=0.05, max_s=0.2), max_attempts=5)
         yield PaymentsWorld(engine, ledger, payments, worker, sandboxes, callbacks)
+
+
+@asynccontextmanager
+async def api_client(world: PaymentsWorld, settings: Settings,
+                     *mounts: Callable[[web.Application], None]) -> AsyncIterator[TestClient]:
+    """The JSON APIs that ``mounts`` add (as the gateway mounts them), over real HTTP, on an app
+    holding ``settings`` and the world's engine and orchestrator, behind the gateway's own error
+    middleware."""
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[DB_ENGINE] = world.engine
+    app[PAYMENTS] = world.payments
+    for mount in mounts:
+        mount(app)
+    async with TestClient(TestServer(app)) as client:
+        yield client

@@ -12,11 +12,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from gateway.errors import error_middleware
-from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from gateway.payments_api import add_payment_api_routes
 from gateway.settings import Settings
 from payments.api_keys import ApiKeyHasher, create_api_key, revoke_api_key
@@ -24,7 +21,7 @@ from payments.identities import User
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.integration.ledger_helpers import random_kenyan_number
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, api_client, payments_world
 
 KES, XOF = Currency.KES, Currency.XOF
 S = PaymentStatus
@@ -47,12 +44,8 @@ async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
 async def client(world: PaymentsWorld) -> AsyncIterator[TestClient]:
     """The API mounted as the gateway mounts it, on an app holding the test world's engine and
     orchestrator, behind the gateway's own error middleware."""
-    app = web.Application(middlewares=[error_middleware])
-    app[SETTINGS] = Settings.model_validate({"api": {"key_pepper": PEPPER}})
-    app[DB_ENGINE] = world.engine
-    app[PAYMENTS] = world.payments
-    add_payment_api_routes(app)
-    async with TestClient(TestServer(app)) as test_client:
+    async with api_client(world, Settings.model_validate({"api": {"key_pepper": PEPPER}}),
+                          add_payment_api_routes) as test_client:
         yield test_client
 
 

@@ -1,0 +1,63 @@
+"""Webhook endpoints through the JSON API: each API key manages its own (`payments.webhook_endpoints`).
+
+- ``POST /v1/webhook_endpoints`` ``{"url": "https://…"}``: 201 with the endpoint and its signing
+  ``secret``, shown this once;
+- ``GET /v1/webhook_endpoints``: the key's endpoints, disabled ones included, without secrets;
+- ``DELETE /v1/webhook_endpoints/{id}``: disables it for good (200 with the endpoint; again, the same).
+
+Another key's endpoint is a 404, as a payment is. Which events reach an endpoint, and how to check
+their signatures: the README's "Webhooks" and `payments.webhook_events`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api_auth import authenticated, ensure_key_hasher
+from gateway.api_requests import json_body, only
+from gateway.keys import DB_ENGINE, SETTINGS
+from payments.api_keys import ApiKey
+from payments.payment_json import iso
+from payments.webhook_endpoints import WebhookEndpoint, add_endpoint, disable_endpoint, list_endpoints
+from payments.webhook_events import EVENT_TYPES
+
+PATH = "/v1/webhook_endpoints"
+
+
+def add_webhook_api_routes(app: web.Application) -> None:
+    """Mount the routes on ``app``, which holds (or will hold, once started) `SETTINGS` and `DB_ENGINE`."""
+    ensure_key_hasher(app)
+    app.router.add_post(PATH, authenticated(create_webhook_endpoint))
+    app.router.add_get(PATH, authenticated(read_webhook_endpoints))
+    app.router.add_delete(PATH + "/{endpoint_id}", authenticated(delete_webhook_endpoint))
+
+
+def endpoint_json(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {"id": endpoint.public_id, "url": endpoint.url, "active": endpoint.active,
+            "events": list(EVENT_TYPES), "created_at": iso(endpoint.created_at),
+            "disabled_at": iso(endpoint.disabled_at)}
+
+
+async def create_webhook_endpoint(request: web.Request, caller: ApiKey) -> web.Response:
+    body = await json_body(request)
+    only(body, {"url"})
+    settings = request.app[SETTINGS].webhooks
+    async with request.app[DB_ENGINE].begin() as conn:
+        made = await add_endpoint(conn, caller.id, body.get("url"), allow_local=settings.allow_local_urls,
+                                  max_per_key=settings.max_endpoints_per_key, actor=f"api_key:{caller.prefix}")
+    return web.json_response(endpoint_json(made.endpoint) | {"secret": made.secret}, status=201)
+
+
+async def read_webhook_endpoints(request: web.Request, caller: ApiKey) -> web.Response:
+    async with request.app[DB_ENGINE].connect() as conn:
+        endpoints = await list_endpoints(conn, api_key_id=caller.id)
+    return web.json_response({"webhook_endpoints": [endpoint_json(e) for e in endpoints]})
+
+
+async def delete_webhook_endpoint(request: web.Request, caller: ApiKey) -> web.Response:
+    async with request.app[DB_ENGINE].begin() as conn:
+        endpoint = await disable_endpoint(conn, request.match_info["endpoint_id"], api_key_id=caller.id,
+                                          actor=f"api_key:{caller.prefix}")
+    return web.json_response(endpoint_json(endpoint))

@@ -1,0 +1,104 @@
+"""Sending webhook events: the outbox handler of ``webhook.deliver`` jobs (`payments.webhook_events`).
+
+One delivery is one ``POST`` of the event's JSON to the endpoint's URL, with:
+
+- ``Sauti-Signature: t=<unix seconds>,v1=<hex>``: HMAC-SHA256 under the endpoint's secret of the
+  timestamp followed by the raw body, the scheme Wave signs its own webhooks with
+  (`payments.providers.wave_signing`), so receivers that verify Wave's can verify ours the same way
+  (`verify_delivery` does it). Signed afresh at each try: a receiver may refuse timestamps more than
+  five minutes old, and a retry is not a replay;
+- ``Sauti-Event-Id`` and ``Sauti-Event-Type``, the event's own ``id`` and ``type``.
+
+A 2xx answer within ``timeout_s`` delivers it. Anything else (another status, a time-out, a refused
+connection, a redirect, which is not followed) fails this try; the outbox retries it with backoff
+and parks it after `DELIVERY_ATTEMPTS`, with the last answer as its error. An endpoint disabled, or
+whose key was revoked, since the event was queued gets nothing: the job ends without sending.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.engine import autocommit
+from payments.outbox import Job, PermanentJobError
+from payments.providers.wave_signing import signature_header
+from payments.providers.wave_webhooks import DEFAULT_TOLERANCE_S, WebhookRejected, verify_signature
+from payments.webhook_endpoints import delivery_target
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "Sauti-Signature"
+USER_AGENT = "Sauti-Webhooks/1"
+#: What of an endpoint's refusal is kept as the delivery's error: enough to see why.
+_ANSWER_CHARS = 300
+
+
+class DeliveryFailed(Exception):
+    """The endpoint did not take the event this time: retried later."""
+
+
+def event_body(event: Mapping[str, object]) -> bytes:
+    """The bytes sent and signed: compact JSON, the same at every try."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def verify_delivery(raw_body: bytes, signature: str | None, secret: str, *, now: Callable[[], float] = time.time,
+                    tolerance_s: float = DEFAULT_TOLERANCE_S) -> dict:
+    """For receivers: the event, if ``signature`` (the ``Sauti-Signature`` header) signs
+    ``raw_body`` with ``secret`` within ``tolerance_s`` of now; else `WebhookRejected`."""
+    verify_signature(raw_body, signature, [secret], now=now, tolerance_s=tolerance_s)
+    return json.loads(raw_body)
+
+
+class WebhookSender:
+    """Delivers ``webhook.deliver`` jobs over one kept-alive HTTP session, made at the first
+    delivery (most processes never send one) and closed by `close`."""
+
+    def __init__(self, engine: AsyncEngine, *, timeout_s: float = 10.0) -> None:
+        self.engine = engine
+        self.timeout_s = timeout_s
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                                               headers={"User-Agent": USER_AGENT})
+        return self._http
+
+    async def deliver(self, job: Job) -> None:
+        event = job.payload.get("event")
+        endpoint = job.payload.get("endpoint")
+        if not isinstance(event, Mapping) or not isinstance(endpoint, int):
+            raise PermanentJobError("the job holds no event and endpoint")
+        async with autocommit(self.engine).connect() as conn:
+            target = await delivery_target(conn, endpoint)
+        if target is None or not target.live:
+            log.info("webhook job %s: endpoint %s is disabled or gone; event %s dropped", job.id, endpoint,
+                     event.get("id"))
+            return
+        body = event_body(event)
+        headers = {"Content-Type": "application/json", "Sauti-Event-Id": str(event.get("id")),
+                   "Sauti-Event-Type": str(event.get("type")),
+                   SIGNATURE_HEADER: signature_header([target.secret], int(time.time()), body)}
+        try:
+            async with self._session().post(target.url, data=body, headers=headers, allow_redirects=False) as answer:
+                if 200 <= answer.status < 300:
+                    return
+                said = (await answer.content.read(_ANSWER_CHARS)).decode("utf-8", "replace")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DeliveryFailed(f"{type(exc).__name__} sending to the endpoint: {exc}"[:_ANSWER_CHARS]) from None
+        raise DeliveryFailed(f"the endpoint answered HTTP {answer.status}: {said!r}")
+
+
+__all__ = ["DeliveryFailed", "WebhookRejected", "WebhookSender", "event_body", "verify_delivery"]

@@ -1,0 +1,108 @@
+"""Webhook events: what a payment's final state tells the endpoints subscribed to it.
+
+`payment_store.transition` finds, in the statement that moves a payment to a final state, the
+endpoints (`payments.webhook_endpoints`) that must hear of it, and calls `enqueue_events` in the
+same transaction: an event exists exactly when the state it tells of does, and a payment nobody
+subscribed to costs nothing more. Each event and endpoint is one outbox job (``webhook.deliver``),
+sent by `payments.webhook_delivery` and retried with the outbox's backoff until the endpoint
+answers 2xx.
+
+Who hears what:
+
+- ``payment.succeeded``, ``payment.failed``, ``payment.reversed``, ``payment.refunded``: the
+  endpoints of the API key whose request made the payment (a refund it asked for included);
+- ``payment.received``: the endpoints of a user's keys (a merchant's), when a payment other than a
+  refund reaches that user's wallet, whoever made it (a customer paying by USSD, say).
+
+An event reads ``{"id": "evt_…", "type": "payment.succeeded", "created_at": ISO 8601,
+"data": {"payment": {…}}}``; the payment is as ``GET /v1/payments/{id}`` shows it (without its
+history) at the moment of the change, plus ``refund_of`` for a refund. Delivery is at least once and
+not in order: receivers deduplicate on ``id`` and may read the payment again for its latest state.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.sql import sql
+from payments.outbox import NewJob, enqueue_many
+from payments.payment_json import iso, payment_json
+
+if TYPE_CHECKING:
+    from payments.payment_store import Payment
+
+JOB_WEBHOOK = "webhook.deliver"
+RECEIVED = "payment.received"
+#: Every type an endpoint may receive, for the docs and the receivers' checks.
+EVENT_TYPES = ("payment.succeeded", "payment.failed", "payment.reversed", "payment.refunded", RECEIVED)
+#: Tries of one delivery before it is parked (`sauti webhook deliveries` lists it; `sauti outbox retry`
+#: sends it again). With the outbox's backoff (doubling from 2 s, at most 10 min apart by default)
+#: thirty tries span about four hours: an endpoint down for a deploy or a night's outage misses nothing.
+DELIVERY_ATTEMPTS = 30
+
+_PARTIES = sql("SELECT (SELECT phone FROM users WHERE id = :payer) AS payer, "
+               "(SELECT public_id FROM payments WHERE id = :refund_of) AS refund_of")
+
+
+def new_event_id() -> str:
+    return f"evt_{secrets.token_urlsafe(16)}"
+
+
+async def enqueue_events(conn: AsyncConnection, payment: Payment, hooks: Sequence[tuple[int, bool]]) -> int:
+    """Queue the events of ``payment``'s new (final) state for ``hooks``: (endpoint id, whether the
+    endpoint's key made the payment). In the caller's transaction; returns how many were queued."""
+    if not hooks:
+        return 0
+    parties = (await conn.execute(_PARTIES, {"payer": payment.payer_user_id, "refund_of": payment.refund_of})).one()
+    snapshot = payment_json(payment, parties.payer)
+    if parties.refund_of is not None:
+        snapshot["refund_of"] = parties.refund_of
+    events: dict[str, dict[str, Any]] = {}
+    jobs = []
+    for endpoint, own in hooks:
+        kind = f"payment.{payment.status.value}" if own else RECEIVED
+        event = events.get(kind)
+        if event is None:
+            # One event per type: every endpoint told of it sees the same id.
+            event = events[kind] = {"id": new_event_id(), "type": kind, "created_at": iso(payment.updated_at),
+                                    "data": {"payment": snapshot}}
+        jobs.append(NewJob(JOB_WEBHOOK, {"endpoint": endpoint, "event": event},
+                           dedupe_key=f"{JOB_WEBHOOK}:{endpoint}:{event['id']}", max_attempts=DELIVERY_ATTEMPTS))
+    return await enqueue_many(conn, jobs)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event's delivery to one endpoint, as the outbox has it (for `sauti webhook deliveries`)."""
+
+    job_id: int
+    endpoint: str
+    event_id: str
+    event_type: str
+    payment: str
+    status: str  # the outbox job's: pending, running, done, parked
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    run_after: datetime
+
+
+async def deliveries(conn: AsyncConnection, *, endpoint: str | None = None, undelivered: bool = False,
+                     limit: int = 20) -> list[Delivery]:
+    """The newest deliveries (to the endpoint whose public id is ``endpoint``, when given; only those
+    not delivered yet or parked, with ``undelivered``), newest first."""
+    rows = await conn.execute(sql(
+        "SELECT j.id, e.public_id, j.payload->'event'->>'id' AS event_id, j.payload->'event'->>'type' AS event_type, "
+        "j.payload->'event'->'data'->'payment'->>'public_id' AS payment, j.status, j.attempts, j.last_error, "
+        "j.created_at, j.run_after "
+        "FROM outbox_jobs j JOIN webhook_endpoints e ON e.id = CAST(j.payload->>'endpoint' AS bigint) "
+        "WHERE j.kind = :kind AND (CAST(:endpoint AS text) IS NULL OR e.public_id = :endpoint) "
+        "AND (NOT :undelivered OR j.status <> 'done') ORDER BY j.id DESC LIMIT :limit"),
+        {"kind": JOB_WEBHOOK, "endpoint": endpoint, "undelivered": undelivered, "limit": limit})
+    return [Delivery(*row) for row in rows]
