@@ -240,6 +240,8 @@ class WebhooksSettings(_Section):
     allow_local_urls: bool = False
     timeout_s: float = Field(10.0, gt=0, le=60)
     max_endpoints_per_key: int = Field(5, ge=1, le=100)
+    # Deliveries at once per process, by an outbox worker of their own (never in the slots of payouts).
+    concurrency: int = Field(8, ge=1, le=256)
 
 
 class AgentsSection(_Section):

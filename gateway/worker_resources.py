@@ -15,12 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from gateway.settings import Settings
 from payments.orchestrator import Payments
-from payments.outbox import Job, RetryPolicy
+from payments.outbox import Job, KindFilter, RetryPolicy
+from payments.webhook_events import JOB_WEBHOOK
 from payments.worker import Handler, OutboxWorker
 
 log = logging.getLogger(__name__)
 
 OUTBOX_WORKER = web.AppKey("outbox_worker", OutboxWorker)
+WEBHOOK_WORKER = web.AppKey("webhook_worker", OutboxWorker)
 
 
 def default_handlers(payments: Payments | None) -> dict[str, Handler]:
@@ -45,25 +47,26 @@ def deferring_handlers(kinds: Iterable[str], reason: str) -> dict[str, Handler]:
     return dict.fromkeys(kinds, defer)
 
 
-def build_worker(
+def build_workers(
     settings: Settings,
     engine: AsyncEngine,
     handlers: Mapping[str, Handler],
     *,
     concurrency: int | None = None,
-    worker_id: str | None = None,
-) -> OutboxWorker:
+) -> tuple[OutboxWorker, OutboxWorker]:
+    """The process's two outbox workers, with the same handlers: one for every kind but webhooks
+    (``outbox.concurrency`` at once), and one for webhooks alone (``webhooks.concurrency``). The
+    API's callers' servers are not ours: one that is slow or gone takes a webhook worker's slots for
+    up to ``webhooks.timeout_s`` a try, never those of payouts and receipts."""
     s = settings.outbox
-    return OutboxWorker(
-        engine,
-        handlers,
-        concurrency=concurrency or s.concurrency,
-        poll_interval=s.poll_interval_s,
-        lease_s=s.lease_s,
-        worker_id=worker_id,
-        retry=RetryPolicy(base_s=s.backoff_base_s, max_s=s.backoff_max_s),
-        max_attempts=s.max_attempts,
-    )
+    common = {"poll_interval": s.poll_interval_s, "lease_s": s.lease_s, "max_attempts": s.max_attempts,
+              "retry": RetryPolicy(base_s=s.backoff_base_s, max_s=s.backoff_max_s)}
+    main = OutboxWorker(engine, handlers, concurrency=concurrency or s.concurrency,
+                        kinds=KindFilter(skip=frozenset({JOB_WEBHOOK})), **common)
+    webhooks = OutboxWorker(engine, handlers, concurrency=settings.webhooks.concurrency,
+                            worker_id=f"{main.worker_id}:webhooks", kinds=KindFilter(only=frozenset({JOB_WEBHOOK})),
+                            **common)
+    return main, webhooks
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -83,18 +86,20 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     engine = app[DB_ENGINE]
-    worker = build_worker(settings, engine, default_handlers(app.get(PAYMENTS)))
-    task = asyncio.create_task(worker.run_forever(), name="outbox-worker")
-    task.add_done_callback(_report_crash)
-    app[OUTBOX_WORKER] = worker
+    workers = build_workers(settings, engine, default_handlers(app.get(PAYMENTS)))
+    tasks = [asyncio.create_task(w.run_forever(), name=f"outbox-worker-{n}") for n, w in enumerate(workers)]
+    for task in tasks:
+        task.add_done_callback(_report_crash)
+    app[OUTBOX_WORKER], app[WEBHOOK_WORKER] = workers
     try:
         yield
     finally:
-        worker.stop()
-        try:
-            await asyncio.wait_for(task, timeout=settings.server.shutdown_timeout_s)
-        except TimeoutError:
+        for worker in workers:
+            worker.stop()
+        _, pending = await asyncio.wait(tasks, timeout=settings.server.shutdown_timeout_s)
+        if pending:
             log.warning("outbox worker: in-flight jobs outlasted the shutdown grace period; cancelled "
                         "(they run again when their leases expire)")
-        except Exception:  # noqa: S110 -- already logged by _report_crash; shutdown goes on
-            pass
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -102,6 +102,16 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class KindFilter:
+    """Which kinds of jobs a worker claims: only those in ``only`` (every kind when None), less
+    those in ``skip``. Workers that split the kinds between them keep a slow kind (webhooks to the
+    API's callers' servers) from taking every slot of the others (payouts, receipts)."""
+
+    only: frozenset[str] | None = None
+    skip: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class FailOutcome:
     """What `fail` did: put the job back for a retry in ``retry_in_s`` seconds, or parked it."""
 
@@ -149,6 +159,8 @@ _CLAIM = sql(f"""
 WITH picked AS (
     SELECT id AS picked_id FROM outbox_jobs
      WHERE status = 'pending' AND run_after <= now()
+       AND (CAST(:only_kinds AS text[]) IS NULL OR kind = ANY(CAST(:only_kinds AS text[])))
+       AND kind <> ALL(CAST(:skip_kinds AS text[]))
      ORDER BY run_after, id
      LIMIT :limit
      FOR UPDATE SKIP LOCKED
@@ -313,12 +325,15 @@ async def enqueue_many(conn: AsyncConnection, jobs: Sequence[NewJob]) -> int:
 
 
 async def claim(engine: AsyncEngine, worker_id: str, *, limit: int, lease_s: float,
-                default_max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[Job]:
-    """Claim up to ``limit`` due jobs for ``worker_id`` with a lease of ``lease_s`` seconds, in a
-    single statement (its own transaction: `db.engine.autocommit`); oldest due first."""
+                default_max_attempts: int = DEFAULT_MAX_ATTEMPTS, kinds: KindFilter | None = None) -> list[Job]:
+    """Claim up to ``limit`` due jobs (of the kinds ``kinds`` lets through) for ``worker_id`` with a
+    lease of ``lease_s`` seconds, in a single statement (its own transaction:
+    `db.engine.autocommit`); oldest due first."""
     if limit < 1:
         return []
-    params = {"limit": limit, "worker": worker_id, "lease_s": float(lease_s), "default_max": default_max_attempts}
+    kinds = kinds or KindFilter()
+    params = {"limit": limit, "worker": worker_id, "lease_s": float(lease_s), "default_max": default_max_attempts,
+              "only_kinds": sorted(kinds.only) if kinds.only is not None else None, "skip_kinds": sorted(kinds.skip)}
     async with autocommit(engine).connect() as conn:
         rows = await conn.execute(_CLAIM, params)
         jobs = [_job(r) for r in rows.mappings()]

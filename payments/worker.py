@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments import outbox
-from payments.outbox import Job, PermanentJobError, RetryPolicy
+from payments.outbox import Job, KindFilter, PermanentJobError, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class OutboxWorker:
         job_timeout_s: float | None = None,
         sweep_interval_s: float | None = None,
         listen: bool = True,
+        kinds: KindFilter | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -92,6 +93,8 @@ class OutboxWorker:
         # about a lease and a quarter before it runs again.
         self.sweep_interval_s = sweep_interval_s if sweep_interval_s is not None else max(lease_s / 4, 0.05)
         self.listen = listen
+        #: The kinds of jobs this worker claims (`outbox.KindFilter`): every kind unless told otherwise.
+        self.kinds = kinds or KindFilter()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -187,7 +190,7 @@ class OutboxWorker:
         if free < 1 or self._stop.is_set():
             return []
         return await outbox.claim(self.engine, self.worker_id, limit=free, lease_s=self.lease_s,
-                                  default_max_attempts=self.max_attempts)
+                                  default_max_attempts=self.max_attempts, kinds=self.kinds)
 
     def _start(self, jobs: list[Job]) -> None:
         for job in jobs:

@@ -6,7 +6,8 @@ Any number of `sauti worker` processes may run beside `sauti serve` (whose in-pr
 The worker runs the payment orchestrator's handlers with the provider clients `sauti serve` uses
 (`gateway.payments_resources.open_payments`); in sandbox mode it reaches the sandboxes at
 ``providers.sandbox.port_base`` and never starts its own (a sandbox's state lives in its process);
-without a port_base it leaves provider jobs to serve's in-process worker.
+without a port_base it leaves provider jobs to serve's in-process worker, and still sends webhooks.
+Webhook deliveries have a worker of their own beside it (`gateway.worker_resources.build_workers`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from db.migrate import upgrade
 from gateway.payments_resources import SANDBOXES_OUT_OF_REACH, ProvidersUnavailable, open_payments
 from gateway.resources import build_ledger, database_url
 from gateway.settings import Settings
-from gateway.worker_resources import build_worker, default_handlers, deferring_handlers
+from gateway.worker_resources import build_workers, default_handlers, deferring_handlers
 from payments import outbox
 from payments.webhook_events import JOB_WEBHOOK
 from payments.worker import Handler
@@ -55,8 +56,9 @@ def worker(ctx: click.Context, concurrency: int | None, once: bool) -> None:
     concurrency = concurrency or settings.outbox.concurrency
     # One value for the worker and what sizes itself by it (the SMS sender's threads).
     settings = settings.model_copy(update={"outbox": settings.outbox.model_copy(update={"concurrency": concurrency})})
-    # A claim, an outcome per job in flight, the LISTEN connection, and headroom for the handlers.
-    pool_size = min(concurrency + 4, 200)
+    # A claim, an outcome per job in flight (webhook deliveries' too), the LISTEN connections, and
+    # headroom for the handlers.
+    pool_size = min(concurrency + settings.webhooks.concurrency + 5, 200)
     asyncio.run(_with_engine(settings, pool_size, lambda engine: _work(settings, engine, concurrency, once)))
 
 
@@ -77,20 +79,26 @@ async def _work(settings: Settings, engine: AsyncEngine, concurrency: int, once:
 
 async def _run_worker(settings: Settings, engine: AsyncEngine, handlers: Mapping[str, Handler], concurrency: int,
                       once: bool) -> None:
-    runner = build_worker(settings, engine, handlers, concurrency=concurrency)
+    runners = build_workers(settings, engine, handlers, concurrency=concurrency)
     if once:
-        ran = await runner.drain()
+        ran = sum(await asyncio.gather(*(runner.drain() for runner in runners)))
         counts = await outbox.count_by_status(engine)
         click.echo(f"ran {ran} job(s); now " + ", ".join(f"{n} {status}" for status, n in counts.items()))
         return
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for runner in runners:
+            runner.stop()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(signum, runner.stop)
+            loop.add_signal_handler(signum, stop)
         except (NotImplementedError, RuntimeError):  # platforms without loop signal handlers
             pass
-    click.echo(f"outbox worker {runner.worker_id}: {concurrency} job(s) at a time (Ctrl-C to stop)")
-    await runner.run_forever()
+    click.echo(f"outbox worker {runners[0].worker_id}: {concurrency} job(s) at a time, and "
+               f"{settings.webhooks.concurrency} webhook deliveries (Ctrl-C to stop)")
+    await asyncio.gather(*(runner.run_forever() for runner in runners))
     click.echo("outbox worker stopped")
 
 

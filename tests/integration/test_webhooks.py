@@ -22,6 +22,7 @@ from gateway.commands.worker import worker as worker_command
 from gateway.payments_api import add_payment_api_routes
 from gateway.settings import Settings, load_settings
 from gateway.webhooks_api import add_webhook_api_routes
+from gateway.worker_resources import build_workers
 from payments import outbox
 from payments.api_keys import ApiKeyHasher, create_api_key, revoke_api_key, split_key
 from payments.commands import Channel, SendToWallet
@@ -45,11 +46,18 @@ class Receiver:
     received: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)
     delay_s: float = 0.0
+    in_flight: int = 0
+    most_at_once: int = 0
 
     async def handle(self, request: web.Request) -> web.Response:
         self.received.append((await request.read(), dict(request.headers)))
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        self.in_flight += 1
+        self.most_at_once = max(self.most_at_once, self.in_flight)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight -= 1
         status = self.answers.pop(0) if self.answers else 200
         if status in (301, 307):
             return web.Response(status=status, headers={"Location": self.url + "/elsewhere"})
@@ -366,3 +374,44 @@ async def test_a_worker_that_cannot_reach_the_sandboxes_still_sends_webhooks(wor
     assert event["type"] == "payment.succeeded"
     assert await world.scalar("SELECT count(*) FROM outbox_jobs WHERE kind = 'sms.receipt' "
                               "AND status = 'pending' AND last_error LIKE '%sandbox mode%'") >= receipts
+
+
+async def test_a_slow_endpoint_never_holds_up_payouts_and_receipts(world, client, receiver):
+    """The workers `sauti serve` and `sauti worker` run: webhooks in slots of their own."""
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(1000, KES))
+    key = await new_key(world, payer)
+    await subscribe(client, key, receiver.url)
+    receiver.delay_s = 1.0  # a merchant's server in trouble: every event takes it a second
+    for n in range(12):
+        await call(client, "POST", "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": "10",
+                                                         "currency": "KES"}, f"slow-{n}")
+    receipts = await world.rows("SELECT id FROM outbox_jobs WHERE kind = 'sms.receipt' AND status = 'pending'")
+    assert len(receipts) >= 24  # payer's and payee's, for each payment
+    settings = Settings.model_validate({"outbox": {"concurrency": 4, "poll_interval_s": 0.05},
+                                        "webhooks": {"concurrency": 2}})
+    workers = build_workers(settings, world.engine, world.payments.register_handlers())
+    running = [asyncio.create_task(w.run_forever()) for w in workers]
+    try:
+        # Every receipt is sent while the webhook worker is still busy with the slow endpoint (with one
+        # worker of 4 slots for both, the last receipts would wait 3 s for the webhooks ahead of them).
+        deadline = asyncio.get_running_loop().time() + 2
+        while await world.scalar("SELECT count(*) FROM outbox_jobs WHERE id = ANY(:ids) AND status <> 'done'",
+                                 ids=[r.id for r in receipts]):
+            assert asyncio.get_running_loop().time() < deadline, "receipts waited for the webhooks"
+            await asyncio.sleep(0.05)
+        assert receiver.in_flight > 0 and len(receiver.received) < 12
+        await deliver_all_by(workers, world)
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*running)
+    assert len(receiver.received) == 12 and receiver.most_at_once == 2  # webhooks.concurrency, no more
+
+
+async def deliver_all_by(workers, world: PaymentsWorld, within_s: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while await world.scalar(f"SELECT count(*) FROM outbox_jobs WHERE kind = '{JOB_WEBHOOK}' "
+                             "AND status IN ('pending', 'running')"):
+        assert asyncio.get_running_loop().time() < deadline, "webhook deliveries still waiting"
+        await asyncio.sleep(0.05)
