@@ -22,6 +22,7 @@ from payments.sandbox.runner import free_port_base
 from payments.states import PaymentStatus
 from payments.webhook_delivery import SIGNATURE_HEADER, verify_delivery
 from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway, wait_for
+from tests.http_servers import serve_app
 
 KES = Currency.KES
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,11 +101,8 @@ async def test_a_merchant_s_webhook_added_with_sauti_hears_of_a_payment_to_it(gw
 
     app = web.Application()
     app.router.add_post("/sauti-events", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/sauti-events"
+    async with serve_app(app) as base:
+        url = f"{base}/sauti-events"
         code, out, err = await sauti(gw, "apikey", "create", "--name", "duka", "--user", merchant.phone)
         assert code == 0, err
         merchant_prefix = out.splitlines()[0].split()[2]
@@ -133,5 +131,3 @@ async def test_a_merchant_s_webhook_added_with_sauti_hears_of_a_payment_to_it(gw
         assert code == 0 and "disabled" in out
         code, out, err = await sauti(gw, "webhook", "add", merchant_prefix, "ftp://example.com")
         assert code != 0 and "https" in err and "Traceback" not in err
-    finally:
-        await runner.cleanup()

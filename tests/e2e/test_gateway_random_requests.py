@@ -26,6 +26,7 @@ from payments.api_keys import create_api_key
 from payments.identities import User
 from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway
 from tests.e2e.test_gateway_app_api import PIN, customer
+from tests.http_servers import serve_app
 
 PEPPER = "e2e-random-pepper"
 REQUESTS, BLOCKS = 2400, 3
@@ -59,11 +60,8 @@ async def hook_url() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/hooks", taken)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/hooks"
-    await runner.cleanup()
+    async with serve_app(app) as base:
+        yield f"{base}/hooks"
 
 
 @pytest.fixture(scope="module")

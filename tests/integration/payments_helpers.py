@@ -41,6 +41,7 @@ from payments.providers.wave_webhooks import SigningSecret, WebhookRejected, ver
 from payments.sandbox.runner import RunningSandboxes, run_sandboxes
 from payments.sandbox.settings import SandboxSettings
 from payments.worker import OutboxWorker
+from tests.http_servers import serve_app
 from tests.ledger_views import LedgerViews
 
 CALLBACK_SECRET = "cb-7f3a"  # a secret path segment, as the gateway will use
@@ -174,11 +175,7 @@ async def payments_world(database_url: str, *, sandbox: dict[str, Any] | None = 
         engine = create_engine(database_url, pool_size=10, max_overflow=10)
         stack.push_async_callback(engine.dispose)
         callbacks = CallbackServer()
-        runner = web.AppRunner(callbacks.app(), access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}/{CALLBACK_SECRET}"
+        base = f"{await stack.enter_async_context(serve_app(callbacks.app()))}/{CALLBACK_SECRET}"
         sandboxes = await stack.enter_async_context(run_sandboxes(SandboxSettings.for_tests(
             wave_webhook_url=f"{base}/wave/webhook", **(sandbox or {}))))
         callbacks.wave_security = SigningSecret(sandboxes.settings.wave_webhook_secrets)

@@ -30,6 +30,7 @@ from payments.money import Currency, Money
 from payments.webhook_delivery import SIGNATURE_HEADER, DeliveryFailed, WebhookRejected, WebhookSender, verify_delivery
 from payments.webhook_endpoints import InvalidWebhookUrl, add_endpoint
 from payments.webhook_events import DELIVERY_ATTEMPTS, JOB_WEBHOOK
+from tests.http_servers import serve_app
 from tests.integration.payments_helpers import PaymentsWorld, api_client, payments_world
 
 KES = Currency.KES
@@ -99,13 +100,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     got = Receiver()
     app = web.Application()
     app.router.add_post("/hooks/sauti", got.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    got.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hooks/sauti"
-    yield got
-    await runner.cleanup()
+    async with serve_app(app) as base:
+        got.url = f"{base}/hooks/sauti"
+        yield got
 
 
 async def new_key(world: PaymentsWorld, user=None) -> str:

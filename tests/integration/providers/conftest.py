@@ -8,7 +8,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from payments.providers.sms import SmsSender, SmsSettings
 from payments.providers.wave import WaveClient, WaveSettings
 from payments.sandbox.runner import RunningSandboxes, run_sandboxes
 from payments.sandbox.settings import SandboxSettings
+from tests.http_servers import serve_app
 
 
 @dataclass(frozen=True)
@@ -101,18 +101,6 @@ class CallbackReceiver:
         responder = self._responders.get(request.path)
         status, body = responder(delivery) if responder else (200, {"ResultCode": 0, "ResultDesc": "Success"})
         return web.json_response(body, status=status)
-
-
-@asynccontextmanager
-async def serve_app(app: web.Application) -> AsyncIterator[str]:
-    """Run one app on a free localhost port; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 def daraja_settings_for(
