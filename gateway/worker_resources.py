@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from gateway.settings import Settings
 from payments.orchestrator import Payments
-from payments.outbox import Job, KindFilter, RetryPolicy
-from payments.webhook_events import JOB_WEBHOOK
+from payments.outbox import Job, Lane, RetryPolicy
+from payments.webhook_events import JOB_WEBHOOK, WEBHOOK_LANE
 from payments.worker import Handler, OutboxWorker
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,9 @@ def build_workers(
     common = {"poll_interval": s.poll_interval_s, "lease_s": s.lease_s, "max_attempts": s.max_attempts,
               "retry": RetryPolicy(base_s=s.backoff_base_s, max_s=s.backoff_max_s)}
     main = OutboxWorker(engine, handlers, concurrency=concurrency or s.concurrency,
-                        kinds=KindFilter(skip=frozenset({JOB_WEBHOOK})), **common)
+                        lane=Lane(skip=frozenset({JOB_WEBHOOK})), **common)
     webhooks = OutboxWorker(engine, handlers, concurrency=settings.webhooks.concurrency,
-                            worker_id=f"{main.worker_id}:webhooks", kinds=KindFilter(only=frozenset({JOB_WEBHOOK})),
-                            **common)
+                            worker_id=f"{main.worker_id}:webhooks", lane=WEBHOOK_LANE, **common)
     return main, webhooks
 
 

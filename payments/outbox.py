@@ -37,7 +37,8 @@ from db.engine import autocommit
 from db.schema import JOB_STATUSES
 from db.sql import sql
 
-# Workers LISTEN here; `enqueue` and `retry_parked` notify it (payload-free, so PostgreSQL folds the
+# Workers LISTEN here (those of a `Lane` with a channel of its own, there); `enqueue` and
+# `retry_parked` notify it (payload-free, so PostgreSQL folds the
 # notifications of one transaction into one).
 NOTIFY_CHANNEL = "sauti_outbox"
 # Attempts of a job enqueued without its own max_attempts, when the worker is not told otherwise
@@ -102,13 +103,16 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class KindFilter:
-    """Which kinds of jobs a worker claims: only those in ``only`` (every kind when None), less
-    those in ``skip``. Workers that split the kinds between them keep a slow kind (webhooks to the
-    API's callers' servers) from taking every slot of the others (payouts, receipts)."""
+class Lane:
+    """A share of the outbox for one worker: the kinds of jobs it claims (those in ``only``, every
+    kind when None, less those in ``skip``) and the channel it LISTENs on, which whoever enqueues
+    them notifies. Workers in lanes of their own keep a slow kind (webhooks to the API's callers'
+    servers) from taking the slots of the others (payouts, receipts), and are not woken by each
+    other's jobs."""
 
     only: frozenset[str] | None = None
     skip: frozenset[str] = frozenset()
+    channel: str = NOTIFY_CHANNEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +143,7 @@ _EXISTING = sql("SELECT id FROM outbox_jobs WHERE dedupe_key = :dedupe_key")
 
 # Several jobs in one statement (one round trip, one notification), whatever their number: the rows
 # come as arrays, so the statement's text, and its prepared plan, stay the same.
-_ENQUEUE_MANY = sql(f"""
+_ENQUEUE_MANY = sql("""
 WITH inserted AS (
     INSERT INTO outbox_jobs (kind, payload, dedupe_key, max_attempts, run_after)
     SELECT kind, payload, dedupe_key, max_attempts, now()
@@ -149,7 +153,7 @@ WITH inserted AS (
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING id
 )
-SELECT count(*) AS written, pg_notify('{NOTIFY_CHANNEL}', '') FROM inserted HAVING count(*) > 0
+SELECT count(*) AS written, pg_notify(:channel, '') FROM inserted HAVING count(*) > 0
 """)
 
 # IMPORTANT: SKIP LOCKED is what lets any number of workers claim concurrently: a row another
@@ -309,9 +313,10 @@ class NewJob:
     max_attempts: int | None = None
 
 
-async def enqueue_many(conn: AsyncConnection, jobs: Sequence[NewJob]) -> int:
-    """`enqueue` several jobs in one statement, in ``conn``'s open transaction; returns how many were
-    written (a dedupe key already used writes nothing, as with `enqueue`)."""
+async def enqueue_many(conn: AsyncConnection, jobs: Sequence[NewJob], *, channel: str = NOTIFY_CHANNEL) -> int:
+    """`enqueue` several jobs in one statement, in ``conn``'s open transaction, notifying ``channel``
+    (their workers' `Lane`'s); returns how many were written (a dedupe key already used writes
+    nothing, as with `enqueue`)."""
     if not jobs:
         return 0
     if not all(job.kind and job.dedupe_key for job in jobs):
@@ -320,20 +325,21 @@ async def enqueue_many(conn: AsyncConnection, jobs: Sequence[NewJob]) -> int:
         raise ValueError("max_attempts must be at least 1")
     _in_callers_transaction(conn, "enqueue_many")
     params = {"kinds": [job.kind for job in jobs], "payloads": [_payload_json(job.payload) for job in jobs],
-              "dedupe_keys": [job.dedupe_key for job in jobs], "max_attempts": [job.max_attempts for job in jobs]}
+              "dedupe_keys": [job.dedupe_key for job in jobs], "max_attempts": [job.max_attempts for job in jobs],
+              "channel": channel}
     return (await conn.execute(_ENQUEUE_MANY, params)).scalar() or 0
 
 
 async def claim(engine: AsyncEngine, worker_id: str, *, limit: int, lease_s: float,
-                default_max_attempts: int = DEFAULT_MAX_ATTEMPTS, kinds: KindFilter | None = None) -> list[Job]:
-    """Claim up to ``limit`` due jobs (of the kinds ``kinds`` lets through) for ``worker_id`` with a
-    lease of ``lease_s`` seconds, in a single statement (its own transaction:
-    `db.engine.autocommit`); oldest due first."""
+                default_max_attempts: int = DEFAULT_MAX_ATTEMPTS, lane: Lane | None = None) -> list[Job]:
+    """Claim up to ``limit`` due jobs (of ``lane``'s kinds) for ``worker_id`` with a lease of
+    ``lease_s`` seconds, in a single statement (its own transaction: `db.engine.autocommit`); oldest
+    due first."""
     if limit < 1:
         return []
-    kinds = kinds or KindFilter()
+    lane = lane or Lane()
     params = {"limit": limit, "worker": worker_id, "lease_s": float(lease_s), "default_max": default_max_attempts,
-              "only_kinds": sorted(kinds.only) if kinds.only is not None else None, "skip_kinds": sorted(kinds.skip)}
+              "only_kinds": sorted(lane.only) if lane.only is not None else None, "skip_kinds": sorted(lane.skip)}
     async with autocommit(engine).connect() as conn:
         rows = await conn.execute(_CLAIM, params)
         jobs = [_job(r) for r in rows.mappings()]

@@ -31,13 +31,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.sql import sql
-from payments.outbox import NewJob, enqueue_many
+from payments.outbox import Lane, NewJob, enqueue_many
 from payments.payment_json import iso, payment_json
 
 if TYPE_CHECKING:
     from payments.payment_store import Payment
 
 JOB_WEBHOOK = "webhook.deliver"
+#: The outbox lane of deliveries: a worker of their own (`gateway.worker_resources.build_workers`),
+#: woken on a channel of their own, so that neither kind of job waits on, or wakes, the other's worker.
+WEBHOOK_LANE = Lane(only=frozenset({JOB_WEBHOOK}), channel="sauti_outbox_webhooks")
 RECEIVED = "payment.received"
 #: Every type an endpoint may receive, for the docs and the receivers' checks.
 EVENT_TYPES = ("payment.succeeded", "payment.failed", "payment.reversed", "payment.refunded", RECEIVED)
@@ -74,7 +77,7 @@ async def enqueue_events(conn: AsyncConnection, payment: Payment, hooks: Sequenc
                                     "data": {"payment": snapshot}}
         jobs.append(NewJob(JOB_WEBHOOK, {"endpoint": endpoint, "event": event},
                            dedupe_key=f"{JOB_WEBHOOK}:{endpoint}:{event['id']}", max_attempts=DELIVERY_ATTEMPTS))
-    return await enqueue_many(conn, jobs)
+    return await enqueue_many(conn, jobs, channel=WEBHOOK_LANE.channel)
 
 
 @dataclass(frozen=True, slots=True)

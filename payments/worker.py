@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments import outbox
-from payments.outbox import Job, KindFilter, PermanentJobError, RetryPolicy
+from payments.outbox import Job, Lane, PermanentJobError, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class OutboxWorker:
         job_timeout_s: float | None = None,
         sweep_interval_s: float | None = None,
         listen: bool = True,
-        kinds: KindFilter | None = None,
+        lane: Lane | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -93,8 +93,8 @@ class OutboxWorker:
         # about a lease and a quarter before it runs again.
         self.sweep_interval_s = sweep_interval_s if sweep_interval_s is not None else max(lease_s / 4, 0.05)
         self.listen = listen
-        #: The kinds of jobs this worker claims (`outbox.KindFilter`): every kind unless told otherwise.
-        self.kinds = kinds or KindFilter()
+        #: The kinds of jobs this worker claims, and where it listens (`outbox.Lane`): every kind unless told.
+        self.lane = lane or Lane()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -190,7 +190,7 @@ class OutboxWorker:
         if free < 1 or self._stop.is_set():
             return []
         return await outbox.claim(self.engine, self.worker_id, limit=free, lease_s=self.lease_s,
-                                  default_max_attempts=self.max_attempts, kinds=self.kinds)
+                                  default_max_attempts=self.max_attempts, lane=self.lane)
 
     def _start(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -235,7 +235,7 @@ class OutboxWorker:
         try:
             raw = await conn.get_raw_connection()
             driver = raw.driver_connection
-            await driver.add_listener(outbox.NOTIFY_CHANNEL, self._notified)
+            await driver.add_listener(self.lane.channel, self._notified)
         except BaseException:
             await conn.close()
             raise
@@ -251,7 +251,7 @@ class OutboxWorker:
             return
         with suppress(Exception):
             if not driver.is_closed():
-                await driver.remove_listener(outbox.NOTIFY_CHANNEL, self._notified)
+                await driver.remove_listener(self.lane.channel, self._notified)
         with suppress(Exception):
             await conn.close()
 

@@ -412,3 +412,25 @@ async def deliver_all_by(workers, world: PaymentsWorld, within_s: float = 15.0) 
                              "AND status IN ('pending', 'running')"):
         assert asyncio.get_running_loop().time() < deadline, "webhook deliveries still waiting"
         await asyncio.sleep(0.05)
+
+
+async def test_the_webhook_worker_wakes_when_an_event_is_queued(world, client, receiver):
+    """Its lane's channel is notified in the transaction that queues the event: no waiting for a poll."""
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(1000, KES))
+    key = await new_key(world, payer)
+    await subscribe(client, key, receiver.url)
+    settings = Settings.model_validate({"outbox": {"poll_interval_s": 60}})
+    _, webhooks = build_workers(settings, world.engine, world.payments.register_handlers())
+    running = asyncio.create_task(webhooks.run_forever())
+    try:
+        await asyncio.sleep(0.5)  # listening, and past its first claim
+        await call(client, "POST", "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": "10",
+                                                         "currency": "KES"}, "wake-1")
+        deadline = asyncio.get_running_loop().time() + 5
+        while not receiver.received:
+            assert asyncio.get_running_loop().time() < deadline, "the webhook worker slept through the event"
+            await asyncio.sleep(0.05)
+    finally:
+        webhooks.stop()
+        await running
