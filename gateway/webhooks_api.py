@@ -3,7 +3,9 @@
 - ``POST /v1/webhook_endpoints`` ``{"url": "https://…"}``: 201 with the endpoint and its signing
   ``secret``, shown this once;
 - ``GET /v1/webhook_endpoints``: the key's endpoints, disabled ones included, without secrets;
-- ``DELETE /v1/webhook_endpoints/{id}``: disables it for good (200 with the endpoint; again, the same).
+- ``DELETE /v1/webhook_endpoints/{id}``: disables it for good (200 with the endpoint; again, the same);
+- ``POST /v1/webhook_endpoints/{id}/test``: queues a ``webhook.test`` event for it (202 with the
+  event's id), to check one's signature checks before real payments depend on them.
 
 Another key's endpoint is a 404, as a payment is. Which events reach an endpoint, and how to check
 their signatures: the README's "Webhooks" and `payments.webhook_events`.
@@ -16,12 +18,12 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api_auth import authenticated, ensure_key_hasher
-from gateway.api_requests import json_body, only
+from gateway.api_requests import ApiError, json_body, only
 from gateway.keys import DB_ENGINE, SETTINGS
 from payments.api_keys import ApiKey
 from payments.payment_json import iso
-from payments.webhook_endpoints import WebhookEndpoint, add_endpoint, disable_endpoint, list_endpoints
-from payments.webhook_events import EVENT_TYPES
+from payments.webhook_endpoints import WebhookEndpoint, add_endpoint, disable_endpoint, get_endpoint, list_endpoints
+from payments.webhook_events import EVENT_TYPES, TEST_EVENT, send_test_event
 
 PATH = "/v1/webhook_endpoints"
 
@@ -32,6 +34,7 @@ def add_webhook_api_routes(app: web.Application) -> None:
     app.router.add_post(PATH, authenticated(create_webhook_endpoint))
     app.router.add_get(PATH, authenticated(read_webhook_endpoints))
     app.router.add_delete(PATH + "/{endpoint_id}", authenticated(delete_webhook_endpoint))
+    app.router.add_post(PATH + "/{endpoint_id}/test", authenticated(test_webhook_endpoint))
 
 
 def endpoint_json(endpoint: WebhookEndpoint) -> dict[str, Any]:
@@ -61,3 +64,12 @@ async def delete_webhook_endpoint(request: web.Request, caller: ApiKey) -> web.R
         endpoint = await disable_endpoint(conn, request.match_info["endpoint_id"], api_key_id=caller.id,
                                           actor=f"api_key:{caller.prefix}")
     return web.json_response(endpoint_json(endpoint))
+
+
+async def test_webhook_endpoint(request: web.Request, caller: ApiKey) -> web.Response:
+    async with request.app[DB_ENGINE].begin() as conn:
+        endpoint = await get_endpoint(conn, request.match_info["endpoint_id"], api_key_id=caller.id)
+        if not endpoint.active:
+            raise ApiError(409, "webhook_endpoint_disabled", f"Webhook endpoint {endpoint.public_id} is disabled.")
+        event_id = await send_test_event(conn, endpoint.id, endpoint.public_id)
+    return web.json_response({"event": event_id, "type": TEST_EVENT, "endpoint": endpoint.public_id}, status=202)

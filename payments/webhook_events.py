@@ -25,7 +25,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,6 +44,8 @@ WEBHOOK_LANE = Lane(only=frozenset({JOB_WEBHOOK}), channel="sauti_outbox_webhook
 RECEIVED = "payment.received"
 #: Every type an endpoint may receive, for the docs and the receivers' checks.
 EVENT_TYPES = ("payment.succeeded", "payment.failed", "payment.reversed", "payment.refunded", RECEIVED)
+#: Sent only when its owner asks (`send_test_event`): an endpoint's first check of its signatures.
+TEST_EVENT = "webhook.test"
 #: Tries of one delivery before it is parked (`sauti webhook deliveries` lists it; `sauti outbox retry`
 #: sends it again). With the outbox's backoff (doubling from 2 s, at most 10 min apart by default)
 #: thirty tries span about four hours: an endpoint down for a deploy or a night's outage misses nothing.
@@ -78,6 +80,17 @@ async def enqueue_events(conn: AsyncConnection, payment: Payment, hooks: Sequenc
         jobs.append(NewJob(JOB_WEBHOOK, {"endpoint": endpoint, "event": event},
                            dedupe_key=f"{JOB_WEBHOOK}:{endpoint}:{event['id']}", max_attempts=DELIVERY_ATTEMPTS))
     return await enqueue_many(conn, jobs, channel=WEBHOOK_LANE.channel)
+
+
+async def send_test_event(conn: AsyncConnection, endpoint_id: int, endpoint_public_id: str) -> str:
+    """Queue a ``webhook.test`` event (no payment in it) for an endpoint, delivered, signed and
+    retried like any other; returns its id. In the caller's transaction."""
+    event = {"id": new_event_id(), "type": TEST_EVENT, "created_at": iso(datetime.now(UTC)),
+             "data": {"endpoint": endpoint_public_id}}
+    await enqueue_many(conn, [NewJob(JOB_WEBHOOK, {"endpoint": endpoint_id, "event": event},
+                                     dedupe_key=f"{JOB_WEBHOOK}:{endpoint_id}:{event['id']}",
+                                     max_attempts=DELIVERY_ATTEMPTS)], channel=WEBHOOK_LANE.channel)
+    return event["id"]
 
 
 @dataclass(frozen=True, slots=True)

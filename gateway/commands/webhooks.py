@@ -18,9 +18,10 @@ from payments.webhook_endpoints import (
     WebhookEndpoint,
     add_endpoint,
     disable_endpoint,
+    get_endpoint,
     list_endpoints,
 )
-from payments.webhook_events import EVENT_TYPES, Delivery, deliveries
+from payments.webhook_events import EVENT_TYPES, Delivery, deliveries, send_test_event
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -90,6 +91,24 @@ def webhook_disable(ctx: click.Context, endpoint: str) -> None:
 
     done = run_with_database(_settings(ctx), work, pool_size=1)
     click.echo(f"webhook endpoint {done.public_id} ({done.url}) disabled at {done.disabled_at:%Y-%m-%d %H:%M:%S %Z}")
+
+
+@webhook.command("test")
+@click.argument("endpoint")
+@click.pass_context
+def webhook_test(ctx: click.Context, endpoint: str) -> None:
+    """Queue a webhook.test event for ENDPOINT (its we_… id); a worker sends it, signed."""
+
+    async def work(engine: AsyncEngine) -> tuple[WebhookEndpoint, str]:
+        async with engine.begin() as conn:
+            found = await get_endpoint(conn, endpoint.strip())
+            if not found.active:
+                raise click.ClickException(f"webhook endpoint {found.public_id} is disabled")
+            return found, await send_test_event(conn, found.id, found.public_id)
+
+    found, event_id = run_with_database(_settings(ctx), work, pool_size=1)
+    click.echo(f"test event {event_id} queued for {found.public_id} ({found.url}); "
+               f"see `sauti webhook deliveries --endpoint {found.public_id}`")
 
 
 @webhook.command("deliveries")

@@ -88,7 +88,7 @@ async def test_a_merchant_pays_out_through_the_api_and_the_day_reconciles(gw: Ga
 async def test_a_merchant_s_webhook_added_with_sauti_hears_of_a_payment_to_it(gw: Gateway):
     """`sauti webhook add` for the merchant's key, a customer's app paying the merchant through the
     API, the gateway's own worker delivering `payment.received`, signed, to the merchant's server;
-    then `sauti webhook deliveries`, `list` and `disable` as an operator reads them."""
+    then `sauti webhook deliveries`, `test`, `list` and `disable` as an operator types them."""
     merchant, customer = await gw.user(name="Duka"), await gw.user(name="Wanjiru")
     await gw.fund(customer, Money.of(1000, KES))
     heard: list[tuple[bytes, str | None]] = []
@@ -125,9 +125,22 @@ async def test_a_merchant_s_webhook_added_with_sauti_hears_of_a_payment_to_it(gw
         assert event["data"]["payment"]["amount"] == "250.00" and event["data"]["payment"]["payer"] == customer.phone
         code, out, err = await sauti(gw, "webhook", "deliveries", "--endpoint", endpoint)
         assert code == 0 and "payment.received" in out and paid["public_id"] in out and " done " in out, out + err
+        code, out, err = await sauti(gw, "webhook", "test", endpoint)
+        assert code == 0 and "test event evt_" in out, out + err
+        await wait_until(lambda: len(heard) == 2)
+        assert verify_delivery(*heard[1], secret)["type"] == "webhook.test"
         code, out, _ = await sauti(gw, "webhook", "list", "--key", merchant_prefix)
         assert endpoint in out and "active" in out and url in out
         code, out, _ = await sauti(gw, "webhook", "disable", endpoint)
         assert code == 0 and "disabled" in out
+        code, _, err = await sauti(gw, "webhook", "test", endpoint)
+        assert code != 0 and "is disabled" in err
         code, out, err = await sauti(gw, "webhook", "add", merchant_prefix, "ftp://example.com")
         assert code != 0 and "https" in err and "Traceback" not in err
+
+
+async def wait_until(condition, within_s: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "not within the time"
+        await asyncio.sleep(0.05)

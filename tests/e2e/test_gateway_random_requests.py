@@ -43,7 +43,7 @@ ENDPOINTS = (
     ("POST", "/v1/voice/commands/{id}/cancel"), ("POST", "/ussd"), ("POST", "/ussd/events"), ("POST", "/voice"),
     ("GET", "/voice/prompts/{id}"), ("POST", "/callbacks/wave"),
     *[("POST", "/v1/webhook_endpoints")] * 2, ("GET", "/v1/webhook_endpoints"),
-    ("DELETE", "/v1/webhook_endpoints/{id}"),
+    ("DELETE", "/v1/webhook_endpoints/{id}"), ("POST", "/v1/webhook_endpoints/{id}/test"),
     *[("POST", f"/callbacks/{SECRET}{path}") for path in (
         "/stk", "/b2c/result", "/b2c/timeout", "/b2b/result", "/reversal/result", "/status/result", "/status/timeout",
         "/c2b/validation", "/c2b/confirmation")],

@@ -434,3 +434,21 @@ async def test_the_webhook_worker_wakes_when_an_event_is_queued(world, client, r
     finally:
         webhooks.stop()
         await running
+
+
+async def test_an_endpoint_s_owner_can_ask_for_a_test_event(world, client, receiver):
+    key, other = await new_key(world), await new_key(world)
+    endpoint = await subscribe(client, key, receiver.url)
+
+    status, queued = await call(client, "POST", f"/v1/webhook_endpoints/{endpoint['id']}/test", key)
+    assert status == 202 and queued["type"] == "webhook.test" and queued["endpoint"] == endpoint["id"]
+    await deliver_all(world)
+    [event] = receiver.events(endpoint["secret"])
+    assert event == {"id": queued["event"], "type": "webhook.test", "created_at": event["created_at"],
+                     "data": {"endpoint": endpoint["id"]}}
+
+    assert (await call(client, "POST", f"/v1/webhook_endpoints/{endpoint['id']}/test", other))[0] == 404
+    assert (await call(client, "POST", "/v1/webhook_endpoints/we_nope/test", key))[0] == 404
+    await call(client, "DELETE", f"/v1/webhook_endpoints/{endpoint['id']}", key)
+    status, refused = await call(client, "POST", f"/v1/webhook_endpoints/{endpoint['id']}/test", key)
+    assert status == 409 and refused["error"]["code"] == "webhook_endpoint_disabled"
