@@ -16,7 +16,8 @@ Who hears what:
 
 An event reads ``{"id": "evt_…", "type": "payment.succeeded", "created_at": ISO 8601,
 "data": {"payment": {…}}}``; the payment is as ``GET /v1/payments/{id}`` shows it (without its
-history) at the moment of the change, plus ``refund_of`` for a refund. Delivery is at least once and
+history) at the moment of the change, plus ``refund_of`` for a refund. An endpoint's owner can also
+ask for a ``webhook.test`` event (`send_test_event`), to check its signature checks. Delivery is at least once and
 not in order: receivers deduplicate on ``id`` and may read the payment again for its latest state.
 """
 
@@ -47,8 +48,9 @@ EVENT_TYPES = ("payment.succeeded", "payment.failed", "payment.reversed", "payme
 #: Sent only when its owner asks (`send_test_event`): an endpoint's first check of its signatures.
 TEST_EVENT = "webhook.test"
 #: Tries of one delivery before it is parked (`sauti webhook deliveries` lists it; `sauti outbox retry`
-#: sends it again). With the outbox's backoff (doubling from 2 s, at most 10 min apart by default)
-#: thirty tries span about four hours: an endpoint down for a deploy or a night's outage misses nothing.
+#: sends it again). With the outbox's default backoff (doubling from 2 s, at most 10 min apart, each
+#: wait jittered between half and all of that) thirty tries span 1.8 to 3.6 hours: an endpoint down
+#: for a deploy, or for an hour, misses nothing.
 DELIVERY_ATTEMPTS = 30
 
 _PARTIES = sql("SELECT (SELECT phone FROM users WHERE id = :payer) AS payer, "
