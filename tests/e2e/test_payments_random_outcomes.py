@@ -16,7 +16,11 @@ done, what must hold whatever happened to each:
 - every wallet holds exactly what its final payments say (a model computed from the payments, not
   from the ledger), and no wallet is negative;
 - the sandbox never carried out one of our payments twice;
-- `sauti ledger check` passes and `sauti reconcile` finds nothing to review.
+- `sauti ledger check` passes and `sauti reconcile` finds nothing to review;
+- half the commands come from an API key with a webhook endpoint, and a merchant's key has one too
+  (its endpoint failing a fifth of the deliveries): the first heard of every final state of every
+  payment its key made exactly once, the merchant of every payment that reached its wallet, each
+  event signed, none parked.
 """
 
 from __future__ import annotations
@@ -26,15 +30,19 @@ import contextlib
 import os
 import random
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 import yaml
 
+from gateway.keys import API_KEY_HASHER
 from gateway.settings import Settings
+from payments.api_keys import create_api_key
 from payments.commands import (
     BuyGoods,
     Channel,
@@ -53,6 +61,9 @@ from payments.money import Currency, Money
 from payments.payment_store import Payment
 from payments.providers.daraja import DarajaError
 from payments.review import PROVIDER_REQUESTS, OperatorVerdict, flagged
+from payments.webhook_delivery import SIGNATURE_HEADER, verify_delivery
+from payments.webhook_endpoints import add_endpoint
+from payments.webhook_events import JOB_WEBHOOK
 from tests.e2e.gateway_payments_world import Gateway, free_port, running_gateway
 from tests.e2e.test_gateway_payments_recovery import sandboxes_at_a_port_base
 from tests.e2e.test_payments_crash_recovery import (
@@ -62,6 +73,7 @@ from tests.e2e.test_payments_crash_recovery import (
     sauti,
     statement,
 )
+from tests.http_servers import serve_app
 from tests.numbers import unique_digits
 
 KES, XOF = Currency.KES, Currency.XOF
@@ -287,6 +299,58 @@ async def operator_books_missed_confirmations(gateway: Gateway, sandboxes: Any) 
     return booked
 
 
+class Endpoints:
+    """Two merchants' servers: what each was sent (every try), and a fifth of the tries refused."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.tries: dict[str, list[tuple[bytes, str | None]]] = {"platform": [], "merchant": []}
+
+    async def take(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        self.tries[request.match_info["who"]].append((await request.read(), request.headers.get(SIGNATURE_HEADER)))
+        return aiohttp.web.Response(status=500 if self.rng.random() < 0.2 else 200)
+
+    def events(self, who: str, secret: str) -> Counter[tuple[str, str]]:
+        """(payment, type) of each distinct event ``who`` got, every try's signature checked."""
+        seen = {}
+        for body, signature in self.tries[who]:
+            event = verify_delivery(body, signature, secret, tolerance_s=3600)
+            seen[event["id"]] = (event["data"]["payment"]["public_id"], event["type"])
+        return Counter(seen.values())
+
+
+async def subscribed_keys(gateway: Gateway, base: str, merchant: User) -> tuple[int, str, str]:
+    """A platform key with an endpoint, and the merchant's user key with one; the platform key's
+    id and both secrets."""
+    async with gateway.engine.begin() as conn:
+        platform = await create_api_key(conn, gateway.app[API_KEY_HASHER], "random platform")
+        own = await create_api_key(conn, gateway.app[API_KEY_HASHER], "random merchant", user_id=merchant.id)
+        secrets = [(await add_endpoint(conn, key.key.id, f"{base}/{who}", allow_local=True, max_per_key=1,
+                                       actor="test")).secret
+                   for key, who in ((platform, "platform"), (own, "merchant"))]
+    return platform.key.id, *secrets
+
+
+async def every_final_state_told_once(gateway: Gateway, endpoints: Endpoints, platform_id: int, merchant: User,
+                                      secrets: tuple[str, str]) -> None:
+    deadline = asyncio.get_running_loop().time() + 60
+    while await gateway.scalar(f"SELECT count(*) FROM outbox_jobs WHERE kind = '{JOB_WEBHOOK}' "
+                               "AND status IN ('pending', 'running')"):
+        assert asyncio.get_running_loop().time() < deadline, "webhook deliveries still waiting"
+        await asyncio.sleep(0.1)
+    assert not await gateway.scalar(f"SELECT count(*) FROM outbox_jobs WHERE kind = '{JOB_WEBHOOK}' "
+                                    "AND status = 'parked'")
+    finals = await gateway.rows(
+        "SELECT p.public_id, p.kind, p.api_key_id, p.recipient_user_id, e.to_status FROM payment_events e "
+        "JOIN payments p ON p.id = e.payment_id WHERE e.to_status IN ('succeeded', 'failed', 'reversed', 'refunded')")
+    told = Counter((r.public_id, f"payment.{r.to_status}") for r in finals if r.api_key_id == platform_id)
+    received = Counter((r.public_id, "payment.received") for r in finals
+                       if r.recipient_user_id == merchant.id and r.kind != "refund" and r.to_status == "succeeded")
+    assert told and received, "the mix should make payments for the key and to the merchant"
+    assert endpoints.events("platform", secrets[0]) == told
+    assert endpoints.events("merchant", secrets[1]) == received
+
+
 async def expected_wallets(gateway: Gateway, start: dict[int, Money]) -> dict[int, Money]:
     """What each wallet must hold: its starting balance and the effect of every final payment of
     ours, read from the payments (a refund's effect is its original's: reversed or refunded)."""
@@ -319,7 +383,11 @@ async def test_every_kind_against_every_failure_mode_loses_nothing_and_moves_not
         tree["database"]["pool_size"] = 10
         config = tmp_path / "config.yml"
         config.write_text(yaml.safe_dump(tree), encoding="utf-8")
-        async with running_gateway(Settings.model_validate(tree)) as gateway:
+        tree["webhooks"] = {"allow_local_urls": True}
+        endpoints = Endpoints(random.Random(SEED + 1))
+        receiver = aiohttp.web.Application()
+        receiver.router.add_post("/{who}", endpoints.take)
+        async with running_gateway(Settings.model_validate(tree)) as gateway, serve_app(receiver) as hooks:
             kes = [await gateway.user(suffix=suffix) for suffix in SUFFIXES]
             xof = [await gateway.user(XOF, suffix=suffix) for suffix in SUFFIXES[:8]]
             for user in kes:
@@ -329,8 +397,16 @@ async def test_every_kind_against_every_failure_mode_loses_nothing_and_moves_not
             start = {user.id: await gateway.wallet(user) for user in kes}
             start |= {user.id: await gateway.wallet(user, XOF) for user in xof}
 
-            commands = [command(rng, n, kes, xof) for n in range(COMMANDS)]
+            platform_id, *secrets = await subscribed_keys(gateway, hooks, merchant := kes[1])
+            # Half the commands come through the platform's key (its own random: the mix stays the seed's).
+            by_key = random.Random(SEED + 2)
+            commands = [replace(cmd, api_key_id=platform_id) if by_key.random() < 0.5 else cmd
+                        for cmd in (command(rng, n, kes, xof) for n in range(COMMANDS))]
             made = await run(gateway, rng, commands)
+            # Whatever the mix, customers pay the merchant too (by USSD: no key of the merchant's made them).
+            made += [await gateway.payments.handle(SendToWallet(f"to-merchant-{n}", kes[0].id, Money.of(5, KES),
+                                                                Channel.USSD, recipient_user_id=merchant.id))
+                     for n in range(2)]
             await customers_pay_our_paybill(gateway, rng, kes)
             # Wave payers approve their checkouts in the app once they are open (or fail to: their
             # numbers' suffixes say how).
@@ -385,6 +461,8 @@ async def test_every_kind_against_every_failure_mode_loses_nothing_and_moves_not
             twice = [ref for ref, n in Counter(e.get("reference") for e in daraja).items()
                      if n > 1 and ref and any(ref == p.public_id for p in everything)]
             assert not twice, twice
+
+            await every_final_state_told_once(gateway, endpoints, platform_id, merchant, tuple(secrets))
 
             await gateway.assert_ledger_ok()
             # In threads: the sandboxes run on this event loop and must keep answering.
