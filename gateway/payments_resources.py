@@ -311,7 +311,8 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
         policy = payment_settings(settings.payments, f"{base}/callbacks/{secret}",
                                   hot_account_shards=settings.ledger.hot_account_shards,
                                   stk_orphan_grace_s=2 * settings.outbox.lease_s)
-        webhooks = WebhookSender(engine, timeout_s=settings.webhooks.timeout_s)
+        webhooks = WebhookSender(engine, timeout_s=settings.webhooks.timeout_s,
+                                 allow_local=settings.webhooks.allow_local_urls)
         stack.push_async_callback(webhooks.close)
         payments = Payments(engine, ledger, settings=policy,
                             providers=ProviderClients(daraja=daraja, wave=wave, sms=sms),

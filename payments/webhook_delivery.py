@@ -9,6 +9,11 @@ One delivery is one ``POST`` of the event's JSON to the endpoint's URL, with:
   five minutes old, and a retry is not a replay;
 - ``Sauti-Event-Id`` and ``Sauti-Event-Type``, the event's own ``id`` and ``type``.
 
+Unless ``allow_local`` (tests, a demo on one machine), the URL is checked again when sending
+(`webhook_endpoints.check_url`), and the name is resolved by `PublicOnlyResolver`, which keeps only
+public addresses: the connection goes to the very addresses checked, so a name that resolves to our
+own network (from the start, or since it was registered) gets nothing.
+
 A 2xx answer within ``timeout_s`` delivers it. Anything else (another status, a time-out, a refused
 connection, a redirect, which is not followed) fails this try; the outbox retries it with backoff
 and parks it after `DELIVERY_ATTEMPTS`, with the last answer as its error. An endpoint disabled, or
@@ -17,19 +22,23 @@ whose key was revoked, since the event was queued gets nothing: the job ends wit
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import autocommit
 from payments.outbox import Job, PermanentJobError
 from payments.providers.wave_signing import signature_header
 from payments.providers.wave_webhooks import DEFAULT_TOLERANCE_S, WebhookRejected, verify_signature
-from payments.webhook_endpoints import delivery_target
+from payments.webhook_endpoints import InvalidWebhookUrl, check_url, delivery_target
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +65,33 @@ def verify_delivery(raw_body: bytes, signature: str | None, secret: str, *, now:
     return json.loads(raw_body)
 
 
+class PublicOnlyResolver(AbstractResolver):
+    """Resolves as the system does, then keeps only public (globally routable) addresses; none
+    left is a resolution error, so the delivery fails and is retried like any other."""
+
+    def __init__(self) -> None:
+        self._system = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
+        found = await self._system.resolve(host, port, family)
+        public = [r for r in found if ipaddress.ip_address(r["host"].split("%", 1)[0]).is_global]
+        if not public:
+            raise OSError(f"{host} resolves to no public address")
+        return public
+
+    async def close(self) -> None:
+        await self._system.close()
+
+
 class WebhookSender:
     """Delivers ``webhook.deliver`` jobs over one kept-alive HTTP session, made at the first
-    delivery (most processes never send one) and closed by `close`."""
+    delivery (most processes never send one) and closed by `close`. ``allow_local`` as
+    ``webhooks.allow_local_urls``: False sends only to public https addresses."""
 
-    def __init__(self, engine: AsyncEngine, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeout_s: float = 10.0, allow_local: bool = False) -> None:
         self.engine = engine
         self.timeout_s = timeout_s
+        self.allow_local = allow_local
         self._http: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -72,7 +101,9 @@ class WebhookSender:
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            resolver = None if self.allow_local else PublicOnlyResolver()
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver),
+                                               timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                                                headers={"User-Agent": USER_AGENT})
         return self._http
 
@@ -87,6 +118,11 @@ class WebhookSender:
             log.info("webhook job %s: endpoint %s is disabled or gone; event %s dropped", job.id, endpoint,
                      event.get("id"))
             return
+        if not self.allow_local:
+            try:
+                check_url(target.url, allow_local=False)
+            except InvalidWebhookUrl as exc:
+                raise PermanentJobError(f"the endpoint's URL is refused now: {exc}") from None
         body = event_body(event)
         headers = {"Content-Type": "application/json", "Sauti-Event-Id": str(event.get("id")),
                    "Sauti-Event-Type": str(event.get("type")),
@@ -101,4 +137,5 @@ class WebhookSender:
         raise DeliveryFailed(f"the endpoint answered HTTP {answer.status}: {said!r}")
 
 
-__all__ = ["DeliveryFailed", "WebhookRejected", "WebhookSender", "event_body", "verify_delivery"]
+__all__ = ["DeliveryFailed", "PublicOnlyResolver", "WebhookRejected", "WebhookSender", "event_body",
+           "verify_delivery"]

@@ -11,8 +11,8 @@ revoking a key: events queued for it are dropped when their turn comes. Both are
 A URL is absolute ``http(s)``, without ``user:password@`` or ``#fragment``, at most 2,000
 characters. Unless ``allow_local`` (tests, a demo on one machine), it is ``https`` and names neither
 ``localhost`` nor a literal loopback, private, link-local or reserved address: a payments server
-must not be turned into a way of POSTing into its own network. A name that resolves to such an
-address is not caught here; production workers should send through an egress proxy or firewall.
+must not be turned into a way of POSTing into its own network. A name is not resolved here: the
+sender resolves it, keeping public addresses only (`payments.webhook_delivery.PublicOnlyResolver`).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _local_host(host: str) -> bool:
             # all 127.0.0.1.
             address = ipaddress.ip_address(socket.inet_aton(host))
         except OSError:
-            return False  # a name: resolved only when sending (see the module's docstring)
+            return False  # a name: resolved when sending, to public addresses only (see the module's docstring)
     return not address.is_global
 
 

@@ -40,6 +40,7 @@ from payments.providers.wave import WaveClient, WaveSettings
 from payments.providers.wave_webhooks import SigningSecret, WebhookRejected, verify_webhook
 from payments.sandbox.runner import RunningSandboxes, run_sandboxes
 from payments.sandbox.settings import SandboxSettings
+from payments.webhook_delivery import WebhookSender
 from payments.worker import OutboxWorker
 from tests.http_servers import serve_app
 from tests.ledger_views import LedgerViews
@@ -185,8 +186,10 @@ async def payments_world(database_url: str, *, sandbox: dict[str, Any] | None = 
         sms = SmsSender(SmsSettings(username=sandboxes.settings.at_username, api_key=sandboxes.settings.at_api_key,
                                     base_url=sandboxes.urls.africastalking, sender_id="SAUTI"))
         ledger = Ledger(engine, LedgerLimits.from_major(999_999))
+        # Webhooks to the tests' receivers, on this machine.
         payments = Payments(engine, ledger, settings=PaymentSettings(callback_base_url=base, **settings),
-                            providers=ProviderClients(daraja=daraja, wave=wave, sms=sms))
+                            providers=ProviderClients(daraja=daraja, wave=wave, sms=sms),
+                            webhooks=WebhookSender(engine, allow_local=True))
         stack.push_async_callback(payments.webhooks.close)
         callbacks.payments = payments
         worker = OutboxWorker(engine, payments.register_handlers(), concurrency=4, listen=False,

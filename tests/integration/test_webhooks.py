@@ -27,7 +27,15 @@ from payments import outbox
 from payments.api_keys import ApiKeyHasher, create_api_key, revoke_api_key, split_key
 from payments.commands import Channel, SendToWallet
 from payments.money import Currency, Money
-from payments.webhook_delivery import SIGNATURE_HEADER, DeliveryFailed, WebhookRejected, WebhookSender, verify_delivery
+from payments.outbox import PermanentJobError
+from payments.webhook_delivery import (
+    SIGNATURE_HEADER,
+    DeliveryFailed,
+    PublicOnlyResolver,
+    WebhookRejected,
+    WebhookSender,
+    verify_delivery,
+)
 from payments.webhook_endpoints import InvalidWebhookUrl, add_endpoint
 from payments.webhook_events import DELIVERY_ATTEMPTS, JOB_WEBHOOK
 from tests.http_servers import serve_app
@@ -268,7 +276,7 @@ async def test_a_slow_endpoint_has_not_taken_the_event(world, client, receiver):
     job_id = await world.scalar(f"SELECT max(id) FROM outbox_jobs WHERE kind = '{JOB_WEBHOOK}'")
     job = await outbox.get_job(world.engine, job_id)
     receiver.delay_s = 1.0
-    sender = WebhookSender(world.engine, timeout_s=0.3)  # the worker's sender, with a short timeout
+    sender = WebhookSender(world.engine, timeout_s=0.3, allow_local=True)  # the worker's, with a short timeout
     try:
         with pytest.raises(DeliveryFailed, match="TimeoutError"):
             await sender.deliver(job)
@@ -361,7 +369,8 @@ async def test_a_worker_that_cannot_reach_the_sandboxes_still_sends_webhooks(wor
     @click.pass_context
     def sauti(ctx: click.Context) -> None:
         url = world.engine.url.render_as_string(hide_password=False)
-        ctx.obj = {"settings": load_settings(ROOT / "config.yml", env={"DATABASE_URL": url})}
+        ctx.obj = {"settings": load_settings(ROOT / "config.yml", env={
+            "DATABASE_URL": url, "SAUTI__WEBHOOKS__ALLOW_LOCAL_URLS": "true"})}  # the receiver is on this machine
 
     sauti.add_command(worker_command)
     ran = await asyncio.to_thread(CliRunner().invoke, sauti, ["worker", "--once"])
@@ -452,3 +461,32 @@ async def test_an_endpoint_s_owner_can_ask_for_a_test_event(world, client, recei
     await call(client, "DELETE", f"/v1/webhook_endpoints/{endpoint['id']}", key)
     status, refused = await call(client, "POST", f"/v1/webhook_endpoints/{endpoint['id']}/test", key)
     assert status == 409 and refused["error"]["code"] == "webhook_endpoint_disabled"
+
+
+async def test_outside_tests_a_delivery_goes_only_to_public_https_addresses(world, client, receiver):
+    """An endpoint registered while local URLs were allowed, sent by a worker that does not allow
+    them (production's): refused at once, nothing sent; and names resolve to public addresses only."""
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(1000, KES))
+    key = await new_key(world, payer)
+    await subscribe(client, key, receiver.url)
+    await call(client, "POST", "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": "10",
+                                                     "currency": "KES"}, "public-1")
+    job = await outbox.get_job(world.engine, await world.scalar(
+        f"SELECT max(id) FROM outbox_jobs WHERE kind = '{JOB_WEBHOOK}'"))
+    sender = WebhookSender(world.engine)  # as `sauti serve` builds it with webhooks.allow_local_urls false
+    try:
+        with pytest.raises(PermanentJobError, match="uses https"):
+            await sender.deliver(job)
+    finally:
+        await sender.close()
+    assert not receiver.received
+    await deliver_all(world)  # the test world's own worker allows local URLs
+
+    resolver = PublicOnlyResolver()
+    try:
+        with pytest.raises(OSError, match="no public address"):
+            await resolver.resolve("localhost", 443)
+        assert [r["host"] for r in await resolver.resolve("8.8.8.8", 443)] == ["8.8.8.8"]
+    finally:
+        await resolver.close()
