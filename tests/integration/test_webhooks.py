@@ -26,8 +26,9 @@ from gateway.worker_resources import build_workers
 from payments import outbox
 from payments.api_keys import ApiKeyHasher, create_api_key, revoke_api_key, split_key
 from payments.commands import Channel, SendToWallet
+from payments.identities import User
 from payments.money import Currency, Money
-from payments.outbox import PermanentJobError
+from payments.outbox import Job, PermanentJobError
 from payments.webhook_delivery import (
     SIGNATURE_HEADER,
     DeliveryFailed,
@@ -135,6 +136,36 @@ async def subscribe(client: TestClient, key: str, url: str) -> dict[str, Any]:
     return made
 
 
+@dataclass
+class Payer:
+    """A funded wallet whose own key (its app's) has an endpoint at the receiver."""
+
+    key: str
+    endpoint: dict[str, Any]
+    payee: User
+
+    async def pays(self, client: TestClient, idem: str) -> dict[str, Any]:
+        """10 KES to its payee, through the API."""
+        status, paid = await call(client, "POST", "/v1/payments", self.key, {
+            "kind": "p2p", "recipient": self.payee.phone, "amount": "10", "currency": "KES"}, idem)
+        assert status == 201, paid
+        return paid
+
+
+async def subscribed_payer(world: PaymentsWorld, client: TestClient, receiver: Receiver) -> Payer:
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(1000, KES))
+    key = await new_key(world, payer)
+    return Payer(key, await subscribe(client, key, receiver.url), payee)
+
+
+async def newest_webhook_job(world: PaymentsWorld) -> Job:
+    job = await outbox.get_job(world.engine, await world.scalar(
+        f"SELECT max(id) FROM outbox_jobs WHERE kind = '{JOB_WEBHOOK}'"))
+    assert job is not None
+    return job
+
+
 async def deliver_all(world: PaymentsWorld, *, within_s: float = 10.0) -> None:
     """Run the outbox until no webhook delivery waits (backoffs included)."""
     deadline = asyncio.get_running_loop().time() + within_s
@@ -226,17 +257,13 @@ async def test_a_merchant_hears_of_payments_to_its_wallet_and_of_its_refunds(wor
 
 
 async def test_an_endpoint_that_fails_gets_the_same_event_again_until_it_answers_2xx(world, client, receiver):
-    payer, payee = await world.user(), await world.user()
-    await world.fund(payer, Money.of(1000, KES))
-    key = await new_key(world, payer)
-    endpoint = await subscribe(client, key, receiver.url)
+    payer = await subscribed_payer(world, client, receiver)
     receiver.answers = [500, 307, 404]  # down, a redirect (not followed), misrouted; then 200
 
-    await call(client, "POST", "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": "10",
-                                                     "currency": "KES"}, "p-1")
+    await payer.pays(client, "p-1")
     await deliver_all(world)
 
-    events = receiver.events(endpoint["secret"])  # every try signed afresh, and valid
+    events = receiver.events(payer.endpoint["secret"])  # every try signed afresh, and valid
     assert len(events) == 4 and len({e["id"] for e in events}) == 1
     assert {json.dumps(e, sort_keys=True) for e in events} == {json.dumps(events[0], sort_keys=True)}
     [job] = (await world.rows(f"SELECT status, attempts FROM outbox_jobs WHERE kind = '{JOB_WEBHOOK}' "
@@ -245,14 +272,10 @@ async def test_an_endpoint_that_fails_gets_the_same_event_again_until_it_answers
 
 
 async def test_a_delivery_that_never_succeeds_is_parked_with_the_endpoint_s_answer(world, client, receiver):
-    payer, payee = await world.user(), await world.user()
-    await world.fund(payer, Money.of(1000, KES))
-    key = await new_key(world, payer)
-    await subscribe(client, key, receiver.url)
+    payer = await subscribed_payer(world, client, receiver)
     receiver.answers = [503] * DELIVERY_ATTEMPTS
 
-    await call(client, "POST", "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": "10",
-                                                     "currency": "KES"}, "p-2")
+    await payer.pays(client, "p-2")
     await deliver_all(world, within_s=30)
 
     assert len(receiver.received) == DELIVERY_ATTEMPTS
@@ -267,14 +290,8 @@ async def test_a_delivery_that_never_succeeds_is_parked_with_the_endpoint_s_answ
 
 
 async def test_a_slow_endpoint_has_not_taken_the_event(world, client, receiver):
-    payer, payee = await world.user(), await world.user()
-    await world.fund(payer, Money.of(1000, KES))
-    key = await new_key(world, payer)
-    await subscribe(client, key, receiver.url)
-    await call(client, "POST", "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": "10",
-                                                     "currency": "KES"}, "p-3")
-    job_id = await world.scalar(f"SELECT max(id) FROM outbox_jobs WHERE kind = '{JOB_WEBHOOK}'")
-    job = await outbox.get_job(world.engine, job_id)
+    await (await subscribed_payer(world, client, receiver)).pays(client, "p-3")
+    job = await newest_webhook_job(world)
     receiver.delay_s = 1.0
     sender = WebhookSender(world.engine, timeout_s=0.3, allow_local=True)  # the worker's, with a short timeout
     try:
@@ -284,7 +301,7 @@ async def test_a_slow_endpoint_has_not_taken_the_event(world, client, receiver):
         await sender.close()
     receiver.delay_s = 0.0
     await deliver_all(world)
-    assert await world.scalar("SELECT status FROM outbox_jobs WHERE id = :j", j=job_id) == "done"
+    assert await world.scalar("SELECT status FROM outbox_jobs WHERE id = :j", j=job.id) == "done"
 
 
 async def test_disabled_endpoints_and_revoked_keys_hear_nothing_more(world, client, receiver):
@@ -356,12 +373,8 @@ async def test_endpoints_are_listed_checked_and_limited_per_key(world, client, r
 async def test_a_worker_that_cannot_reach_the_sandboxes_still_sends_webhooks(world, client, receiver):
     """`sauti worker` in sandbox mode without the sandboxes' ports leaves provider jobs to `sauti
     serve`'s worker, but webhooks go to the API's callers: it sends them."""
-    payer, payee = await world.user(), await world.user()
-    await world.fund(payer, Money.of(1000, KES))
-    key = await new_key(world, payer)
-    endpoint = await subscribe(client, key, receiver.url)
-    await call(client, "POST", "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": "10",
-                                                     "currency": "KES"}, "w-1")
+    payer = await subscribed_payer(world, client, receiver)
+    await payer.pays(client, "w-1")
     receipts = await world.scalar("SELECT count(*) FROM outbox_jobs WHERE kind = 'sms.receipt' AND status = 'pending'")
     assert receipts  # the payment's SMS receipts wait for a worker too
 
@@ -376,7 +389,7 @@ async def test_a_worker_that_cannot_reach_the_sandboxes_still_sends_webhooks(wor
     ran = await asyncio.to_thread(CliRunner().invoke, sauti, ["worker", "--once"])
 
     assert ran.exit_code == 0, ran.output
-    [event] = receiver.events(endpoint["secret"])
+    [event] = receiver.events(payer.endpoint["secret"])
     assert event["type"] == "payment.succeeded"
     assert await world.scalar("SELECT count(*) FROM outbox_jobs WHERE kind = 'sms.receipt' "
                               "AND status = 'pending' AND last_error LIKE '%sandbox mode%'") >= receipts
@@ -384,14 +397,10 @@ async def test_a_worker_that_cannot_reach_the_sandboxes_still_sends_webhooks(wor
 
 async def test_a_slow_endpoint_never_holds_up_payouts_and_receipts(world, client, receiver):
     """The workers `sauti serve` and `sauti worker` run: webhooks in slots of their own."""
-    payer, payee = await world.user(), await world.user()
-    await world.fund(payer, Money.of(1000, KES))
-    key = await new_key(world, payer)
-    await subscribe(client, key, receiver.url)
+    payer = await subscribed_payer(world, client, receiver)
     receiver.delay_s = 1.0  # a merchant's server in trouble: every event takes it a second
     for n in range(12):
-        await call(client, "POST", "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": "10",
-                                                         "currency": "KES"}, f"slow-{n}")
+        await payer.pays(client, f"slow-{n}")
     receipts = await world.rows("SELECT id FROM outbox_jobs WHERE kind = 'sms.receipt' AND status = 'pending'")
     assert len(receipts) >= 24  # payer's and payee's, for each payment
     settings = Settings.model_validate({"outbox": {"concurrency": 4, "poll_interval_s": 0.05},
@@ -425,17 +434,13 @@ async def deliver_all_by(workers, world: PaymentsWorld, within_s: float = 15.0) 
 
 async def test_the_webhook_worker_wakes_when_an_event_is_queued(world, client, receiver):
     """Its lane's channel is notified in the transaction that queues the event: no waiting for a poll."""
-    payer, payee = await world.user(), await world.user()
-    await world.fund(payer, Money.of(1000, KES))
-    key = await new_key(world, payer)
-    await subscribe(client, key, receiver.url)
+    payer = await subscribed_payer(world, client, receiver)
     settings = Settings.model_validate({"outbox": {"poll_interval_s": 60}})
     _, webhooks = build_workers(settings, world.engine, world.payments.register_handlers())
     running = asyncio.create_task(webhooks.run_forever())
     try:
         await asyncio.sleep(0.5)  # listening, and past its first claim
-        await call(client, "POST", "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": "10",
-                                                         "currency": "KES"}, "wake-1")
+        await payer.pays(client, "wake-1")
         deadline = asyncio.get_running_loop().time() + 5
         while not receiver.received:
             assert asyncio.get_running_loop().time() < deadline, "the webhook worker slept through the event"
@@ -466,14 +471,8 @@ async def test_an_endpoint_s_owner_can_ask_for_a_test_event(world, client, recei
 async def test_outside_tests_a_delivery_goes_only_to_public_https_addresses(world, client, receiver):
     """An endpoint registered while local URLs were allowed, sent by a worker that does not allow
     them (production's): refused at once, nothing sent; and names resolve to public addresses only."""
-    payer, payee = await world.user(), await world.user()
-    await world.fund(payer, Money.of(1000, KES))
-    key = await new_key(world, payer)
-    await subscribe(client, key, receiver.url)
-    await call(client, "POST", "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone, "amount": "10",
-                                                     "currency": "KES"}, "public-1")
-    job = await outbox.get_job(world.engine, await world.scalar(
-        f"SELECT max(id) FROM outbox_jobs WHERE kind = '{JOB_WEBHOOK}'"))
+    await (await subscribed_payer(world, client, receiver)).pays(client, "public-1")
+    job = await newest_webhook_job(world)
     sender = WebhookSender(world.engine)  # as `sauti serve` builds it with webhooks.allow_local_urls false
     try:
         with pytest.raises(PermanentJobError, match="uses https"):
