@@ -17,7 +17,7 @@ from payments import errors as pe
 from payments.contacts import ContactLimitReached, ContactNotFound, DuplicateContact
 from payments.fees import LimitExceeded
 from payments.refunds import NotRefundable, UnknownPayment
-from payments.webhook_endpoints import TooManyWebhookEndpoints, UnknownWebhookEndpoint
+from payments.webhook_endpoints import TooManyWebhookEndpoints, UnknownWebhookEndpoint, WebhookEndpointDisabled
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ STATUS_BY_ERROR: tuple[tuple[type[pe.PaymentsError], int], ...] = (
     (NotRefundable, 409),  # before InvalidRequest, its base: the payment's state forbids it, not the request
     (TooManyWebhookEndpoints, 422),  # likewise: a well-formed request the key's limit refuses
     (UnknownWebhookEndpoint, 404),
+    (WebhookEndpointDisabled, 409),
     (ContactNotFound, 404),
     (DuplicateContact, 409),
     (ContactLimitReached, 422),

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api_auth import authenticated, ensure_key_hasher
-from gateway.api_requests import ApiError, json_body, only
+from gateway.api_requests import json_body, only
 from gateway.keys import DB_ENGINE, SETTINGS
 from payments.api_keys import ApiKey
 from payments.payment_json import iso
@@ -69,7 +69,5 @@ async def delete_webhook_endpoint(request: web.Request, caller: ApiKey) -> web.R
 async def test_webhook_endpoint(request: web.Request, caller: ApiKey) -> web.Response:
     async with request.app[DB_ENGINE].begin() as conn:
         endpoint = await get_endpoint(conn, request.match_info["endpoint_id"], api_key_id=caller.id)
-        if not endpoint.active:
-            raise ApiError(409, "webhook_endpoint_disabled", f"Webhook endpoint {endpoint.public_id} is disabled.")
-        event_id = await send_test_event(conn, endpoint.id, endpoint.public_id)
+        event_id = await send_test_event(conn, endpoint)
     return web.json_response({"event": event_id, "type": TEST_EVENT, "endpoint": endpoint.public_id}, status=202)

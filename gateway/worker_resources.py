@@ -16,7 +16,7 @@ from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from gateway.settings import Settings
 from payments.orchestrator import Payments
 from payments.outbox import Job, Lane, RetryPolicy
-from payments.webhook_events import JOB_WEBHOOK, WEBHOOK_LANE
+from payments.webhook_events import WEBHOOK_KINDS, WEBHOOK_LANE
 from payments.worker import Handler, OutboxWorker
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def build_workers(
     common = {"poll_interval": s.poll_interval_s, "lease_s": s.lease_s, "max_attempts": s.max_attempts,
               "retry": RetryPolicy(base_s=s.backoff_base_s, max_s=s.backoff_max_s)}
     main = OutboxWorker(engine, handlers, concurrency=concurrency or s.concurrency,
-                        lane=Lane(skip=frozenset({JOB_WEBHOOK})), **common)
+                        lane=Lane(skip=WEBHOOK_KINDS), **common)
     webhooks = OutboxWorker(engine, handlers, concurrency=settings.webhooks.concurrency,
                             worker_id=f"{main.worker_id}:webhooks", lane=WEBHOOK_LANE, **common)
     return main, webhooks

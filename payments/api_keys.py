@@ -94,6 +94,12 @@ def split_key(presented: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+def key_prefix(typed: str) -> str:
+    """The prefix an operator means: the prefix typed, or that of a whole key pasted in."""
+    whole = split_key(typed)
+    return whole[0] if whole else typed.strip()
+
+
 def _new_prefix() -> str:
     return "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
 

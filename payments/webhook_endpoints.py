@@ -49,6 +49,10 @@ class TooManyWebhookEndpoints(InvalidRequest):
     code = "too_many_webhook_endpoints"
 
 
+class WebhookEndpointDisabled(PaymentsError):
+    code = "webhook_endpoint_disabled"
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookEndpoint:
     """An endpoint as listed: never its secret."""

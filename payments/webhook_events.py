@@ -17,8 +17,9 @@ Who hears what:
 An event reads ``{"id": "evt_…", "type": "payment.succeeded", "created_at": ISO 8601,
 "data": {"payment": {…}}}``; the payment is as ``GET /v1/payments/{id}`` shows it (without its
 history) at the moment of the change, plus ``refund_of`` for a refund. An endpoint's owner can also
-ask for a ``webhook.test`` event (`send_test_event`), to check its signature checks. Delivery is at least once and
-not in order: receivers deduplicate on ``id`` and may read the payment again for its latest state.
+ask for a ``webhook.test`` event (`send_test_event`), to check its signature checks. Delivery is at
+least once and not in order: receivers deduplicate on ``id`` and may read the payment again for its
+latest state.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.sql import sql
 from payments.outbox import Lane, NewJob, enqueue_many
 from payments.payment_json import iso, payment_json
+from payments.webhook_endpoints import WebhookEndpoint, WebhookEndpointDisabled
 
 if TYPE_CHECKING:
     from payments.payment_store import Payment
@@ -41,7 +43,8 @@ if TYPE_CHECKING:
 JOB_WEBHOOK = "webhook.deliver"
 #: The outbox lane of deliveries: a worker of their own (`gateway.worker_resources.build_workers`),
 #: woken on a channel of their own, so that neither kind of job waits on, or wakes, the other's worker.
-WEBHOOK_LANE = Lane(only=frozenset({JOB_WEBHOOK}), channel="sauti_outbox_webhooks")
+WEBHOOK_KINDS = frozenset({JOB_WEBHOOK})
+WEBHOOK_LANE = Lane(only=WEBHOOK_KINDS, channel="sauti_outbox_webhooks")
 RECEIVED = "payment.received"
 #: Every type an endpoint may receive, for the docs and the receivers' checks.
 EVENT_TYPES = ("payment.succeeded", "payment.failed", "payment.reversed", "payment.refunded", RECEIVED)
@@ -79,20 +82,25 @@ async def enqueue_events(conn: AsyncConnection, payment: Payment, hooks: Sequenc
             # One event per type: every endpoint told of it sees the same id.
             event = events[kind] = {"id": new_event_id(), "type": kind, "created_at": iso(payment.updated_at),
                                     "data": {"payment": snapshot}}
-        jobs.append(NewJob(JOB_WEBHOOK, {"endpoint": endpoint, "event": event},
-                           dedupe_key=f"{JOB_WEBHOOK}:{endpoint}:{event['id']}", max_attempts=DELIVERY_ATTEMPTS))
+        jobs.append(_delivery(endpoint, event))
     return await enqueue_many(conn, jobs, channel=WEBHOOK_LANE.channel)
 
 
-async def send_test_event(conn: AsyncConnection, endpoint_id: int, endpoint_public_id: str) -> str:
-    """Queue a ``webhook.test`` event (no payment in it) for an endpoint, delivered, signed and
-    retried like any other; returns its id. In the caller's transaction."""
+async def send_test_event(conn: AsyncConnection, endpoint: WebhookEndpoint) -> str:
+    """Queue a ``webhook.test`` event (no payment in it) for an active endpoint, delivered, signed
+    and retried like any other; returns its id. In the caller's transaction."""
+    if not endpoint.active:
+        raise WebhookEndpointDisabled(f"webhook endpoint {endpoint.public_id} is disabled")
     event = {"id": new_event_id(), "type": TEST_EVENT, "created_at": iso(datetime.now(UTC)),
-             "data": {"endpoint": endpoint_public_id}}
-    await enqueue_many(conn, [NewJob(JOB_WEBHOOK, {"endpoint": endpoint_id, "event": event},
-                                     dedupe_key=f"{JOB_WEBHOOK}:{endpoint_id}:{event['id']}",
-                                     max_attempts=DELIVERY_ATTEMPTS)], channel=WEBHOOK_LANE.channel)
+             "data": {"endpoint": endpoint.public_id}}
+    await enqueue_many(conn, [_delivery(endpoint.id, event)], channel=WEBHOOK_LANE.channel)
     return event["id"]
+
+
+def _delivery(endpoint_id: int, event: dict[str, Any]) -> NewJob:
+    """The outbox job that sends ``event`` to an endpoint, once per (endpoint, event)."""
+    return NewJob(JOB_WEBHOOK, {"endpoint": endpoint_id, "event": event},
+                  dedupe_key=f"{JOB_WEBHOOK}:{endpoint_id}:{event['id']}", max_attempts=DELIVERY_ATTEMPTS)
 
 
 @dataclass(frozen=True, slots=True)

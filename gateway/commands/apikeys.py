@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.commands.database_work import run_with_database
 from gateway.settings import Settings
-from payments.api_keys import ApiKey, ApiKeyHasher, create_api_key, list_api_keys, revoke_api_key, split_key
+from payments.api_keys import ApiKey, ApiKeyHasher, create_api_key, key_prefix, list_api_keys, revoke_api_key
 from payments.identities import find_user_by_phone
 from payments.phones import InvalidPhoneNumber
 
@@ -91,8 +91,7 @@ def apikey_list(ctx: click.Context, active: bool) -> None:
 @click.pass_context
 def apikey_revoke(ctx: click.Context, prefix: str) -> None:
     """Revoke the key with this prefix (or the whole key), at once and for good."""
-    whole = split_key(prefix)
-    prefix = whole[0] if whole else prefix.strip()
+    prefix = key_prefix(prefix)
 
     async def work(engine: AsyncEngine) -> ApiKey:
         async with engine.begin() as conn:

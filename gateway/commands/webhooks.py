@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.commands.database_work import run_with_database
 from gateway.settings import Settings
-from payments.api_keys import get_api_key, split_key
+from payments.api_keys import get_api_key, key_prefix
 from payments.webhook_endpoints import (
     NewWebhookEndpoint,
     WebhookEndpoint,
@@ -40,8 +40,7 @@ def webhook() -> None:
 def webhook_add(ctx: click.Context, key: str, url: str) -> None:
     """Send the events of API key KEY (its prefix) to URL; prints the signing secret, once."""
     settings = _settings(ctx)
-    whole = split_key(key)
-    prefix = whole[0] if whole else key.strip()
+    prefix = key_prefix(key)
 
     async def work(engine: AsyncEngine) -> NewWebhookEndpoint:
         async with engine.begin() as conn:
@@ -66,7 +65,7 @@ def webhook_list(ctx: click.Context, key: str | None) -> None:
 
     async def work(engine: AsyncEngine) -> list[WebhookEndpoint]:
         async with engine.connect() as conn:
-            key_id = (await get_api_key(conn, key.strip())).id if key else None
+            key_id = (await get_api_key(conn, key_prefix(key))).id if key else None
             return await list_endpoints(conn, api_key_id=key_id)
 
     endpoints = run_with_database(_settings(ctx), work, pool_size=1)
@@ -102,9 +101,7 @@ def webhook_test(ctx: click.Context, endpoint: str) -> None:
     async def work(engine: AsyncEngine) -> tuple[WebhookEndpoint, str]:
         async with engine.begin() as conn:
             found = await get_endpoint(conn, endpoint.strip())
-            if not found.active:
-                raise click.ClickException(f"webhook endpoint {found.public_id} is disabled")
-            return found, await send_test_event(conn, found.id, found.public_id)
+            return found, await send_test_event(conn, found)
 
     found, event_id = run_with_database(_settings(ctx), work, pool_size=1)
     click.echo(f"test event {event_id} queued for {found.public_id} ({found.url}); "
