@@ -90,6 +90,7 @@ audit_log = Table(
     Column("action", Text, nullable=False),
     Column("subject", Text, nullable=False),
     Column("details", JSONB, nullable=False, server_default="{}"),
+    Index("audit_log_subject", "subject", "id"),  # migration 0011: a payment's page lists what was done to it
 )
 
 accounts = Table(
@@ -124,6 +125,8 @@ transfers = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("transfers_reversed_once", "reverses_transfer_id", unique=True,
           postgresql_where=text("reverses_transfer_id IS NOT NULL")),
+    # Migration 0011: a payment's transfers carry its public id (its page lists them).
+    Index("transfers_reference", "reference", postgresql_where=text("reference IS NOT NULL")),
 )
 
 postings = Table(
@@ -183,6 +186,9 @@ outbox_jobs = Table(
                     name="outbox_jobs_finished_iff_final"),
     Index("outbox_jobs_claimable", "run_after", "id", postgresql_where=text("status = 'pending'")),
     Index("outbox_jobs_leased", "locked_until", postgresql_where=text("status = 'running'")),
+    # Migration 0011: a payment's jobs, for its page (provider calls and SMS name it; webhook events carry it).
+    Index("outbox_jobs_payment",
+          text("(coalesce(payload ->> 'payment', payload #>> '{event,data,payment,public_id}'))")),
 )
 
 PAYMENT_KINDS = ("p2p", "send_to_phone", "pay_bill", "buy_goods_till", "buy_goods_pochi", "withdraw", "deposit",
@@ -239,6 +245,9 @@ payments = Table(
     Index("payments_payer_history", "payer_user_id", "created_at"),
     Index("payments_refunded_once", "refund_of", unique=True,
           postgresql_where=text("refund_of IS NOT NULL AND status <> 'failed'")),
+    Index("payments_refunds", "refund_of", postgresql_where=text("refund_of IS NOT NULL")),  # 0011: failed too
+    Index("payments_recipient_phone", "recipient_phone",  # 0011: operators find a number's payments
+          postgresql_where=text("recipient_phone IS NOT NULL")),
 )
 
 # One row per transition of a payment, with its cause.
@@ -266,6 +275,7 @@ provider_events = Table(
     Column("payload", JSONB, nullable=False, server_default="{}"),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("provider", "event_key", "kind", name="provider_events_once"),
+    Index("provider_events_payment", "payment_id", postgresql_where=text("payment_id IS NOT NULL")),  # 0011
 )
 
 # Callers of the JSON payments API (migration 0004): only a hash of each secret is kept.
@@ -280,7 +290,23 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("last_used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
+    # Migration 0011: "caller" (the payments API) or "operator" (/v1/ops and /ops; never a wallet's).
+    Column("role", Text, nullable=False, server_default="caller"),
     Index("api_keys_of_user", "user_id", postgresql_where=text("user_id IS NOT NULL")),
+    CheckConstraint("role IN ('caller', 'operator')", name="api_keys_role"),
+    CheckConstraint("role = 'caller' OR user_id IS NULL", name="api_keys_operator_has_no_user"),
+)
+
+# Who is signed in to the operator dashboard (migration 0011): only a hash of each cookie's token is kept.
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    Column("token_hash", Text, primary_key=True),
+    Column("api_key_id", BigInteger, ForeignKey("api_keys.id"), nullable=False),
+    Column("csrf_token", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=False),
+    Index("operator_sessions_expiry", "expires_at"),
 )
 
 # Where an API key's owner hears of its payments (migration 0010); deliveries are outbox jobs.

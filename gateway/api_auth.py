@@ -2,7 +2,9 @@
 
 A caller presents an API key (`payments.api_keys`) as ``Authorization: Bearer sk_…``. `authenticated`
 wraps a handler so that it runs only for an active key, which it receives; a missing, malformed,
-unknown or revoked key is a 401 that never says which. `json_errors` renders what a handler raises
+unknown or revoked key is a 401 that never says which. A key of the wrong role is a 403: an
+operator's key on the payments API, or a caller's on the operator API (``operator=True``,
+`gateway.ops_api`). `json_errors` renders what a handler raises
 (`ApiError`, the domain's `PaymentsError`s) as ``{"error": {"code", "message", …}}``. A user key acts
 for its own user only; `wallet_owner` finds the user a request names by phone and answers 404 for
 anyone a key may not see, so numbers cannot be probed.
@@ -48,14 +50,21 @@ def json_errors(handler: OpenHandler) -> OpenHandler:
     return run
 
 
-def authenticated(handler: Handler) -> OpenHandler:
-    """Find the caller's key, run the handler with it, and answer its errors as JSON errors."""
+def authenticated(handler: Handler, *, operator: bool = False) -> OpenHandler:
+    """Find the caller's key, run the handler with it if its role fits (an operator's key for
+    ``operator`` routes, a caller's for the others), and answer its errors as JSON errors."""
 
     async def run(request: web.Request) -> web.StreamResponse:
         caller = await caller_key(request)
         if caller is None:
             return api_error(401, "unauthorized", "A valid API key is required: Authorization: Bearer sk_…",
                              headers={"WWW-Authenticate": 'Bearer realm="sauti"'})
+        if caller.is_operator and not operator:
+            return api_error(403, "operator_key", "An operator key is for the operator API (/v1/ops) and the "
+                             "dashboard (/ops), not for acting as an app or merchant.")
+        if operator and not caller.is_operator:
+            return api_error(403, "operator_key_required",
+                             "The operator API needs an operator key (sauti apikey create --operator).")
         return await handler(request, caller)
 
     run.__name__ = handler.__name__

@@ -13,6 +13,8 @@ from gateway.callbacks import add_callback_routes
 from gateway.errors import error_middleware
 from gateway.health import healthz, readyz
 from gateway.keys import SETTINGS
+from gateway.ops_api import add_ops_api_routes
+from gateway.ops_dashboard import add_ops_dashboard_routes
 from gateway.payments_api import add_payment_api_routes
 from gateway.payments_resources import payments_ctx, recovery_ctx
 from gateway.resources import database_ctx
@@ -53,6 +55,8 @@ def create_app(settings: Settings) -> web.Application:
     add_payment_api_routes(app)  # /v1/payments, /v1/quotes, /v1/wallets/{phone}/history
     add_app_api_routes(app)  # /v1/devices (sign-in with the PIN), /v1/contacts
     add_webhook_api_routes(app)  # /v1/webhook_endpoints
+    add_ops_api_routes(app)  # /v1/ops/... (operator keys only: payments' records, review, refunds, outbox)
+    add_ops_dashboard_routes(app)  # /ops (the same for a person, in a browser, signed in with an operator key)
     add_ussd_routes(app)  # /ussd (Africa's Talking's USSD callback), /ussd/events
     add_voice_api_routes(app)  # /v1/voice/commands (the app: audio or text, confirmed with the PIN)
     add_voice_call_routes(app)  # /voice (Africa's Talking Voice's callback), /voice/prompts/{name}

@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.access_log import redact_path
 from gateway.api_requests import api_error
 from payments import errors as pe
+from payments import review
 from payments.contacts import ContactLimitReached, ContactNotFound, DuplicateContact
 from payments.fees import LimitExceeded
 from payments.refunds import NotRefundable, UnknownPayment
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: tuple[tuple[type[pe.PaymentsError], int], ...] = (
     (NotRefundable, 409),  # before InvalidRequest, its base: the payment's state forbids it, not the request
+    (review.NotDecidable, 409),  # likewise
+    (review.UnknownPayment, 404),
     (TooManyWebhookEndpoints, 422),  # likewise: a well-formed request the key's limit refuses
     (UnknownWebhookEndpoint, 404),
     (WebhookEndpointDisabled, 409),

@@ -244,6 +244,13 @@ class WebhooksSettings(_Section):
     concurrency: int = Field(8, ge=1, le=256)
 
 
+class OpsSettings(_Section):
+    """The operator dashboard (`gateway.ops_dashboard`; the operator API needs no settings)."""
+
+    # How long a sign-in lasts; signing out, or revoking the operator key, ends it sooner.
+    session_ttl_s: int = Field(8 * 3600, ge=300, le=7 * 24 * 3600)
+
+
 class AgentsSection(_Section):
     """Agents' cash-in and cash-out (`payments.agents.AgentSettings`, same names)."""
 
@@ -466,6 +473,7 @@ class Settings(_Section):
     speech: SpeechSection = SpeechSection()
     api: ApiSettings = ApiSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
+    ops: OpsSettings = OpsSettings()
     payments: PaymentsSection = PaymentsSection()
     agents: AgentsSection = AgentsSection()
     providers: ProvidersSection = ProvidersSection()

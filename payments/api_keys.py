@@ -7,7 +7,9 @@ key is made, and only a keyed hash of it is stored: HMAC-SHA256 with a server-si
 long, so nobody can guess it from its hash; it would only make every API call slower.
 
 A key with a ``user_id`` acts for that wallet owner only; a key without one is a platform key (an
-app or merchant backend) that may act for any payer. Revoking is immediate and final.
+app or merchant backend) that may act for any payer. An **operator** key (role ``operator``) is a
+person's at the operator API (``/v1/ops``) and dashboard (``/ops``): it has no user and may not call
+the payments API, as a caller's key may not call the operator's. Revoking is immediate and final.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _HASH_SCHEME = "hmac-sha256"
 #: How stale ``last_used_at`` may get before a use rewrites it: a busy key must not turn every API
 #: call into a write on one hot row.
 LAST_USED_RESOLUTION_S = 60
+CALLER = "caller"
+OPERATOR = "operator"
 
 
 class UnknownApiKey(PaymentsError):
@@ -54,6 +58,18 @@ class ApiKey:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    role: str = CALLER
+
+    @property
+    def is_operator(self) -> bool:
+        """An operator's key: the operator API and dashboard, never the payments API."""
+        return self.role == OPERATOR
+
+    @property
+    def actor(self) -> str:
+        """How what an operator does with the key is signed in histories and the audit log: the name
+        it was given and its prefix (names may repeat)."""
+        return f"{self.name} ({self.prefix})"
 
     @property
     def is_platform(self) -> bool:
@@ -105,34 +121,38 @@ def _new_prefix() -> str:
 
 
 _COLUMNS = ("k.id, k.prefix, k.name, k.user_id, u.phone AS user_phone, k.created_at, k.last_used_at, "
-            "k.revoked_at")
+            "k.revoked_at, k.role")
 _FROM = "api_keys k LEFT JOIN users u ON u.id = k.user_id"
 
 
 def _key(row) -> ApiKey:
     return ApiKey(row.id, row.prefix, row.name, row.user_id, row.user_phone, row.created_at, row.last_used_at,
-                  row.revoked_at)
+                  row.revoked_at, row.role)
 
 
 async def create_api_key(conn: AsyncConnection, hasher: ApiKeyHasher, name: str, *, user_id: int | None = None,
-                         actor: str = "operator") -> NewApiKey:
-    """Make a key (for ``user_id``, or a platform key) in the caller's transaction, audited."""
+                         operator: bool = False, actor: str = "operator") -> NewApiKey:
+    """Make a key (for ``user_id``, a platform key, or an ``operator``'s) in the caller's
+    transaction, audited."""
     name = name.strip() if isinstance(name, str) else ""
     if not 1 <= len(name) <= 200 or not name.isprintable():
         raise InvalidRequest("a key's name is 1 to 200 printable characters")
+    if operator and user_id is not None:
+        raise InvalidRequest("an operator key is a person's, not a wallet's: it acts for no user")
+    role = OPERATOR if operator else CALLER
     secret = secrets.token_urlsafe(32)
     for _ in range(5):  # 60 bits of prefix: a collision is rare, but the column is unique
         prefix = _new_prefix()
         row = (await conn.execute(text(
-            "INSERT INTO api_keys (prefix, secret_hash, name, user_id) VALUES (:p, :h, :n, :u) "
+            "INSERT INTO api_keys (prefix, secret_hash, name, user_id, role) VALUES (:p, :h, :n, :u, :r) "
             "ON CONFLICT (prefix) DO NOTHING RETURNING id"),
-            {"p": prefix, "h": hasher.hash(prefix, secret), "n": name, "u": user_id})).first()
+            {"p": prefix, "h": hasher.hash(prefix, secret), "n": name, "u": user_id, "r": role})).first()
         if row is not None:
             break
     else:
         raise RuntimeError("could not find a free API key prefix")
     await audit(conn, actor=actor, action="api_key.created", subject=f"api_key:{prefix}",
-                details={"name": name, "user_id": user_id})
+                details={"name": name, "user_id": user_id, "role": role})
     key = await get_api_key(conn, prefix)
     return NewApiKey(key, f"{KEY_SCHEME}_{prefix}_{secret}")
 
@@ -142,6 +162,11 @@ async def get_api_key(conn: AsyncConnection, prefix: str) -> ApiKey:
     if row is None:
         raise UnknownApiKey(f"no API key {prefix!r}")
     return _key(row)
+
+
+async def get_api_key_by_id(conn: AsyncConnection, key_id: int) -> ApiKey | None:
+    row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM {_FROM} WHERE k.id = :i"), {"i": key_id})).first()
+    return _key(row) if row is not None else None
 
 
 async def list_api_keys(conn: AsyncConnection, *, include_revoked: bool = True) -> list[ApiKey]:

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from payments.errors import InvalidRequest
 from payments.money import Money
+from payments.plain_text import CONTROL
 from payments.postings import MAX_KEY_LENGTH, check_key
 
 
@@ -232,9 +233,11 @@ class Refund:
             raise InvalidRequest(f"an idempotency key is 1 to {MAX_KEY_LENGTH - len(REFUND_KEY_PREFIX)} characters")
         if not isinstance(self.payment_id, str) or not self.payment_id.strip():
             raise InvalidRequest("name the payment to refund")
-        if not isinstance(self.reason, str) or not self.reason.strip() or len(self.reason) > 500:
-            raise InvalidRequest("a refund needs a reason (at most 500 characters)")
-        if not isinstance(self.requested_by, str) or not self.requested_by.strip():
+        # IMPORTANT: no control characters: the reason and who asked go into jsonb (a NUL cannot).
+        if not isinstance(self.reason, str) or not self.reason.strip() or len(self.reason) > 500 \
+                or CONTROL.search(self.reason):
+            raise InvalidRequest("a refund needs a reason: at most 500 characters, without control characters")
+        if not isinstance(self.requested_by, str) or not self.requested_by.strip() or CONTROL.search(self.requested_by):
             raise InvalidRequest("say who asks for the refund")
         try:
             object.__setattr__(self, "channel", Channel(self.channel))

@@ -415,6 +415,29 @@ async def get_job(engine: AsyncEngine, job_id: int, *, default_max_attempts: int
     return _job(row) if row is not None else None
 
 
+#: The payment a job is for, as migration 0011's ``outbox_jobs_payment`` index spells it.
+_PAYMENT_OF_JOB = "coalesce(payload ->> 'payment', payload #>> '{event,data,payment,public_id}')"
+
+
+async def jobs_of_payment(conn: AsyncConnection, public_id: str, *,
+                          default_max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[Job]:
+    """Every job for one payment (provider calls, SMS receipts, webhook deliveries), oldest first."""
+    rows = await conn.execute(sql(f"SELECT {_COLUMNS} FROM outbox_jobs WHERE {_PAYMENT_OF_JOB} = :p ORDER BY id"),
+                              {"p": public_id, "default_max": default_max_attempts})
+    return [_job(row) for row in rows.mappings()]
+
+
+async def jobs_in_status(conn: AsyncConnection, status: str, *, limit: int, before: int | None = None,
+                         default_max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[Job]:
+    """Jobs in ``status`` (parked ones, for operators), newest first; ``before`` a job id, to page."""
+    if status not in JOB_STATUSES:
+        raise ValueError(f"a job's status is one of {', '.join(JOB_STATUSES)}")
+    rows = await conn.execute(sql(
+        f"SELECT {_COLUMNS} FROM outbox_jobs WHERE status = :s AND id < :before ORDER BY id DESC LIMIT :limit"),
+        {"s": status, "before": before or 2**63 - 1, "limit": limit, "default_max": default_max_attempts})
+    return [_job(row) for row in rows.mappings()]
+
+
 async def count_by_status(engine: AsyncEngine) -> dict[str, int]:
     """How many jobs are in each status (every status listed, zeros included)."""
     async with engine.connect() as conn:

@@ -102,6 +102,10 @@ _COLUMNS = ("id, public_id, payer_user_id, idempotency_key, request_hash, kind, 
             "transcript, confidence, voice_confirmed, paybill, account_number, till, refund_of, api_key_id")
 
 
+#: For reads elsewhere (`payments.payment_records`): the columns `payment_from_row` needs.
+PAYMENT_COLUMNS = _COLUMNS
+
+
 def _payment(row: Any) -> Payment:
     currency = Currency(row.currency)
     refs = row.provider_refs
@@ -117,6 +121,9 @@ def _payment(row: Any) -> Payment:
         finished_at=row.finished_at, provider_refs=dict(refs or {}), transcript=row.transcript,
         confidence=row.confidence, voice_confirmed=row.voice_confirmed, paybill=row.paybill,
         account_number=row.account_number, till=row.till, refund_of=row.refund_of, api_key_id=row.api_key_id)
+
+
+payment_from_row = _payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +274,13 @@ async def live_refund_of(conn: AsyncConnection, payment_id: int) -> Payment | No
     row = (await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM payments WHERE refund_of = :i AND status <> 'failed'"), {"i": payment_id})).first()
     return _payment(row) if row else None
+
+
+async def refunds_of(conn: AsyncConnection, payment_id: int) -> list[Payment]:
+    """Every refund of this payment, failed ones included, oldest first."""
+    rows = await conn.execute(sql(f"SELECT {_COLUMNS} FROM payments WHERE refund_of = :i ORDER BY id"),
+                              {"i": payment_id})
+    return [_payment(r) for r in rows]
 
 
 async def find_by_provider_ref(conn: AsyncConnection, provider: str, ref: str, *, lock: bool = False) -> Payment | None:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.sql import sql
+from payments.api_keys import CALLER
 from payments.errors import InvalidRequest, PaymentsError
 from payments.identities import audit
 
@@ -138,10 +139,12 @@ async def add_endpoint(conn: AsyncConnection, api_key_id: int, url: object, *, a
     """Add an endpoint for the (active) key ``api_key_id``, in the caller's transaction, audited."""
     checked = check_url(url, allow_local=allow_local)
     # The key's row lock makes concurrent additions count one after the other.
-    key = (await conn.execute(sql("SELECT prefix, revoked_at FROM api_keys WHERE id = :k FOR UPDATE"),
+    key = (await conn.execute(sql("SELECT prefix, revoked_at, role FROM api_keys WHERE id = :k FOR UPDATE"),
                               {"k": api_key_id})).first()
     if key is None or key.revoked_at is not None:
         raise InvalidRequest("webhook endpoints belong to an active API key")
+    if key.role != CALLER:  # an operator's key makes no payments: nothing would ever be told to it
+        raise InvalidRequest("webhook endpoints belong to an app's or merchant's key, not an operator's")
     live = (await conn.execute(sql(
         "SELECT count(*) FROM webhook_endpoints WHERE api_key_id = :k AND disabled_at IS NULL"),
         {"k": api_key_id})).scalar_one()

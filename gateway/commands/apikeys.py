@@ -1,4 +1,5 @@
-"""``sauti apikey``: make, list and revoke the API keys of the JSON payments API.
+"""``sauti apikey``: make, list and revoke the API keys of the JSON payments API, and operators' keys
+(``--operator``: the operator API under ``/v1/ops`` and the dashboard under ``/ops``).
 
 ``create`` prints the whole key once; only its hash is stored (with ``api.key_pepper``), so a lost key
 cannot be shown again: revoke it and make another. Every creation and revocation is audited.
@@ -38,9 +39,13 @@ def apikey() -> None:
 @click.option("--name", required=True, help="Who or what the key is for (shown in listings).")
 @click.option("--user", "user_phone", default=None,
               help="Phone of the wallet owner the key acts for; without it, a platform key for any payer.")
+@click.option("--operator", is_flag=True,
+              help="A person's key for the operator API (/v1/ops) and dashboard (/ops), not the payments API.")
 @click.pass_context
-def apikey_create(ctx: click.Context, name: str, user_phone: str | None) -> None:
+def apikey_create(ctx: click.Context, name: str, user_phone: str | None, operator: bool) -> None:
     """Make a key and print it, once."""
+    if operator and user_phone is not None:
+        raise click.UsageError("an operator key is a person's, not a wallet's: give --operator or --user, not both")
     settings = _settings(ctx)
     hasher = ApiKeyHasher(settings.api.key_pepper.get_secret_value())
 
@@ -55,10 +60,12 @@ def apikey_create(ctx: click.Context, name: str, user_phone: str | None) -> None
                 if user is None:
                     raise click.ClickException(f"{user_phone} has no Sauti wallet")
                 user_id = user.id
-            return await create_api_key(conn, hasher, name, user_id=user_id, actor="cli")
+            return await create_api_key(conn, hasher, name, user_id=user_id, operator=operator, actor="cli")
 
     made = _run(settings, work)
-    scope = f"acts for {made.key.user_phone}" if made.key.user_phone else "platform key: acts for any payer"
+    scope = (f"acts for {made.key.user_phone}" if made.key.user_phone
+             else "operator key: /v1/ops and the dashboard at /ops" if operator
+             else "platform key: acts for any payer")
     click.echo(f"API key {made.key.prefix} ({made.key.name}; {scope})")
     click.echo(made.secret)
     click.echo("Keep it now: it is shown only this once (Authorization: Bearer <key>).", err=True)
@@ -82,7 +89,8 @@ def apikey_list(ctx: click.Context, active: bool) -> None:
     for key in keys:
         status = "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d}"
         last = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
-        click.echo(f"{key.prefix:12}  {key.user_phone or 'platform':16}  {key.created_at:%Y-%m-%d %H:%M}  "
+        who = key.user_phone or ("operator" if key.is_operator else "platform")
+        click.echo(f"{key.prefix:12}  {who:16}  {key.created_at:%Y-%m-%d %H:%M}  "
                    f"{last:16}  {status:8}  {key.name}")
 
 

@@ -145,3 +145,37 @@ async def wait_until(condition, within_s: float = 15.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "not within the time"
         await asyncio.sleep(0.05)
+
+
+async def test_an_operator_key_from_sauti_reads_a_payment_and_signs_in_to_the_dashboard(gw: Gateway):
+    """`sauti apikey create --operator` as an operator types it, then the running gateway's operator
+    API and dashboard (mounted by the app factory, templates and all) with that key."""
+    payer, payee = await gw.user(), await gw.user()
+    await gw.fund(payer, Money.of(500, KES))
+    code, out, err = await sauti(gw, "apikey", "create", "--name", "Njeri (support)", "--operator")
+    assert code == 0, err
+    assert "operator key" in out
+    key = out.strip().splitlines()[-1]
+    code, _, err = await sauti(gw, "apikey", "create", "--name", "x", "--operator", "--user", payer.phone)
+    assert code != 0 and "not both" in err
+    code, out, _ = await sauti(gw, "apikey", "list", "--active")
+    assert any("operator" in line and "Njeri (support)" in line for line in out.splitlines())
+
+    code, out, _ = await sauti(gw, "apikey", "create", "--name", "wallet app", "--user", payer.phone)
+    app_key = out.strip().splitlines()[-1]
+    status, paid = await gw.post("/v1/payments", json.dumps({"kind": "p2p", "recipient": payee.phone, "amount": "50",
+                                                             "currency": "KES"}),
+                                 {"Authorization": f"Bearer {app_key}", "Idempotency-Key": "ops-e2e"})
+    assert status == 201, paid
+    # unsafe: keep cookies from an IP address (the gateway's 127.0.0.1), as browsers do.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(f"{gw.url}/v1/ops/payments/{paid['reference']}",
+                            headers={"Authorization": f"Bearer {key}"}) as resp:
+            record = await resp.json()
+        assert resp.status == 200 and record["public_id"] == paid["public_id"] and record["transfers"]
+        async with http.get(f"{gw.url}/v1/payments/{paid['public_id']}",
+                            headers={"Authorization": f"Bearer {key}"}) as resp:
+            assert resp.status == 403  # an operator's key is not an app's
+        async with http.post(f"{gw.url}/ops/sign-in", data={"key": key}) as resp:
+            page = await resp.text()
+        assert resp.status == 200 and paid["reference"] in page and "Njeri (support)" in page

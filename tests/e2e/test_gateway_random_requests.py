@@ -1,8 +1,9 @@
 """Seeded random requests to every HTTP endpoint of the gateway `sauti serve` builds (the payments,
-app and voice APIs, the USSD and voice callbacks, the Daraja callbacks behind their secret, the Wave
-webhook): valid bodies with one to three fields changed to anything (wrong types, huge numbers,
-NaN, junk strings, nested objects), dropped or added; good, revoked, malformed and missing
-credentials and idempotency keys; bodies that are not JSON. Whatever comes in, the answer is never
+app, voice and operator APIs, the operator dashboard, the USSD and voice callbacks, the Daraja
+callbacks behind their secret, the Wave webhook): valid bodies with one to three fields changed to
+anything (wrong types, huge numbers, NaN, junk strings, nested objects), dropped or added; good,
+revoked, malformed and missing credentials (operators' keys and dashboard sessions too) and
+idempotency keys; bodies that are not JSON. Whatever comes in, the answer is never
 a server error; an API refusal is JSON naming its error; nothing logs a traceback; and the ledger
 balances afterwards. The endpoints' own tests check each refusal; this checks that none was missed."""
 
@@ -13,6 +14,7 @@ import copy
 import json
 import logging
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from gateway.keys import API_KEY_HASHER
+from gateway.ops_dashboard import COOKIE
 from payments.api_keys import create_api_key
 from payments.identities import User
 from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway
@@ -29,13 +32,13 @@ from tests.e2e.test_gateway_app_api import PIN, customer
 from tests.http_servers import serve_app
 
 PEPPER = "e2e-random-pepper"
-REQUESTS, BLOCKS = 2400, 3
+REQUESTS, BLOCKS = 3300, 3  # more endpoints, as many requests each as before
 FIELDS = ("kind", "payer", "amount", "currency", "recipient", "phone", "paybill", "account_number", "till", "payment",
           "reason", "text", "language", "name", "nickname", "favourite", "pin", "device_name", "limit", "Body",
           "Result", "TransID", "TransAmount", "MSISDN", "BillRefNumber", "id", "type", "data", "client_reference",
-          "url")
+          "url", "outcome", "receipt", "key", "csrf")
 ENDPOINTS = (
-    *[("POST", "/v1/payments")] * 4, ("POST", "/v1/quotes"), ("GET", "/v1/payments/{id}"),
+    *[("POST", "/v1/payments")] * 6, ("POST", "/v1/quotes"), ("GET", "/v1/payments/{id}"),
     ("GET", "/v1/wallets/{id}/history"), ("POST", "/v1/devices"), ("GET", "/v1/contacts"), ("POST", "/v1/contacts"),
     ("GET", "/v1/contacts/{id}"), ("PATCH", "/v1/contacts/{id}"), ("DELETE", "/v1/contacts/{id}"),
     *[("POST", "/v1/voice/commands")] * 2, ("GET", "/v1/voice/commands/{id}"),
@@ -44,6 +47,11 @@ ENDPOINTS = (
     ("GET", "/voice/prompts/{id}"), ("POST", "/callbacks/wave"),
     *[("POST", "/v1/webhook_endpoints")] * 2, ("GET", "/v1/webhook_endpoints"),
     ("DELETE", "/v1/webhook_endpoints/{id}"), ("POST", "/v1/webhook_endpoints/{id}/test"),
+    ("GET", "/v1/ops/payments"), ("GET", "/v1/ops/payments/{id}"), *[("POST", "/v1/ops/payments/{id}/refund")] * 2,
+    ("POST", "/v1/ops/payments/{id}/decide"), ("GET", "/v1/ops/review"), ("GET", "/v1/ops/outbox"),
+    ("POST", "/v1/ops/outbox/{id}/retry"), ("POST", "/ops/sign-in"), ("GET", "/ops"), ("GET", "/ops/payments/{id}"),
+    *[("POST", "/ops/payments/{id}/refund")] * 2, ("POST", "/ops/payments/{id}/decide"), ("GET", "/ops/outbox"),
+    ("POST", "/ops/outbox/{id}/retry"), ("GET", "/ops/find"),
     *[("POST", f"/callbacks/{SECRET}{path}") for path in (
         "/stk", "/b2c/result", "/b2c/timeout", "/b2b/result", "/reversal/result", "/status/result", "/status/timeout",
         "/c2b/validation", "/c2b/confirmation")],
@@ -95,8 +103,12 @@ def anything(rng: random.Random, depth: int = 0) -> Any:
     ))()
 
 
-def template(path: str, rng: random.Random, user: User, payee: User, made: list[str], hook_url: str) -> dict[str, Any]:
-    """A valid body for ``path`` (as its endpoint's tests send it), or {} where none is known."""
+def template(path: str, rng: random.Random, user: User, payee: User, made: list[str], hook_url: str,
+             ops: tuple[str, str]) -> dict[str, Any]:
+    """A valid body for ``path`` (as its endpoint's tests send it), or {} where none is known.
+    ``ops``: an operator key and its dashboard session's CSRF token."""
+    verdict = {"outcome": rng.choice(("succeeded", "failed")), "reason": "read on the statement",
+               "receipt": rng.choice(("QK7H2ABC9", None))}
     kes = {"amount": 10, "currency": "KES"}
     c2b = {"TransactionType": "Pay Bill", "TransID": f"RND{rng.randrange(10**7):07d}", "TransTime": "20261130120000",
            "TransAmount": "100.00", "BusinessShortCode": "600000", "BillRefNumber": "0" + user.phone[4:],
@@ -121,6 +133,12 @@ def template(path: str, rng: random.Random, user: User, payee: User, made: list[
         "/v1/voice/commands/{id}/answer": {"text": rng.choice(("50", "Mama", "yes", "0712345678"))},
         "/v1/voice/commands/{id}/confirm": {"pin": PIN},
         "/v1/webhook_endpoints": {"url": rng.choice((hook_url, hook_url + "?shop=7", "https://shop.example.com/h"))},
+        "/v1/ops/payments/{id}/refund": {"reason": "the customer asked"},
+        "/v1/ops/payments/{id}/decide": verdict,
+        "/ops/sign-in": {"key": ops[0]},
+        "/ops/payments/{id}/refund": {"csrf": ops[1], "reason": "the customer asked"},
+        "/ops/payments/{id}/decide": {"csrf": ops[1], **verdict},
+        "/ops/outbox/{id}/retry": {"csrf": ops[1]},
     }.get(path, {})
 
 
@@ -157,6 +175,8 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
     async with gw.engine.begin() as conn:
         user_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random", user_id=user.id)).secret
         platform_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random platform")).secret
+        ops_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random operator", operator=True)).secret
+    ops = await dashboard_session(gw, ops_key)
     rng = random.Random(block)
     made: list[str] = []
     ids: list[str] = []
@@ -166,14 +186,19 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
             method, path = rng.choice(ENDPOINTS)
             some_id = rng.choice(("pay_" + uuid.uuid4().hex, "Q90A9KXSV4", "1", "-1", "99999999999999999999", "%00",
                                   "x" * 300, user.phone, "0712345678", "%2e%2e", *ids[-3:], *made[-2:]))
+            if "/ops/payments/" in path and made and rng.random() < 0.6:  # operators mostly open real payments
+                some_id = rng.choice(made[-3:])
             headers = {"Authorization": rng.choice((
                 *[f"Bearer {user_key}"] * 8, f"Bearer {platform_key}", "Bearer", "Basic eDp5", "Bearer " + "y" * 500,
-                "Bearer é"))} if rng.random() < 0.95 else {}
+                "Bearer é", *[f"Bearer {ops_key}"] * (12 if "/ops/" in path else 1)))} if rng.random() < 0.95 else {}
+            if path.startswith("/ops") and rng.random() < 0.85:
+                headers["Cookie"] = f"{COOKIE}={rng.choice((ops[2], ops[2], ops[2], 'x' * 43, ''))}"
             if rng.random() < 0.9:
                 fresh = uuid.uuid4().hex
                 headers["Idempotency-Key"] = rng.choice((fresh, fresh, "", "k" * 300, "same", "é"))
-            body = changed(template(path, rng, user, payee, made, hook_url), rng)
-            roll = rng.random()
+            body = changed(template(path, rng, user, payee, made, hook_url, ops[:2]), rng)
+            # The dashboard's forms post form data; everything else JSON (each also gets the others).
+            roll = rng.random() if not path.startswith("/ops") else rng.choice((0.0, 0.9, 0.95, *[0.99] * 7))
             data: Any
             if roll < 0.88:
                 data, headers["Content-Type"] = json.dumps(body, default=str).encode(), "application/json"
@@ -183,8 +208,8 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
             else:
                 data = aiohttp.FormData({key: str(value) for key, value in body.items()})
             request = f"request {n} of block {block}: {method} {path} ({some_id[:40]}) {str(body)[:300]}"
-            async with http.request(method, gw.url + path.replace("{id}", some_id), data=data,
-                                    headers=headers) as resp:
+            async with http.request(method, gw.url + path.replace("{id}", some_id), data=data, headers=headers,
+                                    allow_redirects=False) as resp:
                 text = await resp.text(errors="replace")
             answers[(path, resp.status)] += 1
             assert resp.status < 500, f"{resp.status} {text[:300]}\n{request}"
@@ -196,6 +221,19 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
                 ids.append(json.loads(text)["id"])
             tracebacks = [r for r in caplog.records if r.exc_info]
             assert not tracebacks, f"{tracebacks[0].getMessage()}\n{request}"
-    # The requests got past the doors: payments made, voice commands taken, contacts written.
+    # The requests got past the doors: payments made, voice commands taken, contacts written, refunds
+    # asked by operators through the API and through the dashboard's form (key, session, CSRF token).
     assert made and ids and answers[("/v1/contacts", 200)] + answers[("/v1/contacts", 201)], answers
     assert answers[("/v1/webhook_endpoints", 201)], answers
+    assert sum(answers[("/v1/ops/payments/{id}/refund", status)] for status in (200, 201, 404, 409)), answers
+    assert sum(answers[("/ops/payments/{id}/refund", status)] for status in (303, 400, 404, 409)), answers
+
+
+async def dashboard_session(gw: Gateway, ops_key: str) -> tuple[str, str, str]:
+    """Sign in to the dashboard with ``ops_key``: the key, the session's CSRF token, its cookie's token."""
+    # unsafe: keep cookies from an IP address (the gateway's 127.0.0.1), as browsers do.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(gw.url + "/ops/sign-in", data={"key": ops_key}) as answer:
+            page = await answer.text()
+        token = http.cookie_jar.filter_cookies(gw.url + "/ops")[COOKIE].value
+    return ops_key, re.search(r'name="csrf" value="([^"]+)"', page).group(1), token

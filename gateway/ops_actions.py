@@ -1,0 +1,75 @@
+"""What an operator does through the operator API (`gateway.ops_api`) and the dashboard
+(`gateway.ops_dashboard`), said once for both: find a payment and its record, give a verdict on a
+flagged one, refund one, and run a parked outbox job again. Each acts as the CLI's commands do
+(`gateway.commands.payment_operator`, `sauti outbox retry`), signed with the operator key
+(`ApiKey.actor`), which the payment's history and the audit log keep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
+from payments import outbox
+from payments import payment_store as store
+from payments.api_keys import ApiKey
+from payments.commands import Refund
+from payments.errors import InvalidRequest
+from payments.identities import audit
+from payments.payment_records import PaymentRecord, payment_record
+from payments.payment_store import Payment
+from payments.review import OperatorVerdict, UnknownPayment
+
+
+async def find_record(app: web.Application, id_or_reference: str) -> PaymentRecord:
+    """The whole record of the payment named (public id or short reference); `UnknownPayment` if none."""
+    async with app[DB_ENGINE].connect() as conn:
+        payment = await store.find_payment(conn, id_or_reference.strip()[:64])
+        if payment is None:
+            raise UnknownPayment(f"no payment has the reference or id {id_or_reference.strip()[:40]!r}")
+        return await payment_record(conn, payment, default_max_attempts=app[SETTINGS].outbox.max_attempts)
+
+
+async def decide(app: web.Application, key: ApiKey, id_or_reference: str, outcome: str, *,
+                 reason: str, receipt: str | None) -> Payment:
+    """Settle (``outcome`` "succeeded", with the provider's receipt) or give back ("failed") a
+    payment flagged for review (`payments.review`)."""
+    if outcome not in ("succeeded", "failed"):
+        raise InvalidRequest('say what the statement shows: outcome "succeeded" (with its receipt) or "failed"')
+    verdict = OperatorVerdict(id_or_reference, outcome == "succeeded", reason, key.actor, receipt)
+    return await app[PAYMENTS].decide(verdict)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorRefund:
+    original: Payment
+    refund: Payment
+    #: False when the same request had already made it (a retry, a second click): nothing new happened.
+    created: bool
+
+
+async def refund(app: web.Application, key: ApiKey, id_or_reference: str, *, reason: str,
+                 receipt: str | None = None, idempotency_key: str | None = None) -> OperatorRefund:
+    """Refund the whole payment named (`payments.refunds`). Without an ``idempotency_key``, one per
+    payment and try: asking again while a refund is pending or done gives that refund back, and
+    after a refund that failed (the payee had spent the money, say) asking again tries anew."""
+    payments = app[PAYMENTS]
+    original = await payments.find(id_or_reference.strip()[:64])
+    async with app[DB_ENGINE].connect() as conn:
+        failed = sum(1 for r in await store.refunds_of(conn, original.id) if r.status.value == "failed")
+        key_text = idempotency_key or f"operator:{original.public_id}" + (f":{failed}" if failed else "")
+        command = Refund(key_text, original.public_id, reason.strip() if isinstance(reason, str) else "",
+                         requested_by=key.actor, receipt=(receipt or "").strip() or None)
+        existing = await store.find_by_key(conn, original.payer_user_id, command.stored_key)
+    made = await payments.handle(command)
+    return OperatorRefund(original, made, existing is None)
+
+
+async def retry_job(app: web.Application, key: ApiKey, job_id: int) -> bool:
+    """Run a parked outbox job again, with a fresh set of attempts, audited; False if it is not parked."""
+    if not await outbox.retry_parked(app[DB_ENGINE], job_id):
+        return False
+    async with app[DB_ENGINE].begin() as conn:
+        await audit(conn, actor=key.actor, action="outbox.retry", subject=f"outbox_job:{job_id}")
+    return True

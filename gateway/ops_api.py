@@ -1,0 +1,198 @@
+"""The operator API, ``/v1/ops/…``: what an operator sees and does, as JSON, for an operator key only
+(``sauti apikey create --operator``; any other key is a 403, and an operator key is a 403 on the
+payments API). The dashboard (`gateway.ops_dashboard`) shows the same to a person in a browser.
+
+- ``GET /v1/ops/payments?status=&kind=&provider=&channel=&phone=&review=true&limit=&before=``:
+  payments, newest first, with ``next_before`` for the next page;
+- ``GET /v1/ops/payments/{id or reference}``: the whole record (`payments.payment_records`):
+  transitions, ledger transfers and postings, provider callbacks, outbox jobs, audit entries, refunds;
+- ``GET /v1/ops/review``: payments flagged for a person, the longest waiting first;
+- ``POST /v1/ops/payments/{id}/decide`` ``{"outcome": "succeeded"|"failed", "receipt", "reason"}``:
+  a verdict on a flagged payment, from the provider's statement (`payments.review`);
+- ``POST /v1/ops/payments/{id}/refund`` ``{"reason", "receipt"?}`` (``Idempotency-Key`` optional):
+  refund it whole, M-Pesa payouts included (`payments.refunds`); 201 new, 200 the same again;
+- ``GET /v1/ops/outbox``: jobs per status and the newest parked ones, with why they were parked;
+- ``POST /v1/ops/outbox/{job_id}/retry``: run a parked job again.
+
+Every action is recorded in the operator key's name (`payments.api_keys.ApiKey.actor`).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from gateway import ops_actions
+from gateway.api_auth import authenticated, ensure_key_hasher
+from gateway.api_requests import ApiError, int_param, json_body, only
+from gateway.api_views import event_json, payment_json
+from gateway.keys import DB_ENGINE, SETTINGS
+from payments import outbox, review
+from payments.api_keys import ApiKey
+from payments.money import Money
+from payments.outbox import Job
+from payments.payment_json import amounts, iso
+from payments.payment_records import Listed, PaymentFilter, PaymentRecord, review_reason, search_payments
+
+PATH = "/v1/ops"
+#: The most a list answers at once (payments, parked jobs, the review queue).
+MAX_LIMIT = 200
+
+operator_only = partial(authenticated, operator=True)
+
+
+def add_ops_api_routes(app: web.Application) -> None:
+    """Mount the routes on ``app``, which holds (or will hold, once started) `SETTINGS`, `DB_ENGINE`
+    and `PAYMENTS`."""
+    ensure_key_hasher(app)
+    app.router.add_get(PATH + "/payments", operator_only(list_payments))
+    app.router.add_get(PATH + "/payments/{payment}", operator_only(read_payment_record))
+    app.router.add_post(PATH + "/payments/{payment}/decide", operator_only(decide_payment))
+    app.router.add_post(PATH + "/payments/{payment}/refund", operator_only(refund_payment))
+    app.router.add_get(PATH + "/review", operator_only(read_review_queue))
+    app.router.add_get(PATH + "/outbox", operator_only(read_outbox))
+    app.router.add_post(PATH + "/outbox/{job_id}/retry", operator_only(retry_outbox_job))
+
+
+# -- what an operator reads ------------------------------------------------------------------------
+
+
+def listed_json(item: Listed) -> dict[str, Any]:
+    return payment_json(item.payment, item.payer_phone) | {"needs_review": review_reason(item.payment)}
+
+
+def money_json(name: str, money: Money) -> dict[str, Any]:
+    return amounts(name, money) | {"currency": money.currency.value}
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "kind": job.kind, "status": job.status, "attempts": job.attempts,
+            "max_attempts": job.max_attempts, "run_after": iso(job.run_after), "last_error": job.last_error,
+            "created_at": iso(job.created_at)}
+
+
+def record_json(record: PaymentRecord) -> dict[str, Any]:
+    """A payment's record as the operator API answers it: the payment as the payments API shows it,
+    and what only operators see."""
+    return payment_json(record.payment, record.payer_phone) | {
+        "needs_review": record.needs_review,
+        "idempotency_key": record.payment.idempotency_key,
+        "refund_of": record.refund_of.public_id if record.refund_of else None,
+        "refunds": [{"public_id": r.public_id, "reference": r.reference, "status": r.status.value}
+                    for r in record.refunds],
+        "events": [event_json(e) | {"details": dict(e.details)} for e in record.events],
+        "transfers": [{"id": t.id, "kind": t.kind, "key": t.idempotency_key, "reverses": t.reverses_transfer_id,
+                       "created_at": iso(t.created_at),
+                       "postings": [{"account": p.account_code, **money_json("amount", p.amount),
+                                     **amounts("balance_after", p.balance_after)} for p in t.postings]}
+                      for t in record.transfers],
+        "callbacks": [{"provider": c.provider, "kind": c.kind, "event_key": c.event_key,
+                       "received_at": iso(c.received_at), "payload": c.payload} for c in record.callbacks],
+        "jobs": [job_json(j) for j in record.jobs],
+        "audit": [{"at": iso(a.at), "actor": a.actor, "action": a.action, "details": a.details}
+                  for a in record.audit],
+    }
+
+
+def payment_filter(query) -> PaymentFilter:
+    """The filter a query string asks for (the API's and the dashboard's): empty values are "any"."""
+    review_text = query.get("review", "")
+    if review_text not in ("", "true", "false"):
+        raise ApiError(400, "invalid_review", "review is true or false.")
+    return PaymentFilter(**{name: query.get(name) or None for name in ("status", "kind", "provider", "channel",
+                                                                      "phone")},
+                         needs_review=review_text == "true")
+
+
+async def list_payments(request: web.Request, caller: ApiKey) -> web.Response:
+    query = request.query
+    only(query, {"status", "kind", "provider", "channel", "phone", "review", "limit", "before"},
+         where="query parameter")
+    limit = int_param(query, "limit", default=50, low=1, high=MAX_LIMIT)
+    before = int_param(query, "before", default=None, low=1, high=2**63 - 1)
+    wanted = payment_filter(query)
+    async with request.app[DB_ENGINE].connect() as conn:
+        found = await search_payments(conn, wanted, limit=limit, before=before)
+    return web.json_response({
+        "payments": [listed_json(item) for item in found],
+        # More may follow: pass this as ``before`` for the next (older) page.
+        "next_before": found[-1].payment.id if len(found) == limit else None,
+    })
+
+
+async def read_payment_record(request: web.Request, caller: ApiKey) -> web.Response:
+    record = await ops_actions.find_record(request.app, request.match_info["payment"])
+    return web.json_response(record_json(record))
+
+
+async def read_review_queue(request: web.Request, caller: ApiKey) -> web.Response:
+    only(request.query, {"limit"}, where="query parameter")
+    limit = int_param(request.query, "limit", default=100, low=1, high=MAX_LIMIT)
+    queue = await review.flagged(request.app[DB_ENGINE], limit=limit)
+    return web.json_response({"payments": [
+        {"public_id": f.public_id, "reference": f.reference, "kind": f.kind, "status": f.status,
+         **money_json("amount", f.amount), "provider": f.provider, "reason": f.reason,
+         "open_since": iso(f.open_since), "flagged_at": iso(f.flagged_at)} for f in queue]})
+
+
+async def read_outbox(request: web.Request, caller: ApiKey) -> web.Response:
+    only(request.query, {"limit", "before"}, where="query parameter")
+    limit = int_param(request.query, "limit", default=50, low=1, high=MAX_LIMIT)
+    before = int_param(request.query, "before", default=None, low=1, high=2**63 - 1)
+    engine = request.app[DB_ENGINE]
+    counts = await outbox.count_by_status(engine)
+    async with engine.connect() as conn:
+        parked = await outbox.jobs_in_status(conn, "parked", limit=limit, before=before,
+                                             default_max_attempts=request.app[SETTINGS].outbox.max_attempts)
+    return web.json_response({"counts": counts, "parked": [job_json(j) | {"payload": dict(j.payload)}
+                                                           for j in parked],
+                              "next_before": parked[-1].id if len(parked) == limit else None})
+
+
+# -- what an operator does -------------------------------------------------------------------------
+
+
+def _optional_text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ApiError(400, f"invalid_{name}", f"{name} is a string.")
+    return value
+
+
+async def decide_payment(request: web.Request, caller: ApiKey) -> web.Response:
+    body = await json_body(request)
+    only(body, {"outcome", "receipt", "reason"})
+    decided = await ops_actions.decide(request.app, caller, request.match_info["payment"],
+                                       str(body.get("outcome", "")), reason=_optional_text(body, "reason") or "",
+                                       receipt=_optional_text(body, "receipt"))
+    return web.json_response(await _payment_answer(request, decided.public_id))
+
+
+async def refund_payment(request: web.Request, caller: ApiKey) -> web.Response:
+    body = await json_body(request)
+    only(body, {"reason", "receipt"})
+    key = request.headers.get("Idempotency-Key", "").strip() or None
+    if key is not None and (len(key) > 100 or not key.isprintable()):
+        raise ApiError(400, "invalid_idempotency_key", "An Idempotency-Key is 1 to 100 printable characters.")
+    done = await ops_actions.refund(request.app, caller, request.match_info["payment"],
+                                    reason=_optional_text(body, "reason") or "",
+                                    receipt=_optional_text(body, "receipt"),
+                                    idempotency_key=f"operator:{key}" if key else None)
+    answer = await _payment_answer(request, done.refund.public_id)
+    return web.json_response(answer, status=201 if done.created else 200)
+
+
+async def _payment_answer(request: web.Request, public_id: str) -> dict[str, Any]:
+    return record_json(await ops_actions.find_record(request.app, public_id))
+
+
+async def retry_outbox_job(request: web.Request, caller: ApiKey) -> web.Response:
+    text_id = request.match_info["job_id"]
+    if not (text_id.isascii() and text_id.isdigit() and len(text_id) <= 18) \
+            or await outbox.get_job(request.app[DB_ENGINE], int(text_id)) is None:
+        raise ApiError(404, "job_not_found", "No outbox job has this id.")
+    if not await ops_actions.retry_job(request.app, caller, int(text_id)):
+        raise ApiError(409, "job_not_parked", f"Outbox job {text_id} is not parked: only a parked job is retried.")
+    return web.json_response({"id": int(text_id), "status": "pending"})

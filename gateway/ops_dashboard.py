@@ -1,0 +1,282 @@
+"""The operator dashboard, ``/ops``: server-rendered pages (Jinja2, escaped) for a person with an
+operator key (``sauti apikey create --operator``), showing what the operator API (`gateway.ops_api`)
+answers and doing what it does, through the same `gateway.ops_actions`.
+
+- ``/ops/sign-in``: paste the operator key; a session (`payments.operator_sessions`) is opened and its
+  token set as an HttpOnly, SameSite=Strict cookie on ``/ops`` (Secure over HTTPS). ``POST
+  /ops/sign-out`` ends it.
+- ``/ops``: payments, newest first, filtered (status, kind, provider, channel, a phone, flagged for
+  review) and paged; how many wait for review; the outbox's counts.
+- ``/ops/payments/{id or reference}``: the whole record, with a refund form and, for a flagged
+  payment, the verdict form; ``/ops/find?q=`` opens one by what a person typed.
+- ``/ops/outbox``: parked jobs, each with why and a button to run it again.
+
+Every form carries the session's CSRF token and every action checks it; pages are sent with a strict
+Content-Security-Policy (no script at all), ``no-store`` and ``frame-ancestors 'none'``. Without a
+session a page redirects to sign-in, and an action is refused. Domain refusals (not refundable, no
+receipt…) are shown on the page they came from, never as a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from aiohttp import web
+
+from db.schema import PAYMENT_CHANNELS, PAYMENT_KINDS, PAYMENT_PROVIDERS, PAYMENT_STATUSES
+from gateway import ops_actions
+from gateway.api_auth import ensure_key_hasher
+from gateway.api_requests import ApiError
+from gateway.errors import status_for
+from gateway.keys import API_KEY_HASHER, DB_ENGINE, SETTINGS
+from gateway.ops_api import payment_filter
+from payments import outbox, review
+from payments.api_keys import verify_api_key
+from payments.errors import PaymentsError
+from payments.money import Money
+from payments.operator_sessions import OperatorSession, close_session, find_session, open_session
+from payments.payment_records import review_reason, search_payments
+from payments.payment_store import Payment
+
+PATH = "/ops"
+COOKIE = "sauti_ops"
+PAGE_SIZE = 50
+OPS_TEMPLATES = web.AppKey("ops_templates", jinja2.Environment)
+#: No script, nothing from elsewhere; forms post only here; never inside another site's frame.
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+#: What an action's redirect may announce (``?done=``): fixed words, never text from the link itself.
+_NOTICES = {
+    "refunded": "Refunded: the money is back with the payer.",
+    "refund_pending": "Refund asked of the provider; its answer comes by callback.",
+    "refund_failed": "The refund was refused: see its error below.",
+    "decided": "Verdict recorded.",
+}
+
+Page = Callable[[web.Request, OperatorSession], Awaitable[web.StreamResponse]]
+
+
+def add_ops_dashboard_routes(app: web.Application) -> None:
+    """Mount the dashboard on ``app``, which holds (or will hold, once started) `SETTINGS`,
+    `DB_ENGINE` and `PAYMENTS`."""
+    ensure_key_hasher(app)
+    app[OPS_TEMPLATES] = templates()
+    app.router.add_get(PATH, signed_in(overview_page))
+    app.router.add_get(PATH + "/", signed_in(overview_page))
+    app.router.add_get(PATH + "/sign-in", sign_in_page)
+    app.router.add_post(PATH + "/sign-in", sign_in)
+    app.router.add_post(PATH + "/sign-out", signed_in(sign_out, action=True))
+    app.router.add_get(PATH + "/find", signed_in(find_page))
+    app.router.add_get(PATH + "/payments/{payment}", signed_in(payment_page))
+    app.router.add_post(PATH + "/payments/{payment}/refund", signed_in(refund_action, action=True))
+    app.router.add_post(PATH + "/payments/{payment}/decide", signed_in(decide_action, action=True))
+    app.router.add_get(PATH + "/outbox", signed_in(outbox_page))
+    app.router.add_post(PATH + "/outbox/{job_id}/retry", signed_in(retry_action, action=True))
+    app.router.add_get(PATH + "/static/ops.css", stylesheet)
+
+
+def templates() -> jinja2.Environment:
+    """The dashboard's templates (``gateway/templates/ops``), escaping everything they show."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("gateway", "templates/ops"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["money"] = lambda m: m.format() if isinstance(m, Money) else ""
+    env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if isinstance(t, datetime) else ""
+    env.globals.update(statuses=PAYMENT_STATUSES, kinds=PAYMENT_KINDS, providers=PAYMENT_PROVIDERS,
+                       channels=PAYMENT_CHANNELS, path=PATH, review_reason=review_reason)
+    return env
+
+
+def render(request: web.Request, name: str, *, status: int = 200, session: OperatorSession | None = None,
+           **context: Any) -> web.Response:
+    body = request.app[OPS_TEMPLATES].get_template(name).render(session=session, **context)
+    return web.Response(text=body, content_type="text/html", status=status, headers=_HEADERS)
+
+
+def _see(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, **_HEADERS})
+
+
+# -- signing in and out ----------------------------------------------------------------------------
+
+
+async def _session(request: web.Request) -> OperatorSession | None:
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+    async with request.app[DB_ENGINE].connect() as conn:
+        return await find_session(conn, token)
+
+
+def signed_in(page: Page, *, action: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Run ``page`` for a signed-in operator; otherwise a page goes to sign-in and an action
+    (``action``, a POST) is refused. An action must carry the session's CSRF token."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        session = await _session(request)
+        if session is None:
+            if action:
+                return render(request, "message.html", status=403, title="Signed out",
+                              message="Your session has ended. Sign in again, then repeat what you did.")
+            return _see(f"{PATH}/sign-in")
+        if action:
+            form = await request.post()
+            if not session.csrf_matches(form.get("csrf")):
+                return render(request, "message.html", status=403, session=session, title="Refused",
+                              message="This form is stale or did not come from this dashboard. Reload the page "
+                                      "and try again.")
+        return await page(request, session)
+
+    run.__name__ = page.__name__
+    return run
+
+
+async def sign_in_page(request: web.Request) -> web.Response:
+    if await _session(request) is not None:
+        return _see(PATH)
+    return render(request, "sign_in.html", error=None)
+
+
+async def sign_in(request: web.Request) -> web.Response:
+    form = await request.post()
+    presented = form.get("key")
+    async with request.app[DB_ENGINE].begin() as conn:
+        key = await verify_api_key(conn, request.app[API_KEY_HASHER], presented) \
+            if isinstance(presented, str) else None
+        if key is None or not key.is_operator:
+            # The same words for a wrong key and a caller's key: a key's role is not told to a stranger.
+            return render(request, "sign_in.html", status=401,
+                          error="That is not an active operator key. Operators get one from "
+                                "`sauti apikey create --operator`.")
+        token = await open_session(conn, key, ttl_s=request.app[SETTINGS].ops.session_ttl_s)
+    answer = _see(PATH)
+    # Secure over HTTPS, also behind a proxy that ends TLS and says so (believing a forged header
+    # could only make the cookie stricter for whoever forged it).
+    https = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    answer.set_cookie(COOKIE, token, path=PATH, httponly=True, samesite="Strict", secure=https,
+                      max_age=request.app[SETTINGS].ops.session_ttl_s)
+    return answer
+
+
+async def sign_out(request: web.Request, session: OperatorSession) -> web.Response:
+    async with request.app[DB_ENGINE].begin() as conn:
+        await close_session(conn, request.cookies.get(COOKIE))
+    answer = _see(f"{PATH}/sign-in")
+    answer.del_cookie(COOKIE, path=PATH)
+    return answer
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+
+def _page_number(query: Mapping[str, str], name: str) -> int | None:
+    text = query.get(name, "")
+    return int(text) if text.isascii() and text.isdigit() and 0 < len(text) <= 18 else None
+
+
+async def overview_page(request: web.Request, session: OperatorSession) -> web.Response:
+    query = request.query
+    before = _page_number(query, "before")
+    error = None
+    try:
+        wanted = payment_filter(query)
+    except (ApiError, PaymentsError) as exc:
+        wanted, error = payment_filter({}), str(exc)
+    engine = request.app[DB_ENGINE]
+    async with engine.connect() as conn:
+        found = await search_payments(conn, wanted, limit=PAGE_SIZE, before=before)
+    flagged = await review.flagged(engine, limit=100)
+    counts = await outbox.count_by_status(engine)
+    kept = {name: query[name] for name in ("status", "kind", "provider", "channel", "phone", "review")
+            if query.get(name)}
+    next_page = (f"{PATH}?{urlencode(kept | {'before': found[-1].payment.id})}"
+                 if len(found) == PAGE_SIZE else None)
+    return render(request, "overview.html", session=session, payments=found, flagged=len(flagged),
+                  counts=counts, chosen=kept, error=error, next_page=next_page)
+
+
+async def find_page(request: web.Request, session: OperatorSession) -> web.Response:
+    """The lookup box: to the payment page of the reference or id typed."""
+    typed = request.query.get("q", "").strip()[:64]
+    return _see(f"{PATH}/payments/{quote(typed, safe='')}" if typed else PATH)
+
+
+async def payment_page(request: web.Request, session: OperatorSession, *, status: int = 200,
+                       error: str | None = None, notice: str | None = None) -> web.Response:
+    try:
+        record = await ops_actions.find_record(request.app, request.match_info["payment"])
+    except PaymentsError as exc:
+        return render(request, "message.html", status=status_for(exc), session=session, title="Not found",
+                      message=str(exc))
+    payment = record.payment
+    refundable = payment.status.value == "succeeded" and payment.kind != "refund" and not any(
+        r.status.value != "failed" for r in record.refunds)
+    return render(request, "payment.html", status=status, session=session, record=record, payment=payment,
+                  refundable=refundable, error=error, notice=notice or _NOTICES.get(request.query.get("done", "")))
+
+
+async def outbox_page(request: web.Request, session: OperatorSession, *, status: int = 200,
+                      error: str | None = None) -> web.Response:
+    engine = request.app[DB_ENGINE]
+    before = _page_number(request.query, "before")
+    counts = await outbox.count_by_status(engine)
+    async with engine.connect() as conn:
+        parked = await outbox.jobs_in_status(conn, "parked", limit=PAGE_SIZE, before=before,
+                                             default_max_attempts=request.app[SETTINGS].outbox.max_attempts)
+    next_page = f"{PATH}/outbox?before={parked[-1].id}" if len(parked) == PAGE_SIZE else None
+    return render(request, "outbox.html", status=status, session=session, counts=counts, parked=parked,
+                  error=error, next_page=next_page)
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    css = request.app[OPS_TEMPLATES].loader.get_source(request.app[OPS_TEMPLATES], "ops.css")[0]
+    return web.Response(text=css, content_type="text/css", headers={"Cache-Control": "max-age=3600",
+                                                                    "X-Content-Type-Options": "nosniff"})
+
+
+# -- actions ---------------------------------------------------------------------------------------
+
+
+def _field(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+async def refund_action(request: web.Request, session: OperatorSession) -> web.Response:
+    form = await request.post()
+    try:
+        done = await ops_actions.refund(request.app, session.key, request.match_info["payment"],
+                                        reason=_field(form, "reason"), receipt=_field(form, "receipt") or None)
+    except PaymentsError as exc:
+        return await payment_page(request, session, status=status_for(exc), error=str(exc))
+    what = {"succeeded": "refunded", "failed": "refund_failed"}.get(done.refund.status.value, "refund_pending")
+    return _see(f"{PATH}/payments/{done.refund.public_id}?done={what}")
+
+
+async def decide_action(request: web.Request, session: OperatorSession) -> web.Response:
+    form = await request.post()
+    try:
+        decided: Payment = await ops_actions.decide(
+            request.app, session.key, request.match_info["payment"], _field(form, "outcome"),
+            reason=_field(form, "reason"), receipt=_field(form, "receipt") or None)
+    except PaymentsError as exc:
+        return await payment_page(request, session, status=status_for(exc), error=str(exc))
+    return _see(f"{PATH}/payments/{decided.public_id}?done=decided")
+
+
+async def retry_action(request: web.Request, session: OperatorSession) -> web.Response:
+    job_id = _page_number(request.match_info, "job_id")
+    if job_id is None or not await ops_actions.retry_job(request.app, session.key, job_id):
+        return await outbox_page(request, session, status=409,
+                                 error=f"Job {request.match_info['job_id'][:20]} is not parked (already retried?).")
+    return _see(f"{PATH}/outbox")
