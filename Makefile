@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sauti-installed
 
-.PHONY: serve test lint unit integration bench bench-ledger bench-payments bench-ussd bench-statements bench-voice flite clean-db
+.PHONY: serve test lint unit integration bench bench-ledger bench-payments bench-ussd bench-statements bench-ops bench-voice flite clean-db
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Sauti needs Python >= 3.11 (found %s); set PYTHON=python3.11" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -31,7 +31,7 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration tests/e2e
 
-bench: bench-ledger bench-payments bench-ussd bench-statements bench-voice
+bench: bench-ledger bench-payments bench-ussd bench-statements bench-ops bench-voice
 
 bench-ledger: $(STAMP)  ## ledger transfers/s beside pgbench's TPC-B-like tps on the same server
 	$(BIN)/python -m bench.ledger
@@ -44,6 +44,9 @@ bench-ussd: $(STAMP)  ## USSD hops/s through `sauti serve`, beside a bare aiohtt
 
 bench-statements: $(STAMP)  ## what one PostgreSQL statement costs the gateway, beside asyncpg alone
 	$(BIN)/python -m bench.statements
+
+bench-ops: $(STAMP)  ## a payment's whole record and a number's payments as tables grow, beside a read by id
+	$(BIN)/python -m bench.ops
 
 bench-voice: $(STAMP) flite  ## WER, command accuracy and real-time factor of spoken commands at 8 kHz
 	$(BIN)/python -m bench.voice

@@ -246,7 +246,7 @@ payments = Table(
     Index("payments_refunded_once", "refund_of", unique=True,
           postgresql_where=text("refund_of IS NOT NULL AND status <> 'failed'")),
     Index("payments_refunds", "refund_of", postgresql_where=text("refund_of IS NOT NULL")),  # 0011: failed too
-    Index("payments_recipient_phone", "recipient_phone",  # 0011: operators find a number's payments
+    Index("payments_recipient_phone", "recipient_phone", "id",  # 0011: operators find a number's payments
           postgresql_where=text("recipient_phone IS NOT NULL")),
 )
 

@@ -44,7 +44,7 @@ CREATE INDEX outbox_jobs_payment ON outbox_jobs
 CREATE INDEX transfers_reference ON transfers (reference) WHERE reference IS NOT NULL;
 CREATE INDEX provider_events_payment ON provider_events (payment_id) WHERE payment_id IS NOT NULL;
 CREATE INDEX payments_refunds ON payments (refund_of) WHERE refund_of IS NOT NULL;
-CREATE INDEX payments_recipient_phone ON payments (recipient_phone) WHERE recipient_phone IS NOT NULL;
+CREATE INDEX payments_recipient_phone ON payments (recipient_phone, id) WHERE recipient_phone IS NOT NULL;
 CREATE INDEX audit_log_subject ON audit_log (subject, id);
 """
 
