@@ -187,6 +187,7 @@ outbox_jobs = Table(
     Index("outbox_jobs_claimable", "run_after", "id", postgresql_where=text("status = 'pending'")),
     Index("outbox_jobs_leased", "locked_until", postgresql_where=text("status = 'running'")),
     # Migration 0011: a payment's jobs, for its page (provider calls and SMS name it; webhook events carry it).
+    Index("outbox_jobs_parked", "id", postgresql_where=text("status = 'parked'")),
     Index("outbox_jobs_payment",
           text("(coalesce(payload ->> 'payment', payload #>> '{event,data,payment,public_id}'))")),
 )
@@ -248,6 +249,7 @@ payments = Table(
     Index("payments_refunds", "refund_of", postgresql_where=text("refund_of IS NOT NULL")),  # 0011: failed too
     Index("payments_recipient_phone", "recipient_phone", "id",  # 0011: operators find a number's payments
           postgresql_where=text("recipient_phone IS NOT NULL")),
+    Index("payments_payer_newest", "payer_user_id", "id"),  # 0011: the payer's side, newest first
 )
 
 # One row per transition of a payment, with its cause.

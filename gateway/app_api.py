@@ -53,6 +53,7 @@ from payments.contacts import (
 from payments.errors import AccountLocked, WrongPin
 from payments.identities import User, find_user_by_phone, get_user
 from payments.phones import InvalidPhoneNumber, parse_msisdn
+from payments.plain_text import CONTROL
 
 #: The longest device name (the key is named ``device: <name>``).
 DEVICE_NAME_MAX = 60
@@ -104,7 +105,9 @@ def _pin(body: Mapping[str, Any]) -> str:
     if pin is None:
         raise ApiError(400, "missing_pin", "pin is required.")
     # A string: as a JSON number, "0123" would lose its leading zero.
-    if not isinstance(pin, str) or not pin or len(pin) > 32:
+    # A control character or half a surrogate pair is no typing mistake: refused, not counted as a
+    # wrong PIN (and it could not be hashed).
+    if not isinstance(pin, str) or not pin or len(pin) > 32 or CONTROL.search(pin):
         raise ApiError(400, "invalid_pin", 'pin is the wallet\'s PIN as a string of digits, like "0123".')
     return pin
 

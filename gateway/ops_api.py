@@ -9,9 +9,12 @@ payments API). The dashboard (`gateway.ops_dashboard`) shows the same to a perso
 - ``GET /v1/ops/review``: payments flagged for a person, the longest waiting first;
 - ``POST /v1/ops/payments/{id}/decide`` ``{"outcome": "succeeded"|"failed", "receipt", "reason"}``:
   a verdict on a flagged payment, from the provider's statement (`payments.review`);
-- ``POST /v1/ops/payments/{id}/refund`` ``{"reason", "receipt"?}`` (``Idempotency-Key`` optional):
-  refund it whole, M-Pesa payouts included (`payments.refunds`); 201 new, 200 the same again;
-- ``GET /v1/ops/outbox``: jobs per status and the newest parked ones, with why they were parked;
+- ``POST /v1/ops/payments/{id}/refund`` ``{"reason", "receipt"?, "provider_reversed"?}``
+  (``Idempotency-Key`` optional): refund it whole (`payments.refunds`); an M-Pesa payout only with
+  ``"provider_reversed": true``, once its statement shows M-Pesa gave the money back; 201 new, 200
+  the same again;
+- ``GET /v1/ops/outbox``: how many jobs are pending, running and parked, and the newest parked
+  ones, with why they were parked;
 - ``POST /v1/ops/outbox/{job_id}/retry``: run a parked job again.
 
 Every action is recorded in the operator key's name (`payments.api_keys.ApiKey.actor`).
@@ -99,8 +102,8 @@ def record_json(record: PaymentRecord) -> dict[str, Any]:
 def payment_filter(query) -> PaymentFilter:
     """The filter a query string asks for (the API's and the dashboard's): empty values are "any"."""
     review_text = query.get("review", "")
-    if review_text not in ("", "true", "false"):
-        raise ApiError(400, "invalid_review", "review is true or false.")
+    if review_text not in ("", "true"):
+        raise ApiError(400, "invalid_review", "review is true (flagged payments only), or left out (any).")
     return PaymentFilter(**{name: query.get(name) or None for name in ("status", "kind", "provider", "channel",
                                                                       "phone")},
                          needs_review=review_text == "true")
@@ -141,9 +144,8 @@ async def read_outbox(request: web.Request, caller: ApiKey) -> web.Response:
     only(request.query, {"limit", "before"}, where="query parameter")
     limit = int_param(request.query, "limit", default=50, low=1, high=MAX_LIMIT)
     before = int_param(request.query, "before", default=None, low=1, high=2**63 - 1)
-    engine = request.app[DB_ENGINE]
-    counts = await outbox.count_by_status(engine)
-    async with engine.connect() as conn:
+    async with request.app[DB_ENGINE].connect() as conn:
+        counts = await outbox.count_open(conn)
         parked = await outbox.jobs_in_status(conn, "parked", limit=limit, before=before,
                                              default_max_attempts=request.app[SETTINGS].outbox.max_attempts)
     return web.json_response({"counts": counts, "parked": [job_json(j) | {"payload": dict(j.payload)}
@@ -172,14 +174,17 @@ async def decide_payment(request: web.Request, caller: ApiKey) -> web.Response:
 
 async def refund_payment(request: web.Request, caller: ApiKey) -> web.Response:
     body = await json_body(request)
-    only(body, {"reason", "receipt"})
+    only(body, {"reason", "receipt", "provider_reversed"})
+    reversed_ = body.get("provider_reversed", False)
+    if not isinstance(reversed_, bool):
+        raise ApiError(400, "invalid_provider_reversed", "provider_reversed is true or false.")
     key = request.headers.get("Idempotency-Key", "").strip() or None
     if key is not None and (len(key) > 100 or not key.isprintable()):
         raise ApiError(400, "invalid_idempotency_key", "An Idempotency-Key is 1 to 100 printable characters.")
     done = await ops_actions.refund(request.app, caller, request.match_info["payment"],
                                     reason=_optional_text(body, "reason") or "",
-                                    receipt=_optional_text(body, "receipt"),
-                                    idempotency_key=f"operator:{key}" if key else None)
+                                    receipt=_optional_text(body, "receipt"), idempotency_key=key,
+                                    provider_reversed=reversed_)
     answer = await _payment_answer(request, done.refund.public_id)
     return web.json_response(answer, status=201 if done.created else 200)
 

@@ -20,7 +20,7 @@ receipt…) are shown on the page they came from, never as a traceback.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -91,7 +91,7 @@ def templates() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("gateway", "templates/ops"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["money"] = lambda m: m.format() if isinstance(m, Money) else ""
-    env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if isinstance(t, datetime) else ""
+    env.filters["when"] = lambda t: f"{t.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if isinstance(t, datetime) else ""
     env.globals.update(statuses=PAYMENT_STATUSES, kinds=PAYMENT_KINDS, providers=PAYMENT_PROVIDERS,
                        channels=PAYMENT_CHANNELS, path=PATH, review_reason=review_reason)
     return env
@@ -158,6 +158,7 @@ async def sign_in(request: web.Request) -> web.Response:
             return render(request, "sign_in.html", status=401,
                           error="That is not an active operator key. Operators get one from "
                                 "`sauti apikey create --operator`.")
+        await close_session(conn, request.cookies.get(COOKIE))  # this browser's previous one, if any
         token = await open_session(conn, key, ttl_s=request.app[SETTINGS].ops.session_ttl_s)
     answer = _see(PATH)
     # Secure over HTTPS, also behind a proxy that ends TLS and says so (believing a forged header
@@ -196,7 +197,8 @@ async def overview_page(request: web.Request, session: OperatorSession) -> web.R
     async with engine.connect() as conn:
         found = await search_payments(conn, wanted, limit=PAGE_SIZE, before=before)
     flagged = await review.flagged(engine, limit=100)
-    counts = await outbox.count_by_status(engine)
+    async with engine.connect() as conn:
+        counts = await outbox.count_open(conn)
     kept = {name: query[name] for name in ("status", "kind", "provider", "channel", "phone", "review")
             if query.get(name)}
     next_page = (f"{PATH}?{urlencode(kept | {'before': found[-1].payment.id})}"
@@ -222,15 +224,16 @@ async def payment_page(request: web.Request, session: OperatorSession, *, status
     refundable = payment.status.value == "succeeded" and payment.kind != "refund" and not any(
         r.status.value != "failed" for r in record.refunds)
     return render(request, "payment.html", status=status, session=session, record=record, payment=payment,
-                  refundable=refundable, error=error, notice=notice or _NOTICES.get(request.query.get("done", "")))
+                  refundable=refundable, reversal_needed=ops_actions.reversed_at_provider_needed(payment),
+                  error=error, notice=notice or _NOTICES.get(request.query.get("done", "")))
 
 
 async def outbox_page(request: web.Request, session: OperatorSession, *, status: int = 200,
                       error: str | None = None) -> web.Response:
     engine = request.app[DB_ENGINE]
     before = _page_number(request.query, "before")
-    counts = await outbox.count_by_status(engine)
     async with engine.connect() as conn:
+        counts = await outbox.count_open(conn)
         parked = await outbox.jobs_in_status(conn, "parked", limit=PAGE_SIZE, before=before,
                                              default_max_attempts=request.app[SETTINGS].outbox.max_attempts)
     next_page = f"{PATH}/outbox?before={parked[-1].id}" if len(parked) == PAGE_SIZE else None
@@ -256,7 +259,8 @@ async def refund_action(request: web.Request, session: OperatorSession) -> web.R
     form = await request.post()
     try:
         done = await ops_actions.refund(request.app, session.key, request.match_info["payment"],
-                                        reason=_field(form, "reason"), receipt=_field(form, "receipt") or None)
+                                        reason=_field(form, "reason"), receipt=_field(form, "receipt") or None,
+                                        provider_reversed=_field(form, "provider_reversed") == "yes")
     except PaymentsError as exc:
         return await payment_page(request, session, status=status_for(exc), error=str(exc))
     what = {"succeeded": "refunded", "failed": "refund_failed"}.get(done.refund.status.value, "refund_pending")

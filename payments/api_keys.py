@@ -68,8 +68,9 @@ class ApiKey:
     @property
     def actor(self) -> str:
         """How what an operator does with the key is signed in histories and the audit log: the name
-        it was given and its prefix (names may repeat)."""
-        return f"{self.name} ({self.prefix})"
+        it was given and its prefix (names may repeat). The name is cut to 40 characters, so that
+        the prefix survives where a history keeps 60 (a verdict's cause)."""
+        return f"{self.name[:40]} ({self.prefix})"
 
     @property
     def is_platform(self) -> bool:

@@ -16,7 +16,6 @@ from decimal import Decimal
 
 from payments.errors import InvalidRequest
 from payments.money import Money
-from payments.plain_text import CONTROL
 from payments.postings import MAX_KEY_LENGTH, check_key
 
 
@@ -233,11 +232,13 @@ class Refund:
             raise InvalidRequest(f"an idempotency key is 1 to {MAX_KEY_LENGTH - len(REFUND_KEY_PREFIX)} characters")
         if not isinstance(self.payment_id, str) or not self.payment_id.strip():
             raise InvalidRequest("name the payment to refund")
-        # IMPORTANT: no control characters: the reason and who asked go into jsonb (a NUL cannot).
+        # IMPORTANT: printable only: the reason and who asked go into jsonb, which holds no NUL and
+        # no lone surrogate (both made 500s once).
         if not isinstance(self.reason, str) or not self.reason.strip() or len(self.reason) > 500 \
-                or CONTROL.search(self.reason):
-            raise InvalidRequest("a refund needs a reason: at most 500 characters, without control characters")
-        if not isinstance(self.requested_by, str) or not self.requested_by.strip() or CONTROL.search(self.requested_by):
+                or not self.reason.isprintable():
+            raise InvalidRequest("a refund needs a reason: at most 500 printable characters (no control characters)")
+        if not isinstance(self.requested_by, str) or not self.requested_by.strip() \
+                or not self.requested_by.isprintable():
             raise InvalidRequest("say who asks for the refund")
         try:
             object.__setattr__(self, "channel", Channel(self.channel))

@@ -44,6 +44,7 @@ from payments.identities import USER_COLUMNS, User, user_from_row
 from payments.money import Currency, Money
 from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of
+from payments.plain_text import CONTROL
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ def _contact(row: Any, prefix: str = "") -> SavedContact:
 
 def _text(value: object, what: str, most: int) -> str:
     cleaned = value.strip() if isinstance(value, str) else ""
-    if not 1 <= len(cleaned) <= most or not _PRINTABLE.match(cleaned):
+    # CONTROL too: C1 controls and halves of surrogate pairs, which PostgreSQL cannot store.
+    if not 1 <= len(cleaned) <= most or not _PRINTABLE.match(cleaned) or CONTROL.search(cleaned):
         raise InvalidContact(f"a contact's {what} is 1 to {most} printable characters")
     return cleaned
 

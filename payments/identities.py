@@ -48,6 +48,7 @@ from payments.errors import (
     WrongPin,
 )
 from payments.phones import parse_msisdn
+from payments.plain_text import CONTROL
 
 
 class Role(enum.StrEnum):
@@ -393,7 +394,7 @@ async def register_user(
     """Create a user for a phone number in any local format; `UserExists` if it is already registered."""
     msisdn = parse_msisdn(phone, region)
     name = display_name.strip()
-    if name and not _NAME.match(name):
+    if name and (not _NAME.match(name) or CONTROL.search(name)):
         raise InvalidRequest("a name is 1 to 60 printable characters")
     try:
         lang = Language(language)

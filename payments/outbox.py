@@ -438,6 +438,16 @@ async def jobs_in_status(conn: AsyncConnection, status: str, *, limit: int, befo
     return [_job(row) for row in rows.mappings()]
 
 
+async def count_open(conn: AsyncConnection) -> dict[str, int]:
+    """Jobs pending, running and parked, each counted through its own partial index (done jobs are
+    kept for good: counting them reads the whole outbox, which `count_by_status` does)."""
+    row = (await conn.execute(sql(
+        "SELECT (SELECT count(*) FROM outbox_jobs WHERE status = 'pending') AS pending, "
+        "(SELECT count(*) FROM outbox_jobs WHERE status = 'running') AS running, "
+        "(SELECT count(*) FROM outbox_jobs WHERE status = 'parked') AS parked"))).one()
+    return {"pending": row.pending, "running": row.running, "parked": row.parked}
+
+
 async def count_by_status(engine: AsyncEngine) -> dict[str, int]:
     """How many jobs are in each status (every status listed, zeros included)."""
     async with engine.connect() as conn:

@@ -82,15 +82,15 @@ async def search_payments(conn: AsyncConnection, wanted: PaymentFilter, *, limit
     if wanted.needs_review:
         where.append("p.status IN ('created', 'pending', 'processing') AND p.provider_refs ? 'needs_review'")
     if wanted.phone is not None:
-        # Either side, each read through its own index and cut to the page before they are merged:
-        # one statement with "payer OR recipient" lets the planner walk every payment backwards
-        # instead, when it guesses the number is common (it read all of a 20,000-row table so).
+        # Either side, each read newest first through its own index ((payer_user_id, id) and
+        # (recipient_phone, id)) and cut to the page before they are merged: one statement with
+        # "payer OR recipient" lets the planner walk every payment backwards instead, when it
+        # guesses the number is common (it read all of a 20,000-row table so).
         params["phone"] = wanted.phone
         side = " AND ".join(where)
         where.append(
             f"p.id IN ((SELECT p.id FROM payments p WHERE {side} AND p.payer_user_id = "
-            # "+ 0": not in the primary key's order, so through the payer's index (then sorted).
-            "(SELECT id FROM users WHERE phone = :phone) ORDER BY p.id + 0 DESC LIMIT :limit) UNION ALL "
+            "(SELECT id FROM users WHERE phone = :phone) ORDER BY p.id DESC LIMIT :limit) UNION ALL "
             f"(SELECT p.id FROM payments p WHERE {side} AND p.recipient_phone = :phone "
             "ORDER BY p.id DESC LIMIT :limit))")
     columns = ", ".join(f"p.{c.strip()}" for c in store.PAYMENT_COLUMNS.split(","))

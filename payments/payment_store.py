@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.sql import sql
 from payments.accounts import AccountKind, owned_code_sql
 from payments.money import Currency, Money
+from payments.plain_text import CONTROL
 from payments.references import ReferenceKind, payment_reference, read_reference
 from payments.states import PaymentStatus, check_transition
 from payments.webhook_events import enqueue_events
@@ -253,6 +254,8 @@ async def get_payment(conn: AsyncConnection, public_id: str, *, lock: bool = Fal
 async def find_payment(conn: AsyncConnection, id_or_reference: str) -> Payment | None:
     """The payment a person or a client names: by its public id (``pay_…``) or its short reference
     (``K7Q2M9BXA4``, read leniently); None when it names none."""
+    if CONTROL.search(id_or_reference):  # no id of ours holds one, and PostgreSQL cannot take a NUL
+        return None
     if id_or_reference.startswith("pay_"):
         return await get_payment(conn, id_or_reference)
     named = read_reference(id_or_reference)

@@ -43,7 +43,6 @@ from payments.payment_settings import (
     JOB_WAVE_REVERSE,
 )
 from payments.payment_store import Payment
-from payments.plain_text import CONTROL
 from payments.references import payment_reference
 from payments.resolution import Resolver, Verdict
 
@@ -79,12 +78,12 @@ class OperatorVerdict:
     def __post_init__(self) -> None:
         if not isinstance(self.payment_id, str) or not self.payment_id.strip():
             raise InvalidRequest("name the payment")
-        # No control characters: both go into the payment's history (jsonb, where a NUL cannot).
+        # Printable only: both go into the payment's history (jsonb: no NUL, no lone surrogate).
         if not isinstance(self.reason, str) or not self.reason.strip() or len(self.reason) > REASON_MAX \
-                or CONTROL.search(self.reason):
-            raise InvalidRequest(f"say why, from the provider's statement (1 to {REASON_MAX} characters, "
-                                 "without control characters)")
-        if not isinstance(self.decided_by, str) or not self.decided_by.strip() or CONTROL.search(self.decided_by):
+                or not self.reason.isprintable():
+            raise InvalidRequest(f"say why, from the provider's statement (1 to {REASON_MAX} printable "
+                                 "characters)")
+        if not isinstance(self.decided_by, str) or not self.decided_by.strip() or not self.decided_by.isprintable():
             raise InvalidRequest("say who decides")
         receipt = self.receipt.strip() if isinstance(self.receipt, str) else None
         if self.succeeded and not receipt:

@@ -23,7 +23,7 @@ from gateway.settings import Settings
 from gateway.webhooks_api import add_webhook_api_routes
 from payments import outbox
 from payments.accounts import AccountKind
-from payments.api_keys import ApiKeyHasher, create_api_key, revoke_api_key, split_key
+from payments.api_keys import ApiKeyHasher, create_api_key, get_api_key, revoke_api_key, split_key
 from payments.commands import Channel, SendToWallet, Withdraw
 from payments.errors import InvalidRequest
 from payments.money import Currency, Money
@@ -128,8 +128,11 @@ async def test_an_operator_key_belongs_to_no_wallet_and_gets_no_webhooks(world):
     async with world.engine.begin() as conn:
         with pytest.raises(InvalidRequest, match="operator key"):
             await create_api_key(conn, ApiKeyHasher(PEPPER), "bad", user_id=user.id, operator=True)
-    made = await new_key(world, operator=True)
+    made = await new_key(world, operator=True, name="N" * 200)
     prefix = split_key(made)[0]
+    async with world.engine.connect() as conn:
+        actor = (await get_api_key(conn, prefix)).actor
+    assert actor.endswith(f"({prefix})") and len(actor) <= 60  # what a verdict's history keeps
     async with world.engine.begin() as conn:
         key_id = await conn.scalar(text(f"SELECT id FROM api_keys WHERE prefix = '{prefix}'"))
         with pytest.raises(InvalidRequest, match="not an operator's"):
@@ -163,7 +166,7 @@ async def test_payments_are_found_by_what_an_operator_knows(world, client, ops_k
 
     for bad, code in (("status=lost", "invalid_request"), ("phone=12", "invalid_request"),
                       ("limit=0", "invalid_limit"), ("review=maybe", "invalid_review"),
-                      ("colour=red", "unknown_query_parameter")):
+                      ("review=false", "invalid_review"), ("colour=red", "unknown_query_parameter")):
         status, refused = await call(client, "GET", f"/v1/ops/payments?{bad}", ops_key)
         assert (status, refused["error"]["code"]) == (400, code), bad
 
@@ -184,8 +187,9 @@ async def test_a_payment_s_record_shows_its_money_jobs_and_history(world, client
     assert [(j["kind"], j["status"]) for j in record["jobs"]] == [("sms.receipt", "done")] * 2
     assert record["callbacks"] == [] and record["audit"] == [] and record["refunds"] == []
 
-    status, missing = await call(client, "GET", "/v1/ops/payments/pay_nothing", ops_key)
-    assert (status, missing["error"]["code"]) == (404, "unknown_payment")
+    for missing_id in ("pay_nothing", "pay_%00", "K7Q2%00M9BX"):  # a NUL never reaches PostgreSQL
+        status, missing = await call(client, "GET", f"/v1/ops/payments/{missing_id}", ops_key)
+        assert (status, missing["error"]["code"]) == (404, "unknown_payment")
 
 
 async def test_a_provider_payment_s_record_holds_the_provider_s_callbacks(world, client, ops_key):
@@ -218,6 +222,7 @@ async def test_an_operator_decides_a_flagged_payment_once_through_the_api(world,
                        ({"outcome": "succeeded", "reason": "on the statement"}, "invalid_request"),
                        ({"outcome": "maybe", "reason": "x"}, "invalid_request"),
                        ({"outcome": "failed", "reason": "a NUL \x00"}, "invalid_request"),
+                       ({"outcome": "failed", "reason": "half a pair \ud800"}, "invalid_request"),
                        ({"outcome": "failed", "reason": "x", "extra": 1}, "unknown_field")):
         status, refused = await call(client, "POST", path, ops_key, body)
         assert (status, refused["error"]["code"]) == (400, code), body
@@ -233,7 +238,8 @@ async def test_an_operator_decides_a_flagged_payment_once_through_the_api(world,
 async def test_an_operator_refunds_once_and_a_retry_gets_the_same_refund(world, client, ops_key):
     paid, payer, _ = await p2p(world, 250, key="ops-refund")
     path = f"/v1/ops/payments/{paid.public_id}/refund"
-    for body in ({}, {"reason": "nul \x00 in it"}, {"reason": "x" * 501}, {"reason": "x", "receipt": 7}):
+    for body in ({}, {"reason": "nul \x00 in it"}, {"reason": "half a pair \ud800"}, {"reason": "x" * 501},
+                 {"reason": "x", "receipt": 7}, {"reason": "x", "provider_reversed": "yes"}):
         status, refused = await call(client, "POST", path, ops_key, body)
         assert status == 400, (body, refused)  # nothing written: PostgreSQL cannot even hold a NUL
     status, refund = await call(client, "POST", path, ops_key, {"reason": "sent to the wrong number"})
@@ -246,6 +252,17 @@ async def test_an_operator_refunds_once_and_a_retry_gets_the_same_refund(world, 
     assert [r["public_id"] for r in original["refunds"]] == [refund["public_id"]]
     assert [a["action"] for a in original["audit"]] == ["refund"]
     assert await world.balance(AccountKind.CUSTOMER_WALLET, KES, payer.id) == Money.of(1_000, KES)
+
+    # A key given is kept apart from the default ones: naming another payment's id as the key
+    # does not take that payment's own refund.
+    first, payer2, _ = await p2p(world, 60, key="ops-refund-a")
+    second = await world.payments.handle(SendToWallet("ops-refund-b", payer2.id, Money.of(70, KES), Channel.USSD,
+                                                      recipient_phone=(await world.user()).phone))
+    status, _ = await call(client, "POST", f"/v1/ops/payments/{first.public_id}/refund", ops_key,
+                           {"reason": "asked"}, headers={"Idempotency-Key": second.public_id})
+    assert status == 201
+    status, _ = await call(client, "POST", f"/v1/ops/payments/{second.public_id}/refund", ops_key, {"reason": "asked"})
+    assert status == 201
 
     failed, _, _ = await p2p(world, 5_000, key="ops-refund-failed")  # more than the wallet holds
     assert failed.status is S.FAILED
@@ -260,7 +277,7 @@ async def test_a_parked_job_is_run_again_from_the_operator_api(world, client, op
                                 p=paid.public_id)
     await park_again(world, job_id, "parked by an operator: the SMS gateway is down")
     status, box = await call(client, "GET", "/v1/ops/outbox", ops_key)
-    assert status == 200 and box["counts"]["parked"] >= 1
+    assert status == 200 and box["counts"]["parked"] >= 1 and set(box["counts"]) == {"pending", "running", "parked"}
     [shown] = [j for j in box["parked"] if j["id"] == job_id]
     assert shown["kind"] == "sms.receipt" and "SMS gateway is down" in shown["last_error"]
     assert shown["payload"]["payment"] == paid.public_id
@@ -420,6 +437,10 @@ async def test_a_session_ends_at_sign_out_and_with_its_key(world, client):
 
     other = await new_key(world, operator=True, name="Erin")
     await sign_in(client, other)
+    first = client.session.cookie_jar.filter_cookies(client.make_url("/ops"))[COOKIE].value
+    await sign_in(client, other)  # signing in again ends this browser's previous session
+    assert await world.scalar("SELECT count(*) FROM operator_sessions WHERE token_hash = encode(sha256(:t), 'hex')",
+                              t=first.encode()) == 0
     await sign_out(client)
     client.session.cookie_jar.update_cookies({COOKIE: token})  # an old token, replayed
     async with client.get("/ops", allow_redirects=False) as answer:
@@ -455,4 +476,19 @@ async def test_a_record_and_a_phone_search_read_through_indexes(world):
             plan = "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters))
             assert "Seq Scan" not in plan, f"{statement}\n{plan}"
             if "recipient_phone = " in statement:
-                assert "payments_recipient_phone" in plan and "payments_payer_history" in plan, plan
+                assert "payments_recipient_phone" in plan and "payments_payer_newest" in plan, plan
+
+
+async def test_an_m_pesa_payout_is_refunded_only_once_m_pesa_reversed_it(world, client, ops_key):
+    user = await world.user()
+    await world.fund(user, Money.of(1_000, KES))
+    payout = await world.payments.handle(Withdraw("ops-payout", user.id, Money.of(300, KES), Channel.USSD))
+    await world.settle(payout.public_id)
+    path = f"/v1/ops/payments/{payout.public_id}/refund"
+    status, refused = await call(client, "POST", path, ops_key, {"reason": "M-Pesa reversed it"})
+    assert (status, refused["error"]["code"]) == (400, "payout_not_reversed")
+    assert await world.wallet(user) == Money.of(1_000 - 303, KES)
+    status, refund = await call(client, "POST", path, ops_key, {"reason": "M-Pesa reversed it on 1 Dec",
+                                                                "provider_reversed": True})
+    assert status == 201 and refund["status"] == "succeeded"
+    assert await world.wallet(user) == Money.of(1_000, KES)

@@ -14,6 +14,8 @@ from payments.plain_text import CONTROL, plain, without_controls
 def test_control_characters_are_dropped_and_nothing_else():
     assert without_controls("07\x00123\x1b[0m\x7f\x85 Wanjiku\tKamau\n") == "07123[0m WanjikuKamau"
     assert without_controls("Ndèye Fàll 😀 ٠٧١ \u202e") == "Ndèye Fàll 😀 ٠٧١ \u202e"
+    # Half a surrogate pair (JSON "\ud800" decodes to it): no character, and PostgreSQL refuses it.
+    assert without_controls("half a pair \ud800!") == "half a pair !"
 
 
 def test_decoded_json_is_cleaned_all_the_way_down():
