@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from gateway.keys import API_KEY_HASHER
 from gateway.ops_dashboard import COOKIE
@@ -242,5 +243,5 @@ async def dashboard_session(gw: Gateway, ops_key: str) -> tuple[str, str, str]:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         async with http.post(gw.url + "/ops/sign-in", data={"key": ops_key}) as answer:
             page = await answer.text()
-        token = http.cookie_jar.filter_cookies(gw.url + "/ops")[COOKIE].value
+        token = http.cookie_jar.filter_cookies(URL(gw.url + "/ops"))[COOKIE].value
     return ops_key, re.search(r'name="csrf" value="([^"]+)"', page).group(1), token
