@@ -292,10 +292,11 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("last_used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
-    # Migration 0011: "caller" (the payments API) or "operator" (/v1/ops and /ops; never a wallet's).
+    # Migration 0011: "caller" (the payments API), "operator" (/v1/ops and /ops) or "support" (the
+    # same, reading only); staff keys are never a wallet's.
     Column("role", Text, nullable=False, server_default="caller"),
     Index("api_keys_of_user", "user_id", postgresql_where=text("user_id IS NOT NULL")),
-    CheckConstraint("role IN ('caller', 'operator')", name="api_keys_role"),
+    CheckConstraint("role IN ('caller', 'operator', 'support')", name="api_keys_role"),
     CheckConstraint("role = 'caller' OR user_id IS NULL", name="api_keys_operator_has_no_user"),
 )
 

@@ -2,12 +2,13 @@
 
 A caller presents an API key (`payments.api_keys`) as ``Authorization: Bearer sk_…``. `authenticated`
 wraps a handler so that it runs only for an active key, which it receives; a missing, malformed,
-unknown or revoked key is a 401 that never says which. A key of the wrong role is a 403: an
-operator's key on the payments API, or a caller's on the operator API (``operator=True``,
-`gateway.ops_api`). `json_errors` renders what a handler raises
-(`ApiError`, the domain's `PaymentsError`s) as ``{"error": {"code", "message", …}}``. A user key acts
-for its own user only; `wallet_owner` finds the user a request names by phone and answers 404 for
-anyone a key may not see, so numbers cannot be probed.
+unknown or revoked key is a 401 that never says which. A key of the wrong role is a 403: a staff
+key (an operator's or support's) on the payments API, a caller's on the operator API (``ops=``,
+`gateway.ops_api`), or a support key where an operator's must act (``ops="act"``). `json_errors`
+renders what a handler raises (`ApiError`, the domain's `PaymentsError`s) as
+``{"error": {"code", "message", …}}``. A user key acts for its own user only; `wallet_owner` finds
+the user a request names by phone and answers 404 for anyone a key may not see, so numbers cannot
+be probed.
 """
 
 from __future__ import annotations
@@ -50,21 +51,25 @@ def json_errors(handler: OpenHandler) -> OpenHandler:
     return run
 
 
-def authenticated(handler: Handler, *, operator: bool = False) -> OpenHandler:
-    """Find the caller's key, run the handler with it if its role fits (an operator's key for
-    ``operator`` routes, a caller's for the others), and answer its errors as JSON errors."""
+def authenticated(handler: Handler, *, ops: str | None = None) -> OpenHandler:
+    """Find the caller's key, run the handler with it if its role fits, and answer its errors as
+    JSON errors. ``ops``: None for the callers' APIs (a caller's key), "read" for the operator
+    API's reads (a staff key), "act" for its actions (an operator's key)."""
 
     async def run(request: web.Request) -> web.StreamResponse:
         caller = await caller_key(request)
         if caller is None:
             return api_error(401, "unauthorized", "A valid API key is required: Authorization: Bearer sk_…",
                              headers={"WWW-Authenticate": 'Bearer realm="sauti"'})
-        if caller.is_operator and not operator:
-            return api_error(403, "operator_key", "An operator key is for the operator API (/v1/ops) and the "
-                             "dashboard (/ops), not for acting as an app or merchant.")
-        if operator and not caller.is_operator:
+        if caller.is_staff and ops is None:
+            return api_error(403, "operator_key", "An operator or support key is for the operator API (/v1/ops) "
+                             "and the dashboard (/ops), not for acting as an app or merchant.")
+        if ops is not None and not caller.is_staff:
             return api_error(403, "operator_key_required",
                              "The operator API needs an operator key (sauti apikey create --operator).")
+        if ops == "act" and not caller.may_act:
+            return api_error(403, "read_only_key", "A support key reads only: refunds, verdicts and retries need "
+                             "an operator key.")
         return await handler(request, caller)
 
     run.__name__ = handler.__name__

@@ -2,10 +2,12 @@
 anything unexpected is logged with its traceback and answered with a short JSON 500 carrying a
 reference, never a traceback. Under the JSON APIs' paths (``/v1/``) every error, an unknown path's
 or a wrong method's included, has the APIs' own shape, ``{"error": {"code", "message", …}}``, so a
-client reads one shape whatever refused it; elsewhere (callbacks, health) ``{"error", "message"}``."""
+client reads one shape whatever refused it; under the operator dashboard's (``/ops``) a short page;
+elsewhere (callbacks, health) ``{"error", "message"}``."""
 
 from __future__ import annotations
 
+import html
 import logging
 import uuid
 
@@ -67,10 +69,27 @@ def error_response(status: int, code: str, message: str, *, headers: dict[str, s
     return web.json_response({"error": code, "message": message, **extra}, status=status, headers=headers)
 
 
+#: The operator dashboard (`gateway.ops_dashboard`): a person in a browser, who gets a page.
+DASHBOARD_PATH = "/ops"
+
+
+def _page(status: int, message: str, *, headers: dict[str, str] | None = None, **extra) -> web.Response:
+    """A bare error page for the dashboard's browser (its own pages render their refusals)."""
+    reference = f"<p>Reference: <code>{html.escape(str(extra['reference']))}</code></p>" if "reference" in extra else ""
+    body = (f"<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>{status}</title>"
+            f"<h1>{status}</h1><p>{html.escape(message)}</p>{reference}<p><a href=\"{DASHBOARD_PATH}\">Back to "
+            "the dashboard</a></p></html>")
+    return web.Response(text=body, status=status, content_type="text/html",
+                        headers={**(headers or {}), "Content-Security-Policy": "default-src 'none'",
+                                 "Cache-Control": "no-store"})
+
+
 def _answer(request: web.Request, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
             **extra) -> web.Response:
     if request.path.startswith(API_PATHS):
         return api_error(status, code, message, headers=headers, extra=extra)
+    if request.path == DASHBOARD_PATH or request.path.startswith(DASHBOARD_PATH + "/"):
+        return _page(status, message, headers=headers, **extra)
     return error_response(status, code, message, headers=headers, **extra)
 
 

@@ -1,6 +1,7 @@
-"""The operator API, ``/v1/ops/…``: what an operator sees and does, as JSON, for an operator key only
-(``sauti apikey create --operator``; any other key is a 403, and an operator key is a 403 on the
-payments API). The dashboard (`gateway.ops_dashboard`) shows the same to a person in a browser.
+"""The operator API, ``/v1/ops/…``: what an operator sees and does, as JSON, for staff keys only
+(``sauti apikey create --operator``, or ``--support`` for one that reads only; any other key is a
+403, and a staff key is a 403 on the payments API). The dashboard (`gateway.ops_dashboard`) shows
+the same to a person in a browser.
 
 - ``GET /v1/ops/payments?status=&kind=&provider=&channel=&phone=&review=true&limit=&before=``:
   payments, newest first, with ``next_before`` for the next page;
@@ -43,20 +44,21 @@ PATH = "/v1/ops"
 #: The most a list answers at once (payments, parked jobs, the review queue).
 MAX_LIMIT = 200
 
-operator_only = partial(authenticated, operator=True)
+staff_reads = partial(authenticated, ops="read")
+operator_acts = partial(authenticated, ops="act")
 
 
 def add_ops_api_routes(app: web.Application) -> None:
     """Mount the routes on ``app``, which holds (or will hold, once started) `SETTINGS`, `DB_ENGINE`
     and `PAYMENTS`."""
     ensure_key_hasher(app)
-    app.router.add_get(PATH + "/payments", operator_only(list_payments))
-    app.router.add_get(PATH + "/payments/{payment}", operator_only(read_payment_record))
-    app.router.add_post(PATH + "/payments/{payment}/decide", operator_only(decide_payment))
-    app.router.add_post(PATH + "/payments/{payment}/refund", operator_only(refund_payment))
-    app.router.add_get(PATH + "/review", operator_only(read_review_queue))
-    app.router.add_get(PATH + "/outbox", operator_only(read_outbox))
-    app.router.add_post(PATH + "/outbox/{job_id}/retry", operator_only(retry_outbox_job))
+    app.router.add_get(PATH + "/payments", staff_reads(list_payments))
+    app.router.add_get(PATH + "/payments/{payment}", staff_reads(read_payment_record))
+    app.router.add_post(PATH + "/payments/{payment}/decide", operator_acts(decide_payment))
+    app.router.add_post(PATH + "/payments/{payment}/refund", operator_acts(refund_payment))
+    app.router.add_get(PATH + "/review", staff_reads(read_review_queue))
+    app.router.add_get(PATH + "/outbox", staff_reads(read_outbox))
+    app.router.add_post(PATH + "/outbox/{job_id}/retry", operator_acts(retry_outbox_job))
 
 
 # -- what an operator reads ------------------------------------------------------------------------

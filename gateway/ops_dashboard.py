@@ -2,9 +2,10 @@
 operator key (``sauti apikey create --operator``), showing what the operator API (`gateway.ops_api`)
 answers and doing what it does, through the same `gateway.ops_actions`.
 
-- ``/ops/sign-in``: paste the operator key; a session (`payments.operator_sessions`) is opened and its
-  token set as an HttpOnly, SameSite=Strict cookie on ``/ops`` (Secure over HTTPS). ``POST
-  /ops/sign-out`` ends it.
+- ``/ops/sign-in``: paste an operator's or support key (the form carries a token matching a cookie
+  of its own, so no other site can sign a browser in); a session (`payments.operator_sessions`) is
+  opened and its token set as an HttpOnly, SameSite=Strict cookie on ``/ops`` (Secure over HTTPS).
+  ``POST /ops/sign-out`` ends it. A support key sees everything and can change nothing.
 - ``/ops``: payments, newest first, filtered (status, kind, provider, channel, a phone, flagged for
   review) and paged; how many wait for review; the outbox's counts.
 - ``/ops/payments/{id or reference}``: the whole record, with a refund form and, for a flagged
@@ -19,6 +20,8 @@ receipt…) are shown on the page they came from, never as a traceback.
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +34,7 @@ from db.schema import PAYMENT_CHANNELS, PAYMENT_KINDS, PAYMENT_PROVIDERS, PAYMEN
 from gateway import ops_actions
 from gateway.api_auth import ensure_key_hasher
 from gateway.api_requests import ApiError
-from gateway.errors import status_for
+from gateway.errors import DASHBOARD_PATH, status_for
 from gateway.keys import API_KEY_HASHER, DB_ENGINE, SETTINGS
 from gateway.ops_api import payment_filter
 from payments import outbox, review
@@ -42,8 +45,9 @@ from payments.operator_sessions import OperatorSession, close_session, find_sess
 from payments.payment_records import review_reason, search_payments
 from payments.payment_store import Payment
 
-PATH = "/ops"
+PATH = DASHBOARD_PATH
 COOKIE = "sauti_ops"
+SIGN_IN_COOKIE = "sauti_ops_sign_in"
 PAGE_SIZE = 50
 OPS_TEMPLATES = web.AppKey("ops_templates", jinja2.Environment)
 #: No script, nothing from elsewhere; forms post only here; never inside another site's frame.
@@ -79,10 +83,10 @@ def add_ops_dashboard_routes(app: web.Application) -> None:
     app.router.add_post(PATH + "/sign-out", signed_in(sign_out, action=True))
     app.router.add_get(PATH + "/find", signed_in(find_page))
     app.router.add_get(PATH + "/payments/{payment}", signed_in(payment_page))
-    app.router.add_post(PATH + "/payments/{payment}/refund", signed_in(refund_action, action=True))
-    app.router.add_post(PATH + "/payments/{payment}/decide", signed_in(decide_action, action=True))
+    app.router.add_post(PATH + "/payments/{payment}/refund", signed_in(refund_action, action=True, acts=True))
+    app.router.add_post(PATH + "/payments/{payment}/decide", signed_in(decide_action, action=True, acts=True))
     app.router.add_get(PATH + "/outbox", signed_in(outbox_page))
-    app.router.add_post(PATH + "/outbox/{job_id}/retry", signed_in(retry_action, action=True))
+    app.router.add_post(PATH + "/outbox/{job_id}/retry", signed_in(retry_action, action=True, acts=True))
     app.router.add_get(PATH + "/static/ops.css", stylesheet)
 
 
@@ -118,9 +122,11 @@ async def _session(request: web.Request) -> OperatorSession | None:
         return await find_session(conn, token)
 
 
-def signed_in(page: Page, *, action: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def signed_in(page: Page, *, action: bool = False,
+              acts: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Run ``page`` for a signed-in operator; otherwise a page goes to sign-in and an action
-    (``action``, a POST) is refused. An action must carry the session's CSRF token."""
+    (``action``, a POST) is refused. An action must carry the session's CSRF token, and one that
+    moves money or jobs (``acts``) an operator's key, not a support key."""
 
     async def run(request: web.Request) -> web.StreamResponse:
         session = await _session(request)
@@ -135,37 +141,58 @@ def signed_in(page: Page, *, action: bool = False) -> Callable[[web.Request], Aw
                 return render(request, "message.html", status=403, session=session, title="Refused",
                               message="This form is stale or did not come from this dashboard. Reload the page "
                                       "and try again.")
+            if acts and not session.key.may_act:
+                return render(request, "message.html", status=403, session=session, title="Read only",
+                              message="A support key reads only: refunds, verdicts and retries need an "
+                                      "operator key.")
         return await page(request, session)
 
     run.__name__ = page.__name__
     return run
 
 
+def _https(request: web.Request) -> bool:
+    # Over HTTPS, also behind a proxy that ends TLS and says so (believing a forged header could
+    # only make a cookie stricter for whoever forged it).
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def _sign_in_form(request: web.Request, *, status: int = 200, error: str | None = None) -> web.Response:
+    """The sign-in page, with a fresh token in both a cookie and the form: a sign-in posted from
+    elsewhere carries no such pair, so no other site can sign a browser in with its own key."""
+    token = secrets.token_urlsafe(24)
+    answer = render(request, "sign_in.html", status=status, error=error, sign_in_token=token)
+    answer.set_cookie(SIGN_IN_COOKIE, token, path=PATH, httponly=True, samesite="Strict", secure=_https(request),
+                      max_age=3600)
+    return answer
+
+
 async def sign_in_page(request: web.Request) -> web.Response:
     if await _session(request) is not None:
         return _see(PATH)
-    return render(request, "sign_in.html", error=None)
+    return _sign_in_form(request)
 
 
 async def sign_in(request: web.Request) -> web.Response:
     form = await request.post()
+    cookie, posted = request.cookies.get(SIGN_IN_COOKIE, ""), form.get("sign_in_token")
+    if not cookie or not isinstance(posted, str) or not hmac.compare_digest(cookie.encode(), posted.encode()):
+        return _sign_in_form(request, status=403, error="This sign-in form had expired or came from elsewhere: "
+                                                        "here is a fresh one.")
     presented = form.get("key")
     async with request.app[DB_ENGINE].begin() as conn:
         key = await verify_api_key(conn, request.app[API_KEY_HASHER], presented) \
             if isinstance(presented, str) else None
-        if key is None or not key.is_operator:
+        if key is None or not key.is_staff:
             # The same words for a wrong key and a caller's key: a key's role is not told to a stranger.
-            return render(request, "sign_in.html", status=401,
-                          error="That is not an active operator key. Operators get one from "
-                                "`sauti apikey create --operator`.")
+            return _sign_in_form(request, status=401, error="That is not an active operator or support key. "
+                                                            "Operators get one from `sauti apikey create --operator`.")
         await close_session(conn, request.cookies.get(COOKIE))  # this browser's previous one, if any
         token = await open_session(conn, key, ttl_s=request.app[SETTINGS].ops.session_ttl_s)
     answer = _see(PATH)
-    # Secure over HTTPS, also behind a proxy that ends TLS and says so (believing a forged header
-    # could only make the cookie stricter for whoever forged it).
-    https = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-    answer.set_cookie(COOKIE, token, path=PATH, httponly=True, samesite="Strict", secure=https,
+    answer.set_cookie(COOKIE, token, path=PATH, httponly=True, samesite="Strict", secure=_https(request),
                       max_age=request.app[SETTINGS].ops.session_ttl_s)
+    answer.del_cookie(SIGN_IN_COOKIE, path=PATH)
     return answer
 
 

@@ -9,7 +9,8 @@ long, so nobody can guess it from its hash; it would only make every API call sl
 A key with a ``user_id`` acts for that wallet owner only; a key without one is a platform key (an
 app or merchant backend) that may act for any payer. An **operator** key (role ``operator``) is a
 person's at the operator API (``/v1/ops``) and dashboard (``/ops``): it has no user and may not call
-the payments API, as a caller's key may not call the operator's. Revoking is immediate and final.
+the payments API, as a caller's key may not call the operator's. A **support** key is a staff key
+too, reading only (no refund, verdict or retry). Revoking is immediate and final.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ _HASH_SCHEME = "hmac-sha256"
 LAST_USED_RESOLUTION_S = 60
 CALLER = "caller"
 OPERATOR = "operator"
+SUPPORT = "support"
+#: The roles of people at the operator API and dashboard (never the payments API).
+STAFF_ROLES = frozenset({OPERATOR, SUPPORT})
 
 
 class UnknownApiKey(PaymentsError):
@@ -61,8 +65,14 @@ class ApiKey:
     role: str = CALLER
 
     @property
-    def is_operator(self) -> bool:
-        """An operator's key: the operator API and dashboard, never the payments API."""
+    def is_staff(self) -> bool:
+        """A person's key at the operator API and dashboard (an operator's or support's), never
+        the payments API's."""
+        return self.role in STAFF_ROLES
+
+    @property
+    def may_act(self) -> bool:
+        """Refunds, verdicts and retries: an operator's key, not a support key (which reads)."""
         return self.role == OPERATOR
 
     @property
@@ -132,15 +142,16 @@ def _key(row) -> ApiKey:
 
 
 async def create_api_key(conn: AsyncConnection, hasher: ApiKeyHasher, name: str, *, user_id: int | None = None,
-                         operator: bool = False, actor: str = "operator") -> NewApiKey:
-    """Make a key (for ``user_id``, a platform key, or an ``operator``'s) in the caller's
-    transaction, audited."""
+                         role: str = CALLER, actor: str = "operator") -> NewApiKey:
+    """Make a key (a caller's: for ``user_id``, or a platform key; or a staff ``role``'s) in the
+    caller's transaction, audited."""
     name = name.strip() if isinstance(name, str) else ""
     if not 1 <= len(name) <= 200 or not name.isprintable():
         raise InvalidRequest("a key's name is 1 to 200 printable characters")
-    if operator and user_id is not None:
-        raise InvalidRequest("an operator key is a person's, not a wallet's: it acts for no user")
-    role = OPERATOR if operator else CALLER
+    if role not in (CALLER, *STAFF_ROLES):
+        raise InvalidRequest(f"a key's role is {CALLER}, {OPERATOR} or {SUPPORT}")
+    if role != CALLER and user_id is not None:
+        raise InvalidRequest("an operator or support key is a person's, not a wallet's: it acts for no user")
     secret = secrets.token_urlsafe(32)
     for _ in range(5):  # 60 bits of prefix: a collision is rare, but the column is unique
         prefix = _new_prefix()

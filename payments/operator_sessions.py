@@ -1,5 +1,6 @@
-"""Who is signed in to the operator dashboard (`gateway.ops_dashboard`): sessions opened with an
-operator key (`payments.api_keys`), held by the browser as a random token in a cookie.
+"""Who is signed in to the operator dashboard (`gateway.ops_dashboard`): sessions opened with a
+staff key (an operator's or support's, `payments.api_keys`), held by the browser as a random token
+in a cookie.
 
 Only the token's SHA-256 is stored (the token is 256 random bits: a slow hash would add nothing), so
 the table read by someone else opens no session. A session lasts ``ttl_s`` from sign-in, ends at
@@ -40,8 +41,8 @@ class OperatorSession:
 async def open_session(conn: AsyncConnection, key: ApiKey, *, ttl_s: int) -> str:
     """Open a session for an (active, operator's) key, audited; returns the cookie's token, which
     is shown nowhere else. Expired sessions are cleared on the way."""
-    if not key.is_operator or not key.active:
-        raise ValueError("only an active operator key opens a dashboard session")
+    if not key.is_staff or not key.active:
+        raise ValueError("only an active operator or support key opens a dashboard session")
     await conn.execute(sql("DELETE FROM operator_sessions WHERE expires_at < now()"))
     token = secrets.token_urlsafe(32)
     await conn.execute(sql(
@@ -63,7 +64,7 @@ async def find_session(conn: AsyncConnection, token: object) -> OperatorSession 
     if row is None:
         return None
     key = await get_api_key_by_id(conn, row.api_key_id)
-    if key is None or not key.active or not key.is_operator:
+    if key is None or not key.active or not key.is_staff:
         return None
     return OperatorSession(key, row.csrf_token)
 

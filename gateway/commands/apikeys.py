@@ -1,5 +1,6 @@
 """``sauti apikey``: make, list and revoke the API keys of the JSON payments API, and operators' keys
-(``--operator``: the operator API under ``/v1/ops`` and the dashboard under ``/ops``).
+(``--operator``: the operator API under ``/v1/ops`` and the dashboard under ``/ops``; ``--support``:
+the same, reading only).
 
 ``create`` prints the whole key once; only its hash is stored (with ``api.key_pepper``), so a lost key
 cannot be shown again: revoke it and make another. Every creation and revocation is audited.
@@ -15,7 +16,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.commands.database_work import run_with_database
 from gateway.settings import Settings
-from payments.api_keys import ApiKey, ApiKeyHasher, create_api_key, key_prefix, list_api_keys, revoke_api_key
+from payments.api_keys import (
+    CALLER,
+    OPERATOR,
+    SUPPORT,
+    ApiKey,
+    ApiKeyHasher,
+    create_api_key,
+    key_prefix,
+    list_api_keys,
+    revoke_api_key,
+)
 from payments.identities import find_user_by_phone
 from payments.phones import InvalidPhoneNumber
 
@@ -39,13 +50,15 @@ def apikey() -> None:
 @click.option("--name", required=True, help="Who or what the key is for (shown in listings).")
 @click.option("--user", "user_phone", default=None,
               help="Phone of the wallet owner the key acts for; without it, a platform key for any payer.")
-@click.option("--operator", is_flag=True,
+@click.option("--operator", "role", flag_value=OPERATOR, default=None,
               help="A person's key for the operator API (/v1/ops) and dashboard (/ops), not the payments API.")
+@click.option("--support", "role", flag_value=SUPPORT,
+              help="The same, reading only: no refund, verdict or retry (for support staff).")
 @click.pass_context
-def apikey_create(ctx: click.Context, name: str, user_phone: str | None, operator: bool) -> None:
+def apikey_create(ctx: click.Context, name: str, user_phone: str | None, role: str | None) -> None:
     """Make a key and print it, once."""
-    if operator and user_phone is not None:
-        raise click.UsageError("an operator key is a person's, not a wallet's: give --operator or --user, not both")
+    if role is not None and user_phone is not None:
+        raise click.UsageError(f"a {role} key is a person's, not a wallet's: give --{role} or --user, not both")
     settings = _settings(ctx)
     hasher = ApiKeyHasher(settings.api.key_pepper.get_secret_value())
 
@@ -60,11 +73,12 @@ def apikey_create(ctx: click.Context, name: str, user_phone: str | None, operato
                 if user is None:
                     raise click.ClickException(f"{user_phone} has no Sauti wallet")
                 user_id = user.id
-            return await create_api_key(conn, hasher, name, user_id=user_id, operator=operator, actor="cli")
+            return await create_api_key(conn, hasher, name, user_id=user_id, role=role or CALLER, actor="cli")
 
     made = _run(settings, work)
     scope = (f"acts for {made.key.user_phone}" if made.key.user_phone
-             else "operator key: /v1/ops and the dashboard at /ops" if operator
+             else "operator key: /v1/ops and the dashboard at /ops" if role == OPERATOR
+             else "support key: reads /v1/ops and the dashboard at /ops" if role == SUPPORT
              else "platform key: acts for any payer")
     click.echo(f"API key {made.key.prefix} ({made.key.name}; {scope})")
     click.echo(made.secret)
@@ -89,7 +103,7 @@ def apikey_list(ctx: click.Context, active: bool) -> None:
     for key in keys:
         status = "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d}"
         last = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
-        who = key.user_phone or ("operator" if key.is_operator else "platform")
+        who = key.user_phone or (key.role if key.is_staff else "platform")
         click.echo(f"{key.prefix:12}  {who:16}  {key.created_at:%Y-%m-%d %H:%M}  "
                    f"{last:16}  {status:8}  {key.name}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -176,6 +177,21 @@ async def test_an_operator_key_from_sauti_reads_a_payment_and_signs_in_to_the_da
         async with http.get(f"{gw.url}/v1/payments/{paid['public_id']}",
                             headers={"Authorization": f"Bearer {key}"}) as resp:
             assert resp.status == 403  # an operator's key is not an app's
-        async with http.post(f"{gw.url}/ops/sign-in", data={"key": key}) as resp:
+        async with http.get(f"{gw.url}/ops/sign-in") as resp:
+            token = re.search(r'name="sign_in_token" value="([^"]+)"', await resp.text()).group(1)
+        async with http.post(f"{gw.url}/ops/sign-in", data={"key": key, "sign_in_token": token}) as resp:
             page = await resp.text()
         assert resp.status == 200 and paid["reference"] in page and "Njeri (support)" in page
+
+    code, out, err = await sauti(gw, "apikey", "create", "--name", "Baraka (help desk)", "--support")
+    assert code == 0 and "support key" in out, err
+    support = out.strip().splitlines()[-1]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gw.url}/v1/ops/payments/{paid['public_id']}",
+                            headers={"Authorization": f"Bearer {support}"}) as resp:
+            assert resp.status == 200
+        async with http.post(f"{gw.url}/v1/ops/payments/{paid['public_id']}/refund", json={"reason": "x"},
+                             headers={"Authorization": f"Bearer {support}"}) as resp:
+            assert resp.status == 403 and (await resp.json())["error"]["code"] == "read_only_key"
+    code, out, _ = await sauti(gw, "apikey", "list", "--active")
+    assert any("support" in line and "Baraka (help desk)" in line for line in out.splitlines())

@@ -26,7 +26,7 @@ from yarl import URL
 
 from gateway.keys import API_KEY_HASHER
 from gateway.ops_dashboard import COOKIE
-from payments.api_keys import create_api_key
+from payments.api_keys import OPERATOR, create_api_key
 from payments.identities import User
 from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway
 from tests.e2e.test_gateway_app_api import PIN, customer
@@ -177,7 +177,7 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
     async with gw.engine.begin() as conn:
         user_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random", user_id=user.id)).secret
         platform_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random platform")).secret
-        ops_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random operator", operator=True)).secret
+        ops_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random operator", role=OPERATOR)).secret
     ops = await dashboard_session(gw, ops_key)
     rng = random.Random(block)
     made: list[str] = []
@@ -241,7 +241,9 @@ async def dashboard_session(gw: Gateway, ops_key: str) -> tuple[str, str, str]:
     """Sign in to the dashboard with ``ops_key``: the key, the session's CSRF token, its cookie's token."""
     # unsafe: keep cookies from an IP address (the gateway's 127.0.0.1), as browsers do.
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        async with http.post(gw.url + "/ops/sign-in", data={"key": ops_key}) as answer:
+        async with http.get(gw.url + "/ops/sign-in") as answer:
+            sign_in_token = re.search(r'name="sign_in_token" value="([^"]+)"', await answer.text()).group(1)
+        async with http.post(gw.url + "/ops/sign-in", data={"key": ops_key, "sign_in_token": sign_in_token}) as answer:
             page = await answer.text()
         token = http.cookie_jar.filter_cookies(URL(gw.url + "/ops"))[COOKIE].value
     return ops_key, re.search(r'name="csrf" value="([^"]+)"', page).group(1), token

@@ -17,13 +17,22 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
 from gateway.ops_api import add_ops_api_routes
-from gateway.ops_dashboard import COOKIE, add_ops_dashboard_routes
+from gateway.ops_dashboard import COOKIE, SIGN_IN_COOKIE, add_ops_dashboard_routes
 from gateway.payments_api import add_payment_api_routes
 from gateway.settings import Settings
 from gateway.webhooks_api import add_webhook_api_routes
 from payments import outbox
 from payments.accounts import AccountKind
-from payments.api_keys import ApiKeyHasher, create_api_key, get_api_key, revoke_api_key, split_key
+from payments.api_keys import (
+    CALLER,
+    OPERATOR,
+    SUPPORT,
+    ApiKeyHasher,
+    create_api_key,
+    get_api_key,
+    revoke_api_key,
+    split_key,
+)
 from payments.commands import Channel, SendToWallet, Withdraw
 from payments.errors import InvalidRequest
 from payments.money import Currency, Money
@@ -58,14 +67,14 @@ async def client(world: PaymentsWorld) -> AsyncIterator[TestClient]:
         yield test_client
 
 
-async def new_key(world: PaymentsWorld, *, operator: bool = False, name: str = "Alice") -> str:
+async def new_key(world: PaymentsWorld, *, role: str = CALLER, name: str = "Alice") -> str:
     async with world.engine.begin() as conn:
-        return (await create_api_key(conn, ApiKeyHasher(PEPPER), name, operator=operator)).secret
+        return (await create_api_key(conn, ApiKeyHasher(PEPPER), name, role=role)).secret
 
 
 @pytest.fixture(scope="module")
 async def ops_key(world: PaymentsWorld) -> str:
-    return await new_key(world, operator=True)
+    return await new_key(world, role=OPERATOR)
 
 
 async def call(client: TestClient, method: str, path: str, key: str, body: Any = None,
@@ -126,9 +135,9 @@ async def test_each_key_serves_its_own_api_only(world, client, ops_key):
 async def test_an_operator_key_belongs_to_no_wallet_and_gets_no_webhooks(world):
     user = await world.user()
     async with world.engine.begin() as conn:
-        with pytest.raises(InvalidRequest, match="operator key"):
-            await create_api_key(conn, ApiKeyHasher(PEPPER), "bad", user_id=user.id, operator=True)
-    made = await new_key(world, operator=True, name="N" * 200)
+        with pytest.raises(InvalidRequest, match="operator or support key"):
+            await create_api_key(conn, ApiKeyHasher(PEPPER), "bad", user_id=user.id, role=OPERATOR)
+    made = await new_key(world, role=OPERATOR, name="N" * 200)
     prefix = split_key(made)[0]
     async with world.engine.connect() as conn:
         actor = (await get_api_key(conn, prefix)).actor
@@ -300,9 +309,17 @@ def csrf_of(page: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
 
 
+async def sign_in_token(client: TestClient) -> str:
+    """Open the sign-in page, as a browser does first: its form's token (its cookie is kept)."""
+    async with client.get("/ops/sign-in") as answer:
+        return re.search(r'name="sign_in_token" value="([^"]+)"', await answer.text()).group(1)
+
+
 async def sign_in(client: TestClient, key: str) -> str:
     """Sign in with ``key``; returns the overview page's HTML."""
-    async with client.post("/ops/sign-in", data={"key": key}, allow_redirects=False) as answer:
+    token = await sign_in_token(client)
+    async with client.post("/ops/sign-in", data={"key": key, "sign_in_token": token},
+                           allow_redirects=False) as answer:
         assert answer.status == 303, await answer.text()
         cookie = answer.cookies[COOKIE]
         assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/ops"
@@ -328,15 +345,29 @@ async def test_the_dashboard_needs_an_operator_s_sign_in(world, client):
         assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
         assert answer.headers["Cache-Control"] == "no-store"
     for wrong in (await new_key(world), "sk_0000000000000_wrong", ""):
-        async with client.post("/ops/sign-in", data={"key": wrong}) as answer:
-            assert answer.status == 401 and "not an active operator key" in await answer.text()
+        async with client.post("/ops/sign-in", data={"key": wrong,
+                                                     "sign_in_token": await sign_in_token(client)}) as answer:
+            assert answer.status == 401 and "not an active operator or support key" in await answer.text()
+    # A sign-in posted without the form's own token (from another site, say) opens nothing, even
+    # with a good key: it gets a fresh form.
+    good = await new_key(world, role=OPERATOR)
+    client.session.cookie_jar.clear()
+    async with client.post("/ops/sign-in", data={"key": good}, allow_redirects=False) as answer:
+        assert answer.status == 403 and COOKIE not in answer.cookies and "fresh one" in await answer.text()
+    async with client.post("/ops/sign-in", data={"key": good, "sign_in_token": await sign_in_token(client) + "x"},
+                           allow_redirects=False) as answer:
+        assert answer.status == 403 and COOKIE not in answer.cookies
+    # Anything else under /ops that goes wrong is a page, not JSON.
+    async with client.get("/ops/nowhere") as answer:
+        assert answer.status == 404 and answer.content_type == "text/html"
+    client.session.cookie_jar.clear()
     # An action without a session is refused, not redirected into.
     async with client.post("/ops/outbox/1/retry", data={"csrf": "x"}) as answer:
         assert answer.status == 403
 
 
 async def test_the_dashboard_shows_payments_and_escapes_what_it_shows(world, client):
-    key = await new_key(world, operator=True, name="<b>Eve</b>")
+    key = await new_key(world, role=OPERATOR, name="<b>Eve</b>")
     paid, payer, _ = await p2p(world, 140, key="ops-dash-list")
     page = await sign_in(client, key)
     try:
@@ -362,7 +393,7 @@ async def test_the_dashboard_shows_payments_and_escapes_what_it_shows(world, cli
 
 
 async def test_dashboard_actions_need_the_session_s_csrf_token(world, client):
-    key = await new_key(world, operator=True, name="Bob")
+    key = await new_key(world, role=OPERATOR, name="Bob")
     paid, _, _ = await p2p(world, 160, key="ops-dash-refund")
     await sign_in(client, key)
     try:
@@ -391,7 +422,7 @@ async def test_dashboard_actions_need_the_session_s_csrf_token(world, client):
 
 
 async def test_a_flagged_payment_is_decided_and_a_parked_job_retried_from_the_dashboard(world, client):
-    key = await new_key(world, operator=True, name="Carol")
+    key = await new_key(world, role=OPERATOR, name="Carol")
     payment = await flagged_withdrawal(world, "ops-dash-review")
     overview = await sign_in(client, key)
     try:
@@ -422,7 +453,7 @@ async def test_a_flagged_payment_is_decided_and_a_parked_job_retried_from_the_da
 
 
 async def test_a_session_ends_at_sign_out_and_with_its_key(world, client):
-    key = await new_key(world, operator=True, name="Dan")
+    key = await new_key(world, role=OPERATOR, name="Dan")
     await sign_in(client, key)
     async with client.get("/ops") as answer:
         page = await answer.text()
@@ -435,10 +466,14 @@ async def test_a_session_ends_at_sign_out_and_with_its_key(world, client):
         assert answer.status == 403
     client.session.cookie_jar.clear()
 
-    other = await new_key(world, operator=True, name="Erin")
+    other = await new_key(world, role=OPERATOR, name="Erin")
     await sign_in(client, other)
     first = client.session.cookie_jar.filter_cookies(client.make_url("/ops"))[COOKIE].value
-    await sign_in(client, other)  # signing in again ends this browser's previous session
+    # A sign-in form left open from before, posted while signed in: the new session replaces the old.
+    client.session.cookie_jar.update_cookies({SIGN_IN_COOKIE: "an-old-form-s-token"})
+    async with client.post("/ops/sign-in", data={"key": other, "sign_in_token": "an-old-form-s-token"},
+                           allow_redirects=False) as answer:
+        assert answer.status == 303
     assert await world.scalar("SELECT count(*) FROM operator_sessions WHERE token_hash = encode(sha256(:t), 'hex')",
                               t=first.encode()) == 0
     await sign_out(client)
@@ -492,3 +527,32 @@ async def test_an_m_pesa_payout_is_refunded_only_once_m_pesa_reversed_it(world, 
                                                                 "provider_reversed": True})
     assert status == 201 and refund["status"] == "succeeded"
     assert await world.wallet(user) == Money.of(1_000, KES)
+
+
+async def test_a_support_key_reads_everything_and_changes_nothing(world, client):
+    support = await new_key(world, role=SUPPORT, name="Sam (support)")
+    payment = await flagged_withdrawal(world, "ops-support")
+    paid, _, _ = await p2p(world, 80, key="ops-support-p2p")
+    for path in ("/v1/ops/payments", f"/v1/ops/payments/{paid.public_id}", "/v1/ops/review", "/v1/ops/outbox"):
+        assert (await call(client, "GET", path, support))[0] == 200, path
+    for path, body in ((f"/v1/ops/payments/{paid.public_id}/refund", {"reason": "asked"}),
+                       (f"/v1/ops/payments/{payment.public_id}/decide", {"outcome": "failed", "reason": "x"}),
+                       ("/v1/ops/outbox/1/retry", None)):
+        status, refused = await call(client, "POST", path, support, body)
+        assert (status, refused["error"]["code"]) == (403, "read_only_key"), path
+    assert (await call(client, "POST", "/v1/quotes", support, {"amount": "10", "currency": "KES"}))[0] == 403
+
+    await sign_in(client, support)
+    try:
+        async with client.get(f"/ops/payments/{payment.public_id}") as answer:
+            page = await answer.text()
+        assert "B2C queue timeout" in page and "Record the verdict" not in page and "reads only" in page
+        async with client.post(f"/ops/payments/{payment.public_id}/decide", data={
+                "csrf": csrf_of(page), "outcome": "failed", "reason": "x"}) as answer:
+            assert answer.status == 403 and "reads only" in await answer.text()
+        async with client.get(f"/ops/payments/{paid.public_id}") as answer:
+            assert "Refund " not in await answer.text()
+    finally:
+        await sign_out(client)
+    assert (await world.payment(payment.public_id)).status is S.PROCESSING
+    assert (await world.payment(paid.public_id)).status is S.SUCCEEDED

@@ -5,9 +5,10 @@ Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-01
 
-- `api_keys.role`: ``caller`` (the payments API's apps and merchants, as before) or ``operator`` (the
-  operator API under ``/v1/ops`` and the dashboard under ``/ops``; never the payments API). An
-  operator key belongs to a person, not to a wallet: it has no user.
+- `api_keys.role`: ``caller`` (the payments API's apps and merchants, as before), ``operator`` (the
+  operator API under ``/v1/ops`` and the dashboard under ``/ops``; never the payments API) or
+  ``support`` (the same, reading only: no refund, verdict or retry). Staff keys belong to a person,
+  not to a wallet: they have no user.
 - `operator_sessions`: who is signed in to the dashboard. The browser holds a random token in a
   cookie; only its SHA-256 is kept, with the operator key it was opened with (a revoked key's
   sessions end with it), when it expires, and the token that forms must carry (CSRF).
@@ -29,7 +30,7 @@ depends_on = None
 
 UP = r"""
 ALTER TABLE api_keys ADD COLUMN role text NOT NULL DEFAULT 'caller'
-    CONSTRAINT api_keys_role CHECK (role IN ('caller', 'operator'));
+    CONSTRAINT api_keys_role CHECK (role IN ('caller', 'operator', 'support'));
 ALTER TABLE api_keys ADD CONSTRAINT api_keys_operator_has_no_user CHECK (role = 'caller' OR user_id IS NULL);
 CREATE TABLE operator_sessions (
     token_hash  text PRIMARY KEY,
