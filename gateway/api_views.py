@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from payments.accounts import StatementLine
+from payments.accounts import StatementLine, WalletStatement
 from payments.fees import Quote
 from payments.payment_json import amounts, iso, payment_json
 from payments.payment_store import PaymentEvent
 
-__all__ = ["amounts", "event_json", "payment_json", "quote_json", "statement_line_json"]
+__all__ = ["amounts", "event_json", "payment_json", "quote_json", "statement_line_json", "wallet_json"]
 
 
 def event_json(event: PaymentEvent) -> dict[str, Any]:
@@ -50,4 +50,17 @@ def statement_line_json(line: StatementLine) -> dict[str, Any]:
         "payment": line.reference,
         "payment_reference": line.payment_reference,
         "counterparty": counterparty,
+    }
+
+
+def wallet_json(wallet: WalletStatement, limit: int) -> dict[str, Any]:
+    """A wallet's balance and a page of its statement (``limit`` lines asked: a full page has a
+    ``next_before``, the ``before`` of the next, older page)."""
+    return {
+        "currency": wallet.currency.value,
+        **amounts("balance", wallet.balance),
+        **amounts("available", wallet.available),
+        "display": {"balance": wallet.balance.format(), "available": wallet.available.format()},
+        "lines": [statement_line_json(line) for line in wallet.lines],
+        "next_before": wallet.lines[-1].posting_id if len(wallet.lines) == limit else None,
     }

@@ -7,6 +7,9 @@ the same to a person in a browser.
   payments, newest first, with ``next_before`` for the next page;
 - ``GET /v1/ops/payments/{id or reference}``: the whole record (`payments.payment_records`):
   transitions, ledger transfers and postings, provider callbacks, outbox jobs, audit entries, refunds;
+- ``GET /v1/ops/wallets/{phone}?currency=&limit=&before=``: a customer as support needs them: who
+  (name, language, roles, KYC tier, whether their PIN is set and their account locked) and their
+  wallet (balance, available, a page of its statement, each line naming its payment);
 - ``GET /v1/ops/review``: payments flagged for a person, the longest waiting first;
 - ``POST /v1/ops/payments/{id}/decide`` ``{"outcome": "succeeded"|"failed", "receipt", "reason"}``:
   a verdict on a flagged payment, from the provider's statement (`payments.review`);
@@ -30,15 +33,18 @@ from aiohttp import web
 
 from gateway import ops_actions
 from gateway.api_auth import authenticated, ensure_key_hasher
-from gateway.api_requests import ApiError, int_param, json_body, only
-from gateway.api_views import event_json, payment_json
+from gateway.api_requests import ApiError, currency_param, int_param, json_body, only
+from gateway.api_views import event_json, payment_json, wallet_json
 from gateway.keys import DB_ENGINE, SETTINGS
 from payments import outbox, review
+from payments.accounts import WalletStatement, wallet_statement
 from payments.api_keys import ApiKey
+from payments.identities import User, find_user_by_phone
 from payments.money import Money
 from payments.outbox import Job
 from payments.payment_json import amounts, iso
 from payments.payment_records import Listed, PaymentFilter, PaymentRecord, review_reason, search_payments
+from payments.phones import InvalidPhoneNumber, parse_msisdn
 
 PATH = "/v1/ops"
 #: The most a list answers at once (payments, parked jobs, the review queue).
@@ -56,6 +62,7 @@ def add_ops_api_routes(app: web.Application) -> None:
     app.router.add_get(PATH + "/payments/{payment}", staff_reads(read_payment_record))
     app.router.add_post(PATH + "/payments/{payment}/decide", operator_acts(decide_payment))
     app.router.add_post(PATH + "/payments/{payment}/refund", operator_acts(refund_payment))
+    app.router.add_get(PATH + "/wallets/{phone}", staff_reads(read_wallet))
     app.router.add_get(PATH + "/review", staff_reads(read_review_queue))
     app.router.add_get(PATH + "/outbox", staff_reads(read_outbox))
     app.router.add_post(PATH + "/outbox/{job_id}/retry", operator_acts(retry_outbox_job))
@@ -130,6 +137,36 @@ async def list_payments(request: web.Request, caller: ApiKey) -> web.Response:
 async def read_payment_record(request: web.Request, caller: ApiKey) -> web.Response:
     record = await ops_actions.find_record(request.app, request.match_info["payment"])
     return web.json_response(record_json(record))
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {"phone": user.phone, "name": user.display_name or None, "language": user.language.value,
+            "roles": sorted(role.value for role in user.roles), "kyc_tier": user.kyc_tier,
+            "status": user.status.value, "pin_set": user.has_pin, "locked_until": iso(user.locked_until)}
+
+
+async def customer(conn, phone_text: str, query, *, most: int) -> tuple[User, WalletStatement, int]:
+    """The user a phone names (staff may see anyone), their wallet in the currency asked
+    (the number's country's by default), and the page size: for the API and the dashboard."""
+    only(query, {"currency", "limit", "before"}, where="query parameter")
+    limit = int_param(query, "limit", default=min(20, most), low=1, high=most)
+    before = int_param(query, "before", default=None, low=1, high=2**63 - 1)
+    try:
+        user = await find_user_by_phone(conn, parse_msisdn(phone_text))
+    except InvalidPhoneNumber as exc:
+        raise ApiError(400, "invalid_phone", str(exc)) from None
+    if user is None:
+        raise ApiError(404, "wallet_not_found", "No Sauti wallet for this number.")
+    wallet = await wallet_statement(conn, user.id, currency_param(query.get("currency"), user.phone),
+                                    limit=limit, before_posting_id=before)
+    return user, wallet, limit
+
+
+async def read_wallet(request: web.Request, caller: ApiKey) -> web.Response:
+    async with request.app[DB_ENGINE].connect() as conn:
+        user, wallet, limit = await customer(conn, request.match_info["phone"], request.query,
+                                             most=request.app[SETTINGS].api.history_max_limit)
+    return web.json_response({"user": user_json(user), "wallet": wallet_json(wallet, limit)})
 
 
 async def read_review_queue(request: web.Request, caller: ApiKey) -> web.Response:

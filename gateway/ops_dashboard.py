@@ -10,6 +10,8 @@ answers and doing what it does, through the same `gateway.ops_actions`.
   review) and paged; how many wait for review; the outbox's counts.
 - ``/ops/payments/{id or reference}``: the whole record, with a refund form and, for a flagged
   payment, the verdict form; ``/ops/find?q=`` opens one by what a person typed.
+- ``/ops/wallets/{phone}``: a customer (name, roles, KYC tier, PIN set, locked) and their wallet's
+  balance and statement, each line linked to its payment.
 - ``/ops/outbox``: parked jobs, each with why and a button to run it again.
 
 Every form carries the session's CSRF token and every action checks it; pages are sent with a strict
@@ -36,7 +38,7 @@ from gateway.api_auth import ensure_key_hasher
 from gateway.api_requests import ApiError
 from gateway.errors import DASHBOARD_PATH, status_for
 from gateway.keys import API_KEY_HASHER, DB_ENGINE, SETTINGS
-from gateway.ops_api import payment_filter
+from gateway.ops_api import customer, payment_filter
 from payments import outbox, review
 from payments.api_keys import verify_api_key
 from payments.errors import PaymentsError
@@ -85,6 +87,7 @@ def add_ops_dashboard_routes(app: web.Application) -> None:
     app.router.add_get(PATH + "/payments/{payment}", signed_in(payment_page))
     app.router.add_post(PATH + "/payments/{payment}/refund", signed_in(refund_action, action=True, acts=True))
     app.router.add_post(PATH + "/payments/{payment}/decide", signed_in(decide_action, action=True, acts=True))
+    app.router.add_get(PATH + "/wallets/{phone}", signed_in(wallet_page))
     app.router.add_get(PATH + "/outbox", signed_in(outbox_page))
     app.router.add_post(PATH + "/outbox/{job_id}/retry", signed_in(retry_action, action=True, acts=True))
     app.router.add_get(PATH + "/static/ops.css", stylesheet)
@@ -253,6 +256,21 @@ async def payment_page(request: web.Request, session: OperatorSession, *, status
     return render(request, "payment.html", status=status, session=session, record=record, payment=payment,
                   refundable=refundable, reversal_needed=ops_actions.reversed_at_provider_needed(payment),
                   error=error, notice=notice or _NOTICES.get(request.query.get("done", "")))
+
+
+async def wallet_page(request: web.Request, session: OperatorSession) -> web.Response:
+    """A customer: who, their wallet and a page of its statement (`gateway.ops_api.customer`)."""
+    try:
+        async with request.app[DB_ENGINE].connect() as conn:
+            user, wallet, limit = await customer(conn, request.match_info["phone"], request.query, most=PAGE_SIZE)
+    except ApiError as exc:
+        return render(request, "message.html", status=exc.status, session=session, title="Not found",
+                      message=exc.message)
+    older = None
+    if len(wallet.lines) == limit:
+        page = urlencode({"currency": wallet.currency.value, "before": wallet.lines[-1].posting_id})
+        older = f"{PATH}/wallets/{quote(user.phone)}?{page}"
+    return render(request, "wallet.html", session=session, user=user, wallet=wallet, older=older)
 
 
 async def outbox_page(request: web.Request, session: OperatorSession, *, status: int = 200,

@@ -37,10 +37,10 @@ from gateway.api_requests import (
     only,
     text_field,
 )
-from gateway.api_views import amounts, event_json, payment_json, quote_json, statement_line_json
+from gateway.api_views import event_json, payment_json, quote_json, wallet_json
 from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from payments import payment_store as store
-from payments.accounts import AccountKind, account_by_code, account_code, balance, statement
+from payments.accounts import wallet_statement
 from payments.api_keys import PREFIX_LENGTH, ApiKey
 from payments.commands import (
     PAYOUT_KINDS,
@@ -57,9 +57,7 @@ from payments.commands import (
     SendToWallet,
     Withdraw,
 )
-from payments.errors import UnknownAccount
 from payments.identities import User, find_user_by_phone, get_user
-from payments.money import Money
 from payments.payment_settings import MPESA
 from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn
@@ -273,23 +271,6 @@ async def wallet_history(request: web.Request, caller: ApiKey) -> web.Response:
     before = int_param(query, "before", default=None, low=1, high=2**63 - 1)
     async with request.app[DB_ENGINE].connect() as conn:
         owner = await wallet_owner(conn, caller, request.match_info["phone"])
-        currency = currency_param(query.get("currency"), owner.phone)
-        try:
-            account = await account_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency, owner.id))
-        except UnknownAccount:
-            account = None
-        total, held, lines = Money.zero(currency), Money.zero(currency), []
-        if account is not None:  # else a user without a wallet in this currency yet: an empty one
-            total = await balance(conn, account.id)
-            held = Money(account.held, currency)
-            lines = await statement(conn, account.id, limit=limit, before_posting_id=before)
-    return web.json_response({
-        "phone": owner.phone,
-        "currency": currency.value,
-        **amounts("balance", total),
-        **amounts("available", total - held),
-        "display": {"balance": total.format(), "available": (total - held).format()},
-        "lines": [statement_line_json(line) for line in lines],
-        # More lines may follow: pass this as ``before`` to get the next (older) page.
-        "next_before": lines[-1].posting_id if len(lines) == limit else None,
-    })
+        wallet = await wallet_statement(conn, owner.id, currency_param(query.get("currency"), owner.phone),
+                                        limit=limit, before_posting_id=before)
+    return web.json_response({"phone": owner.phone, **wallet_json(wallet, limit)})

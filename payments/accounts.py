@@ -244,6 +244,32 @@ async def statement(
     return lines
 
 
+@dataclass(frozen=True, slots=True)
+class WalletStatement:
+    """A customer's wallet in one currency as its owner (the payments API) or an operator sees it:
+    the balance, what of it is held (cash-outs waiting for their agent), and a page of lines."""
+
+    currency: Currency
+    balance: Money
+    held: Money
+    lines: tuple[StatementLine, ...]
+
+    @property
+    def available(self) -> Money:
+        return self.balance - self.held
+
+
+async def wallet_statement(conn: AsyncConnection, user_id: int, currency: Currency, *, limit: int,
+                           before_posting_id: int | None = None) -> WalletStatement:
+    """The user's wallet in ``currency``: an empty one when the user has none in it yet."""
+    try:
+        account = await account_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency, user_id))
+    except UnknownAccount:
+        return WalletStatement(currency, Money.zero(currency), Money.zero(currency), ())
+    lines = await statement(conn, account.id, limit=limit, before_posting_id=before_posting_id)
+    return WalletStatement(currency, await balance(conn, account.id), Money(account.held, currency), tuple(lines))
+
+
 async def history(conn: AsyncConnection, account_id: int, *, page_size: int = 100):
     """Every posting of the account, newest first, fetched page by page (an async iterator)."""
     before = None

@@ -50,7 +50,8 @@ ENDPOINTS = (
     ("DELETE", "/v1/webhook_endpoints/{id}"), ("POST", "/v1/webhook_endpoints/{id}/test"),
     ("GET", "/v1/ops/payments"), ("GET", "/v1/ops/payments/{id}"), *[("POST", "/v1/ops/payments/{id}/refund")] * 2,
     ("POST", "/v1/ops/payments/{id}/decide"), ("GET", "/v1/ops/review"), ("GET", "/v1/ops/outbox"),
-    ("POST", "/v1/ops/outbox/{id}/retry"), ("POST", "/ops/sign-in"), ("GET", "/ops"), ("GET", "/ops/payments/{id}"),
+    ("POST", "/v1/ops/outbox/{id}/retry"), ("GET", "/v1/ops/wallets/{id}"), ("GET", "/ops/wallets/{id}"),
+    ("POST", "/ops/sign-in"), ("GET", "/ops"), ("GET", "/ops/payments/{id}"),
     *[("POST", "/ops/payments/{id}/refund")] * 2, ("POST", "/ops/payments/{id}/decide"), ("GET", "/ops/outbox"),
     ("POST", "/ops/outbox/{id}/retry"), ("GET", "/ops/find"),
     *[("POST", f"/callbacks/{SECRET}{path}") for path in (

@@ -556,3 +556,36 @@ async def test_a_support_key_reads_everything_and_changes_nothing(world, client)
         await sign_out(client)
     assert (await world.payment(payment.public_id)).status is S.PROCESSING
     assert (await world.payment(paid.public_id)).status is S.SUCCEEDED
+
+
+async def test_a_customer_s_wallet_and_statement_for_support(world, client, ops_key):
+    paid, payer, payee = await p2p(world, 110, key="ops-wallet")
+    support = await new_key(world, role=SUPPORT, name="Wanjiru (support)")
+    local = "0" + payer.phone.removeprefix("+254")
+    status, shown = await call(client, "GET", f"/v1/ops/wallets/{local}?limit=1", support)
+    assert status == 200 and shown["user"]["phone"] == payer.phone and shown["user"]["status"] == "active"
+    wallet = shown["wallet"]
+    assert wallet["currency"] == "KES" and wallet["balance_minor"] == (1_000 - 110 - paid.fee.major) * 100
+    [line] = wallet["lines"]
+    assert line["payment"] == paid.public_id and line["payment_reference"] == paid.reference
+    assert line["counterparty"]["phone"] == payee.phone and wallet["next_before"] == line["id"]
+    older = (await call(client, "GET", f"/v1/ops/wallets/{payer.phone}?before={line['id']}", ops_key))[1]
+    assert [ln["kind"] for ln in older["wallet"]["lines"]] == ["deposit"]  # the funding before it
+    for path, expected in (("/v1/ops/wallets/+254700000999", (404, "wallet_not_found")),
+                           ("/v1/ops/wallets/12", (400, "invalid_phone")),
+                           (f"/v1/ops/wallets/{payer.phone}?colour=red", (400, "unknown_query_parameter"))):
+        status, refused = await call(client, "GET", path, ops_key)
+        assert (status, refused["error"]["code"]) == expected, path
+    assert (await call(client, "GET", f"/v1/ops/wallets/{payer.phone}", await new_key(world)))[0] == 403
+
+    await sign_in(client, support)
+    try:
+        async with client.get(f"/ops/payments/{paid.public_id}") as answer:
+            assert f'/ops/wallets/%2B{payer.phone[1:]}' in await answer.text()
+        async with client.get(f"/ops/wallets/%2B{payer.phone[1:]}") as answer:
+            page = await answer.text()
+        assert answer.status == 200 and paid.reference in page and f"/ops/payments/{paid.public_id}" in page
+        async with client.get("/ops/wallets/%2B254700000999") as answer:
+            assert answer.status == 404 and "No Sauti wallet" in await answer.text()
+    finally:
+        await sign_out(client)
