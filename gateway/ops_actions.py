@@ -14,12 +14,12 @@ from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from payments import outbox
 from payments import payment_store as store
 from payments.api_keys import ApiKey
-from payments.commands import PAYOUT_KINDS, Refund
+from payments.commands import Refund
 from payments.errors import InvalidRequest
 from payments.identities import audit
 from payments.payment_records import PaymentRecord, payment_record
-from payments.payment_settings import MPESA
 from payments.payment_store import Payment
+from payments.refunds import rests_on_operator
 from payments.review import OperatorVerdict, UnknownPayment
 
 
@@ -54,23 +54,17 @@ class PayoutNotReversed(InvalidRequest):
     code = "payout_not_reversed"
 
 
-def reversed_at_provider_needed(payment: Payment) -> bool:
-    """An M-Pesa payout is refunded only once M-Pesa has given the money back: we cannot ask M-Pesa
-    for it, so the payer's credit rests on the operator having seen that on the statement."""
-    return payment.provider == MPESA and payment.kind in PAYOUT_KINDS
-
-
 async def refund(app: web.Application, key: ApiKey, id_or_reference: str, *, reason: str,
                  receipt: str | None = None, idempotency_key: str | None = None,
                  provider_reversed: bool = False) -> OperatorRefund:
     """Refund the whole payment named (`payments.refunds`); an M-Pesa payout only with
-    ``provider_reversed`` (`reversed_at_provider_needed`). Without an ``idempotency_key``, one per
+    ``provider_reversed`` (`payments.refunds.rests_on_operator`). Without an ``idempotency_key``, one per
     payment and try (the CLI's own): asking again while a refund is pending or done gives that
     refund back, and after a refund that failed (the payee had spent the money, say) asking again
     tries anew. A key given is kept apart from those (``operator:key:…``)."""
     payments = app[PAYMENTS]
     original = await payments.find(id_or_reference.strip()[:64])
-    if reversed_at_provider_needed(original) and not provider_reversed:
+    if rests_on_operator(original) and not provider_reversed:
         raise PayoutNotReversed("an M-Pesa payout is refunded only once M-Pesa has reversed it: check the M-Pesa "
                                 "statement, then confirm that it was reversed")
     async with app[DB_ENGINE].connect() as conn:

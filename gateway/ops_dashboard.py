@@ -46,6 +46,7 @@ from payments.money import Money
 from payments.operator_sessions import OperatorSession, close_session, find_session, open_session
 from payments.payment_records import review_reason, search_payments
 from payments.payment_store import Payment
+from payments.refunds import refusal, rests_on_operator
 
 PATH = DASHBOARD_PATH
 COOKIE = "sauti_ops"
@@ -251,10 +252,10 @@ async def payment_page(request: web.Request, session: OperatorSession, *, status
         return render(request, "message.html", status=status_for(exc), session=session, title="Not found",
                       message=str(exc))
     payment = record.payment
-    refundable = payment.status.value == "succeeded" and payment.kind != "refund" and not any(
-        r.status.value != "failed" for r in record.refunds)
+    # The form only where a refund could be made: the domain's own rules, and no live refund yet.
+    refundable = refusal(payment) is None and all(r.status.value == "failed" for r in record.refunds)
     return render(request, "payment.html", status=status, session=session, record=record, payment=payment,
-                  refundable=refundable, reversal_needed=ops_actions.reversed_at_provider_needed(payment),
+                  refundable=refundable, reversal_needed=rests_on_operator(payment),
                   error=error, notice=notice or _NOTICES.get(request.query.get("done", "")))
 
 

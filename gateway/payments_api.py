@@ -43,7 +43,6 @@ from payments import payment_store as store
 from payments.accounts import wallet_statement
 from payments.api_keys import PREFIX_LENGTH, ApiKey
 from payments.commands import (
-    PAYOUT_KINDS,
     REFUND_KEY_PREFIX,
     BuyGoods,
     Channel,
@@ -58,10 +57,10 @@ from payments.commands import (
     Withdraw,
 )
 from payments.identities import User, find_user_by_phone, get_user
-from payments.payment_settings import MPESA
 from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn
 from payments.postings import MAX_KEY_LENGTH
+from payments.refunds import rests_on_operator
 
 #: Our idempotency keys are ``api:<key prefix>:<the caller's key>``: two integrators who both send
 #: ``Idempotency-Key: 1`` for one payer get two payments, not each other's.
@@ -184,7 +183,7 @@ async def _create_refund(request: web.Request, caller: ApiKey, body: Mapping[str
         original = await store.find_payment(conn, public_id)
         if original is None or (not caller.is_platform and original.recipient_user_id != caller.user_id):
             raise ApiError(404, "payment_not_found", f"No payment {public_id[:40]!r} this API key may refund.")
-        if original.provider == MPESA and original.kind in PAYOUT_KINDS:
+        if rests_on_operator(original):
             raise ApiError(403, "refund_needs_operator", "An M-Pesa payout is refunded by an operator once M-Pesa "
                            "has reversed it; it cannot be refunded through the API.")
         command = Refund(scoped_key, original.public_id, reason.strip(), requested_by=f"api_key:{caller.prefix}",

@@ -88,11 +88,12 @@ async def search_payments(conn: AsyncConnection, wanted: PaymentFilter, *, limit
         # guesses the number is common (it read all of a 20,000-row table so).
         params["phone"] = wanted.phone
         side = " AND ".join(where)
-        where.append(
+        # The sides hold every condition: the outer statement only merges them.
+        where = [
             f"p.id IN ((SELECT p.id FROM payments p WHERE {side} AND p.payer_user_id = "
             "(SELECT id FROM users WHERE phone = :phone) ORDER BY p.id DESC LIMIT :limit) UNION ALL "
             f"(SELECT p.id FROM payments p WHERE {side} AND p.recipient_phone = :phone "
-            "ORDER BY p.id DESC LIMIT :limit))")
+            "ORDER BY p.id DESC LIMIT :limit))"]
     columns = ", ".join(f"p.{c.strip()}" for c in store.PAYMENT_COLUMNS.split(","))
     rows = await conn.execute(sql(
         f"SELECT {columns}, u.phone AS payer_phone FROM payments p JOIN users u ON u.id = p.payer_user_id "

@@ -136,6 +136,24 @@ class Refunds:
         return refund
 
 
+def rests_on_operator(payment: Payment) -> bool:
+    """An M-Pesa payout: M-Pesa has nothing to ask for it, so its refund credits the payer on an
+    operator's word that M-Pesa reversed it (not through the payments API; `gateway.ops_actions`
+    asks for that word)."""
+    return payment.provider == MPESA and payment.kind in PAYOUT_KINDS
+
+
+def refusal(original: Payment) -> str | None:
+    """Why ``original`` cannot be refunded, by its kind and state, as a refund would be refused
+    (a receipt an operator may still give counts as given); None when it can be (one not already
+    refunded: the database allows one live refund)."""
+    try:
+        _check_refundable(original, receipt_given=True)
+    except NotRefundable as exc:
+        return str(exc)
+    return None
+
+
 def _check_refundable(original: Payment, *, receipt_given: bool = False) -> str | None:
     """Refuse what cannot be refunded; returns the provider job that will undo it, if one does."""
     if original.kind == PaymentKind.REFUND:
