@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -195,6 +196,24 @@ async def payments_world(database_url: str, *, sandbox: dict[str, Any] | None = 
         worker = OutboxWorker(engine, payments.register_handlers(), concurrency=4, listen=False,
                               retry=RetryPolicy(base_s=0.05, max_s=0.2), max_attempts=5)
         yield PaymentsWorld(engine, ledger, payments, worker, sandboxes, callbacks)
+
+
+def module_world() -> tuple[Any, Any]:
+    """The fixtures most payments test modules open with, as ``world, ledger_stays_consistent =
+    module_world()``: one `payments_world` on a database of the module's own, and after every test
+    the ledger's invariants checked."""
+
+    @pytest.fixture(scope="module")
+    async def world(new_database) -> AsyncIterator[PaymentsWorld]:
+        async with payments_world(await new_database()) as running:
+            yield running
+
+    @pytest.fixture(autouse=True)
+    async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
+        yield
+        await world.assert_ledger_ok()
+
+    return world, ledger_stays_consistent
 
 
 @asynccontextmanager

@@ -40,23 +40,14 @@ from payments.payment_records import PaymentFilter, payment_record, search_payme
 from payments.payment_store import Payment
 from payments.states import PaymentStatus
 from payments.webhook_endpoints import add_endpoint
-from tests.integration.payments_helpers import PaymentsWorld, api_client, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, api_client, module_world
 
 KES = Currency.KES
 S = PaymentStatus
 PEPPER = "operators-test-pepper"
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    async with payments_world(await new_database()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+world, ledger_stays_consistent = module_world()
 
 
 @pytest.fixture(scope="module")

@@ -21,23 +21,14 @@ from payments.identities import User
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.integration.ledger_helpers import random_kenyan_number
-from tests.integration.payments_helpers import PaymentsWorld, api_client, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, api_client, module_world
 
 KES, XOF = Currency.KES, Currency.XOF
 S = PaymentStatus
 PEPPER = "api-test-pepper"
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    async with payments_world(await new_database()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+world, ledger_stays_consistent = module_world()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ with a clear error; a callback that never comes is recovered by the query."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import aiohttp
@@ -18,22 +17,13 @@ from payments.commands import Channel, Deposit
 from payments.errors import IdempotencyConflict, InvalidRequest
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, module_world
 
 KES, XOF = Currency.KES, Currency.XOF
 S = PaymentStatus
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    async with payments_world(await new_database()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+world, ledger_stays_consistent = module_world()
 
 
 async def test_stk_deposit_is_confirmed_by_query_then_credited(world: PaymentsWorld):

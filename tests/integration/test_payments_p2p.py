@@ -5,7 +5,6 @@ replay or conflict; a wallet that cannot cover it fails the payment and moves no
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,22 +17,13 @@ from payments.fees import LimitExceeded
 from payments.money import Currency, Money
 from payments.payment_settings import JOB_SMS
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, module_world
 from tests.statements import statements
 
 KES = Currency.KES
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    async with payments_world(await new_database()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+world, ledger_stays_consistent = module_world()
 
 
 async def test_p2p_moves_amount_and_fee_in_one_transfer_and_sends_both_receipts(world: PaymentsWorld):

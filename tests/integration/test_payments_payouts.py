@@ -6,11 +6,9 @@ amount and fee. Duplicate results move nothing twice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import aiohttp
-import pytest
 
 from payments import payment_store as store
 from payments.accounts import AccountKind
@@ -18,22 +16,13 @@ from payments.commands import Channel, SendToPhone, Withdraw
 from payments.money import Currency, Money
 from payments.sandbox.outcomes import Outcome
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, module_world
 
 KES, XOF = Currency.KES, Currency.XOF
 S = PaymentStatus
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    async with payments_world(await new_database()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+world, ledger_stays_consistent = module_world()
 
 
 async def test_withdraw_by_b2c_settles_clearing_to_the_provider_end_to_end(world: PaymentsWorld):

@@ -11,7 +11,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,23 +25,14 @@ from payments.payment_store import Payment
 from payments.refunds import NotRefundable
 from payments.review import NotDecidable, OperatorVerdict, UnknownPayment, flagged
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, module_world
 
 ROOT = Path(__file__).resolve().parents[2]
 KES = Currency.KES
 S = PaymentStatus
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    async with payments_world(await new_database()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+world, ledger_stays_consistent = module_world()
 
 
 async def wallet_of(world: PaymentsWorld, user_id: int) -> Money:

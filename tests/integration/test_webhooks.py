@@ -40,7 +40,7 @@ from payments.webhook_delivery import (
 from payments.webhook_endpoints import InvalidWebhookUrl, add_endpoint
 from payments.webhook_events import DELIVERY_ATTEMPTS, JOB_WEBHOOK
 from tests.http_servers import serve_app
-from tests.integration.payments_helpers import PaymentsWorld, api_client, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, api_client, module_world
 
 KES = Currency.KES
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,16 +84,7 @@ class Receiver:
         return out
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    async with payments_world(await new_database()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+world, ledger_stays_consistent = module_world()
 
 
 @pytest.fixture(scope="module")
