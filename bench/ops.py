@@ -1,14 +1,16 @@
 """Operator reads benchmark: how long a payment's whole record (`payments.payment_records.payment_record`,
-what ``GET /v1/ops/payments/{id}`` and the dashboard's payment page read) and a number's payments
-(`search_payments` by phone) take as the tables grow, beside the cheapest read there is, one payment
-by its public id (`payment_store.get_payment`), measured in the same run on the same database.
+what ``GET /v1/ops/payments/{id}`` and the dashboard's payment page read), a number's payments
+(`search_payments` by phone) and the suspense page (`payments.suspense`: the newest money parked for
+no wallet, and how much waits) take as the tables grow, beside the cheapest read there is, one
+payment by its public id (`payment_store.get_payment`), measured in the same run on the same database.
 
 For each size, the tables first get that many payments' worth of history in bulk (payments with
 their transitions, a ledger transfer each with two postings, two SMS jobs each, a provider callback
-for every fourth and an audit line for every hundredth), then real p2p payments are made through
-`Payments.handle` between funded users, and those are read back, one at a time, ``--samples`` times
-each way. If a read scanned a table rather than following its indexes, its time would grow with
-the size while the anchor's stays put: the ratio says.
+for every fourth, an audit line for every hundredth, and money parked in suspense for every
+thousandth, half of it released since), then real p2p payments are made through `Payments.handle`
+between funded users, and those are read back, one at a time, ``--samples`` times each way. If a
+read scanned a table rather than following its indexes, its time would grow with the size while the
+anchor's stays put: the ratio says.
 
     python -m bench.ops [--sizes 20000,1000000] [--samples 400] [--real 200]
 
@@ -36,6 +38,7 @@ from db.embedded import start_embedded
 from db.engine import async_url, create_engine
 from db.migrate import upgrade
 from payments import payment_store as store
+from payments import suspense
 from payments.accounts import AccountKind, open_account
 from payments.commands import Channel, SendToWallet
 from payments.identities import register_user
@@ -77,6 +80,20 @@ _HISTORY = [
     """INSERT INTO provider_events (provider, event_key, kind, payment_id)
        SELECT 'mpesa', public_id, 'b2c_result', id FROM payments
         WHERE idempotency_key LIKE 'history-%' AND id > :last_id AND id % 4 = 0""",
+    # Every thousandth a paybill payment for no wallet, parked in suspense; half of those released since.
+    """INSERT INTO transfers (idempotency_key, request_hash, kind, reference)
+       SELECT s.prefix || 'HIST' || g, 'hs', s.kind, 'HIST' || g
+         FROM generate_series(CAST(:p0 AS bigint), CAST(:p1 AS bigint)) g
+              CROSS JOIN (VALUES ('suspense:', 'c2b.suspense', 1000), ('release:', 'suspense.return', 2000))
+                         AS s(prefix, kind, every)
+        WHERE g % s.every = 0""",
+    """INSERT INTO postings (transfer_id, account_id, amount, currency, balance_after)
+       SELECT t.id, 1, s.sign * 100, 'KES', 0 FROM transfers t CROSS JOIN (VALUES (-1), (1)) AS s(sign)
+        WHERE t.request_hash = 'hs' AND t.id > :last_transfer""",
+    """INSERT INTO suspense_waiting (receipt, transfer_id, parked_at)
+       SELECT t.reference, t.id, t.created_at FROM transfers t
+        WHERE t.request_hash = 'hs' AND t.id > :last_transfer AND t.idempotency_key LIKE 'suspense:%'
+          AND NOT EXISTS (SELECT 1 FROM transfers r WHERE r.idempotency_key = 'release:' || t.reference)""",
     """INSERT INTO audit_log (actor, action, subject)
        SELECT 'history', 'refund', public_id FROM payments
         WHERE idempotency_key LIKE 'history-%' AND id > :last_id AND id % 100 = 0""",
@@ -138,7 +155,7 @@ def p(values: list[float], q: float) -> float:
 
 async def measure(conn, ids: list[str], samples: int, rng: random.Random) -> tuple[float, ...]:
     """Medians and p99s (ms): by id (the anchor, measured before and after the others), the record,
-    the payer's number's payments."""
+    the payer's number's payments, the suspense page (its 50 newest waiting and their count)."""
     found = {public_id: await store.get_payment(conn, public_id) for public_id in ids}
     phones = [(await conn.execute(text("SELECT phone FROM users WHERE id = :u"),
                                   {"u": found[i].payer_user_id})).scalar() for i in ids]
@@ -149,9 +166,16 @@ async def measure(conn, ids: list[str], samples: int, rng: random.Random) -> tup
     anchor = await timed(samples, lambda i: store.get_payment(conn, ids[picks[i]]))
     record = await timed(samples, lambda i: payment_record(conn, found[ids[picks[i]]]))
     search = await timed(samples, lambda i: search_payments(conn, PaymentFilter(phone=phones[picks[i]]), limit=50))
+
+    async def suspense_page(i: int) -> None:
+        await suspense.parked_money(conn, open_only=True, limit=50)
+        await suspense.open_total(conn)
+
+    await timed(min(samples, 50), suspense_page)  # warm-up
+    parked = await timed(samples, suspense_page)
     anchor += await timed(samples, lambda i: store.get_payment(conn, ids[picks[i]]))
     return (statistics.median(anchor), statistics.median(record), p(record, 0.99), statistics.median(search),
-            p(search, 0.99))
+            p(search, 0.99), statistics.median(parked), p(parked, 0.99))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -175,17 +199,17 @@ async def main(args: argparse.Namespace) -> None:
             ids = await real_payments(engine, ledger, args.real, tag=f"{len(rows):02d}")
             async with engine.connect() as conn:
                 rows.append((size, *await measure(conn, ids, args.samples, random.Random(size))))
-            log(f"  by id {rows[-1][1]:.3f} ms, record {rows[-1][2]:.3f} ms, phone search {rows[-1][4]:.3f} ms "
-                "(medians)")
+            log(f"  by id {rows[-1][1]:.3f} ms, record {rows[-1][2]:.3f} ms, phone search {rows[-1][4]:.3f} ms, "
+                f"suspense page {rows[-1][6]:.3f} ms (medians)")
     finally:
         await engine.dispose()
         await admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(f"\nOperator reads, {args.samples} of each per size, one at a time (ms; ratio: median over the anchor's):")
     print(f"{'payments':>10}  {'by id (anchor)':>14}  {'record p50':>10}  {'p99':>7}  {'ratio':>6}  "
-          f"{'phone search p50':>16}  {'p99':>7}  {'ratio':>6}")
-    for size, one, rec50, rec99, s50, s99 in rows:
+          f"{'phone search p50':>16}  {'p99':>7}  {'ratio':>6}  {'suspense page p50':>17}  {'p99':>7}  {'ratio':>6}")
+    for size, one, rec50, rec99, s50, s99, park50, park99 in rows:
         print(f"{size:>10,}  {one:>14.3f}  {rec50:>10.3f}  {rec99:>7.3f}  {rec50 / one:>6.1f}  "
-              f"{s50:>16.3f}  {s99:>7.3f}  {s50 / one:>6.1f}")
+              f"{s50:>16.3f}  {s99:>7.3f}  {s50 / one:>6.1f}  {park50:>17.3f}  {park99:>7.3f}  {park50 / one:>6.1f}")
 
 
 def cli() -> None:

@@ -127,6 +127,8 @@ transfers = Table(
           postgresql_where=text("reverses_transfer_id IS NOT NULL")),
     # Migration 0011: a payment's transfers carry its public id (its page lists them).
     Index("transfers_reference", "reference", postgresql_where=text("reference IS NOT NULL")),
+    # Migration 0012: the few transfers that parked money in suspense, for the operators' list.
+    Index("transfers_parked", "id", postgresql_where=text("idempotency_key LIKE 'suspense:%'")),
 )
 
 postings = Table(
@@ -298,6 +300,16 @@ api_keys = Table(
     Index("api_keys_of_user", "user_id", postgresql_where=text("user_id IS NOT NULL")),
     CheckConstraint("role IN ('caller', 'operator', 'support')", name="api_keys_role"),
     CheckConstraint("role = 'caller' OR user_id IS NULL", name="api_keys_operator_has_no_user"),
+)
+
+# Money parked in suspense that no operator has released yet (migration 0012, `payments.suspense`):
+# added with the parking transfer, deleted with the release.
+suspense_waiting = Table(
+    "suspense_waiting",
+    metadata,
+    Column("receipt", Text, primary_key=True),
+    Column("transfer_id", BigInteger, ForeignKey("transfers.id"), nullable=False, unique=True),
+    Column("parked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # Who is signed in to the operator dashboard (migration 0011): only a hash of each cookie's token is kept.

@@ -27,6 +27,7 @@ from gateway.commands.payment_operator import payment_decide, payment_refund, pa
 from gateway.commands.phone import phone
 from gateway.commands.reconcile import reconcile_command
 from gateway.commands.sandbox import sandbox
+from gateway.commands.suspense import suspense_group
 from gateway.commands.ussd import ussd
 from gateway.commands.voice import voice
 from gateway.commands.webhooks import webhook
@@ -163,6 +164,7 @@ main.add_command(phone)
 main.add_command(apikey)
 main.add_command(webhook)
 main.add_command(reconcile_command)
+main.add_command(suspense_group)
 main.add_command(mpesa)
 main.add_command(agent)
 payment_group.add_command(payment_review)

@@ -20,6 +20,7 @@ from payments import review
 from payments.contacts import ContactLimitReached, ContactNotFound, DuplicateContact
 from payments.fees import LimitExceeded
 from payments.refunds import NotRefundable, UnknownPayment
+from payments.suspense import AlreadyReleased, NotInSuspense
 from payments.webhook_endpoints import TooManyWebhookEndpoints, UnknownWebhookEndpoint, WebhookEndpointDisabled
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ STATUS_BY_ERROR: tuple[tuple[type[pe.PaymentsError], int], ...] = (
     (NotRefundable, 409),  # before InvalidRequest, its base: the payment's state forbids it, not the request
     (review.NotDecidable, 409),  # likewise
     (review.UnknownPayment, 404),
+    (NotInSuspense, 404),
+    (AlreadyReleased, 409),
     (TooManyWebhookEndpoints, 422),  # likewise: a well-formed request the key's limit refuses
     (UnknownWebhookEndpoint, 404),
     (WebhookEndpointDisabled, 409),

@@ -1,8 +1,9 @@
 """What an operator does through the operator API (`gateway.ops_api`) and the dashboard
 (`gateway.ops_dashboard`), said once for both: find a payment and its record, give a verdict on a
-flagged one, refund one, and run a parked outbox job again. Each acts as the CLI's commands do
-(`gateway.commands.payment_operator`, `sauti outbox retry`), signed with the operator key
-(`ApiKey.actor`), which the payment's history and the audit log keep."""
+flagged one, refund one, run a parked outbox job again, and credit or return money parked in
+suspense. Each acts as the CLI's commands do (`gateway.commands.payment_operator`, `sauti outbox
+retry`, `sauti suspense`), signed with the operator key (`ApiKey.actor`), which the payment's
+history and the audit log keep."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from payments.payment_records import PaymentRecord, payment_record
 from payments.payment_store import Payment
 from payments.refunds import rests_on_operator
 from payments.review import OperatorVerdict, UnknownPayment
+from payments.suspense import Parked
 
 
 async def find_record(app: web.Application, id_or_reference: str) -> PaymentRecord:
@@ -85,3 +87,18 @@ async def retry_job(app: web.Application, key: ApiKey, job_id: int) -> bool:
     async with app[DB_ENGINE].begin() as conn:
         await audit(conn, actor=key.actor, action="outbox.retry", subject=f"outbox_job:{job_id}")
     return True
+
+
+async def credit_parked(app: web.Application, key: ApiKey, receipt: str, phone: str, *,
+                        reason: str) -> tuple[Payment, bool]:
+    """Credit the money parked in suspense under ``receipt`` to the wallet of ``phone``
+    (`payments.suspense`): a deposit of its own, signed with the operator key; and whether it is
+    new (asking again for the same wallet gives the same deposit)."""
+    return await app[PAYMENTS].suspense.credit(receipt, phone, reason=reason, by=key.actor)
+
+
+async def return_parked(app: web.Application, key: ApiKey, receipt: str, *, reason: str,
+                        reversal: str | None = None) -> tuple[Parked, bool]:
+    """Record that the money parked under ``receipt`` was reversed to its payer at M-Pesa; and
+    whether this recorded it (asking again changes nothing)."""
+    return await app[PAYMENTS].suspense.mark_returned(receipt, reason=reason, by=key.actor, reversal=reversal)

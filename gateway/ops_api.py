@@ -19,7 +19,15 @@ the same to a person in a browser.
   the same again;
 - ``GET /v1/ops/outbox``: how many jobs are pending, running and parked, and the newest parked
   ones, with why they were parked;
-- ``POST /v1/ops/outbox/{job_id}/retry``: run a parked job again.
+- ``POST /v1/ops/outbox/{job_id}/retry``: run a parked job again;
+- ``GET /v1/ops/suspense?state=open|all&limit=&before=``: M-Pesa money parked in suspense (paid to
+  our paybill for no wallet of ours), newest first, with how many wait and their sum;
+  ``GET /v1/ops/suspense/{receipt}``: one, and what became of it;
+- ``POST /v1/ops/suspense/{receipt}/credit`` ``{"phone", "reason"}``: credit it to the wallet it was
+  meant for, as a deposit of its own (with that payment); ``POST
+  /v1/ops/suspense/{receipt}/return`` ``{"reason", "reversal"?}``: record that it was reversed to
+  its payer at M-Pesa (`payments.suspense`). Each once: 201 new, 200 the same again (the receipt is
+  the key), ``409 already_released`` when it went the other way.
 
 Every action is recorded in the operator key's name (`payments.api_keys.ApiKey.actor`).
 """
@@ -36,15 +44,18 @@ from gateway.api_auth import authenticated, ensure_key_hasher
 from gateway.api_requests import ApiError, currency_param, int_param, json_body, only
 from gateway.api_views import event_json, payment_json, wallet_json
 from gateway.keys import DB_ENGINE, SETTINGS
-from payments import outbox, review
+from payments import outbox, review, suspense
 from payments.accounts import WalletStatement, wallet_statement
 from payments.api_keys import ApiKey
+from payments.commands import mpesa_receipt
+from payments.errors import InvalidRequest
 from payments.identities import User, find_user_by_phone
 from payments.money import Money
 from payments.outbox import Job
 from payments.payment_json import amounts, iso
 from payments.payment_records import Listed, PaymentFilter, PaymentRecord, review_reason, search_payments
 from payments.phones import InvalidPhoneNumber, parse_msisdn
+from payments.suspense import Parked
 
 PATH = "/v1/ops"
 #: The most a list answers at once (payments, parked jobs, the review queue).
@@ -66,6 +77,10 @@ def add_ops_api_routes(app: web.Application) -> None:
     app.router.add_get(PATH + "/review", staff_reads(read_review_queue))
     app.router.add_get(PATH + "/outbox", staff_reads(read_outbox))
     app.router.add_post(PATH + "/outbox/{job_id}/retry", operator_acts(retry_outbox_job))
+    app.router.add_get(PATH + "/suspense", staff_reads(list_parked))
+    app.router.add_get(PATH + "/suspense/{receipt}", staff_reads(read_parked))
+    app.router.add_post(PATH + "/suspense/{receipt}/credit", operator_acts(credit_parked))
+    app.router.add_post(PATH + "/suspense/{receipt}/return", operator_acts(return_parked))
 
 
 # -- what an operator reads ------------------------------------------------------------------------
@@ -240,3 +255,74 @@ async def retry_outbox_job(request: web.Request, caller: ApiKey) -> web.Response
     if not await ops_actions.retry_job(request.app, caller, int(text_id)):
         raise ApiError(409, "job_not_parked", f"Outbox job {text_id} is not parked: only a parked job is retried.")
     return web.json_response({"id": int(text_id), "status": "pending"})
+
+
+# -- money parked in suspense ----------------------------------------------------------------------
+
+
+def parked_json(item: Parked) -> dict[str, Any]:
+    return {"receipt": item.receipt, **money_json("amount", item.amount), "parked_at": iso(item.parked_at),
+            "source": item.source, "account": item.account, "payer": item.payer, "payer_name": item.payer_name,
+            "state": item.state, "released_at": iso(item.released_at), "payment": item.payment,
+            "released_by": item.released_by, "reason": item.reason, "reversal": item.reversal}
+
+
+def parked_query(query) -> tuple[bool, int, int | None]:
+    """Which parked amounts a query asks for (the API's and the dashboard's): open ones, or all."""
+    only(query, {"state", "limit", "before"}, where="query parameter")
+    state = query.get("state", "open")
+    if state not in ("open", "all"):
+        raise ApiError(400, "invalid_state", "state is open (waiting for a person, the default) or all.")
+    return (state == "open", int_param(query, "limit", default=50, low=1, high=MAX_LIMIT),
+            int_param(query, "before", default=None, low=1, high=2**63 - 1))
+
+
+async def list_parked(request: web.Request, caller: ApiKey) -> web.Response:
+    open_only, limit, before = parked_query(request.query)
+    async with request.app[DB_ENGINE].connect() as conn:
+        found = await suspense.parked_money(conn, open_only=open_only, limit=limit, before=before)
+        waiting, total = await suspense.open_total(conn)
+    return web.json_response({
+        "open": {"count": waiting, **(money_json("total", total) if total else {"total": None})},
+        "parked": [parked_json(item) for _, item in found],
+        "next_before": found[-1][0] if len(found) == limit else None})
+
+
+async def _parked_or_404(request: web.Request, receipt: str) -> Parked:
+    try:
+        receipt = mpesa_receipt(receipt)
+    except InvalidRequest:
+        receipt = ""
+    async with request.app[DB_ENGINE].connect() as conn:
+        found = await suspense.parked(conn, receipt) if receipt else None
+    if found is None:
+        raise ApiError(404, "not_in_suspense", "No money is parked in suspense under this receipt.")
+    return found
+
+
+async def read_parked(request: web.Request, caller: ApiKey) -> web.Response:
+    return web.json_response(parked_json(await _parked_or_404(request, request.match_info["receipt"])))
+
+
+async def credit_parked(request: web.Request, caller: ApiKey) -> web.Response:
+    body = await json_body(request)
+    only(body, {"phone", "reason"})
+    receipt = request.match_info["receipt"]
+    await _parked_or_404(request, receipt)
+    payment, created = await ops_actions.credit_parked(request.app, caller, receipt,
+                                                       _optional_text(body, "phone") or "",
+                                                       reason=_optional_text(body, "reason") or "")
+    return web.json_response({"parked": parked_json(await _parked_or_404(request, receipt)),
+                              "payment": await _payment_answer(request, payment.public_id)},
+                             status=201 if created else 200)
+
+
+async def return_parked(request: web.Request, caller: ApiKey) -> web.Response:
+    body = await json_body(request)
+    only(body, {"reason", "reversal"})
+    receipt = request.match_info["receipt"]
+    await _parked_or_404(request, receipt)
+    done, created = await ops_actions.return_parked(request.app, caller, receipt,
+                                                    reason=_optional_text(body, "reason") or "",
+                                                    reversal=_optional_text(body, "reversal"))
+    return web.json_response({"parked": parked_json(done)}, status=201 if created else 200)

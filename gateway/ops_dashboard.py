@@ -13,6 +13,8 @@ answers and doing what it does, through the same `gateway.ops_actions`.
 - ``/ops/wallets/{phone}``: a customer (name, roles, KYC tier, PIN set, locked) and their wallet's
   balance and statement, each line linked to its payment.
 - ``/ops/outbox``: parked jobs, each with why and a button to run it again.
+- ``/ops/suspense``: M-Pesa money parked in suspense (paid to us for no wallet), each waiting one
+  with a form to credit it to a wallet and one to record it as reversed to its payer.
 
 Every form carries the session's CSRF token and every action checks it; pages are sent with a strict
 Content-Security-Policy (no script at all), ``no-store`` and ``frame-ancestors 'none'``. Without a
@@ -38,8 +40,8 @@ from gateway.api_auth import ensure_key_hasher
 from gateway.api_requests import ApiError
 from gateway.errors import DASHBOARD_PATH, status_for
 from gateway.keys import API_KEY_HASHER, DB_ENGINE, SETTINGS
-from gateway.ops_api import customer, payment_filter
-from payments import outbox, review
+from gateway.ops_api import customer, parked_query, payment_filter
+from payments import outbox, review, suspense
 from payments.api_keys import verify_api_key
 from payments.errors import PaymentsError
 from payments.money import Money
@@ -69,6 +71,8 @@ _NOTICES = {
     "refund_pending": "Refund asked of the provider; its answer comes by callback.",
     "refund_failed": "The refund was refused: see its error below.",
     "decided": "Verdict recorded.",
+    "credited": "Credited from suspense: the wallet holds the money and its owner gets an SMS.",
+    "returned": "Recorded as returned to the payer.",
 }
 
 Page = Callable[[web.Request, OperatorSession], Awaitable[web.StreamResponse]]
@@ -91,6 +95,9 @@ def add_ops_dashboard_routes(app: web.Application) -> None:
     app.router.add_get(PATH + "/wallets/{phone}", signed_in(wallet_page))
     app.router.add_get(PATH + "/outbox", signed_in(outbox_page))
     app.router.add_post(PATH + "/outbox/{job_id}/retry", signed_in(retry_action, action=True, acts=True))
+    app.router.add_get(PATH + "/suspense", signed_in(suspense_page))
+    app.router.add_post(PATH + "/suspense/{receipt}/credit", signed_in(credit_parked_action, action=True, acts=True))
+    app.router.add_post(PATH + "/suspense/{receipt}/return", signed_in(return_parked_action, action=True, acts=True))
     app.router.add_get(PATH + "/static/ops.css", stylesheet)
 
 
@@ -230,12 +237,13 @@ async def overview_page(request: web.Request, session: OperatorSession) -> web.R
     flagged = await review.flagged(engine, limit=100)
     async with engine.connect() as conn:
         counts = await outbox.count_open(conn)
+        parked_waiting, _ = await suspense.open_total(conn)
     kept = {name: query[name] for name in ("status", "kind", "provider", "channel", "phone", "review")
             if query.get(name)}
     next_page = (f"{PATH}?{urlencode(kept | {'before': found[-1].payment.id})}"
                  if len(found) == PAGE_SIZE else None)
     return render(request, "overview.html", session=session, payments=found, flagged=len(flagged),
-                  counts=counts, chosen=kept, error=error, next_page=next_page)
+                  counts=counts, chosen=kept, error=error, next_page=next_page, parked_waiting=parked_waiting)
 
 
 async def find_page(request: web.Request, session: OperatorSession) -> web.Response:
@@ -287,6 +295,24 @@ async def outbox_page(request: web.Request, session: OperatorSession, *, status:
                   error=error, next_page=next_page)
 
 
+async def suspense_page(request: web.Request, session: OperatorSession, *, status: int = 200,
+                        error: str | None = None) -> web.Response:
+    """Money parked in suspense (`payments.suspense`), the waiting ones by default."""
+    try:
+        open_only, _, before = parked_query({k: v for k, v in request.query.items() if k in ("state", "before")})
+    except ApiError as exc:
+        (open_only, before), error, status = (True, None), exc.message, 400
+    async with request.app[DB_ENGINE].connect() as conn:
+        found = await suspense.parked_money(conn, open_only=open_only, limit=PAGE_SIZE, before=before)
+        waiting, total = await suspense.open_total(conn)
+    page = {} if open_only else {"state": "all"}
+    next_page = (f"{PATH}/suspense?{urlencode(page | {'before': found[-1][0]})}"
+                 if len(found) == PAGE_SIZE else None)
+    return render(request, "suspense.html", status=status, session=session, parked=[item for _, item in found],
+                  waiting=waiting, total=total, open_only=open_only, next_page=next_page, error=error,
+                  notice=_NOTICES.get(request.query.get("done", "")))
+
+
 async def stylesheet(request: web.Request) -> web.Response:
     css = request.app[OPS_TEMPLATES].loader.get_source(request.app[OPS_TEMPLATES], "ops.css")[0]
     return web.Response(text=css, content_type="text/css", headers={"Cache-Control": "max-age=3600",
@@ -330,3 +356,26 @@ async def retry_action(request: web.Request, session: OperatorSession) -> web.Re
         return await outbox_page(request, session, status=409,
                                  error=f"Job {request.match_info['job_id'][:20]} is not parked (already retried?).")
     return _see(f"{PATH}/outbox")
+
+
+async def credit_parked_action(request: web.Request, session: OperatorSession) -> web.Response:
+    form = await request.post()
+    try:
+        payment, _ = await ops_actions.credit_parked(request.app, session.key, request.match_info["receipt"],
+                                                     _field(form, "phone"), reason=_field(form, "reason"))
+    except PaymentsError as exc:
+        return await suspense_page(request, session, status=status_for(exc), error=str(exc))
+    return _see(f"{PATH}/payments/{payment.public_id}?done=credited")
+
+
+async def return_parked_action(request: web.Request, session: OperatorSession) -> web.Response:
+    form = await request.post()
+    if _field(form, "reversed") != "yes":
+        return await suspense_page(request, session, status=400,
+                                   error="Reverse it in the M-Pesa portal first, then tick \"reversed at M-Pesa\".")
+    try:
+        await ops_actions.return_parked(request.app, session.key, request.match_info["receipt"],
+                                        reason=_field(form, "reason"), reversal=_field(form, "reversal") or None)
+    except PaymentsError as exc:
+        return await suspense_page(request, session, status=status_for(exc), error=str(exc))
+    return _see(f"{PATH}/suspense?state=all&done=returned")

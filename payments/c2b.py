@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.sql import sql
 from payments import payment_store as store
 from payments.commands import Channel, PaymentKind, mpesa_receipt
 from payments.errors import InvalidRequest, PaymentsError
@@ -102,7 +103,16 @@ class C2BReceiver:
                     return "duplicate"
                 owner = await wallet_owner_of(conn, paid.bill_ref_number)
                 if owner is None:
-                    await self.money.park_in_suspense(conn, paid.trans_id, paid.amount)
+                    await lock_receipt(conn, paid.trans_id)
+                    if await store.find_by_provider_ref(conn, MPESA, paid.trans_id) is not None:
+                        # Booked by hand before its confirmation came (to the wallet the operator read
+                        # off the statement): the money is in that wallet, not to be parked as well.
+                        await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
+                                                        {"outcome": "booked by hand before"})
+                        return "duplicate"
+                    name = " ".join(n for n in (paid.first_name, paid.middle_name, paid.last_name) if n)
+                    await self.money.park_in_suspense(conn, paid.trans_id, paid.amount, seen={
+                        "account": paid.bill_ref_number, "payer": paid.msisdn, "payer_name": name})
                     await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
                                                     {"outcome": "suspense", "needs_review": True})
                     log.warning("C2B payment %s names no wallet: parked in suspense for review", paid.trans_id)
@@ -125,9 +135,10 @@ class C2BReceiver:
         amount, fails the booking, nothing credited, and frees the receipt to be booked again as
         the statement says. Returns ``confirming``, or ``duplicate`` when a payment of ours holds
         the receipt (booked before, or its confirmation came after all; a confirmation coming
-        after this booking is a duplicate of it). Refused (`InvalidRequest`) when the amount is
-        not whole shillings, or the account names no wallet (only M-Pesa's own deliveries park
-        money in suspense)."""
+        after this booking is a duplicate of it, even one naming no wallet). Refused
+        (`InvalidRequest`) when the amount is not whole shillings, the account names no wallet
+        (only M-Pesa's own deliveries park money in suspense), or the receipt's confirmation came
+        and parked it in suspense (`payments.suspense` credits it)."""
         paid = C2BPayment(transaction_type="Pay Bill", trans_id=mpesa_receipt(receipt), trans_time=datetime.now(UTC),
                           amount=amount, business_shortcode="", bill_ref_number=account.strip(), invoice_number="",
                           org_account_balance=None, third_party_trans_id="", msisdn=phone.strip(), first_name="",
@@ -141,6 +152,12 @@ class C2BReceiver:
             if owner is None:
                 raise InvalidRequest(f"the account number {paid.bill_ref_number[:40]!r} names no Kenyan wallet: "
                                      "nothing booked")
+            await lock_receipt(conn, paid.trans_id)
+            if await conn.scalar(sql("SELECT 1 FROM transfers WHERE idempotency_key = :k"),
+                                 {"k": f"suspense:{paid.trans_id}"}):
+                # Its confirmation came, for no wallet: booking it again would credit it twice.
+                raise InvalidRequest(f"{paid.trans_id} came in and is parked in suspense: credit it to the wallet "
+                                     f"with `sauti suspense credit {paid.trans_id} --to …`; nothing booked")
             outcome = await self._book(conn, paid, owner, booked_by=(booked_by, reason[:500]))
             if outcome != "duplicate":
                 await audit(conn, actor=booked_by, action="c2b.book", subject=paid.trans_id,
@@ -194,6 +211,13 @@ class C2BReceiver:
                 conn, MPESA, paid.trans_id, CONFIRMATION,
                 {**summary, "outcome": "unbookable", "needs_review": True, "why": why[:200]})
         return "unbookable" if recorded else "duplicate"
+
+
+async def lock_receipt(conn: AsyncConnection, trans_id: str) -> None:
+    """Hold, until the transaction ends, the right to decide where an M-Pesa receipt's money goes:
+    a confirmation parking it in suspense and an operator booking it by hand each check the other
+    under it, so the two never both book one receipt."""
+    await conn.execute(sql("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"mpesa-receipt:{trans_id}"})
 
 
 async def wallet_owner_of(conn: AsyncConnection, number: str) -> User | None:

@@ -98,6 +98,7 @@ from payments.review import OperatorVerdict
 from payments.settlement import FEE_IN_CLEARING, AccountBook, Settlement
 from payments.states import PaymentStatus
 from payments.stk_orphans import StkOrphans
+from payments.suspense import SuspenseDesk
 from payments.webhook_delivery import WebhookSender
 from payments.webhook_events import JOB_WEBHOOK
 
@@ -137,6 +138,8 @@ class Payments:
         self.results = ProviderResults(engine, self.resolver, self.settings, self.providers, self.orphans)
         self.c2b = C2BReceiver(engine, self.resolver, self.money, self.settings, self.providers)
         self.refunds = Refunds(engine, self.money, self.resolver)
+        #: Money parked in suspense, credited or returned by an operator (`payments.suspense`).
+        self.suspense = SuspenseDesk(engine, self.resolver, self.money, self.settings)
         self._commands: Mapping[type, Callable[[Any], Awaitable[Payment]]] = MappingProxyType({
             SendToWallet: self._send_to_wallet,
             SendToPhone: self._send_to_phone,

@@ -41,6 +41,7 @@ from payments.money import Currency, Money
 from payments.provider_statements import StatementLine, StatementSource
 from payments.reconcile_report import Finding, ReconcileReport
 from payments.states import PaymentStatus
+from payments.suspense import RETURN_KIND
 
 S = PaymentStatus
 #: Kinds whose money comes INTO the provider account (a positive statement line); all others go out.
@@ -129,31 +130,67 @@ async def our_payments(conn: AsyncConnection, provider: str, start: datetime, en
 
 async def ledger_nets(conn: AsyncConnection, ours: Sequence[OurPayment]) -> dict[tuple[str, str], int]:
     """Per (public_id, account kind): the net the payment's own transfers moved on the provider-side
-    accounts (clearing, settlement, collection)."""
+    accounts (clearing, settlement, collection). A transfer is the payment's by its key (which names
+    the payment) or as its debit or settle transfer (money credited from suspense: its debit is the
+    parking, which names the receipt)."""
     nets: dict[tuple[str, str], int] = defaultdict(int)
     query = text(
-        "SELECT t.reference, a.kind, sum(p.amount) AS net FROM transfers t "
+        "SELECT t.id, t.reference, a.kind, sum(p.amount) AS net FROM transfers t "
         "JOIN postings p ON p.transfer_id = t.id JOIN accounts a ON a.id = p.account_id "
         "WHERE (t.idempotency_key = ANY(:keys) OR t.id = ANY(:ids)) "
         "AND a.kind IN ('provider_clearing', 'provider_settlement', 'provider_collection') "
-        "GROUP BY t.reference, a.kind")
+        "GROUP BY t.id, t.reference, a.kind")
     for at in range(0, len(ours), _LEDGER_BATCH):
         batch = ours[at:at + _LEDGER_BATCH]
         keys = [f"{step}:{p.public_id}" for p in batch for step in _STEPS]
-        ids = sorted({i for p in batch for i in (p.debit_transfer_id, p.settle_transfer_id) if i is not None})
-        for row in await conn.execute(query, {"keys": keys, "ids": ids}):
-            nets[(row.reference, row.kind)] += int(row.net)
+        owner = {i: p.public_id for p in batch for i in (p.debit_transfer_id, p.settle_transfer_id) if i is not None}
+        for row in await conn.execute(query, {"keys": keys, "ids": sorted(owner)}):
+            nets[(owner.get(row.id, row.reference), row.kind)] += int(row.net)
     return nets
 
 
-async def parked_in_suspense(conn: AsyncConnection, transaction_ids: Sequence[str]) -> set[str]:
-    """Which of the provider's transactions we recorded in suspense (money for no wallet of ours)."""
+async def parked_in_suspense(conn: AsyncConnection, transaction_ids: Sequence[str]) -> dict[str, bool]:
+    """Which of the provider's transactions we recorded in suspense (money for no wallet of ours),
+    each with whether an operator recorded it as returned to its payer (`payments.suspense`; one
+    credited to a wallet is a deposit of ours, matched as such)."""
     if not transaction_ids:
-        return set()
+        return {}
     keys = [_SUSPENSE_KEY.format(t) for t in transaction_ids]
-    rows = await conn.execute(text("SELECT idempotency_key FROM transfers WHERE idempotency_key = ANY(:k)"),
-                              {"k": keys})
-    return {row.idempotency_key.split(":", 1)[1] for row in rows}
+    rows = await conn.execute(text(
+        "SELECT t.reference, r.kind = :returned AS returned FROM transfers t "
+        "LEFT JOIN transfers r ON r.idempotency_key = 'release:' || t.reference WHERE t.idempotency_key = ANY(:k)"),
+        {"k": keys, "returned": RETURN_KIND})
+    return {row.reference: bool(row.returned) for row in rows}
+
+
+def _sort_parked(report: ReconcileReport, provider: str, unmatched: Sequence[StatementLine],
+                 parked: Mapping[str, bool]) -> list[StatementLine]:
+    """File the unmatched lines that are money we parked in suspense, and the reversals of those;
+    returns the lines still unexplained. A parked amount an operator returned, whose reversal the
+    statement shows, is settled (matched); anything else parked waits for a person."""
+    reversals = {ln.reverses: ln for ln in unmatched if ln.is_reversal and ln.reverses in parked}
+    rest: list[StatementLine] = []
+    for line in unmatched:
+        if line.is_reversal and line.reverses in parked:
+            continue  # filed with the line it reverses
+        if line.transaction_id not in parked:
+            rest.append(line)
+            continue
+        back = reversals.get(line.transaction_id)
+        what = f"{line.kind or 'transaction'} with {line.party or 'unknown party'}"
+        lines = (line.transaction_id, *((back.transaction_id,) if back else ()))
+        if parked[line.transaction_id] and back is not None and back.amount.minor == -line.amount.minor:
+            report.matched.append(Finding(provider, f"{what}: parked in suspense, returned to the payer", None,
+                                          line.kind, lines, None, Money.zero(line.amount.currency), None, line.at))
+            continue
+        if parked[line.transaction_id]:
+            what += ": recorded as returned, but the statement shows no reversal of it"
+        elif back is not None:
+            what += ": M-Pesa reversed it; record that with `sauti suspense return`"
+        report.parked_in_suspense.append(Finding(provider, what, None, line.kind, lines, None,
+                                                 line.amount + (back.amount if back else
+                                                                Money.zero(line.amount.currency)), None, line.at))
+    return rest
 
 
 # -- matching --------------------------------------------------------------------------------------
@@ -360,10 +397,10 @@ async def reconcile(engine: AsyncEngine, sources: Sequence[StatementSource], sta
                 (line.transaction_id,), payment.expected, line.amount, payment.status.value, line.at))
         unmatched = [ln for ln in matching.unmatched if start <= ln.at < end]
         async with engine.connect() as conn:
-            parked = await parked_in_suspense(conn, [ln.transaction_id for ln in unmatched])
-        for line in unmatched:
+            parked = await parked_in_suspense(conn, [ident for ln in unmatched
+                                                     for ident in (ln.transaction_id, ln.reverses) if ident])
+        for line in _sort_parked(report, source.provider, unmatched, parked):
             what = f"{line.kind or 'transaction'} with {line.party or 'unknown party'}"
-            section = report.parked_in_suspense if line.transaction_id in parked else report.missing_on_ours
-            section.append(Finding(source.provider, what, None, line.kind, (line.transaction_id,), None, line.amount,
-                                   None, line.at))
+            report.missing_on_ours.append(Finding(source.provider, what, None, line.kind, (line.transaction_id,), None,
+                                                  line.amount, None, line.at))
     return report

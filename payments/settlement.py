@@ -318,14 +318,21 @@ class Settlement:
         return await self.ledger.transfer(request, conn=conn)
 
     async def park_in_suspense(self, conn: AsyncConnection, trans_id: str, amount: Money, *,
-                               kind: str = "c2b.suspense") -> TransferResult:
+                               kind: str = "c2b.suspense", seen: Mapping[str, str] | None = None) -> TransferResult:
         """Money for no wallet of ours (a C2B payment, an unrecorded STK push): from provider
-        collection into suspense, once per M-Pesa transaction id, until an operator finds whose it is."""
+        collection into suspense, once per M-Pesa transaction id, until an operator finds whose it is
+        (`payments.suspense`). ``seen``: what M-Pesa told of it (``account`` typed, ``payer``,
+        ``payer_name``), kept with the transfer for that person."""
         cur = amount.currency
         legs = payment_legs(await self.accounts.collection(conn, MPESA, cur),
                             await self.accounts.suspense(conn, MPESA, cur), amount)
-        request = TransferRequest(f"suspense:{trans_id}", legs, kind=kind, reference=trans_id)
-        return await self.ledger.transfer(request, conn=conn)
+        metadata = {name: value[:60] for name, value in (seen or {}).items() if value}
+        request = TransferRequest(f"suspense:{trans_id}", legs, kind=kind, reference=trans_id, metadata=metadata)
+        parked = await self.ledger.transfer(request, conn=conn)
+        # IMPORTANT: waiting for a person from this transaction on; the release deletes it in its own.
+        await conn.execute(sql("INSERT INTO suspense_waiting (receipt, transfer_id) VALUES (:r, :t) "
+                               "ON CONFLICT DO NOTHING"), {"r": trans_id, "t": parked.transfer_id})
+        return parked
 
     async def _transfer(self, conn: AsyncConnection, key: str, legs: tuple[Leg, ...],
                         payment: Payment) -> TransferResult:

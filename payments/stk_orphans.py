@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments import payment_store as store
-from payments.c2b import wallet_owner_of
+from payments.c2b import lock_receipt, wallet_owner_of
 from payments.commands import Channel, PaymentKind
 from payments.errors import PaymentsError
 from payments.money import Currency, Money
@@ -169,6 +169,7 @@ class StkOrphans:
             await store.note_provider_event(conn, MPESA, checkout_id, STK_ORPHAN_EVENT,
                                             {"outcome": "unbookable", "needs_review": "no receipt or amount"})
             return "flagged"
+        await lock_receipt(conn, receipt)  # against a booking by hand of the same receipt (`payments.c2b`)
         if await store.find_by_provider_ref(conn, MPESA, receipt) is not None:
             # That M-Pesa transaction was booked already (a forged or replayed callback): never twice.
             await store.note_provider_event(conn, MPESA, checkout_id, STK_ORPHAN_EVENT,
@@ -176,7 +177,8 @@ class StkOrphans:
             return "flagged"
         owner = await wallet_owner_of(conn, phone)
         if owner is None:
-            await self.money.park_in_suspense(conn, receipt, amount, kind="stk_orphan.suspense")
+            await self.money.park_in_suspense(conn, receipt, amount, kind="stk_orphan.suspense",
+                                              seen={"payer": phone, "checkout": checkout_id})
             await store.note_provider_event(conn, MPESA, checkout_id, STK_ORPHAN_EVENT,
                                             {"outcome": "suspense", "needs_review": "no wallet for the payer"})
             log.warning("STK push with no record paid from a number without a wallet: parked in suspense")

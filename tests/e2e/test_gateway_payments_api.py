@@ -182,6 +182,10 @@ async def test_an_operator_key_from_sauti_reads_a_payment_and_signs_in_to_the_da
         async with http.post(f"{gw.url}/ops/sign-in", data={"key": key, "sign_in_token": token}) as resp:
             page = await resp.text()
         assert resp.status == 200 and paid["reference"] in page and "Njeri (support)" in page
+        async with http.get(f"{gw.url}/ops/suspense") as resp:
+            assert resp.status == 200 and "Nothing waits." in await resp.text()
+        async with http.get(f"{gw.url}/v1/ops/suspense", headers={"Authorization": f"Bearer {key}"}) as resp:
+            assert resp.status == 200 and (await resp.json())["open"] == {"count": 0, "total": None}
 
     code, out, err = await sauti(gw, "apikey", "create", "--name", "Baraka (help desk)", "--support")
     assert code == 0 and "support key" in out, err

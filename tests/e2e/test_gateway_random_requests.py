@@ -33,7 +33,7 @@ from tests.e2e.test_gateway_app_api import PIN, customer
 from tests.http_servers import serve_app
 
 PEPPER = "e2e-random-pepper"
-REQUESTS, BLOCKS = 3300, 3  # more endpoints, as many requests each as before
+REQUESTS, BLOCKS = 3600, 3  # more endpoints, as many requests each as before
 FIELDS = ("kind", "payer", "amount", "currency", "recipient", "phone", "paybill", "account_number", "till", "payment",
           "reason", "text", "language", "name", "nickname", "favourite", "pin", "device_name", "limit", "Body",
           "Result", "TransID", "TransAmount", "MSISDN", "BillRefNumber", "id", "type", "data", "client_reference",
@@ -54,6 +54,9 @@ ENDPOINTS = (
     ("POST", "/ops/sign-in"), ("GET", "/ops"), ("GET", "/ops/payments/{id}"),
     *[("POST", "/ops/payments/{id}/refund")] * 2, ("POST", "/ops/payments/{id}/decide"), ("GET", "/ops/outbox"),
     ("POST", "/ops/outbox/{id}/retry"), ("GET", "/ops/find"),
+    ("GET", "/v1/ops/suspense"), ("GET", "/v1/ops/suspense/{id}"), ("POST", "/v1/ops/suspense/{id}/credit"),
+    ("POST", "/v1/ops/suspense/{id}/return"), ("GET", "/ops/suspense"), ("POST", "/ops/suspense/{id}/credit"),
+    ("POST", "/ops/suspense/{id}/return"),
     *[("POST", f"/callbacks/{SECRET}{path}") for path in (
         "/stk", "/b2c/result", "/b2c/timeout", "/b2b/result", "/reversal/result", "/status/result", "/status/timeout",
         "/c2b/validation", "/c2b/confirmation")],
@@ -114,7 +117,8 @@ def template(path: str, rng: random.Random, user: User, payee: User, made: list[
                "receipt": rng.choice(("QK7H2ABC9", None))}
     kes = {"amount": 10, "currency": "KES"}
     c2b = {"TransactionType": "Pay Bill", "TransID": f"RND{rng.randrange(10**7):07d}", "TransTime": "20261130120000",
-           "TransAmount": "100.00", "BusinessShortCode": "600000", "BillRefNumber": "0" + user.phone[4:],
+           "TransAmount": "100.00", "BusinessShortCode": "600000",
+           "BillRefNumber": rng.choice(("0" + user.phone[4:], "0799000111")),  # the second names no wallet
            "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "", "MSISDN": user.phone[1:],
            "FirstName": "Amina", "MiddleName": "", "LastName": "Njoroge"}
     return {
@@ -142,6 +146,10 @@ def template(path: str, rng: random.Random, user: User, payee: User, made: list[
         "/ops/payments/{id}/refund": {"csrf": ops[1], "reason": "the customer asked"},
         "/ops/payments/{id}/decide": {"csrf": ops[1], **verdict},
         "/ops/outbox/{id}/retry": {"csrf": ops[1]},
+        "/v1/ops/suspense/{id}/credit": {"phone": user.phone, "reason": "called with the receipt"},
+        "/v1/ops/suspense/{id}/return": {"reason": "reversed in the portal", "reversal": "QK7H2ABC9"},
+        "/ops/suspense/{id}/credit": {"csrf": ops[1], "phone": user.phone, "reason": "called with the receipt"},
+        "/ops/suspense/{id}/return": {"csrf": ops[1], "reason": "reversed in the portal", "reversed": "yes"},
     }.get(path, {})
 
 
@@ -183,6 +191,7 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
     rng = random.Random(block)
     made: list[str] = []
     ids: list[str] = []
+    receipts: list[str] = []
     answers: collections.Counter[tuple[str, int]] = collections.Counter()
     async with aiohttp.ClientSession() as http:
         for n in range(REQUESTS // BLOCKS):
@@ -192,6 +201,8 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
                                   *ids[-3:], *made[-2:]))
             if "/ops/payments/" in path and made and rng.random() < 0.6:  # operators mostly open real payments
                 some_id = rng.choice(made[-3:])
+            if "/suspense/" in path and receipts and rng.random() < 0.6:  # and money paid to our paybill
+                some_id = rng.choice(receipts[-3:])
             headers = {"Authorization": rng.choice((
                 *[f"Bearer {user_key}"] * 8, f"Bearer {platform_key}", "Bearer", "Basic eDp5", "Bearer " + "y" * 500,
                 "Bearer é", *[f"Bearer {ops_key}"] * (12 if "/ops/" in path else 1)))} if rng.random() < 0.95 else {}
@@ -226,6 +237,8 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
                 made.append(json.loads(text)["public_id"])
             elif resp.status == 201 and path in ("/v1/voice/commands", "/v1/webhook_endpoints"):
                 ids.append(json.loads(text)["id"])
+            elif path.endswith("/c2b/confirmation") and isinstance(body.get("TransID"), str):
+                receipts.append(body["TransID"])
             tracebacks = [r for r in caplog.records if r.exc_info]
             assert not tracebacks, f"{tracebacks[0].getMessage()}\n{request}"
     # The requests got past the doors: payments made, voice commands taken, contacts written, refunds

@@ -6,25 +6,16 @@ dashboard's sign-in, sessions, CSRF checks, escaping and forms doing the same.""
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from gateway.ops_api import add_ops_api_routes
-from gateway.ops_dashboard import COOKIE, SIGN_IN_COOKIE, add_ops_dashboard_routes
-from gateway.payments_api import add_payment_api_routes
-from gateway.settings import Settings
-from gateway.webhooks_api import add_webhook_api_routes
+from gateway.ops_dashboard import COOKIE, SIGN_IN_COOKIE
 from payments import outbox
 from payments.accounts import AccountKind
 from payments.api_keys import (
-    CALLER,
     OPERATOR,
     SUPPORT,
     ApiKeyHasher,
@@ -40,40 +31,24 @@ from payments.payment_records import PaymentFilter, payment_record, search_payme
 from payments.payment_store import Payment
 from payments.states import PaymentStatus
 from payments.webhook_endpoints import add_endpoint
-from tests.integration.payments_helpers import PaymentsWorld, api_client, module_world
+from tests.integration.ops_helpers import (
+    PEPPER,
+    call,
+    csrf_of,
+    new_key,
+    ops_client,
+    plans_without_seq_scans,
+    sign_in,
+    sign_in_token,
+    sign_out,
+    statements_run,
+)
+from tests.integration.payments_helpers import PaymentsWorld, module_world
 
 KES = Currency.KES
 S = PaymentStatus
-PEPPER = "operators-test-pepper"
-
-
 world, ledger_stays_consistent = module_world()
-
-
-@pytest.fixture(scope="module")
-async def client(world: PaymentsWorld) -> AsyncIterator[TestClient]:
-    settings = Settings.model_validate({"api": {"key_pepper": PEPPER}, "webhooks": {"allow_local_urls": True}})
-    async with api_client(world, settings, add_payment_api_routes, add_webhook_api_routes, add_ops_api_routes,
-                          add_ops_dashboard_routes) as test_client:
-        yield test_client
-
-
-async def new_key(world: PaymentsWorld, *, role: str = CALLER, name: str = "Alice") -> str:
-    async with world.engine.begin() as conn:
-        return (await create_api_key(conn, ApiKeyHasher(PEPPER), name, role=role)).secret
-
-
-@pytest.fixture(scope="module")
-async def ops_key(world: PaymentsWorld) -> str:
-    return await new_key(world, role=OPERATOR)
-
-
-async def call(client: TestClient, method: str, path: str, key: str, body: Any = None,
-               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    data = None if body is None else json.dumps(body)
-    async with client.request(method, path, data=data,
-                              headers={"Authorization": f"Bearer {key}", **(headers or {})}) as answer:
-        return answer.status, await answer.json()
+client, ops_key = ops_client()
 
 
 async def p2p(world: PaymentsWorld, amount: int = 100, *, key: str) -> tuple[Payment, Any, Any]:
@@ -296,37 +271,6 @@ async def test_a_parked_job_is_run_again_from_the_operator_api(world, client, op
 # -- the dashboard ---------------------------------------------------------------------------------
 
 
-def csrf_of(page: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-
-
-async def sign_in_token(client: TestClient) -> str:
-    """Open the sign-in page, as a browser does first: its form's token (its cookie is kept)."""
-    async with client.get("/ops/sign-in") as answer:
-        return re.search(r'name="sign_in_token" value="([^"]+)"', await answer.text()).group(1)
-
-
-async def sign_in(client: TestClient, key: str) -> str:
-    """Sign in with ``key``; returns the overview page's HTML."""
-    token = await sign_in_token(client)
-    async with client.post("/ops/sign-in", data={"key": key, "sign_in_token": token},
-                           allow_redirects=False) as answer:
-        assert answer.status == 303, await answer.text()
-        cookie = answer.cookies[COOKIE]
-        assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/ops"
-    async with client.get("/ops") as answer:
-        assert answer.status == 200
-        return await answer.text()
-
-
-async def sign_out(client: TestClient) -> None:
-    async with client.get("/ops") as answer:
-        page = await answer.text()
-    async with client.post("/ops/sign-out", data={"csrf": csrf_of(page)}, allow_redirects=False) as answer:
-        assert answer.status == 303 and answer.headers["Location"] == "/ops/sign-in"
-    client.session.cookie_jar.clear()
-
-
 async def test_the_dashboard_needs_an_operator_s_sign_in(world, client):
     async with client.get("/ops", allow_redirects=False) as answer:
         assert answer.status == 303 and answer.headers["Location"] == "/ops/sign-in"
@@ -476,33 +420,20 @@ async def test_a_session_ends_at_sign_out_and_with_its_key(world, client):
                               "AND actor LIKE 'Dan (%'") == 1
 
 
-
 async def test_a_record_and_a_phone_search_read_through_indexes(world):
     """Every statement behind a payment's record and a number's payments can be served by an index
     (PostgreSQL told not to scan tables picks one when there is one): on a year of payments, a
     record reads its own rows only."""
     paid, _, payee = await p2p(world, 70, key="ops-explain")
-    statements: list[tuple[str, Any]] = []
-
-    def seen(conn, cursor, statement, parameters, context, executemany) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(world.engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with statements_run(world.engine) as statements:
         async with world.engine.connect() as conn:
             record = await payment_record(conn, paid)
             found = await search_payments(conn, PaymentFilter(phone=payee.phone), limit=50)
-    finally:
-        event.remove(world.engine.sync_engine, "before_cursor_execute", seen)
     assert record.transfers and record.jobs and [item.payment.id for item in found] == [paid.id]
     assert len(statements) >= 8
-    async with world.engine.connect() as conn:
-        await conn.exec_driver_sql("SET enable_seqscan = off")
-        for statement, parameters in statements:
-            plan = "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters))
-            assert "Seq Scan" not in plan, f"{statement}\n{plan}"
-            if "recipient_phone = " in statement:
-                assert "payments_recipient_phone" in plan and "payments_payer_newest" in plan, plan
+    for statement, plan in await plans_without_seq_scans(world.engine, statements):
+        if "recipient_phone = " in statement:
+            assert "payments_recipient_phone" in plan and "payments_payer_newest" in plan, plan
 
 
 async def test_an_m_pesa_payout_is_refunded_only_once_m_pesa_reversed_it(world, client, ops_key):
