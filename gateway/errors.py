@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.access_log import redact_path
 from gateway.api_requests import api_error
+from gateway.reconciliation import CannotReconcile, StatementUnavailable
 from payments import errors as pe
 from payments import review
 from payments.contacts import ContactLimitReached, ContactNotFound, DuplicateContact
@@ -29,6 +30,8 @@ STATUS_BY_ERROR: tuple[tuple[type[pe.PaymentsError], int], ...] = (
     (NotRefundable, 409),  # before InvalidRequest, its base: the payment's state forbids it, not the request
     (review.NotDecidable, 409),  # likewise
     (review.UnknownPayment, 404),
+    (CannotReconcile, 422),  # before InvalidRequest, its base: a well-formed request with no statement to read
+    (StatementUnavailable, 502),  # a provider's API, not the request, failed
     (NotInSuspense, 404),
     (AlreadyReleased, 409),
     (TooManyWebhookEndpoints, 422),  # likewise: a well-formed request the key's limit refuses

@@ -1,17 +1,21 @@
 """What an operator does through the operator API (`gateway.ops_api`) and the dashboard
 (`gateway.ops_dashboard`), said once for both: find a payment and its record, give a verdict on a
-flagged one, refund one, run a parked outbox job again, and credit or return money parked in
-suspense. Each acts as the CLI's commands do (`gateway.commands.payment_operator`, `sauti outbox
-retry`, `sauti suspense`), signed with the operator key (`ApiKey.actor`), which the payment's
-history and the audit log keep."""
+flagged one, refund one, run a parked outbox job again, credit or return money parked in suspense,
+and reconcile a period against the providers' statements. Each acts as the CLI's commands do
+(`gateway.commands.payment_operator`, `sauti outbox retry`, `sauti suspense`, `sauti reconcile`),
+signed with the operator key (`ApiKey.actor`), which the payment's history and the audit log keep."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
 from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
+from gateway.payments_resources import PAYMENTS_RUNTIME
+from gateway.reconciliation import MAX_PERIOD, CannotReconcile, StatementUnavailable, moment, statement_sources
 from payments import outbox
 from payments import payment_store as store
 from payments.api_keys import ApiKey
@@ -20,6 +24,10 @@ from payments.errors import InvalidRequest
 from payments.identities import audit
 from payments.payment_records import PaymentRecord, payment_record
 from payments.payment_store import Payment
+from payments.provider_statements import MpesaCsvUpload
+from payments.providers.errors import ProviderError
+from payments.reconcile import reconcile
+from payments.reconcile_report import ReconcileReport
 from payments.refunds import rests_on_operator
 from payments.review import OperatorVerdict, UnknownPayment
 from payments.suspense import Parked
@@ -102,3 +110,33 @@ async def return_parked(app: web.Application, key: ApiKey, receipt: str, *, reas
     """Record that the money parked under ``receipt`` was reversed to its payer at M-Pesa; and
     whether this recorded it (asking again changes nothing)."""
     return await app[PAYMENTS].suspense.mark_returned(receipt, reason=reason, by=key.actor, reversal=reversal)
+
+
+#: A NUL or half a surrogate pair: in no statement, and unfit for a query's parameters.
+_UNFIT = re.compile(r"[\x00\ud800-\udfff]")
+
+
+async def reconcile_period(app: web.Application, start: str, end: str | None, *, provider: str | None = None,
+                           mpesa_csv: str | None = None, mpesa_name: str = "uploaded",
+                           grace_minutes: int = 60) -> tuple[ReconcileReport, list[str]]:
+    """Reconcile ``[start, end)`` (ISO 8601; ``end`` by default now; at most `MAX_PERIOD`) against the
+    providers' statements (`gateway.reconciliation`); ``mpesa_csv``: an M-Pesa statement's text.
+    Returns the report (it only reads) and the statements left out, with why."""
+    begins, ends = moment(start), moment(end) if end else datetime.now(UTC)
+    if not begins < ends <= begins + MAX_PERIOD:
+        raise InvalidRequest(f"the period must end after it starts, within {MAX_PERIOD.days} days "
+                             "(`sauti reconcile` takes longer ones)")
+    if not 0 <= grace_minutes <= 7 * 24 * 60:
+        raise InvalidRequest("grace_minutes is 0 to 10080 (a week)")
+    if mpesa_csv is not None and _UNFIT.search(mpesa_csv):
+        raise InvalidRequest("the M-Pesa statement holds a NUL or half a surrogate pair: not a statement")
+    given = MpesaCsvUpload(mpesa_csv, mpesa_name[:80]) if mpesa_csv and mpesa_csv.strip() else None
+    sources, skipped = statement_sources(app.get(PAYMENTS_RUNTIME), provider, given,
+                                         mpesa_how="upload it with the period")
+    if not sources or (provider is not None and skipped):
+        raise CannotReconcile(skipped[0] if skipped else "no provider statement to reconcile against")
+    try:
+        report = await reconcile(app[DB_ENGINE], sources, begins, ends, grace=timedelta(minutes=grace_minutes))
+    except ProviderError as exc:
+        raise StatementUnavailable(f"a statement could not be read: {exc}") from None
+    return report, skipped

@@ -24,10 +24,15 @@ the same to a person in a browser.
   our paybill for no wallet of ours), newest first, with how many wait and their sum;
   ``GET /v1/ops/suspense/{receipt}``: one, and what became of it;
 - ``POST /v1/ops/suspense/{receipt}/credit`` ``{"phone", "reason"}``: credit it to the wallet it was
-  meant for, as a deposit of its own (with that payment); ``POST
+  meant for, as a deposit of its own (with that payment, processing until M-Pesa confirms the
+  receipt); ``POST
   /v1/ops/suspense/{receipt}/return`` ``{"reason", "reversal"?}``: record that it was reversed to
   its payer at M-Pesa (`payments.suspense`). Each once: 201 new, 200 the same again (the receipt is
-  the key), ``409 already_released`` when it went the other way.
+  the key), ``409 already_released`` when it went the other way;
+- ``POST /v1/ops/reconciliations`` ``{"from", "to"?, "provider"?, "grace_minutes"?,
+  "mpesa_statement_csv"?}``: reconcile a period (up to 31 days) against the providers' statements,
+  M-Pesa's as uploaded CSV text (`gateway.reconciliation`); the report, and which statements were
+  left out and why. It only reads: support keys may run it.
 
 Every action is recorded in the operator key's name (`payments.api_keys.ApiKey.actor`).
 """
@@ -47,7 +52,6 @@ from gateway.keys import DB_ENGINE, SETTINGS
 from payments import outbox, review, suspense
 from payments.accounts import WalletStatement, wallet_statement
 from payments.api_keys import ApiKey
-from payments.commands import mpesa_receipt
 from payments.errors import InvalidRequest
 from payments.identities import User, find_user_by_phone
 from payments.money import Money
@@ -81,6 +85,7 @@ def add_ops_api_routes(app: web.Application) -> None:
     app.router.add_get(PATH + "/suspense/{receipt}", staff_reads(read_parked))
     app.router.add_post(PATH + "/suspense/{receipt}/credit", operator_acts(credit_parked))
     app.router.add_post(PATH + "/suspense/{receipt}/return", operator_acts(return_parked))
+    app.router.add_post(PATH + "/reconciliations", staff_reads(reconcile_period))
 
 
 # -- what an operator reads ------------------------------------------------------------------------
@@ -290,7 +295,7 @@ async def list_parked(request: web.Request, caller: ApiKey) -> web.Response:
 
 async def _parked_or_404(request: web.Request, receipt: str) -> Parked:
     try:
-        receipt = mpesa_receipt(receipt)
+        receipt = suspense.receipt_typed(receipt)
     except InvalidRequest:
         receipt = ""
     async with request.app[DB_ENGINE].connect() as conn:
@@ -326,3 +331,19 @@ async def return_parked(request: web.Request, caller: ApiKey) -> web.Response:
                                                     reason=_optional_text(body, "reason") or "",
                                                     reversal=_optional_text(body, "reversal"))
     return web.json_response({"parked": parked_json(done)}, status=201 if created else 200)
+
+
+# -- reconciliation --------------------------------------------------------------------------------
+
+
+async def reconcile_period(request: web.Request, caller: ApiKey) -> web.Response:
+    body = await json_body(request)
+    only(body, {"from", "to", "provider", "grace_minutes", "mpesa_statement_csv"})
+    grace = body.get("grace_minutes", 60)
+    if isinstance(grace, bool) or not isinstance(grace, int):
+        raise ApiError(400, "invalid_grace_minutes", "grace_minutes is a whole number of minutes.")
+    report, skipped = await ops_actions.reconcile_period(
+        request.app, _optional_text(body, "from") or "", _optional_text(body, "to"),
+        provider=_optional_text(body, "provider"), mpesa_csv=_optional_text(body, "mpesa_statement_csv"),
+        grace_minutes=grace)
+    return web.json_response({"ok": report.ok, "skipped": skipped, "report": report.to_json()})

@@ -15,6 +15,8 @@ answers and doing what it does, through the same `gateway.ops_actions`.
 - ``/ops/outbox``: parked jobs, each with why and a button to run it again.
 - ``/ops/suspense``: M-Pesa money parked in suspense (paid to us for no wallet), each waiting one
   with a form to credit it to a wallet and one to record it as reversed to its payer.
+- ``/ops/reconcile``: reconcile a period against the providers' statements (an M-Pesa statement
+  uploaded as CSV), the report shown section by section, linked to payments and to suspense.
 
 Every form carries the session's CSRF token and every action checks it; pages are sent with a strict
 Content-Security-Policy (no script at all), ``no-store`` and ``frame-ancestors 'none'``. Without a
@@ -41,13 +43,15 @@ from gateway.api_requests import ApiError
 from gateway.errors import DASHBOARD_PATH, status_for
 from gateway.keys import API_KEY_HASHER, DB_ENGINE, SETTINGS
 from gateway.ops_api import customer, parked_query, payment_filter
+from gateway.reconciliation import MAX_PERIOD, PROVIDERS
 from payments import outbox, review, suspense
 from payments.api_keys import verify_api_key
-from payments.errors import PaymentsError
-from payments.money import Money
+from payments.errors import InvalidRequest, PaymentsError
+from payments.money import Currency, Money
 from payments.operator_sessions import OperatorSession, close_session, find_session, open_session
 from payments.payment_records import review_reason, search_payments
 from payments.payment_store import Payment
+from payments.reconcile_report import PROBLEMS, TITLES, ReconcileReport
 from payments.refunds import refusal, rests_on_operator
 
 PATH = DASHBOARD_PATH
@@ -71,7 +75,8 @@ _NOTICES = {
     "refund_pending": "Refund asked of the provider; its answer comes by callback.",
     "refund_failed": "The refund was refused: see its error below.",
     "decided": "Verdict recorded.",
-    "credited": "Credited from suspense: the wallet holds the money and its owner gets an SMS.",
+    "credited": "M-Pesa is asked to confirm the receipt: the wallet is credited when it does, and its owner "
+                "gets an SMS.",
     "returned": "Recorded as returned to the payer.",
 }
 
@@ -98,6 +103,9 @@ def add_ops_dashboard_routes(app: web.Application) -> None:
     app.router.add_get(PATH + "/suspense", signed_in(suspense_page))
     app.router.add_post(PATH + "/suspense/{receipt}/credit", signed_in(credit_parked_action, action=True, acts=True))
     app.router.add_post(PATH + "/suspense/{receipt}/return", signed_in(return_parked_action, action=True, acts=True))
+    app.router.add_get(PATH + "/reconcile", signed_in(reconcile_page))
+    # Reconciling only reads: support keys may run it too (the form still needs the session's token).
+    app.router.add_post(PATH + "/reconcile", signed_in(reconcile_action, action=True))
     app.router.add_get(PATH + "/static/ops.css", stylesheet)
 
 
@@ -106,6 +114,8 @@ def templates() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("gateway", "templates/ops"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["money"] = lambda m: m.format() if isinstance(m, Money) else ""
+    # A value from outside (a receipt a delivery brought) as one path segment: never "/" or "..".
+    env.filters["path_segment"] = lambda text: quote(str(text), safe="").replace(".", "%2E")
     env.filters["when"] = lambda t: f"{t.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if isinstance(t, datetime) else ""
     env.globals.update(statuses=PAYMENT_STATUSES, kinds=PAYMENT_KINDS, providers=PAYMENT_PROVIDERS,
                        channels=PAYMENT_CHANNELS, path=PATH, review_reason=review_reason)
@@ -379,3 +389,37 @@ async def return_parked_action(request: web.Request, session: OperatorSession) -
     except PaymentsError as exc:
         return await suspense_page(request, session, status=status_for(exc), error=str(exc))
     return _see(f"{PATH}/suspense?state=all&done=returned")
+
+
+async def reconcile_page(request: web.Request, session: OperatorSession, *, status: int = 200,
+                         asked: Mapping[str, str] | None = None, report: ReconcileReport | None = None,
+                         skipped: list[str] | None = None, error: str | None = None) -> web.Response:
+    problems = sum(len(getattr(report, name)) for name in PROBLEMS) if report else 0
+    fees = [Money(minor, Currency(cur)) for cur, minor in sorted(report.provider_fees.items())] if report else []
+    return render(request, "reconcile.html", status=status, session=session, asked=asked or {}, report=report,
+                  skipped=skipped or [], error=error, problems=problems, sections=(*PROBLEMS, "open"),
+                  titles=TITLES, fees=fees, providers_to_reconcile=PROVIDERS, max_days=MAX_PERIOD.days)
+
+
+async def reconcile_action(request: web.Request, session: OperatorSession) -> web.Response:
+    """Run a reconciliation from the form (`gateway.ops_actions.reconcile_period`) and show its report."""
+    form = await request.post()
+    asked = {name: _field(form, name)[:40] for name in ("from", "to", "provider", "grace_minutes")}
+    upload = form.get("mpesa_statement")
+    try:
+        csv_text, name = None, "uploaded"
+        if isinstance(upload, web.FileField) and upload.filename:
+            name = upload.filename[:80]
+            try:
+                csv_text = upload.file.read().decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise InvalidRequest(f"{name!r} is not a CSV file in UTF-8: export the statement as CSV") from None
+        grace = asked["grace_minutes"].strip() or "60"
+        if not (grace.isascii() and grace.isdigit() and len(grace) <= 6):
+            raise InvalidRequest("grace is a whole number of minutes")
+        report, skipped = await ops_actions.reconcile_period(
+            request.app, asked["from"], asked["to"] or None, provider=asked["provider"] or None, mpesa_csv=csv_text,
+            mpesa_name=name, grace_minutes=int(grace))
+    except PaymentsError as exc:
+        return await reconcile_page(request, session, status=status_for(exc), asked=asked, error=str(exc))
+    return await reconcile_page(request, session, asked=asked, report=report, skipped=skipped)

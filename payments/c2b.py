@@ -34,7 +34,6 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.sql import sql
 from payments import payment_store as store
 from payments.commands import Channel, PaymentKind, mpesa_receipt
 from payments.errors import InvalidRequest, PaymentsError
@@ -46,7 +45,7 @@ from payments.phones import InvalidPhoneNumber, parse_msisdn
 from payments.providers.daraja import AmountNotPayable, whole_shillings
 from payments.providers.daraja_callbacks import C2BPayment, c2b_validation_answer
 from payments.resolution import Resolver
-from payments.settlement import Settlement
+from payments.settlement import Settlement, lock_receipt, parked_receipt
 from payments.states import PaymentStatus
 
 log = logging.getLogger(__name__)
@@ -110,6 +109,11 @@ class C2BReceiver:
                         await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
                                                         {"outcome": "booked by hand before"})
                         return "duplicate"
+                    if await parked_receipt(conn, paid.trans_id):  # by an unrecorded push's callback
+                        await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
+                                                        {"outcome": "receipt parked in suspense already",
+                                                         "needs_review": True})
+                        return "duplicate"
                     name = " ".join(n for n in (paid.first_name, paid.middle_name, paid.last_name) if n)
                     await self.money.park_in_suspense(conn, paid.trans_id, paid.amount, seen={
                         "account": paid.bill_ref_number, "payer": paid.msisdn, "payer_name": name})
@@ -153,8 +157,7 @@ class C2BReceiver:
                 raise InvalidRequest(f"the account number {paid.bill_ref_number[:40]!r} names no Kenyan wallet: "
                                      "nothing booked")
             await lock_receipt(conn, paid.trans_id)
-            if await conn.scalar(sql("SELECT 1 FROM transfers WHERE idempotency_key = :k"),
-                                 {"k": f"suspense:{paid.trans_id}"}):
+            if await parked_receipt(conn, paid.trans_id):
                 # Its confirmation came, for no wallet: booking it again would credit it twice.
                 raise InvalidRequest(f"{paid.trans_id} came in and is parked in suspense: credit it to the wallet "
                                      f"with `sauti suspense credit {paid.trans_id} --to …`; nothing booked")
@@ -167,6 +170,16 @@ class C2BReceiver:
 
     async def _book(self, conn: AsyncConnection, paid: C2BPayment, owner: User, *,
                     booked_by: tuple[str, str] | None = None) -> str:
+        if booked_by is None:
+            await lock_receipt(conn, paid.trans_id)
+            if await parked_receipt(conn, paid.trans_id):
+                # That receipt's money is parked in suspense already (an unrecorded push's, say): a
+                # forged or replayed delivery, one of the two. Never booked twice: a person looks.
+                await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
+                                                {"outcome": "receipt parked in suspense already",
+                                                 "needs_review": True})
+                log.error("C2B payment %s: its receipt is parked in suspense already; flagged", paid.trans_id)
+                return "duplicate"
         try:
             phone: str | None = parse_msisdn(paid.msisdn, "KE")
         except InvalidPhoneNumber:
@@ -211,13 +224,6 @@ class C2BReceiver:
                 conn, MPESA, paid.trans_id, CONFIRMATION,
                 {**summary, "outcome": "unbookable", "needs_review": True, "why": why[:200]})
         return "unbookable" if recorded else "duplicate"
-
-
-async def lock_receipt(conn: AsyncConnection, trans_id: str) -> None:
-    """Hold, until the transaction ends, the right to decide where an M-Pesa receipt's money goes:
-    a confirmation parking it in suspense and an operator booking it by hand each check the other
-    under it, so the two never both book one receipt."""
-    await conn.execute(sql("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"mpesa-receipt:{trans_id}"})
 
 
 async def wallet_owner_of(conn: AsyncConnection, number: str) -> User | None:

@@ -67,18 +67,23 @@ CHECKS: tuple[Check, ...] = (
           "SELECT s.id, s.shard_of FROM accounts s JOIN accounts p ON p.id = s.shard_of "
           "WHERE s.kind <> p.kind OR s.currency <> p.currency OR s.may_go_negative <> p.may_go_negative "
           "OR NOT s.id = ANY(p.shards)"),
-    Check("suspense_waiting_is_what_no_one_released", "the money waiting in suspense is every park with no release",
+    Check("suspense_waiting_is_what_no_one_released",
+          "the money waiting in suspense is every park with no release and no credit in progress",
           "SELECT t.id, t.reference FROM transfers t LEFT JOIN suspense_waiting w ON w.transfer_id = t.id "
           "LEFT JOIN transfers r ON r.idempotency_key = 'release:' || t.reference "
-          "WHERE t.idempotency_key LIKE 'suspense:%' AND (w.transfer_id IS NULL) = (r.id IS NULL) "
+          "LEFT JOIN payments pay ON pay.provider = 'mpesa' AND pay.provider_ref = t.reference "
+          "AND pay.provider_refs ? 'parked_by' AND pay.status IN ('created', 'pending', 'processing') "
+          "WHERE t.idempotency_key LIKE 'suspense:%' AND (w.transfer_id IS NULL) = (r.id IS NULL AND pay.id IS NULL) "
           "UNION ALL SELECT w.transfer_id, w.receipt FROM suspense_waiting w LEFT JOIN transfers t "
           "ON t.id = w.transfer_id WHERE t.id IS NULL OR t.idempotency_key <> 'suspense:' || w.receipt"),
-    Check("suspense_holds_what_waits", "the suspense accounts hold exactly the money waiting there",
-          "SELECT cur, held, waiting FROM "
+    Check("suspense_holds_what_is_parked", "the suspense accounts hold exactly the money parked and not released",
+          "SELECT cur, held, parked FROM "
           "(SELECT currency AS cur, sum(balance) AS held FROM accounts WHERE kind = 'suspense' GROUP BY currency) a "
-          "FULL JOIN (SELECT p.currency AS cur, sum(p.amount) AS waiting FROM suspense_waiting w "
-          "JOIN postings p ON p.transfer_id = w.transfer_id AND p.amount > 0 GROUP BY p.currency) b USING (cur) "
-          "WHERE coalesce(held, 0) <> coalesce(waiting, 0)"),
+          "FULL JOIN (SELECT p.currency AS cur, sum(p.amount) AS parked FROM transfers t "
+          "JOIN postings p ON p.transfer_id = t.id AND p.amount > 0 "
+          "LEFT JOIN transfers r ON r.idempotency_key = 'release:' || t.reference "
+          "WHERE t.idempotency_key LIKE 'suspense:%' AND r.id IS NULL GROUP BY p.currency) b USING (cur) "
+          "WHERE coalesce(held, 0) <> coalesce(parked, 0)"),
     Check("currency_sums_to_zero", "across all accounts of a currency, balances sum to zero",
           "SELECT currency, sum(balance) FROM accounts GROUP BY currency HAVING sum(balance) <> 0"),
 )

@@ -29,6 +29,8 @@ STK_ORPHAN_EVENT = "stk_orphan"
 #: The provider-refs key of a C2B payment an operator booked by hand from the statement
 #: (`payments.c2b.C2BReceiver.book_missed`): who did, and why.
 BOOKED_BY = "booked_by"
+#: `provider_refs` of a deposit credited from suspense (`payments.suspense`): the transfer that parked its money.
+PARKED_BY = "parked_by"
 #: What the orchestrator appends to ``callback_base_url`` for each Daraja callback; the gateway
 #: routes the same paths (`gateway.callbacks`), so the two cannot drift apart. IMPORTANT: Safaricom
 #: refuses URLs holding "M-Pesa", "Safaricom", "exec", "cmd", "sql" or "query" in any spelling, so

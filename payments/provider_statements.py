@@ -5,8 +5,9 @@ A `StatementSource` gives a provider's lines for a period, whatever the statemen
 - `WaveStatement`: Wave's ``GET /v1/transactions`` (cursor-paged, one UTC day at a time).
 - `DarajaSandboxStatement`: Daraja has no statement API, so the local sandbox's books
   (``GET /_sandbox/statement``) stand in for it in development and tests.
-- `MpesaCsvStatement`: the organisation statement downloaded from the M-Pesa business portal, as CSV.
-  Columns (header names matched without regard to case, spaces or a trailing dot):
+- `MpesaCsvStatement`: the organisation statement downloaded from the M-Pesa business portal, as CSV
+  (`MpesaCsvUpload`: the same, uploaded to the operators' dashboard or API). Columns (header names
+  matched without regard to case, spaces or a trailing dot):
 
   ==================== ========= =====================================================================
   column               required  meaning
@@ -206,6 +207,21 @@ class MpesaCsvStatement:
         except (OSError, UnicodeDecodeError) as exc:
             raise StatementFileError(f"cannot read {self.path}: {exc}") from None
         return [line for line in parse_mpesa_csv(text, self.currency, source=str(self.path))
+                if _within(line.at, start, end)]
+
+
+class MpesaCsvUpload:
+    """The same statement, uploaded (the operators' reconciliation: `gateway.reconciliation`)."""
+
+    provider = MPESA
+
+    def __init__(self, text: str, name: str = "uploaded statement", *, currency: Currency = Currency.KES) -> None:
+        self.text = text
+        self.currency = currency
+        self.description = f"M-Pesa statement {name}"
+
+    async def lines(self, start: datetime, end: datetime) -> list[StatementLine]:
+        return [line for line in parse_mpesa_csv(self.text, self.currency, source=self.description)
                 if _within(line.at, start, end)]
 
 

@@ -41,7 +41,7 @@ from payments.money import Currency, Money
 from payments.provider_statements import StatementLine, StatementSource
 from payments.reconcile_report import Finding, ReconcileReport
 from payments.states import PaymentStatus
-from payments.suspense import RETURN_KIND
+from payments.suspense import CONFIRMING, CREDITED, RETURNED, Parked, parked_many
 
 S = PaymentStatus
 #: Kinds whose money comes INTO the provider account (a positive statement line); all others go out.
@@ -55,7 +55,6 @@ _REF_KEYS = ("receipt", "transaction_id", "conversation_id", "payout_id", "check
 #: The settlement steps' transfer keys (`payments.settlement`): ``<step>:<public_id>``.
 _STEPS = ("debit", "settle", "unwind", "credit", "return", "refund")
 #: Money that came in for no payment of ours, parked for an operator (`Settlement.park_in_suspense`).
-_SUSPENSE_KEY = "suspense:{}"
 _LEDGER_BATCH = 2000
 
 
@@ -149,48 +148,55 @@ async def ledger_nets(conn: AsyncConnection, ours: Sequence[OurPayment]) -> dict
     return nets
 
 
-async def parked_in_suspense(conn: AsyncConnection, transaction_ids: Sequence[str]) -> dict[str, bool]:
+async def parked_in_suspense(conn: AsyncConnection, transaction_ids: Sequence[str]) -> dict[str, Parked]:
     """Which of the provider's transactions we recorded in suspense (money for no wallet of ours),
-    each with whether an operator recorded it as returned to its payer (`payments.suspense`; one
-    credited to a wallet is a deposit of ours, matched as such)."""
-    if not transaction_ids:
-        return {}
-    keys = [_SUSPENSE_KEY.format(t) for t in transaction_ids]
-    rows = await conn.execute(text(
-        "SELECT t.reference, r.kind = :returned AS returned FROM transfers t "
-        "LEFT JOIN transfers r ON r.idempotency_key = 'release:' || t.reference WHERE t.idempotency_key = ANY(:k)"),
-        {"k": keys, "returned": RETURN_KIND})
-    return {row.reference: bool(row.returned) for row in rows}
+    each with what became of it (`payments.suspense`)."""
+    return await parked_many(conn, transaction_ids)
 
 
 def _sort_parked(report: ReconcileReport, provider: str, unmatched: Sequence[StatementLine],
-                 parked: Mapping[str, bool]) -> list[StatementLine]:
-    """File the unmatched lines that are money we parked in suspense, and the reversals of those;
-    returns the lines still unexplained. A parked amount an operator returned, whose reversal the
-    statement shows, is settled (matched); anything else parked waits for a person."""
-    reversals = {ln.reverses: ln for ln in unmatched if ln.is_reversal and ln.reverses in parked}
+                 parked: Mapping[str, Parked]) -> list[StatementLine]:
+    """File the unmatched lines that are money we parked in suspense, and the reversals of those
+    (whether the line they reverse is in this period or not); returns the lines still unexplained.
+    A parked amount recorded as returned, whose reversal the statement shows for the whole amount,
+    is settled (matched); a reversal of money credited from suspense is a status mismatch (the
+    payer has it twice); anything else parked waits for a person. No line is left out."""
+    originals = {ln.transaction_id for ln in unmatched if ln.transaction_id in parked and not ln.is_reversal}
+    reversals: dict[str, list[StatementLine]] = defaultdict(list)
     rest: list[StatementLine] = []
     for line in unmatched:
         if line.is_reversal and line.reverses in parked:
-            continue  # filed with the line it reverses
-        if line.transaction_id not in parked:
+            reversals[line.reverses].append(line)
+        elif line.is_reversal or line.transaction_id not in parked:
             rest.append(line)
-            continue
-        back = reversals.get(line.transaction_id)
-        what = f"{line.kind or 'transaction'} with {line.party or 'unknown party'}"
-        lines = (line.transaction_id, *((back.transaction_id,) if back else ()))
-        if parked[line.transaction_id] and back is not None and back.amount.minor == -line.amount.minor:
-            report.matched.append(Finding(provider, f"{what}: parked in suspense, returned to the payer", None,
-                                          line.kind, lines, None, Money.zero(line.amount.currency), None, line.at))
-            continue
-        if parked[line.transaction_id]:
-            what += ": recorded as returned, but the statement shows no reversal of it"
-        elif back is not None:
-            what += ": M-Pesa reversed it; record that with `sauti suspense return`"
-        report.parked_in_suspense.append(Finding(provider, what, None, line.kind, lines, None,
-                                                 line.amount + (back.amount if back else
-                                                                Money.zero(line.amount.currency)), None, line.at))
+    for receipt in sorted(originals | set(reversals)):
+        held, backs = parked[receipt], reversals.get(receipt, [])
+        first = next((ln for ln in unmatched if ln.transaction_id == receipt and not ln.is_reversal), None)
+        lines = ([first] if first else []) + backs
+        ids = tuple(ln.transaction_id for ln in lines)
+        their = Money(sum(ln.amount.minor for ln in lines), lines[0].amount.currency)
+        what = (f"{first.kind or 'transaction'} with {first.party or 'unknown party'}" if first
+                else f"M-Pesa reversed {receipt} (before this period)")
+        section, detail, public_id = _parked_verdict(held, backs)
+        getattr(report, section).append(Finding(provider, f"{what}: {detail}", public_id, lines[0].kind, ids, None,
+                                                their, held.state, lines[0].at))
     return rest
+
+
+def _parked_verdict(held: Parked, backs: Sequence[StatementLine]) -> tuple[str, str, str | None]:
+    """Where a parked amount's lines go in the report (its section), why, and the payment named."""
+    reversed_whole = bool(backs) and sum(ln.amount.minor for ln in backs) == -held.amount.minor
+    if held.state == RETURNED:
+        return (("matched", "parked in suspense, returned to the payer", None) if reversed_whole else
+                ("parked_in_suspense", "recorded as returned, but this period shows no reversal of it for its whole "
+                 "amount (one may fall in the next)", None))
+    if held.state in (CREDITED, CONFIRMING):
+        if backs:  # the payer has the money back, and the wallet has it too
+            return "status_mismatches", f"M-Pesa reversed it; Sauti {held.state} it from suspense", held.payment
+        return "parked_in_suspense", f"{held.state} from suspense", held.payment
+    if backs:
+        return "parked_in_suspense", "M-Pesa reversed it; record that with `sauti suspense return`", None
+    return "parked_in_suspense", "waiting in suspense: credit it to its wallet, or return it", None
 
 
 # -- matching --------------------------------------------------------------------------------------

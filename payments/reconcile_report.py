@@ -41,7 +41,7 @@ class Finding:
 #: The report's sections, in the order they are shown; all but `matched` and `open` need a person.
 PROBLEMS = ("missing_on_ours", "parked_in_suspense", "missing_on_theirs", "amount_mismatches", "status_mismatches",
             "ledger_mismatches", "probable_matches")
-_TITLES = {
+TITLES = {
     "missing_on_ours": "On the provider's statement, not in Sauti",
     "parked_in_suspense": "Received for no wallet, parked in suspense (assign or return it)",
     "missing_on_theirs": "Done in Sauti, not on the provider's statement",
@@ -94,7 +94,7 @@ class ReconcileReport:
             findings = getattr(self, name)
             if findings:
                 out.append("")
-                out.append(f"{_TITLES[name]}:")
+                out.append(f"{TITLES[name]}:")
                 out += [f"  {_render(f)}" for f in findings]
         out.append("")
         out.append("All matched." if self.ok else

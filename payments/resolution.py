@@ -25,6 +25,7 @@ from payments.outbox import NewJob, enqueue_many
 from payments.payment_settings import (
         JOB_SMS,
     MPESA,
+    PARKED_BY,
     STK_ORPHAN_EVENT,
     WAVE,
     PaymentSettings,
@@ -32,7 +33,7 @@ from payments.payment_settings import (
 )
 from payments.payment_store import Payment
 from payments.providers.wave import Payout, PayoutStatus
-from payments.settlement import Settlement
+from payments.settlement import Settlement, lock_receipt, parked_receipt, wait_in_suspense
 from payments.states import InvalidTransition, PaymentStatus, check_transition, is_replay
 
 log = logging.getLogger(__name__)
@@ -153,18 +154,27 @@ class Resolver:
                           payment.status)
                 await store.note(conn, payment, {"needs_review": f"provider said {target} while {payment.status}"})
                 return payment, False
-            if outcome.succeeded and _stk_push(payment) and not await self._claim_push(conn, payment):
+            if outcome.succeeded and _stk_push(payment) and not await self._claim_push(conn, payment, outcome):
                 return payment, False
             payment = await self._finish(conn, payment, outcome)
             if after is not None:
                 await after(conn, payment)
             return payment, True
 
-    async def _claim_push(self, conn: AsyncConnection, payment: Payment) -> bool:
+    async def _claim_push(self, conn: AsyncConnection, payment: Payment, outcome: Verdict) -> bool:
         """An STK deposit is about to be credited: make sure its push's money was not booked as an
         orphan's (`payments.stk_orphans`: its callback came before the push was recorded, and was
-        taken for one), and that it cannot be any more. False, with the payment flagged, when it was."""
+        taken for one), and that it cannot be any more; nor its receipt parked in suspense (by a
+        confirmation that named it: a forged or replayed delivery, one of the two). False, with the
+        payment flagged, when it was."""
         assert payment.provider_ref is not None
+        receipt = outcome.refs.get("receipt")
+        if isinstance(receipt, str) and receipt:
+            await lock_receipt(conn, receipt)
+            if await parked_receipt(conn, receipt):
+                log.error("payment %s: its receipt is parked in suspense; flagged for review", payment.public_id)
+                await store.note(conn, payment, {"needs_review": f"its receipt {receipt} is parked in suspense"})
+                return False
         orphan = await store.provider_event(conn, MPESA, payment.provider_ref, STK_ORPHAN_EVENT, lock=True)
         if orphan is None:
             return True
@@ -187,11 +197,17 @@ class Resolver:
         if payment.kind == PaymentKind.REFUND:
             payment = await self._finish_refund(conn, payment, outcome, details)
         elif payment.kind == PaymentKind.DEPOSIT:
+            parked_by = payment.provider_refs.get(PARKED_BY)
             if outcome.succeeded:
                 moved = await self.money.credit_deposit(conn, payment)
+                # Money from suspense: its parking is its debit (reconciliation counts it from collection).
+                debit = {"debit_transfer_id": int(parked_by)} if parked_by else {}
                 payment = await store.transition(conn, payment, S.SUCCEEDED, cause=outcome.cause, details=details,
-                                                 refs=outcome.refs, settle_transfer_id=moved.transfer_id)
+                                                 refs=outcome.refs, settle_transfer_id=moved.transfer_id, **debit)
             else:
+                if parked_by and payment.provider_ref:
+                    # M-Pesa did not vouch for it: the money waits in suspense for a person again.
+                    await wait_in_suspense(conn, payment.provider_ref, int(parked_by))
                 # A failed payment to our paybill (`payments.c2b`: a confirmation or a booking by hand
                 # that M-Pesa did not vouch for as sent or typed) credited nothing: its receipt is
                 # freed, so the payment the statement shows can be booked by hand, and verified.

@@ -72,7 +72,7 @@ from payments.accounts import (
 from payments.errors import InvalidRequest, UnknownAccount
 from payments.ledger import Ledger, TransferResult
 from payments.money import Currency, Money
-from payments.payment_settings import MPESA
+from payments.payment_settings import MPESA, PARKED_BY
 from payments.payment_store import Payment
 from payments.postings import Leg, TransferRequest, payment_legs
 
@@ -276,9 +276,16 @@ class Settlement:
         return held is None or int(held) == payment.total.minor
 
     async def credit_deposit(self, conn: AsyncConnection, payment: Payment) -> TransferResult:
+        """A deposit's money into the wallet: from provider collection; for money parked in suspense
+        (`payments.suspense`), from suspense, under the key every release of that receipt shares."""
         cur, provider = payment.amount.currency, _provider(payment)
-        legs = payment_legs(await self.accounts.collection(conn, provider, cur),
-                            await self.accounts.wallet(conn, payment.payer_user_id, cur), payment.amount)
+        wallet = await self.accounts.wallet(conn, payment.payer_user_id, cur)
+        if PARKED_BY in payment.provider_refs:
+            legs = payment_legs(await self.accounts.suspense(conn, provider, cur), wallet, payment.amount)
+            request = TransferRequest(f"release:{payment.provider_ref}", legs, kind="deposit.release",
+                                      reference=payment.public_id)
+            return await self.ledger.transfer(request, conn=conn)
+        legs = payment_legs(await self.accounts.collection(conn, provider, cur), wallet, payment.amount)
         return await self._transfer(conn, f"credit:{payment.public_id}", legs, payment)
 
     async def return_deposit(self, conn: AsyncConnection, refund: Payment) -> TransferResult:
@@ -329,9 +336,10 @@ class Settlement:
         metadata = {name: value[:60] for name, value in (seen or {}).items() if value}
         request = TransferRequest(f"suspense:{trans_id}", legs, kind=kind, reference=trans_id, metadata=metadata)
         parked = await self.ledger.transfer(request, conn=conn)
-        # IMPORTANT: waiting for a person from this transaction on; the release deletes it in its own.
-        await conn.execute(sql("INSERT INTO suspense_waiting (receipt, transfer_id) VALUES (:r, :t) "
-                               "ON CONFLICT DO NOTHING"), {"r": trans_id, "t": parked.transfer_id})
+        if not parked.replayed:
+            # IMPORTANT: waiting for a person from this transaction on; a release takes it out in its
+            # own. Never for a replay: that money was parked (and may have been released) before.
+            await wait_in_suspense(conn, trans_id, parked.transfer_id)
         return parked
 
     async def _transfer(self, conn: AsyncConnection, key: str, legs: tuple[Leg, ...],
@@ -339,6 +347,27 @@ class Settlement:
         step = key.split(":", 1)[0]
         request = TransferRequest(key, legs, kind=f"{payment.kind}.{step}", reference=payment.public_id)
         return await self.ledger.transfer(request, conn=conn)
+
+
+async def wait_in_suspense(conn: AsyncConnection, receipt: str, parking_transfer_id: int) -> None:
+    """The money parked under ``receipt`` waits for a person (again: a credit M-Pesa did not confirm)."""
+    await conn.execute(sql("INSERT INTO suspense_waiting (receipt, transfer_id) VALUES (:r, :t) "
+                           "ON CONFLICT DO NOTHING"), {"r": receipt, "t": parking_transfer_id})
+
+
+async def lock_receipt(conn: AsyncConnection, receipt: str) -> None:
+    """Hold, until the transaction ends, the right to decide where an M-Pesa receipt's money goes:
+    every path that books a receipt (a C2B confirmation, a booking by hand, an STK push's or an
+    unrecorded push's callback) checks the others' bookings under it (`parked_receipt`, the
+    payments' provider reference), so no two book one receipt."""
+    await conn.execute(sql("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"mpesa-receipt:{receipt}"})
+
+
+async def parked_receipt(conn: AsyncConnection, receipt: str) -> bool:
+    """Whether money was parked in suspense under this M-Pesa receipt (released since or not): that
+    receipt is booked, and no other payment may book it."""
+    return bool(await conn.scalar(sql("SELECT 1 FROM transfers WHERE idempotency_key = :k"),
+                                  {"k": f"suspense:{receipt}"}))
 
 
 def _provider(payment: Payment) -> str:

@@ -8,29 +8,36 @@ there for a person, who finds whose it is (the customer calls with the receipt; 
 was mistyped) and releases it once, one of two ways:
 
 - **credited** to the wallet it was meant for: a ``deposit`` payment of its own, with the receipt as
-  its provider reference (the same unique reference a confirmation takes, so one receipt is booked
-  once whichever way it comes), whose money moves from suspense to the wallet, with its SMS receipt.
-  Its debit transfer is the parking and its settle transfer the release, so reconciliation matches
-  the statement's line with it and finds provider collection moved by exactly its amount; it can be
-  refunded like any M-Pesa deposit (a ``TransactionReversal`` of the receipt).
+  its provider reference (the same unique reference a confirmation takes). As for a payment booked
+  by hand (`C2BReceiver.book_missed`), M-Pesa is asked first: Daraja signs no confirmation, so the
+  one that parked the money may have been forged. The deposit waits in ``processing`` (the amount
+  out of the list of what waits) while a transaction status query asks whether that receipt exists
+  for that amount; the answer moves the money from suspense to the wallet (`Settlement.credit_deposit`,
+  with its SMS receipt) or fails the deposit and puts the amount back on the list. Its debit
+  transfer is the parking and its settle transfer the release, so reconciliation matches the
+  statement's line with it and finds provider collection moved by exactly its amount; it is refunded
+  like any M-Pesa deposit (a ``TransactionReversal`` of the receipt).
 - **returned** to the payer: the operator reversed it at M-Pesa (the organisation portal's
   reversal; Daraja has nothing to ask for money that is not a payment of ours) and records that
   here: the amount goes from suspense back to provider collection, which the reversal emptied.
 
-What waits is kept in `suspense_waiting` (a row added with the parking, deleted with the release), so
-the operators' list and count never read what was released; `sauti ledger check` proves that table
-is exactly the parks with no release, and that the suspense accounts hold exactly its sum.
+What waits is kept in `suspense_waiting` (a row added with the parking, taken out by a release or a
+credit being confirmed), so the operators' list and count never read what was released; `sauti
+ledger check` proves that table is exactly the parks with no release and no credit in progress, and
+that the suspense accounts hold exactly its sum and what is being credited.
 
 IMPORTANT: a parked amount is released at most once. A release deletes the waiting row first, which
 queues a concurrent release of the same receipt behind it until it commits (then that one finds no
-row and is refused before anything moves); both ways also move the money with the same ledger key,
-``release:<receipt>``, which the ledger would refuse a second time.
+row and is answered from the first: the same request gets the same result, another is refused);
+both ways also move the money with the same ledger key, ``release:<receipt>``, which the ledger
+would refuse a second time; and no other path books a receipt parked here (`Settlement.parked_receipt`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,7 +52,15 @@ from payments.commands import Channel, PaymentKind, mpesa_receipt
 from payments.errors import InvalidRequest, PaymentsError
 from payments.identities import audit
 from payments.money import Currency, Money
-from payments.payment_settings import BOOKED_BY, MPESA, STK_ORPHAN_EVENT, PaymentSettings
+from payments.outbox import enqueue
+from payments.payment_settings import (
+    BOOKED_BY,
+    JOB_STATUS_QUERY,
+    MPESA,
+    PARKED_BY,
+    STK_ORPHAN_EVENT,
+    PaymentSettings,
+)
 from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn
 from payments.postings import TransferRequest, payment_legs
@@ -54,8 +69,9 @@ from payments.settlement import Settlement
 from payments.states import PaymentStatus
 
 PARKED_KEY, RELEASE_KEY = "suspense:{}", "release:{}"
-#: What became of a parked amount (`Parked.state`).
-OPEN, CREDITED, RETURNED = "open", "credited", "returned"
+#: What became of a parked amount (`Parked.state`): waiting for a person; being credited (M-Pesa
+#: asked whether the receipt is real); credited; returned to its payer.
+OPEN, CONFIRMING, CREDITED, RETURNED = "open", "confirming", "credited", "returned"
 #: The release transfers' kinds, which say which way the money went.
 CREDIT_KIND, RETURN_KIND = "deposit.release", "suspense.return"
 
@@ -102,26 +118,38 @@ _COLUMNS = (
 _PARKING = (
     "JOIN postings pp ON pp.transfer_id = t.id AND pp.amount > 0 "
     "LEFT JOIN provider_events e ON e.provider = 'mpesa' AND e.event_key = t.reference AND e.kind = :confirmation ")
-#: Every parked amount, released or not, through the partial index transfers_parked (same predicate).
-_ALL = (_COLUMNS + "r.kind AS released_kind, r.reference AS released_ref, r.metadata AS released_meta, "
-        "r.created_at AS released_at FROM transfers t " + _PARKING +
+#: Every parked amount, released or not, through the partial index transfers_parked (same predicate),
+#: with its release and the deposit crediting it, if any (through their unique keys).
+_ALL = (_COLUMNS + "r.kind AS released_kind, r.metadata AS released_meta, r.created_at AS released_at, "
+        "pay.public_id AS deposit, pay.status AS deposit_status, pay.provider_refs AS deposit_refs "
+        "FROM transfers t " + _PARKING +
         "LEFT JOIN transfers r ON r.idempotency_key = 'release:' || t.reference "
+        "LEFT JOIN payments pay ON pay.provider = 'mpesa' AND pay.provider_ref = t.reference "
+        "AND pay.provider_refs ? 'parked_by' "
         "WHERE t.idempotency_key LIKE 'suspense:%' ")
 #: Those still waiting, from `suspense_waiting`: never reading what was released.
-_WAITING = (_COLUMNS + "NULL AS released_kind, NULL AS released_ref, NULL AS released_meta, NULL AS released_at "
+_WAITING = (_COLUMNS + "NULL AS released_kind, NULL AS released_meta, NULL AS released_at, NULL AS deposit, "
+            "NULL AS deposit_status, NULL AS deposit_refs "
             "FROM suspense_waiting w JOIN transfers t ON t.id = w.transfer_id " + _PARKING + "WHERE true ")
 
 
 def _parked(row: Any) -> Parked:
     meta, event, released = dict(row.metadata or {}), dict(row.event or {}), dict(row.released_meta or {})
-    state = OPEN if row.released_kind is None else CREDITED if row.released_kind == CREDIT_KIND else RETURNED
+    deposit = dict(row.deposit_refs or {})
+    if row.released_kind is not None:
+        state = CREDITED if row.released_kind == CREDIT_KIND else RETURNED
+    else:
+        state = CONFIRMING if row.deposit is not None and row.deposit_status in ("created", "pending",
+                                                                                "processing") else OPEN
+    by_deposit = state in (CONFIRMING, CREDITED)
     return Parked(
         receipt=row.reference, amount=Money(row.amount, Currency(row.currency)), parked_at=row.created_at,
         source="stk_orphan" if row.kind.startswith("stk_orphan") else "c2b",
         account=meta.get("account") or event.get("bill_ref"), payer=meta.get("payer"),
         payer_name=meta.get("payer_name"), state=state, checkout=meta.get("checkout"), released_at=row.released_at,
-        payment=row.released_ref if state == CREDITED else None, released_by=released.get("by"),
-        reason=released.get("reason"), reversal=released.get("reversal"))
+        payment=row.deposit if by_deposit else None,
+        released_by=deposit.get(BOOKED_BY) if by_deposit else released.get("by"),
+        reason=deposit.get("reason") if by_deposit else released.get("reason"), reversal=released.get("reversal"))
 
 
 async def parked_money(conn: AsyncConnection, *, open_only: bool = True, limit: int = 50,
@@ -134,11 +162,32 @@ async def parked_money(conn: AsyncConnection, *, open_only: bool = True, limit: 
     return [(row.id, _parked(row)) for row in rows]
 
 
+def receipt_typed(text: object) -> str:
+    """A receipt as a person types it: what was parked under it is found as typed or upper-cased
+    (M-Pesa's own are ten capitals and digits; a delivery may have brought anything)."""
+    receipt = text.strip() if isinstance(text, str) else ""
+    if not receipt or len(receipt) > 64 or not receipt.isprintable() or "/" in receipt:
+        raise InvalidRequest(f"a receipt is 1 to 64 printable characters, not {str(text)[:30]!r}")
+    return receipt
+
+
 async def parked(conn: AsyncConnection, receipt: str) -> Parked | None:
-    """The amount parked under ``receipt``, whatever became of it; None if none was."""
-    row = (await conn.execute(sql(_ALL + "AND t.idempotency_key = :key"),
-                              {"confirmation": CONFIRMATION, "key": PARKED_KEY.format(receipt)})).first()
+    """The amount parked under ``receipt`` (as typed, or upper-cased), whatever became of it; None
+    if none was."""
+    row = (await conn.execute(sql(_ALL + "AND t.idempotency_key IN (:key, :upper)"),
+                              {"confirmation": CONFIRMATION, "key": PARKED_KEY.format(receipt),
+                               "upper": PARKED_KEY.format(receipt.upper())})).first()
     return None if row is None else _parked(row)
+
+
+async def parked_many(conn: AsyncConnection, receipts: Sequence[str]) -> dict[str, Parked]:
+    """What was parked under each of ``receipts`` (exactly as given) and what became of it, for
+    those under which anything was (reconciliation's look-up: one statement)."""
+    if not receipts:
+        return {}
+    rows = await conn.execute(sql(_ALL + "AND t.idempotency_key = ANY(:keys)"),
+                              {"confirmation": CONFIRMATION, "keys": [PARKED_KEY.format(r) for r in receipts]})
+    return {row.reference: _parked(row) for row in rows}
 
 
 async def open_total(conn: AsyncConnection) -> tuple[int, Money | None]:
@@ -161,12 +210,13 @@ class SuspenseDesk:
 
     async def credit(self, receipt: str, phone: str, *, reason: str, by: str) -> tuple[Payment, bool]:
         """Credit the money parked under ``receipt`` to the wallet of ``phone`` (any local form of
-        an active Kenyan wallet's number), within that wallet's limits. Returns the deposit, and
+        an active Kenyan wallet's number), within that wallet's limits, once M-Pesa confirms the
+        receipt for that amount. Returns the deposit (``processing`` until M-Pesa answers), and
         whether this call made it: asking again for the same wallet gives the same deposit (the
-        receipt is the command's key). Raises `NotInSuspense`, `AlreadyReleased` (credited to
-        another wallet, or returned), `InvalidRequest` (no such wallet, no reason) or the limits'
-        refusal."""
-        receipt, (reason, by) = mpesa_receipt(receipt), _checked(reason, by)
+        receipt is the command's key). Raises `NotInSuspense`, `AlreadyReleased` (credited or
+        being credited to another wallet, or returned), `InvalidRequest` (no such wallet, no
+        reason) or the limits' refusal."""
+        receipt, (reason, by) = receipt_typed(receipt), _checked(reason, by)
         if not isinstance(phone, str):
             raise InvalidRequest("name the wallet to credit by its phone number")
         async with self.engine.begin() as conn:
@@ -185,33 +235,32 @@ class SuspenseDesk:
                 payer_phone: str | None = parse_msisdn(held.payer or "", "KE")
             except InvalidPhoneNumber:
                 payer_phone = None  # Safaricom may mask or hash the payer's number
+            # A key of its own per try: a credit M-Pesa did not confirm leaves the receipt free again.
             new = store.NewPayment(
-                payer_user_id=owner.id, idempotency_key=PARKED_KEY.format(receipt),
-                request_hash=hashlib.sha256(f"suspense:{receipt}:{held.amount.minor}".encode()).hexdigest(),
+                payer_user_id=owner.id, idempotency_key=f"suspense:{held.receipt}:{secrets.token_hex(4)}",
+                request_hash=hashlib.sha256(f"suspense:{held.receipt}:{held.amount.minor}".encode()).hexdigest(),
                 kind=PaymentKind.DEPOSIT.value, channel=Channel.API.value, amount=held.amount,
-                fee=Money.zero(Currency.KES), provider=MPESA, recipient_phone=payer_phone, provider_ref=receipt)
+                fee=Money.zero(Currency.KES), provider=MPESA, recipient_phone=payer_phone,
+                provider_ref=held.receipt)
             try:
                 async with conn.begin_nested():
-                    payment = await store.insert_payment(conn, new, cause="credited_from_suspense")
+                    payment = await store.insert_payment(conn, new, cause="credit_from_suspense")
             except IntegrityError:
-                holder = await store.find_by_provider_ref(conn, MPESA, receipt)
-                raise AlreadyReleased(f"receipt {receipt} is booked by payment "
+                holder = await store.find_by_provider_ref(conn, MPESA, held.receipt)
+                raise AlreadyReleased(f"receipt {held.receipt} is booked by payment "
                                       f"{holder.public_id if holder else 'another'}: nothing credited") from None
-            if payment is None:  # this wallet's key for the receipt was used (credited, then refunded)
-                raise AlreadyReleased(f"the money of {receipt} was credited to this wallet before")
-            wallet = await self.money.accounts.wallet(conn, owner.id, Currency.KES)
-            moved = await self._release(conn, receipt, wallet, held.amount, CREDIT_KIND, payment.public_id,
-                                        {"by": by, "reason": reason})
+            assert payment is not None  # a fresh key
+            # Source "c2b": the status query and recovery treat it as a payment to our paybill.
             payment = await store.transition(
-                conn, payment, PaymentStatus.SUCCEEDED, cause="credited_from_suspense",
-                refs={"source": "suspense", "receipt": receipt, "bill_ref": (held.account or "")[:40],
-                      BOOKED_BY: by, "reason": reason},
-                debit_transfer_id=parking_id, settle_transfer_id=moved)
-            await self.resolver.receipts(conn, payment, "payer")
+                conn, payment, PaymentStatus.PROCESSING, cause="credit_from_suspense",
+                refs={"source": "c2b", "receipt": held.receipt, "bill_ref": (held.account or "")[:40],
+                      PARKED_BY: parking_id, BOOKED_BY: by, "reason": reason})
+            await enqueue(conn, JOB_STATUS_QUERY, {"payment": payment.public_id},
+                          dedupe_key=f"{JOB_STATUS_QUERY}:{payment.public_id}:c2b")
             await audit(conn, actor=by, action="suspense.credit", subject=payment.public_id,
-                        details={"receipt": receipt, "amount": held.amount.minor, "wallet": owner.phone,
+                        details={"receipt": held.receipt, "amount": held.amount.minor, "wallet": owner.phone,
                                  "reason": reason})
-            await _note_delivery(conn, held, "credited from suspense", payment.id)
+            await _note_delivery(conn, held, "being credited from suspense", payment.id)
             return payment, True
 
     async def mark_returned(self, receipt: str, *, reason: str, by: str,
@@ -219,7 +268,7 @@ class SuspenseDesk:
         """Record that the money parked under ``receipt`` went back to its payer (reversed at M-Pesa,
         ``reversal`` the reversal's receipt when known): from suspense back to provider collection.
         Returns it, and whether this call recorded it (asking again changes nothing)."""
-        receipt, (reason, by) = mpesa_receipt(receipt), _checked(reason, by)
+        receipt, (reason, by) = receipt_typed(receipt), _checked(reason, by)
         reversal = mpesa_receipt(reversal) if reversal and reversal.strip() else None
         async with self.engine.begin() as conn:
             parking_id, held = await self._take(conn, receipt)
@@ -228,36 +277,33 @@ class SuspenseDesk:
                     return held, False
                 raise AlreadyReleased(_released(held))
             collection = await self.money.accounts.collection(conn, MPESA, Currency.KES)
-            await self._release(conn, receipt, collection, held.amount, RETURN_KIND, receipt,
-                                {"by": by, "reason": reason, **({"reversal": reversal} if reversal else {})})
-            await audit(conn, actor=by, action="suspense.return", subject=receipt,
+            suspense = await self.money.accounts.suspense(conn, MPESA, held.amount.currency)
+            meta = {"by": by, "reason": reason, **({"reversal": reversal} if reversal else {})}
+            await self.money.ledger.transfer(TransferRequest(
+                RELEASE_KEY.format(held.receipt), payment_legs(suspense, collection, held.amount), kind=RETURN_KIND,
+                reference=held.receipt, metadata=meta), conn=conn)
+            await audit(conn, actor=by, action="suspense.return", subject=held.receipt,
                         details={"amount": held.amount.minor, "reversal": reversal, "reason": reason})
             await _note_delivery(conn, held, "returned to the payer", None)
-            found = await parked(conn, receipt)
+            found = await parked(conn, held.receipt)
         assert found is not None
         return found, True
 
     async def _take(self, conn: AsyncConnection, receipt: str) -> tuple[int | None, Parked]:
-        """Take the receipt's waiting row (deleted: released in this transaction) and what is
-        parked: its parking transfer's id, or None when it was released before (what became of it
-        is in the `Parked`). `NotInSuspense` when nothing was parked under it."""
+        """Take the receipt's waiting row (deleted: released, or being credited, in this
+        transaction) and what is parked: its parking transfer's id, or None when it was taken
+        before (what became of it is in the `Parked`). `NotInSuspense` when nothing was parked."""
         # IMPORTANT: the row's lock queues concurrent releases of one receipt; the second finds the
-        # row gone once the first commits, and is answered from the first's release.
-        row = (await conn.execute(sql("DELETE FROM suspense_waiting WHERE receipt = :r RETURNING transfer_id"),
-                                  {"r": receipt})).first()
+        # row gone once the first commits, and is answered from the first's.
+        row = (await conn.execute(sql("DELETE FROM suspense_waiting WHERE receipt IN (:r, :upper) "
+                                      "RETURNING transfer_id"), {"r": receipt, "upper": receipt.upper()})).first()
         held = await parked(conn, receipt)
         if held is None:
             raise NotInSuspense(f"no money is parked in suspense under the receipt {receipt}")
-        if row is None and held.state == OPEN:  # parked, not released, yet not waiting: see `sauti ledger check`
-            raise AlreadyReleased(f"the money of {receipt} is not waiting in suspense")
+        if (row is None) == (held.state == OPEN):  # taken yet open, or waiting yet released: see `ledger check`
+            raise AlreadyReleased(f"the money of {held.receipt} is {held.state}, and "
+                                  f"{'not ' if row is None else ''}waiting: run `sauti ledger check`")
         return (None if row is None else int(row.transfer_id)), held
-
-    async def _release(self, conn: AsyncConnection, receipt: str, destination: int, amount: Money, kind: str,
-                       reference: str, metadata: dict[str, Any]) -> int:
-        suspense = await self.money.accounts.suspense(conn, MPESA, amount.currency)
-        request = TransferRequest(RELEASE_KEY.format(receipt), payment_legs(suspense, destination, amount),
-                                  kind=kind, reference=reference, metadata=json.loads(json.dumps(metadata)))
-        return (await self.money.ledger.transfer(request, conn=conn)).transfer_id
 
 
 async def _note_delivery(conn: AsyncConnection, held: Parked, outcome: str, payment_id: int | None) -> None:
@@ -271,6 +317,9 @@ async def _note_delivery(conn: AsyncConnection, held: Parked, outcome: str, paym
 def _released(held: Parked) -> str:
     if held.state == CREDITED:
         return f"the money of {held.receipt} was credited already, as {held.payment}: nothing changed"
+    if held.state == CONFIRMING:
+        return (f"the money of {held.receipt} is being credited, as {held.payment}, once M-Pesa confirms it: "
+                "nothing changed")
     return f"the money of {held.receipt} was returned to its payer already: nothing changed"
 
 

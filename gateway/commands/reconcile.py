@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -25,17 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import create_engine
 from gateway.payments_resources import ProvidersUnavailable, open_payments
+from gateway.reconciliation import moment, statement_sources
 from gateway.resources import build_ledger, database_url
 from gateway.settings import Settings
-from payments.errors import PaymentsError
-from payments.provider_statements import (
-    MPESA,
-    WAVE,
-    DarajaSandboxStatement,
-    MpesaCsvStatement,
-    StatementSource,
-    WaveStatement,
-)
+from payments.errors import InvalidRequest, PaymentsError
+from payments.provider_statements import MPESA, WAVE, MpesaCsvStatement
 from payments.providers.errors import ProviderError
 from payments.reconcile import reconcile
 from payments.reconcile_report import ReconcileReport
@@ -46,7 +40,7 @@ class CannotReconcile(click.ClickException):
 
 
 class _Moment(click.ParamType):
-    """An ISO 8601 date or date and time; without an offset it is UTC."""
+    """An ISO 8601 date or date and time; without an offset it is UTC (`gateway.reconciliation.moment`)."""
 
     name = "ISO-8601"
 
@@ -54,14 +48,9 @@ class _Moment(click.ParamType):
         if isinstance(value, datetime):
             return value
         try:
-            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            try:
-                moment = datetime.combine(date.fromisoformat(value.strip()), datetime.min.time())
-            except ValueError:
-                self.fail(f"{value!r} is not an ISO 8601 date or date and time (2026-01-31T00:00:00+03:00)",
-                          param, ctx)
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            return moment(value)
+        except InvalidRequest as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @click.command("reconcile")
@@ -103,23 +92,8 @@ async def _run(settings: Settings, start: datetime, end: datetime, provider: str
 async def _reconcile(settings: Settings, engine: AsyncEngine, start: datetime, end: datetime, provider: str | None,
                      mpesa_statement: Path | None, grace: timedelta) -> ReconcileReport:
     async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
-        sources: list[StatementSource] = []
-        skipped: list[str] = []
-        if provider in (None, MPESA):
-            if mpesa_statement is not None:
-                sources.append(MpesaCsvStatement(mpesa_statement))
-            elif runtime.sandbox_urls is not None:
-                sources.append(DarajaSandboxStatement(runtime.sandbox_urls.daraja))
-            else:
-                skipped.append("M-Pesa: Daraja has no statement API; download the organisation statement (CSV) "
-                               "from the M-Pesa portal and pass --mpesa-statement FILE")
-        if provider in (None, WAVE):
-            wave = runtime.payments.providers.wave
-            if wave is not None:
-                sources.append(WaveStatement(wave))
-            else:
-                skipped.append("Wave: not configured (providers.wave), or sandboxes this process cannot reach "
-                               "(providers.sandbox.port_base)")
+        given = MpesaCsvStatement(mpesa_statement) if mpesa_statement is not None else None
+        sources, skipped = statement_sources(runtime, provider, given, mpesa_how="pass --mpesa-statement FILE")
         if provider is not None and skipped:
             raise CannotReconcile(skipped[0])
         for reason in skipped:

@@ -61,12 +61,15 @@ def suspense_list(ctx: click.Context, show_all: bool, limit: int, as_json: bool)
 @click.pass_context
 def suspense_credit(ctx: click.Context, receipt: str, phone: str, reason: str, released_by: str) -> None:
     """Credit the money parked under the M-Pesa receipt RECEIPT to the wallet of --to, once: a
-    deposit of its own, with an SMS receipt to the wallet's owner."""
+    deposit of its own, credited (with an SMS receipt to the wallet's owner) when M-Pesa confirms
+    the receipt for that amount (`sauti worker` or `sauti serve` asks)."""
     settings: Settings = ctx.obj["settings"]
     payment, created = run_with_payments(settings, lambda payments: payments.suspense.credit(
         receipt, phone, reason=reason, by=released_by))
-    click.echo(f"{payment.reference}  {payment.public_id}: {payment.amount} credited to {phone.strip()} "
-               f"from suspense ({payment.status})" + ("." if created else ", before: nothing changed."))
+    what = ("to be credited once M-Pesa confirms the receipt" if payment.status.value == "processing"
+            else str(payment.status))
+    click.echo(f"{payment.reference}  {payment.public_id}: {payment.amount} for {phone.strip()} from suspense, "
+               f"{what}" + ("." if created else " (asked before: nothing changed)."))
 
 
 @suspense_group.command("return")

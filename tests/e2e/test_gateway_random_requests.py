@@ -17,6 +17,7 @@ import random
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import date, timedelta
 from typing import Any
 
 import aiohttp
@@ -56,7 +57,8 @@ ENDPOINTS = (
     ("POST", "/ops/outbox/{id}/retry"), ("GET", "/ops/find"),
     ("GET", "/v1/ops/suspense"), ("GET", "/v1/ops/suspense/{id}"), ("POST", "/v1/ops/suspense/{id}/credit"),
     ("POST", "/v1/ops/suspense/{id}/return"), ("GET", "/ops/suspense"), ("POST", "/ops/suspense/{id}/credit"),
-    ("POST", "/ops/suspense/{id}/return"),
+    ("POST", "/ops/suspense/{id}/return"), ("POST", "/v1/ops/reconciliations"), ("GET", "/ops/reconcile"),
+    ("POST", "/ops/reconcile"),
     *[("POST", f"/callbacks/{SECRET}{path}") for path in (
         "/stk", "/b2c/result", "/b2c/timeout", "/b2b/result", "/reversal/result", "/status/result", "/status/timeout",
         "/c2b/validation", "/c2b/confirmation")],
@@ -150,6 +152,10 @@ def template(path: str, rng: random.Random, user: User, payee: User, made: list[
         "/v1/ops/suspense/{id}/return": {"reason": "reversed in the portal", "reversal": "QK7H2ABC9"},
         "/ops/suspense/{id}/credit": {"csrf": ops[1], "phone": user.phone, "reason": "called with the receipt"},
         "/ops/suspense/{id}/return": {"csrf": ops[1], "reason": "reversed in the portal", "reversed": "yes"},
+        "/v1/ops/reconciliations": {"from": f"{date.today() - timedelta(days=rng.choice((0, 1, 2))):%Y-%m-%d}",
+                                    "provider": rng.choice((None, "mpesa", "wave")), "grace_minutes": 5},
+        "/ops/reconcile": {"csrf": ops[1], "from": f"{date.today():%Y-%m-%d}", "provider": "mpesa",
+                           "mpesa_statement": "Receipt No.,Completion Time,Paid In,Withdrawn\n"},
     }.get(path, {})
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import create_engine
 from gateway.errors import error_middleware
 from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
+from gateway.payments_resources import PAYMENTS_RUNTIME, CallbackAuth, PaymentsRuntime
 from gateway.settings import Settings
 from payments.ledger import Ledger, LedgerLimits
 from payments.orchestrator import Payments, PaymentSettings, ProviderClients
@@ -226,6 +227,9 @@ async def api_client(world: PaymentsWorld, settings: Settings,
     app[SETTINGS] = settings
     app[DB_ENGINE] = world.engine
     app[PAYMENTS] = world.payments
+    # As `sauti serve` in sandbox mode: what reconciliation reads the statements through.
+    app[PAYMENTS_RUNTIME] = PaymentsRuntime(world.payments, "sandbox", CallbackAuth(CALLBACK_SECRET, None),
+                                            sandbox_urls=world.sandboxes.urls)
     for mount in mounts:
         mount(app)
     async with TestClient(TestServer(app)) as client:

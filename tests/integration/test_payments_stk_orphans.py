@@ -216,3 +216,25 @@ async def test_a_success_for_a_push_m_pesa_never_made_is_flagged_and_credits_not
                                              (f"{JOB_STK_ORPHAN}:ws_CO_NEVER_MADE_1",))).scalar_one()
     assert status == "done"  # answered for good: not retried
 
+
+
+async def test_a_push_whose_receipt_is_parked_in_suspense_is_flagged_not_booked_again(world: PaymentsWorld):
+    """A receipt already parked in suspense (by a paybill confirmation naming no wallet) that comes
+    again in a push's callback (forged or replayed: one M-Pesa transaction is one or the other) is
+    booked by neither path a second time: a person looks."""
+    receipt, user = f"PRK{uuid.uuid4().hex[:7].upper()}", await world.user()
+    body = {"TransactionType": "Pay Bill", "TransID": receipt, "TransTime": "20991231235959", "TransAmount": "300.00",
+            "BusinessShortCode": world.sandboxes.settings.daraja_shortcode, "BillRefNumber": "nobody",
+            "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "", "MSISDN": "254700000000",
+            "FirstName": "A", "MiddleName": "", "LastName": "B"}
+    async with aiohttp.ClientSession() as http, http.post(
+            world.payments.settings.callback_base_url + "/c2b/confirmation", json=body) as resp:
+        assert resp.status == 200
+    suspense = await world.balance(AccountKind.SUSPENSE, KES, "mpesa")
+
+    lost = await push_as_the_job_would(world, user.phone, Money.of(300, KES))
+    await deliver(world, stk_callback(lost, amount=Money.of(300, KES), receipt=receipt, phone=user.phone))
+    kept = await orphan(world, lost, "receipt_booked")
+
+    assert kept["needs_review"] and await world.wallet(user) == Money.zero(KES)
+    assert await world.balance(AccountKind.SUSPENSE, KES, "mpesa") == suspense

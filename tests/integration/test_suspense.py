@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -94,16 +95,21 @@ async def test_parked_money_is_listed_and_credited_once_to_the_wallet_it_was_mea
     status, done = await call(client, "POST", f"/v1/ops/suspense/{receipt.lower()}/credit", ops_key,
                               {"phone": local(owner.phone), "reason": "she called with the receipt"})
     assert status == 201, done
-    assert done["parked"]["state"] == "credited" and done["parked"]["released_by"].startswith("Alice (")
-    deposit = done["payment"]
+    # M-Pesa is asked first (Daraja signs nothing: the confirmation that parked it may be forged).
+    assert done["parked"]["state"] == "confirming" and done["parked"]["released_by"].startswith("Alice (")
+    assert done["payment"]["status"] == "processing" and await world.wallet(owner) == Money.zero(KES)
+    assert receipt not in {p["receipt"] for p in (await call(client, "GET", "/v1/ops/suspense", ops_key))[1]["parked"]}
+    assert (await world.settle(done["payment"]["public_id"])).status is S.SUCCEEDED
+    status, deposit = await call(client, "GET", f"/v1/ops/payments/{done['payment']['public_id']}", ops_key)
     assert (deposit["kind"], deposit["status"], deposit["provider"]["receipt"]) == ("deposit", "succeeded", receipt)
+    assert (await call(client, "GET", f"/v1/ops/suspense/{receipt}", ops_key))[1]["state"] == "credited"
     assert done["parked"]["payment"] == deposit["public_id"]
     assert await world.wallet(owner) == Money.of(450, KES)
     assert held_before - await suspense_balance(world) == Money.of(450, KES)
     # Its record shows the money's way: parked from collection, then released to the wallet.
     assert [t["kind"] for t in deposit["transfers"]] == ["c2b.suspense", "deposit.release"]
     assert [a["action"] for a in deposit["audit"]] == ["suspense.credit"]
-    assert [j["kind"] for j in deposit["jobs"]] == ["sms.receipt"]  # the owner hears of it
+    assert sorted(j["kind"] for j in deposit["jobs"]) == ["mpesa.status_query", "sms.receipt"]  # the owner hears of it
 
     # Once: the same request again gives the same deposit; a credit to anyone else, or a return, is
     # refused; nothing moves.
@@ -130,6 +136,7 @@ async def test_money_credited_from_suspense_reconciles_as_a_deposit_and_refunds_
                               {"phone": owner.phone, "reason": "the customer mistyped the account"})
     assert status == 201
     public_id = done["payment"]["public_id"]
+    assert (await world.settle(public_id)).status is S.SUCCEEDED
 
     report = await reconcile(world.engine, [DarajaSandboxStatement(world.sandboxes.urls.daraja)], start,
                              datetime.now(UTC) + timedelta(seconds=1), grace=timedelta(seconds=30))
@@ -199,6 +206,68 @@ async def test_parked_money_reversed_at_m_pesa_is_recorded_as_returned_on_the_da
                 or reversal.transaction_id in f.transaction_ids]
     assert await world.scalar("SELECT count(*) FROM audit_log WHERE subject = :r AND action = 'suspense.return'",
                               r=receipt) == 1
+
+
+async def test_money_m_pesa_never_took_is_never_credited_and_waits_again(world, client, ops_key):
+    """A confirmation naming no wallet for a receipt M-Pesa never issued (Daraja signs nothing:
+    anyone holding the callback URL could send one) is parked; crediting it asks M-Pesa first,
+    which knows no such receipt: nothing is credited and the amount waits in suspense again."""
+    forged, owner = f"FAKE{uuid.uuid4().hex[:6].upper()}", await world.user()
+    body = {"TransactionType": "Pay Bill", "TransID": forged, "TransTime": "20991231235959", "TransAmount": "900.00",
+            "BusinessShortCode": world.sandboxes.settings.daraja_shortcode, "BillRefNumber": "nobody-forged",
+            "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "", "MSISDN": "254700000000",
+            "FirstName": "A", "MiddleName": "", "LastName": "B"}
+    async with aiohttp.ClientSession() as http, http.post(
+            world.payments.settings.callback_base_url + "/c2b/confirmation", json=body) as resp:
+        assert resp.status == 200
+    assert world.callbacks.outcomes[-1] == ("c2b/confirmation", "suspense")
+    held = await suspense_balance(world)
+    status, done = await call(client, "POST", f"/v1/ops/suspense/{forged}/credit", ops_key,
+                              {"phone": owner.phone, "reason": "a caller claims it"})
+    assert status == 201
+    failed = await world.settle(done["payment"]["public_id"])
+    assert failed.status is S.FAILED and await world.wallet(owner) == Money.zero(KES)
+    assert await suspense_balance(world) == held
+    assert (await call(client, "GET", f"/v1/ops/suspense/{forged}", ops_key))[1]["state"] == "open"
+    # It waits again: a person may look again, and records what the statement shows.
+    status, returned = await call(client, "POST", f"/v1/ops/suspense/{forged}/return", ops_key,
+                                  {"reason": "not on the M-Pesa statement: nothing came in"})
+    assert status == 201 and returned["parked"]["state"] == "returned"
+
+
+async def test_a_reversal_of_parked_money_is_never_left_out_of_a_reconciliation(world, client, ops_key):
+    """The customer calls days later: the paybill line falls in one period, M-Pesa's reversal in a
+    later one. That later period lists the reversal (record it) until the return is recorded, then
+    matches it; the earlier one says the return is recorded but not reversed in it."""
+    receipt, _ = await park(world, 330, account="nobody-later")
+    await asyncio.sleep(1.1)
+    later = datetime.now(UTC)
+    base = world.payments.settings.callback_base_url
+    await world.payments.providers.daraja.reverse(transaction_id=receipt, amount=Money.of(330, KES),
+                                                  result_url=base + "/reversal/result",
+                                                  queue_timeout_url=base + "/reversal/timeout")
+    for _ in range(200):
+        if any(e.reverses == receipt for e in world.sandboxes.daraja.books.entries()):
+            break
+        await asyncio.sleep(0.02)
+    statement = [DarajaSandboxStatement(world.sandboxes.urls.daraja)]
+
+    def about(findings):
+        return [f for f in findings if receipt in f.detail or receipt in f.transaction_ids]
+
+    report = await reconcile(world.engine, statement, later, datetime.now(UTC) + timedelta(seconds=1),
+                             grace=timedelta(0))
+    [waiting] = about(report.parked_in_suspense)
+    assert "record that with `sauti suspense return`" in waiting.detail and not about(report.matched)
+    assert (await call(client, "POST", f"/v1/ops/suspense/{receipt}/return", ops_key,
+                       {"reason": "reversed in the portal"}))[0] == 201
+    report = await reconcile(world.engine, statement, later, datetime.now(UTC) + timedelta(seconds=1),
+                             grace=timedelta(0))
+    [settled] = about(report.matched)
+    assert "returned to the payer" in settled.detail and not about(report.parked_in_suspense)
+    earlier = await reconcile(world.engine, statement, later - timedelta(seconds=30), later, grace=timedelta(0))
+    [unreversed] = about(earlier.parked_in_suspense)
+    assert "recorded as returned" in unreversed.detail
 
 
 async def test_a_release_that_cannot_be_made_is_refused_and_moves_nothing(world, client, ops_key):
@@ -294,6 +363,9 @@ async def test_concurrent_releases_of_one_receipt_release_it_once(world, client,
         call(client, "POST", f"/v1/ops/suspense/{receipt}/credit", ops_key, {"phone": b.phone, "reason": "b"}),
         call(client, "POST", f"/v1/ops/suspense/{receipt}/credit", ops_key, {"phone": a.phone, "reason": "a"}),
         call(client, "POST", f"/v1/ops/suspense/{receipt}/return", ops_key, {"reason": "c"}))
+    for status, body in answers:
+        if status in (200, 201) and "payment" in body:
+            await world.settle(body["payment"]["public_id"])
     statuses = [status for status, _ in answers]
     assert statuses.count(201) == 1 and set(statuses) <= {200, 201, 409}, answers
     assert all(body["error"]["code"] == "already_released" for status, body in answers if status == 409)
@@ -316,10 +388,10 @@ async def test_the_suspense_list_reads_through_indexes(world):
             assert receipt in {p.receipt for _, p in await suspense.parked_money(conn, open_only=False)}
             assert (await suspense.parked(conn, receipt)).state == "open"
             assert (await suspense.open_total(conn))[0] >= 1
-            assert await parked_in_suspense(conn, [receipt]) == {receipt: False}
+            assert (await parked_in_suspense(conn, [receipt]))[receipt].state == "open"
     assert len(statements) >= 5
     for statement, plan in await plans_without_seq_scans(world.engine, statements):
-        if "LIKE 'suspense:%'" in statement and "idempotency_key = $" not in statement:
+        if "LIKE 'suspense:%'" in statement and "ORDER BY t.id DESC" in statement:  # every parked amount
             assert "transfers_parked" in plan, plan
 
 
@@ -344,9 +416,12 @@ async def test_the_suspense_commands(world):
     assert waiting[first]["account"] == "cli-1" and waiting[first]["amount_minor"] == 9_000
     credited = await sauti("credit", first, "--to", local(owner.phone), "--reason", "called in", "--by", "njeri")
     assert credited.returncode == 0, credited.stderr
-    assert "credited to" in credited.stdout and await world.wallet(owner) == Money.of(90, KES)
+    assert "to be credited once M-Pesa confirms the receipt" in credited.stdout
+    await world.settle(credited.stdout.split()[1].rstrip(":"))  # this world's worker asks M-Pesa
+    assert await world.wallet(owner) == Money.of(90, KES)
     again = await sauti("credit", first, "--to", owner.phone, "--reason", "again")
-    assert again.returncode == 0 and "before: nothing changed" in again.stdout, again.stderr
+    assert again.returncode == 0, again.stderr
+    assert "asked before: nothing changed" in again.stdout
     elsewhere = await sauti("credit", first, "--to", (await world.user()).phone, "--reason", "again")
     assert elsewhere.returncode == 1 and "credited already" in elsewhere.stderr and "Traceback" not in elsewhere.stderr
     returned = await sauti("return", second, "--reason", "reversed in the portal", "--by", "njeri")
