@@ -252,6 +252,8 @@ payments = Table(
     Index("payments_recipient_phone", "recipient_phone", "id",  # 0011: operators find a number's payments
           postgresql_where=text("recipient_phone IS NOT NULL")),
     Index("payments_payer_newest", "payer_user_id", "id"),  # 0011: the payer's side, newest first
+    # 0012: a payment by its provider's receipt (every booking of a receipt asks who holds it).
+    Index("payments_receipt", "provider", text("(provider_refs ->> 'receipt')")),
 )
 
 # One row per transition of a payment, with its cause.

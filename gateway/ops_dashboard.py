@@ -157,7 +157,11 @@ def signed_in(page: Page, *, action: bool = False,
                               message="Your session has ended. Sign in again, then repeat what you did.")
             return _see(f"{PATH}/sign-in")
         if action:
-            form = await request.post()
+            try:
+                form = await request.post()
+            except (UnicodeDecodeError, ValueError):  # a form field that is not UTF-8, or no form at all
+                return render(request, "message.html", status=400, session=session, title="Refused",
+                              message="This form could not be read. Reload the page and try again.")
             if not session.csrf_matches(form.get("csrf")):
                 return render(request, "message.html", status=403, session=session, title="Refused",
                               message="This form is stale or did not come from this dashboard. Reload the page "

@@ -45,6 +45,8 @@ def moment(text: str) -> datetime:
         except ValueError:
             raise InvalidRequest(f"{value[:40]!r} is not an ISO 8601 date or date and time "
                                  "(2026-01-31, or 2026-01-31T00:00:00+03:00)") from None
+    if not 2000 <= found.year <= 2100:
+        raise InvalidRequest(f"{value[:40]!r} is not a date between the years 2000 and 2100")
     return found if found.tzinfo else found.replace(tzinfo=UTC)
 
 

@@ -103,9 +103,10 @@ class C2BReceiver:
                 owner = await wallet_owner_of(conn, paid.bill_ref_number)
                 if owner is None:
                     await lock_receipt(conn, paid.trans_id)
-                    if await store.find_by_provider_ref(conn, MPESA, paid.trans_id) is not None:
+                    if await store.holder_of_receipt(conn, MPESA, paid.trans_id, other_than=0) is not None:
                         # Booked by hand before its confirmation came (to the wallet the operator read
-                        # off the statement): the money is in that wallet, not to be parked as well.
+                        # off the statement), or another payment's receipt (a forged or replayed
+                        # delivery): that money is booked, not to be parked as well.
                         await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
                                                         {"outcome": "booked by hand before"})
                         return "duplicate"
@@ -172,6 +173,14 @@ class C2BReceiver:
                     booked_by: tuple[str, str] | None = None) -> str:
         if booked_by is None:
             await lock_receipt(conn, paid.trans_id)
+            holder = await store.holder_of_receipt(conn, MPESA, paid.trans_id, other_than=0)
+            if holder is not None and await store.find_by_provider_ref(conn, MPESA, paid.trans_id) is None:
+                # Another payment's M-Pesa receipt (a push's, a payout's): a forged or replayed
+                # delivery. (A payment to our paybill booked by hand before is a duplicate below.)
+                await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
+                                                {"outcome": f"receipt held by {holder}", "needs_review": True})
+                log.error("C2B payment %s: its receipt is another payment's; flagged", paid.trans_id)
+                return "duplicate"
             if await parked_receipt(conn, paid.trans_id):
                 # That receipt's money is parked in suspense already (an unrecorded push's, say): a
                 # forged or replayed delivery, one of the two. Never booked twice: a person looks.

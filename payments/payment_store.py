@@ -296,12 +296,12 @@ async def find_by_provider_ref(conn: AsyncConnection, provider: str, ref: str, *
 
 async def holder_of_receipt(conn: AsyncConnection, provider: str, receipt: str, *, other_than: int) -> str | None:
     """The public id of a payment other than ``other_than`` that holds ``receipt`` (as its provider
-    reference or its receipt), if any. A scan of the provider's payments (the receipt has no index):
-    for operators' rare commands, which must never give one provider transaction to two payments."""
+    reference or its receipt), if any: through `payments_provider_ref` and `payments_receipt`
+    (migration 0012). No provider transaction may be given to two payments."""
     return (await conn.execute(sql(
-        "SELECT public_id FROM payments WHERE provider = :pr AND id <> :id "
-        "AND (provider_ref = :r OR provider_refs->>'receipt' = :r) LIMIT 1"),
-        {"pr": provider, "r": receipt, "id": other_than})).scalar_one_or_none()
+        "SELECT public_id FROM payments WHERE id <> :id "
+        "AND ((provider = :pr AND provider_ref = :r) OR (provider = :pr AND provider_refs->>'receipt' = :r)) "
+        "LIMIT 1"), {"pr": provider, "r": receipt, "id": other_than})).scalar_one_or_none()
 
 
 # Columns `transition` may set along with the status.

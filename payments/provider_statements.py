@@ -232,7 +232,10 @@ def _column(name: str) -> str:
 def parse_mpesa_csv(text: str, currency: Currency = Currency.KES, *, source: str = "statement") -> list[StatementLine]:
     """The completed lines of an M-Pesa statement CSV. Preamble lines before the header (the portal
     writes the organisation's name and the period first) are skipped."""
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # a field past the csv module's limit, say
+        raise StatementFileError(f"{source}: not a CSV statement ({exc})") from None
     header_at = next((i for i, row in enumerate(rows)
                       if {_COLUMN_NAMES.get(_column(c)) for c in row} >= set(_REQUIRED)), None)
     if header_at is None:

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from db.schema import payments as payments_table
 from payments.errors import InvalidRequest
 from payments.money import Currency, Money
+from payments.payment_settings import PARKED_BY
 from payments.provider_statements import StatementLine, StatementSource
 from payments.reconcile_report import Finding, ReconcileReport
 from payments.states import PaymentStatus
@@ -291,6 +292,8 @@ def _judge(report: ReconcileReport, payment: OurPayment, matching: _Matching, ne
     in_window = start <= payment.created_at < end or any(start <= ln.at < end for ln in (*lines, *reversals))
     if not in_window:
         return
+    if not lines and not reversals and PARKED_BY in payment.refs:
+        return  # credited from suspense: its money came in when it was parked, and is judged with that line
     expected = _expected_of(payment, matching.ours)
     cur = payment.amount.currency
     transactions = tuple(ln.transaction_id for ln in (*lines, *reversals))
@@ -392,6 +395,14 @@ async def reconcile(engine: AsyncEngine, sources: Sequence[StatementSource], sta
             nets = await ledger_nets(conn, list(ours.values()))
         matching = _Matching(ours)
         matching.sort(lines)
+        # Money we parked in suspense, and its reversals, are ours already: never paired by amount
+        # with a payment (a credit from suspense M-Pesa refused has that amount and number).
+        async with engine.connect() as conn:
+            parked = await parked_in_suspense(conn, [ident for ln in matching.unmatched
+                                                     for ident in (ln.transaction_id, ln.reverses) if ident])
+        parked_lines = [ln for ln in matching.unmatched
+                        if (ln.reverses in parked if ln.is_reversal else ln.transaction_id in parked)]
+        matching.unmatched = [ln for ln in matching.unmatched if ln not in parked_lines]
         matching.pair_probable(grace)
         paired = {payment.id for _, payment in matching.probable}
         for payment in sorted(ours.values(), key=lambda p: p.created_at):
@@ -401,10 +412,7 @@ async def reconcile(engine: AsyncEngine, sources: Sequence[StatementSource], sta
             report.probable_matches.append(Finding(
                 source.provider, "same amount and number, no shared id", payment.public_id, payment.kind,
                 (line.transaction_id,), payment.expected, line.amount, payment.status.value, line.at))
-        unmatched = [ln for ln in matching.unmatched if start <= ln.at < end]
-        async with engine.connect() as conn:
-            parked = await parked_in_suspense(conn, [ident for ln in unmatched
-                                                     for ident in (ln.transaction_id, ln.reverses) if ident])
+        unmatched = [ln for ln in (*parked_lines, *matching.unmatched) if start <= ln.at < end]
         for line in _sort_parked(report, source.provider, unmatched, parked):
             what = f"{line.kind or 'transaction'} with {line.party or 'unknown party'}"
             report.missing_on_ours.append(Finding(source.provider, what, None, line.kind, (line.transaction_id,), None,

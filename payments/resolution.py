@@ -205,15 +205,18 @@ class Resolver:
                 payment = await store.transition(conn, payment, S.SUCCEEDED, cause=outcome.cause, details=details,
                                                  refs=outcome.refs, settle_transfer_id=moved.transfer_id, **debit)
             else:
+                refs = outcome.refs
                 if parked_by and payment.provider_ref:
-                    # M-Pesa did not vouch for it: the money waits in suspense for a person again.
+                    # M-Pesa did not vouch for it: the money waits in suspense for a person again, and
+                    # the receipt is no longer this payment's (reconciliation must not match it here).
                     await wait_in_suspense(conn, payment.provider_ref, int(parked_by))
+                    refs = {**refs, "receipt": None, "refused_receipt": payment.provider_ref}
                 # A failed payment to our paybill (`payments.c2b`: a confirmation or a booking by hand
                 # that M-Pesa did not vouch for as sent or typed) credited nothing: its receipt is
                 # freed, so the payment the statement shows can be booked by hand, and verified.
                 freed = {"provider_ref": None} if payment.provider_refs.get("source") == "c2b" else {}
                 payment = await store.transition(conn, payment, S.FAILED, cause=outcome.cause, details=details,
-                                                 refs=outcome.refs, error_code=outcome.error_code,
+                                                 refs=refs, error_code=outcome.error_code,
                                                  error_message=outcome.error_message, **freed)
         elif outcome.succeeded:
             # A send to a phone counts towards the payer's contacts in the transaction of its success

@@ -170,7 +170,8 @@ class StkOrphans:
                                             {"outcome": "unbookable", "needs_review": "no receipt or amount"})
             return "flagged"
         await lock_receipt(conn, receipt)  # against a booking by hand of the same receipt (`payments.c2b`)
-        if await store.find_by_provider_ref(conn, MPESA, receipt) is not None or await parked_receipt(conn, receipt):
+        if await store.holder_of_receipt(conn, MPESA, receipt, other_than=0) is not None \
+                or await parked_receipt(conn, receipt):
             # That M-Pesa transaction was booked already (a forged or replayed callback): never twice.
             await store.note_provider_event(conn, MPESA, checkout_id, STK_ORPHAN_EVENT,
                                             {"outcome": "receipt_booked", "needs_review": "receipt booked already"})

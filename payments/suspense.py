@@ -174,7 +174,8 @@ def receipt_typed(text: object) -> str:
 async def parked(conn: AsyncConnection, receipt: str) -> Parked | None:
     """The amount parked under ``receipt`` (as typed, or upper-cased), whatever became of it; None
     if none was."""
-    row = (await conn.execute(sql(_ALL + "AND t.idempotency_key IN (:key, :upper)"),
+    row = (await conn.execute(sql(_ALL + "AND t.idempotency_key IN (:key, :upper) "
+                                  "ORDER BY t.idempotency_key = :key DESC LIMIT 1"),
                               {"confirmation": CONFIRMATION, "key": PARKED_KEY.format(receipt),
                                "upper": PARKED_KEY.format(receipt.upper())})).first()
     return None if row is None else _parked(row)
@@ -230,6 +231,11 @@ class SuspenseDesk:
                 if done is not None and done.payer_user_id == owner.id:
                     return done, False
                 raise AlreadyReleased(_released(held))
+            holder = await store.holder_of_receipt(conn, MPESA, held.receipt, other_than=0)
+            if holder is not None:
+                # Another payment's receipt (a push's, a payout's): the parking came from a forged or
+                # replayed delivery. Never booked twice: record it as returned once the statement says so.
+                raise AlreadyReleased(f"receipt {held.receipt} is payment {holder}'s already: nothing credited")
             self.settings.limits.check(held.amount, kyc_tier=owner.kyc_tier, spent_today=Money.zero(Currency.KES))
             try:
                 payer_phone: str | None = parse_msisdn(held.payer or "", "KE")
@@ -295,11 +301,13 @@ class SuspenseDesk:
         before (what became of it is in the `Parked`). `NotInSuspense` when nothing was parked."""
         # IMPORTANT: the row's lock queues concurrent releases of one receipt; the second finds the
         # row gone once the first commits, and is answered from the first's.
-        row = (await conn.execute(sql("DELETE FROM suspense_waiting WHERE receipt IN (:r, :upper) "
-                                      "RETURNING transfer_id"), {"r": receipt, "upper": receipt.upper()})).first()
-        held = await parked(conn, receipt)
-        if held is None:
+        found = await parked(conn, receipt)  # as typed, else upper-cased: one receipt, exactly
+        if found is None:
             raise NotInSuspense(f"no money is parked in suspense under the receipt {receipt}")
+        row = (await conn.execute(sql("DELETE FROM suspense_waiting WHERE receipt = :r RETURNING transfer_id"),
+                                  {"r": found.receipt})).first()
+        held = await parked(conn, found.receipt)  # after the row: what a release before this one did
+        assert held is not None
         if (row is None) == (held.state == OPEN):  # taken yet open, or waiting yet released: see `ledger check`
             raise AlreadyReleased(f"the money of {held.receipt} is {held.state}, and "
                                   f"{'not ' if row is None else ''}waiting: run `sauti ledger check`")

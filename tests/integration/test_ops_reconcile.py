@@ -91,6 +91,8 @@ async def test_a_reconciliation_that_cannot_run_is_refused_clearly(world, client
         ({"from": now.isoformat(), "grace_minutes": True}, 400, "invalid_grace_minutes"),
         ({"from": now.isoformat(), "extra": 1}, 400, "unknown_field"),
         ({"from": 20261201}, 400, "invalid_from"),
+        ({"from": "9999-12-30", "to": "9999-12-31"}, 400, "invalid_request"),
+        ({"from": "0001-01-01", "to": "0001-01-02"}, 400, "invalid_request"),
     ]
     for body, status, code in bad:
         got, answer = await call(client, "POST", "/v1/ops/reconciliations", ops_key, body)
@@ -132,4 +134,12 @@ async def test_the_dashboard_reconciles_an_uploaded_statement(world, client, ops
     assert answer.status == 400 and "not a CSV file in UTF-8" in shown
     async with client.post("/ops/reconcile", data=form(csrf_of(page), None, grace_minutes="soon")) as answer:
         assert answer.status == 400 and "whole number of minutes" in await answer.text()
+    huge = statement_csv() + '"' + "x" * 140_000 + '",1\n'  # past the csv module's field limit
+    async with client.post("/ops/reconcile", data=form(csrf_of(page), huge.encode())) as answer:
+        assert answer.status == 400 and "not a CSV statement" in await answer.text()
+    raw = aiohttp.FormData()
+    raw.add_field("csrf", csrf_of(page))
+    raw.add_field("from", b"\xff\xfe", content_type="text/plain; charset=utf-8")
+    async with client.post("/ops/reconcile", data=raw) as answer:
+        assert answer.status == 400  # refused with a page, whichever check refuses it
     await sign_out(client)

@@ -24,7 +24,7 @@ from db.migrate import downgrade, upgrade
 from payments import suspense
 from payments.accounts import AccountKind, open_account
 from payments.api_keys import SUPPORT
-from payments.commands import Refund
+from payments.commands import Channel, Refund, Withdraw
 from payments.errors import InvalidRequest
 from payments.ledger import Ledger, LedgerLimits
 from payments.ledger_check import check_ledger
@@ -213,14 +213,7 @@ async def test_money_m_pesa_never_took_is_never_credited_and_waits_again(world, 
     anyone holding the callback URL could send one) is parked; crediting it asks M-Pesa first,
     which knows no such receipt: nothing is credited and the amount waits in suspense again."""
     forged, owner = f"FAKE{uuid.uuid4().hex[:6].upper()}", await world.user()
-    body = {"TransactionType": "Pay Bill", "TransID": forged, "TransTime": "20991231235959", "TransAmount": "900.00",
-            "BusinessShortCode": world.sandboxes.settings.daraja_shortcode, "BillRefNumber": "nobody-forged",
-            "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "", "MSISDN": "254700000000",
-            "FirstName": "A", "MiddleName": "", "LastName": "B"}
-    async with aiohttp.ClientSession() as http, http.post(
-            world.payments.settings.callback_base_url + "/c2b/confirmation", json=body) as resp:
-        assert resp.status == 200
-    assert world.callbacks.outcomes[-1] == ("c2b/confirmation", "suspense")
+    assert await forge_confirmation(world, forged, 900, account="nobody-forged") == "suspense"
     held = await suspense_balance(world)
     status, done = await call(client, "POST", f"/v1/ops/suspense/{forged}/credit", ops_key,
                               {"phone": owner.phone, "reason": "a caller claims it"})
@@ -268,6 +261,83 @@ async def test_a_reversal_of_parked_money_is_never_left_out_of_a_reconciliation(
     earlier = await reconcile(world.engine, statement, later - timedelta(seconds=30), later, grace=timedelta(0))
     [unreversed] = about(earlier.parked_in_suspense)
     assert "recorded as returned" in unreversed.detail
+
+
+async def forge_confirmation(world: PaymentsWorld, trans_id: str, amount: int, account: str = "nobody") -> str:
+    """A C2B confirmation posted to our URL as a forger holding it could (Daraja signs nothing);
+    returns what our callback did with it."""
+    body = {"TransactionType": "Pay Bill", "TransID": trans_id, "TransTime": "20991231235959",
+            "TransAmount": f"{amount}.00", "BusinessShortCode": world.sandboxes.settings.daraja_shortcode,
+            "BillRefNumber": account, "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "",
+            "MSISDN": "254700000000", "FirstName": "A", "MiddleName": "", "LastName": "B"}
+    async with aiohttp.ClientSession() as http, http.post(
+            world.payments.settings.callback_base_url + "/c2b/confirmation", json=body) as resp:
+        assert resp.status == 200
+    return world.callbacks.outcomes[-1][1]
+
+
+async def test_another_payment_s_receipt_is_never_parked_nor_credited_again(world, client, ops_key):
+    """A confirmation carrying the receipt of a payout of ours (forged or replayed) is not parked:
+    that M-Pesa transaction is booked. Nor is money parked under a receipt a payment holds credited."""
+    user = await world.user()
+    await world.fund(user, Money.of(1_000, KES))
+    paid = await world.settle((await world.payments.handle(Withdraw(
+        f"w-{uuid.uuid4()}", user.id, Money.of(300, KES), Channel.USSD))).public_id)
+    receipt, held = paid.provider_refs["receipt"], await suspense_balance(world)
+    assert await forge_confirmation(world, receipt, 300) == "duplicate"
+    assert await suspense_balance(world) == held
+    assert (await call(client, "GET", f"/v1/ops/suspense/{receipt}", ops_key))[0] == 404
+
+
+async def test_a_refused_credit_is_not_matched_and_a_late_one_is_not_missing(world, client, ops_key):
+    """A credit M-Pesa refuses (the payment was reversed at M-Pesa meanwhile) gives the receipt up:
+    reconciliation lists the parked line and its reversal for a person, not as the failed deposit's.
+    A credit made days after the payment is judged with the payment's line, not as "missing"."""
+    owner, start = await world.user(), datetime.now(UTC)
+    reversed_, _ = await park(world, 610, account="nobody-rev")
+    base = world.payments.settings.callback_base_url
+    await world.payments.providers.daraja.reverse(transaction_id=reversed_, amount=Money.of(610, KES),
+                                                  result_url=base + "/reversal/result",
+                                                  queue_timeout_url=base + "/reversal/timeout")
+    for _ in range(200):
+        if any(e.reverses == reversed_ for e in world.sandboxes.daraja.books.entries()):
+            break
+        await asyncio.sleep(0.02)
+    status, done = await call(client, "POST", f"/v1/ops/suspense/{reversed_}/credit", ops_key,
+                              {"phone": owner.phone, "reason": "claimed"})
+    assert status == 201
+    assert (await world.settle(done["payment"]["public_id"])).status is S.FAILED
+    later_one, _ = await park(world, 75, account="nobody-late")
+    await asyncio.sleep(1.1)
+    later = datetime.now(UTC)
+    status, late = await call(client, "POST", f"/v1/ops/suspense/{later_one}/credit", ops_key,
+                              {"phone": owner.phone, "reason": "called days later"})
+    assert (await world.settle(late["payment"]["public_id"])).status is S.SUCCEEDED
+    statement = [DarajaSandboxStatement(world.sandboxes.urls.daraja)]
+
+    report = await reconcile(world.engine, statement, start, later, grace=timedelta(0))
+    assert done["payment"]["public_id"] not in {f.public_id for f in report.matched}
+    waiting = [f for f in report.parked_in_suspense if reversed_ in f.transaction_ids]
+    assert len(waiting) == 1, report.render()
+    [waiting] = waiting
+    assert "record that with `sauti suspense return`" in waiting.detail
+    assert late["payment"]["public_id"] in {f.public_id for f in report.parked_in_suspense} | {
+        f.public_id for f in report.matched}
+    later_report = await reconcile(world.engine, statement, later, datetime.now(UTC) + timedelta(seconds=1),
+                                   grace=timedelta(0))
+    assert late["payment"]["public_id"] not in {f.public_id for f in later_report.missing_on_theirs}
+
+
+async def test_receipts_differing_only_in_case_are_released_apart(world, client, ops_key):
+    lower, upper = "case" + uuid.uuid4().hex[:6], None
+    upper = lower.upper()
+    assert await forge_confirmation(world, lower, 40) == "suspense"
+    assert await forge_confirmation(world, upper, 50) == "suspense"
+    status, done = await call(client, "POST", f"/v1/ops/suspense/{lower}/return", ops_key, {"reason": "void"})
+    assert status == 201 and done["parked"]["receipt"] == lower and done["parked"]["amount_minor"] == 4000
+    assert (await call(client, "GET", f"/v1/ops/suspense/{upper}", ops_key))[1]["state"] == "open"
+    status, done = await call(client, "POST", f"/v1/ops/suspense/{upper}/return", ops_key, {"reason": "void"})
+    assert status == 201 and done["parked"]["amount_minor"] == 5000
 
 
 async def test_a_release_that_cannot_be_made_is_refused_and_moves_nothing(world, client, ops_key):

@@ -11,6 +11,10 @@ Create Date: 2026-12-01
   release, and the suspense accounts hold exactly its sum.
 - `transfers_parked`: every transfer that parked money, released or not (a handful among
   millions), for the operators' list of all of them.
+- `payments_receipt`: a payment by the M-Pesa receipt its provider gave it (STK pushes, payouts):
+  every path that books or parks a receipt first asks whether a payment holds it
+  (`payment_store.holder_of_receipt`), and reconciliation finds payments by the receipts on a
+  statement.
 """
 
 from db.migration_scripts import run_script
@@ -34,7 +38,10 @@ SELECT t.reference, t.id, t.created_at FROM transfers t
 
 #: Built in the migration's transaction, it holds up ledger writes while it reads the transfers: on a
 #: large live database build it first with ``CREATE INDEX CONCURRENTLY IF NOT EXISTS`` (as 0011's).
-INDEXES = ("transfers_parked ON transfers (id) WHERE idempotency_key LIKE 'suspense:%'",)
+INDEXES = (
+    "transfers_parked ON transfers (id) WHERE idempotency_key LIKE 'suspense:%'",
+    "payments_receipt ON payments (provider, (provider_refs ->> 'receipt'))",
+)
 
 
 def upgrade() -> None:
