@@ -32,6 +32,7 @@ from payments.money import Currency, Money
 from payments.postings import TransferRequest, payment_legs
 from payments.provider_statements import DarajaSandboxStatement
 from payments.reconcile import parked_in_suspense, reconcile
+from payments.sandbox.books import BookEntry
 from payments.states import PaymentStatus
 from tests.integration.ledger_helpers import random_kenyan_number
 from tests.integration.ops_helpers import (
@@ -75,6 +76,21 @@ async def park(world: PaymentsWorld, amount: int, account: str = "0799-WRONG") -
     receipt = next(e.transaction_id for e in reversed(world.sandboxes.daraja.books.entries())
                    if e.client_reference == account and e.kind == "c2b")
     return receipt, payer
+
+
+async def reverse_at_m_pesa(world: PaymentsWorld, receipt: str, amount: int) -> BookEntry:
+    """What an operator does in the M-Pesa portal (here: Daraja's reversal, asked by hand, which no
+    payment of ours expects); returns the reversal's entry in the sandbox's books."""
+    base = world.payments.settings.callback_base_url
+    await world.payments.providers.daraja.reverse(transaction_id=receipt, amount=Money.of(amount, KES),
+                                                  result_url=base + "/reversal/result",
+                                                  queue_timeout_url=base + "/reversal/timeout")
+    for _ in range(200):
+        reversal = next((e for e in world.sandboxes.daraja.books.entries() if e.reverses == receipt), None)
+        if reversal is not None:
+            return reversal
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"M-Pesa never reversed {receipt}")
 
 
 async def suspense_balance(world: PaymentsWorld) -> Money:
@@ -157,17 +173,7 @@ async def test_parked_money_reversed_at_m_pesa_is_recorded_as_returned_on_the_da
     collection_before = await world.balance(AccountKind.PROVIDER_COLLECTION, KES, "mpesa")
     held_before = await suspense_balance(world)
     # The operator reverses it in the M-Pesa portal (here: Daraja's reversal, asked by hand).
-    base = world.payments.settings.callback_base_url
-    await world.payments.providers.daraja.reverse(transaction_id=receipt, amount=Money.of(700, KES),
-                                                  result_url=base + "/reversal/result",
-                                                  queue_timeout_url=base + "/reversal/timeout")
-    reversal = None
-    for _ in range(200):
-        reversal = next((e for e in world.sandboxes.daraja.books.entries() if e.reverses == receipt), None)
-        if reversal is not None:
-            break
-        await asyncio.sleep(0.02)
-    assert reversal is not None
+    reversal = await reverse_at_m_pesa(world, receipt, 700)
 
     page = await sign_in(client, ops_key)
     assert "in suspense" in page
@@ -235,14 +241,7 @@ async def test_a_reversal_of_parked_money_is_never_left_out_of_a_reconciliation(
     receipt, _ = await park(world, 330, account="nobody-later")
     await asyncio.sleep(1.1)
     later = datetime.now(UTC)
-    base = world.payments.settings.callback_base_url
-    await world.payments.providers.daraja.reverse(transaction_id=receipt, amount=Money.of(330, KES),
-                                                  result_url=base + "/reversal/result",
-                                                  queue_timeout_url=base + "/reversal/timeout")
-    for _ in range(200):
-        if any(e.reverses == receipt for e in world.sandboxes.daraja.books.entries()):
-            break
-        await asyncio.sleep(0.02)
+    await reverse_at_m_pesa(world, receipt, 330)
     statement = [DarajaSandboxStatement(world.sandboxes.urls.daraja)]
 
     def about(findings):
@@ -295,14 +294,7 @@ async def test_a_refused_credit_is_not_matched_and_a_late_one_is_not_missing(wor
     A credit made days after the payment is judged with the payment's line, not as "missing"."""
     owner, start = await world.user(), datetime.now(UTC)
     reversed_, _ = await park(world, 610, account="nobody-rev")
-    base = world.payments.settings.callback_base_url
-    await world.payments.providers.daraja.reverse(transaction_id=reversed_, amount=Money.of(610, KES),
-                                                  result_url=base + "/reversal/result",
-                                                  queue_timeout_url=base + "/reversal/timeout")
-    for _ in range(200):
-        if any(e.reverses == reversed_ for e in world.sandboxes.daraja.books.entries()):
-            break
-        await asyncio.sleep(0.02)
+    await reverse_at_m_pesa(world, reversed_, 610)
     status, done = await call(client, "POST", f"/v1/ops/suspense/{reversed_}/credit", ops_key,
                               {"phone": owner.phone, "reason": "claimed"})
     assert status == 201
