@@ -137,9 +137,11 @@ async def test_the_dashboard_reconciles_an_uploaded_statement(world, client, ops
     huge = statement_csv() + '"' + "x" * 140_000 + '",1\n'  # past the csv module's field limit
     async with client.post("/ops/reconcile", data=form(csrf_of(page), huge.encode())) as answer:
         assert answer.status == 400 and "not a CSV statement" in await answer.text()
-    raw = aiohttp.FormData()
-    raw.add_field("csrf", csrf_of(page))
-    raw.add_field("from", b"\xff\xfe", content_type="text/plain; charset=utf-8")
-    async with client.post("/ops/reconcile", data=raw) as answer:
-        assert answer.status == 400  # refused with a page, whichever check refuses it
+    # A text field that is not UTF-8 (no browser sends one; anyone else can).
+    raw = (f'--b0undary\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{csrf_of(page)}\r\n'
+           '--b0undary\r\nContent-Disposition: form-data; name="from"\r\n\r\n').encode() \
+        + b"\xff\xfe\r\n--b0undary--\r\n"
+    async with client.post("/ops/reconcile", data=raw,
+                           headers={"Content-Type": "multipart/form-data; boundary=b0undary"}) as answer:
+        assert answer.status == 400 and "could not be read" in await answer.text()
     await sign_out(client)
