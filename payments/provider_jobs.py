@@ -362,6 +362,9 @@ class ProviderJobs:
                 result_url=self._callback_url(CALLBACK_STATUS_RESULT),
                 queue_timeout_url=self._callback_url(CALLBACK_STATUS_TIMEOUT), remarks="Sauti status check")
         except (DarajaBadRequest, DarajaRejected) as exc:
+            # Asking again would be refused again: a person reads the statement and decides (a payment
+            # to our paybill, or a credit from suspense, would otherwise wait for ever).
+            await self.resolver.flag(payment.public_id, f"M-Pesa refused the status query: {exc.message}"[:200])
             raise PermanentJobError(f"M-Pesa refused the status query: {exc.message}") from exc
         async with self.engine.begin() as conn:
             locked = await store.get_payment(conn, payment.public_id, lock=True)
