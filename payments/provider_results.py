@@ -259,7 +259,8 @@ class ProviderResults:
                    "receipt": result.receipt if result.succeeded else None,
                    "amount": result.amount.minor if result.amount else None}
         event: Event = (MPESA, result.conversation_id, "status_result", summary)
-        outcome, review = _status_verdict(payment, result)
+        ours = self.providers.daraja.shortcode if self.providers.daraja is not None else None
+        outcome, review = _status_verdict(payment, result, shortcode=ours)
         if outcome is None:
             return await self._record_only(payment, event, review)
         _, changed = await self.resolver.apply(payment.public_id, outcome, event=event)
@@ -474,9 +475,11 @@ class ProviderResults:
             return await store.job_status(conn, f"{job}:{payment.public_id}") == "parked"
 
 
-def _status_verdict(payment: Payment, result: DarajaResult) -> tuple[Verdict | None, str | None]:
+def _status_verdict(payment: Payment, result: DarajaResult, *,
+                    shortcode: str | None = None) -> tuple[Verdict | None, str | None]:
     """What a transaction status Result means for the payment asked about: a verdict to apply, or
-    none with the reason a person must look (None when the query itself failed: ask again later)."""
+    none with the reason a person must look (None when the query itself failed: ask again later).
+    ``shortcode``: our paybill, which a payment to us must have credited."""
     status = result.transaction_status
     c2b = payment.kind == PaymentKind.DEPOSIT
     details = {"result_code": result.result_code, "transaction_status": status}
@@ -490,6 +493,16 @@ def _status_verdict(payment: Payment, result: DarajaResult) -> tuple[Verdict | N
                                    f"M-Pesa reports {result.amount} for it, not {payment.amount}; nothing was "
                                    "credited.", details), None
                 return None, f"M-Pesa reports {result.amount} for it, not {payment.amount}"
+            credited = str(result.parameters.get("CreditPartyName") or "").strip()
+            # "<number> - <name>": the party credited. Only a number that is not our paybill's is a
+            # refusal (a name alone cannot be told from ours).
+            party = credited.split(" - ", 1)[0].strip()
+            if c2b and shortcode and party.isdigit() and party != shortcode:
+                # A real receipt, but of money that went elsewhere (a reversal, a payout nobody
+                # booked): a confirmation that named it was forged. Nothing comes into the wallet.
+                return Verdict(False, "status_query", "not_to_our_paybill",
+                               f"M-Pesa shows that transaction paying {credited[:40]!r}, not our paybill; nothing was "
+                               "credited.", details), None
             return Verdict(True, "status_query", details=details, refs={"receipt": result.receipt}), None
         if status == "Reversed" and c2b:
             return Verdict(False, "status_query", "reversed", "M-Pesa reversed this payment; nothing was credited.",

@@ -228,6 +228,11 @@ class DarajaClient:
         self._token_lock = asyncio.Lock()
         self._credential: str | None = settings.security_credential
 
+    @property
+    def shortcode(self) -> str:
+        """Our paybill: where money paid to us goes (a status answer's ``CreditPartyName`` starts with it)."""
+        return self._settings.shortcode
+
     async def start(self) -> None:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(

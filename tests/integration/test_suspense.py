@@ -288,6 +288,23 @@ async def test_another_payment_s_receipt_is_never_parked_nor_credited_again(worl
     assert (await call(client, "GET", f"/v1/ops/suspense/{receipt}", ops_key))[0] == 404
 
 
+async def test_a_receipt_of_money_that_went_out_is_never_credited(world, client, ops_key):
+    """A real M-Pesa receipt, but of money that left our paybill (here: a reversal, which no payment
+    of ours holds), named by a forged confirmation: M-Pesa's status answer shows it credited someone
+    else, so nothing is credited and the amount waits again."""
+    receipt, _ = await park(world, 260, account="nobody-out")
+    reversal = await reverse_at_m_pesa(world, receipt, 260)
+    owner = await world.user()
+    assert await forge_confirmation(world, reversal.transaction_id, 260) == "suspense"
+    status, done = await call(client, "POST", f"/v1/ops/suspense/{reversal.transaction_id}/credit", ops_key,
+                              {"phone": owner.phone, "reason": "a caller claims it"})
+    assert status == 201
+    failed = await world.settle(done["payment"]["public_id"])
+    assert failed.status is S.FAILED and failed.error_code == "not_to_our_paybill"
+    assert await world.wallet(owner) == Money.zero(KES)
+    assert (await call(client, "GET", f"/v1/ops/suspense/{reversal.transaction_id}", ops_key))[1]["state"] == "open"
+
+
 async def test_a_refused_credit_is_not_matched_and_a_late_one_is_not_missing(world, client, ops_key):
     """A credit M-Pesa refuses (the payment was reversed at M-Pesa meanwhile) gives the receipt up:
     reconciliation lists the parked line and its reversal for a person, not as the failed deposit's.
