@@ -100,21 +100,15 @@ class C2BReceiver:
                 if not await store.record_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
                                                          {**summary, "outcome": "booked"}):
                     return "duplicate"
+                await lock_receipt(conn, paid.trans_id)
+                taken = await receipt_taken(conn, paid.trans_id)
+                if taken is not None:  # never booked, nor parked, twice
+                    await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION, taken)
+                    if taken.get("needs_review"):
+                        log.error("C2B payment %s: %s; flagged", paid.trans_id, taken["outcome"])
+                    return "duplicate"
                 owner = await wallet_owner_of(conn, paid.bill_ref_number)
                 if owner is None:
-                    await lock_receipt(conn, paid.trans_id)
-                    if await store.holder_of_receipt(conn, MPESA, paid.trans_id, other_than=0) is not None:
-                        # Booked by hand before its confirmation came (to the wallet the operator read
-                        # off the statement), or another payment's receipt (a forged or replayed
-                        # delivery): that money is booked, not to be parked as well.
-                        await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
-                                                        {"outcome": "booked by hand before"})
-                        return "duplicate"
-                    if await parked_receipt(conn, paid.trans_id):  # by an unrecorded push's callback
-                        await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
-                                                        {"outcome": "receipt parked in suspense already",
-                                                         "needs_review": True})
-                        return "duplicate"
                     name = " ".join(n for n in (paid.first_name, paid.middle_name, paid.last_name) if n)
                     await self.money.park_in_suspense(conn, paid.trans_id, paid.amount, seen={
                         "account": paid.bill_ref_number, "payer": paid.msisdn, "payer_name": name})
@@ -171,24 +165,6 @@ class C2BReceiver:
 
     async def _book(self, conn: AsyncConnection, paid: C2BPayment, owner: User, *,
                     booked_by: tuple[str, str] | None = None) -> str:
-        if booked_by is None:
-            await lock_receipt(conn, paid.trans_id)
-            holder = await store.holder_of_receipt(conn, MPESA, paid.trans_id, other_than=0)
-            if holder is not None and await store.find_by_provider_ref(conn, MPESA, paid.trans_id) is None:
-                # Another payment's M-Pesa receipt (a push's, a payout's): a forged or replayed
-                # delivery. (A payment to our paybill booked by hand before is a duplicate below.)
-                await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
-                                                {"outcome": f"receipt held by {holder}", "needs_review": True})
-                log.error("C2B payment %s: its receipt is another payment's; flagged", paid.trans_id)
-                return "duplicate"
-            if await parked_receipt(conn, paid.trans_id):
-                # That receipt's money is parked in suspense already (an unrecorded push's, say): a
-                # forged or replayed delivery, one of the two. Never booked twice: a person looks.
-                await store.note_provider_event(conn, MPESA, paid.trans_id, CONFIRMATION,
-                                                {"outcome": "receipt parked in suspense already",
-                                                 "needs_review": True})
-                log.error("C2B payment %s: its receipt is parked in suspense already; flagged", paid.trans_id)
-                return "duplicate"
         try:
             phone: str | None = parse_msisdn(paid.msisdn, "KE")
         except InvalidPhoneNumber:
@@ -233,6 +209,21 @@ class C2BReceiver:
                 conn, MPESA, paid.trans_id, CONFIRMATION,
                 {**summary, "outcome": "unbookable", "needs_review": True, "why": why[:200]})
         return "unbookable" if recorded else "duplicate"
+
+
+async def receipt_taken(conn: AsyncConnection, receipt: str) -> dict[str, Any] | None:
+    """What booked this M-Pesa receipt already, as a note for the delivery that names it again (hold
+    `lock_receipt` first); None when nothing did. Booked by hand from the statement before its
+    confirmation came is a plain duplicate; another payment's receipt (a push's, a payout's) or money
+    parked in suspense under it means a forged or replayed delivery: a person looks."""
+    if await store.find_by_provider_ref(conn, MPESA, receipt) is not None:
+        return {"outcome": "booked by hand before"}
+    holder = await store.holder_of_receipt(conn, MPESA, receipt, other_than=0)
+    if holder is not None:
+        return {"outcome": f"receipt held by {holder}", "needs_review": True}
+    if await parked_receipt(conn, receipt):
+        return {"outcome": "receipt parked in suspense already", "needs_review": True}
+    return None
 
 
 async def wallet_owner_of(conn: AsyncConnection, number: str) -> User | None:

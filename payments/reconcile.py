@@ -149,12 +149,6 @@ async def ledger_nets(conn: AsyncConnection, ours: Sequence[OurPayment]) -> dict
     return nets
 
 
-async def parked_in_suspense(conn: AsyncConnection, transaction_ids: Sequence[str]) -> dict[str, Parked]:
-    """Which of the provider's transactions we recorded in suspense (money for no wallet of ours),
-    each with what became of it (`payments.suspense`)."""
-    return await parked_many(conn, transaction_ids)
-
-
 def _sort_parked(report: ReconcileReport, provider: str, unmatched: Sequence[StatementLine],
                  parked: Mapping[str, Parked]) -> list[StatementLine]:
     """File the unmatched lines that are money we parked in suspense, and the reversals of those
@@ -162,7 +156,7 @@ def _sort_parked(report: ReconcileReport, provider: str, unmatched: Sequence[Sta
     A parked amount recorded as returned, whose reversal the statement shows for the whole amount,
     is settled (matched); a reversal of money credited from suspense is a status mismatch (the
     payer has it twice); anything else parked waits for a person. No line is left out."""
-    originals = {ln.transaction_id for ln in unmatched if ln.transaction_id in parked and not ln.is_reversal}
+    firsts = {ln.transaction_id: ln for ln in unmatched if ln.transaction_id in parked and not ln.is_reversal}
     reversals: dict[str, list[StatementLine]] = defaultdict(list)
     rest: list[StatementLine] = []
     for line in unmatched:
@@ -170,9 +164,8 @@ def _sort_parked(report: ReconcileReport, provider: str, unmatched: Sequence[Sta
             reversals[line.reverses].append(line)
         elif line.is_reversal or line.transaction_id not in parked:
             rest.append(line)
-    for receipt in sorted(originals | set(reversals)):
-        held, backs = parked[receipt], reversals.get(receipt, [])
-        first = next((ln for ln in unmatched if ln.transaction_id == receipt and not ln.is_reversal), None)
+    for receipt in sorted(firsts.keys() | reversals.keys()):
+        held, backs, first = parked[receipt], reversals.get(receipt, []), firsts.get(receipt)
         lines = ([first] if first else []) + backs
         ids = tuple(ln.transaction_id for ln in lines)
         their = Money(sum(ln.amount.minor for ln in lines), lines[0].amount.currency)
@@ -398,8 +391,9 @@ async def reconcile(engine: AsyncEngine, sources: Sequence[StatementSource], sta
         # Money we parked in suspense, and its reversals, are ours already: never paired by amount
         # with a payment (a credit from suspense M-Pesa refused has that amount and number).
         async with engine.connect() as conn:
-            parked = await parked_in_suspense(conn, [ident for ln in matching.unmatched
-                                                     for ident in (ln.transaction_id, ln.reverses) if ident])
+            # What we parked under each (`payments.suspense`), and what became of it.
+            parked = await parked_many(conn, [ident for ln in matching.unmatched
+                                              for ident in (ln.transaction_id, ln.reverses) if ident])
         parked_lines = [ln for ln in matching.unmatched
                         if (ln.reverses in parked if ln.is_reversal else ln.transaction_id in parked)]
         matching.unmatched = [ln for ln in matching.unmatched if ln not in parked_lines]

@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments import payment_store as store
-from payments.c2b import wallet_owner_of
+from payments.c2b import receipt_taken, wallet_owner_of
 from payments.commands import Channel, PaymentKind
 from payments.errors import PaymentsError
 from payments.money import Currency, Money
@@ -46,7 +46,7 @@ from payments.providers.daraja import StkState
 from payments.providers.daraja_callbacks import StkCallback
 from payments.providers.errors import ProviderError
 from payments.resolution import Resolver
-from payments.settlement import Settlement, lock_receipt, parked_receipt
+from payments.settlement import Settlement, lock_receipt
 from payments.states import PaymentStatus
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,7 @@ class StkOrphans:
                                             {"outcome": "unbookable", "needs_review": "no receipt or amount"})
             return "flagged"
         await lock_receipt(conn, receipt)  # against a booking by hand of the same receipt (`payments.c2b`)
-        if await store.holder_of_receipt(conn, MPESA, receipt, other_than=0) is not None \
-                or await parked_receipt(conn, receipt):
+        if await receipt_taken(conn, receipt) is not None:
             # That M-Pesa transaction was booked already (a forged or replayed callback): never twice.
             await store.note_provider_event(conn, MPESA, checkout_id, STK_ORPHAN_EVENT,
                                             {"outcome": "receipt_booked", "needs_review": "receipt booked already"})

@@ -31,7 +31,7 @@ from payments.ledger_check import check_ledger
 from payments.money import Currency, Money
 from payments.postings import TransferRequest, payment_legs
 from payments.provider_statements import DarajaSandboxStatement
-from payments.reconcile import parked_in_suspense, reconcile
+from payments.reconcile import reconcile
 from payments.sandbox.books import BookEntry
 from payments.states import PaymentStatus
 from tests.integration.ledger_helpers import random_kenyan_number
@@ -467,7 +467,7 @@ async def test_the_suspense_list_reads_through_indexes(world):
             assert receipt in {p.receipt for _, p in await suspense.parked_money(conn, open_only=False)}
             assert (await suspense.parked(conn, receipt)).state == "open"
             assert (await suspense.open_total(conn))[0] >= 1
-            assert (await parked_in_suspense(conn, [receipt]))[receipt].state == "open"
+            assert (await suspense.parked_many(conn, [receipt]))[receipt].state == "open"
     assert len(statements) >= 5
     for statement, plan in await plans_without_seq_scans(world.engine, statements):
         if "LIKE 'suspense:%'" in statement and "ORDER BY t.id DESC" in statement:  # every parked amount
