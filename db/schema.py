@@ -337,9 +337,15 @@ webhook_endpoints = Table(
     Column("secret", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("disabled_at", DateTime(timezone=True)),
+    # Migration 0013: the secret before the last roll, still signing deliveries until it expires.
+    Column("previous_secret", Text),
+    Column("previous_secret_expires_at", DateTime(timezone=True)),
     Index("webhook_endpoints_of_key", "api_key_id", postgresql_where=text("disabled_at IS NULL")),
     CheckConstraint("url ~ '^https?://' AND length(url) <= 2000"),
     CheckConstraint("secret ~ '^whsec_[A-Za-z0-9_-]{43}$'"),
+    CheckConstraint("(previous_secret IS NULL) = (previous_secret_expires_at IS NULL) AND "
+                    "(previous_secret IS NULL OR previous_secret ~ '^whsec_[A-Za-z0-9_-]{43}$')",
+                    name="webhook_endpoints_previous_secret"),
 )
 
 # How each USSD session ended (migration 0006): completed, or dropped at which screen.

@@ -5,7 +5,10 @@
 - ``GET /v1/webhook_endpoints``: the key's endpoints, disabled ones included, without secrets;
 - ``DELETE /v1/webhook_endpoints/{id}``: disables it for good (200 with the endpoint; again, the same);
 - ``POST /v1/webhook_endpoints/{id}/test``: queues a ``webhook.test`` event for it (202 with the
-  event's id), to check one's signature checks before real payments depend on them.
+  event's id), to check one's signature checks before real payments depend on them;
+- ``POST /v1/webhook_endpoints/{id}/roll_secret`` ``{"previous_secret_valid_s"?: 86400}``: a new
+  signing ``secret`` (200, shown this once), the one before still signing beside it for that many
+  seconds (a day unless given; 0 to 604,800), until ``previous_secret_expires_at``.
 
 Another key's endpoint is a 404, as a payment is. Which events reach an endpoint, and how to check
 their signatures: the README's "Webhooks" and `payments.webhook_events`.
@@ -22,7 +25,16 @@ from gateway.api_requests import json_body, only
 from gateway.keys import DB_ENGINE, SETTINGS
 from payments.api_keys import ApiKey
 from payments.payment_json import iso
-from payments.webhook_endpoints import WebhookEndpoint, add_endpoint, disable_endpoint, get_endpoint, list_endpoints
+from payments.webhook_endpoints import (
+    PREVIOUS_SECRET_VALID,
+    WebhookEndpoint,
+    add_endpoint,
+    disable_endpoint,
+    get_endpoint,
+    list_endpoints,
+    previous_secret_validity,
+    roll_secret,
+)
 from payments.webhook_events import EVENT_TYPES, TEST_EVENT, send_test_event
 
 PATH = "/v1/webhook_endpoints"
@@ -35,12 +47,14 @@ def add_webhook_api_routes(app: web.Application) -> None:
     app.router.add_get(PATH, authenticated(read_webhook_endpoints))
     app.router.add_delete(PATH + "/{endpoint_id}", authenticated(delete_webhook_endpoint))
     app.router.add_post(PATH + "/{endpoint_id}/test", authenticated(test_webhook_endpoint))
+    app.router.add_post(PATH + "/{endpoint_id}/roll_secret", authenticated(roll_webhook_secret))
 
 
 def endpoint_json(endpoint: WebhookEndpoint) -> dict[str, Any]:
     return {"id": endpoint.public_id, "url": endpoint.url, "active": endpoint.active,
             "events": list(EVENT_TYPES), "created_at": iso(endpoint.created_at),
-            "disabled_at": iso(endpoint.disabled_at)}
+            "disabled_at": iso(endpoint.disabled_at),
+            "previous_secret_expires_at": iso(endpoint.previous_secret_expires_at)}
 
 
 async def create_webhook_endpoint(request: web.Request, caller: ApiKey) -> web.Response:
@@ -71,3 +85,14 @@ async def test_webhook_endpoint(request: web.Request, caller: ApiKey) -> web.Res
         endpoint = await get_endpoint(conn, request.match_info["endpoint_id"], api_key_id=caller.id)
         event_id = await send_test_event(conn, endpoint)
     return web.json_response({"event": event_id, "type": TEST_EVENT, "endpoint": endpoint.public_id}, status=202)
+
+
+async def roll_webhook_secret(request: web.Request, caller: ApiKey) -> web.Response:
+    body = await json_body(request) if request.body_exists else {}
+    only(body, {"previous_secret_valid_s"})
+    valid = previous_secret_validity(body.get("previous_secret_valid_s",
+                                              int(PREVIOUS_SECRET_VALID.total_seconds())))
+    async with request.app[DB_ENGINE].begin() as conn:
+        rolled = await roll_secret(conn, request.match_info["endpoint_id"], api_key_id=caller.id,
+                                   previous_valid=valid, actor=f"api_key:{caller.prefix}")
+    return web.json_response(endpoint_json(rolled.endpoint) | {"secret": rolled.secret})

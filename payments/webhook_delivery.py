@@ -6,7 +6,9 @@ One delivery is one ``POST`` of the event's JSON to the endpoint's URL, with:
   timestamp followed by the raw body, the scheme Wave signs its own webhooks with
   (`payments.providers.wave_signing`), so receivers that verify Wave's can verify ours the same way
   (`verify_delivery` does it). Signed afresh at each try: a receiver may refuse timestamps more than
-  five minutes old, and a retry is not a replay;
+  five minutes old, and a retry is not a replay. For a while after the endpoint's secret is rolled,
+  one ``v1`` per secret, the newest first (`webhook_endpoints.roll_secret`): a receiver checking
+  either secret accepts it;
 - ``Sauti-Event-Id`` and ``Sauti-Event-Type``, the event's own ``id`` and ``type``.
 
 Unless ``allow_local`` (tests, a demo on one machine), the URL is checked again when sending
@@ -126,7 +128,7 @@ class WebhookSender:
         body = event_body(event)
         headers = {"Content-Type": "application/json", "Sauti-Event-Id": str(event.get("id")),
                    "Sauti-Event-Type": str(event.get("type")),
-                   SIGNATURE_HEADER: signature_header([target.secret], int(time.time()), body)}
+                   SIGNATURE_HEADER: signature_header(target.secrets, int(time.time()), body)}
         try:
             async with self._session().post(target.url, data=body, headers=headers, allow_redirects=False) as answer:
                 if 200 <= answer.status < 300:

@@ -8,6 +8,13 @@ operators can (`sauti webhook`); a key has at most ``max_per_key`` live ones. It
 as it is, not hashed, because every delivery is signed with it. Disabling an endpoint is final, like
 revoking a key: events queued for it are dropped when their turn comes. Both are audited.
 
+A secret can be rolled (`roll_secret`: a leaked one, a staff change, a routine): the endpoint gets a
+new one, shown once, and the one before keeps signing deliveries beside it, for a day by default
+(up to a week, or not at all), so the receiver can take the new one into use without refusing a
+delivery meanwhile. Each delivery's ``Sauti-Signature`` then carries one ``v1`` per secret, the
+newest first, as Wave's does during its rotations. Rolling again before that ends drops the oldest:
+an endpoint signs with two secrets at most.
+
 A URL is absolute ``http(s)``, without ``user:password@`` or ``#fragment``, at most 2,000
 characters. Unless ``allow_local`` (tests, a demo on one machine), it is ``https`` and names neither
 ``localhost`` nor a literal loopback, private, link-local or reserved address: a payments server
@@ -22,7 +29,7 @@ import re
 import secrets
 import socket
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,6 +42,9 @@ from payments.identities import audit
 MAX_URL_LENGTH = 2000
 SECRET_PREFIX = "whsec_"  # noqa: S105 -- the prefix every secret is shown with, not a secret
 ENDPOINT_PREFIX = "we_"
+#: How long the secret before a roll keeps signing, unless the roll says otherwise; and the most it may.
+PREVIOUS_SECRET_VALID = timedelta(hours=24)
+PREVIOUS_SECRET_VALID_MAX = timedelta(days=7)
 _PUBLIC_ID = re.compile(ENDPOINT_PREFIX + r"[A-Za-z0-9_-]{16}")
 
 
@@ -64,6 +74,8 @@ class WebhookEndpoint:
     url: str
     created_at: datetime
     disabled_at: datetime | None
+    #: Until when the secret before the last roll still signs deliveries; None when none does.
+    previous_secret_expires_at: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -78,12 +90,18 @@ class NewWebhookEndpoint:
     secret: str
 
 
+def _new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryTarget:
     """Where and how to send one endpoint's events: `payments.webhook_delivery` reads it per delivery."""
 
     url: str
-    secret: str
+    #: The secrets a delivery is signed with now: the endpoint's, then the one before its last roll
+    #: while that one has not expired.
+    secrets: tuple[str, ...]
     live: bool
 
 
@@ -126,12 +144,16 @@ def _local_host(host: str) -> bool:
     return not address.is_global
 
 
-_COLUMNS = "e.id, e.public_id, k.prefix, e.url, e.created_at, e.disabled_at"
+# A previous secret is live until it expires; after that it is as good as gone (never signs again).
+_PREVIOUS_LIVE = "e.previous_secret_expires_at > now()"
+_COLUMNS = ("e.id, e.public_id, k.prefix, e.url, e.created_at, e.disabled_at, "
+            f"CASE WHEN {_PREVIOUS_LIVE} THEN e.previous_secret_expires_at END AS previous_expires_at")
 _FROM = "webhook_endpoints e JOIN api_keys k ON k.id = e.api_key_id"
 
 
 def _endpoint(row) -> WebhookEndpoint:
-    return WebhookEndpoint(row.id, row.public_id, row.prefix, row.url, row.created_at, row.disabled_at)
+    return WebhookEndpoint(row.id, row.public_id, row.prefix, row.url, row.created_at, row.disabled_at,
+                           row.previous_expires_at)
 
 
 async def add_endpoint(conn: AsyncConnection, api_key_id: int, url: object, *, allow_local: bool, max_per_key: int,
@@ -151,7 +173,7 @@ async def add_endpoint(conn: AsyncConnection, api_key_id: int, url: object, *, a
     if live >= max_per_key:
         raise TooManyWebhookEndpoints(f"this API key already has {live} webhook endpoints, the most it may have; "
                                       "disable one first")
-    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    secret = _new_secret()
     public_id = ENDPOINT_PREFIX + secrets.token_urlsafe(12)
     await conn.execute(sql(
         "INSERT INTO webhook_endpoints (public_id, api_key_id, url, secret) VALUES (:p, :k, :u, :s)"),
@@ -199,7 +221,44 @@ async def delivery_target(conn: AsyncConnection, endpoint_id: int) -> DeliveryTa
     """The URL and secret of endpoint ``endpoint_id``, and whether it still takes events (neither it
     disabled nor its key revoked); None when there is no such endpoint."""
     row = (await conn.execute(sql(
-        "SELECT e.url, e.secret, e.disabled_at IS NULL AND k.revoked_at IS NULL AS live "
+        f"SELECT e.url, e.secret, CASE WHEN {_PREVIOUS_LIVE} THEN e.previous_secret END AS previous, "
+        "e.disabled_at IS NULL AND k.revoked_at IS NULL AS live "
         "FROM webhook_endpoints e JOIN api_keys k ON k.id = e.api_key_id WHERE e.id = :i"),
         {"i": endpoint_id})).first()
-    return DeliveryTarget(row.url, row.secret, row.live) if row is not None else None
+    if row is None:
+        return None
+    return DeliveryTarget(row.url, (row.secret, row.previous) if row.previous else (row.secret,), row.live)
+
+
+def previous_secret_validity(seconds: object) -> timedelta:
+    """How long the secret before a roll keeps signing, from a whole number of seconds (0: not at
+    all), or `InvalidRequest` saying what is allowed."""
+    most = int(PREVIOUS_SECRET_VALID_MAX.total_seconds())
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= most:
+        raise InvalidRequest(f"the previous secret keeps signing for a whole number of seconds from 0 (not at "
+                             f"all) to {most} (a week)")
+    return timedelta(seconds=seconds)
+
+
+async def roll_secret(conn: AsyncConnection, public_id: str, *, api_key_id: int | None = None,
+                      previous_valid: timedelta = PREVIOUS_SECRET_VALID, actor: str) -> NewWebhookEndpoint:
+    """Give endpoint ``public_id`` (of key ``api_key_id``, when given) a new signing secret, in the
+    caller's transaction, audited. The secret it had keeps signing beside it for ``previous_valid``
+    (none when zero); a previous secret from an earlier roll stops at once."""
+    if not timedelta(0) <= previous_valid <= PREVIOUS_SECRET_VALID_MAX:
+        raise InvalidRequest(f"the previous secret keeps signing for at most {PREVIOUS_SECRET_VALID_MAX}")
+    endpoint = await get_endpoint(conn, public_id, api_key_id=api_key_id)
+    secret = _new_secret()
+    # One statement, so concurrent rolls of one endpoint queue on its row: each keeps the secret the
+    # one before it made, never a secret no one was shown.
+    rolled = (await conn.execute(sql(
+        "UPDATE webhook_endpoints SET previous_secret = CASE WHEN CAST(:keep AS boolean) THEN secret END, "
+        "previous_secret_expires_at = CASE WHEN CAST(:keep AS boolean) THEN now() + CAST(:valid AS interval) END, "
+        "secret = :s "
+        "WHERE id = :i AND disabled_at IS NULL RETURNING id"),
+        {"i": endpoint.id, "s": secret, "keep": previous_valid > timedelta(0), "valid": previous_valid})).first()
+    if rolled is None:
+        raise WebhookEndpointDisabled(f"webhook endpoint {endpoint.public_id} is disabled; add a new one instead")
+    await audit(conn, actor=actor, action="webhook.secret_rolled", subject=f"api_key:{endpoint.api_key_prefix}",
+                details={"endpoint": endpoint.public_id, "previous_valid_s": int(previous_valid.total_seconds())})
+    return NewWebhookEndpoint(await get_endpoint(conn, public_id), secret)

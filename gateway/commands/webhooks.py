@@ -1,11 +1,14 @@
 """``sauti webhook``: operators' view of the webhook endpoints of API keys, and of their deliveries.
 
-``add`` prints the endpoint's signing secret once (the key's owner needs it to check signatures).
+``add`` prints the endpoint's signing secret once (the key's owner needs it to check signatures);
+``roll`` gives an endpoint a new one, also printed once, the one before signing beside it for a while.
 Keys' owners manage their own endpoints through ``/v1/webhook_endpoints`` as well. A parked delivery
 is sent again with ``sauti outbox retry JOB_ID``.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,12 +17,15 @@ from gateway.commands.database_work import run_with_database
 from gateway.settings import Settings
 from payments.api_keys import get_api_key, key_prefix
 from payments.webhook_endpoints import (
+    PREVIOUS_SECRET_VALID,
+    PREVIOUS_SECRET_VALID_MAX,
     NewWebhookEndpoint,
     WebhookEndpoint,
     add_endpoint,
     disable_endpoint,
     get_endpoint,
     list_endpoints,
+    roll_secret,
 )
 from payments.webhook_events import EVENT_TYPES, Delivery, deliveries, send_test_event
 
@@ -72,10 +78,12 @@ def webhook_list(ctx: click.Context, key: str | None) -> None:
     if not endpoints:
         click.echo("no webhook endpoints")
         return
-    click.echo(f"{'ENDPOINT':20}  {'API KEY':12}  {'CREATED':16}  {'STATUS':19}  URL")
+    click.echo(f"{'ENDPOINT':20}  {'API KEY':12}  {'CREATED':16}  {'STATUS':19}  {'PREVIOUS SECRET UNTIL':21}  URL")
     for e in endpoints:
         status = "active" if e.active else f"disabled {e.disabled_at:%Y-%m-%d %H:%M}"
-        click.echo(f"{e.public_id:20}  {e.api_key_prefix:12}  {e.created_at:%Y-%m-%d %H:%M}  {status:19}  {e.url}")
+        previous = f"{e.previous_secret_expires_at:%Y-%m-%d %H:%M}" if e.previous_secret_expires_at else "-"
+        click.echo(f"{e.public_id:20}  {e.api_key_prefix:12}  {e.created_at:%Y-%m-%d %H:%M}  {status:19}  "
+                   f"{previous:21}  {e.url}")
 
 
 @webhook.command("disable")
@@ -90,6 +98,30 @@ def webhook_disable(ctx: click.Context, endpoint: str) -> None:
 
     done = run_with_database(_settings(ctx), work, pool_size=1)
     click.echo(f"webhook endpoint {done.public_id} ({done.url}) disabled at {done.disabled_at:%Y-%m-%d %H:%M:%S %Z}")
+
+
+@webhook.command("roll")
+@click.argument("endpoint")
+@click.option("--keep-previous-hours", type=click.FloatRange(0, PREVIOUS_SECRET_VALID_MAX.total_seconds() / 3600),
+              default=PREVIOUS_SECRET_VALID.total_seconds() / 3600, show_default=True,
+              help="How long the secret before keeps signing beside the new one (0: stop it now, as for a leak).")
+@click.pass_context
+def webhook_roll(ctx: click.Context, endpoint: str, keep_previous_hours: float) -> None:
+    """Give ENDPOINT (its we_… id) a new signing secret; prints it, once."""
+
+    async def work(engine: AsyncEngine) -> NewWebhookEndpoint:
+        async with engine.begin() as conn:
+            return await roll_secret(conn, endpoint.strip(), previous_valid=timedelta(hours=keep_previous_hours),
+                                     actor="cli")
+
+    rolled = run_with_database(_settings(ctx), work, pool_size=1)
+    done = rolled.endpoint
+    until = (f"until {done.previous_secret_expires_at:%Y-%m-%d %H:%M:%S %Z}" if done.previous_secret_expires_at
+             else "no longer")
+    click.echo(f"webhook endpoint {done.public_id} ({done.url}): new signing secret; the one before signs {until}")
+    click.echo(rolled.secret)
+    click.echo("Give the owner this signing secret now (Sauti-Signature header); it is shown only this once.",
+               err=True)
 
 
 @webhook.command("test")

@@ -21,7 +21,7 @@ from aiohttp import web
 from payments.money import Currency, Money
 from payments.sandbox.runner import free_port_base
 from payments.states import PaymentStatus
-from payments.webhook_delivery import SIGNATURE_HEADER, verify_delivery
+from payments.webhook_delivery import SIGNATURE_HEADER, WebhookRejected, verify_delivery
 from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway, wait_for
 from tests.http_servers import serve_app
 
@@ -131,6 +131,26 @@ async def test_a_merchant_s_webhook_added_with_sauti_hears_of_a_payment_to_it(gw
         assert code == 0 and "test event evt_" in out, out + err
         await wait_until(lambda: len(heard) == 2)
         assert verify_delivery(*heard[1], secret)["type"] == "webhook.test"
+        # The merchant's secret leaked: a new one, the old one signing beside it for an hour.
+        code, out, err = await sauti(gw, "webhook", "roll", endpoint, "--keep-previous-hours", "1")
+        assert code == 0 and "the one before signs until" in out and "shown only this once" in err, out + err
+        rolled = out.strip().splitlines()[-1]
+        assert rolled.startswith("whsec_") and rolled != secret
+        code, out, _ = await sauti(gw, "webhook", "test", endpoint)
+        await wait_until(lambda: len(heard) == 3)
+        for either in (rolled, secret):
+            assert verify_delivery(*heard[2], either)["type"] == "webhook.test"
+        code, out, err = await sauti(gw, "webhook", "roll", endpoint, "--keep-previous-hours", "0")
+        assert code == 0 and "the one before signs no longer" in out, out + err
+        newest = out.strip().splitlines()[-1]
+        code, out, _ = await sauti(gw, "webhook", "test", endpoint)
+        await wait_until(lambda: len(heard) == 4)
+        verify_delivery(*heard[3], newest)
+        for stale in (secret, rolled):
+            with pytest.raises(WebhookRejected):
+                verify_delivery(*heard[3], stale)
+        code, _, err = await sauti(gw, "webhook", "roll", endpoint, "--keep-previous-hours", "200")
+        assert code != 0 and "Traceback" not in err, err
         code, out, _ = await sauti(gw, "webhook", "list", "--key", merchant_prefix)
         assert endpoint in out and "active" in out and url in out
         code, out, _ = await sauti(gw, "webhook", "disable", endpoint)

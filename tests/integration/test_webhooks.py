@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from payments.commands import Channel, SendToWallet
 from payments.identities import User
 from payments.money import Currency, Money
 from payments.outbox import Job, PermanentJobError
+from payments.providers.wave_signing import compute_signature, parse_signature_header
 from payments.webhook_delivery import (
     SIGNATURE_HEADER,
     DeliveryFailed,
@@ -480,3 +482,92 @@ async def test_outside_tests_a_delivery_goes_only_to_public_https_addresses(worl
         assert [r["host"] for r in await resolver.resolve("8.8.8.8", 443)] == ["8.8.8.8"]
     finally:
         await resolver.close()
+
+
+def signed_with(delivery: tuple[bytes, dict[str, str]], candidates) -> list[str]:
+    """Which of ``candidates`` signed ``delivery``, in the order of its ``v1`` values."""
+    body, headers = delivery
+    header = parse_signature_header(headers[SIGNATURE_HEADER])
+    by_signature = {compute_signature(secret, header.timestamp, body): secret for secret in candidates}
+    return [by_signature.get(signature, "?") for signature in header.signatures]
+
+
+async def test_an_endpoint_s_secret_is_rolled_the_one_before_signing_beside_it_for_a_while(world, client, receiver):
+    key, other = await new_key(world), await new_key(world)
+    endpoint = await subscribe(client, key, receiver.url)
+    first = endpoint["secret"]
+    assert endpoint["previous_secret_expires_at"] is None
+    path = f"/v1/webhook_endpoints/{endpoint['id']}"
+
+    async def test_event() -> tuple[bytes, dict[str, str]]:
+        assert (await call(client, "POST", f"{path}/test", key))[0] == 202
+        await deliver_all(world)
+        return receiver.received[-1]
+
+    # No body: the one before signs for a day.
+    status, rolled = await call(client, "POST", f"{path}/roll_secret", key)
+    assert status == 200 and rolled["id"] == endpoint["id"] and rolled["active"], rolled
+    second = rolled["secret"]
+    assert second.startswith("whsec_") and second != first
+    until = datetime.fromisoformat(rolled["previous_secret_expires_at"])
+    assert timedelta(hours=23, minutes=59) < until - datetime.now(UTC) <= timedelta(hours=24)
+    status, listed = await call(client, "GET", "/v1/webhook_endpoints", key)
+    [listed] = listed["webhook_endpoints"]
+    assert listed["previous_secret_expires_at"] == rolled["previous_secret_expires_at"] and "secret" not in listed
+    delivery = await test_event()
+    assert signed_with(delivery, (first, second)) == [second, first]  # the newest first
+    body, headers = delivery  # a receiver holding either accepts it
+    assert verify_delivery(body, headers[SIGNATURE_HEADER], second) == verify_delivery(body, headers[SIGNATURE_HEADER],
+                                                                                       first)
+
+    # A second roll keeps the second secret for a second; the first stops at once.
+    status, rolled = await call(client, "POST", f"{path}/roll_secret", key, {"previous_secret_valid_s": 1})
+    third = rolled["secret"]
+    assert signed_with(await test_event(), (first, second, third)) == [third, second]
+    await asyncio.sleep(1.1)  # the second's second is up: it signs no more, and is not listed
+    assert (await call(client, "GET", "/v1/webhook_endpoints", key))[1]["webhook_endpoints"][0][
+        "previous_secret_expires_at"] is None
+    body, headers = await test_event()
+    assert signed_with((body, headers), (first, second, third)) == [third]
+    with pytest.raises(WebhookRejected):
+        verify_delivery(body, headers[SIGNATURE_HEADER], second)
+
+    # A leak: 0 stops the one before at once.
+    status, rolled = await call(client, "POST", f"{path}/roll_secret", key, {"previous_secret_valid_s": 0})
+    assert status == 200 and rolled["previous_secret_expires_at"] is None
+    assert signed_with(await test_event(), (first, second, third, rolled["secret"])) == [rolled["secret"]]
+
+    # Audited, without a secret in it.
+    details = [r.details for r in await world.rows(
+        "SELECT details FROM audit_log WHERE action = 'webhook.secret_rolled' AND details ->> 'endpoint' = :e "
+        "ORDER BY id", e=endpoint["id"])]
+    assert [d["previous_valid_s"] for d in details] == [86400, 1, 0]
+    assert not any("whsec_" in json.dumps(d) for d in details)
+
+    for body, code in (({"previous_secret_valid_s": -1}, "invalid_request"),
+                       ({"previous_secret_valid_s": 604801}, "invalid_request"),
+                       ({"previous_secret_valid_s": "3600"}, "invalid_request"),
+                       ({"previous_secret_valid_s": True}, "invalid_request"),
+                       ({"previous_secret_valid_s": 1.5}, "invalid_request"),
+                       ({"expires": 10}, "unknown_field")):
+        status, answer = await call(client, "POST", f"{path}/roll_secret", key, body)
+        assert status == 400 and answer["error"]["code"] == code, (body, answer)
+    assert (await call(client, "POST", f"{path}/roll_secret", other))[0] == 404
+    assert (await call(client, "POST", "/v1/webhook_endpoints/we_nope/roll_secret", key))[0] == 404
+    await call(client, "DELETE", path, key)
+    status, refused = await call(client, "POST", f"{path}/roll_secret", key)
+    assert status == 409 and refused["error"]["code"] == "webhook_endpoint_disabled"
+
+
+async def test_concurrent_rolls_leave_secrets_their_callers_were_shown(world, client, receiver):
+    key = await new_key(world)
+    endpoint = await subscribe(client, key, receiver.url)
+    path = f"/v1/webhook_endpoints/{endpoint['id']}"
+    answers = await asyncio.gather(*(call(client, "POST", f"{path}/roll_secret", key) for _ in range(4)))
+    assert [status for status, _ in answers] == [200] * 4
+    shown = {endpoint["secret"]} | {rolled["secret"] for _, rolled in answers}
+    assert len(shown) == 5
+    assert (await call(client, "POST", f"{path}/test", key))[0] == 202
+    await deliver_all(world)
+    signers = signed_with(receiver.received[-1], shown)
+    assert len(set(signers)) == 2 and "?" not in signers and endpoint["secret"] not in signers
