@@ -1,10 +1,13 @@
 """Operator reads benchmark: how long a payment's whole record (`payments.payment_records.payment_record`,
 what ``GET /v1/ops/payments/{id}`` and the dashboard's payment page read), a number's payments
-(`search_payments` by phone) and the suspense page (`payments.suspense`: the newest money parked for
-no wallet, and how much waits) take as the tables grow, beside the cheapest read there is, one
-payment by its public id (`payment_store.get_payment`), measured in the same run on the same database.
+(`search_payments` by phone), the suspense page (`payments.suspense`: the newest money parked for
+no wallet, and how much waits) and reconciliation's read of an hour's M-Pesa payments
+(`payments.reconcile.our_payments`: those made in the hour and those its statement names) take as the
+tables grow, beside the cheapest read there is, one payment by its public id
+(`payment_store.get_payment`), measured in the same run on the same database.
 
-For each size, the tables first get that many payments' worth of history in bulk (payments with
+For each size, the tables first get that many payments' worth of history in bulk, one a second
+(payments, a third of them M-Pesa payouts with a receipt, with
 their transitions, a ledger transfer each with two postings, two SMS jobs each, a provider callback
 for every fourth, an audit line for every hundredth, and money parked in suspense for every
 thousandth, half of it released since), then real p2p payments are made through `Payments.handle`
@@ -28,6 +31,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -47,6 +51,7 @@ from payments.money import Currency, Money
 from payments.orchestrator import Payments
 from payments.payment_records import PaymentFilter, payment_record, search_payments
 from payments.postings import TransferRequest, payment_legs
+from payments.reconcile import our_payments
 
 KES = Currency.KES
 
@@ -56,11 +61,14 @@ _HISTORY = [
        SELECT '+2547' || lpad(g::text, 8, '0'), 'History ' || g
          FROM generate_series(CAST(:u0 AS bigint), CAST(:u1 AS bigint)) g""",
     """INSERT INTO payments (public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, fee,
-                             currency, recipient_phone, status, created_at, updated_at, finished_at)
+                             currency, recipient_phone, status, provider, provider_refs, created_at, updated_at,
+                             finished_at)
        SELECT 'pay_h' || lpad(g::text, 25, '0'),
               (SELECT id FROM users WHERE phone = '+2547' || lpad((1 + g % :users)::text, 8, '0')),
-              'history-' || g, 'h', 'p2p', 'ussd', 100 + g % 5000, 2, 'KES',
-              '+2547' || lpad((1 + (g * 7919) % :users)::text, 8, '0'), 'succeeded',
+              'history-' || g, 'h', CASE WHEN g % 3 = 0 THEN 'withdraw' ELSE 'p2p' END, 'ussd', 100 + g % 5000, 2,
+              'KES', '+2547' || lpad((1 + (g * 7919) % :users)::text, 8, '0'), 'succeeded',
+              CASE WHEN g % 3 = 0 THEN 'mpesa' END,
+              CASE WHEN g % 3 = 0 THEN jsonb_build_object('receipt', 'HIST' || g) ELSE '{}' END,
               now() - make_interval(secs => :n - g), now(), now()
          FROM generate_series(CAST(:p0 AS bigint), CAST(:p1 AS bigint)) g""",
     """INSERT INTO payment_events (payment_id, from_status, to_status, cause)
@@ -155,7 +163,9 @@ def p(values: list[float], q: float) -> float:
 
 async def measure(conn, ids: list[str], samples: int, rng: random.Random) -> tuple[float, ...]:
     """Medians and p99s (ms): by id (the anchor, measured before and after the others), the record,
-    the payer's number's payments, the suspense page (its 50 newest waiting and their count)."""
+    the payer's number's payments, the suspense page (its 50 newest waiting and their count), and
+    reconciliation's read of the M-Pesa payments of an hour (the hour before the last: made in it,
+    or named by its statement's receipts)."""
     found = {public_id: await store.get_payment(conn, public_id) for public_id in ids}
     phones = [(await conn.execute(text("SELECT phone FROM users WHERE id = :u"),
                                   {"u": found[i].payer_user_id})).scalar() for i in ids]
@@ -173,9 +183,23 @@ async def measure(conn, ids: list[str], samples: int, rng: random.Random) -> tup
 
     await timed(min(samples, 50), suspense_page)  # warm-up
     parked = await timed(samples, suspense_page)
+
+    end = await conn.scalar(text("SELECT now() - interval '1 hour'"))
+    start = end - timedelta(hours=1)
+    receipts = list((await conn.execute(text(
+        "SELECT provider_refs ->> 'receipt' FROM payments WHERE provider = 'mpesa' AND created_at >= :s "
+        "AND created_at < :e"), {"s": start, "e": end})).scalars())
+
+    async def hour(i: int) -> None:
+        assert len(await our_payments(conn, "mpesa", start, end, receipts)) == len(receipts)
+
+    hours = max(samples // 10, 5)  # each reads a thousand and more payments
+    await timed(3, hour)  # warm-up
+    reconciled = await timed(hours, hour)
     anchor += await timed(samples, lambda i: store.get_payment(conn, ids[picks[i]]))
     return (statistics.median(anchor), statistics.median(record), p(record, 0.99), statistics.median(search),
-            p(search, 0.99), statistics.median(parked), p(parked, 0.99))
+            p(search, 0.99), statistics.median(parked), p(parked, 0.99), statistics.median(reconciled),
+            p(reconciled, 0.99), len(receipts))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -200,16 +224,18 @@ async def main(args: argparse.Namespace) -> None:
             async with engine.connect() as conn:
                 rows.append((size, *await measure(conn, ids, args.samples, random.Random(size))))
             log(f"  by id {rows[-1][1]:.3f} ms, record {rows[-1][2]:.3f} ms, phone search {rows[-1][4]:.3f} ms, "
-                f"suspense page {rows[-1][6]:.3f} ms (medians)")
+                f"suspense page {rows[-1][6]:.3f} ms, reconciling an hour {rows[-1][8]:.1f} ms (medians)")
     finally:
         await engine.dispose()
         await admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(f"\nOperator reads, {args.samples} of each per size, one at a time (ms; ratio: median over the anchor's):")
     print(f"{'payments':>10}  {'by id (anchor)':>14}  {'record p50':>10}  {'p99':>7}  {'ratio':>6}  "
-          f"{'phone search p50':>16}  {'p99':>7}  {'ratio':>6}  {'suspense page p50':>17}  {'p99':>7}  {'ratio':>6}")
-    for size, one, rec50, rec99, s50, s99, park50, park99 in rows:
+          f"{'phone search p50':>16}  {'p99':>7}  {'ratio':>6}  {'suspense page p50':>17}  {'p99':>7}  {'ratio':>6}  "
+          f"{'reconcile an hour p50':>21}  {'p99':>7}  {'ratio':>6}  {'receipts':>8}")
+    for size, one, rec50, rec99, s50, s99, park50, park99, hour50, hour99, receipts in rows:
         print(f"{size:>10,}  {one:>14.3f}  {rec50:>10.3f}  {rec99:>7.3f}  {rec50 / one:>6.1f}  "
-              f"{s50:>16.3f}  {s99:>7.3f}  {s50 / one:>6.1f}  {park50:>17.3f}  {park99:>7.3f}  {park50 / one:>6.1f}")
+              f"{s50:>16.3f}  {s99:>7.3f}  {s50 / one:>6.1f}  {park50:>17.3f}  {park99:>7.3f}  {park50 / one:>6.1f}  "
+              f"{hour50:>21.2f}  {hour99:>7.2f}  {hour50 / one:>6.0f}  {receipts:>8,}")
 
 
 def cli() -> None:

@@ -254,6 +254,9 @@ payments = Table(
     Index("payments_payer_newest", "payer_user_id", "id"),  # 0011: the payer's side, newest first
     # 0012: a payment by its provider's receipt (every booking of a receipt asks who holds it).
     Index("payments_receipt", "provider", text("(provider_refs ->> 'receipt')")),
+    # 0014: reconciliation's read of a period's payments, and of those a statement names.
+    Index("payments_provider_created", "provider", "created_at"),
+    Index("payments_transaction_id", "provider", text("(provider_refs ->> 'transaction_id')")),
 )
 
 # One row per transition of a payment, with its cause.

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from sqlalchemy import text
 
 from payments.commands import Channel, Deposit, PayBill, Refund, SendToPhone, SendToWallet, Withdraw
 from payments.money import Currency, Money
@@ -29,6 +30,7 @@ from payments.reconcile_report import ReconcileReport
 from payments.resolution import Verdict
 from payments.states import PaymentStatus
 from tests.integration.ledger_helpers import random_kenyan_number
+from tests.integration.ops_helpers import plans_without_seq_scans, statements_run
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
 
 KES, XOF = Currency.KES, Currency.XOF
@@ -109,6 +111,42 @@ async def test_payments_made_through_the_sandboxes_all_match(world: PaymentsWorl
     assert by_id[done[1]].their_amount == Money.of(250, KES)  # into it
     assert report.provider_fees.get("XOF", 0) > 0  # Wave charged its fee on the payout and the checkout
     assert "All matched." in report.render()
+
+
+async def test_reconciliation_reads_payments_and_the_ledger_through_indexes(world: PaymentsWorld):
+    """A period's payments, those the statement names, their refunds and their transfers: no read
+    goes through a whole table (migration 0014; figures: `bench.ops`)."""
+    start = datetime.now(UTC)
+    user = await world.user()
+    await world.fund(user, Money.of(1000, KES))
+    made = await world.payments.handle(Withdraw(f"w-{uuid.uuid4()}", user.id, Money.of(300, KES), Channel.USSD))
+    await world.settle(made.public_id)
+    await wave_deposit(world, 3000)
+    # A year of M-Pesa payouts before (failed ones: no money moved), so that the planner weighs the
+    # table as a live one's and a read of every M-Pesa payment shows (on a few rows any plan is cheap).
+    async with world.engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO payments (public_id, payer_user_id, idempotency_key, request_hash, kind, channel, amount, "
+            "currency, status, provider, provider_refs, created_at, updated_at, finished_at) "
+            "SELECT 'pay_old' || lpad(g::text, 23, '0'), :u, 'old-' || g, 'h', 'withdraw', 'ussd', 100, 'KES', "
+            "'failed', 'mpesa', jsonb_build_object('receipt', 'OLD' || g), now() - interval '400 days', now(), now() "
+            "FROM generate_series(1, 20000) g"), {"u": user.id})
+    async with world.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("ANALYZE payments"))
+    try:
+        with statements_run(world.engine) as statements:
+            assert (await reconciled(world, start)).ok
+        period = [(s, p) for s, p in statements if "FROM payments" in s and "created_at >=" in s]
+        assert len(period) == 2, statements  # M-Pesa's and Wave's
+        [(_, plan)] = await plans_without_seq_scans(world.engine, [
+            (s, p) for s, p in period if "mpesa" in str(p)])
+        # Not every M-Pesa payment through (provider, …) with the period as a filter: the period is a condition.
+        assert "Index Cond: ((provider = 'mpesa'::text) AND (created_at >= " in plan, plan
+        await plans_without_seq_scans(world.engine, statements)
+    finally:
+        async with world.engine.begin() as conn:
+            await conn.execute(text("DELETE FROM payments WHERE idempotency_key LIKE 'old-%'"))
 
 
 async def test_a_transaction_we_never_recorded_is_missing_on_our_side(world: PaymentsWorld):
