@@ -62,6 +62,7 @@ _SUPPORTED = {
     Outcome.EARLY_CALLBACK,
     Outcome.SLOW,
     Outcome.QUEUE_TIMEOUT,
+    Outcome.BAD_REQUEST,
 }
 
 #: ResultCode and ResultDesc for each failing outcome (the same codes in STK callbacks and Results).
@@ -262,6 +263,8 @@ class DarajaSandbox:
         except _BadRequest as exc:
             return _error(400, "400.002.02", str(exc))
         plan = self.outcomes.take(party)
+        if plan.outcome is Outcome.BAD_REQUEST:
+            return _error(400, "400.002.02", "Bad Request - Invalid Request")
         if plan.outcome is Outcome.HTTP_500:
             return _error(500, "500.003.1001", "Internal Server Error")
         if plan.outcome is Outcome.RATE_LIMITED:

@@ -35,9 +35,10 @@ for STK push, C2B and Wave checkout approval; the recipient for B2C, B2B, Wave p
                                       nothing is paid
    ====== =========================== =====================================================
 
-   Any other number succeeds. ``idempotency_mismatch`` (Wave payouts answer HTTP 409) exists only
-   through the control API. A sandbox ignores outcomes that make no sense for it (treats them as
-   success) and its control API refuses them.
+   Any other number succeeds. ``idempotency_mismatch`` (Wave payouts answer HTTP 409) and
+   ``bad_request`` (Daraja refuses the request outright: HTTP 400 ``400.002.02``, as it does a field
+   it finds invalid, and nothing happens) exist only through the control API. A sandbox ignores
+   outcomes that make no sense for it (treats them as success) and its control API refuses them.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Outcome(enum.StrEnum):
     SLOW = "slow"
     QUEUE_TIMEOUT = "queue_timeout"
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
+    BAD_REQUEST = "bad_request"
 
 
 SUFFIXES: dict[str, Outcome] = {

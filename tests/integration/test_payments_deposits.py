@@ -16,6 +16,7 @@ from payments.accounts import AccountKind
 from payments.commands import Channel, Deposit
 from payments.errors import IdempotencyConflict, InvalidRequest
 from payments.money import Currency, Money
+from payments.sandbox.outcomes import Outcome
 from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, module_world
 
@@ -66,6 +67,19 @@ async def test_a_cancelled_stk_push_fails_with_a_clear_error_and_credits_nothing
     assert done.settle_transfer_id is None
     assert await world.wallet(user) == Money.zero(KES)
     assert ("stk", "failed") in world.callbacks.outcomes
+
+
+async def test_a_stk_push_m_pesa_refuses_outright_fails_at_once_and_credits_nothing(world: PaymentsWorld):
+    user = await world.user()
+    world.sandboxes.daraja.outcomes.set_next(Outcome.BAD_REQUEST, msisdn=user.phone)  # 400.002.02
+
+    payment = await world.payments.handle(Deposit("dep-refused", user.id, Money.of(100, KES), Channel.USSD))
+    done = await world.settle(payment.public_id)
+
+    assert done.status is S.FAILED and done.error_code == "provider_refused", done
+    assert "Invalid Request" in (done.error_message or "")
+    assert await world.wallet(user) == Money.zero(KES)
+    assert "checkout_request_id" not in done.provider_refs
 
 
 async def test_a_stk_callback_delivered_twice_credits_once(world: PaymentsWorld):

@@ -229,6 +229,22 @@ async def test_a_b2c_request_that_fails_in_transit_is_retried_by_the_worker(worl
     assert len([e for e in world.sandboxes.daraja.books.entries() if e.reference == payment.public_id]) == 1
 
 
+async def test_a_b2c_request_m_pesa_refuses_outright_fails_and_gives_the_money_back(world: PaymentsWorld):
+    user = await world.user()
+    await world.fund(user, Money.of(1000, KES))
+    # Daraja answers 400.002.02 (a field it did not accept): asking again would be refused again.
+    world.sandboxes.daraja.outcomes.set_next(Outcome.BAD_REQUEST, msisdn=user.phone)
+
+    payment = await world.payments.handle(Withdraw("wd-refused", user.id, Money.of(200, KES), Channel.USSD))
+    done = await world.settle(payment.public_id)
+
+    assert done.status is S.FAILED and done.error_code == "provider_refused", done
+    assert "Invalid Request" in (done.error_message or "")
+    assert await world.wallet(user) == Money.of(1000, KES)
+    assert not [e for e in world.sandboxes.daraja.books.entries() if e.reference == payment.public_id]
+    assert await world.scalar("SELECT retry_count FROM payments WHERE public_id = :p", p=payment.public_id) == 0
+
+
 async def test_a_late_contrary_b2c_result_changes_nothing(world: PaymentsWorld):
     user = await world.user()
     await world.fund(user, Money.of(1000, KES))

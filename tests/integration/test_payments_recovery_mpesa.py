@@ -181,3 +181,26 @@ async def test_a_failed_status_query_leaves_the_payout_open_for_the_next_sweep(w
     assert (await world.payment(payment.public_id)).status is S.SUCCEEDED
     assert len(paid_by(world, payment.public_id)) == 1
     await world.worker.drain()
+
+
+async def test_a_status_query_m_pesa_refuses_outright_flags_the_payout_for_a_person(world: PaymentsWorld):
+    user = await world.user(suffix="900")  # paid, its Result never sent
+    await world.fund(user, Money.of(1000, KES))
+    payment = await world.payments.handle(Withdraw("wd-query-refused", user.id, Money.of(150, KES), Channel.USSD))
+    await world.worker.drain()
+    await asyncio.sleep(0.3)
+
+    # Daraja refuses the query itself (400.002.02): asked again, it would refuse again, and the
+    # payout would wait for ever. A person reads the statement and decides instead.
+    world.sandboxes.daraja.outcomes.set_next(Outcome.BAD_REQUEST)
+    assert (await world.payments.recover_stuck(timedelta(0))).queried >= 1
+    await world.worker.drain()
+
+    still = await world.payment(payment.public_id)
+    assert still.status is S.PROCESSING
+    assert still.provider_refs["needs_review"] == "M-Pesa refused the status query: Bad Request - Invalid Request"
+    assert await world.scalar(
+        "SELECT status FROM outbox_jobs WHERE payload ->> 'payment' = :p AND kind = 'mpesa.status_query' "
+        "ORDER BY id DESC LIMIT 1", p=payment.public_id) == "parked"
+    assert await world.wallet(user) == Money.of(848, KES)  # out: 150 and its fee, nothing decided yet
+    assert len(paid_by(world, payment.public_id)) == 1
