@@ -31,7 +31,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -69,7 +69,7 @@ _HISTORY = [
               'KES', '+2547' || lpad((1 + (g * 7919) % :users)::text, 8, '0'), 'succeeded',
               CASE WHEN g % 3 = 0 THEN 'mpesa' END,
               CASE WHEN g % 3 = 0 THEN jsonb_build_object('receipt', 'HIST' || g) ELSE '{}' END,
-              now() - make_interval(secs => :n - g), now(), now()
+              CAST(:t0 AS timestamptz) - make_interval(secs => g), now(), now()
          FROM generate_series(CAST(:p0 AS bigint), CAST(:p1 AS bigint)) g""",
     """INSERT INTO payment_events (payment_id, from_status, to_status, cause)
        SELECT id, s.f, s.t, 'history' FROM payments p
@@ -108,14 +108,16 @@ _HISTORY = [
 ]
 
 
-async def add_history(engine, done: int, upto: int) -> None:
-    """Grow the history from ``done`` payments to ``upto``."""
+async def add_history(engine, done: int, upto: int, t0: datetime) -> None:
+    """Grow the history from ``done`` payments to ``upto``, backwards in time: payment ``g`` was
+    made ``g`` seconds before ``t0``, so the hours just before ``t0`` hold the same payments at
+    every size."""
     users = max(upto // 20, 10)
     async with engine.begin() as conn:
         last_id = await conn.scalar(text("SELECT coalesce(max(id), 0) FROM payments"))
         last_transfer = await conn.scalar(text("SELECT coalesce(max(id), 0) FROM transfers"))
         have_users = await conn.scalar(text("SELECT count(*) FROM users WHERE display_name LIKE 'History %'"))
-        params = {"u0": have_users + 1, "u1": users, "users": users, "p0": done + 1, "p1": upto, "n": upto,
+        params = {"u0": have_users + 1, "u1": users, "users": users, "p0": done + 1, "p1": upto, "t0": t0,
                   "last_id": last_id, "last_transfer": last_transfer}
         for statement in _HISTORY:
             await conn.execute(text(statement), params)
@@ -161,10 +163,10 @@ def p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(conn, ids: list[str], samples: int, rng: random.Random) -> tuple[float, ...]:
+async def measure(conn, ids: list[str], samples: int, rng: random.Random, t0: datetime) -> tuple[float, ...]:
     """Medians and p99s (ms): by id (the anchor, measured before and after the others), the record,
     the payer's number's payments, the suspense page (its 50 newest waiting and their count), and
-    reconciliation's read of the M-Pesa payments of an hour (the hour before the last: made in it,
+    reconciliation's read of the M-Pesa payments of an hour (the second before ``t0``: made in it,
     or named by its statement's receipts)."""
     found = {public_id: await store.get_payment(conn, public_id) for public_id in ids}
     phones = [(await conn.execute(text("SELECT phone FROM users WHERE id = :u"),
@@ -184,7 +186,7 @@ async def measure(conn, ids: list[str], samples: int, rng: random.Random) -> tup
     await timed(min(samples, 50), suspense_page)  # warm-up
     parked = await timed(samples, suspense_page)
 
-    end = await conn.scalar(text("SELECT now() - interval '1 hour'"))
+    end = t0 - timedelta(hours=1)
     start = end - timedelta(hours=1)
     receipts = list((await conn.execute(text(
         "SELECT provider_refs ->> 'receipt' FROM payments WHERE provider = 'mpesa' AND created_at >= :s "
@@ -210,6 +212,7 @@ async def main(args: argparse.Namespace) -> None:
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     engine = create_engine(url, pool_size=4)
     rows = []
+    t0 = datetime.now(UTC)  # the history ends here, going back a payment a second
     try:
         await upgrade(engine)
         ledger = Ledger(engine, LedgerLimits.from_major(999_999))
@@ -217,12 +220,12 @@ async def main(args: argparse.Namespace) -> None:
         for size in args.sizes:
             log(f"history: {done:,} -> {size:,} payments (bulk)…")
             started = time.perf_counter()
-            await add_history(engine, done, size)
+            await add_history(engine, done, size, t0)
             done = size
             log(f"  {time.perf_counter() - started:.0f} s; {args.real} real payments…")
             ids = await real_payments(engine, ledger, args.real, tag=f"{len(rows):02d}")
             async with engine.connect() as conn:
-                rows.append((size, *await measure(conn, ids, args.samples, random.Random(size))))
+                rows.append((size, *await measure(conn, ids, args.samples, random.Random(size), t0)))
             log(f"  by id {rows[-1][1]:.3f} ms, record {rows[-1][2]:.3f} ms, phone search {rows[-1][4]:.3f} ms, "
                 f"suspense page {rows[-1][6]:.3f} ms, reconciling an hour {rows[-1][8]:.1f} ms (medians)")
     finally:

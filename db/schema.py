@@ -257,6 +257,8 @@ payments = Table(
     # 0014: reconciliation's read of a period's payments, and of those a statement names.
     Index("payments_provider_created", "provider", "created_at"),
     Index("payments_transaction_id", "provider", text("(provider_refs ->> 'transaction_id')")),
+    # 0015: an API key's payments, newest first (GET /v1/payments for a platform key).
+    Index("payments_api_key", "api_key_id", "id", postgresql_where=text("api_key_id IS NOT NULL")),
 )
 
 # One row per transition of a payment, with its cause.

@@ -1,10 +1,12 @@
-"""The JSON payments API for apps and merchants: ``/v1/payments``, ``/v1/quotes`` and wallet history,
-authenticated by API keys (`payments.api_keys`).
+"""The JSON payments API for apps and merchants: ``/v1/payments`` (make one, read one, list them),
+``/v1/quotes`` and wallet history, authenticated by API keys (`payments.api_keys`).
 
 Every call carries ``Authorization: Bearer sk_…``; a missing, malformed, unknown or revoked key is a
 401 that never says which. A user key acts for its own wallet, reads the payments its user made or
 received and refunds only what its user received; a platform key names the payer
 (``"payer": "+2547…"``) and may read any payment or wallet. What a key may not see is a 404.
+``GET /v1/payments`` lists, newest first, a user key's user's payments (made or received) and a
+platform key's own (those its requests made).
 
 Amounts in requests are **major units as a decimal string** (``"1500.00"``, ``"5000"``); a JSON
 number is read from its digits, never through a float, and one with more decimals than the
@@ -57,6 +59,7 @@ from payments.commands import (
     Withdraw,
 )
 from payments.identities import User, find_user_by_phone, get_user
+from payments.payment_records import PaymentFilter, search_payments
 from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn
 from payments.postings import MAX_KEY_LENGTH
@@ -74,6 +77,7 @@ def add_payment_api_routes(app: web.Application) -> None:
     and `PAYMENTS`."""
     ensure_key_hasher(app)
     app.router.add_post("/v1/payments", authenticated(create_payment))
+    app.router.add_get("/v1/payments", authenticated(list_payments))
     app.router.add_get("/v1/payments/{public_id}", authenticated(read_payment))
     app.router.add_post("/v1/quotes", authenticated(create_quote))
     app.router.add_get("/v1/wallets/{phone}/history", authenticated(wallet_history))
@@ -228,6 +232,26 @@ async def read_payment(request: web.Request, caller: ApiKey) -> web.Response:
                                and caller.user_id not in (payment.payer_user_id, payment.recipient_user_id)):
             raise not_found
         return web.json_response(await payment_with_events(conn, payment))
+
+
+async def list_payments(request: web.Request, caller: ApiKey) -> web.Response:
+    """``GET /v1/payments?status=&kind=&limit=&before=``: newest first, what this key may read one by
+    one: a user key's user made or received, a platform key's own requests made."""
+    query = request.query
+    only(query, {"status", "kind", "limit", "before"}, where="query parameter")
+    most = request.app[SETTINGS].api.history_max_limit
+    limit = int_param(query, "limit", default=min(20, most), low=1, high=most)
+    before = int_param(query, "before", default=None, low=1, high=2**63 - 1)
+    wanted = PaymentFilter(status=query.get("status") or None, kind=query.get("kind") or None,
+                           **({"api_key_id": caller.id} if caller.is_platform else {"party_user_id": caller.user_id}))
+    async with request.app[DB_ENGINE].connect() as conn:
+        found = await search_payments(conn, wanted, limit=limit, before=before)
+    return web.json_response({
+        "payments": [payment_json(item.payment, item.payer_phone) for item in found],
+        "limit": limit,
+        # More may follow: pass it as ``before`` for the next (older) page.
+        "next_before": found[-1].payment.id if len(found) == limit else None,
+    })
 
 
 async def payment_with_events(conn: AsyncConnection, payment: Payment) -> dict[str, Any]:

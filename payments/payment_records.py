@@ -35,7 +35,9 @@ from payments.phones import InvalidPhoneNumber, parse_msisdn
 @dataclass(frozen=True, slots=True)
 class PaymentFilter:
     """Which payments to list: every field given must hold (None: any). ``phone`` is the payer's
-    or the recipient's number, in any form `payments.phones` reads."""
+    or the recipient's number, in any form `payments.phones` reads. ``party_user_id`` is a user who
+    made or received them (what that user's API key may read: `GET /v1/payments/{id}`), and
+    ``api_key_id`` the API key whose requests made them."""
 
     status: str | None = None
     kind: str | None = None
@@ -43,6 +45,8 @@ class PaymentFilter:
     channel: str | None = None
     phone: str | None = None
     needs_review: bool = False
+    party_user_id: int | None = None
+    api_key_id: int | None = None
 
     def __post_init__(self) -> None:
         for name, allowed in (("status", PAYMENT_STATUSES), ("kind", PAYMENT_KINDS),
@@ -81,19 +85,29 @@ async def search_payments(conn: AsyncConnection, wanted: PaymentFilter, *, limit
             params[name] = value
     if wanted.needs_review:
         where.append("p.status IN ('created', 'pending', 'processing') AND p.provider_refs ? 'needs_review'")
+    if wanted.api_key_id is not None:  # through payments_api_key (api_key_id, id)
+        where.append("p.api_key_id = :api_key_id")
+        params["api_key_id"] = wanted.api_key_id
+    sides: tuple[str, str] | None = None
     if wanted.phone is not None:
+        params["phone"] = wanted.phone
+        sides = ("p.payer_user_id = (SELECT id FROM users WHERE phone = :phone)", "p.recipient_phone = :phone")
+    elif wanted.party_user_id is not None:
+        # Received: a payment names its recipient's number whenever it names the recipient (a
+        # number never changes owner), so that side is read through (recipient_phone, id) too.
+        params["party"] = wanted.party_user_id
+        sides = ("p.payer_user_id = :party", "p.recipient_phone = (SELECT phone FROM users WHERE id = :party) "
+                                             "AND p.recipient_user_id = :party")
+    if sides is not None:
         # Either side, each read newest first through its own index ((payer_user_id, id) and
         # (recipient_phone, id)) and cut to the page before they are merged: one statement with
         # "payer OR recipient" lets the planner walk every payment backwards instead, when it
-        # guesses the number is common (it read all of a 20,000-row table so).
-        params["phone"] = wanted.phone
-        side = " AND ".join(where)
-        # The sides hold every condition: the outer statement only merges them.
-        where = [
-            f"p.id IN ((SELECT p.id FROM payments p WHERE {side} AND p.payer_user_id = "
-            "(SELECT id FROM users WHERE phone = :phone) ORDER BY p.id DESC LIMIT :limit) UNION ALL "
-            f"(SELECT p.id FROM payments p WHERE {side} AND p.recipient_phone = :phone "
-            "ORDER BY p.id DESC LIMIT :limit))"]
+        # guesses the number is common (it read all of a 20,000-row table so). The sides hold
+        # every condition: the outer statement only merges them.
+        common = " AND ".join(where)
+        where = ["p.id IN (" + " UNION ALL ".join(
+            f"(SELECT p.id FROM payments p WHERE {common} AND {side} ORDER BY p.id DESC LIMIT :limit)"
+            for side in sides) + ")"]
     columns = ", ".join(f"p.{c.strip()}" for c in store.PAYMENT_COLUMNS.split(","))
     rows = await conn.execute(sql(
         f"SELECT {columns}, u.phone AS payer_phone FROM payments p JOIN users u ON u.id = p.payer_user_id "

@@ -40,7 +40,7 @@ FIELDS = ("kind", "payer", "amount", "currency", "recipient", "phone", "paybill"
           "Result", "TransID", "TransAmount", "MSISDN", "BillRefNumber", "id", "type", "data", "client_reference",
           "url", "outcome", "receipt", "key", "csrf")
 ENDPOINTS = (
-    *[("POST", "/v1/payments")] * 6, ("POST", "/v1/quotes"), ("GET", "/v1/payments/{id}"),
+    *[("POST", "/v1/payments")] * 6, ("POST", "/v1/quotes"), ("GET", "/v1/payments/{id}"), ("GET", "/v1/payments"),
     ("GET", "/v1/wallets/{id}/history"), ("POST", "/v1/devices"), ("GET", "/v1/contacts"), ("POST", "/v1/contacts"),
     ("GET", "/v1/contacts/{id}"), ("PATCH", "/v1/contacts/{id}"), ("DELETE", "/v1/contacts/{id}"),
     *[("POST", "/v1/voice/commands")] * 2, ("GET", "/v1/voice/commands/{id}"),

@@ -21,6 +21,7 @@ from payments.identities import User
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.integration.ledger_helpers import random_kenyan_number
+from tests.integration.ops_helpers import plans_without_seq_scans, statements_run
 from tests.integration.payments_helpers import PaymentsWorld, api_client, module_world
 
 KES, XOF = Currency.KES, Currency.XOF
@@ -301,6 +302,70 @@ async def test_a_payment_is_visible_to_its_payer_its_recipient_and_platform_keys
     assert status == 200 and found["public_id"] == paid["public_id"] and found["reference"] == reference
     assert (await get(client, typed, theirs))[0] == 404
     assert (await get(client, "/v1/payments/ZZZZZZZZZZ", platform))[0] == 404  # names no payment
+
+
+async def test_a_key_lists_what_it_may_read_newest_first_a_page_at_a_time(world, client):
+    payer, payee, other = await world.user(), await world.user(), await world.user()
+    await world.fund(payer, Money.of(100, KES))
+    await world.fund(other, Money.of(100, KES))
+    mine, theirs, platform = await new_key(world, payer), await new_key(world, other), await new_key(world)
+    made = [(await post(client, "/v1/payments", mine, {"kind": "p2p", "recipient": payee.phone, "amount": str(n),
+                                                        "currency": "KES"}, f"list-{n}"))[1] for n in (1, 2, 3)]
+    _, received = await post(client, "/v1/payments", theirs, {"kind": "p2p", "recipient": payer.phone, "amount": "7",
+                                                               "currency": "KES"}, "to-payer")
+    _, refused = await post(client, "/v1/payments", mine, {"kind": "p2p", "recipient": payee.phone,
+                                                          "amount": "500", "currency": "KES"}, "too-much")
+    _, by_platform = await post(client, "/v1/payments", platform, {"kind": "p2p", "payer": other.phone,
+                                                                   "recipient": payee.phone, "amount": "4",
+                                                                   "currency": "KES"}, "platform-1")
+    assert refused["status"] == "failed" and by_platform["status"] == "succeeded"
+
+    with statements_run(world.engine) as statements:
+        status, listed = await get(client, "/v1/payments", mine)
+    assert status == 200 and listed["limit"] == 20 and listed["next_before"] is None
+    newest_first = [refused, received, *reversed(made)]
+    assert [p["public_id"] for p in listed["payments"]] == [p["public_id"] for p in newest_first]
+    assert listed["payments"][1] == {k: v for k, v in received.items() if k != "events"} | {
+        "updated_at": listed["payments"][1]["updated_at"]}
+    assert listed["payments"][1]["payer"] == other.phone
+    for statement, plan in await plans_without_seq_scans(world.engine, statements):
+        if "FROM payments" in statement:  # each side through its own index, never the whole table
+            assert "payments_payer_newest" in plan and "payments_recipient_phone" in plan, plan
+
+    # A page at a time: ``next_before`` from one page asks for the next.
+    pages, before = [], ""
+    while True:
+        status, page = await get(client, f"/v1/payments?limit=2{before}", mine)
+        assert status == 200 and page["limit"] == 2
+        pages.append([p["public_id"] for p in page["payments"]])
+        if page["next_before"] is None:
+            break
+        before = f"&before={page['next_before']}"
+    assert [i for page in pages for i in page] == [p["public_id"] for p in newest_first]
+    assert [len(page) for page in pages] == [2, 2, 1]
+    # Filters; what the payee received; a platform key's own payments; another user's key.
+    status, failed = await get(client, "/v1/payments?status=failed", mine)
+    assert [p["public_id"] for p in failed["payments"]] == [refused["public_id"]]
+    assert (await get(client, "/v1/payments?kind=refund", mine))[1]["payments"] == []
+    status, payee_sees = await get(client, "/v1/payments?status=succeeded", await new_key(world, payee))
+    assert [p["public_id"] for p in payee_sees["payments"]] == [
+        by_platform["public_id"], *[p["public_id"] for p in reversed(made)]]
+    with statements_run(world.engine) as statements:
+        status, platform_sees = await get(client, "/v1/payments", platform)
+    assert [p["public_id"] for p in platform_sees["payments"]] == [by_platform["public_id"]]
+    for statement, plan in await plans_without_seq_scans(world.engine, statements):
+        if "FROM payments" in statement:
+            assert "payments_api_key" in plan, plan
+    assert [p["public_id"] for p in (await get(client, "/v1/payments", theirs))[1]["payments"]] == [
+        by_platform["public_id"], received["public_id"]]  # the platform's payment was its user's
+
+    for query, code in (("status=lost", "invalid_request"), ("kind=gift", "invalid_request"),
+                        ("limit=0", "invalid_limit"), ("limit=101", "invalid_limit"), ("before=abc", "invalid_before"),
+                        ("before=-1", "invalid_before"), ("payer=%2B254700000000", "unknown_query_parameter")):
+        status, answer = await get(client, f"/v1/payments?{query}", mine)
+        assert status == 400 and answer["error"]["code"] == code, (query, answer)
+    async with client.get("/v1/payments") as r:
+        assert r.status == 401
 
 
 # -- quotes ----------------------------------------------------------------------------------------
