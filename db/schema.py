@@ -258,8 +258,9 @@ payments = Table(
     Index("payments_provider_created", "provider", "created_at", postgresql_where=text("provider IS NOT NULL")),
     # Not partial: the planner reads the value statistics of a full expression index only (0014's docstring).
     Index("payments_transaction_id", "provider", text("(provider_refs ->> 'transaction_id')")),
-    # 0015: an API key's payments, newest first (GET /v1/payments for a platform key).
+    # 0015: an API key's payments, and a user's received ones, newest first (GET /v1/payments).
     Index("payments_api_key", "api_key_id", "id", postgresql_where=text("api_key_id IS NOT NULL")),
+    Index("payments_recipient_user", "recipient_user_id", "id", postgresql_where=text("recipient_user_id IS NOT NULL")),
 )
 
 # One row per transition of a payment, with its cause.

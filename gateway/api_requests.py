@@ -44,13 +44,16 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request, *, empty_ok: bool = False) -> dict[str, Any]:
+    """The request's JSON object; with ``empty_ok``, no body at all (none sent, or an empty one) is ``{}``."""
     limit = request.app[SETTINGS].api.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "body_too_large", f"A request body is at most {limit} bytes.")
     raw = await request.read()
     if len(raw) > limit:
         raise ApiError(413, "body_too_large", f"A request body is at most {limit} bytes.")
+    if empty_ok and not raw.strip():
+        return {}
     try:
         # IMPORTANT: numbers become Decimals from their digits (never floats); NaN and Infinity are refused.
         body = json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_no_constants)

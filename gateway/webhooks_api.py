@@ -88,7 +88,7 @@ async def test_webhook_endpoint(request: web.Request, caller: ApiKey) -> web.Res
 
 
 async def roll_webhook_secret(request: web.Request, caller: ApiKey) -> web.Response:
-    body = await json_body(request) if request.body_exists else {}
+    body = await json_body(request, empty_ok=True)
     only(body, {"previous_secret_valid_s"})
     valid = previous_secret_validity(body.get("previous_secret_valid_s",
                                               int(PREVIOUS_SECRET_VALID.total_seconds())))

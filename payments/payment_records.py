@@ -93,17 +93,14 @@ async def search_payments(conn: AsyncConnection, wanted: PaymentFilter, *, limit
         params["phone"] = wanted.phone
         sides = ("p.payer_user_id = (SELECT id FROM users WHERE phone = :phone)", "p.recipient_phone = :phone")
     elif wanted.party_user_id is not None:
-        # Received: a payment names its recipient's number whenever it names the recipient (a
-        # number never changes owner), so that side is read through (recipient_phone, id) too.
         params["party"] = wanted.party_user_id
-        sides = ("p.payer_user_id = :party", "p.recipient_phone = (SELECT phone FROM users WHERE id = :party) "
-                                             "AND p.recipient_user_id = :party")
+        sides = ("p.payer_user_id = :party", "p.recipient_user_id = :party")
     if sides is not None:
-        # Either side, each read newest first through its own index ((payer_user_id, id) and
-        # (recipient_phone, id)) and cut to the page before they are merged: one statement with
-        # "payer OR recipient" lets the planner walk every payment backwards instead, when it
-        # guesses the number is common (it read all of a 20,000-row table so). The sides hold
-        # every condition: the outer statement only merges them.
+        # Either side, each read newest first through its own index ((payer_user_id, id), and
+        # (recipient_phone, id) or (recipient_user_id, id)) and cut to the page before they are
+        # merged: one statement with "payer OR recipient" lets the planner walk every payment
+        # backwards instead, when it guesses the number is common (it read all of a 20,000-row
+        # table so). The sides hold every condition: the outer statement only merges them.
         common = " AND ".join(where)
         where = ["p.id IN (" + " UNION ALL ".join(
             f"(SELECT p.id FROM payments p WHERE {common} AND {side} ORDER BY p.id DESC LIMIT :limit)"

@@ -254,11 +254,12 @@ async def roll_secret(conn: AsyncConnection, public_id: str, *, api_key_id: int 
     rolled = (await conn.execute(sql(
         "UPDATE webhook_endpoints SET previous_secret = CASE WHEN CAST(:keep AS boolean) THEN secret END, "
         "previous_secret_expires_at = CASE WHEN CAST(:keep AS boolean) THEN now() + CAST(:valid AS interval) END, "
-        "secret = :s "
-        "WHERE id = :i AND disabled_at IS NULL RETURNING id"),
+        "secret = :s WHERE id = :i AND disabled_at IS NULL "
+        "AND EXISTS (SELECT 1 FROM api_keys k WHERE k.id = api_key_id AND k.revoked_at IS NULL) RETURNING id"),
         {"i": endpoint.id, "s": secret, "keep": previous_valid > timedelta(0), "valid": previous_valid})).first()
-    if rolled is None:
-        raise WebhookEndpointDisabled(f"webhook endpoint {endpoint.public_id} is disabled; add a new one instead")
+    if rolled is None:  # it would sign nothing: nothing is sent to it any more
+        raise WebhookEndpointDisabled(f"webhook endpoint {endpoint.public_id} is disabled, or its API key revoked; "
+                                      "add a new one (for an active key) instead")
     await audit(conn, actor=actor, action="webhook.secret_rolled", subject=f"api_key:{endpoint.api_key_prefix}",
                 details={"endpoint": endpoint.public_id, "previous_valid_s": int(previous_valid.total_seconds())})
     return NewWebhookEndpoint(await get_endpoint(conn, public_id), secret)

@@ -39,7 +39,7 @@ from payments.webhook_delivery import (
     WebhookSender,
     verify_delivery,
 )
-from payments.webhook_endpoints import InvalidWebhookUrl, add_endpoint
+from payments.webhook_endpoints import InvalidWebhookUrl, WebhookEndpointDisabled, add_endpoint, roll_secret
 from payments.webhook_events import DELIVERY_ATTEMPTS, JOB_WEBHOOK
 from tests.http_servers import serve_app
 from tests.integration.payments_helpers import PaymentsWorld, api_client, module_world
@@ -554,6 +554,9 @@ async def test_an_endpoint_s_secret_is_rolled_the_one_before_signing_beside_it_f
         assert status == 400 and answer["error"]["code"] == code, (body, answer)
     assert (await call(client, "POST", f"{path}/roll_secret", other))[0] == 404
     assert (await call(client, "POST", "/v1/webhook_endpoints/we_nope/roll_secret", key))[0] == 404
+    for data, chunked in ((None, None), (b"", True)):  # no body, or an empty chunked one: the default
+        async with client.post(f"{path}/roll_secret", data=data, chunked=chunked, headers=auth(key)) as answer:
+            assert answer.status == 200 and (await answer.json())["previous_secret_expires_at"], await answer.text()
     await call(client, "DELETE", path, key)
     status, refused = await call(client, "POST", f"{path}/roll_secret", key)
     assert status == 409 and refused["error"]["code"] == "webhook_endpoint_disabled"
@@ -571,3 +574,17 @@ async def test_concurrent_rolls_leave_secrets_their_callers_were_shown(world, cl
     await deliver_all(world)
     signers = signed_with(receiver.received[-1], shown)
     assert len(set(signers)) == 2 and "?" not in signers and endpoint["secret"] not in signers
+
+
+async def test_an_endpoint_of_a_revoked_key_gets_no_new_secret(world, client, receiver):
+    """`sauti webhook roll` reaches any endpoint: one whose key was revoked hears nothing more, and a
+    secret for it would be a secret for nothing."""
+    key = await new_key(world)
+    endpoint = await subscribe(client, key, receiver.url)
+    async with world.engine.begin() as conn:
+        await revoke_api_key(conn, split_key(key)[0])
+    async with world.engine.begin() as conn:
+        with pytest.raises(WebhookEndpointDisabled, match="revoked"):
+            await roll_secret(conn, endpoint["id"], actor="test")
+    assert await world.scalar("SELECT count(*) FROM audit_log WHERE action = 'webhook.secret_rolled' "
+                              "AND details ->> 'endpoint' = :e", e=endpoint["id"]) == 0
