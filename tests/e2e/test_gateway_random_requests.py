@@ -241,7 +241,7 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
             assert resp.status < 500, f"{resp.status} {text[:300]}\n{request}"
             if path.startswith("/v1/") and resp.status >= 400:
                 assert json.loads(text)["error"]["code"], f"{resp.status} {text[:300]}\n{request}"
-            elif resp.status in (200, 201) and path == "/v1/payments":
+            elif resp.status in (200, 201) and (method, path) == ("POST", "/v1/payments"):
                 made.append(json.loads(text)["public_id"])
             elif resp.status == 201 and path in ("/v1/voice/commands", "/v1/webhook_endpoints"):
                 ids.append(json.loads(text)["id"])
