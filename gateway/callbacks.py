@@ -2,8 +2,10 @@
 
 Daraja signs nothing, so its callback URLs carry a secret path segment,
 ``POST /callbacks/{secret}/<path>``: a wrong secret is answered exactly like an unknown path (404),
-so a guesser learns nothing. Wave signs its webhooks (``POST /callbacks/wave``): a delivery that
-fails verification is answered 401 and nothing is applied.
+so a guesser learns nothing. While the secret is being changed, the one before it
+(``payments.callback_previous_secret``) still lets in what Daraja says of requests made under it.
+Wave signs its webhooks (``POST /callbacks/wave``): a delivery that fails verification is answered
+401 and nothing is applied.
 
 Each delivery is parsed by `payments.providers` (a malformed one gets a 400 JSON error, nothing
 applied), then handed to the orchestrator (`Payments.on_*`), which records it in the transaction
@@ -102,9 +104,11 @@ def add_callback_routes(app: web.Application) -> None:
 
 
 def _secret_matches(request: web.Request) -> bool:
-    expected = request.app[CALLBACK_AUTH].daraja_secret
-    # Constant time, on bytes (compare_digest refuses non-ASCII str, and a path may hold anything).
-    return hmac.compare_digest(request.match_info["secret"].encode(), expected.encode())
+    given = request.match_info["secret"].encode()
+    # Constant time, on bytes (compare_digest refuses non-ASCII str, and a path may hold anything);
+    # every secret compared, so the time says nothing of which one matched.
+    matches = [hmac.compare_digest(given, secret.encode()) for secret in request.app[CALLBACK_AUTH].daraja_secrets]
+    return any(matches)
 
 
 def _daraja_handler(callback: DarajaCallback) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

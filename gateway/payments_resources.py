@@ -64,7 +64,8 @@ class ProvidersUnavailable(Exception):
 class CallbackAuth:
     """What authenticates provider deliveries: Daraja's URL secret and Wave's webhook security."""
 
-    daraja_secret: str = field(repr=False)
+    #: The secret new callback URLs carry, then the one before it while it is being changed.
+    daraja_secrets: tuple[str, ...] = field(repr=False)
     #: None when Wave is not configured: its webhook route then answers 404.
     wave: WebhookSecurity | None = field(repr=False)
 
@@ -322,7 +323,9 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
         where = f" at {sandbox_urls.daraja}, {sandbox_urls.wave}, {sandbox_urls.africastalking}" if sandbox_urls else ""
         log.info("payments: %s providers (%s)%s; callbacks to %s/callbacks/***/…", mode,
                  ", ".join(configured) or "none", where, base)
-        yield PaymentsRuntime(payments, mode, CallbackAuth(secret, webhook), running, sandbox_urls, reachable)
+        previous = settings.payments.callback_previous_secret
+        accepted = (secret, previous.get_secret_value()) if previous is not None else (secret,)
+        yield PaymentsRuntime(payments, mode, CallbackAuth(accepted, webhook), running, sandbox_urls, reachable)
 
 
 async def _open_own_accounts(payments: Payments) -> None:

@@ -315,6 +315,9 @@ class PaymentsSection(_CredentialSection):
     # and kept in callback_secret_file (so serve and worker processes on this machine agree).
     callback_secret: SecretStr | None = None
     callback_secret_file: Path = Path("var/secrets/daraja-callback-secret")
+    # While the callback secret is being changed, the one before: Daraja still calls back, under it,
+    # about requests made before the change (gateway.callbacks). None otherwise.
+    callback_previous_secret: SecretStr | None = None
     confirm_stk_with_query: bool = True
     default_plan: str = "basic"
     fee_plans: dict[str, FeePlanSection] = Field(default_factory=lambda: dict(_DEFAULT_FEE_PLANS))
@@ -340,9 +343,14 @@ class PaymentsSection(_CredentialSection):
     @model_validator(mode="after")
     def _secret_and_plan(self) -> PaymentsSection:
         secret = self.callback_secret.get_secret_value() if self.callback_secret else None
-        if secret is not None and not _CALLBACK_SECRET.fullmatch(secret):
-            raise ValueError("callback_secret must be 24 to 128 letters, digits, '-' or '_' (hard to guess, "
-                             "safe in a URL)")
+        previous = self.callback_previous_secret.get_secret_value() if self.callback_previous_secret else None
+        for name, value in (("callback_secret", secret), ("callback_previous_secret", previous)):
+            if value is not None and not _CALLBACK_SECRET.fullmatch(value):
+                raise ValueError(f"{name} must be 24 to 128 letters, digits, '-' or '_' (hard to guess, "
+                                 "safe in a URL)")
+        if previous is not None and previous == secret:
+            raise ValueError("callback_previous_secret is the callback_secret itself: give the one before it, "
+                             "or null")
         if self.default_plan not in self.fee_plans:
             raise ValueError(f"default_plan {self.default_plan!r} is not one of fee_plans "
                              f"({', '.join(sorted(self.fee_plans))})")

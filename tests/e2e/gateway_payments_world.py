@@ -28,6 +28,8 @@ from tests.ledger_views import LedgerViews
 
 #: Daraja callback secret of these tests (long enough for the settings' check).
 SECRET = "e2e-callback-secret-0123456789abcdef"
+#: The secret before SECRET: every gateway here is in the middle of changing it (gateway.callbacks).
+PREVIOUS_SECRET = "e2e-previous-secret-fedcba9876543210"
 
 
 def free_port() -> int:
@@ -72,7 +74,8 @@ def gateway_settings(database_url: str, port: int, **sections: Any) -> Settings:
         "server": {"host": "127.0.0.1", "port": port, "shutdown_timeout_s": 5},
         "database": {"url": database_url, "migrate_on_start": False},
         "outbox": {"poll_interval_s": 0.05, "backoff_base_s": 0.05, "backoff_max_s": 0.2, "max_attempts": 5},
-        "payments": {"callback_secret": SECRET, "stuck_after_s": 3600, "recovery_interval_s": 3600},
+        "payments": {"callback_secret": SECRET, "callback_previous_secret": PREVIOUS_SECRET,
+                     "stuck_after_s": 3600, "recovery_interval_s": 3600},
         "providers": {"mode": "sandbox", "sandbox": {"callback_delay_s": 0.05}},
         # Keyed PIN checks, as by default, with a key of the test's own (not one generated in var/).
         "security": {"pin_check_key": PIN_CHECK_KEY},

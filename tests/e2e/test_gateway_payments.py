@@ -6,6 +6,7 @@ misaddressed and malformed deliveries get a clear answer and change nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from payments.payment_settings import CALLBACK_B2C_RESULT, CALLBACK_B2C_TIMEOUT,
 from payments.providers.wave_signing import signature_header
 from payments.states import PaymentStatus
 from tests.e2e.gateway_payments_world import (
+    PREVIOUS_SECRET,
     SECRET,
     Gateway,
     free_port,
@@ -230,6 +232,26 @@ async def test_a_wrong_daraja_secret_is_answered_like_an_unknown_path(gw: Gatewa
             status, answer = await gw.post(f"/callbacks/{secret}{path}", stk_callback(done, result_code=1032))
             assert (status, answer) == (404, unknown)
     assert (await gw.payment(payment.public_id)).status is S.SUCCEEDED
+
+
+async def test_while_the_callback_secret_changes_the_one_before_still_lets_daraja_in(gw: Gateway):
+    """`payments.callback_previous_secret`: what Daraja says of a request made before the change comes
+    to a URL carrying the old secret, and is applied; new requests name the new one."""
+    assert gw.payments.settings.callback_base_url.endswith(f"/callbacks/{SECRET}")
+    user = await gw.user(suffix="900")  # the sandbox never sends this push's callback: ours stands in
+    payment = await gw.payments.handle(Deposit("gw-dep-rotated", user.id, Money.of(70, KES), Channel.USSD))
+    for _ in range(300):
+        pushed = await gw.payment(payment.public_id)
+        if pushed.provider_ref:
+            break
+        await asyncio.sleep(0.03)
+    status, _ = await gw.post(f"/callbacks/{PREVIOUS_SECRET}/stk", stk_callback(pushed, result_code=1032))
+    assert status == 200
+    done = await wait_for(gw, payment.public_id)
+    assert done.status is S.FAILED and done.error_code == "cancelled_by_user"
+    _, unknown = await gw.post("/no/such/path", "{}")
+    for near in (PREVIOUS_SECRET[:-1], PREVIOUS_SECRET + SECRET, PREVIOUS_SECRET.upper()):
+        assert await gw.post(f"/callbacks/{near}/stk", stk_callback(pushed, result_code=1032)) == (404, unknown)
 
 
 async def test_malformed_deliveries_get_400_and_change_nothing(gw: Gateway):

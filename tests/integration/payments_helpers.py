@@ -228,7 +228,7 @@ async def api_client(world: PaymentsWorld, settings: Settings,
     app[DB_ENGINE] = world.engine
     app[PAYMENTS] = world.payments
     # As `sauti serve` in sandbox mode: what reconciliation reads the statements through.
-    app[PAYMENTS_RUNTIME] = PaymentsRuntime(world.payments, "sandbox", CallbackAuth(CALLBACK_SECRET, None),
+    app[PAYMENTS_RUNTIME] = PaymentsRuntime(world.payments, "sandbox", CallbackAuth((CALLBACK_SECRET,), None),
                                             sandbox_urls=world.sandboxes.urls)
     for mount in mounts:
         mount(app)

@@ -80,6 +80,11 @@ def test_a_mistyped_secret_is_named_but_not_shown(tmp_path):
 def test_a_guessable_callback_secret_or_an_unknown_plan_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="callback_secret must be 24 to 128"):
         load_settings(_config(tmp_path, "payments:\n  callback_secret: abc123\n"), env={})
+    with pytest.raises(ConfigError, match="callback_previous_secret must be 24 to 128"):
+        load_settings(_config(tmp_path, "payments:\n  callback_previous_secret: old\n"), env={})
+    with pytest.raises(ConfigError, match="callback_previous_secret is the callback_secret itself"):
+        load_settings(_config(tmp_path, "payments:\n  callback_secret: " + "s" * 30 + "\n"
+                                        "  callback_previous_secret: " + "s" * 30 + "\n"), env={})
     with pytest.raises(ConfigError, match="default_plan 'gold' is not one of fee_plans"):
         load_settings(_config(tmp_path, "payments:\n  default_plan: gold\n"), env={})
 
