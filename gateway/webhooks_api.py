@@ -6,6 +6,9 @@
 - ``DELETE /v1/webhook_endpoints/{id}``: disables it for good (200 with the endpoint; again, the same);
 - ``POST /v1/webhook_endpoints/{id}/test``: queues a ``webhook.test`` event for it (202 with the
   event's id), to check one's signature checks before real payments depend on them;
+- ``GET /v1/webhook_endpoints/{id}/deliveries?undelivered=true&limit=&before=``: its deliveries,
+  newest first: each event, its status (``pending`` until tried or between tries, ``running``,
+  ``done``, ``parked`` after the last try), tries and the endpoint's last answer;
 - ``POST /v1/webhook_endpoints/{id}/roll_secret`` ``{"previous_secret_valid_s"?: 86400}``: a new
   signing ``secret`` (200, shown this once), the one before still signing beside it for that many
   seconds (a day unless given; 0 to 604,800), until ``previous_secret_expires_at``.
@@ -21,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api_auth import authenticated, ensure_key_hasher
-from gateway.api_requests import json_body, only
+from gateway.api_requests import ApiError, int_param, json_body, only
 from gateway.keys import DB_ENGINE, SETTINGS
 from payments.api_keys import ApiKey
 from payments.payment_json import iso
@@ -35,7 +38,10 @@ from payments.webhook_endpoints import (
     previous_secret_validity,
     roll_secret,
 )
-from payments.webhook_events import EVENT_TYPES, TEST_EVENT, send_test_event
+from payments.webhook_events import EVENT_TYPES, TEST_EVENT, Delivery, deliveries_to, send_test_event
+
+#: The most deliveries one page lists.
+MAX_DELIVERIES = 100
 
 PATH = "/v1/webhook_endpoints"
 
@@ -48,6 +54,7 @@ def add_webhook_api_routes(app: web.Application) -> None:
     app.router.add_delete(PATH + "/{endpoint_id}", authenticated(delete_webhook_endpoint))
     app.router.add_post(PATH + "/{endpoint_id}/test", authenticated(test_webhook_endpoint))
     app.router.add_post(PATH + "/{endpoint_id}/roll_secret", authenticated(roll_webhook_secret))
+    app.router.add_get(PATH + "/{endpoint_id}/deliveries", authenticated(read_webhook_deliveries))
 
 
 def endpoint_json(endpoint: WebhookEndpoint) -> dict[str, Any]:
@@ -96,3 +103,26 @@ async def roll_webhook_secret(request: web.Request, caller: ApiKey) -> web.Respo
         rolled = await roll_secret(conn, request.match_info["endpoint_id"], api_key_id=caller.id,
                                    previous_valid=valid, actor=f"api_key:{caller.prefix}")
     return web.json_response(endpoint_json(rolled.endpoint) | {"secret": rolled.secret})
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    return {"id": delivery.job_id, "event": {"id": delivery.event_id, "type": delivery.event_type},
+            "payment": delivery.payment, "status": delivery.status, "attempts": delivery.attempts,
+            "last_error": delivery.last_error, "created_at": iso(delivery.created_at),
+            "next_try_at": iso(delivery.run_after) if delivery.status == "pending" else None}
+
+
+async def read_webhook_deliveries(request: web.Request, caller: ApiKey) -> web.Response:
+    query = request.query
+    only(query, {"undelivered", "limit", "before"}, where="query parameter")
+    if query.get("undelivered", "") not in ("", "true", "false"):
+        raise ApiError(400, "invalid_undelivered", "undelivered is true (only those not delivered yet) or false.")
+    limit = int_param(query, "limit", default=20, low=1, high=MAX_DELIVERIES)
+    before = int_param(query, "before", default=None, low=1, high=2**63 - 1)
+    async with request.app[DB_ENGINE].connect() as conn:
+        endpoint = await get_endpoint(conn, request.match_info["endpoint_id"], api_key_id=caller.id)
+        found = await deliveries_to(conn, endpoint, undelivered=query.get("undelivered") == "true", limit=limit,
+                                    before=before)
+    return web.json_response({"deliveries": [delivery_json(d) for d in found], "limit": limit,
+                              # More may follow: pass it as ``before`` for the next (older) page.
+                              "next_before": found[-1].job_id if len(found) == limit else None})

@@ -49,7 +49,7 @@ ENDPOINTS = (
     ("GET", "/voice/prompts/{id}"), ("POST", "/callbacks/wave"),
     *[("POST", "/v1/webhook_endpoints")] * 2, ("GET", "/v1/webhook_endpoints"),
     ("DELETE", "/v1/webhook_endpoints/{id}"), ("POST", "/v1/webhook_endpoints/{id}/test"),
-    ("POST", "/v1/webhook_endpoints/{id}/roll_secret"),
+    ("POST", "/v1/webhook_endpoints/{id}/roll_secret"), ("GET", "/v1/webhook_endpoints/{id}/deliveries"),
     ("GET", "/v1/ops/payments"), ("GET", "/v1/ops/payments/{id}"), *[("POST", "/v1/ops/payments/{id}/refund")] * 2,
     ("POST", "/v1/ops/payments/{id}/decide"), ("GET", "/v1/ops/review"), ("GET", "/v1/ops/outbox"),
     ("POST", "/v1/ops/outbox/{id}/retry"), ("GET", "/v1/ops/wallets/{id}"), ("GET", "/ops/wallets/{id}"),

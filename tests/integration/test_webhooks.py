@@ -42,6 +42,7 @@ from payments.webhook_delivery import (
 from payments.webhook_endpoints import InvalidWebhookUrl, WebhookEndpointDisabled, add_endpoint, roll_secret
 from payments.webhook_events import DELIVERY_ATTEMPTS, JOB_WEBHOOK
 from tests.http_servers import serve_app
+from tests.integration.ops_helpers import plans_without_seq_scans, statements_run
 from tests.integration.payments_helpers import PaymentsWorld, api_client, module_world
 
 KES = Currency.KES
@@ -588,3 +589,45 @@ async def test_an_endpoint_of_a_revoked_key_gets_no_new_secret(world, client, re
             await roll_secret(conn, endpoint["id"], actor="test")
     assert await world.scalar("SELECT count(*) FROM audit_log WHERE action = 'webhook.secret_rolled' "
                               "AND details ->> 'endpoint' = :e", e=endpoint["id"]) == 0
+
+
+async def test_an_endpoint_s_owner_reads_its_deliveries_newest_first(world, client, receiver):
+    payer = await subscribed_payer(world, client, receiver)
+    path = f"/v1/webhook_endpoints/{payer.endpoint['id']}/deliveries"
+    first = await payer.pays(client, "deliveries-1")
+
+    status, waiting = await call(client, "GET", path + "?undelivered=true", payer.key)
+    assert status == 200 and waiting["next_before"] is None
+    [pending] = waiting["deliveries"]
+    assert (pending["payment"], pending["status"], pending["attempts"]) == (first["public_id"], "pending", 0)
+    assert pending["event"]["type"] == "payment.succeeded" and pending["next_try_at"] and pending["event"]["id"]
+    receiver.answers = [500]  # the first try fails, the second is taken
+    await deliver_all(world)
+    second = await payer.pays(client, "deliveries-2")
+    await deliver_all(world)
+
+    with statements_run(world.engine) as statements:
+        status, listed = await call(client, "GET", path, payer.key)
+    assert [d["payment"] for d in listed["deliveries"]] == [second["public_id"], first["public_id"]]
+    assert [(d["status"], d["attempts"], d["next_try_at"]) for d in listed["deliveries"]] == [
+        ("done", 1, None), ("done", 2, None)]
+    heard = list(dict.fromkeys(e["id"] for e in receiver.events(payer.endpoint["secret"])))  # the first twice
+    assert [d["event"]["id"] for d in listed["deliveries"]] == heard[::-1] and heard[0] == pending["event"]["id"]
+    for statement, plan in await plans_without_seq_scans(world.engine, statements):
+        if "FROM outbox_jobs" in statement:  # not the whole outbox backwards: its own index
+            assert "outbox_jobs_webhook_endpoint" in plan, plan
+    assert (await call(client, "GET", path + "?undelivered=true", payer.key))[1]["deliveries"] == []
+
+    status, page = await call(client, "GET", path + "?limit=1", payer.key)
+    assert [d["payment"] for d in page["deliveries"]] == [second["public_id"]] and page["next_before"]
+    status, older = await call(client, "GET", f"{path}?limit=1&before={page['next_before']}", payer.key)
+    assert [d["payment"] for d in older["deliveries"]] == [first["public_id"]]
+
+    other = await new_key(world)
+    assert (await call(client, "GET", path, other))[0] == 404
+    assert (await call(client, "GET", "/v1/webhook_endpoints/we_nope/deliveries", payer.key))[0] == 404
+    for query, code in (("undelivered=yes", "invalid_undelivered"), ("limit=0", "invalid_limit"),
+                        ("limit=101", "invalid_limit"), ("before=x", "invalid_before"),
+                        ("status=done", "unknown_query_parameter")):
+        status, answer = await call(client, "GET", f"{path}?{query}", payer.key)
+        assert status == 400 and answer["error"]["code"] == code, (query, answer)
