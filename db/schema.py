@@ -192,9 +192,11 @@ outbox_jobs = Table(
     Index("outbox_jobs_parked", "id", postgresql_where=text("status = 'parked'")),
     Index("outbox_jobs_payment",
           text("(coalesce(payload ->> 'payment', payload #>> '{event,data,payment,public_id}'))")),
-    # Migration 0016: an endpoint's webhook deliveries, newest first.
+    # Migration 0016: an endpoint's webhook deliveries, newest first; and those not done yet.
     Index("outbox_jobs_webhook_endpoint", text("(payload ->> 'endpoint')"), "id",
           postgresql_where=text("kind = 'webhook.deliver'")),
+    Index("outbox_jobs_webhook_endpoint_open", text("(payload ->> 'endpoint')"), "id",
+          postgresql_where=text("kind = 'webhook.deliver' AND status <> 'done'")),
 )
 
 PAYMENT_KINDS = ("p2p", "send_to_phone", "pay_bill", "buy_goods_till", "buy_goods_pochi", "withdraw", "deposit",

@@ -325,6 +325,10 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
                  ", ".join(configured) or "none", where, base)
         previous = settings.payments.callback_previous_secret
         accepted = (secret, previous.get_secret_value()) if previous is not None else (secret,)
+        if previous is not None:
+            log.warning("payments.callback_previous_secret is set: Daraja callbacks under it are let in. Set it to "
+                        "null once what was sent before the change has ended (a leaked secret stays good until "
+                        "then)")
         yield PaymentsRuntime(payments, mode, CallbackAuth(accepted, webhook), running, sandbox_urls, reachable)
 
 

@@ -8,7 +8,9 @@
   event's id), to check one's signature checks before real payments depend on them;
 - ``GET /v1/webhook_endpoints/{id}/deliveries?undelivered=true&limit=&before=``: its deliveries,
   newest first: each event, its status (``pending`` until tried or between tries, ``running``,
-  ``done``, ``parked`` after the last try), tries and the endpoint's last answer;
+  ``done``, ``parked`` after the last try, ``dropped`` when the endpoint was disabled first), tries
+  and, while not done, why the last try failed (the endpoint's answer, or why it could not be
+  reached; a failure on our side is said to be ours, never where);
 - ``POST /v1/webhook_endpoints/{id}/roll_secret`` ``{"previous_secret_valid_s"?: 86400}``: a new
   signing ``secret`` (200, shown this once), the one before still signing beside it for that many
   seconds (a day unless given; 0 to 604,800), until ``previous_secret_expires_at``.
@@ -28,6 +30,7 @@ from gateway.api_requests import ApiError, int_param, json_body, only
 from gateway.keys import DB_ENGINE, SETTINGS
 from payments.api_keys import ApiKey
 from payments.payment_json import iso
+from payments.webhook_delivery import public_error
 from payments.webhook_endpoints import (
     PREVIOUS_SECRET_VALID,
     WebhookEndpoint,
@@ -105,11 +108,18 @@ async def roll_webhook_secret(request: web.Request, caller: ApiKey) -> web.Respo
     return web.json_response(endpoint_json(rolled.endpoint) | {"secret": rolled.secret})
 
 
-def delivery_json(delivery: Delivery) -> dict[str, Any]:
+def delivery_json(delivery: Delivery, endpoint: WebhookEndpoint) -> dict[str, Any]:
+    """A delivery as its endpoint's owner reads it. One done after the endpoint was disabled was
+    dropped, not sent (`payments.webhook_delivery`); a done one's earlier failures are no error."""
+    status = delivery.status
+    if (status == "done" and endpoint.disabled_at is not None and delivery.finished_at is not None
+            and delivery.finished_at >= endpoint.disabled_at):
+        status = "dropped"
     return {"id": delivery.job_id, "event": {"id": delivery.event_id, "type": delivery.event_type},
-            "payment": delivery.payment, "status": delivery.status, "attempts": delivery.attempts,
-            "last_error": delivery.last_error, "created_at": iso(delivery.created_at),
-            "next_try_at": iso(delivery.run_after) if delivery.status == "pending" else None}
+            "payment": delivery.payment, "status": status, "attempts": delivery.attempts,
+            "last_error": public_error(delivery.last_error) if status not in ("done", "dropped") else None,
+            "created_at": iso(delivery.created_at),
+            "next_try_at": iso(delivery.run_after) if status == "pending" else None}
 
 
 async def read_webhook_deliveries(request: web.Request, caller: ApiKey) -> web.Response:
@@ -123,6 +133,6 @@ async def read_webhook_deliveries(request: web.Request, caller: ApiKey) -> web.R
         endpoint = await get_endpoint(conn, request.match_info["endpoint_id"], api_key_id=caller.id)
         found = await deliveries_to(conn, endpoint, undelivered=query.get("undelivered") == "true", limit=limit,
                                     before=before)
-    return web.json_response({"deliveries": [delivery_json(d) for d in found], "limit": limit,
+    return web.json_response({"deliveries": [delivery_json(d, endpoint) for d in found], "limit": limit,
                               # More may follow: pass it as ``before`` for the next (older) page.
                               "next_before": found[-1].job_id if len(found) == limit else None})

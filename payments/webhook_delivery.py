@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -57,6 +58,23 @@ class DeliveryFailed(Exception):
 def event_body(event: Mapping[str, object]) -> bytes:
     """The bytes sent and signed: compact JSON, the same at every try."""
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_PUBLIC_REASON = re.compile(
+    rf"(?:{re.escape(DeliveryFailed.__module__)}\.DeliveryFailed|{re.escape(PermanentJobError.__module__)}"
+    r"\.PermanentJobError): (?P<reason>.*?)(?: \(at \S+:\d+ in \w+\))?", re.S)
+#: What the endpoint's owner reads for any other failure: the outbox keeps where it happened (a file,
+#: a host name, a statement), which is for operators.
+OUR_SIDE = "an error on Sauti's side, not your endpoint's; it is tried again (or an operator sends it again)"
+
+
+def public_error(last_error: str | None) -> str | None:
+    """What a delivery's ``last_error`` says to the endpoint's owner: its endpoint's answer, or why it
+    could not be reached or was refused; never where in our code, or on which host, anything failed."""
+    if last_error is None:
+        return None
+    said = _PUBLIC_REASON.fullmatch(last_error)
+    return said.group("reason") if said else OUR_SIDE
 
 
 def verify_delivery(raw_body: bytes, signature: str | None, secret: str, *, now: Callable[[], float] = time.time,

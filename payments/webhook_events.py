@@ -110,14 +110,15 @@ class Delivery:
 
     job_id: int
     endpoint: str
-    event_id: str
-    event_type: str
-    payment: str
+    event_id: str | None
+    event_type: str | None
+    payment: str | None
     status: str  # the outbox job's: pending, running, done, parked
     attempts: int
-    last_error: str | None
+    last_error: str | None  # as the outbox keeps it: for operators (`public_error` for the endpoint's owner)
     created_at: datetime
     run_after: datetime
+    finished_at: datetime | None
 
 
 async def deliveries(conn: AsyncConnection, *, endpoint: str | None = None, undelivered: bool = False,
@@ -128,27 +129,30 @@ async def deliveries(conn: AsyncConnection, *, endpoint: str | None = None, unde
         return await deliveries_to(conn, await get_endpoint(conn, endpoint), undelivered=undelivered, limit=limit,
                                     before=before)
     rows = await conn.execute(sql(
-        "SELECT j.id, e.public_id, j.payload->'event'->>'id' AS event_id, j.payload->'event'->>'type' AS event_type, "
-        "j.payload->'event'->'data'->'payment'->>'public_id' AS payment, j.status, j.attempts, j.last_error, "
-        "j.created_at, j.run_after "
-        "FROM outbox_jobs j JOIN webhook_endpoints e ON e.id = CAST(j.payload->>'endpoint' AS bigint) "
+        f"SELECT j.id, e.public_id, {_DELIVERY_COLUMNS} "
+        # Compared as text: a job whose payload names no number (none of ours) must not fail the list.
+        "FROM outbox_jobs j JOIN webhook_endpoints e ON CAST(e.id AS text) = j.payload->>'endpoint' "
         "WHERE j.kind = :kind AND j.id < :before "
         "AND (NOT :undelivered OR j.status <> 'done') ORDER BY j.id DESC LIMIT :limit"),
         {"kind": JOB_WEBHOOK, "undelivered": undelivered, "limit": limit, "before": before or 2**63 - 1})
     return [Delivery(*row) for row in rows]
 
 
+_DELIVERY_COLUMNS = ("j.payload->'event'->>'id' AS event_id, j.payload->'event'->>'type' AS event_type, "
+                     "j.payload->'event'->'data'->'payment'->>'public_id' AS payment, j.status, j.attempts, "
+                     "j.last_error, j.created_at, j.run_after, j.finished_at")
+
+
 async def deliveries_to(conn: AsyncConnection, endpoint: WebhookEndpoint, *, undelivered: bool = False,
                         limit: int = 20, before: int | None = None) -> list[Delivery]:
-    """``endpoint``'s deliveries as `deliveries` lists them, through their own index."""
-    # The kind is written out, not bound: the partial index outbox_jobs_webhook_endpoint (0016) is
-    # chosen only where the statement itself says kind = 'webhook.deliver' (JOB_WEBHOOK).
+    """``endpoint``'s deliveries as `deliveries` lists them, through their own index: every one, or
+    only those not done (their own index: what waits is read without what was delivered)."""
+    # The conditions are written out, not bound: the partial indexes of migration 0016 are chosen only
+    # where the statement itself says kind = 'webhook.deliver' (JOB_WEBHOOK) and status <> 'done'.
+    waiting = "AND j.status <> 'done' " if undelivered else ""
     rows = await conn.execute(sql(
-        "SELECT j.id, CAST(:public_id AS text), j.payload->'event'->>'id' AS event_id, "
-        "j.payload->'event'->>'type' AS event_type, j.payload->'event'->'data'->'payment'->>'public_id' AS payment, "
-        "j.status, j.attempts, j.last_error, j.created_at, j.run_after FROM outbox_jobs j "
+        f"SELECT j.id, CAST(:public_id AS text), {_DELIVERY_COLUMNS} FROM outbox_jobs j "
         "WHERE j.kind = 'webhook.deliver' AND j.payload->>'endpoint' = :endpoint AND j.id < :before "
-        "AND (NOT :undelivered OR j.status <> 'done') ORDER BY j.id DESC LIMIT :limit"),
-        {"public_id": endpoint.public_id, "endpoint": str(endpoint.id), "undelivered": undelivered, "limit": limit,
-         "before": before or 2**63 - 1})
+        f"{waiting}ORDER BY j.id DESC LIMIT :limit"),
+        {"public_id": endpoint.public_id, "endpoint": str(endpoint.id), "limit": limit, "before": before or 2**63 - 1})
     return [Delivery(*row) for row in rows]

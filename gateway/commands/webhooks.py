@@ -157,7 +157,8 @@ def webhook_deliveries(ctx: click.Context, endpoint: str | None, undelivered: bo
 
     async def work(engine: AsyncEngine) -> list[Delivery]:
         async with engine.connect() as conn:
-            return await deliveries(conn, endpoint=endpoint, undelivered=undelivered, limit=limit)
+            return await deliveries(conn, endpoint=endpoint.strip() if endpoint else None, undelivered=undelivered,
+                                    limit=limit)
 
     found = run_with_database(_settings(ctx), work, pool_size=1)
     if not found:
@@ -166,5 +167,5 @@ def webhook_deliveries(ctx: click.Context, endpoint: str | None, undelivered: bo
     click.echo(f"{'JOB':>8}  {'ENDPOINT':20}  {'EVENT':18}  {'PAYMENT':26}  {'STATUS':7}  TRIES  LAST ERROR")
     for d in found:
         error = (d.last_error or "").splitlines()[0][:80] if d.last_error else ""
-        click.echo(f"{d.job_id:>8}  {d.endpoint:20}  {d.event_type:18}  {d.payment or '':26}  {d.status:7}  "
+        click.echo(f"{d.job_id:>8}  {d.endpoint:20}  {d.event_type or '?':18}  {d.payment or '':26}  {d.status:7}  "
                    f"{d.attempts:>5}  {error}")

@@ -40,7 +40,7 @@ from payments.webhook_delivery import (
     verify_delivery,
 )
 from payments.webhook_endpoints import InvalidWebhookUrl, WebhookEndpointDisabled, add_endpoint, roll_secret
-from payments.webhook_events import DELIVERY_ATTEMPTS, JOB_WEBHOOK
+from payments.webhook_events import DELIVERY_ATTEMPTS, JOB_WEBHOOK, deliveries
 from tests.http_servers import serve_app
 from tests.integration.ops_helpers import plans_without_seq_scans, statements_run
 from tests.integration.payments_helpers import PaymentsWorld, api_client, module_world
@@ -602,6 +602,12 @@ async def test_an_endpoint_s_owner_reads_its_deliveries_newest_first(world, clie
     assert (pending["payment"], pending["status"], pending["attempts"]) == (first["public_id"], "pending", 0)
     assert pending["event"]["type"] == "payment.succeeded" and pending["next_try_at"] and pending["event"]["id"]
     receiver.answers = [500]  # the first try fails, the second is taken
+    await world.worker.drain()
+    status, failed_once = await call(client, "GET", path + "?undelivered=true", payer.key)
+    [retrying] = failed_once["deliveries"]
+    assert (retrying["status"], retrying["attempts"]) == ("pending", 1), retrying
+    # The endpoint's own answer; never where in our code (the outbox keeps that, for operators).
+    assert retrying["last_error"] == "the endpoint answered HTTP 500: 'not now, please'"
     await deliver_all(world)
     second = await payer.pays(client, "deliveries-2")
     await deliver_all(world)
@@ -616,12 +622,28 @@ async def test_an_endpoint_s_owner_reads_its_deliveries_newest_first(world, clie
     for statement, plan in await plans_without_seq_scans(world.engine, statements):
         if "FROM outbox_jobs" in statement:  # not the whole outbox backwards: its own index
             assert "outbox_jobs_webhook_endpoint" in plan, plan
-    assert (await call(client, "GET", path + "?undelivered=true", payer.key))[1]["deliveries"] == []
+    with statements_run(world.engine) as statements:
+        assert (await call(client, "GET", path + "?undelivered=true", payer.key))[1]["deliveries"] == []
+    for statement, plan in await plans_without_seq_scans(world.engine, statements):
+        if "FROM outbox_jobs" in statement:  # what waits, without reading what was delivered
+            assert "outbox_jobs_webhook_endpoint_open" in plan, plan
 
     status, page = await call(client, "GET", path + "?limit=1", payer.key)
     assert [d["payment"] for d in page["deliveries"]] == [second["public_id"]] and page["next_before"]
     status, older = await call(client, "GET", f"{path}?limit=1&before={page['next_before']}", payer.key)
     assert [d["payment"] for d in older["deliveries"]] == [first["public_id"]]
+
+    # Disabled before its turn came: dropped, not sent, and not said to be delivered.
+    third = await payer.pays(client, "deliveries-3")
+    await call(client, "DELETE", f"/v1/webhook_endpoints/{payer.endpoint['id']}", payer.key)
+    await deliver_all(world)
+    status, after = await call(client, "GET", path, payer.key)
+    assert [(d["payment"], d["status"], d["last_error"]) for d in after["deliveries"]][:2] == [
+        (third["public_id"], "dropped", None), (second["public_id"], "done", None)]
+    # A job no code of ours would write (no endpoint number) does not break the operators' list.
+    async with world.engine.begin() as conn:
+        await outbox.enqueue(conn, JOB_WEBHOOK, {"endpoint": "not-a-number", "event": {}})
+        assert await deliveries(conn, limit=5)
 
     other = await new_key(world)
     assert (await call(client, "GET", path, other))[0] == 404

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from payments.providers.wave_signing import signature_header
-from payments.webhook_delivery import WebhookRejected, event_body, verify_delivery
+from payments.webhook_delivery import OUR_SIDE, WebhookRejected, event_body, public_error, verify_delivery
 from payments.webhook_endpoints import InvalidWebhookUrl, check_url
 
 SECRET = "whsec_" + "k" * 43
@@ -75,3 +75,16 @@ def test_a_delivery_verifies_only_with_its_secret_its_body_and_a_recent_time():
                                   (body, "t=1800000000", SECRET, 1_800_000_000)):
         with pytest.raises(WebhookRejected):
             verify_delivery(raw, sig, secret, now=lambda now=now: now)
+
+
+def test_an_endpoint_s_owner_reads_why_a_try_failed_never_where_in_our_code():
+    assert public_error(None) is None
+    assert public_error("payments.webhook_delivery.DeliveryFailed: the endpoint answered HTTP 502: 'bad gateway' "
+                        "(at /srv/sauti/payments/webhook_delivery.py:139 in deliver)") == \
+        "the endpoint answered HTTP 502: 'bad gateway'"
+    assert public_error("payments.outbox.PermanentJobError: the endpoint's URL is refused now: 10.0.0.7 is a local "
+                        "or private address (at /srv/payments/webhook_delivery.py:128 in deliver)") == \
+        "the endpoint's URL is refused now: 10.0.0.7 is a local or private address"
+    for ours in ("sqlalchemy.exc.OperationalError: could not connect to 10.1.2.3:5432 (at /srv/x.py:9 in run)",
+                 "the lease of worker gw-3:4121:9f2a ran out", "", "DeliveryFailed: spoofed"):
+        assert public_error(ours) == OUR_SIDE

@@ -1,4 +1,4 @@
-"""An endpoint's webhook deliveries, newest first, through an index.
+"""An endpoint's webhook deliveries, newest first, and those not delivered yet, through indexes.
 
 Revision ID: 0016
 Revises: 0015
@@ -8,7 +8,8 @@ Create Date: 2026-12-01
 (`payments.webhook_events.deliveries`, behind ``GET /v1/webhook_endpoints/{id}/deliveries`` and
 ``sauti webhook deliveries --endpoint``). Done jobs are kept, and SMS receipts outnumber webhook
 deliveries: without it, an endpoint's list walked the whole outbox backwards. Partial: other jobs
-do not write it.
+do not write it. `outbox_jobs_webhook_endpoint_open`: the same, for those not done yet (waiting,
+being sent, parked): what waits is found without reading every delivery that was made.
 """
 
 from db.migration_scripts import run_script
@@ -18,10 +19,13 @@ down_revision = "0015"
 branch_labels = None
 depends_on = None
 
-#: Built in the migration's transaction, it holds up the outbox while it reads the table: on a large
-#: live database build it first with ``CREATE INDEX CONCURRENTLY IF NOT EXISTS`` (as 0011's).
-INDEXES = ("outbox_jobs_webhook_endpoint ON outbox_jobs ((payload ->> 'endpoint'), id) "
-           "WHERE kind = 'webhook.deliver'",)
+#: Built in the migration's transaction, each holds up the outbox while it reads the table: on a large
+#: live database build them first with ``CREATE INDEX CONCURRENTLY IF NOT EXISTS`` (as 0011's).
+INDEXES = (
+    "outbox_jobs_webhook_endpoint ON outbox_jobs ((payload ->> 'endpoint'), id) WHERE kind = 'webhook.deliver'",
+    "outbox_jobs_webhook_endpoint_open ON outbox_jobs ((payload ->> 'endpoint'), id) "
+    "WHERE kind = 'webhook.deliver' AND status <> 'done'",
+)
 
 
 def upgrade() -> None:
