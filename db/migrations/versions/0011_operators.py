@@ -21,7 +21,7 @@ Create Date: 2026-12-01
   reads that page only; `outbox_jobs_parked` for the parked jobs (done jobs are kept for good).
 """
 
-from db.migration_scripts import run_script
+from db.migration_scripts import create_indexes, drop_indexes, run_script
 
 revision = "0011"
 down_revision = "0010"
@@ -66,8 +66,8 @@ ALTER TABLE api_keys DROP COLUMN IF EXISTS role;
 
 
 def upgrade() -> None:
-    run_script(UP + "".join(f"CREATE INDEX IF NOT EXISTS {index};\n" for index in INDEXES))
+    run_script(UP + create_indexes(INDEXES))
 
 
 def downgrade() -> None:
-    run_script("".join(f"DROP INDEX IF EXISTS {index.split()[0]};\n" for index in INDEXES) + DOWN)
+    run_script(drop_indexes(INDEXES) + DOWN)

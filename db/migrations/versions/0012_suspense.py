@@ -17,7 +17,7 @@ Create Date: 2026-12-01
   statement.
 """
 
-from db.migration_scripts import run_script
+from db.migration_scripts import create_indexes, drop_indexes, run_script
 
 revision = "0012"
 down_revision = "0011"
@@ -46,9 +46,8 @@ INDEXES = (
 
 def upgrade() -> None:
     # The index first: the backfill finds the parks through it.
-    run_script("".join(f"CREATE INDEX IF NOT EXISTS {index};\n" for index in INDEXES) + UP)
+    run_script(create_indexes(INDEXES) + UP)
 
 
 def downgrade() -> None:
-    run_script("DROP TABLE IF EXISTS suspense_waiting;\n"
-               + "".join(f"DROP INDEX IF EXISTS {index.split()[0]};\n" for index in INDEXES))
+    run_script("DROP TABLE IF EXISTS suspense_waiting;\n" + drop_indexes(INDEXES))

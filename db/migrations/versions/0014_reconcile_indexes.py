@@ -21,7 +21,7 @@ them it guessed a statement's thousand ids would match a third of the table and 
 payment again (0.27 s at a million).
 """
 
-from db.migration_scripts import run_script
+from db.migration_scripts import create_indexes, drop_indexes, run_script
 
 revision = "0014"
 down_revision = "0013"
@@ -37,8 +37,8 @@ INDEXES = (
 
 
 def upgrade() -> None:
-    run_script("".join(f"CREATE INDEX IF NOT EXISTS {index};\n" for index in INDEXES))
+    run_script(create_indexes(INDEXES))
 
 
 def downgrade() -> None:
-    run_script("".join(f"DROP INDEX IF EXISTS {index.split()[0]};\n" for index in INDEXES))
+    run_script(drop_indexes(INDEXES))

@@ -14,7 +14,7 @@ Create Date: 2026-12-01
   no wallet of theirs: their own deposits and withdrawals, Pochi payments to the number.
 """
 
-from db.migration_scripts import run_script
+from db.migration_scripts import create_indexes, drop_indexes, run_script
 
 revision = "0015"
 down_revision = "0014"
@@ -30,8 +30,8 @@ INDEXES = (
 
 
 def upgrade() -> None:
-    run_script("".join(f"CREATE INDEX IF NOT EXISTS {index};\n" for index in INDEXES))
+    run_script(create_indexes(INDEXES))
 
 
 def downgrade() -> None:
-    run_script("".join(f"DROP INDEX IF EXISTS {index.split()[0]};\n" for index in INDEXES))
+    run_script(drop_indexes(INDEXES))

@@ -12,7 +12,7 @@ do not write it. `outbox_jobs_webhook_endpoint_open`: the same, for those not do
 being sent, parked): what waits is found without reading every delivery that was made.
 """
 
-from db.migration_scripts import run_script
+from db.migration_scripts import create_indexes, drop_indexes, run_script
 
 revision = "0016"
 down_revision = "0015"
@@ -29,8 +29,8 @@ INDEXES = (
 
 
 def upgrade() -> None:
-    run_script("".join(f"CREATE INDEX IF NOT EXISTS {index};\n" for index in INDEXES))
+    run_script(create_indexes(INDEXES))
 
 
 def downgrade() -> None:
-    run_script("".join(f"DROP INDEX IF EXISTS {index.split()[0]};\n" for index in INDEXES))
+    run_script(drop_indexes(INDEXES))
