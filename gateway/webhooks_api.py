@@ -109,12 +109,8 @@ async def roll_webhook_secret(request: web.Request, caller: ApiKey) -> web.Respo
 
 
 def delivery_json(delivery: Delivery, endpoint: WebhookEndpoint) -> dict[str, Any]:
-    """A delivery as its endpoint's owner reads it. One done after the endpoint was disabled was
-    dropped, not sent (`payments.webhook_delivery`); a done one's earlier failures are no error."""
-    status = delivery.status
-    if (status == "done" and endpoint.disabled_at is not None and delivery.finished_at is not None
-            and delivery.finished_at >= endpoint.disabled_at):
-        status = "dropped"
+    """A delivery as its endpoint's owner reads it: a done one's earlier failures are no error."""
+    status = delivery.status_for(endpoint)
     return {"id": delivery.job_id, "event": {"id": delivery.event_id, "type": delivery.event_type},
             "payment": delivery.payment, "status": status, "attempts": delivery.attempts,
             "last_error": public_error(delivery.last_error) if status not in ("done", "dropped") else None,

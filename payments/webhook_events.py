@@ -120,6 +120,14 @@ class Delivery:
     run_after: datetime
     finished_at: datetime | None
 
+    def status_for(self, endpoint: WebhookEndpoint) -> str:
+        """The status the endpoint's owner reads: the job's, except that one done after the endpoint
+        was disabled was ``dropped``, not sent (`payments.webhook_delivery.WebhookSender.deliver`)."""
+        if (self.status == "done" and endpoint.disabled_at is not None and self.finished_at is not None
+                and self.finished_at >= endpoint.disabled_at):
+            return "dropped"
+        return self.status
+
 
 async def deliveries(conn: AsyncConnection, *, endpoint: str | None = None, undelivered: bool = False,
                      limit: int = 20, before: int | None = None) -> list[Delivery]:
