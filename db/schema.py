@@ -459,3 +459,31 @@ contacts = Table(
     UniqueConstraint("user_id", "phone", name="contacts_user_phone"),
     Index("contacts_address_book", "user_id", "favourite", "times_paid"),
 )
+
+# Payment intents (migration 0017): a merchant's request that a customer pay an amount into its wallet,
+# pending until paid (once: the payment it names), cancelled, declined or expired (`payments.intents`).
+# The migration holds the CHECKs (statuses, lengths, a paid one names its payment, never oneself).
+payment_intents = Table(
+    "payment_intents",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("public_id", Text, nullable=False, unique=True),
+    Column("api_key_id", BigInteger, ForeignKey("api_keys.id"), nullable=False),
+    Column("payee_user_id", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("payer_user_id", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("merchant_reference", Text),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("idempotency_key", Text, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("payment_id", BigInteger, ForeignKey("payments.id"), unique=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("resolved_at", DateTime(timezone=True)),
+    UniqueConstraint("api_key_id", "idempotency_key", name="payment_intents_api_key_key"),
+    Index("payment_intents_payer_pending", "payer_user_id", "id", postgresql_where=text("status = 'pending'")),
+    Index("payment_intents_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),
+    Index("payment_intents_api_key", "api_key_id", "id"),
+)

@@ -15,6 +15,7 @@ Screen ids double as catalog keys (`dialogs/catalogs/*.yml`).
 
 from __future__ import annotations
 
+from dialogs.intent_journeys import INTENTS_START
 from dialogs.screens import HOME, Action, Confirm, End, Input, Journey, Menu, Notice, Option
 
 #: How the agent's confirmations end when they do not go through (shared with the customer menu).
@@ -56,6 +57,8 @@ AGENT = Journey("agent", "ag.home", (
         Option("ag.menu.float", "ag.float.pin"),
         Option("ag.menu.commission", "ag.comm.pin"),
         Option("ag.menu.wallet", "home"),
+        # Last, and only while some are open (as in the customer menu): no other option moves.
+        Option("menu.intents", INTENTS_START, when="intents"),
     )),
     *_requests("ag.in", "cash_in"),
     *_requests("ag.out", "cash_out"),

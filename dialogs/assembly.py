@@ -1,6 +1,7 @@
 """The journeys Sauti serves, assembled and validated in one place: registration, the customer's
-menu, and whatever a role adds (an agent's menu: its journey, its actions, and its role placed
-before ``customer`` in ``homes``, so agents start there)."""
+menu (with the payment intents merchants send, `dialogs.intent_journeys`), and whatever a role adds
+(an agent's menu: its journey, its actions, and its role placed before ``customer`` in ``homes``,
+so agents start there)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dialogs.agent_journeys import AGENT, AGENT_CASH
 from dialogs.catalog import Catalogs, screen_catalogs
 from dialogs.customer_actions import CustomerActions, Services
 from dialogs.customer_journeys import CONDITIONS, CUSTOMER, REGISTRATION
+from dialogs.intent_actions import IntentActions
+from dialogs.intent_journeys import INTENTS
 from dialogs.journey import JourneySet, build_journeys
 from dialogs.screens import Journey
 from dialogs.steps import ActionSpec, Condition
@@ -28,9 +31,11 @@ def sauti_journeys(
     ``agents``, for the agent menu and cash at an agent) are None to draw or check the journeys
     without a database."""
     catalogs = catalogs or screen_catalogs()
-    actions = {**CustomerActions(services).table(), **AgentActions(agents, catalogs).table(), **(extra_actions or {})}
+    customer = CustomerActions(services)
+    actions = {**customer.table(), **AgentActions(agents, catalogs).table(),
+               **IntentActions(customer, catalogs).table(), **(extra_actions or {})}
     return build_journeys(
-        [REGISTRATION, CUSTOMER, AGENT, AGENT_CASH, *extra_journeys], registration=REGISTRATION.name,
+        [REGISTRATION, CUSTOMER, AGENT, AGENT_CASH, INTENTS, *extra_journeys], registration=REGISTRATION.name,
         homes=[*extra_homes, ("agent", AGENT.name), ("customer", CUSTOMER.name)], catalogs=catalogs,
         actions=actions,
         validators={**customer_validators(services.pins if services else None, pin_length), **agent_validators()},

@@ -1,7 +1,7 @@
-"""Who is dialling: the registered user behind a phone number with the top of their address book (one
-read per new session, outside any transaction: `db.engine.autocommit`), the language to greet a new
-number in, and the values every session of a number starts with (its currency and mobile money, by
-country)."""
+"""Who is dialling: the registered user behind a phone number with the top of their address book and
+how many payment intents await them (one read per new session, outside any transaction:
+`db.engine.autocommit`), the language to greet a new number in, and the values every session of a
+number starts with (its currency and mobile money, by country)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import autocommit
 from dialogs.display import clock_text, phone_text
 from dialogs.engine import Caller
-from payments.contacts import SavedContact, user_and_address_book
+from payments.contacts import SavedContact, read_caller
 from payments.identities import UserStatus
 from payments.money import Currency
 from payments.phones import parse_msisdn, region_of
@@ -57,6 +57,12 @@ def saved_values(contacts: Sequence[SavedContact]) -> dict[str, Any]:
     return {"saved": "\n".join(lines), "_saved": [c.phone for c in contacts]}
 
 
+def intent_values(open_intents: int) -> dict[str, Any]:
+    """How many payment intents ask the caller to pay (``_open_intents``: the main menu offers
+    "Requests to pay" when there are some); nothing when there are none."""
+    return {"_open_intents": open_intents} if open_intents > 0 else {}
+
+
 @dataclass(frozen=True)
 class CallerDirectory:
     engine: AsyncEngine | None
@@ -69,14 +75,16 @@ class CallerDirectory:
     async def find(self, phone: str) -> Caller | None:
         assert self.engine is not None
         async with autocommit(self.engine).connect() as conn:
-            user, saved = await user_and_address_book(conn, parse_msisdn(phone), limit=SAVED_SHOWN)
-        if user is None:
+            read = await read_caller(conn, parse_msisdn(phone), limit=SAVED_SHOWN)
+        if read is None:
             return None
+        user = read.user
         if user.status is UserStatus.CLOSED:
             return Caller(user.id, user.language.value, frozenset(), closed=True)
         locked = user.locked_until if user.status is UserStatus.LOCKED else None
         return Caller(user.id, user.language.value, frozenset(r.value for r in user.roles), locked,
-                      locked_until_text=clock_text(locked, phone) if locked else "", values=saved_values(saved))
+                      locked_until_text=clock_text(locked, phone) if locked else "",
+                      values={**saved_values(read.contacts), **intent_values(read.open_intents)})
 
     def language_for(self, phone: str) -> str:
         try:

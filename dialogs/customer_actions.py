@@ -101,6 +101,21 @@ def _command(kind: str, step: Step, amount: Money) -> Command:
     return Deposit(**common)
 
 
+def payment_refused(step: Step, exc: PaymentsError) -> str:
+    """The outcome, and the note on screen, of a payment the orchestrator refused: over a limit, a
+    closed account, a wallet that could not cover it (``failed``), or anything else (``refused``)."""
+    if isinstance(exc, LimitExceeded | AmountOutOfRange):
+        step.say("err.limit")
+    elif isinstance(exc, AccountClosed):
+        step.say("err.closed")
+    elif isinstance(exc, InsufficientFunds):
+        step.say("err.no_funds_short")
+        return "failed"
+    else:
+        step.say("err.busy")
+    return "refused"
+
+
 class CustomerActions:
     """The actions by name (`table`). ``services`` may be None to draw or check the journeys."""
 
@@ -128,8 +143,9 @@ class CustomerActions:
 
     # -- PINs ------------------------------------------------------------------------------------
 
-    async def _verify(self, step: Step) -> str | None:
-        """Check the hop's PIN; None when right, else the outcome (``wrong_pin``, ``locked``)."""
+    async def verify_pin(self, step: Step) -> str | None:
+        """Check the hop's PIN; None when right, else the outcome (``wrong_pin``, ``locked``).
+        (Shared with the payment intents' actions, `dialogs.intent_actions`.)"""
         failure: PaymentsError | None = None
         # The count and the lock are committed before these are raised; no connection is held
         # while the PIN is hashed.
@@ -173,7 +189,7 @@ class CustomerActions:
 
     async def check_pin(self, step: Step) -> str:
         """The current PIN, before a change: verified now (it counts towards the lock-out)."""
-        if (failed := await self._verify(step)) is not None:
+        if (failed := await self.verify_pin(step)) is not None:
             return failed
         step.values["_pin_ok"] = "1"
         return "ok"
@@ -194,8 +210,9 @@ class CustomerActions:
 
     # -- money -----------------------------------------------------------------------------------
 
-    async def _wallet_balance(self, user_id: int, currency: Currency) -> Money:
-        """The wallet's balance, zero when it has none yet (one statement, no transaction)."""
+    async def wallet_balance(self, user_id: int, currency: Currency) -> Money:
+        """The wallet's balance, zero when it has none yet (one statement, no transaction; shared
+        with `dialogs.intent_actions`)."""
         async with autocommit(self.services.engine).connect() as conn:
             try:
                 return await balance_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency, user_id))
@@ -249,37 +266,27 @@ class CustomerActions:
             shown = phone_text(recipient)
             step.values["recipient"] = f"{priced.recipient_name} {shown}" if priced.recipient_name else shown
         if payment_kind is not PaymentKind.DEPOSIT:
-            available = await self._wallet_balance(step.user_id, currency)
+            available = await self.wallet_balance(step.user_id, currency)
             if available < priced.total:
                 step.say("err.no_funds", balance=money_text(available), total=money_text(priced.total))
                 return "fix_amount"
         return "ok"
 
     async def pay(self, step: Step) -> str:
-        if (failed := await self._verify(step)) is not None:
+        if (failed := await self.verify_pin(step)) is not None:
             return failed
         kind = step.args["kind"]
         currency = Currency(step.values["currency"])
         command = _command(kind, step, Money.of(step.values["typed_amount"], currency))
         try:
             payment = await self.services.payments.handle(command)
-        except (LimitExceeded, AmountOutOfRange):
-            step.say("err.limit")
-            return "refused"
-        except AccountClosed:
-            step.say("err.closed")
-            return "refused"
-        except InsufficientFunds:
-            step.say("err.no_funds_short")
-            return "failed"
-        except InvalidRequest:
-            step.say("err.recipient" if KINDS[kind][1] else "err.amount")
-            return "refused"
-        except PaymentsError:
-            step.say("err.busy")
-            return "refused"
+        except PaymentsError as exc:
+            if isinstance(exc, InvalidRequest) and not isinstance(exc, AmountOutOfRange):
+                step.say("err.recipient" if KINDS[kind][1] else "err.amount")
+                return "refused"
+            return payment_refused(step, exc)
         step.values["ref"] = payment.reference
-        step.values["balance"] = money_text(await self._wallet_balance(step.user_id, currency))
+        step.values["balance"] = money_text(await self.wallet_balance(step.user_id, currency))
         if payment.status is PaymentStatus.FAILED:
             step.say("err.no_funds_short" if payment.error_code == InsufficientFunds.code else "err.busy")
             return "failed"
@@ -290,14 +297,14 @@ class CustomerActions:
     # -- my account ------------------------------------------------------------------------------
 
     async def balance(self, step: Step) -> str:
-        if (failed := await self._verify(step)) is not None:
+        if (failed := await self.verify_pin(step)) is not None:
             return failed
-        step.values["balance"] = money_text(await self._wallet_balance(step.user_id, Currency(step.values["currency"])))
+        step.values["balance"] = money_text(await self.wallet_balance(step.user_id, Currency(step.values["currency"])))
         return "ok"
 
     async def statement(self, step: Step) -> str:
         """The last five movements of the wallet, newest first."""
-        if (failed := await self._verify(step)) is not None:
+        if (failed := await self.verify_pin(step)) is not None:
             return failed
         currency = Currency(step.values["currency"])
         async with self.services.engine.connect() as conn:

@@ -1,6 +1,7 @@
 """The customer's journeys, as data: a new number registering, and the main menu with everything
-under it. Screen ids double as catalog keys (`dialogs/catalogs/*.yml`). Draw them with
-``sauti ussd graph``.
+under it (cash at an agent is `dialogs.agent_journeys`'s, "Requests to pay", shown while merchants
+wait to be paid, `dialogs.intent_journeys`'s). Screen ids double as catalog keys
+(`dialogs/catalogs/*.yml`). Draw them with ``sauti ussd graph``.
 
 Every money movement follows one shape: its inputs, then ``quote`` (fee, total, the recipient's
 registered name; limits and balance checked, sending the caller back to the input at fault with a
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dialogs.agent_journeys import CASH_IN_START, CASH_OUT_START
+from dialogs.intent_journeys import INTENTS_START
 from dialogs.screens import HOME, Action, Confirm, End, Input, Journey, Menu, Notice, Option, Screen
 from dialogs.steps import Condition
 
@@ -28,10 +30,15 @@ def _has_saved(values: Mapping[str, Any]) -> bool:
     return bool(values.get("_saved"))
 
 
+def _has_intents(values: Mapping[str, Any]) -> bool:
+    return int(values.get("_open_intents") or 0) > 0
+
+
 #: Conditions on menu options: paybills, tills and pochi are M-Pesa's (Kenya) only; the send screen
-#: lists saved contacts when the caller has some.
+#: lists saved contacts when the caller has some; "Requests to pay" shows while merchants' payment
+#: intents await the caller (counted when they dialled: `dialogs.callers`).
 CONDITIONS: dict[str, Condition] = {"mpesa": _is_mpesa, "saved": _has_saved,
-                                    "no_saved": lambda values: not _has_saved(values)}
+                                    "no_saved": lambda values: not _has_saved(values), "intents": _has_intents}
 
 
 REGISTRATION = Journey("register", "reg.language", (
@@ -82,6 +89,9 @@ CUSTOMER = Journey("customer", "home", (
         Option("menu.withdraw", "wd.menu"),
         Option("menu.deposit", "dep.menu"),
         Option("menu.account", "acct.menu"),
+        # Last, so that every other option keeps its number (and a dial code such as *384*1*6#
+        # its meaning) whether or not a merchant is waiting to be paid.
+        Option("menu.intents", INTENTS_START, when="intents"),
     )),
     # Send money: to a saved contact (the three the caller pays most, found when they dialled and
     # picked by 1-3) or any phone number; a Sauti wallet is paid inside Sauti, any other number by

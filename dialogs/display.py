@@ -56,5 +56,14 @@ def statement_line(line: StatementLine) -> str:
 
 def clock_text(at: datetime, msisdn: str) -> str:
     """``at`` as the caller's wall clock shows it (``14:05``)."""
+    return f"{_local(at, msisdn):%H:%M}"
+
+
+def day_text(at: datetime, msisdn: str) -> str:
+    """The caller's local date of ``at``, day and month as numbers (``24/12``), read alike in every language."""
+    return f"{_local(at, msisdn):%d/%m}"
+
+
+def _local(at: datetime, msisdn: str) -> datetime:
     hours = next((h for prefix, h in _UTC_OFFSET_HOURS.items() if msisdn.startswith("+" + prefix)), 0)
-    return f"{at.astimezone(timezone(timedelta(hours=hours))):%H:%M}"
+    return at.astimezone(timezone(timedelta(hours=hours)))

@@ -56,8 +56,8 @@ class Caller:
     closed: bool = False
     #: ``locked_until`` on the caller's clock.
     locked_until_text: str = ""
-    #: Values found with the caller that their session starts with (their saved contacts), so a
-    #: menu hop never needs the database.
+    #: Values found with the caller that their session starts with (their saved contacts, how many
+    #: payment intents await them), so a menu hop never needs the database.
     values: Mapping[str, Any] = field(default_factory=dict)
 
 

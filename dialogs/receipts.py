@@ -7,12 +7,13 @@ The gateway hands `receipt_writer(...)` to `Payments`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 from dialogs.catalog import Catalogs
-from dialogs.display import money_text, phone_text
+from dialogs.display import clock_text, day_text, money_text, phone_text
 from dialogs.gsm7 import SMS_LIMIT, length
-from payments.receipts import Receipt, ReceiptWriter
+from payments.receipts import IntentNotice, IntentNoticeWriter, Receipt, ReceiptWriter
 
 #: Which ``sms.what.*`` text names a payment kind.
 _WHAT: Mapping[str, str] = MappingProxyType({
@@ -61,6 +62,43 @@ def receipt_writer(catalogs: Catalogs) -> ReceiptWriter:
         excess = length(written) - SMS_LIMIT
         if excess > 0 and name:
             written = text(name[:max(1, len(name) - excess - 1)].rstrip() + ".")
+        return written
+
+    return write
+
+
+def intent_notice_writer(catalogs: Catalogs, service_code: str) -> IntentNoticeWriter:
+    """Writes the SMS of a payment intent (`payments.intents`) in the customer's language, naming
+    the USSD code to dial (``service_code``), in one SMS: a long description, then a long merchant
+    name, is shortened, never the amount, the code or the time."""
+
+    def write(notice: IntentNotice) -> str:
+        until = clock_text(notice.expires_at, notice.payer_phone)
+        if day_text(notice.expires_at, notice.payer_phone) != day_text(datetime.now(UTC), notice.payer_phone):
+            # Not today, on the reader's calendar: the day too (an intent may wait a week).
+            until = f"{day_text(notice.expires_at, notice.payer_phone)} {until}"
+
+        def text(payee: str, description: str) -> str:
+            # The merchant's number always: a name alone is whatever its owner registered.
+            named = f"{payee} {phone_text(notice.payee_phone)}" if payee else phone_text(notice.payee_phone)
+            return catalogs.text(notice.language, "sms.intent", {
+                "payee": named, "amount": money_text(notice.amount), "what": f" ({description})" if description else "",
+                "dial": service_code, "until": until, "code": notice.code})
+
+        payee = notice.payee_name
+        description = notice.description
+        written = text(payee, description)
+        for _ in range(3):
+            excess = length(written) - SMS_LIMIT
+            if excess <= 0:
+                break
+            if description:
+                description = description[:max(0, len(description) - excess - 1)].rstrip()
+                description = description + "." if description else ""
+            elif payee:
+                payee = payee[:max(0, len(payee) - excess - 1)].rstrip()
+                payee = payee + "." if payee else ""
+            written = text(payee, description)
         return written
 
     return write

@@ -19,8 +19,9 @@ from dialogs.screens import End, Menu, Notice, Option, Screen
 
 #: A value is never shortened below this many characters.
 _SHORTEST = 8
-#: The values that may be shortened to fit a screen: people's names (and a name with a number).
-SHORTENABLE = frozenset({"name", "recipient"})
+#: The values that may be shortened to fit a screen: people's names (and a name with a number), and
+#: what a merchant says a payment intent is for (``about``: its SMS has it whole).
+SHORTENABLE = frozenset({"name", "recipient", "about"})
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ def visible_options(menu: Menu, values: Mapping[str, Any], conditions: Mapping[s
 
 def _shortened(values: Mapping[str, Any], excess: int) -> dict[str, Any] | None:
     """``values`` with the longest name cut by ``excess`` characters, or None if none can be.
-    Only names are ever cut: an amount, a fee or a reference is shown whole or the screen is wrong."""
+    Only names (and descriptions) are ever cut: an amount, a fee or a reference is shown whole or
+    the screen is wrong."""
     names = {k: v for k, v in values.items() if k in SHORTENABLE and isinstance(v, str) and len(v) > _SHORTEST + 2}
     if not names:
         return None

@@ -12,6 +12,7 @@ from gateway.app_api import add_app_api_routes, sign_in_ctx
 from gateway.callbacks import add_callback_routes
 from gateway.errors import error_middleware
 from gateway.health import healthz, readyz
+from gateway.intents_api import add_intent_api_routes
 from gateway.keys import SETTINGS
 from gateway.ops_api import add_ops_api_routes
 from gateway.ops_dashboard import add_ops_dashboard_routes
@@ -53,6 +54,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_startup.append(_freeze_startup_objects)  # after the cleanup contexts have started
     add_callback_routes(app)  # /callbacks/{secret}/stk, /b2c/result, ..., /callbacks/wave
     add_payment_api_routes(app)  # /v1/payments, /v1/quotes, /v1/wallets/{phone}/history
+    add_intent_api_routes(app)  # /v1/payment_intents
     add_app_api_routes(app)  # /v1/devices (sign-in with the PIN), /v1/contacts
     add_webhook_api_routes(app)  # /v1/webhook_endpoints
     add_ops_api_routes(app)  # /v1/ops/... (operator keys only: payments' records, review, refunds, outbox)

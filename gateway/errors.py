@@ -20,6 +20,7 @@ from payments import errors as pe
 from payments import review
 from payments.contacts import ContactLimitReached, ContactNotFound, DuplicateContact
 from payments.fees import LimitExceeded
+from payments.intents import IntentClosed, NotAMerchant, TooManyIntents, UnknownIntent
 from payments.refunds import NotRefundable, UnknownPayment
 from payments.suspense import AlreadyReleased, NotInSuspense
 from payments.webhook_endpoints import TooManyWebhookEndpoints, UnknownWebhookEndpoint, WebhookEndpointDisabled
@@ -40,6 +41,10 @@ STATUS_BY_ERROR: tuple[tuple[type[pe.PaymentsError], int], ...] = (
     (ContactNotFound, 404),
     (DuplicateContact, 409),
     (ContactLimitReached, 422),
+    (UnknownIntent, 404),
+    (IntentClosed, 409),
+    (TooManyIntents, 422),
+    (NotAMerchant, 403),
     (pe.InvalidRequest, 400),
     (pe.UnknownAccount, 404),
     (pe.UnknownUser, 404),

@@ -137,19 +137,20 @@ _REFUND_FIELDS = frozenset({"kind", "payment", "reason"})
 _KIND_NAMES = ", ".join([*KINDS, PaymentKind.REFUND.value])
 
 
-def _idempotency_key(request: web.Request, caller: ApiKey) -> str:
+def scoped_idempotency_key(request: web.Request, caller: ApiKey, *, most: int = MAX_IDEMPOTENCY_KEY,
+                           why: str = "the same payment, so a retry never pays twice") -> str:
+    """The request's ``Idempotency-Key``, at most ``most`` characters, in the caller's namespace."""
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key:
-        raise ApiError(400, "idempotency_key_required", "Send an Idempotency-Key header: the same key and body "
-                       "always give back the same payment, so a retry never pays twice.")
-    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        raise ApiError(400, "invalid_idempotency_key",
-                       f"An Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} printable characters.")
+        raise ApiError(400, "idempotency_key_required",
+                       f"Send an Idempotency-Key header: the same key and body always give back {why}.")
+    if len(key) > most or not key.isprintable():
+        raise ApiError(400, "invalid_idempotency_key", f"An Idempotency-Key is 1 to {most} printable characters.")
     return f"{_KEY_NAMESPACE}:{caller.prefix}:{key}"
 
 
 async def create_payment(request: web.Request, caller: ApiKey) -> web.Response:
-    scoped_key = _idempotency_key(request, caller)
+    scoped_key = scoped_idempotency_key(request, caller)
     body = await json_body(request)
     kind = text_field(body, "kind")
     if kind == PaymentKind.REFUND.value:
@@ -160,7 +161,7 @@ async def create_payment(request: web.Request, caller: ApiKey) -> web.Response:
     only(body, _COMMON_FIELDS | spec.fields)
     engine = request.app[DB_ENGINE]
     async with engine.connect() as conn:
-        payer = await _payer(conn, caller, body)
+        payer = await payer_of(conn, caller, body)
     amount = amount_field(body)
     command = spec.build({"idempotency_key": scoped_key, "payer_user_id": payer.id, "amount": amount,
                           "channel": Channel.API, "api_key_id": caller.id}, body)
@@ -199,23 +200,29 @@ async def _create_refund(request: web.Request, caller: ApiKey, body: Mapping[str
     return web.json_response(answer, status=200 if existing is not None else 201)
 
 
-async def _payer(conn, caller: ApiKey, body: Mapping[str, Any]) -> User:
+async def payer_of(conn, caller: ApiKey, body: Mapping[str, Any]) -> User:
     """Who pays: the key's own user, or (platform keys) the ``payer`` the body names."""
-    named = text_field(body, "payer", required=caller.is_platform)
+    return await own_or_named_wallet(conn, caller, body, "payer")
+
+
+async def own_or_named_wallet(conn, caller: ApiKey, body: Mapping[str, Any], field: str) -> User:
+    """The key's own user (the body may name them in ``field``, no one else), or, for a platform key,
+    the wallet the body's ``field`` names (required)."""
+    named = text_field(body, field, required=caller.is_platform)
     phone = None
     if named is not None:
         try:
             phone = parse_msisdn(named)
         except InvalidPhoneNumber as exc:
-            raise ApiError(400, "invalid_payer", str(exc)) from None
+            raise ApiError(400, f"invalid_{field}", str(exc)) from None
     if not caller.is_platform:
         if phone is not None and phone != caller.user_phone:
             raise ApiError(403, "forbidden", "This API key acts for its own wallet only.")
         return await get_user(conn, caller.user_id)
-    payer = await find_user_by_phone(conn, phone)
-    if payer is None:
-        raise ApiError(404, "unknown_payer", f"{phone} has no Sauti wallet.")
-    return payer
+    found = await find_user_by_phone(conn, phone)
+    if found is None:
+        raise ApiError(404, f"unknown_{field}", f"{phone} has no Sauti wallet.")
+    return found
 
 
 # -- GET /v1/payments/{public_id} ------------------------------------------------------------------
@@ -276,7 +283,7 @@ async def create_quote(request: web.Request, caller: ApiKey) -> web.Response:
     if kind_text not in {k.value for k in PaymentKind}:
         raise ApiError(400, "invalid_kind", f"kind is one of {', '.join(k.value for k in PaymentKind)}.")
     async with request.app[DB_ENGINE].connect() as conn:
-        payer = await _payer(conn, caller, body)
+        payer = await payer_of(conn, caller, body)
     amount = amount_field(body)
     priced = await request.app[PAYMENTS].quote(payer.id, amount, kind=PaymentKind(kind_text),
                                                recipient_phone=text_field(body, "recipient", required=False))

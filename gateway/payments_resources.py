@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialogs.catalog import screen_catalogs
-from dialogs.receipts import receipt_writer
+from dialogs.receipts import intent_notice_writer, receipt_writer
 from gateway.generated_secrets import BadSecretFile, generated_secret
 from gateway.keys import DB_ENGINE, LEDGER, PAYMENTS, SETTINGS
 from gateway.settings import PaymentsSection, SandboxSection, Settings
@@ -132,7 +132,9 @@ def payment_settings(section: PaymentsSection, callback_base_url: str, *, hot_ac
         b2c_remarks=section.b2c_remarks, wave_success_url=section.wave_success_url,
         wave_error_url=section.wave_error_url, sms_receipts=section.sms_receipts,
         hot_account_shards=hot_account_shards, stk_orphan_grace_s=stk_orphan_grace_s,
-        max_contacts_per_user=section.max_contacts_per_user)
+        max_contacts_per_user=section.max_contacts_per_user, intent_expiry_s=section.intent_expiry_s,
+        max_pending_intents=section.max_pending_intents,
+        max_intents_per_day=section.max_intents_per_day, intent_sweep_interval_s=section.intent_sweep_interval_s)
 
 
 def _secret(value) -> str | None:
@@ -317,7 +319,8 @@ async def open_payments(settings: Settings, engine: AsyncEngine, ledger: Ledger,
         stack.push_async_callback(webhooks.close)
         payments = Payments(engine, ledger, settings=policy,
                             providers=ProviderClients(daraja=daraja, wave=wave, sms=sms),
-                            write_receipt=receipt_writer(screen_catalogs()), webhooks=webhooks)
+                            write_receipt=receipt_writer(screen_catalogs()), webhooks=webhooks,
+                            write_intent_notice=intent_notice_writer(screen_catalogs(), settings.ussd.service_code))
         await _open_own_accounts(payments)
         configured = [name for name, client in (("M-Pesa", daraja), ("Wave", wave), ("SMS", sms)) if client]
         where = f" at {sandbox_urls.daraja}, {sandbox_urls.wave}, {sandbox_urls.africastalking}" if sandbox_urls else ""
@@ -394,17 +397,21 @@ async def run_recovery(payments: Payments, section: PaymentsSection, stop: async
 
 
 async def recovery_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Run `run_recovery` in the background for the app's lifetime (after `payments_ctx`); on
+    """Run `run_recovery`, and the expiry of payment intents, in the background for the app's
+    lifetime (after `payments_ctx`); on
     shutdown let a round in progress finish within ``server.shutdown_timeout_s``, else cancel it
     (each payment is resolved in a transaction of its own: a cancelled round loses nothing)."""
     settings = app[SETTINGS]
     stop = asyncio.Event()
     task = asyncio.create_task(run_recovery(app[PAYMENTS], settings.payments, stop), name="payments-recovery")
+    # Payment intents past their expiry are closed here too (each in a transaction of its own).
+    intents = asyncio.create_task(app[PAYMENTS].intents.sweep_expired(stop), name="intents-expiry")
     try:
         yield
     finally:
         stop.set()
-        try:
-            await asyncio.wait_for(task, timeout=settings.server.shutdown_timeout_s)
-        except TimeoutError:
-            log.warning("payment recovery: a round outlasted the shutdown grace period; cancelled")
+        for running, what in ((task, "payment recovery"), (intents, "payment intents' expiry")):
+            try:
+                await asyncio.wait_for(running, timeout=settings.server.shutdown_timeout_s)
+            except TimeoutError:
+                log.warning("%s: a round outlasted the shutdown grace period; cancelled", what)

@@ -339,6 +339,13 @@ class PaymentsSection(_CredentialSection):
     # Contacts a user keeps (`payments.contacts`): adding one more through the app API is refused
     # (422); a send to a new number past it is paid but adds no contact.
     max_contacts_per_user: int = Field(500, ge=1, le=10_000)
+    # Payment intents (`payments.intents`): how long one waits for its customer when its merchant does
+    # not say (60 s to a week), how many one customer may have open (more are refused, 422), and how
+    # often `sauti serve` closes the expired (paying one past its expiry closes it too).
+    intent_expiry_s: float = Field(900.0, ge=60, le=7 * 24 * 3600)
+    max_pending_intents: int = Field(10, ge=1, le=1000)
+    max_intents_per_day: int = Field(20, ge=1, le=10_000)
+    intent_sweep_interval_s: float = Field(30.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _secret_and_plan(self) -> PaymentsSection:

@@ -91,7 +91,7 @@ from payments.money import Currency, Money
 from payments.orchestrator import Payments
 from payments.payment_settings import PROVIDER_FOR
 from payments.payment_store import Payment
-from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of
+from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of, wallet_currency
 from payments.postings import HoldRequest, Leg, TransferRequest
 from payments.states import PaymentStatus
 
@@ -100,8 +100,6 @@ log = logging.getLogger(__name__)
 S = PaymentStatus
 R = CashRequestStatus
 
-#: Each country's agents deal in its currency.
-_CURRENCY_OF_REGION = {"KE": Currency.KES, "SN": Currency.XOF, "CI": Currency.XOF}
 #: Local time of the agents' countries, for "commission earned today / this month". None of them has
 #: daylight saving time, so a fixed offset is exact (as in `dialogs.display`).
 _UTC_OFFSET_HOURS = {"KE": 3, "SN": 0, "CI": 0}
@@ -157,7 +155,7 @@ async def register_agent(
     name = business_name.strip() if isinstance(business_name, str) else ""
     if len(name) > 60 or not name.isprintable():
         raise InvalidRequest("a business name is at most 60 printable characters")
-    cur = currency or _CURRENCY_OF_REGION.get(region_of(user.phone))
+    cur = currency or wallet_currency(user.phone)
     if cur is None:
         raise InvalidRequest("agents serve Kenya, Senegal and Côte d'Ivoire")
     if await cr.agent_by_user(conn, user_id) is not None:

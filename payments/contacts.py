@@ -194,18 +194,45 @@ async def address_book(conn: AsyncConnection, user_id: int, *, limit: int | None
     return [_contact(r) for r in rows]
 
 
-async def user_and_address_book(conn: AsyncConnection, phone: str, *,
-                                limit: int) -> tuple[User | None, list[SavedContact]]:
-    """The user registered to ``phone`` (E.164) and the first ``limit`` contacts of their
-    `address_book`, in one statement: what a USSD session's first hop needs, in one round trip
-    instead of two. (None, []) for a number with no user."""
+@dataclass(frozen=True, slots=True)
+class DialRead:
+    """What a USSD session's first hop needs of its caller (`read_caller`): the user, the top of
+    their `address_book`, and how many payment intents ask them to pay (`payments.intents`: pending
+    and not past their expiry), which decides whether the menu offers "Requests to pay"."""
+
+    user: User
+    contacts: list[SavedContact]
+    open_intents: int
+
+
+#: The caller's open payment intents, for a subquery beside the user's row ``users``: those
+#: `payments.intent_store.pending_for_payer` lists (pending, not past their expiry, asked by a key
+#: not revoked), found on the partial index ``payment_intents_payer_pending``.
+_OPEN_INTENTS = ("(SELECT count(*) FROM payment_intents i JOIN api_keys k ON k.id = i.api_key_id "
+                 "WHERE i.payer_user_id = users.id AND i.status = 'pending' AND i.expires_at > now() "
+                 "AND k.revoked_at IS NULL) AS open_intents")
+
+
+async def read_caller(conn: AsyncConnection, phone: str, *, limit: int) -> DialRead | None:
+    """The user registered to ``phone`` (E.164), the first ``limit`` contacts of their
+    `address_book` and how many payment intents are open for them, in one statement: one round
+    trip instead of three. None for a number with no user."""
     rows = (await conn.execute(sql(
-        f"SELECT u.*, {_PREFIXED} FROM (SELECT {USER_COLUMNS} FROM users WHERE phone = :p) u "
+        f"SELECT u.*, {_PREFIXED} FROM (SELECT {USER_COLUMNS}, {_OPEN_INTENTS} FROM users WHERE phone = :p) u "
         f"LEFT JOIN LATERAL (SELECT * FROM contacts c WHERE c.user_id = u.id ORDER BY {_BOOK_ORDER} LIMIT :n) c "
         f"ON true ORDER BY {_BOOK_ORDER}"), {"p": phone, "n": limit})).all()
     if not rows:
-        return None, []
-    return user_from_row(rows[0]), [_contact(r, "c_") for r in rows if r.c_id is not None]
+        return None
+    return DialRead(user_from_row(rows[0]), [_contact(r, "c_") for r in rows if r.c_id is not None],
+                    int(rows[0].open_intents))
+
+
+async def user_and_address_book(conn: AsyncConnection, phone: str, *,
+                                limit: int) -> tuple[User | None, list[SavedContact]]:
+    """`read_caller` without the intents: the user and their top ``limit`` contacts, (None, [])
+    for a number with no user."""
+    read = await read_caller(conn, phone, limit=limit)
+    return (read.user, read.contacts) if read else (None, [])
 
 
 async def get_contact(conn: AsyncConnection, user_id: int, contact_id: int) -> SavedContact:

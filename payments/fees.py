@@ -57,16 +57,21 @@ class Limits:
     daily_by_tier: Mapping[int, Mapping[Currency, int]]
 
     def check(self, amount: Money, *, kyc_tier: int, spent_today: Money) -> None:
-        if amount.minor <= 0:
-            raise AmountOutOfRange("the amount must be more than zero")
-        cap = self.per_transaction_max.get(amount.currency)
-        if cap is not None and amount.minor > cap * amount.currency.minor_per_major:
-            raise AmountOutOfRange(f"one payment can be at most {Money.of(cap, amount.currency)}")
+        self.check_amount(amount)
         tier_caps = self.daily_by_tier.get(kyc_tier) or self.daily_by_tier.get(max(self.daily_by_tier, default=0))
         daily = (tier_caps or {}).get(amount.currency)
         if daily is not None and (spent_today + amount).minor > daily * amount.currency.minor_per_major:
             left = Money(max(0, daily * amount.currency.minor_per_major - spent_today.minor), amount.currency)
             raise LimitExceeded(f"daily limit reached: {left} left today at your verification level")
+
+
+    def check_amount(self, amount: Money) -> None:
+        """What any one payment may move, whoever makes it: more than zero, at most the cap."""
+        if amount.minor <= 0:
+            raise AmountOutOfRange("the amount must be more than zero")
+        cap = self.per_transaction_max.get(amount.currency)
+        if cap is not None and amount.minor > cap * amount.currency.minor_per_major:
+            raise AmountOutOfRange(f"one payment can be at most {Money.of(cap, amount.currency)}")
 
 
 DEFAULT_LIMITS = Limits(

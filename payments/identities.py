@@ -424,6 +424,14 @@ async def get_user(conn: AsyncConnection, user_id: int) -> User:
     return user_from_row(row)
 
 
+async def lock_user_by_phone(conn: AsyncConnection, phone: str) -> User | None:
+    """The user with this (E.164) number, their row locked ``FOR NO KEY UPDATE`` until the transaction
+    ends (as each of their commands locks it), or None."""
+    row = (await conn.execute(sql(f"SELECT {USER_COLUMNS} FROM users WHERE phone = :p FOR NO KEY UPDATE"),
+                              {"p": parse_msisdn(phone)})).first()
+    return user_from_row(row) if row else None
+
+
 async def find_user_by_phone(conn: AsyncConnection, phone: str, region: str | None = None) -> User | None:
     msisdn = parse_msisdn(phone, region)
     row = (await conn.execute(sql(f"SELECT {USER_COLUMNS} FROM users WHERE phone = :p"), {"p": msisdn})).first()
@@ -456,3 +464,14 @@ async def audit(conn: AsyncConnection, *, actor: str, action: str, subject: str,
     await conn.execute(sql(
         "INSERT INTO audit_log (actor, action, subject, details) VALUES (:a, :act, :s, CAST(:d AS jsonb))"),
         {"a": actor, "act": action, "s": subject, "d": json.dumps(details or {})})
+
+
+async def grant_role(conn: AsyncConnection, user_id: int, role: Role, *, actor: str) -> bool:
+    """Give the user ``role`` (audited); False when they had it already (nothing written)."""
+    changed = (await conn.execute(sql(
+        "UPDATE users SET roles = array_append(roles, CAST(:r AS text)), updated_at = now() "
+        "WHERE id = :u AND NOT (CAST(:r AS text) = ANY(roles)) RETURNING id"), {"r": role.value, "u": user_id})).first()
+    if changed is not None:
+        await audit(conn, actor=actor, action="user.role_granted", subject=f"user:{user_id}",
+                    details={"role": role.value})
+    return changed is not None

@@ -66,6 +66,7 @@ from payments.contacts import count_send
 from payments.errors import AccountClosed, IdempotencyConflict, InsufficientFunds, InvalidRequest, UnknownUser
 from payments.fees import FeePlan, Quote, quote
 from payments.identities import User, UserStatus, find_user_by_phone, get_user, get_user_and_find
+from payments.intents import JOB_INTENT_SMS, PaymentIntents
 from payments.ledger import Ledger
 from payments.money import Currency, Money
 from payments.outbox import enqueue
@@ -91,7 +92,7 @@ from payments.providers.daraja import AmountNotPayable, C2BRegistration, mpesa_m
 from payments.providers.daraja_callbacks import C2BPayment, DarajaResult, QueueTimeout, StkCallback
 from payments.providers.wave import Payout
 from payments.providers.wave_webhooks import WaveEvent
-from payments.receipts import ReceiptWriter, english_receipt
+from payments.receipts import IntentNoticeWriter, ReceiptWriter, english_intent_notice, english_receipt
 from payments.refunds import Refunds
 from payments.resolution import Resolver
 from payments.review import OperatorVerdict
@@ -105,6 +106,8 @@ from payments.webhook_events import JOB_WEBHOOK
 __all__ = ["PaymentSettings", "Payments", "ProviderClients", "RecoveryReport"]
 
 S = PaymentStatus
+#: What a caller of `Payments.send_to_wallet_in` writes with a new payment before its money moves.
+BeforeMoney = Callable[[AsyncConnection, Payment], Awaitable[None]]
 
 
 class Payments:
@@ -121,6 +124,7 @@ class Payments:
         plan_for: Callable[[User], FeePlan] | None = None,
         write_receipt: ReceiptWriter = english_receipt,
         webhooks: WebhookSender | None = None,
+        write_intent_notice: IntentNoticeWriter = english_intent_notice,
     ) -> None:
         self.engine = engine
         #: Sends the webhook events final states queue (`payments.webhook_events`); closed by whoever made it.
@@ -140,6 +144,9 @@ class Payments:
         self.refunds = Refunds(engine, self.money, self.resolver)
         #: Money parked in suspense, credited or returned by an operator (`payments.suspense`).
         self.suspense = SuspenseDesk(engine, self.resolver, self.money, self.settings)
+        #: Merchants' requests that a customer pay them, paid through `send_to_wallet_in` (`payments.intents`).
+        self.intents = PaymentIntents(engine, self.send_to_wallet_in, self.settings, self.providers,
+                                      write_intent_notice)
         self._commands: Mapping[type, Callable[[Any], Awaitable[Payment]]] = MappingProxyType({
             SendToWallet: self._send_to_wallet,
             SendToPhone: self._send_to_phone,
@@ -229,16 +236,25 @@ class Payments:
 
     async def _send_to_wallet(self, cmd: SendToWallet) -> Payment:
         async with self.engine.begin() as conn:
-            payer = await self._active_user(conn, cmd.payer_user_id)
-            if cmd.recipient_user_id is not None:
-                recipient = await get_user(conn, cmd.recipient_user_id)
-            else:
-                phone = self._phone(cmd.recipient_phone or "", payer)
-                found = await find_user_by_phone(conn, phone)
-                if found is None:
-                    raise UnknownUser(f"{phone} has no Sauti wallet")
-                recipient = found
-            return await self._internal(conn, cmd, payer, recipient, PaymentKind.P2P)
+            return await self.send_to_wallet_in(conn, cmd)
+
+    async def send_to_wallet_in(self, conn: AsyncConnection, cmd: SendToWallet,
+                                before_money: BeforeMoney | None = None) -> Payment:
+        """`SendToWallet` in the caller's open transaction, for a service whose own record must
+        change with the payment's (a payment intent paid: `payments.intents`). As `handle`, it
+        returns a failed payment when the wallet could not cover it: the caller commits that too.
+        ``before_money`` runs with a new payment's row before its money moves, in the savepoint
+        that a refusal undoes (what it writes then keeps no wallet or fee shard locked)."""
+        payer = await self._active_user(conn, cmd.payer_user_id)
+        if cmd.recipient_user_id is not None:
+            recipient = await get_user(conn, cmd.recipient_user_id)
+        else:
+            phone = self._phone(cmd.recipient_phone or "", payer)
+            found = await find_user_by_phone(conn, phone)
+            if found is None:
+                raise UnknownUser(f"{phone} has no Sauti wallet")
+            recipient = found
+        return await self._internal(conn, cmd, payer, recipient, PaymentKind.P2P, before_money)
 
     async def _send_to_phone(self, cmd: SendToPhone) -> Payment:
         async with self.engine.begin() as conn:
@@ -305,7 +321,7 @@ class Payments:
     # -- command steps ---------------------------------------------------------------------------
 
     async def _internal(self, conn: AsyncConnection, cmd: SendToWallet | SendToPhone, payer: User, recipient: User,
-                        kind: PaymentKind) -> Payment:
+                        kind: PaymentKind, before_money: BeforeMoney | None = None) -> Payment:
         """Wallet to wallet, in the caller's transaction: recorded, moved and succeeded at once."""
         if recipient.id == payer.id:
             raise InvalidRequest("you cannot send money to yourself")
@@ -329,6 +345,8 @@ class Payments:
                 # savepoint undoes them with it.
                 await count_send(conn, payment, recipient_name=name, max_contacts=self.settings.max_contacts_per_user)
                 await self.resolver.receipts(conn, payment, "payer", "payee", status=S.SUCCEEDED)
+                if before_money is not None:
+                    await before_money(conn, payment)
                 moved = await self.money.pay_wallet(conn, payment, recipient.id)
         except InsufficientFunds as exc:
             return await self._refused(conn, payment, exc)
@@ -459,8 +477,9 @@ class Payments:
         """The outbox worker's routing table: ``mpesa.b2c``, ``mpesa.b2b``, ``wave.payout``,
         ``mpesa.stk_push``, ``wave.checkout``, ``mpesa.reversal``, ``mpesa.status_query``,
         ``wave.checkout_refund``, ``wave.payout_reverse``, ``sms.receipt``, ``mpesa.stk_orphan``,
-        ``webhook.deliver``."""
-        return {**self.jobs.handlers(), JOB_STK_ORPHAN: self.orphans.run, JOB_WEBHOOK: self.webhooks.deliver}
+        ``webhook.deliver``, ``sms.payment_intent``."""
+        return {**self.jobs.handlers(), JOB_STK_ORPHAN: self.orphans.run, JOB_WEBHOOK: self.webhooks.deliver,
+                JOB_INTENT_SMS: self.intents.send_notice}
 
     async def register_c2b_urls(self) -> C2BRegistration:
         """Tell Daraja where to send C2B validations and confirmations for our shortcode (once per

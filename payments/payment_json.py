@@ -1,4 +1,4 @@
-"""A payment as the outside world sees it, in JSON: what `GET /v1/payments/{id}` answers (through
+"""A payment (and a payment intent) as the outside world sees it, in JSON: what `GET /v1/payments/{id}` answers (through
 `gateway.api_views`) and what a webhook event carries (`payments.webhook_events`), so that both say
 the same thing the same way. Every amount is given as a decimal string in major units (what requests
 use), as an integer of minor units (``…_minor``), and for people as a display string. Operators'
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from payments.money import Money
 
 if TYPE_CHECKING:
+    from payments.intent_store import IntentParties, PaymentIntent
     from payments.payment_store import Payment
 
 
@@ -63,3 +64,25 @@ def _recipient_json(payment: Payment) -> dict[str, Any] | None:
     fields = {"phone": payment.recipient_phone, "paybill": payment.paybill, "account_number": payment.account_number,
               "till": payment.till}
     return {name: value for name, value in fields.items() if value} or None
+
+
+def intent_json(intent: PaymentIntent, parties: IntentParties, payment_public_id: str | None) -> dict[str, Any]:
+    """A payment intent as ``GET /v1/payment_intents/{id}`` answers it and its webhook events carry
+    it: who asks whom for what, its state, and the payment that paid it (``payment``, a succeeded
+    intent's)."""
+    return {
+        "public_id": intent.public_id,
+        "code": intent.code,
+        "status": intent.status.value,
+        "currency": intent.amount.currency.value,
+        **amounts("amount", intent.amount),
+        "display": {"amount": intent.amount.format()},
+        "description": intent.description,
+        "reference": intent.merchant_reference,
+        "payer": parties.payer_phone,
+        "payee": {"phone": parties.payee_phone, "name": parties.payee_name or None},
+        "payment": payment_public_id,
+        "expires_at": iso(intent.expires_at),
+        "created_at": iso(intent.created_at),
+        "resolved_at": iso(intent.resolved_at),
+    }

@@ -74,6 +74,14 @@ class PaymentSettings:
     #: Contacts a user keeps (`payments.contacts`): adding one more by hand is refused, and a send
     #: to a new number past it adds no contact.
     max_contacts_per_user: int = 500
+    #: Payment intents (`payments.intents`): how long one waits for its customer unless its merchant
+    #: says, how many one customer may have open at once, and how often the expired are closed.
+    intent_expiry_s: float = 900.0
+    max_pending_intents: int = 10
+    #: How many intents one merchant may make for one customer in 24 hours, ended ones counted (each
+    #: sends an SMS: cancelling and asking again must not flood anyone).
+    max_intents_per_day: int = 20
+    intent_sweep_interval_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ import re
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
+from payments.money import Currency
+
 #: Countries Sauti serves, and the order in which an ambiguous local number is tried.
 SUPPORTED_REGIONS: tuple[str, ...] = ("KE", "SN", "CI")
 
@@ -72,6 +74,15 @@ def parse_msisdn(text: str, region: str | None = None) -> str:
 def region_of(msisdn: str) -> str:
     """The ISO country of an E.164 number (``KE``, ``SN``, ``CI``)."""
     return phonenumbers.region_code_for_number(phonenumbers.parse(msisdn, None))
+
+
+#: The currency of a wallet in each country Sauti serves: M-Pesa's shilling, Wave's CFA franc.
+_WALLET_CURRENCY = {"KE": Currency.KES, "SN": Currency.XOF, "CI": Currency.XOF}
+
+
+def wallet_currency(msisdn: str) -> Currency | None:
+    """The currency a number's wallet holds, by its country; None outside the countries served."""
+    return _WALLET_CURRENCY.get(region_of(msisdn))
 
 
 def provider_msisdn(msisdn: str) -> str:

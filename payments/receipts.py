@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 from payments.money import Money
@@ -77,3 +78,31 @@ def english_receipt(receipt: Receipt) -> str:
             return f"{r.reference} Confirmed. {what} {r.amount} succeeded. Fee {r.fee}.{balance}"
         case _:
             return f"{r.reference} {what} {r.amount} failed. No money was taken."
+
+
+@dataclass(frozen=True, slots=True)
+class IntentNotice:
+    """The SMS telling a customer that a merchant asks them to pay (`payments.intents`): who asks
+    (``payee`` name and number), how much, for what, the intent's short ``code`` and until when
+    (``expires_at``, written in the reader's local time)."""
+
+    language: str
+    payer_phone: str
+    payee_name: str
+    payee_phone: str
+    amount: Money
+    description: str
+    code: str
+    expires_at: datetime
+
+
+IntentNoticeWriter = Callable[[IntentNotice], str]
+
+
+def english_intent_notice(notice: IntentNotice) -> str:
+    """The notice in English (UTC times): the writer when no catalogs are given."""
+    n = notice
+    what = f" for {n.description}" if n.description else ""
+    who = f"{n.payee_name} {n.payee_phone}" if n.payee_name else n.payee_phone
+    return (f"{who} asks you to pay {n.amount}{what}. Code {n.code}. Pay or decline in your Sauti menu, "
+            f"Requests to pay, before {n.expires_at.astimezone(UTC):%d/%m %H:%M} UTC.")

@@ -12,7 +12,9 @@ Who hears what:
 - ``payment.succeeded``, ``payment.failed``, ``payment.reversed``, ``payment.refunded``: the
   endpoints of the API key whose request made the payment (a refund it asked for included);
 - ``payment.received``: the endpoints of a user's keys (a merchant's), when a payment other than a
-  refund reaches that user's wallet, whoever made it (a customer paying by USSD, say).
+  refund reaches that user's wallet, whoever made it (a customer paying by USSD, say);
+- ``payment_intent.succeeded``, ``.declined``, ``.cancelled``, ``.expired``: the endpoints of the
+  key that made the payment intent (`payments.intents`), when it ends (`enqueue_key_event`).
 
 An event reads ``{"id": "evt_…", "type": "payment.succeeded", "created_at": ISO 8601,
 "data": {"payment": {…}}}``; the payment is as ``GET /v1/payments/{id}`` shows it (without its
@@ -47,7 +49,9 @@ WEBHOOK_KINDS = frozenset({JOB_WEBHOOK})
 WEBHOOK_LANE = Lane(only=WEBHOOK_KINDS, channel="sauti_outbox_webhooks")
 RECEIVED = "payment.received"
 #: Every type an endpoint may receive, for the docs and the receivers' checks.
-EVENT_TYPES = ("payment.succeeded", "payment.failed", "payment.reversed", "payment.refunded", RECEIVED)
+EVENT_TYPES = ("payment.succeeded", "payment.failed", "payment.reversed", "payment.refunded", RECEIVED,
+               "payment_intent.succeeded", "payment_intent.declined", "payment_intent.cancelled",
+               "payment_intent.expired")
 #: Sent only when its owner asks (`send_test_event`): an endpoint's first check of its signatures.
 TEST_EVENT = "webhook.test"
 #: Tries of one delivery before it is parked (`sauti webhook deliveries` lists it; `sauti outbox retry`
@@ -84,6 +88,22 @@ async def enqueue_events(conn: AsyncConnection, payment: Payment, hooks: Sequenc
                                     "data": {"payment": snapshot}}
         jobs.append(_delivery(endpoint, event))
     return await enqueue_many(conn, jobs, channel=WEBHOOK_LANE.channel)
+
+
+_KEY_ENDPOINTS = sql("SELECT e.id FROM webhook_endpoints e JOIN api_keys k ON k.id = e.api_key_id "
+                     "WHERE e.api_key_id = :key AND e.disabled_at IS NULL AND k.revoked_at IS NULL ORDER BY e.id")
+
+
+async def enqueue_key_event(conn: AsyncConnection, api_key_id: int, kind: str, data: dict[str, Any], *,
+                            at: datetime) -> int:
+    """Queue one event of ``kind`` (carrying ``data``) for every live endpoint of the API key (none
+    for a revoked key). In the caller's transaction; returns how many deliveries were queued."""
+    endpoints = list((await conn.execute(_KEY_ENDPOINTS, {"key": api_key_id})).scalars())
+    if not endpoints:
+        return 0
+    event = {"id": new_event_id(), "type": kind, "created_at": iso(at), "data": data}
+    return await enqueue_many(conn, [_delivery(endpoint, event) for endpoint in endpoints],
+                              channel=WEBHOOK_LANE.channel)
 
 
 async def send_test_event(conn: AsyncConnection, endpoint: WebhookEndpoint) -> str:

@@ -27,7 +27,7 @@ from payments.api_keys import (
     list_api_keys,
     revoke_api_key,
 )
-from payments.identities import find_user_by_phone
+from payments.identities import Role, find_user_by_phone, grant_role
 from payments.phones import InvalidPhoneNumber
 
 T = TypeVar("T")
@@ -54,11 +54,15 @@ def apikey() -> None:
               help="A person's key for the operator API (/v1/ops) and dashboard (/ops), not the payments API.")
 @click.option("--support", "role", flag_value=SUPPORT,
               help="The same, reading only: no refund, verdict or retry (for support staff).")
+@click.option("--merchant", is_flag=True,
+              help="With --user: the wallet is a merchant's, whose keys may ask customers to pay it (payment intents).")
 @click.pass_context
-def apikey_create(ctx: click.Context, name: str, user_phone: str | None, role: str | None) -> None:
+def apikey_create(ctx: click.Context, name: str, user_phone: str | None, role: str | None, merchant: bool) -> None:
     """Make a key and print it, once."""
     if role is not None and user_phone is not None:
         raise click.UsageError(f"a {role} key is a person's, not a wallet's: give --{role} or --user, not both")
+    if merchant and user_phone is None:
+        raise click.UsageError("--merchant names a wallet's owner: give --user too")
     settings = _settings(ctx)
     hasher = ApiKeyHasher(settings.api.key_pepper.get_secret_value())
 
@@ -73,10 +77,12 @@ def apikey_create(ctx: click.Context, name: str, user_phone: str | None, role: s
                 if user is None:
                     raise click.ClickException(f"{user_phone} has no Sauti wallet")
                 user_id = user.id
+                if merchant:
+                    await grant_role(conn, user.id, Role.MERCHANT, actor="cli")
             return await create_api_key(conn, hasher, name, user_id=user_id, role=role or CALLER, actor="cli")
 
     made = _run(settings, work)
-    scope = (f"acts for {made.key.user_phone}" if made.key.user_phone
+    scope = (f"acts for {made.key.user_phone}{', a merchant' if merchant else ''}" if made.key.user_phone
              else "operator key: /v1/ops and the dashboard at /ops" if role == OPERATOR
              else "support key: reads /v1/ops and the dashboard at /ops" if role == SUPPORT
              else "platform key: acts for any payer")

@@ -28,7 +28,7 @@ from yarl import URL
 from gateway.keys import API_KEY_HASHER
 from gateway.ops_dashboard import COOKIE
 from payments.api_keys import OPERATOR, create_api_key
-from payments.identities import User
+from payments.identities import Role, User, grant_role
 from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway
 from tests.e2e.test_gateway_app_api import PIN, customer
 from tests.http_servers import serve_app
@@ -38,7 +38,7 @@ REQUESTS, BLOCKS = 3600, 3  # more endpoints, as many requests each as before
 FIELDS = ("kind", "payer", "amount", "currency", "recipient", "phone", "paybill", "account_number", "till", "payment",
           "reason", "text", "language", "name", "nickname", "favourite", "pin", "device_name", "limit", "Body",
           "Result", "TransID", "TransAmount", "MSISDN", "BillRefNumber", "id", "type", "data", "client_reference",
-          "url", "outcome", "receipt", "key", "csrf")
+          "url", "outcome", "receipt", "key", "csrf", "payee", "description", "reference", "expires_in_s")
 ENDPOINTS = (
     *[("POST", "/v1/payments")] * 6, ("POST", "/v1/quotes"), ("GET", "/v1/payments/{id}"), ("GET", "/v1/payments"),
     ("GET", "/v1/wallets/{id}/history"), ("POST", "/v1/devices"), ("GET", "/v1/contacts"), ("POST", "/v1/contacts"),
@@ -50,6 +50,9 @@ ENDPOINTS = (
     *[("POST", "/v1/webhook_endpoints")] * 2, ("GET", "/v1/webhook_endpoints"),
     ("DELETE", "/v1/webhook_endpoints/{id}"), ("POST", "/v1/webhook_endpoints/{id}/test"),
     ("POST", "/v1/webhook_endpoints/{id}/roll_secret"), ("GET", "/v1/webhook_endpoints/{id}/deliveries"),
+    *[("POST", "/v1/payment_intents")] * 2, ("GET", "/v1/payment_intents"), ("GET", "/v1/payment_intents/{id}"),
+    *[("POST", "/v1/payment_intents/{id}/pay")] * 2, ("POST", "/v1/payment_intents/{id}/decline"),
+    ("POST", "/v1/payment_intents/{id}/cancel"),
     ("GET", "/v1/ops/payments"), ("GET", "/v1/ops/payments/{id}"), *[("POST", "/v1/ops/payments/{id}/refund")] * 2,
     ("POST", "/v1/ops/payments/{id}/decide"), ("GET", "/v1/ops/review"), ("GET", "/v1/ops/outbox"),
     ("POST", "/v1/ops/outbox/{id}/retry"), ("GET", "/v1/ops/wallets/{id}"), ("GET", "/ops/wallets/{id}"),
@@ -144,6 +147,9 @@ def template(path: str, rng: random.Random, user: User, payee: User, made: list[
         "/v1/voice/commands/{id}/confirm": {"pin": PIN},
         "/v1/webhook_endpoints": {"url": rng.choice((hook_url, hook_url + "?shop=7", "https://shop.example.com/h"))},
         "/v1/webhook_endpoints/{id}/roll_secret": {"previous_secret_valid_s": rng.choice((0, 60, 86400))},
+        # The user asks the payee (its key) or, for a platform key, the payee asks the user.
+        "/v1/payment_intents": {**kes, "payer": payee.phone, "payee": rng.choice((None, user.phone)),
+                                "description": "Order 7", "reference": "inv-7", "expires_in_s": 900},
         "/v1/ops/payments/{id}/refund": {"reason": "the customer asked", "provider_reversed": rng.random() < 0.5},
         "/v1/ops/payments/{id}/decide": verdict,
         "/ops/sign-in": {"key": ops[0]},
@@ -192,6 +198,7 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
     caplog.set_level(logging.WARNING)
     user, payee = await customer(gw, name="Amina Njoroge", funds=50_000), await customer(gw, name="Juma Mwangi")
     async with gw.engine.begin() as conn:
+        await grant_role(conn, user.id, Role.MERCHANT, actor="test")  # its key asks for payments (intents)
         user_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random", user_id=user.id)).secret
         platform_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random platform")).secret
         ops_key = (await create_api_key(conn, gw.app[API_KEY_HASHER], "random operator", role=OPERATOR)).secret
@@ -245,6 +252,8 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
                 made.append(json.loads(text)["public_id"])
             elif resp.status == 201 and path in ("/v1/voice/commands", "/v1/webhook_endpoints"):
                 ids.append(json.loads(text)["id"])
+            elif resp.status == 201 and (method, path) == ("POST", "/v1/payment_intents"):
+                ids.append(json.loads(text)["public_id"])
             elif path.endswith("/c2b/confirmation") and isinstance(body.get("TransID"), str):
                 receipts.append(body["TransID"])
             tracebacks = [r for r in caplog.records if r.exc_info]
@@ -253,6 +262,7 @@ async def test_no_request_gets_a_server_error(gw, hook_url, caplog, block):
     # asked by operators through the API and through the dashboard's form (key, session, CSRF token).
     assert made and ids and answers[("/v1/contacts", 200)] + answers[("/v1/contacts", 201)], answers
     assert answers[("/v1/webhook_endpoints", 201)], answers
+    assert answers[("/v1/payment_intents", 201)], sorted(answers.items())
     assert sum(n for (path, status), n in answers.items()
                if path == "/v1/ops/payments/{id}/refund" and status not in (401, 403)), answers
     forms = ("/ops/payments/{id}/refund", "/ops/payments/{id}/decide", "/ops/outbox/{id}/retry")

@@ -1,19 +1,21 @@
 """SMS receipts (`dialogs.receipts`, `payments.receipts`): every receipt, in every language, for every
-kind of payment, is one GSM-7 SMS that names the reference and the amount."""
+kind of payment, is one GSM-7 SMS that names the reference and the amount; so is the SMS asking a
+customer to pay a payment intent, with its code and the USSD code to dial."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
 from dialogs.catalog import LANGUAGES, load_catalogs
-from dialogs.display import phone_text
+from dialogs.display import money_text, phone_text
 from dialogs.gsm7 import SMS_LIMIT, is_gsm7, length
-from dialogs.receipts import receipt_writer
+from dialogs.receipts import intent_notice_writer, receipt_writer
 from payments.commands import PaymentKind
 from payments.money import Currency, Money
-from payments.receipts import Receipt, english_receipt
+from payments.receipts import IntentNotice, Receipt, english_intent_notice, english_receipt
 from payments.references import payment_reference
 from payments.states import PaymentStatus
 
@@ -113,3 +115,22 @@ def test_without_catalogs_receipts_are_in_english():
     done = Receipt("payer", PaymentKind.PAY_BILL.value, PaymentStatus.SUCCEEDED, REF, Money.of(1200, Currency.KES),
                    Money.of(12, Currency.KES), "fr")
     assert english_receipt(done) == f"{REF} Confirmed. Bill payment of KES 1,200 succeeded. Fee KES 12."
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("description", ["", "Order 17", "x" * 40])
+def test_a_payment_intents_sms_is_one_gsm7_sms_with_the_amount_code_and_dial(language, description):
+    currency = Currency.XOF if language in ("fr", "wo") else Currency.KES
+    phone = "+221771234567" if currency is Currency.XOF else "+254712345678"
+    amount = Money.of(1_000_000, currency) if currency is Currency.XOF else Money(15_000_050, currency)
+    at = datetime(2026, 12, 1, 11, 5, tzinfo=UTC)
+    write = intent_notice_writer(load_catalogs(), "*384*12345#")
+    for name in ("Duka", LONGEST_NAME):
+        text = write(IntentNotice(language, phone, name, "+254700000001", amount, description, "6HX7M2", at))
+        assert is_gsm7(text) and length(text) <= SMS_LIMIT, text
+        assert money_text(amount) in text and "6HX7M2" in text and "*384*12345#" in text
+        # The customer's wall clock: Nairobi is three hours ahead of UTC, Dakar on it.
+        assert ("14:05" if currency is Currency.KES else "11:05") in text
+        assert name[:4] in text and phone_text("+254700000001") in text  # the merchant's number, always
+    assert english_intent_notice(IntentNotice(language, phone, "Duka", "+254700000001", amount, description,
+                                              "6HX7M2", at)).startswith("Duka +254700000001 asks you to pay")

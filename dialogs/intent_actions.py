@@ -1,0 +1,187 @@
+"""The actions of the payment intents journey (`dialogs.intent_journeys`): the customer lists what
+merchants ask them to pay, pays one with the PIN, or declines it. Each takes a `dialogs.steps.Step`
+and returns an outcome the journey maps to a screen; every rule (who may pay what, expiry, the one
+payment, idempotency) is `payments.intents`'s, and paying carries the hop's idempotency key, so a
+retried hop replays the payment instead of repeating it.
+
+PINs: checked as every customer payment's are (`CustomerActions.verify_pin`), with the PIN typed in
+this hop, never stored. A page of intents is kept in the session (``_intent_picks``: what each line
+needs to be priced and paid; ``_intent_next``: where the next page starts) between the hop that
+lists it and the one that picks from it.
+"""
+
+from __future__ import annotations
+
+from dialogs.catalog import Catalogs
+from dialogs.customer_actions import CustomerActions, payment_refused
+from dialogs.display import money_text, phone_text
+from dialogs.gsm7 import length, normalise
+from dialogs.steps import ActionSpec, Step
+from payments.commands import Channel, PaymentKind
+from payments.errors import AccountClosed, AmountOutOfRange, InsufficientFunds, PaymentsError
+from payments.fees import LimitExceeded
+from payments.intent_store import IntentParties, IntentStatus
+from payments.intents import IntentClosed, IntentView, PayIntent, PaymentIntents, UnknownIntent, payment_key
+from payments.money import Currency, Money
+from payments.states import PaymentStatus
+
+#: Intents on one screen: three lines of name and amount fit under the text in every language.
+PAGE = 3
+#: A merchant's name in a list line is cut to this many characters.
+_NAME_IN_LIST = 14
+
+PAY_OUTCOMES = frozenset({"done", "failed", "gone", "wrong_pin", "locked", "refused"})
+
+
+def _in_list(name: str) -> str:
+    """A merchant's name cut to fit a list line, counted as the screen counts it (GSM-7, after
+    normalising: an extension character takes two)."""
+    shown = normalise(name)
+    if length(shown) <= _NAME_IN_LIST:
+        return shown
+    while length(shown) > _NAME_IN_LIST - 2:
+        shown = shown[:-1]
+    return shown.rstrip() + ".."
+
+
+def merchant_name(parties: IntentParties) -> str:
+    """The merchant as the customer knows it: its registered name, else its number."""
+    return parties.payee_name or phone_text(parties.payee_phone)
+
+
+class IntentActions:
+    """The actions by name (`table`). They pay and check PINs through the customer's actions
+    (``customer``), whose services may be None to draw or check the journeys."""
+
+    def __init__(self, customer: CustomerActions, catalogs: Catalogs) -> None:
+        self.customer = customer
+        self.catalogs = catalogs
+
+    @property
+    def intents(self) -> PaymentIntents:
+        return self.customer.services.payments.intents
+
+    def table(self) -> dict[str, ActionSpec]:
+        return {
+            "intent_requests": ActionSpec(self.requests, frozenset({"ok", "empty"})),
+            "intent_choose": ActionSpec(self.choose, frozenset({"ok", "more", "again", "empty"})),
+            "intent_quote": ActionSpec(self.quote, frozenset({"ok", "no_funds", "refused"})),
+            "intent_pay": ActionSpec(self.pay, PAY_OUTCOMES),
+            "intent_decline": ActionSpec(self.decline, frozenset({"ok", "gone", "refused"})),
+        }
+
+    # -- the list ------------------------------------------------------------------------------------
+
+    def _show_page(self, step: Step, views: list[IntentView], next_before: int | None) -> None:
+        rows, picks = [], []
+        for n, view in enumerate(views, 1):
+            intent, name = view.intent, merchant_name(view.parties)
+            rows.append(f"{n}. {_in_list(name)} {money_text(intent.amount)}")
+            # On the confirmation: the name and, always, the number (a name is whatever its owner
+            # registered), as in the SMS.
+            shown = f"{name} {phone_text(view.parties.payee_phone)}" if view.parties.payee_name else name
+            picks.append([intent.public_id, shown, intent.amount.minor, intent.amount.currency.value,
+                          intent.description, intent.payee_user_id])
+        if next_before is not None:
+            rows.append(self.catalogs.text(step.language, "nav.more"))
+        step.values.update(intents="\n".join(rows), _intent_picks=picks, _intent_next=next_before)
+
+    async def _load_page(self, step: Step, before_id: int | None) -> bool:
+        """A page of the caller's open intents, newest first, from before row ``before_id``; False
+        when there are none (left)."""
+        # One more than a page says whether there is a next one.
+        views = await self.intents.pending_for_payer(step.user_id, limit=PAGE + 1, before_id=before_id)
+        if not views:
+            return False
+        page = views[:PAGE]
+        self._show_page(step, page, page[-1].intent.id if len(views) > PAGE else None)
+        return True
+
+    async def requests(self, step: Step) -> str:
+        """The first page of what the caller is asked to pay."""
+        return "ok" if await self._load_page(step, None) else "empty"
+
+    async def choose(self, step: Step) -> str:
+        """A line picked (the intent's merchant, amount and description for its confirmation), or
+        ``98``: the next page."""
+        typed = step.values.pop("pick", "")
+        if typed == "98" and step.values.get("_intent_next") is not None:
+            return "more" if await self._load_page(step, step.values["_intent_next"]) else "empty"
+        picks = step.values.get("_intent_picks") or []
+        if not (typed.isdigit() and 1 <= int(typed) <= len(picks)):
+            step.say("note.invalid_choice")
+            return "again"
+        public_id, name, minor, currency, description, payee_user_id = picks[int(typed) - 1]
+        step.values.update(_intent=public_id, _intent_amount=[minor, currency], _payee=payee_user_id, name=name,
+                           amount=money_text(Money(minor, Currency(currency))),
+                           # The description in brackets, as the SMS shows it; nothing when there is none.
+                           about=f" ({description})" if description else "")
+        return "ok"
+
+    # -- paying ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _amount(step: Step) -> Money:
+        minor, currency = step.values["_intent_amount"]
+        return Money(minor, Currency(currency))
+
+    async def quote(self, step: Step) -> str:
+        """Fee and total for the one confirmation, as any payment to a wallet; a wallet that cannot
+        cover them is told so here, before any PIN."""
+        amount = self._amount(step)
+        try:
+            priced = await self.customer.services.payments.quote(
+                step.user_id, amount, recipient_user_id=step.values["_payee"], kind=PaymentKind.P2P)
+        except LimitExceeded:
+            step.say("err.limit")
+            return "refused"
+        except AmountOutOfRange:
+            step.say("err.amount_max")
+            return "refused"
+        except AccountClosed:
+            step.say("err.closed")
+            return "refused"
+        except PaymentsError:
+            step.say("err.busy")
+            return "refused"
+        step.values.update(fee=money_text(priced.fee), total=money_text(priced.total))
+        available = await self.customer.wallet_balance(step.user_id, amount.currency)
+        if available < priced.total:
+            step.say("err.no_funds", balance=money_text(available), total=money_text(priced.total))
+            return "no_funds"
+        return "ok"
+
+    async def pay(self, step: Step) -> str:
+        if (failed := await self.customer.verify_pin(step)) is not None:
+            return failed
+        command = PayIntent(step.idempotency_key, step.user_id, step.values.get("_intent", ""), Channel.USSD)
+        try:
+            view = await self.intents.pay(command)
+        except (UnknownIntent, IntentClosed):
+            return "gone"
+        except PaymentsError as exc:
+            return payment_refused(step, exc)
+        payment = view.payment
+        if payment is None or (payment.idempotency_key != payment_key(command.idempotency_key, view.intent)
+                               and payment.payer_user_id != step.user_id):
+            return "gone"
+        # This hop's payment, or one the caller made already (an answer lost on the way, the
+        # session resumed at the confirmation; or from the app): "paid", with its reference.
+        step.values["ref"] = payment.reference
+        step.values["balance"] = money_text(await self.customer.wallet_balance(step.user_id, payment.amount.currency))
+        if payment.status is PaymentStatus.FAILED or view.intent.status is not IntentStatus.SUCCEEDED:
+            # The wallet could not cover it after all (spent since the confirmation): the intent
+            # stays open, to pay once topped up.
+            step.say("err.no_funds_short" if payment.error_code == InsufficientFunds.code else "err.busy")
+            return "failed"
+        return "done"
+
+    async def decline(self, step: Step) -> str:
+        try:
+            await self.intents.decline(step.values.get("_intent", ""), payer_user_id=step.user_id)
+        except (UnknownIntent, IntentClosed):
+            return "gone"
+        except PaymentsError:
+            step.say("err.busy")
+            return "refused"
+        return "ok"
