@@ -10,6 +10,9 @@ payments through `Payments.handle` (what the USSD, voice and API channels call):
   stk       M-Pesa top-up: STK push job, the sandbox's callback after ``--callback-delay`` s, confirmed
             by an STK query, then the wallet credited;
   b2c       withdrawal to M-Pesa: debit to clearing, B2C job, result callback, settlement;
+  intent    a merchant's payment intent (`payments.intents`), asked then paid by its customer: the p2p
+            payment plus the intent's row, its SMS and its end (``--mix p2p=1,intent=1`` sets one
+            beside the other in the same run);
 
 each followed until it is final (polled), so "time to final" includes the worker and the callbacks.
 SMS receipts are sent too (they are outbox jobs like the rest). At each concurrency it prints
@@ -59,14 +62,16 @@ from gateway.settings import Settings
 from payments import payment_store as store
 from payments.accounts import AccountKind, open_account
 from payments.api_keys import ApiKeyHasher, create_api_key
-from payments.commands import Channel, Deposit, SendToWallet, Withdraw
-from payments.identities import register_user
+from payments.commands import Channel, Command, Deposit, SendToWallet, Withdraw
+from payments.identities import Role, register_user
+from payments.intent_store import IntentStatus
+from payments.intents import CreateIntent, PayIntent
 from payments.money import Currency, Money
 from payments.postings import TransferRequest, payment_legs
 from payments.webhook_endpoints import add_endpoint
 
 KES = Currency.KES
-KINDS = ("p2p", "stk", "b2c")
+KINDS = ("p2p", "stk", "b2c", "intent")
 
 
 @dataclass
@@ -102,14 +107,16 @@ def parse_mix(text: str) -> list[str]:
 
 
 async def make_payers(app: web.Application, count: int) -> list[tuple[int, str]]:
-    """Registered KES users with funded wallets; numbers end in 555 (the sandbox's plain success)."""
+    """Registered KES users with funded wallets; numbers end in 555 (the sandbox's plain success).
+    Each is a merchant too, so that any of them may be asked to be paid through an intent."""
     engine, ledger = app[DB_ENGINE], app[LEDGER]
     payers: list[tuple[int, str]] = []
     async with engine.begin() as conn:
         source = (await open_account(conn, AccountKind.PROVIDER_COLLECTION, KES, "mpesa")).id
         for i in range(count):
             phone = f"+2547{1_0000 + i:05d}555"
-            user = await register_user(conn, phone, display_name=f"Payer {i}", kyc_tier=3)
+            user = await register_user(conn, phone, display_name=f"Payer {i}", kyc_tier=3,
+                                       roles={Role.CUSTOMER, Role.MERCHANT})
             wallet = (await open_account(conn, AccountKind.CUSTOMER_WALLET, KES, user.id)).id
             await ledger.transfer(TransferRequest(f"bench-fund-{user.id}", payment_legs(
                 source, wallet, Money.of(200_000, KES)), kind="deposit"), conn=conn)
@@ -118,7 +125,8 @@ async def make_payers(app: web.Application, count: int) -> list[tuple[int, str]]
 
 
 async def run_mix(app: web.Application, payers: list[tuple[int, str]], mix: list[str], *, concurrency: int,
-                  seconds: float, api_key_id: int | None = None) -> tuple[Tally, float]:
+                  seconds: float, api_key_id: int | None = None,
+                  intent_key_id: int | None = None) -> tuple[Tally, float]:
     payments, engine = app[PAYMENTS], app[DB_ENGINE]
     tally = Tally()
     run = uuid.uuid4().hex[:8]
@@ -140,20 +148,20 @@ async def run_mix(app: web.Application, payers: list[tuple[int, str]], mix: list
         rng = random.Random(seed)
         while time.perf_counter() < deadline:
             kind = rng.choice(mix)
-            (payer, _), (payee, _) = rng.sample(payers, 2)
+            (payer, payer_phone), (payee, _) = rng.sample(payers, 2)
             counter += 1
             key = f"bench-{run}-{counter}"
             amount = Money(rng.randint(10, 500) * 100, KES)
-            if kind == "p2p":
-                command = SendToWallet(key, payer, amount, Channel.API, api_key_id=api_key_id, recipient_user_id=payee)
-            elif kind == "stk":
-                command = Deposit(key, payer, amount, Channel.API, api_key_id=api_key_id)
-            else:
-                command = Withdraw(key, payer, amount, Channel.API, api_key_id=api_key_id,
-                                   phone=f"+2547{rng.randrange(10**5):05d}555")
             began = time.perf_counter()
-            payment = await payments.handle(command)
-            ok = payment.status.value == "succeeded" if payment.status.is_final else await final(payment.public_id)
+            if kind == "intent":
+                # The merchant (the payee) asks, the customer pays: as the API and USSD do, after the PIN.
+                asked, _ = await payments.intents.create(CreateIntent(
+                    key, api_key_id or intent_key_id or 0, payee, payer_phone, amount))
+                paid = await payments.intents.pay(PayIntent(key, payer, asked.intent.public_id, Channel.API))
+                ok = paid.intent.status is IntentStatus.SUCCEEDED
+            else:
+                payment = await payments.handle(command_of(kind, key, payer, payee, amount, api_key_id, rng))
+                ok = payment.status.value == "succeeded" if payment.status.is_final else await final(payment.public_id)
             if ok:
                 tally.done[kind].append(time.perf_counter() - began)
             else:
@@ -161,6 +169,15 @@ async def run_mix(app: web.Application, payers: list[tuple[int, str]], mix: list
 
     await asyncio.gather(*(client(i) for i in range(concurrency)))
     return tally, time.perf_counter() - start
+
+
+def command_of(kind: str, key: str, payer: int, payee: int, amount: Money, api_key_id: int | None,
+               rng: random.Random) -> Command:
+    if kind == "p2p":
+        return SendToWallet(key, payer, amount, Channel.API, api_key_id=api_key_id, recipient_user_id=payee)
+    if kind == "stk":
+        return Deposit(key, payer, amount, Channel.API, api_key_id=api_key_id)
+    return Withdraw(key, payer, amount, Channel.API, api_key_id=api_key_id, phone=f"+2547{rng.randrange(10**5):05d}555")
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -208,6 +225,12 @@ async def start_receiver() -> tuple[asyncio.subprocess.Process, str]:
                                                    str(port), cwd=ROOT)
     await until_listening(port)
     return process, f"http://127.0.0.1:{port}"
+
+
+async def platform_key(app: web.Application) -> int:
+    """A platform key, which asks for the intents of a row without webhooks (its merchants' backend)."""
+    async with app[DB_ENGINE].begin() as conn:
+        return (await create_api_key(conn, ApiKeyHasher("bench"), "bench intents")).key.id
 
 
 async def subscribe(app: web.Application, receiver: str) -> int:
@@ -264,6 +287,7 @@ async def main(args: argparse.Namespace) -> None:
             f"registering and funding {args.payers:,} payers…")
         payers = await make_payers(app, args.payers)
         key_id = await subscribe(app, receiver[1]) if receiver else None
+        intent_key_id = await platform_key(app) if "intent" in mix else None
         anchor_wallets, anchor_fees, _ = await prepare(anchor_url, 2_000, 8)
         for round_no in range(1, args.rounds + 1):
             log(f"round {round_no}/{args.rounds}")
@@ -272,7 +296,7 @@ async def main(args: argparse.Namespace) -> None:
             for concurrency in args.concurrency:
                 for hooks in (False, True) if receiver else (False,):
                     tally, elapsed = await run_mix(app, payers, mix, concurrency=concurrency, seconds=args.seconds,
-                                                   api_key_id=key_id if hooks else None)
+                                                   api_key_id=key_id if hooks else None, intent_key_id=intent_key_id)
                     # Let what is still in flight finish before the next row starts.
                     await asyncio.sleep(args.callback_delay + 0.5)
                     row = Row(concurrency, hooks, tally.completed / elapsed, tally, anchor)
