@@ -41,6 +41,7 @@ from db.sql import sql
 from payments.commands import PaymentKind
 from payments.errors import InvalidRequest, PaymentsError, UnknownUser
 from payments.identities import USER_COLUMNS, User, user_from_row
+from payments.intent_store import PAYABLE, PAYABLE_JOINS
 from payments.money import Currency, Money
 from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of
@@ -208,9 +209,8 @@ class DialRead:
 #: The caller's open payment intents, for a subquery beside the user's row ``users``: those
 #: `payments.intent_store.pending_for_payer` lists (pending, not past their expiry, asked by a key
 #: not revoked), found on the partial index ``payment_intents_payer_pending``.
-_OPEN_INTENTS = ("(SELECT count(*) FROM payment_intents i JOIN api_keys k ON k.id = i.api_key_id "
-                 "WHERE i.payer_user_id = users.id AND i.status = 'pending' AND i.expires_at > now() "
-                 "AND k.revoked_at IS NULL) AS open_intents")
+_OPEN_INTENTS = (f"(SELECT count(*) FROM payment_intents i {PAYABLE_JOINS} "
+                 f"WHERE i.payer_user_id = users.id AND {PAYABLE}) AS open_intents")
 
 
 async def read_caller(conn: AsyncConnection, phone: str, *, limit: int) -> DialRead | None:

@@ -77,8 +77,14 @@ class IntentParties:
     payer_phone: str
     payer_name: str
     payer_language: str
-    #: The API key that asked was revoked since: the intent is no longer paid (`payments.intents`).
+    #: The API key that asked was revoked since, or the merchant's account closed: the intent is no
+    #: longer paid (`payments.intents`), nor listed, nor counted.
     key_revoked: bool = False
+    payee_closed: bool = False
+
+    @property
+    def unpayable(self) -> bool:
+        return self.key_revoked or self.payee_closed
 
 
 _COLUMNS = ("id, public_id, api_key_id, payee_user_id, payer_user_id, amount, currency, description, "
@@ -86,9 +92,15 @@ _COLUMNS = ("id, public_id, api_key_id, payee_user_id, payer_user_id, amount, cu
             "resolved_at")
 _PREFIXED = ", ".join(f"i.{c}" for c in _COLUMNS.split(", "))
 _PARTIES = ("pe.phone AS payee_phone, pe.display_name AS payee_name, pr.phone AS payer_phone, "
-            "pr.display_name AS payer_name, pr.language AS payer_language, k.revoked_at IS NOT NULL AS key_revoked")
+            "pr.display_name AS payer_name, pr.language AS payer_language, k.revoked_at IS NOT NULL AS key_revoked, "
+            "pe.status = 'closed' AS payee_closed")
 _PARTIES_JOIN = ("JOIN users pe ON pe.id = i.payee_user_id JOIN users pr ON pr.id = i.payer_user_id "
                  "JOIN api_keys k ON k.id = i.api_key_id")
+#: An intent (``i``, joined to its key ``k`` and merchant ``pe`` as `PAYABLE_JOINS` does) that its
+#: customer may still pay: pending, not past its expiry, its key not revoked, its merchant not closed.
+#: What the USSD list shows, the dial counts (`payments.contacts.read_caller`) and the cap counts.
+PAYABLE = ("i.status = 'pending' AND i.expires_at > now() AND k.revoked_at IS NULL AND pe.status <> 'closed'")
+PAYABLE_JOINS = "JOIN api_keys k ON k.id = i.api_key_id JOIN users pe ON pe.id = i.payee_user_id"
 
 
 def _intent(row: Any) -> PaymentIntent:
@@ -102,7 +114,7 @@ def _intent(row: Any) -> PaymentIntent:
 
 def _parties(row: Any) -> IntentParties:
     return IntentParties(row.payee_phone, row.payee_name, row.payer_phone, row.payer_name, row.payer_language,
-                         bool(row.key_revoked))
+                         bool(row.key_revoked), bool(row.payee_closed))
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +186,8 @@ async def asked_counts(conn: AsyncConnection, payer_user_id: int, payee_user_id:
     row = (await conn.execute(sql(
         "SELECT count(*) FILTER (WHERE i.payee_user_id = :payee AND i.created_at > now() - interval '1 day') AS today, "
         # What the customer may still pay: a revoked key's intents, never paid, hold no place.
-        "count(*) FILTER (WHERE i.status = 'pending' AND i.expires_at > now() AND k.revoked_at IS NULL) AS open "
-        "FROM payment_intents i JOIN api_keys k ON k.id = i.api_key_id "
+        f"count(*) FILTER (WHERE {PAYABLE}) AS open "
+        f"FROM payment_intents i {PAYABLE_JOINS} "
         "WHERE i.payer_user_id = :payer AND (i.status = 'pending' OR "
         "(i.payee_user_id = :payee AND i.created_at > now() - interval '1 day'))"),
         {"payer": payer_user_id, "payee": payee_user_id})).one()
@@ -187,7 +199,7 @@ async def pending_for_payer(conn: AsyncConnection, payer_user_id: int, *, limit:
     """The customer's open intents, newest first, ``limit`` of them from before row ``before_id``."""
     rows = await conn.execute(sql(
         f"SELECT {_PREFIXED}, {_PARTIES} FROM payment_intents i {_PARTIES_JOIN} "
-        "WHERE i.payer_user_id = :u AND i.status = 'pending' AND i.expires_at > now() AND k.revoked_at IS NULL "
+        f"WHERE i.payer_user_id = :u AND {PAYABLE} "
         "AND (CAST(:before AS bigint) IS NULL OR i.id < :before) ORDER BY i.id DESC LIMIT :n"),
         {"u": payer_user_id, "before": before_id, "n": limit})
     return [(_intent(r), _parties(r)) for r in rows]

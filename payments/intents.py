@@ -15,8 +15,8 @@ The flow (the seeds' z402 payment intents, on a wallet):
   merchant's (the orchestrator's, with its fee, limits, receipts and ``payment.received`` event),
   ending the intent ``succeeded``, naming it, before the money moves (so the wallets and the fee
   shard stay locked no longer for it). A payment the wallet could not cover is recorded failed and
-  the intent stays pending: the customer may top up and pay. An intent whose key was revoked since
-  is not paid: paying it cancels it.
+  the intent stays pending: the customer may top up and pay. An intent whose key was revoked since,
+  or whose merchant's account closed, is not paid: paying it cancels it.
 - **Declined** by the customer, **cancelled** by the merchant, or **expired** (`expire`, which
   `sauti serve` runs every ``intent_sweep_interval_s``; paying one past its expiry closes it too).
 
@@ -269,9 +269,9 @@ class PaymentIntents:
                 raise IntentClosed(intent)
             if lapsed:
                 lapsed_one = await self._end(conn, intent, parties, S.EXPIRED)
-            elif parties.key_revoked:
-                # The key that asked was revoked (it leaked, the merchant left): what it asked is
-                # not paid, whoever it names as the payee.
+            elif parties.unpayable:
+                # The key that asked was revoked (it leaked, the merchant left), or the merchant's
+                # account closed: what it asked is not paid.
                 lapsed_one = await self._end(conn, intent, parties, S.CANCELLED)
             else:
                 key = payment_key(cmd.idempotency_key, intent)
@@ -365,7 +365,7 @@ class PaymentIntents:
         if found is None:
             raise PermanentJobError("the job names no known payment intent")
         intent, parties, lapsed = found
-        if intent.status is not S.PENDING or lapsed or parties.key_revoked:
+        if intent.status is not S.PENDING or lapsed or parties.unpayable:
             return
         text = self.write_notice(IntentNotice(
             language=parties.payer_language, payer_phone=parties.payer_phone, payee_name=parties.payee_name,

@@ -383,3 +383,15 @@ async def test_a_lapsed_intent_reads_expired_before_the_sweep_and_a_revoked_keys
     status, read = await call(client, "GET", f"/v1/payment_intents/{asked_then['public_id']}", customer_key)
     assert status == 200 and read["status"] == "cancelled"
     assert await world.wallet(merchant) == Money.zero(KES)
+
+
+async def test_a_closed_merchants_intent_is_not_paid(world, client):
+    merchant, key, _, customer, customer_key = await merchant_and_customer(world)
+    intent = (await call(client, "POST", "/v1/payment_intents", key, asked(customer), "closed-1"))[1]
+    await execute(world, "UPDATE users SET status = 'closed' WHERE id = :m", m=merchant.id)
+    assert (await call(client, "GET", "/v1/payment_intents?to_pay=true", customer_key))[1]["payment_intents"] == []
+    status, error = await call(client, "POST", f"/v1/payment_intents/{intent['public_id']}/pay", customer_key,
+                               idem="closed-pay")
+    assert (status, error["error"]["code"]) == (409, "payment_intent_closed")
+    assert (await call(client, "GET", f"/v1/payment_intents/{intent['public_id']}", key))[1]["status"] == "cancelled"
+    assert await world.wallet(merchant) == Money.zero(KES)
