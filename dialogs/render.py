@@ -44,8 +44,10 @@ def _shortened(values: Mapping[str, Any], excess: int) -> dict[str, Any] | None:
         return None
     key = max(names, key=lambda k: len(names[k]))
     value = names[key]
-    keep = max(_SHORTEST, len(value) - excess - 2)
-    return {**values, key: value[:keep].rstrip() + ".."}
+    # A bracketed value (a description, " (Order 42)") keeps its closing bracket.
+    closing = ")" if value.endswith(")") else ""
+    keep = max(_SHORTEST, len(value) - excess - 2 - len(closing))
+    return {**values, key: value[:keep].rstrip() + ".." + closing}
 
 
 def _head(catalogs: Catalogs, language: str, screen: Screen, values: Mapping[str, Any], note: str | None,

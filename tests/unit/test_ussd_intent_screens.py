@@ -110,6 +110,8 @@ def test_the_confirmation_shows_the_merchant_the_description_and_the_figures(lan
         for figure in ("Ksh 999,999.50", "Ksh 9,999.99", "Ksh 1,009,999.49", "PIN"):
             assert figure in text, (note, text)
         assert "Nyambura" in text and "(School fees" in text, text
+        # Cut or whole, the description keeps its closing bracket.
+        assert f"({DESCRIPTION})" in text or "..)" in text, text
     short = {**values, "name": "Duka la Njeri", "about": " (Order 42)"}
     text = render(CATALOGS, JOURNEYS.screen("pi.confirm"), language=language, values=short,
                   note="err.wrong_pin_last").text
