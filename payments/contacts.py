@@ -206,9 +206,9 @@ class DialRead:
     open_intents: int
 
 
-#: The caller's open payment intents, for a subquery beside the user's row ``users``: those
-#: `payments.intent_store.pending_for_payer` lists (pending, not past their expiry, asked by a key
-#: not revoked), found on the partial index ``payment_intents_payer_pending``.
+#: The caller's open payment intents, for a subquery beside the user's row ``users``: those they may
+#: still pay (`payments.intent_store.PAYABLE`, as the USSD list shows them), found on the partial
+#: index ``payment_intents_payer_pending``.
 _OPEN_INTENTS = (f"(SELECT count(*) FROM payment_intents i {PAYABLE_JOINS} "
                  f"WHERE i.payer_user_id = users.id AND {PAYABLE}) AS open_intents")
 
@@ -225,14 +225,6 @@ async def read_caller(conn: AsyncConnection, phone: str, *, limit: int) -> DialR
         return None
     return DialRead(user_from_row(rows[0]), [_contact(r, "c_") for r in rows if r.c_id is not None],
                     int(rows[0].open_intents))
-
-
-async def user_and_address_book(conn: AsyncConnection, phone: str, *,
-                                limit: int) -> tuple[User | None, list[SavedContact]]:
-    """`read_caller` without the intents: the user and their top ``limit`` contacts, (None, [])
-    for a number with no user."""
-    read = await read_caller(conn, phone, limit=limit)
-    return (read.user, read.contacts) if read else (None, [])
 
 
 async def get_contact(conn: AsyncConnection, user_id: int, contact_id: int) -> SavedContact:

@@ -24,8 +24,8 @@ from payments.contacts import (
     delete_contact,
     get_contact,
     list_contacts,
+    read_caller,
     update_contact,
-    user_and_address_book,
 )
 from payments.identities import User
 from payments.money import Currency, Money
@@ -289,12 +289,12 @@ async def test_the_address_book_lists_favourites_then_the_most_paid(world: Payme
     assert book[0].id == favourite.id
     # A session's first hop reads the caller and the top of this book in one statement: the same.
     async with world.engine.connect() as conn:
-        user, top = await user_and_address_book(conn, payer.phone, limit=2)
-        nobody = await user_and_address_book(conn, kenyan(), limit=2)
-        lonely, none = await user_and_address_book(conn, often.phone, limit=2)
-    assert user == payer and top == book[:2]
-    assert nobody == (None, [])
-    assert lonely == often and none == []
+        read = await read_caller(conn, payer.phone, limit=2)
+        nobody = await read_caller(conn, kenyan(), limit=2)
+        lonely = await read_caller(conn, often.phone, limit=2)
+    assert read is not None and read.user == payer and read.contacts == book[:2] and read.open_intents == 0
+    assert nobody is None
+    assert lonely is not None and lonely.user == often and lonely.contacts == []
 
 
 async def test_a_contact_that_cannot_be_counted_never_fails_its_payment(world: PaymentsWorld):
