@@ -61,6 +61,8 @@ class PaymentIntent:
     expires_at: datetime
     created_at: datetime
     resolved_at: datetime | None
+    #: The public id of the payment that paid it (``payment_id``'s).
+    payment_public_id: str | None = None
 
     @property
     def code(self) -> str:
@@ -87,10 +89,13 @@ class IntentParties:
         return self.key_revoked or self.payee_closed
 
 
-_COLUMNS = ("id, public_id, api_key_id, payee_user_id, payer_user_id, amount, currency, description, "
-            "merchant_reference, status, idempotency_key, request_hash, payment_id, expires_at, created_at, "
-            "resolved_at")
-_PREFIXED = ", ".join(f"i.{c}" for c in _COLUMNS.split(", "))
+_TABLE_COLUMNS = ("id, public_id, api_key_id, payee_user_id, payer_user_id, amount, currency, description, "
+                  "merchant_reference, status, idempotency_key, request_hash, payment_id, expires_at, created_at, "
+                  "resolved_at")
+#: The paying payment's public id, read with the intent (what its JSON shows), not looked up after.
+_PAID_BY = "(SELECT p.public_id FROM payments p WHERE p.id = {prefix}payment_id) AS payment_public_id"
+_COLUMNS = f"{_TABLE_COLUMNS}, {_PAID_BY.format(prefix='')}"
+_PREFIXED = ", ".join(f"i.{c}" for c in _TABLE_COLUMNS.split(", ")) + ", " + _PAID_BY.format(prefix="i.")
 _PARTIES = ("pe.phone AS payee_phone, pe.display_name AS payee_name, pr.phone AS payer_phone, "
             "pr.display_name AS payer_name, pr.language AS payer_language, k.revoked_at IS NOT NULL AS key_revoked, "
             "pe.status = 'closed' AS payee_closed")
@@ -109,7 +114,8 @@ def _intent(row: Any) -> PaymentIntent:
         payer_user_id=row.payer_user_id, amount=Money(row.amount, Currency(row.currency)),
         description=row.description, merchant_reference=row.merchant_reference, status=IntentStatus(row.status),
         idempotency_key=row.idempotency_key, request_hash=row.request_hash, payment_id=row.payment_id,
-        expires_at=row.expires_at, created_at=row.created_at, resolved_at=row.resolved_at)
+        expires_at=row.expires_at, created_at=row.created_at, resolved_at=row.resolved_at,
+        payment_public_id=row.payment_public_id)
 
 
 def _parties(row: Any) -> IntentParties:

@@ -54,6 +54,7 @@ from payments.payment_json import intent_json
 from payments.payment_settings import PaymentSettings, ProviderClients
 from payments.payment_store import Payment
 from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of, wallet_currency
+from payments.plain_text import CONTROL
 from payments.receipts import IntentNotice, IntentNoticeWriter, english_intent_notice
 from payments.states import PaymentStatus
 from payments.webhook_events import enqueue_key_event
@@ -136,8 +137,8 @@ class PayIntent:
 
 @dataclass(frozen=True, slots=True)
 class IntentView:
-    """An intent with its two sides, and the payment that paid it (or, from `PaymentIntents.pay`,
-    the payment just tried, a failed one included)."""
+    """An intent with its two sides and, from `PaymentIntents.pay`, the payment made or tried (a
+    failed one included); reads carry only the paying payment's id (``intent.payment_public_id``)."""
 
     intent: PaymentIntent
     parties: IntentParties
@@ -149,9 +150,8 @@ class IntentView:
 
     def json(self) -> dict:
         """As the API answers it and its webhook events carry it."""
-        paid_by = self.payment.public_id if self.payment and self.intent.payment_id == self.payment.id else None
         shown = replace(self.intent, status=S.EXPIRED) if self.lapsed else self.intent
-        return intent_json(shown, self.parties, paid_by)
+        return intent_json(shown, self.parties)
 
 
 def payment_key(customer_key: str, intent: PaymentIntent) -> str:
@@ -161,14 +161,15 @@ def payment_key(customer_key: str, intent: PaymentIntent) -> str:
     return f"intent:{intent.public_id}:{customer_key}"
 
 
-def _clean(text: object, name: str, most: int, *, required: bool) -> str | None:
+def _clean(text: object, name: str, most: int) -> str | None:
+    """An optional text a person reads: its runs of spaces made one; no control character (the
+    project's `CONTROL`, which PostgreSQL could not store either)."""
     if text is None or text == "":
-        if required:
-            raise InvalidRequest(f"{name} is required")
         return None
-    if not isinstance(text, str) or not text.strip() or len(text.strip()) > most or not text.strip().isprintable():
+    cleaned = " ".join(text.split()) if isinstance(text, str) else ""
+    if not 1 <= len(cleaned) <= most or CONTROL.search(cleaned):
         raise InvalidRequest(f"{name} is 1 to {most} printable characters")
-    return " ".join(text.split())
+    return cleaned
 
 
 class PaymentIntents:
@@ -191,8 +192,8 @@ class PaymentIntents:
         """Record the intent and queue the customer's SMS; returns it and whether it is new (False:
         the key's earlier answer). `UnknownUser` when the number has no wallet; `InvalidRequest`
         for a bad description, reference, expiry, currency or payee; `TooManyIntents`."""
-        description = _clean(cmd.description, "description", DESCRIPTION_MAX, required=False) or ""
-        reference = _clean(cmd.merchant_reference, "reference", REFERENCE_MAX, required=False)
+        description = _clean(cmd.description, "description", DESCRIPTION_MAX) or ""
+        reference = _clean(cmd.merchant_reference, "reference", REFERENCE_MAX)
         expires_in = self.settings.intent_expiry_s if cmd.expires_in_s is None else cmd.expires_in_s
         if not (isinstance(expires_in, int | float) and MIN_EXPIRY_S <= expires_in <= MAX_EXPIRY_S):
             raise InvalidRequest(f"expires_in_s is {MIN_EXPIRY_S} to {MAX_EXPIRY_S} seconds")
@@ -341,9 +342,9 @@ class PaymentIntents:
     async def of_key(self, api_key_id: int, *, status: IntentStatus | None, limit: int,
                      before_id: int | None = None) -> list[IntentView]:
         """A key's intents, newest first (the paying payments' ids are in the intents' JSON)."""
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine).connect() as conn:  # one statement
             found = await istore.intents_of_key(conn, api_key_id, status=status, limit=limit, before_id=before_id)
-            return [IntentView(i, p, await self._payment_of(conn, i), lapsed=lapsed) for i, p, lapsed in found]
+        return [IntentView(i, p, lapsed=lapsed) for i, p, lapsed in found]
 
     async def pending_for_payer(self, payer_user_id: int, *, limit: int,
                                 before_id: int | None = None) -> list[IntentView]:
@@ -379,13 +380,7 @@ class PaymentIntents:
 
     async def _view(self, conn: AsyncConnection, public_id: str) -> IntentView | None:
         found = await istore.get_intent(conn, public_id)
-        if found is None:
-            return None
-        return IntentView(found[0], found[1], await self._payment_of(conn, found[0]), lapsed=found[2])
-
-    @staticmethod
-    async def _payment_of(conn: AsyncConnection, intent: PaymentIntent) -> Payment | None:
-        return await store.get_payment_by_id(conn, intent.payment_id) if intent.payment_id is not None else None
+        return IntentView(found[0], found[1], lapsed=found[2]) if found is not None else None
 
     @staticmethod
     async def _locked(conn: AsyncConnection, public_id: str,

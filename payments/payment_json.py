@@ -66,7 +66,7 @@ def _recipient_json(payment: Payment) -> dict[str, Any] | None:
     return {name: value for name, value in fields.items() if value} or None
 
 
-def intent_json(intent: PaymentIntent, parties: IntentParties, payment_public_id: str | None) -> dict[str, Any]:
+def intent_json(intent: PaymentIntent, parties: IntentParties) -> dict[str, Any]:
     """A payment intent as ``GET /v1/payment_intents/{id}`` answers it and its webhook events carry
     it: who asks whom for what, its state, and the payment that paid it (``payment``, a succeeded
     intent's)."""
@@ -81,7 +81,7 @@ def intent_json(intent: PaymentIntent, parties: IntentParties, payment_public_id
         "reference": intent.merchant_reference,
         "payer": parties.payer_phone,
         "payee": {"phone": parties.payee_phone, "name": parties.payee_name or None},
-        "payment": payment_public_id,
+        "payment": intent.payment_public_id,
         "expires_at": iso(intent.expires_at),
         "created_at": iso(intent.created_at),
         "resolved_at": iso(intent.resolved_at),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import text
@@ -69,7 +70,9 @@ async def ask(gw: Gateway, shop: tuple[User, int], payer: User, amount: int, des
 
 async def intent(gw: Gateway, view: IntentView) -> IntentView:
     """The intent as it stands now, with the payment that paid it."""
-    return await gw.payments.intents.get(view.intent.public_id, may_see=lambda _: True)
+    now = await gw.payments.intents.get(view.intent.public_id, may_see=lambda _: True)
+    paid_by = now.intent.payment_public_id
+    return replace(now, payment=await gw.payment(paid_by)) if paid_by else now
 
 
 def label(language: str) -> str:
