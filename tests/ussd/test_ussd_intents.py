@@ -75,6 +75,13 @@ async def intent(gw: Gateway, view: IntentView) -> IntentView:
     return replace(now, payment=await gw.payment(paid_by)) if paid_by else now
 
 
+async def assert_not_offered(phone_for, payer: User) -> None:
+    """A new dial of ``payer``'s: the main menu offers no "Requests to pay"."""
+    again = phone_for(payer.phone)
+    await run(again, [Dial(), See("home"), Continues()])
+    assert label("en") not in again.screen
+
+
 def label(language: str) -> str:
     return CATALOGS.text(language, "menu.intents")
 
@@ -203,9 +210,7 @@ async def test_a_request_that_expired_meanwhile_is_no_longer_open_to_pay_or_decl
         assert (await intent(gw, asked)).intent.status is IntentStatus.EXPIRED
     assert await gw.wallet(payer) == Money.of(1000, KES)
     # Lapsed requests are not offered even before the sweep closes them.
-    again = phone_for(payer.phone)
-    await run(again, [Dial(), See("home"), Continues()])
-    assert label("en") not in again.screen
+    await assert_not_offered(phone_for, payer)
 
 
 async def test_requests_of_a_key_revoked_meanwhile_are_not_paid_nor_offered(gw, phone_for):
@@ -224,9 +229,7 @@ async def test_requests_of_a_key_revoked_meanwhile_are_not_paid_nor_offered(gw, 
     assert (await intent(gw, second)).intent.status is IntentStatus.CANCELLED
     assert (await intent(gw, first)).intent.status is IntentStatus.PENDING  # closed when paid or swept
     assert await gw.wallet(payer) == Money.of(1000, KES)
-    again = phone_for(payer.phone)
-    await run(again, [Dial(), See("home"), Continues()])
-    assert label("en") not in again.screen
+    await assert_not_offered(phone_for, payer)
 
 
 async def test_a_wallet_that_cannot_cover_a_request_is_told_before_the_pin(gw, phone_for):
@@ -355,9 +358,7 @@ async def test_the_option_goes_once_the_last_request_is_answered(gw, phone_for):
     await run(phone_for(payer.phone), [
         Dial(), Shows(label("en")), Type(REQUESTS["KE"]), Type("1"), Type("0"), See("pi.keep"), Type("2"),
         See("pi.declined"), Ends()])
-    phone = phone_for(payer.phone)
-    await run(phone, [Dial(), See("home")])
-    assert label("en") not in phone.screen
+    await assert_not_offered(phone_for, payer)
 
 
 async def test_an_agent_finds_requests_to_pay_on_its_own_menu(gw, phone_for):
