@@ -80,13 +80,19 @@ class Services:
     pins: PinService
 
 
+def channel_fields(step: Step) -> dict[str, Any]:
+    """The channel a payment is made on and, for a spoken command, what was heard: the fields every
+    payment command of a step takes (shared with the payment intents' actions)."""
+    if step.spoken is None:
+        return {"channel": Channel.USSD}
+    # A spoken command: confirmed by the PIN just verified, never by voice.
+    return {"channel": Channel(step.spoken["channel"]), "transcript": step.spoken["transcript"],
+            "confidence": step.spoken["confidence"], "voice_confirmed": True}
+
+
 def _command(kind: str, step: Step, amount: Money) -> Command:
     common: dict[str, Any] = {"idempotency_key": step.idempotency_key, "payer_user_id": step.user_id,
-                              "amount": amount, "channel": Channel.USSD}
-    if step.spoken is not None:
-        # A spoken command: confirmed by the PIN just verified, never by voice.
-        common.update(channel=Channel(step.spoken["channel"]), transcript=step.spoken["transcript"],
-                      confidence=step.spoken["confidence"], voice_confirmed=True)
+                              "amount": amount, **channel_fields(step)}
     v = step.values
     if kind == "send":
         return SendToPhone(**common, recipient_phone=v["to_phone"])

@@ -12,12 +12,14 @@ lists it and the one that picks from it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from dialogs.catalog import Catalogs
-from dialogs.customer_actions import CustomerActions, payment_refused
+from dialogs.customer_actions import CustomerActions, channel_fields, payment_refused
 from dialogs.display import money_text, phone_text
 from dialogs.gsm7 import length, normalise
 from dialogs.steps import ActionSpec, Step
-from payments.commands import Channel, PaymentKind
+from payments.commands import PaymentKind
 from payments.errors import AccountClosed, AmountOutOfRange, InsufficientFunds, PaymentsError
 from payments.fees import LimitExceeded
 from payments.intent_store import IntentParties, IntentStatus
@@ -49,6 +51,26 @@ def merchant_name(parties: IntentParties) -> str:
     return parties.payee_name or phone_text(parties.payee_phone)
 
 
+def pick_of(view: IntentView) -> list[Any]:
+    """What a listed intent needs, kept in the session until one is picked (`take`): its id, the
+    merchant as the confirmation shows it, amount, currency, description and the merchant's user."""
+    intent, name = view.intent, merchant_name(view.parties)
+    # On the confirmation: the name and, always, the number (a name is whatever its owner
+    # registered), as in the SMS.
+    shown = f"{name} {phone_text(view.parties.payee_phone)}" if view.parties.payee_name else name
+    return [intent.public_id, shown, intent.amount.minor, intent.amount.currency.value, intent.description,
+            intent.payee_user_id]
+
+
+def take(step: Step, pick: list[Any]) -> None:
+    """The picked intent into the step's values, for its quote, confirmation and payment."""
+    public_id, name, minor, currency, description, payee_user_id = pick
+    step.values.update(_intent=public_id, _intent_amount=[minor, currency], _payee=payee_user_id, name=name,
+                       amount=money_text(Money(minor, Currency(currency))),
+                       # The description in brackets, as the SMS shows it; nothing when there is none.
+                       about=f" ({description})" if description else "")
+
+
 class IntentActions:
     """The actions by name (`table`). They pay and check PINs through the customer's actions
     (``customer``), whose services may be None to draw or check the journeys."""
@@ -73,18 +95,12 @@ class IntentActions:
     # -- the list ------------------------------------------------------------------------------------
 
     def _show_page(self, step: Step, views: list[IntentView], next_before: int | None) -> None:
-        rows, picks = [], []
-        for n, view in enumerate(views, 1):
-            intent, name = view.intent, merchant_name(view.parties)
-            rows.append(f"{n}. {_in_list(name)} {money_text(intent.amount)}")
-            # On the confirmation: the name and, always, the number (a name is whatever its owner
-            # registered), as in the SMS.
-            shown = f"{name} {phone_text(view.parties.payee_phone)}" if view.parties.payee_name else name
-            picks.append([intent.public_id, shown, intent.amount.minor, intent.amount.currency.value,
-                          intent.description, intent.payee_user_id])
+        rows = [f"{n}. {_in_list(merchant_name(view.parties))} {money_text(view.intent.amount)}"
+                for n, view in enumerate(views, 1)]
         if next_before is not None:
             rows.append(self.catalogs.text(step.language, "nav.more"))
-        step.values.update(intents="\n".join(rows), _intent_picks=picks, _intent_next=next_before)
+        step.values.update(intents="\n".join(rows), _intent_picks=[pick_of(view) for view in views],
+                           _intent_next=next_before)
 
     async def _load_page(self, step: Step, before_id: int | None) -> bool:
         """A page of the caller's open intents, newest first, from before row ``before_id``; False
@@ -111,11 +127,7 @@ class IntentActions:
         if not (typed.isdigit() and 1 <= int(typed) <= len(picks)):
             step.say("note.invalid_choice")
             return "again"
-        public_id, name, minor, currency, description, payee_user_id = picks[int(typed) - 1]
-        step.values.update(_intent=public_id, _intent_amount=[minor, currency], _payee=payee_user_id, name=name,
-                           amount=money_text(Money(minor, Currency(currency))),
-                           # The description in brackets, as the SMS shows it; nothing when there is none.
-                           about=f" ({description})" if description else "")
+        take(step, picks[int(typed) - 1])
         return "ok"
 
     # -- paying ------------------------------------------------------------------------------------
@@ -154,7 +166,7 @@ class IntentActions:
     async def pay(self, step: Step) -> str:
         if (failed := await self.customer.verify_pin(step)) is not None:
             return failed
-        command = PayIntent(step.idempotency_key, step.user_id, step.values.get("_intent", ""), Channel.USSD)
+        command = PayIntent(step.idempotency_key, step.user_id, step.values.get("_intent", ""), **channel_fields(step))
         try:
             view = await self.intents.pay(command)
         except (UnknownIntent, IntentClosed):

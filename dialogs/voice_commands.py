@@ -26,8 +26,10 @@ from typing import Any
 from dialogs.callers import CallerDirectory
 from dialogs.catalog import Catalogs
 from dialogs.customer_actions import CustomerActions
-from dialogs.display import phone_text
+from dialogs.display import money_text, phone_text
+from dialogs.intent_actions import IntentActions, take
 from dialogs.steps import Step
+from dialogs.voice_requests import LOOKED_AT, READ_OUT, Listed, merchants, narrow
 from dialogs.voice_store import (
     ANSWERED,
     ASKING,
@@ -58,6 +60,7 @@ _KINDS = {
     nlu_intents.DEPOSIT: "deposit",
     nlu_intents.CHECK_BALANCE: "balance",
     nlu_intents.MINI_STATEMENT: "statement",
+    nlu_intents.PAY_REQUEST: "request",
 }
 #: Only to be done on USSD for now (an agent's store, a bank).
 _NOT_BY_VOICE = frozenset({nlu_intents.WITHDRAW_CASH, nlu_intents.BANK_TO_MPESA, nlu_intents.MPESA_TO_BANK})
@@ -129,6 +132,8 @@ class VoiceCommands:
         self.address_book = address_book
         self.ttl_s = ttl_s
         self.clock = clock
+        # Requests to pay are picked, priced and paid as on USSD, by the same actions.
+        self.requests = IntentActions(actions, notes)
 
     # -- turns ---------------------------------------------------------------------------------
 
@@ -157,6 +162,10 @@ class VoiceCommands:
         if command.status == CONFIRMING:
             # Only the keypad confirms: repeat the read-back and how to confirm.
             return await self._saved(command, CONFIRMING, self._confirm_text(command), parse)
+        if command.kind == "request":
+            reply = await self._request_turn(command, caller, heard, answering=True)
+            await self.store.save(command)
+            return reply
         filled = await self._fill(command, parse, answering=command.missing[0] if command.missing else None,
                                   said=heard.text)
         if not filled.progressed and filled.note is None:
@@ -183,6 +192,8 @@ class VoiceCommands:
             outcome = await self.actions.balance(step)
         elif kind == "statement":
             outcome = await self.actions.statement(step)
+        elif kind == "request":
+            outcome = await self.requests.pay(step)
         else:
             outcome = await self.actions.pay(step)
         if outcome == "wrong_pin":
@@ -194,6 +205,9 @@ class VoiceCommands:
             return await self._saved(command, FAILED, self._text(command, "locked"), None, status=LOCKED)
         command.result = {k: step.values[k] for k in ("ref", "balance") if k in step.values}
         command.result["outcome"] = outcome
+        if outcome == "gone":
+            # Paid, declined, cancelled or expired since it was read back: nothing moved.
+            return await self._saved(command, FAILED, self._text(command, "request.gone"), None)
         if outcome in ("failed", "refused") or (outcome == "empty" and kind != "statement"):
             return await self._saved(command, FAILED, self._failure(command, step), None)
         return await self._saved(command, EXECUTED, self._result_text(command, outcome, step), None)
@@ -248,9 +262,54 @@ class VoiceCommands:
         if wanted is not None and wanted.value != command.values["currency"]:
             return self._set(command, ANSWERED, self._text(command, "unavailable"), parse)
         command.kind = kind
+        if kind == "request":
+            return await self._request_turn(command, caller, heard, answering=False)
         command.missing = [slot.name for slot in nlu_intents.SLOTS.get(parse.intent, ())]
         filled = await self._fill(command, parse, answering=None, said=heard.text)
         return await self._next(command, filled.note, filled.note_values, parse)
+
+    async def _request_turn(self, command: PendingCommand, caller: VoiceCaller, heard: Heard, *,
+                            answering: bool) -> VoiceReply:
+        """Which request to pay (`dialogs.voice_requests`): the one the words name, else the list
+        (again) and a question. A first turn reads the caller's open requests; an answer picks
+        among those listed."""
+        if answering:
+            listed = [Listed.loads(raw) for raw in command.values.get("_requests", [])]
+        else:
+            views = await self.requests.intents.pending_for_payer(caller.user_id, limit=LOOKED_AT)
+            listed = [Listed.of(view) for view in views]
+            if not listed:
+                return self._set(command, ANSWERED, self._text(command, "request.none"), None)
+        # The merchants asking are the address book the name is read against.
+        parse = await self._parse(Heard(heard.text, contacts=merchants(listed)), caller)
+        places = narrow(listed, parse, answering=answering)
+        if len(places) == 1:
+            return await self._request_chosen(command, listed[places[0]], parse)
+        lead = self._text(command, "request.no_match") + " " if not places else ""
+        shown = [listed[k] for k in places] if places else listed
+        command.values["_requests"] = [item.dumps() for item in shown]
+        command.missing = ["request"]
+        lines = " ".join(self._text(command, "request.line", n=n, merchant=item.merchant,
+                                    amount=money_text(item.amount), about=self._about(command, item.description))
+                         for n, item in enumerate(shown[:READ_OUT], 1))
+        more = " " + self._text(command, "request.more", count=len(shown) - READ_OUT) if len(shown) > READ_OUT else ""
+        return self._set(command, ASKING,
+                         lead + self._text(command, "ask.request", count=len(shown), list=lines + more), parse)
+
+    async def _request_chosen(self, command: PendingCommand, item: Listed, parse: Parse) -> VoiceReply:
+        """One request picked: priced as USSD prices it, and read back (or why it cannot be paid)."""
+        step = self._step(command)
+        take(step, item.pick)
+        command.values.pop("_requests", None)
+        command.missing = []
+        # Said with its number in brackets and what it is for, rather than as the screen writes them.
+        command.values.update(name=item.said_as, about=self._about(command, item.description))
+        if await self.requests.quote(step) != "ok":
+            return self._set(command, FAILED, self._failure(command, step), parse)
+        return self._set(command, CONFIRMING, self._confirm_text(command), parse)
+
+    def _about(self, command: PendingCommand, description: str | None) -> str:
+        return self._text(command, "request.about", description=description) if description else ""
 
     async def _parse(self, heard: Heard, caller: VoiceCaller) -> Parse:
         contacts = heard.contacts if heard.contacts is not None else await self.address_book(caller.user_id)
@@ -348,7 +407,7 @@ class VoiceCommands:
             lines = "; ".join(step.values.pop("lines", []) if outcome == "ok" else [])
             return self._text(command, "statement", lines=lines) if lines else self._text(command, "statement.empty")
         if outcome == "done":
-            return self._text(command, "done.send" if kind == "send" else "done.pay")
+            return self._text(command, {"send": "done.send", "request": "done.request"}.get(kind, "done.pay"))
         if kind == "deposit":
             return self._text(command, "pending.mpesa_deposit" if outcome == "pending_mpesa"
                               else "pending.wave_deposit")
@@ -419,7 +478,7 @@ class _Fill:
     note_values: dict[str, str]
 
 
-_KSH = re.compile(r"Ksh (\d[\d,]*(?:\.\d+)?)")
+_KSH = re.compile(r"Ksh (\d{1,3}(?:,\d{3})*(?:\.\d+)?)")
 _FCFA = re.compile(r"(\d[\d ]*) FCFA")
 #: How an amount of each currency is said, per language: (one, more than one). Swahili's nouns
 #: do not change with the number; English and French ones take an s after any number but 1.

@@ -24,6 +24,9 @@ CHECK_BALANCE = "check_balance"
 MINI_STATEMENT = "mini_statement"
 BANK_TO_MPESA = "bank_to_mpesa"
 MPESA_TO_BANK = "mpesa_to_bank"
+#: Pay what a merchant asked this customer to pay (a payment intent), picked by the merchant's name,
+#: the amount, or its place in the list read out.
+PAY_REQUEST = "pay_request"
 CANCEL = "cancel"
 AFFIRM = "affirm"
 DENY = "deny"
@@ -32,7 +35,7 @@ OUT_OF_SCOPE = "out_of_scope"
 
 INTENTS = (SEND_MONEY, PAY_BILL, BUY_GOODS_TILL, BUY_GOODS_POCHI, WITHDRAW_CASH, WITHDRAW_TO_MPESA,
            WITHDRAW_TO_WAVE, DEPOSIT, CHECK_BALANCE, MINI_STATEMENT, BANK_TO_MPESA, MPESA_TO_BANK,
-           CANCEL, AFFIRM, DENY, HELP, OUT_OF_SCOPE)
+           PAY_REQUEST, CANCEL, AFFIRM, DENY, HELP, OUT_OF_SCOPE)
 
 # Not a trained intent: what a parse says when its best guess is not confident enough.
 CLARIFY = "clarify"
@@ -40,7 +43,8 @@ CLARIFY = "clarify"
 # IMPORTANT: these move money. A dialog starts one only from a confident parse, and always asks
 # for the PIN on the keypad.
 PAYMENT_INTENTS = frozenset({SEND_MONEY, PAY_BILL, BUY_GOODS_TILL, BUY_GOODS_POCHI, WITHDRAW_CASH,
-                             WITHDRAW_TO_MPESA, WITHDRAW_TO_WAVE, DEPOSIT, BANK_TO_MPESA, MPESA_TO_BANK})
+                             WITHDRAW_TO_MPESA, WITHDRAW_TO_WAVE, DEPOSIT, BANK_TO_MPESA, MPESA_TO_BANK,
+                             PAY_REQUEST})
 
 #: What a spoken command can ask for and be done with: a payment, the balance, the statement.
 COMMAND_INTENTS = PAYMENT_INTENTS | {CHECK_BALANCE, MINI_STATEMENT}
@@ -96,6 +100,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     DEPOSIT: _MONEY | {PHONE},
     BANK_TO_MPESA: _MONEY | {BANK, ACCOUNT, PHONE},
     MPESA_TO_BANK: _MONEY | {BANK, ACCOUNT},
+    # Which request: the merchant's name (resolved against the merchants asking) or its amount.
+    PAY_REQUEST: _MONEY | _PERSON,
 }
 
 

@@ -37,6 +37,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -125,14 +126,19 @@ class CreateIntent:
 
 @dataclass(frozen=True, slots=True)
 class PayIntent:
-    """The customer pays intent ``intent`` (its public id) from their wallet. The PIN, on USSD, was
-    checked before (`PinService.check`); ``api_key_id`` is the customer's app's key, if any."""
+    """The customer pays intent ``intent`` (its public id) from their wallet. The PIN, on USSD and
+    by voice, was checked before (`PinService.check`); ``api_key_id`` is the customer's app's key, if
+    any. A spoken command adds what was heard (``transcript``, the recogniser's ``confidence``) and
+    ``voice_confirmed``, kept on the payment as for every spoken payment."""
 
     idempotency_key: str
     payer_user_id: int
     intent: str
     channel: Channel
     api_key_id: int | None = None
+    transcript: str | None = None
+    confidence: Decimal | None = None
+    voice_confirmed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +292,8 @@ class PaymentIntents:
 
                 payment = await self._pay_in(conn, SendToWallet(
                     idempotency_key=key, payer_user_id=cmd.payer_user_id, amount=intent.amount, channel=cmd.channel,
-                    api_key_id=cmd.api_key_id, recipient_user_id=intent.payee_user_id), end_first)
+                    api_key_id=cmd.api_key_id, recipient_user_id=intent.payee_user_id, transcript=cmd.transcript,
+                    confidence=cmd.confidence, voice_confirmed=cmd.voice_confirmed), end_first)
                 if payment.status is PaymentStatus.SUCCEEDED:
                     intent = ended[0] if ended else await self._end(conn, intent, parties, S.SUCCEEDED, payment)
                 return IntentView(intent, parties, payment, made_payment=earlier is None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,11 +23,13 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from dialogs.display import phone_text
 from dialogs.speech_synthesis import synthesize
 from gateway.keys import API_KEY_HASHER, PINS, VOICE_COMMANDS
 from payments.api_keys import create_api_key
 from payments.contacts import add_contact
-from payments.identities import User
+from payments.identities import Role, User, grant_role
+from payments.intents import CreateIntent
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.e2e.gateway_payments_world import Gateway, free_port, gateway_settings, running_gateway, wait_for
@@ -346,3 +349,125 @@ async def test_a_french_command_is_heard_and_answered_in_french(gw: Gateway):
     # Typed, the same command reads back in French and in francs.
     _, typed = await call_api(gw, key, "/v1/voice/commands", body={"text": "envoie cinq mille francs à Awa"})
     assert typed["status"] == "confirming" and typed["text"].startswith("Envoyer 5 000 francs à Awa"), typed
+
+
+# -- requests to pay (payment intents) --------------------------------------------------------------
+
+
+async def shop(gw: Gateway, name: str, *, suffix: str = "123") -> tuple[User, int]:
+    """A merchant, and the id of its API key (which asks)."""
+    merchant = await gw.user(name=name, suffix=suffix)
+    async with gw.engine.begin() as conn:
+        await grant_role(conn, merchant.id, Role.MERCHANT, actor="test")
+        made = await create_api_key(conn, gw.app[API_KEY_HASHER], f"shop: {name}", user_id=merchant.id)
+    return merchant, made.key.id
+
+
+async def ask(gw: Gateway, merchant: tuple[User, int], payer: User, amount: int, description: str = "") -> str:
+    """The merchant asks ``payer`` to pay ``amount``; the intent's public id."""
+    view, _ = await gw.payments.intents.create(CreateIntent(
+        f"ask-{uuid.uuid4().hex}", merchant[1], merchant[0].id, payer.phone, Money.of(amount, KES), description))
+    return view.intent.public_id
+
+
+async def test_a_request_to_pay_is_read_back_with_its_merchant_and_paid_with_the_pin(gw: Gateway):
+    payer, _, key = await customer(gw)
+    java = await shop(gw, "Java House")
+    public_id = await ask(gw, java, payer, 1500, "Lunch")
+
+    status, heard = await call_api(gw, key, "/v1/voice/commands", body={"text": "pay my payment request"})
+
+    # One request: nothing to choose, read back whole (the merchant's number too, as in its SMS).
+    assert status == 201 and heard["status"] == "confirming" and heard["intent"] == "pay_request", heard
+    number = phone_text(java[0].phone)
+    assert heard["text"].startswith(f"Pay 1,500 shillings to Java House ({number}), for Lunch? Fee"), heard["text"]
+    assert heard["text"].endswith("Enter your PIN to confirm."), heard["text"]
+    status, done = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": PIN})
+    assert status == 200 and done["status"] == "executed", done
+    assert done["text"].startswith(f"Paid 1,500 shillings to Java House ({number}). Reference "), done["text"]
+
+    payment = await wait_for(gw, done["payment"]["reference"], PaymentStatus.SUCCEEDED)
+    assert payment.recipient_user_id == java[0].id and payment.amount == Money.of(1500, KES)
+    assert payment.channel == "app" and payment.voice_confirmed and payment.transcript == "pay my payment request"
+    assert await gw.scalar("SELECT status FROM payment_intents WHERE public_id = :p", p=public_id) == "succeeded"
+    # Confirming again answers the same payment.
+    _, again = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": PIN})
+    assert again["payment"]["reference"] == done["payment"]["reference"]
+    assert await gw.scalar("SELECT count(*) FROM payments WHERE payer_user_id = :u", u=payer.id) == 1
+    await gw.assert_ledger_ok()
+
+
+async def test_several_requests_are_listed_and_one_is_picked_by_number_name_or_amount(gw: Gateway):
+    payer, _, key = await customer(gw)
+    java, naivas = await shop(gw, "Java House"), await shop(gw, "Naivas Supermarket", suffix="321")
+    await ask(gw, java, payer, 1500, "Lunch")
+    naivas_id = await ask(gw, naivas, payer, 300)
+
+    _, listed = await call_api(gw, key, "/v1/voice/commands", body={"text": "show my payment requests"})
+    assert listed["status"] == "asking" and listed["missing"] == ["request"], listed
+    # Newest first, as on USSD.
+    assert listed["text"] == ("2 requests to pay are waiting. 1: Naivas Supermarket, 300 shillings. "
+                              "2: Java House, 1,500 shillings, for Lunch. Say the number of the one to pay."), listed
+    # Words that name none of them: the list again.
+    _, again = await call_api(gw, key, f"/v1/voice/commands/{listed['id']}/answer", body={"text": "the blue one"})
+    assert again["status"] == "asking" and again["text"].startswith("I did not find that request. 2 requests"), again
+    _, picked = await call_api(gw, key, f"/v1/voice/commands/{listed['id']}/answer", body={"text": "the second one"})
+    assert picked["status"] == "confirming" and "to Java House" in picked["text"], picked
+
+    _, by_name = await call_api(gw, key, "/v1/voice/commands", body={"text": "pay the request from naivas"})
+    assert by_name["status"] == "confirming" and by_name["text"].startswith("Pay 300 shillings to Naivas"), by_name
+    _, by_amount = await call_api(gw, key, "/v1/voice/commands", body={"text": "pay the 1500 request"})
+    assert by_amount["status"] == "confirming" and "to Java House" in by_amount["text"], by_amount
+    _, by_digit = await call_api(gw, key, "/v1/voice/commands", body={"text": "pay my payment request"})
+    _, first = await call_api(gw, key, f"/v1/voice/commands/{by_digit['id']}/answer", body={"text": "1"})
+    assert first["status"] == "confirming" and "to Naivas" in first["text"], first
+    # An amount no request asks for is a question, not a guess.
+    _, none = await call_api(gw, key, "/v1/voice/commands", body={"text": "pay the 999 request"})
+    assert none["status"] == "asking" and none["text"].startswith("I did not find that request."), none
+
+    status, done = await call_api(gw, key, f"/v1/voice/commands/{by_name['id']}/confirm", body={"pin": PIN})
+    assert status == 200 and done["status"] == "executed", done
+    assert await gw.scalar("SELECT status FROM payment_intents WHERE public_id = :p", p=naivas_id) == "succeeded"
+
+
+async def test_no_request_a_closed_one_and_one_the_wallet_cannot_cover(gw: Gateway):
+    payer, _, key = await customer(gw, funds=1000)
+    _, nothing = await call_api(gw, key, "/v1/voice/commands", body={"text": "pay my payment request"})
+    assert nothing["status"] == "answered" and nothing["text"] == "You have no requests to pay.", nothing
+
+    java = await shop(gw, "Java House")
+    public_id = await ask(gw, java, payer, 800)
+    _, heard = await call_api(gw, key, "/v1/voice/commands", body={"text": "pay my payment request"})
+    assert heard["status"] == "confirming", heard
+    # The merchant cancels it before the PIN: nothing is paid.
+    await gw.payments.intents.cancel(public_id, api_key_id=java[1], user_id=None)
+    status, gone = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": PIN})
+    assert status == 200 and gone["status"] == "failed", gone
+    assert gone["text"] == "This request is no longer open. No money moved.", gone
+    assert await gw.wallet(payer) == Money.of(1000, KES)
+
+    await ask(gw, java, payer, 2000, "Dinner")
+    _, short = await call_api(gw, key, "/v1/voice/commands", body={"text": "pay my payment request"})
+    # Told before any PIN, with the balance and what it would take.
+    assert short["status"] == "failed" and short["text"].startswith("It did not go through."), short
+    assert "1,000 shillings" in short["text"], short
+    assert await gw.scalar("SELECT count(*) FROM payments WHERE payer_user_id = :u", u=payer.id) == 0
+
+
+async def test_requests_are_read_in_swahili_and_french(gw: Gateway):
+    payer, _, key = await customer(gw, language="sw")
+    await ask(gw, await shop(gw, "Java House"), payer, 1500, "Chakula")
+    _, heard = await call_api(gw, key, "/v1/voice/commands", body={"text": "lipa ombi la java house"})
+    assert heard["status"] == "confirming", heard
+    assert heard["text"].startswith("Ulipe shilingi 1,500 kwa Java House"), heard["text"]
+    assert ", kwa Chakula? Ada" in heard["text"], heard["text"]
+
+    payer_fr, _, key_fr = await customer(gw, language="fr")
+    await ask(gw, await shop(gw, "Boutique Awa"), payer_fr, 300)
+    await ask(gw, await shop(gw, "Pharmacie", suffix="321"), payer_fr, 700, "Médicaments")
+    _, listed = await call_api(gw, key_fr, "/v1/voice/commands", body={"text": "payer la demande de paiement"})
+    assert listed["status"] == "asking", listed
+    assert listed["text"].startswith("2 demandes de paiement vous attendent. 1 : Pharmacie, 700 shillings, pour "
+                                     "Médicaments. 2 : Boutique Awa"), listed["text"]
+    _, picked = await call_api(gw, key_fr, f"/v1/voice/commands/{listed['id']}/answer", body={"text": "la deuxième"})
+    assert picked["status"] == "confirming" and picked["text"].startswith("Payer 300 shillings à Boutique Awa"), picked
