@@ -25,6 +25,7 @@ from payments.fees import LimitExceeded
 from payments.intent_store import IntentParties, IntentStatus
 from payments.intents import IntentClosed, IntentView, PayIntent, PaymentIntents, UnknownIntent, payment_key
 from payments.money import Currency, Money
+from payments.payment_store import Payment
 from payments.states import PaymentStatus
 
 #: Intents on one screen: three lines of name and amount fit under the text in every language.
@@ -53,19 +54,23 @@ def merchant_name(parties: IntentParties) -> str:
 
 def pick_of(view: IntentView) -> list[Any]:
     """What a listed intent needs, kept in the session until one is picked (`take`): its id, the
-    merchant as the confirmation shows it, amount, currency, description and the merchant's user."""
+    merchant (its name, and its number when it has a name), amount, currency, description and the
+    merchant's user."""
     intent, name = view.intent, merchant_name(view.parties)
-    # On the confirmation: the name and, always, the number (a name is whatever its owner
-    # registered), as in the SMS.
-    shown = f"{name} {phone_text(view.parties.payee_phone)}" if view.parties.payee_name else name
-    return [intent.public_id, shown, intent.amount.minor, intent.amount.currency.value, intent.description,
-            intent.payee_user_id]
+    number = phone_text(view.parties.payee_phone) if view.parties.payee_name else ""
+    return [intent.public_id, [name, number], intent.amount.minor, intent.amount.currency.value,
+            intent.description, intent.payee_user_id]
 
 
 def take(step: Step, pick: list[Any]) -> None:
     """The picked intent into the step's values, for its quote, confirmation and payment."""
-    public_id, name, minor, currency, description, payee_user_id = pick
+    public_id, merchant, minor, currency, description, payee_user_id = pick
+    # IMPORTANT: the confirmation shows the number always (a name is whatever its owner registered,
+    # "Safaricom Customer Care" too), as the SMS does: a long name is shortened to fit the screen,
+    # the number never. A page listed before the number was kept apart has the two in one string.
+    name, number = merchant if isinstance(merchant, list) else (merchant, "")
     step.values.update(_intent=public_id, _intent_amount=[minor, currency], _payee=payee_user_id, name=name,
+                       number=f" {number}" if number else "",
                        amount=money_text(Money(minor, Currency(currency))),
                        # The description in brackets, as the SMS shows it; nothing when there is none.
                        about=f" ({description})" if description else "")
@@ -89,7 +94,7 @@ class IntentActions:
             "intent_choose": ActionSpec(self.choose, frozenset({"ok", "more", "again", "empty"})),
             "intent_quote": ActionSpec(self.quote, frozenset({"ok", "no_funds", "refused"})),
             "intent_pay": ActionSpec(self.pay, PAY_OUTCOMES),
-            "intent_decline": ActionSpec(self.decline, frozenset({"ok", "gone", "refused"})),
+            "intent_decline": ActionSpec(self.decline, frozenset({"ok", "paid", "gone", "refused"})),
         }
 
     # -- the list ------------------------------------------------------------------------------------
@@ -179,8 +184,7 @@ class IntentActions:
             return "gone"
         # This hop's payment, or one the caller made already (an answer lost on the way, the
         # session resumed at the confirmation; or from the app): "paid", with its reference.
-        step.values["ref"] = payment.reference
-        step.values["balance"] = money_text(await self.customer.wallet_balance(step.user_id, payment.amount.currency))
+        await self._paid(step, payment)
         if payment.status is PaymentStatus.FAILED or view.intent.status is not IntentStatus.SUCCEEDED:
             # The wallet could not cover it after all (spent since the confirmation): the intent
             # stays open, to pay once topped up.
@@ -188,11 +192,23 @@ class IntentActions:
             return "failed"
         return "done"
 
+    async def _paid(self, step: Step, payment: Payment) -> None:
+        step.values["ref"] = payment.reference
+        step.values["balance"] = money_text(await self.customer.wallet_balance(step.user_id, payment.amount.currency))
+
     async def decline(self, step: Step) -> str:
         try:
             await self.intents.decline(step.values.get("_intent", ""), payer_user_id=step.user_id)
-        except (UnknownIntent, IntentClosed):
+        except UnknownIntent:
             return "gone"
+        except IntentClosed as closed:
+            # Paid meanwhile (from the app, or a lost answer's hop): say so, with its reference,
+            # never "no money was taken".
+            payment = await self.intents.payment_of(closed.intent)
+            if payment is None or payment.status is not PaymentStatus.SUCCEEDED:
+                return "gone"
+            await self._paid(step, payment)
+            return "paid"
         except PaymentsError:
             step.say("err.busy")
             return "refused"

@@ -37,7 +37,7 @@ INTENTS = Journey("intents", INTENTS_START, (
     # Keeping it first: a reflexive "1" after "0" must not decline for good.
     Menu("pi.keep", "pi.keep", (Option("pi.wait", HOME), Option("pi.decline", "pi.decline.run"))),
     Action("pi.decline.run", "", run="intent_decline", outcomes=(
-        ("ok", "pi.declined"), ("gone", "pi.gone"), ("refused", "pay.refused"))),
+        ("ok", "pi.declined"), ("paid", "pi.done"), ("gone", "pi.gone"), ("refused", "pay.refused"))),
     End("pi.declined", "pi.declined"),
     End("pi.gone", "pi.gone"),
 ))

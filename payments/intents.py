@@ -47,7 +47,7 @@ from payments import intent_store as istore
 from payments import payment_store as store
 from payments.commands import Channel, SendToWallet
 from payments.errors import AccountClosed, IdempotencyConflict, InvalidRequest, PaymentsError, UnknownUser
-from payments.identities import Role, UserStatus, get_user, lock_user_by_phone
+from payments.identities import Role, User, UserStatus, get_user, lock_user_by_phone
 from payments.intent_store import IntentParties, IntentStatus, NewIntent, PaymentIntent
 from payments.money import Money
 from payments.outbox import Job, PermanentJobError, enqueue
@@ -211,12 +211,13 @@ class PaymentIntents:
                 raise InvalidRequest(str(exc)) from None
             # The customer's row, locked: the caps below count one creation at a time.
             payer = await lock_user_by_phone(conn, phone)
+            # A retry answers what the first request got, whatever changed since (the customer's
+            # account closed too).
+            if (earlier := await self._earlier(conn, cmd, payer)) is not None:
+                return earlier, False
             if payer is None or payer.status is UserStatus.CLOSED:
                 raise UnknownUser(f"{phone} has no Sauti wallet")
             digest = cmd.request_hash(payer.id)
-            # A retry answers what the first request got, whatever changed since.
-            if (earlier := await self._earlier(conn, cmd, digest)) is not None:
-                return earlier, False
             if not payee.has_role(Role.MERCHANT):
                 raise NotAMerchant("only a merchant's wallet is paid through payment intents")
             if payee.status is UserStatus.CLOSED:
@@ -235,7 +236,12 @@ class PaymentIntents:
             intent = await istore.insert_intent(conn, NewIntent(
                 cmd.api_key_id, payee.id, payer.id, cmd.amount, description, reference, cmd.idempotency_key, digest,
                 float(expires_in)))
-            assert intent is not None  # the customer's lock queued an identical request behind this one
+            if intent is None:
+                # The key was used meanwhile for another customer (whose row this did not lock): the
+                # insert waited for it, and its answer is now the key's.
+                earlier = await self._earlier(conn, cmd, payer)
+                assert earlier is not None
+                return earlier, False
             if self.settings.sms_receipts:
                 await enqueue(conn, JOB_INTENT_SMS, {"intent": intent.public_id},
                               dedupe_key=f"{JOB_INTENT_SMS}:{intent.public_id}")
@@ -243,11 +249,13 @@ class PaymentIntents:
             assert found is not None
             return IntentView(found[0], found[1]), True
 
-    async def _earlier(self, conn: AsyncConnection, cmd: CreateIntent, digest: str) -> IntentView | None:
+    async def _earlier(self, conn: AsyncConnection, cmd: CreateIntent, payer: User | None) -> IntentView | None:
+        """The intent the key made already, if the same request did (`IdempotencyConflict` if another:
+        a number with no user is another customer)."""
         existing = await istore.find_by_key(conn, cmd.api_key_id, cmd.idempotency_key)
         if existing is None:
             return None
-        if existing.request_hash != digest:
+        if payer is None or existing.request_hash != cmd.request_hash(payer.id):
             raise IdempotencyConflict(cmd.idempotency_key, existing.id)
         return await self._view(conn, existing.public_id)
 
@@ -302,6 +310,13 @@ class PaymentIntents:
     async def decline(self, public_id: str, *, payer_user_id: int) -> IntentView:
         """The customer says no. Declining a declined one answers the same; `IntentClosed` else."""
         return await self._close(public_id, S.DECLINED, lambda i: i.payer_user_id == payer_user_id)
+
+    async def payment_of(self, intent: PaymentIntent) -> Payment | None:
+        """The payment that paid ``intent``, if one did."""
+        if intent.payment_id is None:
+            return None
+        async with autocommit(self.engine).connect() as conn:
+            return await store.get_payment_by_id(conn, intent.payment_id)
 
     # -- expiry ------------------------------------------------------------------------------------
 

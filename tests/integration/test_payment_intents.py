@@ -353,6 +353,28 @@ async def test_concurrent_creations_keep_to_the_cap(world, client):
     assert sorted(status for status, _ in answers).count(201) == world.payments.settings.max_pending_intents
 
 
+async def test_one_key_for_several_customers_at_once_is_one_intent_and_conflicts(world, client):
+    _, key, _, customer, _ = await merchant_and_customer(world)
+    others = [await world.user(name=f"Other {n}") for n in range(5)]
+    answers = await asyncio.gather(*(call(client, "POST", "/v1/payment_intents", key, asked(c), "shared-key")
+                                     for c in (customer, *others)))
+    # Each asks for another customer, so none waits for another's lock: the key's unique index decides.
+    assert sorted(status for status, _ in answers) == [201, 409, 409, 409, 409, 409], answers
+    assert await world.scalar("SELECT count(*) FROM payment_intents WHERE idempotency_key LIKE '%shared-key'") == 1
+
+
+async def test_a_retry_answers_the_first_intent_after_the_customer_closed(world, client):
+    _, key, _, customer, _ = await merchant_and_customer(world)
+    status, first = await call(client, "POST", "/v1/payment_intents", key, asked(customer), "before-closing")
+    assert status == 201
+    await execute(world, "UPDATE users SET status = 'closed' WHERE id = :u", u=customer.id)
+    assert await call(client, "POST", "/v1/payment_intents", key, asked(customer), "before-closing") == (200, first)
+    # The same key for a number with no wallet is another request: a conflict, not "unknown number".
+    stranger = {**asked(customer), "payer": "+254700000001"}
+    status, other = await call(client, "POST", "/v1/payment_intents", key, stranger, "before-closing")
+    assert status == 409 and other["error"]["code"] == "idempotency_conflict", other
+
+
 async def test_two_pays_at_once_make_one_payment_and_one_says_so(world, client):
     merchant, key, _, customer, customer_key = await merchant_and_customer(world)
     intent = (await call(client, "POST", "/v1/payment_intents", key, asked(customer, "300"), "both-1"))[1]

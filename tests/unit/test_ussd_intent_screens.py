@@ -110,12 +110,14 @@ def test_the_confirmation_shows_the_merchant_the_description_and_the_figures(lan
         for figure in ("Ksh 999,999.50", "Ksh 9,999.99", "Ksh 1,009,999.49", "PIN"):
             assert figure in text, (note, text)
         assert "Nyambura" in text and "(School fees" in text, text
+        # IMPORTANT: however long the name, the number is never cut from it.
+        assert f".. {phone_text('+254712345678')} (" in text, text
         # Cut or whole, the description keeps its closing bracket.
         assert f"({DESCRIPTION})" in text or "..)" in text, text
     short = {**values, "name": "Duka la Njeri", "about": " (Order 42)"}
     text = render(CATALOGS, JOURNEYS.screen("pi.confirm"), language=language, values=short,
                   note="err.wrong_pin_last").text
-    assert "Duka la Njeri (Order 42)" in text
+    assert f"Duka la Njeri {phone_text('+254712345678')} (Order 42)" in text
 
 
 def test_a_description_as_long_as_intents_allow_is_shown_whole_beside_a_usual_name():
@@ -152,8 +154,13 @@ def test_a_pick_sets_what_the_confirmation_shows_and_a_bad_one_asks_again():
         assert asyncio.run(ACTIONS.choose(at)) == "again" and at.note == "note.invalid_choice"
     at.values["pick"] = "1"
     assert asyncio.run(ACTIONS.choose(at)) == "ok"
-    assert (at.values["name"], at.values["amount"], at.values["about"]) == ("Duka 0712 345678", "Ksh 250", "")
+    assert (at.values["name"], at.values["number"], at.values["amount"], at.values["about"]) == (
+        "Duka", " 0712 345678", "Ksh 250", "")
     assert at.values["_intent"] == "pi_01jh8z3k4m5n6p7q8r9s0t1v00" and at.values["_payee"] == 50
+    # A page listed before the name and the number were kept apart still picks.
+    legacy = step("en", Currency.KES, _intent_picks=[["pi_x", "Duka 0712 345678", 25000, "KES", "", 50]], pick="1")
+    assert asyncio.run(ACTIONS.choose(legacy)) == "ok"
+    assert (legacy.values["name"], legacy.values["number"]) == ("Duka 0712 345678", "")
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

@@ -19,9 +19,10 @@ from dialogs.display import phone_text
 from gateway.keys import API_KEY_HASHER
 from payments.agents import register_agent
 from payments.api_keys import create_api_key, get_api_key_by_id, revoke_api_key
+from payments.commands import Channel
 from payments.identities import Role, User, grant_role
 from payments.intent_store import IntentStatus
-from payments.intents import CreateIntent, IntentView
+from payments.intents import CreateIntent, IntentView, PayIntent
 from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.e2e.gateway_payments_world import Gateway
@@ -349,6 +350,23 @@ async def test_a_request_paid_already_shows_as_paid_not_as_gone(gw, phone_for):
     # Its reference on both screens: one payment.
     assert await gw.scalar("SELECT count(*) FROM payments WHERE payer_user_id = :u AND status = 'succeeded'",
                            u=payer.id) == 1
+
+
+async def test_declining_a_request_paid_meanwhile_says_it_was_paid(gw, phone_for):
+    """Kept for later, then paid from the customer's app; the USSD session goes on to decline it:
+    the customer is told it was paid, with the reference, never that no money was taken."""
+    shop = await merchant(gw)
+    payer = await customer(gw, funds=1000)
+    asked = await ask(gw, shop, payer, 300)
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(REQUESTS["KE"]), Type("1"), See("pi.confirm"), Type("0"), See("pi.keep")])
+    paid = await gw.payments.intents.pay(PayIntent("app-1", payer.id, asked.intent.public_id, Channel.API))
+    assert paid.payment is not None
+
+    await run(phone, [Type("2"), See("pi.done"), Ends()])
+
+    assert paid.payment.reference in phone.screen and "No money" not in phone.screen, phone.screen
+    assert (await intent(gw, asked)).intent.status is IntentStatus.SUCCEEDED
 
 
 async def test_the_option_goes_once_the_last_request_is_answered(gw, phone_for):
