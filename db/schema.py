@@ -265,6 +265,9 @@ payments = Table(
     Index("payments_transaction_id", "provider", text("(provider_refs ->> 'transaction_id')")),
     # 0015: an API key's payments, and a user's received ones, newest first (GET /v1/payments).
     Index("payments_api_key", "api_key_id", "id", postgresql_where=text("api_key_id IS NOT NULL")),
+    # 0018: a key's payment by its idempotency key, whoever paid (the same key, another payer: a conflict).
+    Index("payments_api_key_idempotency", "api_key_id", "idempotency_key",
+          postgresql_where=text("api_key_id IS NOT NULL")),
     Index("payments_recipient_user", "recipient_user_id", "id", postgresql_where=text("recipient_user_id IS NOT NULL")),
 )
 

@@ -58,6 +58,7 @@ from payments.commands import (
     SendToWallet,
     Withdraw,
 )
+from payments.errors import IdempotencyConflict
 from payments.identities import User, find_user_by_phone, get_user
 from payments.payment_records import PaymentFilter, search_payments
 from payments.payment_store import Payment
@@ -167,6 +168,13 @@ async def create_payment(request: web.Request, caller: ApiKey) -> web.Response:
                           "channel": Channel.API, "api_key_id": caller.id}, body)
     async with engine.connect() as conn:
         existing = await store.find_by_key(conn, payer.id, scoped_key)
+        if existing is None and caller.is_platform:
+            # Keys are the API key's, not the payer's: a platform key's key used for another payer
+            # is another request. (Two such requests at the same instant are not caught: a client
+            # that sends them has already lost track of its keys.)
+            other = await store.find_by_api_key(conn, caller.id, scoped_key)
+            if other is not None:
+                raise IdempotencyConflict(scoped_key, other.id)
     payment = await request.app[PAYMENTS].handle(command)
     # A replay answers 200 with the first payment; a conflict was raised above as a 409.
     return web.json_response(payment_json(payment, payer.phone), status=200 if existing is not None else 201)

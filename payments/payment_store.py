@@ -193,6 +193,15 @@ async def find_by_key(conn: AsyncConnection, payer_user_id: int, key: str) -> Pa
     return _payment(row) if row else None
 
 
+async def find_by_api_key(conn: AsyncConnection, api_key_id: int, key: str) -> Payment | None:
+    """The payment API key ``api_key_id`` made under ``key``, whoever paid it (a platform key names
+    the payer of each request: the same key for another payer is a conflict, not a second payment)."""
+    row = (await conn.execute(sql(
+        f"SELECT {_COLUMNS} FROM payments WHERE api_key_id = :a AND idempotency_key = :k LIMIT 1"),
+        {"a": api_key_id, "k": key})).first()
+    return _payment(row) if row else None
+
+
 @dataclass(frozen=True, slots=True)
 class Parties:
     """Who a payment's receipts go to: the payer's number and registered name, and the payee's

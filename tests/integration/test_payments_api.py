@@ -168,6 +168,13 @@ async def test_a_platform_key_names_the_payer_and_a_user_key_cannot(world, clien
 
     status, paid = await post(client, "/v1/payments", platform, {**body, "payer": payer.phone}, "k4")
     assert status == 201 and paid["payer"] == payer.phone
+    # Keys are the API key's: the same key for another payer is another request, and pays nothing.
+    other = await world.user()
+    await world.fund(other, Money.of(1000, KES))
+    status, conflict = await post(client, "/v1/payments", platform, {**body, "payer": other.phone}, "k4")
+    assert status == 409 and conflict["error"]["code"] == "idempotency_conflict", conflict
+    assert await world.wallet(other) == Money.of(1000, KES)
+    assert (await post(client, "/v1/payments", platform, {**body, "payer": payer.phone}, "k4"))[0] == 200
 
 
 async def test_bad_input_gets_a_clear_4xx_and_writes_nothing(world, client):
