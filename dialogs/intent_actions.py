@@ -127,7 +127,9 @@ class IntentActions:
         ``98``: the next page."""
         typed = step.values.pop("pick", "")
         if typed == "98" and step.values.get("_intent_next") is not None:
-            return "more" if await self._load_page(step, step.values["_intent_next"]) else "empty"
+            # The next page ended meanwhile (paid, cancelled, expired): the first page again, if any.
+            found = await self._load_page(step, step.values["_intent_next"]) or await self._load_page(step, None)
+            return "more" if found else "empty"
         picks = step.values.get("_intent_picks") or []
         if not (typed.isdigit() and 1 <= int(typed) <= len(picks)):
             step.say("note.invalid_choice")

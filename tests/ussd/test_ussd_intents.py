@@ -290,6 +290,20 @@ async def test_requests_come_a_page_of_three_at_a_time(gw, phone_for):
     assert await gw.wallet(shop[0]) == Money.of(100, KES) and await gw.wallet(other[0]) == Money.zero(KES)
 
 
+async def test_a_next_page_that_ended_meanwhile_shows_the_first_again(gw, phone_for):
+    shop = await merchant(gw)
+    payer = await customer(gw, funds=1000)
+    oldest = await ask(gw, shop, payer, 100)
+    for n in range(1, 4):
+        await ask(gw, shop, payer, 100 + n)
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type(REQUESTS["KE"]), See("pi.pick"), Shows("Ksh 103"), Continues()])
+    await gw.payments.intents.cancel(oldest.intent.public_id, api_key_id=shop[1], user_id=None)
+
+    await run(phone, [Type("98"), See("pi.pick"), Shows("1. Duka la Njeri Ksh 103"), Continues()])
+    assert CATALOGS.text("en", "nav.more") not in phone.screen
+
+
 async def test_the_menu_offers_requests_only_when_some_are_open(gw, phone_for):
     payer = await customer(gw, funds=100)
     plain = phone_for(payer.phone)
