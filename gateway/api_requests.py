@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from gateway.keys import SETTINGS
 from payments.money import Currency, Money, MoneyError
@@ -32,6 +33,11 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.extra, self.headers = dict(extra or {}), dict(headers or {})
+
+
+#: What aiohttp raises reading a form or multipart body that is not one (no boundary, no part, a part
+#: cut short, a part's header line that is no header, a field that is not UTF-8).
+UNREADABLE_FORM = (ValueError, BadHttpMessage)
 
 
 def api_error(status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None,
@@ -57,7 +63,9 @@ async def json_body(request: web.Request, *, empty_ok: bool = False) -> dict[str
     try:
         # IMPORTANT: numbers become Decimals from their digits (never floats); NaN and Infinity are refused.
         body = json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, ArithmeticError, RecursionError):
+        # Not only ValueError: a number whose exponent no Decimal holds (1e999999999999999999999) raises
+        # decimal.InvalidOperation, an ArithmeticError, and arrays nested thousands deep a RecursionError.
         raise ApiError(400, "invalid_json", "The body must be a JSON object (Content-Type: application/json).") \
             from None
     if not isinstance(body, dict):

@@ -7,12 +7,12 @@ committed even though the request fails) and answers 201 with a new user key (`p
 named ``device: <name>``, shown this once; the app sends it as ``Authorization: Bearer sk_…`` from
 then on, to this API and to the payments API, where it acts for that wallet only.
 ``DELETE /v1/devices/current`` revokes the key that calls it (signing the device out).
-A wrong PIN and a number with no wallet get the same 401 ``invalid_credentials``, and each counts
-against the client's failures (`gateway.sign_in_limits`: past ``security.sign_in_failures_per_client``
-in a window, a 429 ``too_many_attempts`` with ``Retry-After``, whatever the phone and PIN); a wrong PIN adds
-``attempts_left``, which a caller needs before the lock-out and which tells nothing the payments
-API's quotes do not (they name any number's registered owner). A locked wallet is a 423 with
-``locked_until`` and a ``Retry-After`` header.
+A wrong PIN and a number with no wallet (or with no PIN yet, or closed) get the same 401
+``invalid_credentials``, and each counts against the client's failures (`gateway.sign_in_limits`:
+past ``security.sign_in_failures_per_client`` in a window, a 429 ``too_many_attempts`` with
+``Retry-After``, whatever the phone and PIN); a wrong PIN adds ``attempts_left``, which a caller
+needs before the lock-out and which tells nothing the payments API's quotes do not (they name any
+number's registered owner). A locked wallet is a 423 with ``locked_until`` and a ``Retry-After`` header.
 
 Contacts (`payments.contacts`). ``GET /v1/contacts`` (favourites first, then by name),
 ``GET /v1/contacts/{id}``, ``POST /v1/contacts`` ``{"name", "phone", "nickname"?, "favourite"?}`` (201; a number saved
@@ -50,7 +50,7 @@ from payments.contacts import (
     list_contacts,
     update_contact,
 )
-from payments.errors import AccountLocked, WrongPin
+from payments.errors import AccountClosed, AccountLocked, PinNotSet, WrongPin
 from payments.identities import User, find_user_by_phone, get_user
 from payments.phones import InvalidPhoneNumber, parse_msisdn
 from payments.plain_text import CONTROL
@@ -140,14 +140,16 @@ async def sign_in_device(request: web.Request) -> web.Response:
             user = await request.app[PINS].check(engine, user.id, pin)
         except (WrongPin, AccountLocked) as exc:
             failure = exc
+        except (PinNotSet, AccountClosed):
+            # Refused before any PIN is compared: answered as a number with no wallet (below), so
+            # that no caller learns which numbers are registered, and counted like any failure.
+            pass
         else:
             async with engine.begin() as conn:
                 made = await create_api_key(conn, request.app[API_KEY_HASHER], f"device: {device}",
                                             user_id=user.id, actor=f"user:{user.id}")
     if made is None:
         await limiter.failed(client)
-    if user is None:
-        raise wrong
     if isinstance(failure, WrongPin):
         raise ApiError(401, wrong.code, wrong.message, extra={"attempts_left": failure.attempts_left})
     if isinstance(failure, AccountLocked):
@@ -155,7 +157,8 @@ async def sign_in_device(request: web.Request) -> web.Response:
         raise ApiError(423, "account_locked", f"Too many wrong PINs: the wallet is locked until "
                        f"{failure.until:%Y-%m-%d %H:%M} UTC.", extra={"locked_until": failure.until.isoformat()},
                        headers={"Retry-After": str(wait_s)})
-    assert made is not None
+    if made is None:  # no wallet, no PIN set yet, or a closed account: the same answer
+        raise wrong
     return web.json_response({
         "api_key": made.secret,  # shown this once: only a hash is kept
         "key": {"prefix": made.key.prefix, "name": made.key.name, "created_at": made.key.created_at.isoformat()},

@@ -39,7 +39,7 @@ from aiohttp import web
 from db.schema import PAYMENT_CHANNELS, PAYMENT_KINDS, PAYMENT_PROVIDERS, PAYMENT_STATUSES
 from gateway import ops_actions
 from gateway.api_auth import ensure_key_hasher
-from gateway.api_requests import ApiError
+from gateway.api_requests import UNREADABLE_FORM, ApiError
 from gateway.errors import DASHBOARD_PATH, status_for
 from gateway.keys import API_KEY_HASHER, DB_ENGINE, SETTINGS
 from gateway.ops_api import customer, parked_query, payment_filter
@@ -159,7 +159,7 @@ def signed_in(page: Page, *, action: bool = False,
         if action:
             try:
                 form = await request.post()
-            except (UnicodeDecodeError, ValueError):  # a form field that is not UTF-8, or no form at all
+            except UNREADABLE_FORM:  # a form field that is not UTF-8, or no form at all
                 return render(request, "message.html", status=400, session=session, title="Refused",
                               message="This form could not be read. Reload the page and try again.")
             if not session.csrf_matches(form.get("csrf")):
@@ -199,7 +199,10 @@ async def sign_in_page(request: web.Request) -> web.Response:
 
 
 async def sign_in(request: web.Request) -> web.Response:
-    form = await request.post()
+    try:
+        form = await request.post()
+    except UNREADABLE_FORM:  # as for any other form (`signed_in`): a clear refusal, not our failure
+        return _sign_in_form(request, status=400, error="This form could not be read: here is a fresh one.")
     cookie, posted = request.cookies.get(SIGN_IN_COOKIE, ""), form.get("sign_in_token")
     if not cookie or not isinstance(posted, str) or not hmac.compare_digest(cookie.encode(), posted.encode()):
         return _sign_in_form(request, status=403, error="This sign-in form had expired or came from elsewhere: "

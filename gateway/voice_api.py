@@ -33,7 +33,7 @@ from dialogs.voice_commands import (
     VoiceReply,
 )
 from gateway.api_auth import authenticated, wallet_owner
-from gateway.api_requests import ApiError, api_error, json_body, only
+from gateway.api_requests import UNREADABLE_FORM, ApiError, api_error, json_body, only
 from gateway.keys import DB_ENGINE, SETTINGS, SPEECH, VOICE_COMMANDS
 from nlu.transcripts import AudioError, SpeechBusy, Transcript
 from payments.api_keys import ApiKey
@@ -60,26 +60,34 @@ def add_voice_api_routes(app: web.Application) -> None:
 async def _form(request: web.Request) -> tuple[bytes | None, dict[str, str]]:
     """The recording (if any) and the text fields of a multipart or JSON body."""
     if request.content_type == "multipart/form-data":
-        limit = request.app[SETTINGS].voice.max_audio_bytes
-        audio: bytes | None = None
-        fields: dict[str, str] = {}
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            if part.name == "audio":
-                audio = await _read_limited(part, limit)
-            elif part.name in _FIELDS:
-                fields[part.name] = (await _read_limited(part, MAX_TEXT * 4)).decode("utf-8", "replace")
-            else:
-                raise ApiError(400, "unknown_field", f"Unknown field {part.name[:40]!r}; expected audio, "
-                                                     f"{', '.join(sorted(_FIELDS))}.")
-        return audio, fields
+        try:
+            return await _multipart(request)
+        except UNREADABLE_FORM:
+            raise ApiError(400, "invalid_multipart", "The body is not well-formed multipart/form-data (a boundary "
+                                                     "in the Content-Type, parts with a header each).") from None
     body = await json_body(request)
     only(body, _FIELDS)
     if not all(isinstance(v, str) for v in body.values()):
         raise ApiError(400, "invalid_field", "text, language and phone are strings.")
     return None, dict(body)
+
+
+async def _multipart(request: web.Request) -> tuple[bytes | None, dict[str, str]]:
+    limit = request.app[SETTINGS].voice.max_audio_bytes
+    audio: bytes | None = None
+    fields: dict[str, str] = {}
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name is None:
+            continue
+        if part.name == "audio":
+            audio = await _read_limited(part, limit)
+        elif part.name in _FIELDS:
+            fields[part.name] = (await _read_limited(part, MAX_TEXT * 4)).decode("utf-8", "replace")
+        else:
+            raise ApiError(400, "unknown_field", f"Unknown field {part.name[:40]!r}; expected audio, "
+                                                 f"{', '.join(sorted(_FIELDS))}.")
+    return audio, fields
 
 
 async def _read_limited(part: BodyPartReader, limit: int) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 
 class Currency(enum.StrEnum):
@@ -35,7 +35,8 @@ class Currency(enum.StrEnum):
 
 
 _EXPONENTS = {Currency.KES: 2, Currency.XOF: 0}
-_MAX_MAJOR = Decimal(10) ** 13
+#: An amount is less than 10**13 major units.
+_MAX_MAJOR_DIGITS = 13
 
 
 class MoneyError(ValueError):
@@ -44,6 +45,12 @@ class MoneyError(ValueError):
 
 class UnknownCurrency(MoneyError):
     pass
+
+
+def _shown(major: object) -> str:
+    """``major`` as an error message quotes it: a JSON number may have thousands of digits."""
+    text = str(major)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -69,17 +76,25 @@ class Money:
         try:
             value = Decimal(major.replace(",", "").replace("_", "").strip()) if isinstance(major, str) \
                 else Decimal(major)
-        except InvalidOperation:
-            raise MoneyError(f"not an amount: {major!r}") from None
+        except ArithmeticError:  # decimal.InvalidOperation: not a number, or an exponent no Decimal holds
+            raise MoneyError(f"not an amount: {_shown(major)!r}") from None
         if not value.is_finite():
-            raise MoneyError(f"not an amount: {major!r}")
-        # Checked before scaling: "1e400000" is a valid Decimal whose integer would be enormous.
-        if abs(value) >= _MAX_MAJOR:
-            raise MoneyError(f"amount {major!r} is out of range")
-        minor = value * cur.minor_per_major
-        if minor != minor.to_integral_value():
-            raise MoneyError(f"{major} has more decimals than {cur.value} allows ({cur.exponent})")
-        return cls(int(minor), cur)
+            raise MoneyError(f"not an amount: {_shown(major)!r}")
+        # Read from the digits and the exponent, with no decimal arithmetic: that works to the
+        # context's 28 digits, so it would round "1.00999999999999999999999999999" to 1.01 (money
+        # made up) and overflow on "1e999999999".
+        sign, digits, exponent = value.as_tuple()
+        significant = "".join(map(str, digits)).rstrip("0")
+        if not significant:  # zero, however written ("0.000", "0E+7")
+            return cls(0, cur)
+        exponent += len(digits) - len(significant)  # "1.500" is 15 tenths: trailing zeros are no decimals
+        if exponent + len(significant) > _MAX_MAJOR_DIGITS:
+            raise MoneyError(f"amount {_shown(major)!r} is out of range")
+        if exponent < -cur.exponent:
+            raise MoneyError(f"{_shown(major)} has more decimals than {cur.value} allows ({cur.exponent})")
+        # At most 15 digits by now (13 before the point, the currency's after): an int of them is cheap.
+        minor = int(significant) * 10 ** (exponent + cur.exponent)
+        return cls(-minor if sign else minor, cur)
 
     @classmethod
     def zero(cls, currency: Currency) -> Money:

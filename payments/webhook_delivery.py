@@ -41,7 +41,7 @@ from db.engine import autocommit
 from payments.outbox import Job, PermanentJobError
 from payments.providers.wave_signing import signature_header
 from payments.providers.wave_webhooks import DEFAULT_TOLERANCE_S, WebhookRejected, verify_signature
-from payments.webhook_endpoints import InvalidWebhookUrl, check_url, delivery_target
+from payments.webhook_endpoints import InvalidWebhookUrl, check_url, delivery_target, public_address
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ def verify_delivery(raw_body: bytes, signature: str | None, secret: str, *, now:
 
 
 class PublicOnlyResolver(AbstractResolver):
-    """Resolves as the system does, then keeps only public (globally routable) addresses; none
+    """Resolves as the system does, then keeps only public addresses (`public_address`: a name whose
+    AAAA record is ``::127.0.0.1`` or a 6to4 address of a private one is no more public); none
     left is a resolution error, so the delivery fails and is retried like any other."""
 
     def __init__(self) -> None:
@@ -94,7 +95,7 @@ class PublicOnlyResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
         found = await self._system.resolve(host, port, family)
-        public = [r for r in found if ipaddress.ip_address(r["host"].split("%", 1)[0]).is_global]
+        public = [r for r in found if public_address(ipaddress.ip_address(r["host"].split("%", 1)[0]))]
         if not public:
             raise OSError(f"{host} resolves to no public address")
         return public

@@ -141,7 +141,23 @@ def _local_host(host: str) -> bool:
             address = ipaddress.ip_address(socket.inet_aton(host))
         except OSError:
             return False  # a name: resolved when sending, to public addresses only (see the module's docstring)
-    return not address.is_global
+    return not public_address(address)
+
+
+def public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is on the public internet. ``is_global`` is not enough: before Python 3.13
+    it ignores ``is_reserved`` for IPv6, so ``::127.0.0.1`` (IPv4-compatible), ``::ffff:0:7f00:1``
+    (IPv4-translated) and ``64:ff9b::7f00:1`` (NAT64) all pass, though each reaches 127.0.0.1; and
+    it calls multicast global. An IPv6 address that carries an IPv4 one (IPv4-mapped, 6to4) is
+    public only when that IPv4 address is."""
+    if not address.is_global or address.is_reserved or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        # NAT64's 64:ff9b::/96 and 64:ff9b:1::/48 lie in ::/8, reserved, refused above.
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is not None:
+            return public_address(embedded)
+    return True
 
 
 # A previous secret is live until it expires; after that it is as good as gone (never signs again).

@@ -42,8 +42,10 @@ def _load(payload: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
         raise MalformedCallback(f"expected JSON bytes or an object, got {type(payload).__name__}")
     try:
         decoded = json.loads(payload, parse_float=Decimal)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise MalformedCallback(f"not JSON: {exc}") from None
+    except (ValueError, RecursionError, ArithmeticError) as exc:
+        # UnicodeDecodeError is a ValueError; a number whose exponent no Decimal holds
+        # (1e999999999999999999999) raises decimal.InvalidOperation, an ArithmeticError.
+        raise MalformedCallback(f"not JSON: {str(exc)[:80]}") from None
     if not isinstance(decoded, Mapping):
         raise MalformedCallback("the payload is not a JSON object")
     # Daraja cannot be asked again: what it sent is recorded, less any control character.

@@ -155,6 +155,25 @@ async def test_a_number_without_a_wallet_gets_the_answer_of_a_wrong_pin(gw: Gate
     assert answer["error"]["message"] == "Wrong phone number or PIN."
 
 
+async def test_a_wallet_with_no_pin_or_closed_answers_as_no_wallet_and_counts_against_the_client(gw: Gateway):
+    # Otherwise a 422 pin_not_set or a 403 account_closed, never counted, would tell anyone without
+    # limit which numbers are registered.
+    client = new_client()
+    no_pin = await gw.user(name="No PIN yet")
+    closed = await customer(gw, name="Closed")
+    async with gw.engine.begin() as conn:
+        await conn.exec_driver_sql("UPDATE users SET status = 'closed' WHERE id = $1", (closed.id,))
+    _, unknown, _ = await call(gw, "POST", "/v1/devices", {"phone": kenyan(), "pin": PIN, "device_name": "x"},
+                               client=client)
+    tries = [{"phone": user.phone, "pin": PIN, "device_name": "x"} for user in (no_pin, closed, no_pin)]
+    answers = [await call(gw, "POST", "/v1/devices", body, client=client) for body in tries]
+
+    assert [(status, answer) for status, answer, _ in answers] == [(401, unknown)] * 3
+    status, refused, _ = await call(gw, "POST", "/v1/devices", tries[1], client=client)
+    assert (status, refused["error"]["code"]) == (429, "too_many_attempts")  # 4 failures: the limit
+    assert await gw.scalar("SELECT count(*) FROM api_keys WHERE user_id IN (:a, :b)", a=no_pin.id, b=closed.id) == 0
+
+
 async def test_one_clients_failed_sign_ins_across_many_wallets_are_cut_off(gw: Gateway):
     # PIN spraying: two common PINs on each wallet stays under every wallet's lock-out.
     client = new_client()

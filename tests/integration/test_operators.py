@@ -301,6 +301,22 @@ async def test_the_dashboard_needs_an_operator_s_sign_in(world, client):
         assert answer.status == 403
 
 
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("multipart/form-data", b"--x\r\n"),  # no boundary
+    ("multipart/form-data; boundary=x", b"garbage"),  # no part
+    ("multipart/form-data; boundary=x", b"--x\r\nnot a header\r\n\r\nkey\r\n--x--\r\n"),
+])
+async def test_a_sign_in_form_that_cannot_be_read_gets_a_fresh_form(world, client, content_type, body):
+    # Posted with no key at all: a stranger's malformed body is refused, not our failure (a 500).
+    client.session.cookie_jar.clear()
+    async with client.post("/ops/sign-in", data=body, headers={"Content-Type": content_type},
+                           allow_redirects=False) as answer:
+        page = await answer.text()
+        assert answer.status == 400 and answer.content_type == "text/html", page
+        assert "could not be read" in page and 'name="sign_in_token"' in page
+        assert COOKIE not in answer.cookies and SIGN_IN_COOKIE in answer.cookies
+
+
 async def test_the_dashboard_shows_payments_and_escapes_what_it_shows(world, client):
     key = await new_key(world, role=OPERATOR, name="<b>Eve</b>")
     paid, payer, _ = await p2p(world, 140, key="ops-dash-list")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,7 +40,13 @@ from payments.webhook_delivery import (
     WebhookSender,
     verify_delivery,
 )
-from payments.webhook_endpoints import InvalidWebhookUrl, WebhookEndpointDisabled, add_endpoint, roll_secret
+from payments.webhook_endpoints import (
+    InvalidWebhookUrl,
+    WebhookEndpointDisabled,
+    add_endpoint,
+    check_url,
+    roll_secret,
+)
 from payments.webhook_events import DELIVERY_ATTEMPTS, JOB_WEBHOOK, deliveries
 from tests.http_servers import serve_app
 from tests.integration.ops_helpers import plans_without_seq_scans, statements_run
@@ -364,6 +371,29 @@ async def test_endpoints_are_listed_checked_and_limited_per_key(world, client, r
                 await add_endpoint(conn, key_id, url, allow_local=False, max_per_key=5, actor="test")
 
 
+@pytest.mark.parametrize("url", [
+    "https://[::127.0.0.1]/x",  # IPv4-compatible: Python 3.11 calls it global, it is reserved
+    "https://[::ffff:0:7f00:1]/x",  # IPv4-translated 127.0.0.1
+    "https://[64:ff9b::7f00:1]/x",  # NAT64 of 127.0.0.1
+    "https://[64:ff9b::a00:1]/x",  # NAT64 of 10.0.0.1
+    "https://[2002:7f00:1::1]/x",  # 6to4 of 127.0.0.1: not reserved, the IPv4 address inside is local
+    "https://[2002:a9fe:a9fe::1]/x",  # 6to4 of 169.254.169.254
+    "https://[::ffff:8.8.8.8]/x",  # IPv4-mapped: write the IPv4 address itself
+    "https://224.0.0.1/x", "https://[ff0e::1]/x",  # multicast
+])
+async def test_reserved_ipv6_and_ipv6_carrying_a_local_ipv4_are_refused(world, url):
+    key_id = await world.scalar("SELECT id FROM api_keys WHERE prefix = :p",
+                                p=split_key(await new_key(world))[0])
+    async with world.engine.begin() as conn:
+        with pytest.raises(InvalidWebhookUrl, match="local or private"):
+            await add_endpoint(conn, key_id, url, allow_local=False, max_per_key=5, actor="test")
+
+
+def test_public_ipv6_and_6to4_of_a_public_ipv4_are_taken():
+    for url in ("https://[2606:4700:4700::1111]/x", "https://[2002:808:808::1]/x"):
+        assert check_url(url, allow_local=False) == url
+
+
 async def test_a_worker_that_cannot_reach_the_sandboxes_still_sends_webhooks(world, client, receiver):
     """`sauti worker` in sandbox mode without the sandboxes' ports leaves provider jobs to `sauti
     serve`'s worker, but webhooks go to the API's callers: it sends them."""
@@ -481,6 +511,10 @@ async def test_outside_tests_a_delivery_goes_only_to_public_https_addresses(worl
         with pytest.raises(OSError, match="no public address"):
             await resolver.resolve("localhost", 443)
         assert [r["host"] for r in await resolver.resolve("8.8.8.8", 443)] == ["8.8.8.8"]
+        # A name's AAAA record that reaches a local IPv4 address (IPv4-compatible, 6to4) is no more public.
+        for local in ("::127.0.0.1", "2002:7f00:1::"):
+            with pytest.raises(OSError, match="no public address"):
+                await resolver.resolve(local, 443, socket.AF_INET6)
     finally:
         await resolver.close()
 

@@ -23,6 +23,40 @@ def test_refuse_what_is_not_exact_money(bad):
         Money.of(bad, "KES")
 
 
+@pytest.mark.parametrize("bad", [
+    "1e999999999", "-1e999999999", Decimal("1e999999999"), "1e-999999999",  # abs() of these overflows
+    "1e999999999999999999999",  # an exponent no Decimal holds
+])
+def test_exponents_beyond_any_amount_are_refused_as_money_errors(bad):
+    with pytest.raises(MoneyError):
+        Money.of(bad, "KES")
+
+
+@pytest.mark.parametrize("bad", [
+    "1.00999999999999999999999999999",  # 30 digits: at decimal's 28 it would round to 1.01
+    Decimal("1.000000000000000000000000000001"),
+    Decimal("9999999999999.9999999999999999"),
+])
+def test_more_decimals_than_the_currency_has_are_refused_beyond_28_digits_too(bad):
+    with pytest.raises(MoneyError, match="more decimals"):
+        Money.of(bad, "KES")
+
+
+def test_trailing_zeros_are_no_decimals():
+    assert Money.of("1.50", "KES").minor == Money.of("1.500", "KES").minor == 150
+    assert Money.of(Decimal("1.5" + "0" * 40), "KES").minor == 150
+    assert Money.of("5000.000", "XOF").minor == 5000
+    assert Money.of(Decimal("1E+2"), "KES").minor == 10_000
+    assert Money.of("0.000", "KES").minor == Money.of(Decimal("0E+7"), "XOF").minor == 0
+    assert Money.of("-3.50", "KES").minor == -350
+
+
+def test_an_error_quotes_a_long_amount_shortened():
+    with pytest.raises(MoneyError) as refused:
+        Money.of(Decimal("1." + "0" * 5000 + "1"), "KES")
+    assert len(str(refused.value)) < 100
+
+
 def test_xof_has_no_decimals_and_floats_are_refused():
     with pytest.raises(MoneyError):
         Money.of("10.5", "XOF")
