@@ -19,6 +19,7 @@ from dialogs.steps import ActionSpec, Invalid, Step, Validator
 from payments.agent_commands import (
     CashRequestClosed,
     ConfirmCashRequest,
+    CustomerAccountClosed,
     DirectCashIn,
     FloatTooLow,
     NotAnAgent,
@@ -183,6 +184,10 @@ class AgentActions:
         except FloatTooLow as exc:
             step.values["float"] = money_text(exc.available)
             return "float_low"
+        except CustomerAccountClosed:
+            # The request is closed with it: "this account is closed", then "no longer waiting".
+            step.say("err.closed")
+            return "gone"
         except (CashRequestClosed, UnknownCashRequest):
             return "gone"
         except NotAnAgent:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from payments.cash_requests import CashRequest, CashRequestStatus, PendingLine
 from payments.commands import Channel, channel_of, check_amount
-from payments.errors import InvalidRequest, PaymentsError
+from payments.errors import AccountClosed, IdempotencyConflict, InvalidRequest, PaymentsError
 from payments.money import Money
 from payments.payment_store import Payment
 from payments.postings import check_key
@@ -56,11 +56,33 @@ class CashRequestExpired(CashRequestClosed):
     code = "cash_request_expired"
 
 
+#: The reason recorded on a cash-in request closed because its customer's account closed before the
+#: agent confirmed it (no one resolved it: ``resolved_by_user_id`` is None).
+CUSTOMER_CLOSED_REASON = "the customer's account is closed"
+
+
+class CustomerAccountClosed(CashRequestClosed, AccountClosed):
+    """The customer's account closed after they raised the cash-in: nothing is paid into it (as a
+    direct cash-in to it is refused), and the request is closed (rejected)."""
+
+    code = "account_closed"
+
+    def __init__(self, request: CashRequest) -> None:
+        PaymentsError.__init__(self, f"{CUSTOMER_CLOSED_REASON}: request {request.code} is closed, nothing moved")
+        self.request = request
+
+
 def closed_error(request: CashRequest) -> CashRequestClosed:
     """The refusal for acting on a request that is no longer pending: `CashRequestExpired` when it
-    expired (whether this call or an earlier one found it lapsed), else `CashRequestClosed`."""
-    expired = request.status is CashRequestStatus.EXPIRED
-    return CashRequestExpired(request) if expired else CashRequestClosed(request)
+    expired (whether this call or an earlier one found it lapsed), `CustomerAccountClosed` when a
+    confirmation found the customer's account closed (this call or an earlier one: a retry gets the
+    same answer), else `CashRequestClosed`."""
+    if request.status is CashRequestStatus.EXPIRED:
+        return CashRequestExpired(request)
+    if (request.status is CashRequestStatus.REJECTED and request.resolved_by_user_id is None
+            and request.reason == CUSTOMER_CLOSED_REASON):
+        return CustomerAccountClosed(request)
+    return CashRequestClosed(request)
 
 
 class FloatTooLow(PaymentsError):
@@ -75,6 +97,18 @@ class FloatTooLow(PaymentsError):
 
 class TooManyPending(PaymentsError):
     code = "too_many_pending"
+
+
+class ReceiptUsed(IdempotencyConflict):
+    """A float top-up's receipt already credited a float (another agent's, or this agent's under
+    another key): money paid in once is credited once. A conflict, as a key used for another request."""
+
+    code = "receipt_used"
+
+    def __init__(self, receipt: str, transfer_id: int, *, agent_user_id: int) -> None:
+        PaymentsError.__init__(self, f"receipt {receipt!r} already topped up the float of user {agent_user_id} "
+                                     f"(transfer {transfer_id}): a receipt credits one float, once")
+        self.key, self.existing_id, self.agent_user_id = receipt, transfer_id, agent_user_id
 
 
 # -- commands and results --------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from payments import cash_requests as cr
 from payments import payment_store as store
 from payments.accounts import AccountKind, account_by_code, account_code, balance_by_code, open_account
 from payments.agent_commands import (
+    CUSTOMER_CLOSED_REASON,
     CancelCashRequest,
     CashRequestExpired,
     CashResult,
@@ -62,6 +63,7 @@ from payments.agent_commands import (
     NotAnAgent,
     OwnAgent,
     PendingPage,
+    ReceiptUsed,
     RejectCashRequest,
     RequestCashIn,
     RequestCashOut,
@@ -99,6 +101,9 @@ log = logging.getLogger(__name__)
 
 S = PaymentStatus
 R = CashRequestStatus
+
+#: The ledger kind of a float top-up's transfer (its ``reference``: the receipt of the money paid in).
+_FLOAT_TOPUP = "agent.float_topup"
 
 #: Local time of the agents' countries, for "commission earned today / this month". None of them has
 #: daylight saving time, so a fixed offset is exact (as in `dialogs.display`).
@@ -222,7 +227,10 @@ class AgentService:
 
     async def top_up_float(self, cmd: TopUpFloat) -> TransferResult:
         """Credit the agent's float from the provider collection account of its currency (the agent
-        paid that much into our M-Pesa / Wave account). The same key again replays."""
+        paid that much into our M-Pesa / Wave account). The same key again replays; the receipt
+        (``reference``) credits one float once: used again under another key, for this agent or
+        another, it is refused (`ReceiptUsed`)."""
+        receipt = cmd.reference.strip()
         async with self.engine.begin() as conn:
             agent = await cr.agent_by_user(conn, cmd.agent_user_id)
             if agent is None:
@@ -230,17 +238,18 @@ class AgentService:
             cur = cmd.amount.currency
             if cur is not agent.currency:
                 raise InvalidRequest(f"this agent's float is in {agent.currency.value}, not {cur.value}")
+            key = f"float:{agent.user_id}:{cmd.idempotency_key}"
+            await _check_receipt_unused(conn, key, receipt)
             source = await self.accounts.collection(conn, PROVIDER_FOR[cur], cur)
             float_id = (await open_account(conn, AccountKind.AGENT_FLOAT, cur, agent.user_id)).id
             request = TransferRequest(
-                f"float:{agent.user_id}:{cmd.idempotency_key}",
-                (Leg(source, -cmd.amount.minor, cur), Leg(float_id, cmd.amount.minor, cur)),
-                kind="agent.float_topup", reference=cmd.reference.strip(), metadata={"operator": cmd.operator})
+                key, (Leg(source, -cmd.amount.minor, cur), Leg(float_id, cmd.amount.minor, cur)),
+                kind=_FLOAT_TOPUP, reference=receipt, metadata={"operator": cmd.operator})
             moved = await self.ledger.transfer(request, conn=conn)
             if not moved.replayed:
                 await audit(conn, actor=cmd.operator, action="agent.float_topup", subject=f"user:{agent.user_id}",
                             details={"amount": cmd.amount.minor, "currency": cur.value,
-                                     "reference": cmd.reference.strip(), "transfer": moved.transfer_id})
+                                     "reference": receipt, "transfer": moved.transfer_id})
             return moved
 
     # -- customers -------------------------------------------------------------------------------
@@ -277,9 +286,10 @@ class AgentService:
                 return replay
             agent = await self._serving_agent(conn, cmd.agent_number, customer, cmd.amount)
             await self._check_open_requests(conn, customer.id)
-            # The fee and the limits, as for any payment the customer makes (plan, daily total by KYC tier).
-            priced = await self.payments.quote(customer.id, cmd.amount, recipient_user_id=agent.user_id,
-                                               kind=PaymentKind.CASH_OUT)
+            # The fee and the limits, as for any payment the customer makes (plan, daily total by KYC tier),
+            # read on this connection: a second one taken while this one holds the customer's row starved
+            # the pool when as many cash-outs as it has connections came at once (each waiting for another).
+            priced = await self.payments.quote_in(conn, customer, cmd.amount, PaymentKind.CASH_OUT)
             commission = commission_of(cmd.amount, self.settings.cash_out_commission_bp)
             public_id = cr.new_request_id()
             payment = await store.insert_payment(conn, store.NewPayment(
@@ -379,7 +389,7 @@ class AgentService:
         """The agent confirms a pending request: a cash-in moves float → wallet (and the commission),
         a cash-out posts its hold. Exactly once, however many times or ways it is sent."""
         await self.verify_pin(cmd.agent_user_id, pin)
-        lapsed: CashRequest | None = None
+        closed: CashRequest | None = None
         try:
             async with self.engine.begin() as conn:
                 request, is_lapsed, agent = await self._lock_for_agent(conn, cmd.request_id, cmd.agent_user_id)
@@ -391,7 +401,13 @@ class AgentService:
                 if agent.status is not AgentStatus.ACTIVE:
                     raise NotAnAgent("this agent is suspended")
                 if is_lapsed:
-                    lapsed = await self._lapse(conn, request)
+                    closed = await self._lapse(conn, request)
+                elif request.kind is PaymentKind.CASH_IN and await self._customer_closed(conn, request):
+                    # Raised before the account closed: nothing may be paid into it now (a direct
+                    # cash-in to it is refused). Closed by no one, without the agent's key, so that a
+                    # retry finds it closed and gets the same refusal (`closed_error`).
+                    closed = await cr.resolve(conn, request, R.REJECTED, by_user_id=None,
+                                              reason=CUSTOMER_CLOSED_REASON)
                 elif request.kind is PaymentKind.CASH_IN:
                     payment = await self._pay_cash_in(conn, request, agent)
                     request = await cr.resolve(conn, request, R.CONFIRMED, by_user_id=agent.user_id,
@@ -401,12 +417,14 @@ class AgentService:
                     done = await self._post_cash_out(conn, request, agent, cmd.idempotency_key)
                     if isinstance(done, CashResult):
                         return done
-                    lapsed = done
+                    closed = done
         except IntegrityError as exc:
             # The resolution key was used meanwhile, by this agent, to resolve another request.
             raise _key_taken(exc, cmd.idempotency_key) from None
-        # Committed: the request is closed as expired, its hold (if any) released.
-        raise CashRequestExpired(lapsed)
+        # Committed: the request is closed (expired, its hold if any released; or its customer's
+        # account closed), nothing moved.
+        assert closed is not None
+        raise closed_error(closed)
 
     async def reject(self, cmd: RejectCashRequest) -> CashResult:
         """The agent turns a pending request down (a cash-out's hold is released)."""
@@ -516,6 +534,7 @@ class AgentService:
         if agent.user_id == customer.id:
             raise OwnAgent("an agent cannot serve itself: ask another agent")
         self._check_currency(agent, amount)
+        self._check_customer_country(agent, customer.phone)
         return agent
 
     async def _direct_customer(self, conn: AsyncConnection, agent: Agent, typed_phone: str, amount: Money) -> User:
@@ -525,6 +544,7 @@ class AgentService:
             raise InvalidRequest(str(exc)) from None
         if phone == agent.phone:
             raise OwnAgent("an agent cannot cash in to itself")
+        self._check_customer_country(agent, phone)
         customer = await find_user_by_phone(conn, phone)
         if customer is None:
             raise UnknownUser(f"{phone} has no Sauti wallet")
@@ -539,6 +559,15 @@ class AgentService:
     def _check_currency(agent: Agent, amount: Money) -> None:
         if amount.currency is not agent.currency:
             raise InvalidRequest(f"this agent deals in {agent.currency.value}, not {amount.currency.value}")
+
+    @staticmethod
+    def _check_customer_country(agent: Agent, customer_phone: str) -> None:
+        """A customer's wallet is in their number's currency (`wallet_currency`, as every payment
+        checks it): an agent of another country would credit (or debit) a wallet in its own currency
+        that the customer's menu never shows."""
+        if wallet_currency(customer_phone) is not agent.currency:
+            raise InvalidRequest(f"{customer_phone} holds no {agent.currency.value} wallet: "
+                                 "an agent serves customers of its own country")
 
     async def _active_agent(self, conn: AsyncConnection, user: User) -> Agent:
         agent = await cr.agent_by_user(conn, user.id)
@@ -673,6 +702,10 @@ class AgentService:
         await self.payments.resolver.receipts(conn, payment, "payer", "payee")
         return CashResult(request, payment)
 
+    @staticmethod
+    async def _customer_closed(conn: AsyncConnection, request: CashRequest) -> bool:
+        return (await get_user(conn, request.customer_user_id)).status is UserStatus.CLOSED
+
     async def _lapse(self, conn: AsyncConnection, request: CashRequest) -> CashRequest:
         return await self._release(conn, request, R.EXPIRED, by_user_id=None, key=None,
                                    reason="expired before the agent confirmed it")
@@ -722,6 +755,21 @@ class AgentService:
         except IntegrityError as exc:
             raise _key_taken(exc, key) from None
         raise CashRequestExpired(lapsed)
+
+
+async def _check_receipt_unused(conn: AsyncConnection, key: str, receipt: str) -> None:
+    """Refuse (`ReceiptUsed`) a float top-up whose receipt another top-up booked: one payment in
+    credits one float, once. The transfer's key keeps its form (the agent and the caller's key) so
+    that top-ups recorded before this check still replay; the receipt is checked beside it, under a
+    lock on the receipt until the commit, so two top-ups of one receipt at once are one after the
+    other. A top-up under this very key is this one again: the ledger replays it (or refuses another
+    amount), even where an older one booked the receipt for another agent before this check existed."""
+    await conn.execute(sql("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"float-receipt:{receipt}"})
+    earlier = (await conn.execute(sql(
+        "SELECT id, idempotency_key FROM transfers WHERE kind = :kind AND (idempotency_key = :key OR reference = :r) "
+        "ORDER BY idempotency_key = :key DESC, id LIMIT 1"), {"kind": _FLOAT_TOPUP, "key": key, "r": receipt})).first()
+    if earlier is not None and earlier.idempotency_key != key:
+        raise ReceiptUsed(receipt, earlier.id, agent_user_id=int(earlier.idempotency_key.split(":", 2)[1]))
 
 
 def _key_taken(exc: IntegrityError, key: str) -> Exception:

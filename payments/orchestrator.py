@@ -188,6 +188,12 @@ class Payments:
             name = (recipient.display_name or None) if recipient is not None else None
             return await self._quote(conn, payer, amount, kind, name)
 
+    async def quote_in(self, conn: AsyncConnection, payer: User, amount: Money, kind: PaymentKind) -> Quote:
+        """`quote`'s price and limits checks on the caller's connection, for a service that prices a
+        payment inside its own transaction (`payments.agents`' cash-out): a second pooled connection
+        taken while the first is held starves the pool when every holder waits for another."""
+        return await self._quote(conn, payer, amount, kind)
+
     async def fee_plan(self, user_id: int, currency: Currency) -> tuple[FeePlan, int]:
         """The user's fee plan, and the payments in ``currency`` it has counted this month."""
         async with self.engine.connect() as conn:

@@ -2,7 +2,8 @@
 with money it paid in, show where it stands, and close expired requests by hand.
 
 Every command is audited by the service. A float top-up is keyed by the provider's receipt (or
-``--key``): running it twice credits the float once.
+``--key``): running it twice credits the float once, and a receipt tops up one float only (the same
+receipt for another agent, or under another ``--key``, is refused).
 """
 
 from __future__ import annotations

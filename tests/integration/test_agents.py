@@ -10,18 +10,21 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from payments import payment_store as store
-from payments.accounts import AccountKind
+from payments.accounts import AccountKind, open_account
 from payments.agent_commands import (
     CancelCashRequest,
     CashRequestClosed,
     CashRequestExpired,
     ConfirmCashRequest,
+    CustomerAccountClosed,
     DirectCashIn,
     FloatTooLow,
     NotAnAgent,
     OwnAgent,
+    ReceiptUsed,
     RejectCashRequest,
     RequestCashIn,
     RequestCashOut,
@@ -33,14 +36,25 @@ from payments.agent_commands import (
 from payments.agents import AgentService, AgentSettings, agent_by_number, register_agent
 from payments.cash_requests import AgentStatus, CashRequestStatus, set_agent_status
 from payments.commands import Channel, PaymentKind, Refund
-from payments.errors import AccountLocked, IdempotencyConflict, InsufficientFunds, InvalidRequest, WrongPin
+from payments.errors import (
+    AccountClosed,
+    AccountLocked,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidRequest,
+    WrongPin,
+)
 from payments.identities import PinPolicy, PinService, Role, User, get_user
+from payments.ledger import Ledger, LedgerLimits
 from payments.money import Currency, Money
+from payments.orchestrator import Payments
+from payments.payment_settings import PROVIDER_FOR
+from payments.postings import Leg, TransferRequest
 from payments.refunds import NotRefundable
 from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
 
-KES = Currency.KES
+KES, XOF = Currency.KES, Currency.XOF
 PIN = "4826"
 FAST = PinPolicy(argon2_time_cost=1, argon2_memory_kib=8_192, pepper="test-pepper")
 
@@ -71,6 +85,11 @@ def key() -> str:
     return f"k-{uuid.uuid4().hex[:12]}"
 
 
+def receipt() -> str:
+    """A provider receipt no other top-up used."""
+    return f"QK{uuid.uuid4().hex[:8].upper()}"
+
+
 async def customer(world: PaymentsWorld, pins: PinService, name: str = "Amina", *,
                    funds: int | None = None) -> User:
     user = await world.user(name=name)
@@ -88,7 +107,8 @@ async def agent(world: PaymentsWorld, pins: PinService, agents: AgentService, na
     async with world.engine.begin() as conn:
         registered = await register_agent(conn, user.id, business_name=name)
     if float_:
-        await agents.top_up_float(TopUpFloat(key(), user.id, Money.of(float_, KES), reference="QK1234ABC",
+        # A receipt of its own: a receipt tops up one float, once.
+        await agents.top_up_float(TopUpFloat(key(), user.id, Money.of(float_, KES), reference=receipt(),
                                              operator="ops:alice"))
     return user, registered.agent_number
 
@@ -159,6 +179,61 @@ async def test_float_is_topped_up_from_provider_collection_once_per_key(world, p
     plain = await customer(world, pins)
     with pytest.raises(NotAnAgent):
         await agents.top_up_float(TopUpFloat(key(), plain.id, Money.of(100, KES), reference="x", operator="ops"))
+
+
+async def test_a_receipt_tops_up_one_float_once_and_another_agent_is_refused(world, pins, agents):
+    """One KES 15,000 receipt credited two floats (the transfer's key named the agent, the CLI's key is
+    the receipt): a receipt now tops up one float once; its owner's retry replays."""
+    njeri, _ = await agent(world, pins, agents, float_=0)
+    otieno, _ = await agent(world, pins, agents, float_=0)
+    paid_in = receipt()
+    first = await agents.top_up_float(TopUpFloat(paid_in, njeri.id, Money.of(15_000, KES), paid_in, "ops:alice"))
+
+    with pytest.raises(ReceiptUsed, match=paid_in) as refused:  # the same receipt for another agent
+        await agents.top_up_float(TopUpFloat(paid_in, otieno.id, Money.of(15_000, KES), paid_in, "ops:alice"))
+    assert isinstance(refused.value, IdempotencyConflict) and refused.value.existing_id == first.transfer_id
+    with pytest.raises(ReceiptUsed):  # nor twice for the same agent under another key
+        await agents.top_up_float(TopUpFloat(key(), njeri.id, Money.of(15_000, KES), paid_in, "ops:alice"))
+    again = await agents.top_up_float(TopUpFloat(paid_in, njeri.id, Money.of(15_000, KES), f" {paid_in} ",
+                                                 "ops:alice"))
+    assert again.replayed and again.transfer_id == first.transfer_id
+
+    assert await agents.float_balance(njeri.id) == Money.of(15_000, KES)
+    assert await agents.float_balance(otieno.id) == Money.zero(KES)
+    assert await world.scalar("SELECT count(*) FROM transfers WHERE kind = 'agent.float_topup' AND reference = :r",
+                              r=paid_in) == 1
+
+
+async def test_one_receipt_sent_for_two_agents_at_once_tops_up_one(world, pins, agents):
+    both = [(await agent(world, pins, agents, float_=0))[0] for _ in range(2)]
+    paid_in = receipt()
+    answers = await asyncio.gather(*(agents.top_up_float(TopUpFloat(
+        paid_in, who.id, Money.of(1_000, KES), paid_in, "ops:alice")) for who in both), return_exceptions=True)
+
+    assert sorted(type(a).__name__ for a in answers) == ["ReceiptUsed", "TransferResult"]
+    assert sum([await agents.float_balance(who.id) for who in both], Money.zero(KES)) == Money.of(1_000, KES)
+
+
+async def test_top_ups_recorded_before_receipts_were_checked_still_replay(world, pins, agents):
+    """Top-ups keep their transfer key (the agent and the caller's key), so those recorded before the
+    receipt check, even two agents' under one receipt, replay on a retry rather than credit again."""
+    njeri, _ = await agent(world, pins, agents, float_=0)
+    otieno, _ = await agent(world, pins, agents, float_=0)
+    paid_in = receipt()
+    async with world.engine.begin() as conn:  # as the old code recorded them: one receipt, both floats
+        source = await world.payments.accounts.collection(conn, PROVIDER_FOR[KES], KES)
+        for who in (njeri, otieno):
+            float_id = (await open_account(conn, AccountKind.AGENT_FLOAT, KES, who.id)).id
+            await world.ledger.transfer(TransferRequest(
+                f"float:{who.id}:{paid_in}", (Leg(source, -500_000, KES), Leg(float_id, 500_000, KES)),
+                kind="agent.float_topup", reference=paid_in, metadata={"operator": "ops:alice"}), conn=conn)
+
+    for who in (njeri, otieno):
+        again = await agents.top_up_float(TopUpFloat(paid_in, who.id, Money.of(5_000, KES), paid_in, "ops:alice"))
+        assert again.replayed
+        assert await agents.float_balance(who.id) == Money.of(5_000, KES)
+    with pytest.raises(ReceiptUsed):
+        await agents.top_up_float(TopUpFloat(key(), njeri.id, Money.of(5_000, KES), paid_in, "ops:alice"))
 
 
 # -- cash-in ---------------------------------------------------------------------------------------
@@ -246,6 +321,32 @@ async def test_a_cash_in_request_expires_and_can_no_longer_be_confirmed(world, p
     assert await floats(world, agent_user) == (Money.of(1000, KES), Money.zero(KES))
 
 
+async def test_a_cash_in_request_is_not_paid_into_an_account_closed_since(world, pins, agents):
+    """A request raised before the customer's account closed was still paid into it on confirmation
+    (a direct cash-in to it is refused): the confirmation now closes the request and moves nothing."""
+    agent_user, number = await agent(world, pins, agents, float_=5000)
+    amina = await customer(world, pins)
+    raised = await agents.request_cash_in(RequestCashIn(key(), amina.id, number, Money.of(1000, KES)))
+    async with world.engine.begin() as conn:
+        await conn.exec_driver_sql("UPDATE users SET status = 'closed' WHERE id = $1", (amina.id,))
+
+    confirm = ConfirmCashRequest(key(), agent_user.id, raised.request.public_id)
+    for _ in range(2):  # a retry gets the same answer
+        with pytest.raises(CustomerAccountClosed, match="account is closed") as refused:
+            await agents.confirm(confirm, pin=PIN)
+        assert isinstance(refused.value, AccountClosed) and refused.value.code == "account_closed"
+    with pytest.raises(CustomerAccountClosed):  # closed for every caller
+        await agents.reject(RejectCashRequest(key(), agent_user.id, raised.request.public_id))
+
+    request = refused.value.request
+    assert request.status is CashRequestStatus.REJECTED and request.payment_id is None
+    assert request.resolved_by_user_id is None and request.reason == "the customer's account is closed"
+    assert await world.wallet(amina) == Money.zero(KES)
+    assert await floats(world, agent_user) == (Money.of(5000, KES), Money.zero(KES))
+    assert await world.scalar("SELECT count(*) FROM payments WHERE recipient_user_id = :c", c=amina.id) == 0
+    assert (await agents.pending_for_agent(agent_user.id)).lines == []
+
+
 async def test_direct_cash_in_by_the_agent_with_its_pin(world, pins, agents):
     agent_user, _ = await agent(world, pins, agents, float_=3000)
     baraka = await customer(world, pins, name="Baraka")
@@ -281,6 +382,32 @@ async def test_an_agent_never_cashes_in_to_itself(world, pins, agents):
     assert await world.scalar("SELECT count(*) FROM cash_requests WHERE agent_user_id = :a", a=agent_user.id) == 0
     assert await floats(world, agent_user) == (Money.of(1000, KES), Money.zero(KES))
     assert await world.wallet(agent_user) == Money.of(500, KES)
+
+
+async def test_an_agent_serves_only_customers_of_its_own_country(world, pins, agents):
+    """A Kenyan agent cashed KES in to a Senegalese number: float and commission moved, and a KES
+    wallet her menu never shows was opened. Refused now, as any payment to a wallet in another
+    currency; so is a Senegalese customer's request at a Kenyan agent."""
+    agent_user, number = await agent(world, pins, agents, float_=5000)
+    awa = await world.user(XOF, name="Awa Diop")
+    async with world.engine.begin() as conn:
+        await pins.set_pin(conn, awa.id, PIN)
+    await world.fund(awa, Money.of(5000, XOF))
+
+    with pytest.raises(InvalidRequest, match="own country"):
+        await agents.check_direct_cash_in(agent_user.id, awa.phone, Money.of(1000, KES))
+    with pytest.raises(InvalidRequest, match="own country"):
+        await agents.direct_cash_in(DirectCashIn(key(), agent_user.id, awa.phone, Money.of(1000, KES)), pin=PIN)
+    with pytest.raises(InvalidRequest, match="own country"):
+        await agents.request_cash_in(RequestCashIn(key(), awa.id, number, Money.of(1000, KES)))
+    with pytest.raises(InvalidRequest):
+        await agents.request_cash_out(RequestCashOut(key(), awa.id, number, Money.of(1000, XOF)), pin=PIN)
+
+    assert await world.scalar("SELECT count(*) FROM accounts WHERE owner_user_id = :u AND currency = 'KES'",
+                              u=awa.id) == 0
+    assert await world.scalar("SELECT count(*) FROM cash_requests WHERE customer_user_id = :u", u=awa.id) == 0
+    assert await floats(world, agent_user) == (Money.of(5000, KES), Money.zero(KES))
+    assert await world.balance(AccountKind.CUSTOMER_WALLET, XOF, awa.id) == Money.of(5000, XOF)
 
 
 async def test_a_float_too_low_is_refused_clearly_and_moves_nothing(world, pins, agents):
@@ -346,6 +473,26 @@ async def test_cash_out_holds_amount_and_fee_then_the_agents_confirmation_posts_
     sent = {m.to: m.message for m in world.sandboxes.africastalking.messages}
     assert "received KES 1,000 from Chebet" in sent[agent_user.phone]
     assert "KES 1,000" in sent[chebet.phone] and "Fee KES 10" in sent[chebet.phone]
+
+
+async def test_more_cash_outs_at_once_than_the_pool_has_connections_all_go_through(world, pins, agents):
+    """A cash-out priced itself on a second pooled connection while its first held the customer's
+    row: as many at once as the pool has connections each held one and waited for another, until
+    the pool timed out. Priced on its own connection now, each needs one at a time."""
+    _, number = await agent(world, pins, agents, float_=0)
+    people = [await customer(world, pins, name=f"Mteja {n}", funds=1000) for n in range(4)]
+    small = create_async_engine(world.engine.url, pool_size=2, max_overflow=0, pool_timeout=5)
+    try:
+        service = AgentService(Payments(small, Ledger(small, LedgerLimits.from_major(999_999))), pins)
+        answers = await asyncio.gather(*(service.request_cash_out(RequestCashOut(
+            key(), person.id, number, Money.of(100, KES)), pin=PIN) for person in people), return_exceptions=True)
+    finally:
+        await small.dispose()
+
+    assert [type(a).__name__ for a in answers] == ["CashResult"] * len(people), answers
+    for person, done in zip(people, answers, strict=True):
+        assert done.payment.status is PaymentStatus.PENDING
+        assert await held(world, person) == (done.request.amount + done.request.fee).minor
 
 
 async def test_a_rejected_or_cancelled_cash_out_voids_the_hold_and_the_wallet_is_whole(world, pins, agents):

@@ -39,6 +39,16 @@ async def test_an_operator_registers_an_agent_and_tops_up_its_float(new_database
         assert topped.returncode == 0, topped.stderr
     assert "float of" in topped.stdout and "KES 15,000" in topped.stdout and "already recorded" in topped.stdout
 
+    # The receipt is spent: another agent's top-up with it (the same default key) is refused.
+    other = random_kenyan_number()
+    async with engine.begin() as conn:
+        await register_user(conn, other, display_name="Otieno")
+    assert sauti("agent", "register", other, "--number", "402115", url=url).returncode == 0
+    reused = sauti("agent", "topup", other, "15,000", "--reference", "QK7H2ABC9", "--operator", "alice", url=url)
+    assert reused.returncode != 0 and "Traceback" not in reused.stderr, reused.stderr
+    assert "receipt 'QK7H2ABC9' already topped up the float" in reused.stderr
+    assert "float KES 0" in sauti("agent", "show", other, url=url).stdout
+
     shown = sauti("agent", "show", phone, url=url)
     assert shown.returncode == 0 and "float KES 15,000" in shown.stdout and "all time KES 0" in shown.stdout
     expired = sauti("agent", "expire", url=url)

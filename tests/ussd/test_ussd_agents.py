@@ -49,7 +49,8 @@ async def agent(gw: Gateway, *, language: str = "en", float_: int = 5000) -> tup
         registered = await register_agent(conn, user.id, business_name="Duka la Njeri")
     if float_:
         await AgentService(gw.payments, gw.app[PINS]).top_up_float(TopUpFloat(
-            f"float-{uuid.uuid4().hex[:8]}", user.id, Money.of(float_, KES), reference="QK12AB", operator="ops"))
+            f"float-{uuid.uuid4().hex[:8]}", user.id, Money.of(float_, KES), reference=f"QK{uuid.uuid4().hex[:8]}",
+            operator="ops"))
     return user, registered.agent_number
 
 
@@ -169,3 +170,46 @@ async def test_an_agent_pages_through_requests_and_rejects_one(gw, phone_for, la
     assert status == "rejected" and reference is None
     assert await gw.wallet(people[0]) == Money.zero(KES)
     assert await floats(gw, agent_user) == (Money.of(5000, KES), Money.zero(KES))
+
+
+@languages
+async def test_an_agent_cannot_cash_in_to_a_number_of_another_country(gw, phone_for, language):
+    """A Kenyan agent's cash-in to a Senegalese number went through (a KES wallet her menu never
+    shows); now the number is refused as any number that cannot receive, and the agent types another."""
+    agent_user, _ = await agent(gw, language=language)
+    awa = await customer(gw, country="SN", name="Awa Diop")
+    baraka = await customer(gw, name="Baraka Mwangi")
+
+    await run(phone_for(agent_user.phone), [
+        Dial(), Type(AG["direct"]), See("ag.direct.phone"), Type(awa.phone), See("ag.direct.amount"), Type("1000"),
+        See("err.recipient"), See("ag.direct.phone"), Type(baraka.phone), Type("1000"), See("ag.direct.confirm"),
+        Shows("Baraka Mwangi"), Type(PIN), See("ag.direct.done"), Ends()], language)
+
+    assert await gw.balance(AccountKind.CUSTOMER_WALLET, KES, awa.id) == Money.zero(KES)
+    async with gw.engine.connect() as conn:
+        kes_accounts = (await conn.exec_driver_sql(
+            "SELECT count(*) FROM accounts WHERE owner_user_id = $1 AND currency = 'KES'", (awa.id,))).scalar_one()
+    assert kes_accounts == 0
+    assert await gw.wallet(baraka) == Money.of(1000, KES)
+    assert await floats(gw, agent_user) == (Money.of(4000, KES), Money.of(20, KES))
+
+
+@languages
+async def test_an_agent_confirming_a_cash_in_for_an_account_closed_since_is_told_and_nothing_moves(
+        gw, phone_for, language):
+    agent_user, number = await agent(gw, language=language)
+    amina = await customer(gw, name="Amina Otieno")
+    await run(phone_for(amina.phone), [Dial(), Type(DEPOSIT), Type("2"), Type(number), Type("1000"),
+                                       See("ca.in.done")])
+    async with gw.engine.begin() as conn:
+        await conn.exec_driver_sql("UPDATE users SET status = 'closed' WHERE id = $1", (amina.id,))
+
+    await run(phone_for(agent_user.phone), [
+        Dial(), Type(AG["cash_in"]), See("ag.in.pick"), Type("1"), See("ag.in.confirm"), Type(PIN),
+        See("err.closed"), See("ag.gone"), Ends()], language)
+
+    _, status, reference = await latest_request(gw, amina)
+    assert status == "rejected" and reference is None
+    assert await gw.wallet(amina) == Money.zero(KES)
+    assert await floats(gw, agent_user) == (Money.of(5000, KES), Money.zero(KES))
+    await run(phone_for(agent_user.phone), [Dial(), Type(AG["cash_in"]), See("ag.in.none"), Continues()], language)
