@@ -471,3 +471,17 @@ async def test_requests_are_read_in_swahili_and_french(gw: Gateway):
                                      "Médicaments. 2 : Boutique Awa"), listed["text"]
     _, picked = await call_api(gw, key_fr, f"/v1/voice/commands/{listed['id']}/answer", body={"text": "la deuxième"})
     assert picked["status"] == "confirming" and picked["text"].startswith("Payer 300 shillings à Boutique Awa"), picked
+
+
+async def test_a_spoken_request_is_found_by_its_merchant_s_name_as_heard(gw: Gateway):
+    """Whisper hears "Java House" as it may ("genre house"): the name is matched by sound against the
+    merchants asking, as a recipient is against contacts."""
+    payer, _, key = await customer(gw)
+    await ask(gw, await shop(gw, "Java House"), payer, 1500, "Lunch")
+    await ask(gw, await shop(gw, "Naivas Supermarket", suffix="321"), payer, 300)
+
+    said = telephone_wav("Pay the request from Java House")
+    status, heard = await call_api(gw, key, "/v1/voice/commands", audio=said)
+
+    assert status == 201 and heard["intent"] == "pay_request", heard
+    assert heard["status"] == "confirming" and "1,500 shillings to Java House" in heard["text"], heard
