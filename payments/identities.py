@@ -417,8 +417,16 @@ async def register_user(
     return user_from_row(row)
 
 
-async def get_user(conn: AsyncConnection, user_id: int) -> User:
-    row = (await conn.execute(sql(f"SELECT {USER_COLUMNS} FROM users WHERE id = :u"), {"u": user_id})).first()
+#: A payer's row, locked until the transaction ends: ``FOR NO KEY UPDATE``, which the foreign keys of
+#: the rows a payment writes (``FOR KEY SHARE``) do not wait for.
+_LOCKED = " FOR NO KEY UPDATE"
+
+
+async def get_user(conn: AsyncConnection, user_id: int, *, lock: bool = False) -> User:
+    """The user; with ``lock``, their row locked until the transaction ends (a payer's: see
+    `payments.orchestrator`)."""
+    row = (await conn.execute(sql(f"SELECT {USER_COLUMNS} FROM users WHERE id = :u{_LOCKED if lock else ''}"),
+                              {"u": user_id})).first()
     if row is None:
         raise UnknownUser(f"no user {user_id}")
     return user_from_row(row)
@@ -439,10 +447,14 @@ async def find_user_by_phone(conn: AsyncConnection, phone: str, region: str | No
 
 
 async def get_user_and_find(conn: AsyncConnection, user_id: int, phone: str) -> tuple[User, User | None]:
-    """`get_user` and `find_user_by_phone` (``phone`` in E.164) in one statement: a payer and the
-    user a number they pay belongs to. The second is None when no user has the number."""
-    rows = (await conn.execute(sql(f"SELECT {USER_COLUMNS} FROM users WHERE id = :u OR phone = :p"),
-                               {"u": user_id, "p": phone})).all()
+    """`get_user` with ``lock`` and `find_user_by_phone` (``phone`` in E.164) in one statement: a
+    payer, their row locked until the transaction ends, and the user a number they pay belongs to
+    (not locked: two people paying each other must not wait for each other). The second is None when
+    no user has the number."""
+    rows = (await conn.execute(sql(
+        f"WITH payer AS (SELECT {USER_COLUMNS} FROM users WHERE id = :u{_LOCKED}) "
+        f"SELECT * FROM payer UNION ALL SELECT {USER_COLUMNS} FROM users WHERE phone = :p AND id <> :u"),
+        {"u": user_id, "p": phone})).all()
     found = [user_from_row(row) for row in rows]
     user = next((u for u in found if u.id == user_id), None)
     if user is None:

@@ -430,7 +430,12 @@ class Payments:
                                       error_code=InsufficientFunds.code, error_message=message + ".")
 
     async def _active_user(self, conn: AsyncConnection, user_id: int) -> User:
-        return self._check_active(await get_user(conn, user_id))
+        """The payer, their row locked until the payment commits.
+
+        IMPORTANT: a payment reads the day's total before it adds to it (the daily limit); two of
+        one payer's at once would each read the total without the other and pass the limit
+        together. Locked first, they take turns, and the second reads the first's amount."""
+        return self._check_active(await get_user(conn, user_id, lock=True))
 
     @staticmethod
     def _check_active(user: User) -> User:
@@ -445,9 +450,10 @@ class Payments:
         then come in one statement."""
         if text.strip().startswith("+"):
             phone = self._phone(text, None)
+            # The payer's row locked, as `_active_user` locks it.
             payer, recipient = await get_user_and_find(conn, payer_user_id, phone)
             return payer, phone, recipient
-        payer = await get_user(conn, payer_user_id)
+        payer = await get_user(conn, payer_user_id, lock=True)  # locked as `_active_user`'s
         phone = self._phone(text, payer)
         return payer, phone, await find_user_by_phone(conn, phone)
 

@@ -146,6 +146,22 @@ async def test_a_receipt_naming_no_payment_is_parked_not_retried(world: Payments
     assert "names no known payment" in (job.last_error or "")
 
 
+async def test_concurrent_payments_of_one_payer_keep_to_the_daily_limit(world: PaymentsWorld):
+    """Each payment reads the day's total before it adds to it: concurrent ones of one payer take
+    turns (the payer's row is locked first), so together they cannot pass the daily limit."""
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(300_000, KES))
+    sends = [SendToWallet(f"burst-{n}", payer.id, Money.of(30_000, KES), Channel.API, recipient_user_id=payee.id)
+             for n in range(6)]
+
+    outcomes = await asyncio.gather(*(world.payments.handle(cmd) for cmd in sends), return_exceptions=True)
+
+    paid = [o for o in outcomes if not isinstance(o, BaseException) and o.status is PaymentStatus.SUCCEEDED]
+    refused = [o for o in outcomes if isinstance(o, LimitExceeded)]
+    assert (len(paid), len(refused)) == (2, 4), outcomes  # 60,000 of the 70,000 a day; 90,000 is past it
+    assert await world.wallet(payee) == Money.of(60_000, KES)
+
+
 async def test_a_replay_is_answered_even_when_its_amount_would_now_pass_the_daily_limit(world: PaymentsWorld):
     """The key and the day's totals are read together; a known key answers with its payment before
     any limit is checked, a new one is priced against what was sent today."""
