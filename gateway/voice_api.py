@@ -95,7 +95,9 @@ async def _read_limited(part: BodyPartReader, limit: int) -> bytes:
     while chunk := await part.read_chunk(64 * 1024):
         data += chunk
         if len(data) > limit:
-            raise ApiError(413, "audio_too_large", f"A recording is at most {limit} bytes.")
+            if part.name == "audio":
+                raise ApiError(413, "audio_too_large", f"A recording is at most {limit} bytes.")
+            raise ApiError(413, "field_too_large", f"The field {part.name!r} is at most {limit} bytes.")
     return bytes(data)
 
 

@@ -108,3 +108,11 @@ async def test_a_voice_command_whose_multipart_cannot_be_read_is_invalid_multipa
                                                                                    content_type, body):
     status, answer = await post(gw, "/v1/voice/commands", body, key=merchant[2], content_type=content_type)
     assert (status, answer["error"]["code"]) == (400, "invalid_multipart"), answer
+
+
+async def test_a_voice_command_s_text_field_too_long_for_a_command_says_so(gw: Gateway, merchant):
+    body = (b'--x\r\nContent-Disposition: form-data; name="text"\r\n\r\n' + b"send 5 " * 400 + b"\r\n--x--\r\n")
+    status, answer = await post(gw, "/v1/voice/commands", body, key=merchant[2],
+                                content_type="multipart/form-data; boundary=x")
+    assert (status, answer["error"]["code"]) == (413, "field_too_large"), answer
+    assert "text" in answer["error"]["message"] and "recording" not in answer["error"]["message"]
