@@ -156,6 +156,13 @@ class C2BReceiver:
                 # Its confirmation came, for no wallet: booking it again would credit it twice.
                 raise InvalidRequest(f"{paid.trans_id} came in and is parked in suspense: credit it to the wallet "
                                      f"with `sauti suspense credit {paid.trans_id} --to …`; nothing booked")
+            # IMPORTANT: any payment of ours holding the receipt, not only a booking's (its provider
+            # reference, unique): an STK push's deposit keeps it among its references, and M-Pesa's
+            # status query would find it paid to our paybill, for its amount, and credit it again.
+            holder = await store.holder_of_receipt(conn, MPESA, paid.trans_id, other_than=0, failed_too=False)
+            if holder is not None:
+                log.warning("booking %s by hand: payment %s holds that receipt; nothing booked", paid.trans_id, holder)
+                return "duplicate"
             outcome = await self._book(conn, paid, owner, booked_by=(booked_by, reason[:500]))
             if outcome != "duplicate":
                 await audit(conn, actor=booked_by, action="c2b.book", subject=paid.trans_id,

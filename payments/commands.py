@@ -46,6 +46,8 @@ B2B_KINDS = frozenset({PaymentKind.PAY_BILL, PaymentKind.BUY_GOODS_TILL})
 #: ... and every kind that pays out through a provider when the payment has one (B2C or a Wave
 #: payout for the others; a send_to_phone without a provider stayed inside Sauti).
 PAYOUT_KINDS = B2B_KINDS | {PaymentKind.SEND_TO_PHONE, PaymentKind.WITHDRAW, PaymentKind.BUY_GOODS_POCHI}
+#: The payouts M-Pesa makes by B2C (to a phone) when their provider is M-Pesa.
+B2C_KINDS = PAYOUT_KINDS - B2B_KINDS
 
 
 def check_amount(amount: object) -> None:

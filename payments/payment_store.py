@@ -303,14 +303,18 @@ async def find_by_provider_ref(conn: AsyncConnection, provider: str, ref: str, *
     return _payment(row) if row else None
 
 
-async def holder_of_receipt(conn: AsyncConnection, provider: str, receipt: str, *, other_than: int) -> str | None:
+async def holder_of_receipt(conn: AsyncConnection, provider: str, receipt: str, *, other_than: int,
+                            failed_too: bool = True) -> str | None:
     """The public id of a payment other than ``other_than`` that holds ``receipt`` (as its provider
     reference or its receipt), if any: through `payments_provider_ref` and `payments_receipt`
-    (migration 0012). No provider transaction may be given to two payments."""
+    (migration 0012). No provider transaction may be given to two payments. Without ``failed_too``,
+    failed payments do not count (a booking by hand that M-Pesa refused credited nothing: its
+    receipt may be booked again)."""
+    failed = "" if failed_too else "AND status <> 'failed' "
     return (await conn.execute(sql(
         "SELECT public_id FROM payments WHERE id <> :id "
         "AND ((provider = :pr AND provider_ref = :r) OR (provider = :pr AND provider_refs->>'receipt' = :r)) "
-        "LIMIT 1"), {"pr": provider, "r": receipt, "id": other_than})).scalar_one_or_none()
+        f"{failed}LIMIT 1"), {"pr": provider, "r": receipt, "id": other_than})).scalar_one_or_none()
 
 
 # Columns `transition` may set along with the status.

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payments import payment_store as store
-from payments.commands import B2B_KINDS, PaymentKind
+from payments.commands import B2B_KINDS, B2C_KINDS, PaymentKind
 from payments.outbox import enqueue
 from payments.payment_settings import (
     BOOKED_BY,
@@ -147,9 +147,21 @@ class ProviderResults:
         return daraja_failure(answer.result_code or -1, answer.result_desc, "stk_query")
 
     async def on_b2c_result(self, result: DarajaResult) -> str:
-        """Apply a B2C Result (our public_id is its OriginatorConversationID): settle or unwind."""
+        """Apply a B2C Result (our public_id is its OriginatorConversationID): settle or unwind.
+
+        IMPORTANT: only to an M-Pesa B2C payout, for its amount. The id is ours and any payment has
+        one: a Result naming a deposit would otherwise credit it with no STK query (and none is
+        asked of a Result), and one for another amount would settle what M-Pesa did not pay."""
         if not result.is_final:
             return "partial"
+        async with self.engine.connect() as conn:
+            payment = await store.get_payment(conn, result.originator_conversation_id)
+        if payment is None or payment.provider != MPESA or payment.kind not in B2C_KINDS:
+            log.warning("B2C result for an unknown OriginatorConversationID, or a payment no B2C paid")
+            return "unknown"
+        if result.succeeded and result.amount is not None and result.amount != payment.amount:
+            await self.resolver.flag(payment.public_id, f"b2c_result amount {result.amount} differs")
+            return "amount_mismatch"
         summary = {"result_code": result.result_code, "receipt": result.receipt,
                    "conversation_id": result.conversation_id}
         if result.succeeded:

@@ -165,8 +165,8 @@ class Resolver:
         """An STK deposit is about to be credited: make sure its push's money was not booked as an
         orphan's (`payments.stk_orphans`: its callback came before the push was recorded, and was
         taken for one), and that it cannot be any more; nor its receipt parked in suspense (by a
-        confirmation that named it: a forged or replayed delivery, one of the two). False, with the
-        payment flagged, when it was."""
+        confirmation that named it: a forged or replayed delivery, one of the two) or held by another
+        payment (booked by hand). False, with the payment flagged, when it was."""
         assert payment.provider_ref is not None
         receipt = outcome.refs.get("receipt")
         if isinstance(receipt, str) and receipt:
@@ -174,6 +174,13 @@ class Resolver:
             if await parked_receipt(conn, receipt):
                 log.error("payment %s: its receipt is parked in suspense; flagged for review", payment.public_id)
                 await store.note(conn, payment, {"needs_review": f"its receipt {receipt} is parked in suspense"})
+                return False
+            # Or booked by hand from the statement (a C2B booking of the push's receipt): one receipt
+            # is credited once.
+            holder = await store.holder_of_receipt(conn, MPESA, receipt, other_than=payment.id, failed_too=False)
+            if holder is not None:
+                log.error("payment %s: payment %s holds its receipt; flagged for review", payment.public_id, holder)
+                await store.note(conn, payment, {"needs_review": f"its receipt {receipt} is held by {holder}"})
                 return False
         orphan = await store.provider_event(conn, MPESA, payment.provider_ref, STK_ORPHAN_EVENT, lock=True)
         if orphan is None:

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from payments.accounts import AccountKind
-from payments.commands import Refund
+from payments.commands import Channel, Deposit, Refund
 from payments.errors import InvalidRequest
 from payments.identities import User
 from payments.money import Currency, Money
@@ -297,6 +297,24 @@ async def test_a_payment_whose_confirmation_never_came_is_booked_from_the_statem
                             BillRefNumber=local(owner.phone))
     assert await world.wallet(owner) == Money.of(190, KES)
     await world.worker.drain()
+
+
+async def test_a_push_s_receipt_booked_by_hand_is_not_credited_again(world: PaymentsWorld):
+    """An STK push's deposit holds its receipt among its references (not as its provider reference,
+    which is the push's id): a booking by hand of that receipt finds it, and books nothing."""
+    owner = await world.user()
+    deposit = await world.payments.handle(Deposit(f"push-{unique_digits(6)}", owner.id, Money.of(500, KES),
+                                                  Channel.USSD))
+    receipt = (await world.settle(deposit.public_id)).provider_refs["receipt"]
+
+    booked = await world.payments.book_missed_c2b(receipt=receipt, amount=Money.of(500, KES),
+                                                  account=local(owner.phone), phone=owner.phone, booked_by="ida",
+                                                  reason="on the statement")
+
+    assert booked == "duplicate"
+    await world.worker.drain()
+    assert await world.wallet(owner) == Money.of(500, KES)
+    assert await world.scalar("SELECT count(*) FROM payments WHERE provider_refs->>'receipt' = :r", r=receipt) == 1
 
 
 async def test_what_an_operator_mistypes_is_checked_by_m_pesa(world: PaymentsWorld):

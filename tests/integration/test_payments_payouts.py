@@ -6,14 +6,16 @@ amount and fee. Duplicate results move nothing twice."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import aiohttp
 
 from payments import payment_store as store
 from payments.accounts import AccountKind
-from payments.commands import Channel, SendToPhone, Withdraw
+from payments.commands import Channel, Deposit, SendToPhone, Withdraw
 from payments.money import Currency, Money
+from payments.providers.daraja_callbacks import DarajaResult, parse_result
 from payments.sandbox.outcomes import Outcome
 from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, module_world
@@ -103,6 +105,34 @@ async def test_a_b2c_result_delivered_twice_settles_once(world: PaymentsWorld):
     assert await world.scalar("SELECT count(*) FROM provider_events WHERE event_key = :k",
                               k=payment.public_id) == 1
     assert await world.scalar("SELECT count(*) FROM transfers WHERE reference = :k", k=payment.public_id) == 2
+
+
+def b2c_result(public_id: str, amount: int | None = None) -> DarajaResult:
+    """A successful B2C Result naming ``public_id``, as Daraja would POST it (with the amount paid)."""
+    parameters = [{"Key": "TransactionReceipt", "Value": "RKT000X1"}]
+    if amount is not None:
+        parameters.append({"Key": "TransactionAmount", "Value": amount})
+    return parse_result(json.dumps({"Result": {
+        "ResultType": 0, "ResultCode": 0, "ResultDesc": "ok", "OriginatorConversationID": public_id,
+        "ConversationID": "AG_20261201_test", "TransactionID": "RKT000X1",
+        "ResultParameters": {"ResultParameter": parameters}}}))
+
+
+async def test_a_b2c_result_settles_only_an_mpesa_b2c_payout_of_its_amount(world: PaymentsWorld):
+    """Our public id names any payment: a B2C Result naming a deposit credits nothing (a deposit is
+    credited on an STK callback confirmed by a query), and one for another amount is flagged."""
+    user = await world.user()
+    await world.fund(user, Money.of(1000, KES))
+    deposit = await world.payments.handle(Deposit("dep-b2c", user.id, Money.of(5000, KES), Channel.USSD))
+    assert await world.payments.on_b2c_result(b2c_result(deposit.public_id, 5000)) == "unknown"
+    assert (await world.payment(deposit.public_id)).status is not S.SUCCEEDED
+    assert await world.wallet(user) == Money.of(1000, KES)
+
+    payout = await world.payments.handle(Withdraw("wd-b2c-amount", user.id, Money.of(100, KES), Channel.USSD))
+    assert await world.payments.on_b2c_result(b2c_result(payout.public_id, 900)) == "amount_mismatch"
+    flagged = await world.payment(payout.public_id)
+    assert flagged.status is not S.SUCCEEDED and flagged.provider_refs.get("needs_review"), flagged
+    assert await world.payments.on_b2c_result(b2c_result(payout.public_id, 100)) == "settled"
 
 
 async def test_send_to_a_senegalese_number_without_a_wallet_is_a_wave_payout(world: PaymentsWorld):

@@ -23,6 +23,7 @@ from payments.commands import Channel, Deposit, Refund
 from payments.money import Currency, Money
 from payments.payment_settings import CALLBACK_STK, JOB_STK_ORPHAN, STK_ORPHAN_EVENT
 from payments.payment_store import Payment
+from payments.resolution import Verdict
 from payments.sandbox.outcomes import Outcome
 from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
@@ -238,3 +239,26 @@ async def test_a_push_whose_receipt_is_parked_in_suspense_is_flagged_not_booked_
 
     assert kept["needs_review"] and await world.wallet(user) == Money.zero(KES)
     assert await world.balance(AccountKind.SUSPENSE, KES, "mpesa") == suspense
+
+
+
+async def test_a_push_whose_receipt_another_payment_holds_is_flagged_not_credited(world: PaymentsWorld):
+    """A receipt another payment holds (booked by hand from the statement, or, here, another push's)
+    that M-Pesa's answer gives again for a push (a forged or replayed callback that its query
+    confirmed) is credited once: this payment is flagged for a person, and nothing moves."""
+    first_user = await world.user()
+    first = await world.payments.handle(Deposit(f"held-{uuid.uuid4().hex}", first_user.id, Money.of(300, KES),
+                                                Channel.USSD))
+    receipt = (await world.settle(first.public_id)).provider_refs["receipt"]
+    user = await world.user(suffix="900")  # the push goes through; its callback never comes
+    payment = await world.payments.handle(Deposit(f"held-{uuid.uuid4().hex}", user.id, Money.of(300, KES),
+                                                  Channel.USSD))
+    await world.worker.drain()
+    assert (await world.payment(payment.public_id)).provider_ref is not None  # the push was made
+
+    _, changed = await world.payments.resolver.apply(payment.public_id, Verdict(
+        True, "stk_callback_confirmed", refs={"receipt": receipt}))
+
+    flagged = await world.payment(payment.public_id)
+    assert not changed and flagged.status is not S.SUCCEEDED and await world.wallet(user) == Money.zero(KES)
+    assert receipt in flagged.provider_refs.get("needs_review", ""), flagged.provider_refs
