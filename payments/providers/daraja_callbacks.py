@@ -2,8 +2,12 @@
 
 Payloads come from the network: any of them may be truncated, mistyped or forged. Every parser
 either returns a frozen dataclass or raises `MalformedCallback` saying what is wrong; none lets a
-KeyError or TypeError escape. Pass the raw request bytes when you have them: floats are then read
-as `Decimal`, so no binary float ever touches an amount.
+KeyError, TypeError or plain ValueError escape. Pass the raw request bytes when you have them: floats
+are then read as `Decimal`, so no binary float ever touches an amount.
+
+Numbers are read as Decimal, and ``1e1000000`` is a valid one: no code, stamp or phone is ever made
+an int beyond `INT_MAX` (see `_integral`), as an int that big takes seconds to build and cannot be
+written back as text.
 
 Daraja signs nothing: a parsed callback is a claim, not proof. The orchestrator confirms successes
 with a query and deduplicates on ``CheckoutRequestID`` / ``OriginatorConversationID`` / ``TransID``.
@@ -11,14 +15,15 @@ with a query and deduplicates on ``CheckoutRequestID`` / ``OriginatorConversatio
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from payments.money import Currency, Money, MoneyError
 from payments.plain_text import plain
@@ -27,9 +32,38 @@ from payments.providers.daraja_credentials import NAIROBI, parse_nairobi_timesta
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _INTEGER = re.compile(r"-?[0-9]+")
 
+#: No whole number Daraja sends reaches this: codes are a few digits, stamps 14, phones 12. Bigger is
+#: not Daraja, and refusing it before any int() keeps ``1e1000000`` from costing seconds of CPU (the
+#: event loop's) and from becoming an int that str() refuses (over 4,300 digits) on its way to a log
+#: or to the recorded delivery.
+INT_MAX = 10**18 - 1
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
 
 class MalformedCallback(ValueError):
     """A payload that does not follow the Daraja contract."""
+
+
+def _refusing_bad_values(parse: Callable[_P, _T]) -> Callable[_P, _T]:
+    """The parser, with any ValueError or ArithmeticError it lets out made a `MalformedCallback`.
+
+    The routes answer a `MalformedCallback` with a 400 and anything else with a 500: every check
+    below means to raise the former, and this makes sure one that a conversion raises itself (int(),
+    str() of a huge int, Decimal arithmetic) is answered the same way, not as our fault.
+    """
+
+    @functools.wraps(parse)
+    def parsing(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return parse(*args, **kwargs)
+        except MalformedCallback:
+            raise
+        except (ValueError, ArithmeticError) as exc:
+            raise MalformedCallback(f"unreadable value: {str(exc)[:80]}") from None
+
+    return parsing
 
 
 # -- decoding helpers ------------------------------------------------------------------------------
@@ -37,7 +71,7 @@ class MalformedCallback(ValueError):
 
 def _load(payload: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(payload, Mapping):
-        return plain(payload)
+        return _plain(payload)
     if not isinstance(payload, bytes | str):
         raise MalformedCallback(f"expected JSON bytes or an object, got {type(payload).__name__}")
     try:
@@ -49,7 +83,16 @@ def _load(payload: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(decoded, Mapping):
         raise MalformedCallback("the payload is not a JSON object")
     # Daraja cannot be asked again: what it sent is recorded, less any control character.
-    return plain(decoded)
+    return _plain(decoded)
+
+
+def _plain(decoded: Mapping[str, Any]) -> Mapping[str, Any]:
+    try:
+        return plain(decoded)
+    except RecursionError:
+        # plain() recurses once per level and below the route's own frames, so a body nested a
+        # little less deeply than json.loads refuses (~900 levels) still runs out of stack here.
+        raise MalformedCallback("the payload is nested too deeply") from None
 
 
 def _object(parent: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
@@ -86,18 +129,25 @@ def _optional_text(parent: Mapping[str, Any], key: str) -> str | None:
 
 
 def _integral(value: Any) -> int | None:
-    """The int a JSON number stands for, or None when it is not a whole finite number."""
+    """The int a JSON number stands for, or None when it is not a whole finite number within
+    ±`INT_MAX`: callers treat a number too big to be Daraja's like one with decimals."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, Decimal | float):
-        try:
-            whole = int(value)
-        except (ValueError, OverflowError):  # NaN, infinities
+        return value if abs(value) <= INT_MAX else None
+    if isinstance(value, Decimal):
+        # The size from the exponent alone, before int(): int(Decimal("1e1000000")) takes seconds.
+        # adjusted() is the power of ten of the first digit, so under 18 means under 10**18.
+        if not value.is_finite() or value.adjusted() >= 18:
             return None
-        return whole if whole == value else None
-    return None
+        whole = int(value)
+    elif isinstance(value, float):
+        if not abs(value) <= INT_MAX:  # NaN and the infinities too
+            return None
+        whole = int(value)
+    else:
+        return None
+    return whole if whole == value else None
 
 
 def _code(value: Any, where: str) -> int | str:
@@ -109,14 +159,27 @@ def _code(value: Any, where: str) -> int | str:
         return whole
     if isinstance(value, str) and value.strip():
         text = value.strip()
-        return int(text) if _INTEGER.fullmatch(text) else text
-    raise MalformedCallback(f"{where}: ResultCode {value!r} is not a code")
+        if not _INTEGER.fullmatch(text):
+            return text
+        # Only digits, so a number: bounded like one, and before int() (which refuses 4,300 digits).
+        whole = _integral(int(text)) if len(text) <= 19 else None
+        if whole is not None:
+            return whole
+    raise MalformedCallback(f"{where}: ResultCode {_shown(value)} is not a code")
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short: it comes from the sender and may be any size."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+        return "(a number too big)"  # repr() of an int over 4,300 digits raises
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _int_code(value: Any, where: str) -> int:
     code = _code(value, where)
     if not isinstance(code, int):
-        raise MalformedCallback(f"{where}: ResultCode {code!r} is not a number")
+        raise MalformedCallback(f"{where}: ResultCode {_shown(code)} is not a number")
     return code
 
 
@@ -145,11 +208,14 @@ def _stamp(value: Any, what: str) -> datetime:
     if isinstance(value, bool) or value is None:
         raise MalformedCallback(f"{what} is missing")
     whole = _integral(value)
-    text = str(whole) if whole is not None else str(value).strip()
+    # A number that is not a bounded whole one is no stamp: never str() it (1e5000 as an int cannot be).
+    if whole is None and not isinstance(value, str):
+        raise MalformedCallback(f"{what} {_shown(value)} is not a YYYYMMDDHHmmss timestamp")
+    text = str(whole) if whole is not None else value.strip()
     try:
         return parse_nairobi_timestamp(text)
     except ValueError:
-        raise MalformedCallback(f"{what} {value!r} is not a YYYYMMDDHHmmss timestamp") from None
+        raise MalformedCallback(f"{what} {_shown(value)} is not a YYYYMMDDHHmmss timestamp") from None
 
 
 def _completed_time(value: Any, what: str) -> datetime:
@@ -211,6 +277,7 @@ class StkCallback:
         return self.result_code == 0
 
 
+@_refusing_bad_values
 def parse_stk_callback(payload: bytes | str | Mapping[str, Any]) -> StkCallback:
     where = "STK callback"
     body = _object(_object(_load(payload), "Body", where), "stkCallback", where)
@@ -229,10 +296,13 @@ def parse_stk_callback(payload: bytes | str | Mapping[str, Any]) -> StkCallback:
         transaction_date = _stamp(metadata["TransactionDate"], f"{where} TransactionDate")
     if metadata.get("PhoneNumber") is not None:
         raw_phone = metadata["PhoneNumber"]
-        whole = _integral(raw_phone)
-        digits = str(whole) if whole is not None else str(raw_phone).strip().removeprefix("+")
+        if isinstance(raw_phone, str):
+            digits = raw_phone.strip().removeprefix("+")
+        else:  # a number: only a bounded whole one is a phone (see `_integral`), so str() never fails
+            whole = _integral(raw_phone)
+            digits = "" if whole is None else str(whole)
         if not _INTEGER.fullmatch(digits):
-            raise MalformedCallback(f"{where}: PhoneNumber {raw_phone!r} is not a number")
+            raise MalformedCallback(f"{where}: PhoneNumber {_shown(raw_phone)} is not a number")
         phone = "+" + digits
     return StkCallback(
         merchant_request_id=_required_text(body, "MerchantRequestID", where),
@@ -293,6 +363,7 @@ _RECEIPT_KEYS = ("TransactionReceipt", "ReceiptNo")
 _COMPLETED_KEYS = ("TransactionCompletedDateTime", "TransCompletedTime", "FinalisedTime")
 
 
+@_refusing_bad_values
 def parse_result(payload: bytes | str | Mapping[str, Any]) -> DarajaResult:
     where = "Result"
     body = _object(_load(payload), "Result", where)
@@ -334,6 +405,7 @@ class QueueTimeout:
     result_desc: str
 
 
+@_refusing_bad_values
 def parse_queue_timeout(payload: bytes | str | Mapping[str, Any]) -> QueueTimeout:
     # The contract does not fix this body: accept the Result envelope or the same fields flat.
     where = "queue timeout"
@@ -359,6 +431,7 @@ class AccountBalance:
     uncleared: Money
 
 
+@_refusing_bad_values
 def parse_account_balances(text: str) -> tuple[AccountBalance, ...]:
     """``Working Account|KES|700000.00|700000.00|0.00|0.00&Utility Account|KES|…`` → typed balances."""
     if not isinstance(text, str) or not text.strip():
@@ -399,6 +472,7 @@ class C2BPayment:
     last_name: str
 
 
+@_refusing_bad_values
 def parse_c2b_payment(payload: bytes | str | Mapping[str, Any]) -> C2BPayment:
     where = "C2B payload"
     body = _load(payload)

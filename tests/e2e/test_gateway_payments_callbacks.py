@@ -243,3 +243,31 @@ async def test_live_mode_registers_the_c2b_urls_at_start_up_only_when_asked(new_
             validation, confirmation, _ = sandboxes.daraja._c2b_urls[s.daraja_shortcode]
         assert validation == f"http://127.0.0.1:{port}/callbacks/{SECRET}{CALLBACK_C2B_VALIDATION}"
         assert confirmation == f"http://127.0.0.1:{port}/callbacks/{SECRET}{CALLBACK_C2B_CONFIRMATION}"
+
+
+_STK_HEAD = '{"Body":{"stkCallback":{"MerchantRequestID":"m","CheckoutRequestID":"huge-1","ResultDesc":"x",'
+_STK_ITEM = '"ResultCode":1032,"CallbackMetadata":{"Item":[{"Name":"NAME","Value":1e5000}]}}}}'
+_RESULT_HEAD = '{"Result":{"ResultDesc":"x","OriginatorConversationID":"huge-a","ConversationID":"huge-b",'
+_C2B_HEAD = '{"TransID":"HUGE1","TransAmount":"10","BusinessShortCode":"600000","MSISDN":"254700000000",'
+#: Bodies with numbers no Daraja field holds, by the path they are posted to. Read as Decimal, each
+#: once became an int too big for str() (a 500, at parsing or when the delivery was recorded), or, for
+#: 1e1000000, one that blocked the event loop for half a minute while it was built.
+HUGE_NUMBER_BODIES = [
+    ("/stk", _STK_HEAD + _STK_ITEM.replace("NAME", "PhoneNumber")),
+    ("/stk", _STK_HEAD + _STK_ITEM.replace("NAME", "TransactionDate")),
+    ("/stk", _STK_HEAD + '"ResultCode":1e5000}}}'),
+    ("/b2c/result", _RESULT_HEAD + '"ResultType":0,"ResultCode":1e5000}}'),
+    ("/b2c/result", _RESULT_HEAD + '"ResultType":1e1000000,"ResultCode":0}}'),
+    ("/b2c/timeout", _RESULT_HEAD + '"ResultCode":1e5000}}'),
+    (CALLBACK_STATUS_RESULT, _RESULT_HEAD + '"ResultType":0,"ResultCode":"' + "9" * 5000 + '"}}'),
+    (CALLBACK_C2B_CONFIRMATION, _C2B_HEAD + '"TransTime":1e5000}'),
+    (CALLBACK_C2B_VALIDATION, _C2B_HEAD + '"TransTime":1e1000000}'),
+    (CALLBACK_STATUS_RESULT, '{"Result":' + '{"a":' * 900 + "1" + "}" * 900 + "}"),  # nested past plain()'s stack
+]
+
+
+@pytest.mark.parametrize(("path", "body"), HUGE_NUMBER_BODIES, ids=[f"{p}-{i}" for i, (p, _) in
+                                                                    enumerate(HUGE_NUMBER_BODIES)])
+async def test_numbers_too_big_for_daraja_are_answered_400_not_500(gw: Gateway, path: str, body: str):
+    status, answer = await gw.post(f"/callbacks/{SECRET}{path}", body)
+    assert (status, answer["error"]) == (400, "malformed_callback"), (status, answer)
