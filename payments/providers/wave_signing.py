@@ -46,7 +46,9 @@ def parse_signature_header(header: str) -> SignatureHeader:
         if not sep:
             raise InvalidSignatureHeader(f"{part.strip()!r} is not key=value")
         if key == "t":
-            if timestamp is not None or not value.isascii() or not value.isdigit():
+            # A Unix time in seconds has 10 digits (until 2286): more is no timestamp, refused before
+            # int() (which refuses 4,300 digits) and before any arithmetic on it (which overflows).
+            if timestamp is not None or not value.isascii() or not value.isdigit() or len(value) > 12:
                 raise InvalidSignatureHeader("the t= timestamp is missing, repeated or not a number")
             timestamp = int(value)
         elif key == "v1" and value:

@@ -137,7 +137,11 @@ def parse_event(raw_body: bytes | str) -> WaveEvent:
     if not isinstance(data, Mapping):
         raise MalformedWebhook("the event data is not an object")
     # Verified already (on the raw body): what Wave sent is kept, less any control character.
-    return WaveEvent(event_id, event_type, MappingProxyType(plain(data)))
+    try:
+        kept = plain(data)
+    except RecursionError:  # plain() recurses once a level: data nested nearly as deep as JSON allows
+        raise MalformedWebhook("the event data is nested too deeply") from None
+    return WaveEvent(event_id, event_type, MappingProxyType(kept))
 
 
 def verify_webhook(

@@ -97,7 +97,9 @@ def test_a_replayed_signature_with_a_new_timestamp_is_rejected():
         verify_signature(BODY, forged, [SECRET], now=at(NOW + 1000))
 
 
-@pytest.mark.parametrize("header", [None, "", "garbage", "t=abc,v1=00", "v1=00", f"t={NOW}", f"t={NOW},t={NOW},v1=00"])
+@pytest.mark.parametrize("header", [None, "", "garbage", "t=abc,v1=00", "v1=00", f"t={NOW}", f"t={NOW},t={NOW},v1=00",
+                                    # No timestamps: int() refuses 4,300 digits; 400 overflow the arithmetic.
+                                    "t=" + "9" * 5000 + ",v1=00", "t=" + "9" * 400 + ",v1=00"])
 def test_missing_or_unreadable_headers_are_rejected(header):
     with pytest.raises(WebhookRejected):
         verify_signature(BODY, header, [SECRET], now=at(NOW))
@@ -116,6 +118,12 @@ def test_header_parsing_never_fails_other_than_invalid_header(header):
         parse_signature_header(header)
     except InvalidSignatureHeader:
         pass
+
+
+def test_event_data_nested_too_deeply_to_clean_is_malformed():
+    nested = '{"id": "EV_1", "type": "checkout.session.completed", "data": ' + '{"a": ' * 900 + "1" + "}" * 901
+    with pytest.raises(MalformedWebhook):
+        parse_event(nested.encode())
 
 
 def test_verify_webhook_with_the_signing_strategy_parses_the_event():
