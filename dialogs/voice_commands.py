@@ -41,7 +41,9 @@ from dialogs.voice_store import (
     VoiceCommandStore,
 )
 from nlu import intents as nlu_intents
+from nlu.numbers_words import DIGIT_WORDS
 from nlu.results import Contact, Parse
+from nlu.tokens import tokenize
 from payments.commands import Channel
 from payments.money import Currency
 
@@ -71,6 +73,11 @@ _RECIPIENT_VALUE = {"send": "to_phone", "pochi": "pochi_phone"}
 _WITHDRAW_CURRENCY = {nlu_intents.WITHDRAW_TO_MPESA: Currency.KES, nlu_intents.WITHDRAW_TO_WAVE: Currency.XOF}
 #: Someone telling their PIN aloud: refused, whatever else they said.
 _SPOKEN_PIN = re.compile(r"\b(pin|pini|nenosiri|code|siri)\b.*\d|\d.*\b(pin|pini|nenosiri|code)\b", re.IGNORECASE)
+_PIN_WORDS = frozenset({"pin", "pini", "nenosiri", "code", "siri"})
+#: Digits said as words ("four eight two six"): Whisper writes English numbers in words.
+_DIGIT_WORDS = frozenset(word for words in DIGIT_WORDS.values() for word in words)
+#: How many digits said as words, after a PIN word, make a PIN said aloud (PINs have 4 or more).
+_SAID_DIGITS = 3
 _DIGITS = re.compile(r"\d")
 
 #: Reply statuses beyond the command's own: the turn's outcome.
@@ -153,12 +160,14 @@ class VoiceCommands:
         if refusal is not None:
             return refusal
         assert command is not None
+        if spoken_pin(heard.text):
+            # IMPORTANT: before the words are kept: a command's transcripts go on its payment, which
+            # operators read. What was said is dropped whole.
+            return await self._saved(command, command.status, self._text(command, "pin_by_voice"), None)
         self._heard(command, heard)
         parse = await self._parse(heard, caller)
         if parse.intent in (nlu_intents.CANCEL, nlu_intents.DENY):
             return await self._saved(command, CANCELLED, self._text(command, "cancelled"), parse)
-        if _SPOKEN_PIN.search(heard.text):
-            return await self._saved(command, command.status, self._text(command, "pin_by_voice"), parse)
         if command.status == CONFIRMING:
             # Only the keypad confirms: repeat the read-back and how to confirm.
             return await self._saved(command, CONFIRMING, self._confirm_text(command), parse)
@@ -243,9 +252,9 @@ class VoiceCommands:
     # -- understanding ---------------------------------------------------------------------------
 
     async def _first_turn(self, command: PendingCommand, caller: VoiceCaller, heard: Heard) -> VoiceReply:
-        self._heard(command, heard)
-        if _SPOKEN_PIN.search(heard.text):
+        if spoken_pin(heard.text):  # as in `answer`: not kept
             return self._set(command, ANSWERED, self._text(command, "pin_by_voice"), None)
+        self._heard(command, heard)
         parse = await self._parse(heard, caller)
         command.intent = parse.intent
         if parse.intent in (nlu_intents.CANCEL, nlu_intents.DENY):
@@ -469,6 +478,18 @@ class VoiceCommands:
         await self.store.save(command)
         return VoiceReply(command, status or state, text, parse)
 
+
+
+def spoken_pin(text: str) -> bool:
+    """Whether ``text`` tells a PIN aloud: a PIN word with digits ("my pin is 4826"), or with
+    digits said as words after it ("my pin is four eight two six", "pini yangu ni nne nane")."""
+    if _SPOKEN_PIN.search(text):
+        return True
+    words = [token.text for token in tokenize(text)]
+    for k, word in enumerate(words):
+        if word in _PIN_WORDS and sum(w in _DIGIT_WORDS for w in words[k + 1:k + 12]) >= _SAID_DIGITS:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from dialogs.display import phone_text
 from dialogs.intent_actions import merchant_name, pick_of
+from nlu.amounts import find_amounts
 from nlu.numbers_words import EN_UNITS, FR_UNITS, SW_UNITS
 from nlu.results import Contact, Parse
 from nlu.tokens import tokenize
@@ -108,13 +109,18 @@ def _is_amount(item: Listed, major: int) -> bool:
 
 
 def _place(text: str, amount: int | None) -> int | None:
-    """A place in the list said as a digit or a word ("2", "two", "the second", "ya pili")."""
-    if amount is not None and 1 <= amount <= READ_OUT:
-        return amount
-    words = [token.text for token in tokenize(text)]
+    """A place in the list said as a digit or a word ("2", "two", "the second", "ya pili"). A number
+    that is part of a larger one ("the 3 thousand one", "3 000 francs") is no place: an amount the
+    intent layer (or, when it kept none, `find_amounts`) reads is one only from 1 to `READ_OUT`,
+    and only when it is the answer's one number."""
+    if amount is not None:
+        return amount if 1 <= amount <= READ_OUT else None
+    tokens = tokenize(text)
+    found = find_amounts(tokens)
+    if found:
+        return found[0].value if len(found) == 1 and 1 <= found[0].value <= READ_OUT else None
+    words = [token.text for token in tokens]
     for k, word in enumerate(words):
-        if word.isdigit() and 1 <= int(word) <= READ_OUT:
-            return int(word)
         if word in _ORDINALS:
             return _ORDINALS[word]
         if word in _NUMBERS and (len(words) == 1 or (k > 0 and words[k - 1] in _NUMBER_CUES)):

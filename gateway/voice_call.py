@@ -231,8 +231,13 @@ async def _digits(call: _Call, digits: str) -> web.Response:
     caller = call.caller
     if state.get("stage") == "pin" and state.get("command"):
         pin = digits.rstrip("#")
+        length = call.request.app[SETTINGS].security.pin_length
         if pin == "0":
             reply = await commands.cancel(caller, state["command"])
+        elif not (pin.isascii() and pin.isdigit() and len(pin) == length):
+            # No PIN ("#" alone, a "*", too few digits): the read-back and the question again, and
+            # no try counted against the caller (the app API refuses it the same way, with a 400).
+            reply = await commands.get(caller, state["command"])
         else:
             reply = await commands.confirm(caller, state["command"], pin)
         return await call.save(xml.response(*await _after(call, reply)))

@@ -485,3 +485,44 @@ async def test_a_spoken_request_is_found_by_its_merchant_s_name_as_heard(gw: Gat
 
     assert status == 201 and heard["intent"] == "pay_request", heard
     assert heard["status"] == "confirming" and "1,500 shillings to Java House" in heard["text"], heard
+
+
+async def test_a_pin_said_aloud_is_never_kept_digits_or_words(gw: Gateway):
+    _, _, key = await customer(gw)
+    _, heard = await call_api(gw, key, "/v1/voice/commands", body={"text": "send 500 to Mama"})
+    for said in (f"my pin is {PIN}", "my pin is four eight two six", "pini yangu ni nne nane mbili sita"):
+        _, warned = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/answer", body={"text": said})
+        assert warned["status"] == "confirming" and "never say your PIN" in warned["text"], (said, warned)
+    status, done = await call_api(gw, key, f"/v1/voice/commands/{heard['id']}/confirm", body={"pin": PIN})
+    assert status == 200 and done["status"] == "executed", done
+    payment = await wait_for(gw, done["payment"]["reference"])
+    # What the payment keeps (operators read it) is what was said before: no PIN, in any form.
+    assert payment.transcript == "send 500 to Mama", payment.transcript
+
+
+async def test_a_number_inside_an_amount_picks_no_request_by_its_place(gw: Gateway):
+    payer, _, key = await customer(gw)
+    await ask(gw, await shop(gw, "Carrefour"), payer, 3500)
+    await ask(gw, await shop(gw, "Naivas", suffix="321"), payer, 300)
+    await ask(gw, await shop(gw, "Java House", suffix="456"), payer, 1500)
+    _, listed = await call_api(gw, key, "/v1/voice/commands", body={"text": "pay my payment request"})
+    assert listed["status"] == "asking", listed
+    for said in ("the 3 thousand one", "the 2k one"):
+        _, again = await call_api(gw, key, f"/v1/voice/commands/{listed['id']}/answer", body={"text": said})
+        assert again["status"] == "asking" and again["text"].startswith("I did not find that request."), (said, again)
+
+
+async def test_keys_that_are_no_pin_on_a_call_ask_again_and_cost_no_try(gw: Gateway, recordings):
+    base, files = recordings
+    payer, _, _ = await customer(gw)
+    call = {"sessionId": "ATVId_e2e_badpin", "isActive": "1", "callerNumber": payer.phone}
+    await at_voice(gw, **call)
+    files["b1.mp3"] = telephone_mp3("Send one thousand shillings to Mama")
+    _, xml = await at_voice(gw, **call, recordingUrl=f"{base}/b1.mp3")
+    assert "<GetDigits" in xml, xml
+    for keys in ("#", "48*26#", "48#"):
+        _, xml = await at_voice(gw, **call, dtmfDigits=keys)
+        assert "<GetDigits" in xml and "1,000 shillings" in xml and "Wrong PIN" not in xml, (keys, xml)
+    _, xml = await at_voice(gw, **call, dtmfDigits=PIN + "#")
+    assert "Sent 1,000 shillings to" in xml, xml
+    assert await gw.scalar("SELECT failed_pin_attempts FROM users WHERE id = :u", u=payer.id) == 0
