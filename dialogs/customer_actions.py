@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import autocommit
 from dialogs.display import clock_text, money_text, phone_text, statement_line
-from dialogs.steps import ActionSpec, Step
+from dialogs.steps import PIN_HASH, PIN_OK, ActionSpec, Step
 from payments.accounts import AccountKind, account_by_code, account_code, balance_by_code, open_account, statement
 from payments.commands import (
     BuyGoods,
@@ -71,6 +71,10 @@ KINDS: dict[str, tuple[PaymentKind, str | None]] = {
 _REGIONS = {Currency.KES: frozenset({"KE"}), Currency.XOF: frozenset({"SN", "CI"})}
 
 
+#: The session value holding the idempotency key of the payment a confirmation makes (see `quote`).
+PAY_KEY = "_pay_key"
+
+
 @dataclass(frozen=True)
 class Services:
     """What the actions work with (the gateway builds it once)."""
@@ -91,8 +95,10 @@ def channel_fields(step: Step) -> dict[str, Any]:
 
 
 def _command(kind: str, step: Step, amount: Money) -> Command:
-    common: dict[str, Any] = {"idempotency_key": step.idempotency_key, "payer_user_id": step.user_id,
-                              "amount": amount, **channel_fields(step)}
+    # The quote's key (`CustomerActions.quote`), not this hop's: every confirmation of one quote is
+    # one payment, whichever hop or session (a resumed one) types the PIN.
+    common: dict[str, Any] = {"idempotency_key": step.values.get(PAY_KEY) or step.idempotency_key,
+                              "payer_user_id": step.user_id, "amount": amount, **channel_fields(step)}
     v = step.values
     if kind == "send":
         return SendToPhone(**common, recipient_phone=v["to_phone"])
@@ -172,11 +178,11 @@ class CustomerActions:
 
     async def hold_pin(self, step: Step) -> str:
         """The first entry of a new PIN: keep only its hash until the second entry."""
-        step.values["_pin_hash"] = await self.services.pins.hash(step.secret or "")
+        step.values[PIN_HASH] = await self.services.pins.hash(step.secret or "")
         return "ok"
 
     async def register(self, step: Step) -> str:
-        digest = step.values.pop("_pin_hash", None)
+        digest = step.values.pop(PIN_HASH, None)
         if digest is None or not await self._same_pin(digest, step.secret or ""):
             step.say("err.pin_mismatch")
             return "mismatch"
@@ -197,16 +203,16 @@ class CustomerActions:
         """The current PIN, before a change: verified now (it counts towards the lock-out)."""
         if (failed := await self.verify_pin(step)) is not None:
             return failed
-        step.values["_pin_ok"] = "1"
+        step.values[PIN_OK] = "1"
         return "ok"
 
     async def change_pin(self, step: Step) -> str:
-        digest = step.values.pop("_pin_hash", None)
-        if not step.values.pop("_pin_ok", None) or digest is None:
+        digest = step.values.pop(PIN_HASH, None)
+        if not step.values.pop(PIN_OK, None) or digest is None:
             step.say("err.pin_expired")
             return "expired"
         if not await self._same_pin(digest, step.secret or ""):
-            step.values["_pin_ok"] = "1"  # the current PIN was right: only the new one is typed again
+            step.values[PIN_OK] = "1"  # the current PIN was right: only the new one is typed again
             step.say("err.pin_mismatch")
             return "mismatch"
         async with self.services.engine.begin() as conn:
@@ -276,6 +282,10 @@ class CustomerActions:
             if available < priced.total:
                 step.say("err.no_funds", balance=money_text(available), total=money_text(priced.total))
                 return "fix_amount"
+        # IMPORTANT: the payment this confirmation makes is keyed here, once. A PIN hop whose payment
+        # committed but whose answer or session save was lost leaves the session on the confirmation;
+        # resumed, its PIN must replay that payment, not make a second one under a new hop's key.
+        step.values[PAY_KEY] = step.idempotency_key
         return "ok"
 
     async def pay(self, step: Step) -> str:

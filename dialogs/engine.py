@@ -33,7 +33,7 @@ from dialogs.render import Rendered, render, visible_options
 from dialogs.screens import BACK, HOME, RESUME, Action, Confirm, End, Input, Menu, Notice, Screen
 from dialogs.session import SessionState
 from dialogs.session_store import SessionStore
-from dialogs.steps import Invalid, Step
+from dialogs.steps import PIN_PROOFS, Invalid, Step
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +292,10 @@ class UssdEngine:
             return None
         old = await self.store.load(previous)
         if old is None or old.ended or old.user_id != user_id or old.screen == home or old.screen.startswith("sys."):
+            return None
+        if any(key in old.values for key in PIN_PROOFS):
+            # IMPORTANT: the old session holds a PIN typed there (the current one, checked, on the way
+            # to a new one): whoever dials next must type it again, not carry it on.
             return None
         return previous
 

@@ -20,6 +20,13 @@ class Invalid(Exception):
         self.values = values
 
 
+#: Values an action keeps in the session as proof that a PIN was typed there: the hash of a new PIN
+#: awaiting its second entry, and "the current PIN was right" on the way to a new one. A session
+#: holding one is never resumed by another (`dialogs.engine`).
+PIN_HASH, PIN_OK = "_pin_hash", "_pin_ok"
+PIN_PROOFS = frozenset({PIN_HASH, PIN_OK})
+
+
 @dataclass
 class Step:
     """What an action sees: the session's values (which it may update), the caller, the PIN typed

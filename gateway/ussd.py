@@ -82,8 +82,18 @@ async def ussd_callback(request: web.Request) -> web.Response:
     return _plain(reply)
 
 
+#: The largest count the events table holds (a PostgreSQL integer); beyond it is no real session's.
+_MAX_COUNT = 2**31 - 1
+
+
 def _number(value: str) -> int | None:
-    return int(value) if value.isdigit() and len(value) < 12 else None
+    """A count Africa's Talking sends (hops, milliseconds), or None: ASCII digits only (``"²"`` is a
+    digit to `str.isdigit` and no number to `int`), and no more than the column holds (an event that
+    can never be stored would be refused, and resent, for ever)."""
+    if not (value.isascii() and value.isdigit() and len(value) < 12):
+        return None
+    number = int(value)
+    return number if number <= _MAX_COUNT else None
 
 
 async def ussd_session_event(request: web.Request) -> web.Response:

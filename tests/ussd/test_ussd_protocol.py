@@ -160,6 +160,51 @@ async def test_session_events_are_checked_and_idempotent(gw, phone_for):
         status, _, _ = await post_form(gw, "/ussd/events", bad)
         assert status == 400
     assert await gw.scalar("SELECT count(*) FROM ussd_sessions WHERE session_id = 'x'") == 0
+    # Counts no number reads ("²" is a digit to Python, not to int) or no column holds are left out.
+    for hops in ("²", "99999999999"):
+        odd = {**event, "sessionId": f"ATUid_odd_{uuid.uuid4().hex}", "hopsCount": hops}
+        assert (await post_form(gw, "/ussd/events", odd))[::2] == (200, "OK"), hops
+        assert await gw.scalar("SELECT hops FROM ussd_sessions WHERE session_id = :s", s=odd["sessionId"]) is None
+
+
+async def test_a_confirmation_resumed_after_its_pin_hop_paid_pays_no_second_time(gw, phone_for):
+    """The PIN hop's payment committed, then its session could not be saved (the store failed): the
+    caller sees an error, dials again and resumes at the confirmation. Its PIN replays that payment."""
+    payer = await customer(gw, funds=1000)
+    payee = await customer(gw, name="Otieno Were")
+    first = phone_for(payer.phone)
+    await run(first, [Dial(), Type("1"), Type(payee.phone), Type("200"), See("send.confirm")])
+    store = gw.app[USSD_SESSIONS]
+    save, failed = store.save, []
+
+    async def fails_once(state, **kwargs):
+        if not failed:
+            failed.append(state.session_id)
+            raise ConnectionError("the session store timed out")
+        return await save(state, **kwargs)
+
+    store.save = fails_once
+    try:
+        await first.type(PIN)
+    finally:
+        store.save = save
+    assert failed and "Sorry" in first.screen
+
+    again = phone_for(payer.phone)
+    await run(again, [Dial(), See("sys.resume"), Type("1"), See("send.confirm"), Type(PIN), See("send.done"), Ends()])
+
+    assert await gw.scalar("SELECT count(*) FROM payments WHERE payer_user_id = :u", u=payer.id) == 1
+    assert await gw.wallet(payee) == Money.of(200, KES)
+
+
+async def test_a_session_past_a_pin_check_is_not_resumed_by_the_next_dial(gw, phone_for):
+    """The owner typed the current PIN on the way to a new one, and walked away: whoever dials next
+    starts afresh, and must know the PIN to change it."""
+    payer = await customer(gw, funds=100)
+    owner = phone_for(payer.phone)
+    await run(owner, [Dial(), Type("6"), Type("3"), See("acct.pin.old"), Type(PIN), See("acct.pin.new")])
+    other = phone_for(payer.phone)
+    await run(other, [Dial(), See("home"), Continues()])
 
 
 async def test_control_characters_in_callbacks_are_dropped_and_sessions_recorded(gw, phone_for):
