@@ -65,6 +65,7 @@ users = Table(
     Column("pin_hash", Text),
     Column("pin_check", Text),  # keyed check value of the PIN (migration 0009); NULL until derived
     Column("failed_pin_attempts", Integer, nullable=False, server_default="0"),
+    Column("last_pin_attempt", Text),  # 0019: the hop whose wrong PIN was counted last (copies count once)
     Column("locked_until", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -162,7 +162,10 @@ class CustomerActions:
         # The count and the lock are committed before these are raised; no connection is held
         # while the PIN is hashed.
         try:
-            await self.services.pins.check(self.services.engine, step.user_id, step.secret or "")
+            # A USSD hop's key names the try: copies of one hop a network sent twice count once. A
+            # spoken command's key is the command's, the same for every try: each of those counts.
+            attempt = step.idempotency_key if step.spoken is None else None
+            await self.services.pins.check(self.services.engine, step.user_id, step.secret or "", attempt=attempt)
         except (WrongPin, AccountLocked) as exc:
             failure = exc
         if isinstance(failure, WrongPin):

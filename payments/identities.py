@@ -126,7 +126,8 @@ T = TypeVar("T")
 _NAME = re.compile(r"^[^\x00-\x1f<>{}]{1,60}$")
 
 
-_PIN_ROW = "SELECT status, pin_hash, pin_check, failed_pin_attempts, locked_until FROM users WHERE id = :u"
+_PIN_ROW = ("SELECT status, pin_hash, pin_check, failed_pin_attempts, locked_until, last_pin_attempt FROM users "
+            "WHERE id = :u")
 #: A check value's form: scheme, key id (so a value made under another key is recognised), HMAC.
 _CHECK_SCHEME = "v1"
 
@@ -253,7 +254,8 @@ class PinService:
         matched, derived = await self._compare(user_id, row, pin)
         return await self._record(conn, user_id, row, matched, now, derived)
 
-    async def check(self, engine: AsyncEngine, user_id: int, pin: str, *, now: datetime | None = None) -> User:
+    async def check(self, engine: AsyncEngine, user_id: int, pin: str, *, now: datetime | None = None,
+                    attempt: str | None = None) -> User:
         """`verify` in transactions of its own, holding no connection while the PIN is hashed (tens of
         milliseconds of CPU, during which a pooled connection would serve nobody): read the hash,
         compare, then lock the row and record the outcome, provided the hash is still the one
@@ -263,7 +265,8 @@ class PinService:
         A right PIN that leaves nothing to record (an active user, no failures) takes no lock: with a
         check value, one single-statement read (the comparison awaits nothing, so the row as read is
         the row now); after an argon2 verify, a second statement confirms the row is still as
-        compared (and stores the check value derived, if any).
+        compared (and stores the check value derived, if any). ``attempt`` names the try (a USSD
+        hop's key): copies of one try, which a network's retries run side by side, count one failure.
         """
         now = now or datetime.now(UTC)
         reads = autocommit(engine)
@@ -295,7 +298,7 @@ class PinService:
                     continue  # a new PIN since it was read: compare against that one
                 _refuse_early(row, user_id, now)
                 try:
-                    return await self._record(conn, user_id, row, matched, now, derived)
+                    return await self._record(conn, user_id, row, matched, now, derived, attempt=attempt)
                 except (WrongPin, AccountLocked) as exc:
                     failure = exc  # raised once the transaction has committed the count
             assert failure is not None
@@ -303,7 +306,7 @@ class PinService:
         raise PinNotSet("the PIN kept changing while it was checked; try again")
 
     async def _record(self, conn: AsyncConnection, user_id: int, row: Any, matched: bool, now: datetime,
-                      derived: str | None = None) -> User:
+                      derived: str | None = None, *, attempt: str | None = None) -> User:
         """Apply a comparison's outcome to the (locked) user row ``row``: a lock that has run out
         ends, a match clears the failures (and stores the check value it ``derived``, if any), a
         miss counts and may lock the user."""
@@ -315,9 +318,13 @@ class PinService:
                     "UPDATE users SET failed_pin_attempts = 0, pin_check = coalesce(:c, pin_check) WHERE id = :u"),
                     {"u": user_id, "c": derived})
             return await get_user(conn, user_id)
+        if attempt is not None and row.last_pin_attempt == attempt:
+            # A copy of a try whose miss was counted (the row's lock queued it behind the first): the
+            # same answer, nothing counted again.
+            raise WrongPin(self.policy.max_attempts - row.failed_pin_attempts)
         failures = (await conn.execute(sql(
-            "UPDATE users SET failed_pin_attempts = failed_pin_attempts + 1, updated_at = now() "
-            "WHERE id = :u RETURNING failed_pin_attempts"), {"u": user_id})).scalar_one()
+            "UPDATE users SET failed_pin_attempts = failed_pin_attempts + 1, last_pin_attempt = :a, updated_at = now() "
+            "WHERE id = :u RETURNING failed_pin_attempts"), {"u": user_id, "a": attempt})).scalar_one()
         if failures >= self.policy.max_attempts:
             until = now + timedelta(minutes=self.policy.lock_minutes)
             await conn.execute(sql(

@@ -120,6 +120,19 @@ async def test_wrong_pins_show_the_tries_left_then_lock_the_account(gw, phone_fo
     assert await gw.wallet(payer) == Money.of(500, KES)
 
 
+async def test_a_wrong_pin_in_a_hop_the_network_sent_three_times_counts_once(gw, phone_for):
+    payer = await customer(gw, funds=1000)
+    phone = phone_for(payer.phone)
+    await run(phone, [Dial(), Type("4"), Type("1"), Type("100"), See("wd.confirm")])
+
+    screens = await asyncio.gather(phone.type("0000"), phone.retry(), phone.retry())
+
+    assert all(en("err.wrong_pin", tries="2") in screen for screen in screens), screens
+    assert await gw.scalar("SELECT failed_pin_attempts || ' ' || status FROM users WHERE id = :u",
+                           u=payer.id) == "1 active"
+    await run(phone, [Type(PIN), See("wd.pending")])
+
+
 async def test_a_dropped_session_is_resumed_and_its_drop_recorded(gw, phone_for):
     payer = await customer(gw, funds=900)
     payee = await customer(gw, name="Mary Wambui")
