@@ -128,7 +128,9 @@ class EntityExtractor:
     def _amount(claims: _Claims, language: str) -> None:
         order = (language, *(lang for lang in LANGUAGES if lang != language))
         amounts = find_amounts(claims.tokens, claims.kinds, order)
-        chosen = choose_amount(amounts)
+        # Two amounts, or one in doubt (a fraction, a foreign currency, digits left over beside it),
+        # give none: the dialog asks "How much?" rather than paying a guess.
+        chosen = choose_amount(amounts, claims.tokens, claims.kinds)
         # Every amount is masked, only the chosen one becomes an entity.
         for amount in amounts:
             claims.take(AMOUNT, amount.value, amount.token_start, amount.token_end, emit=amount is chosen)

@@ -63,6 +63,13 @@ DIGIT_WORDS = {
 # "double seven" / "triple one": how English speakers read repeated digits aloud.
 DIGIT_REPEATS = {"double": 2, "triple": 3}
 
+# Words that say part of a number is a fraction: "one point five thousand", "two and a half thousand",
+# "elfu moja na nusu", "un virgule cinq million", "un million et demi", "robo milioni". The grammars
+# here read whole numbers only, so they stop at these words and would read "five thousand" out of
+# "one point five thousand": an amount next to one of them is a question, not a number (amounts.py).
+FRACTION_WORDS = frozenset({"point", "half", "halves", "quarter", "quarters", "nusu", "robo", "virgule", "demi",
+                            "demie", "moitie", "quart", "quarts"})
+
 NUMBER_WORDS = {
     EN: frozenset(EN_UNITS) | set(EN_TEENS) | set(EN_TENS) | EN_HUNDRED | set(EN_SCALES) | {"zero", "oh"},
     SW: frozenset(SW_UNITS) | SW_TEN | set(SW_TENS) | SW_HUNDRED | set(SW_SCALES) | set(SW_SLANG)

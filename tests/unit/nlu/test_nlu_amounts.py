@@ -12,7 +12,8 @@ from nlu.tokens import tokenize
 
 
 def amount_in(text: str, languages=LANGUAGES) -> tuple[int, str | None] | None:
-    chosen = choose_amount(find_amounts(tokenize(text), languages=languages))
+    tokens = tokenize(text)
+    chosen = choose_amount(find_amounts(tokens, languages=languages), tokens)
     return (chosen.value, chosen.currency) if chosen else None
 
 
@@ -74,22 +75,142 @@ def test_amounts_are_ints_never_floats() -> None:
         assert chosen is not None and type(chosen.value) is int
 
 
-def test_amount_with_currency_wins() -> None:
-    # "last 5 transactions ... 200 bob": the one with a currency is the amount.
-    assert amount_in("send 5 to John 200 bob") == (200, KES)
-    assert amount_in("send 300 and 200") == (300, None)
+def test_two_amounts_are_a_question() -> None:
+    # Which one is meant is a guess, even when one has a currency: the dialog asks "How much?".
+    assert amount_in("send 5 to John 200 bob") is None
+    assert amount_in("send 300 and 200") is None
+    assert amount_in("envoie cinq mille francs à Awa et deux mille à Fatou", (FR, EN, SW)) is None
 
 
 def test_spaced_groups_only_for_french_or_with_currency() -> None:
-    assert amount_in("send 500 200") == (500, None)
+    assert amount_in("send 500 200") is None  # two numbers in English: a question, not 500
     assert amount_in("envoie 5 000", (FR, EN, SW)) == (5000, None)
     assert amount_in("send 5 000 bob") == (5000, KES)
+
+
+@pytest.mark.parametrize(
+    ("text", "languages", "expected"),
+    [
+        # Digits and number words that make one number.
+        ("Send one thousand, five hundred shillings to Mama", LANGUAGES, (1500, KES)),
+        ("send one thousand, five hundred to John", LANGUAGES, (1500, None)),
+        ("send 2 hundred shillings to Mama", LANGUAGES, (200, KES)),
+        ("send 5 hundred to Mama", LANGUAGES, (500, None)),
+        ("send 1 hundred to John", LANGUAGES, (100, None)),
+        ("send 15 hundred to John", LANGUAGES, (1500, None)),
+        ("send 3 hundred and fifty shillings to John", LANGUAGES, (350, KES)),
+        ("send 5 hundred thousand shillings to Mama", LANGUAGES, (500_000, KES)),
+        ("send 2 thousand five hundred shillings to Mama", LANGUAGES, (2500, KES)),
+        ("send 1 thousand 500 to John", LANGUAGES, (1500, None)),
+        ("send two thousand and 500 to John", LANGUAGES, (2500, None)),
+        ("send 2 million 500 thousand to John", LANGUAGES, (2_500_000, None)),
+        ("send ksh 2 thousand 500 to John", LANGUAGES, (2500, KES)),
+        ("envoie 2 mille 500 francs à Awa", (FR, EN, SW), (2500, XOF)),
+        ("envoie 2 cent mille francs à Awa", (FR, EN, SW), (200_000, XOF)),
+        ("envoie 5 cents francs à Awa", (FR, EN, SW), (500, XOF)),
+        ("envoie deux mille, cinq cents francs à Awa", (FR, EN, SW), (2500, XOF)),
+        ("tuma elfu moja, mia tano kwa Mama", (SW, EN, FR), (1500, None)),
+        ("tuma 2 elfu 500 kwa Mama", (SW, EN, FR), (2500, None)),
+        ("tuma elfu mbili 500 kwa Mama", (SW, EN, FR), (2500, None)),
+        ("tuma elfu mbili na 500 kwa Mama", (SW, EN, FR), (2500, None)),
+        ("tuma elfu moja mia tano na 50 kwa Mama", (SW, EN, FR), (1550, None)),
+        ("tuma 5 mia kwa Mama", (SW, EN, FR), (500, None)),
+    ],
+)
+def test_digits_and_words_that_make_one_number(text: str, languages, expected) -> None:
+    assert amount_in(text, languages) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "languages"),
+    [
+        # Not clearly one number: two amounts, or a number left over beside the amount.
+        ("envoie mille et cinq cents francs à Awa", (FR, EN, SW)),  # "et" joins no French number
+        ("envoie deux mille et cinq cents francs à Awa", (FR, EN, SW)),
+        ("send 1000 500 to John", LANGUAGES),
+        ("send 1 500 to John", LANGUAGES),
+        ("send 50 000 to John", LANGUAGES),  # "000" is no amount, but it was said
+        ("send 1,000, 500 to John", LANGUAGES),
+        ("send two thousand, five to John", LANGUAGES),
+        ("send one thousand five hundred, fifty to John", LANGUAGES),  # a correction, perhaps
+        ("send five thousand, five thousand to John", LANGUAGES),
+        ("send five five hundred to John", LANGUAGES),
+        ("send 150 hundred to John", LANGUAGES),
+        ("send 1.5k 200 to John", LANGUAGES),
+        ("tuma laki moja 20000 kwa Mama", (SW, EN, FR)),
+        ("tuma 2 elfu ishirini kwa Mama", (SW, EN, FR)),  # "elfu ishirini" is 20,000
+        ("tuma 2 mia 5 kwa Mama", (SW, EN, FR)),  # "mia 5" is 500
+        ("tuma mia moja na elfu kwa Mama", (SW, EN, FR)),
+        ("tuma tano elfu kwa Mama", (SW, EN, FR)),
+        ("envoie 2 millions 500 000 francs à Awa", (FR, EN, SW)),
+        ("send 50 cents to John", LANGUAGES),  # in English, half a shilling
+        # Fractions: the grammars read whole numbers, so what they read would be far off.
+        ("send one point five thousand shillings to Mama", LANGUAGES),
+        ("send two point five thousand to John", LANGUAGES),
+        ("send two and a half thousand to Mama", LANGUAGES),
+        ("send one and a half thousand shillings to John", LANGUAGES),
+        ("send 1 and a half thousand to John", LANGUAGES),
+        ("send half a thousand to Mama", LANGUAGES),
+        ("send zero point five million to Mama", LANGUAGES),
+        ("send one point five k to Mama", LANGUAGES),
+        ("send 1 point 5k to John", LANGUAGES),
+        ("send half a million to Mama", LANGUAGES),
+        ("send a thousand and a half to John", LANGUAGES),
+        ("send a quarter million to John", LANGUAGES),
+        ("tuma elfu moja na nusu kwa Mama", (SW, EN, FR)),
+        ("tuma laki moja na nusu kwa Mama", (SW, EN, FR)),
+        ("tuma nusu ya elfu kwa Mama", (SW, EN, FR)),
+        ("envoie un virgule cinq million de francs à Awa", (FR, EN, SW)),
+        ("envoie un million et demi à Awa", (FR, EN, SW)),
+        ("envoie la moitié de mille francs à Awa", (FR, EN, SW)),
+        # Currencies Sauti does not move are not the wallet's.
+        ("send 50 dollars to Mama", LANGUAGES),
+        ("send $50 to Mama", LANGUAGES),
+        ("send 50$ to Mama", LANGUAGES),
+        ("send 50 usd to Mama", LANGUAGES),
+        ("send 50 euros to Mama", LANGUAGES),
+        ("send 500 us dollars to John", LANGUAGES),
+        ("send 500 to John in dollars", LANGUAGES),
+        ("send 500 pounds to John", LANGUAGES),
+        ("send 500 tsh to John", LANGUAGES),
+        ("tuma dola 50 kwa Mama", (SW, EN, FR)),
+        ("envoie 50 euros à Awa", (FR, EN, SW)),
+    ],
+)
+def test_doubtful_amounts_are_a_question(text: str, languages) -> None:
+    assert amount_in(text, languages) is None
+
+
+def test_currency_like_words_away_from_the_amount_are_names() -> None:
+    assert amount_in("send 500 to Rand") == (500, None)
+    assert amount_in("send 500 to us") == (500, None)
 
 
 def test_claimed_tokens_are_skipped() -> None:
     tokens = tokenize("paybill 888880 amount 1500")
     found = find_amounts(tokens, claimed={1})
     assert [a.value for a in found] == [1500]
+
+
+def test_claimed_tokens_are_never_added_to_an_amount() -> None:
+    tokens = tokenize("send 2 thousand 712 345 678")  # a phone number took "712 345 678"
+    found = find_amounts(tokens, claimed={3, 4, 5})
+    assert [(a.value, a.token_end) for a in found] == [(2000, 3)]
+
+
+def test_grouped_number_beside_the_amount_is_a_question() -> None:
+    # "110 712 345 678": the phone extractor took "110 712 345"; is "678" an amount or its end?
+    tokens = tokenize("send 110 712 345 678")
+    phone = {1: "phone", 2: "phone", 3: "phone"}
+    found = find_amounts(tokens, claimed=phone)
+    assert [a.value for a in found] == [678]
+    assert choose_amount(found, tokens, phone) is None
+    # A whole number in one token, or an amount said in words, has a clear edge.
+    tokens = tokenize("send 0712345678 500")
+    assert choose_amount(find_amounts(tokens, claimed={1}), tokens, {1: "phone"}).value == 500
+    tokens = tokenize("lipa pochi 0733 444 555 mia tano")
+    phone = {2: "phone", 3: "phone", 4: "phone"}
+    assert choose_amount(find_amounts(tokens, claimed=phone), tokens, phone).value == 500
 
 
 @pytest.mark.parametrize(

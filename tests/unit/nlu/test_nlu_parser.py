@@ -116,6 +116,54 @@ def test_missing_pieces_become_questions(parser: EmbeddedParser, contacts) -> No
     assert parser.parse("withdraw cash").missing == ("agent_number", "store_number", "amount")
 
 
+# What the reviewer's read-backs got wrong (the PIN would have paid it), as the parser reads them now.
+MISREAD_AMOUNTS = [
+    ("Send one thousand, five hundred shillings to Mama", "en", 1500),
+    ("send 2 hundred shillings to Mama", "en", 200),
+    ("send 5 hundred thousand shillings to Mama", "en", 500_000),
+    ("send 2 thousand five hundred shillings to Mama", "en", 2500),
+    ("envoie 2 mille 500 francs à Awa", "fr", 2500),
+    ("envoie 2 cent mille francs à Awa", "fr", 200_000),
+    ("envoie deux mille, cinq cents francs à Awa", "fr", 2500),
+    ("envoie mille et cinq cents francs à Awa", "fr", None),
+    ("tuma elfu moja, mia tano kwa Mama", "sw", 1500),
+    ("send 110 712 345 678", "en", None),
+    ("tuma 110 712 345 678", "sw", None),
+    ("send 5 hundred to Mama", "en", 500),
+    ("send one point five thousand shillings to Mama", "en", None),
+    ("send two and a half thousand to Mama", "en", None),
+    ("send half a thousand to Mama", "en", None),
+    ("send zero point five million to Mama", "en", None),
+    ("send one point five k to Mama", "en", None),
+    ("send half a million to Mama", "en", None),
+    ("tuma elfu moja na nusu kwa Mama", "sw", None),
+    ("tuma laki moja na nusu kwa Mama", "sw", None),
+    ("envoie un virgule cinq million de francs à Awa", "fr", None),
+    ("send 50 dollars to Mama", "en", None),
+    ("send $50 to Mama", "en", None),
+    ("send 50 usd to Mama", "en", None),
+    ("send 50 euros to Mama", "en", None),
+    ("send 500 to 0712345678 and 300 to John", "en", None),
+    ("send 0712 345 678 500", "en", None),
+]
+
+
+@pytest.mark.parametrize(("text", "language", "amount"), MISREAD_AMOUNTS)
+def test_an_amount_in_doubt_is_asked_for(parser: EmbeddedParser, contacts, text: str, language: str,
+                                         amount: int | None) -> None:
+    """The right amount, or none so the dialog asks "How much?": never another figure."""
+    parse = parser.parse(text, language=language, contacts=contacts)
+    assert parse.intent == i.SEND_MONEY
+    assert parse.amount == amount
+    assert ("amount" in parse.missing) == (amount is None)
+
+
+def test_a_phone_number_beside_the_amount_still_leaves_it_clear(parser: EmbeddedParser, contacts) -> None:
+    assert parser.parse("send 0712345678 500", contacts=contacts).amount == 500
+    assert parser.parse("send five hundred zero seven one two three four five six seven eight").amount == 500
+    assert parser.parse("lipa pochi la biashara 0733 444 555 mia tano", language="sw").amount == 500
+
+
 def test_unknown_name_stays_unresolved(parser: EmbeddedParser, contacts) -> None:
     parse = parser.parse("send 500 to Kiprotich", contacts=contacts)
     assert parse.intent == i.SEND_MONEY
