@@ -53,6 +53,12 @@ class PermanentJobError(Exception):
     is parked at once with this message as its reason."""
 
 
+class JobRunning(Exception):
+    """An operator asked to park a job a worker is running now, under a live lease: its request may
+    be on its way to the provider, so parking the row would stop nothing. Wait for the attempt to
+    end (it is done, parked, or pending again, and may be parked then)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One claimed outbox job, as its handler sees it. ``attempts`` counts this run (1 on the first)."""
@@ -217,11 +223,18 @@ UPDATE outbox_jobs j
 RETURNING j.status
 """)
 
+# IMPORTANT: never a job running under a live lease. Its worker may be in the middle of a provider
+# request (a B2C); parking only the row would let `payments.review` give the payer the money back
+# while that request still pays out. A running job whose lease expired (its worker died; its
+# handler's timeout is shorter than the lease) may be parked.
 _PARK = sql("""
 UPDATE outbox_jobs SET status = 'parked', locked_by = NULL, locked_until = NULL, last_error = :reason,
        finished_at = now(), updated_at = now()
- WHERE id = :id AND status IN ('pending', 'running')
+ WHERE id = :id AND (status = 'pending' OR (status = 'running' AND locked_until < now()))
 """)
+
+_LEASE = sql("SELECT status, locked_by, locked_until, attempts FROM outbox_jobs "
+             "WHERE id = :id AND status = 'running' AND locked_until >= now()")
 
 _RETRY_PARKED = sql(f"""
 WITH revived AS (
@@ -395,9 +408,17 @@ async def requeue_expired_leases(engine: AsyncEngine, *, limit: int = 500,
 
 
 async def park(engine: AsyncEngine, job_id: int, reason: str) -> bool:
-    """Operator action: park a pending or running job with ``reason``. False if it is not one."""
+    """Operator action: park a pending job with ``reason`` (or a running one whose lease expired: its
+    worker is gone). False if it is neither; `JobRunning` if a worker is running it now."""
     async with engine.begin() as conn:
-        return (await conn.execute(_PARK, {"id": job_id, "reason": reason[:_MAX_ERROR_CHARS]})).rowcount == 1
+        if (await conn.execute(_PARK, {"id": job_id, "reason": reason[:_MAX_ERROR_CHARS]})).rowcount == 1:
+            return True
+        running = (await conn.execute(_LEASE, {"id": job_id})).first()
+    if running is not None:
+        raise JobRunning(f"job {job_id} is running (attempt {running.attempts}, worker {running.locked_by}, "
+                         f"leased until {running.locked_until:%Y-%m-%d %H:%M:%S%z}): its request may be on its way "
+                         "to the provider. Wait for this attempt to end, then park it if it is pending again")
+    return False
 
 
 async def retry_parked(engine: AsyncEngine, job_id: int) -> bool:
@@ -425,6 +446,15 @@ async def jobs_of_payment(conn: AsyncConnection, public_id: str, *,
     rows = await conn.execute(sql(f"SELECT {_COLUMNS} FROM outbox_jobs WHERE {_PAYMENT_OF_JOB} = :p ORDER BY id"),
                               {"p": public_id, "default_max": default_max_attempts})
     return [_job(row) for row in rows.mappings()]
+
+
+async def latest_job_of_payment(conn: AsyncConnection, public_id: str, kind: str, *,
+                                default_max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Job | None:
+    """The newest job of ``kind`` for one payment (through the ``outbox_jobs_payment`` index), or None."""
+    row = (await conn.execute(sql(
+        f"SELECT {_COLUMNS} FROM outbox_jobs WHERE {_PAYMENT_OF_JOB} = :p AND kind = :k ORDER BY id DESC LIMIT 1"),
+        {"p": public_id, "k": kind, "default_max": default_max_attempts})).mappings().first()
+    return _job(row) if row is not None else None
 
 
 async def jobs_in_status(conn: AsyncConnection, status: str, *, limit: int, before: int | None = None,

@@ -468,10 +468,16 @@ _TOTALS = ("SELECT coalesce(sum(amount) FILTER (WHERE created_at >= date_trunc('
 
 
 async def open_payments(conn: AsyncConnection, older_than_s: float, *, limit: int) -> list[Payment]:
-    """Payments not yet final and untouched for ``older_than_s`` seconds: what recovery looks at."""
+    """Payments not yet final and untouched for ``older_than_s`` seconds, and not flagged for a
+    person: what recovery looks at.
+
+    IMPORTANT: flagged ones are left out, not just passed over by recovery: they are the oldest, and
+    once a batch's worth of them waited for a person, no other stuck payment would ever be examined.
+    (Still read through ``payments_open``, in ``updated_at`` order: the flag is a filter on its rows.)"""
     rows = await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM payments WHERE status IN ('created', 'pending', 'processing') "
-        "AND updated_at < now() - make_interval(secs => :s) ORDER BY updated_at LIMIT :limit"),
+        "AND updated_at < now() - make_interval(secs => :s) AND NOT provider_refs ? 'needs_review' "
+        "ORDER BY updated_at LIMIT :limit"),
         {"s": float(older_than_s), "limit": limit})
     return [_payment(r) for r in rows]
 

@@ -366,6 +366,14 @@ class ProviderJobs:
             # to our paybill, or a credit from suspense, would otherwise wait for ever).
             await self.resolver.flag(payment.public_id, f"M-Pesa refused the status query: {exc.message}"[:200])
             raise PermanentJobError(f"M-Pesa refused the status query: {exc.message}") from exc
+        except Exception as exc:
+            if job.is_last_attempt:
+                # The job parks after this: the payment's money stays in clearing with nobody asking
+                # (the outage may outlast any number of sweeps). A person looks: the statement, or
+                # the job run again once Daraja answers (its Result still settles the payment).
+                await self.resolver.flag(payment.public_id, f"the status query kept failing ({type(exc).__name__}); "
+                                         f"check the statement, or run job {job.id} again (sauti outbox retry)")
+            raise
         async with self.engine.begin() as conn:
             locked = await store.get_payment(conn, payment.public_id, lock=True)
             assert locked is not None

@@ -23,9 +23,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.sql import sql
 from payments import payment_store as store
 from payments.commands import B2B_KINDS, B2C_KINDS, PaymentKind
-from payments.outbox import enqueue
+from payments.outbox import enqueue, latest_job_of_payment
 from payments.payment_settings import (
     BOOKED_BY,
     JOB_B2B,
@@ -73,6 +74,8 @@ class RecoveryReport:
     examined: int = 0
     resolved: int = 0
     still_open: int = 0
+    #: Open payments waiting for a person after the round: flagged by it or before it (recovery
+    #: leaves those out, `payment_store.open_payments`, so they are counted apart).
     needs_review: int = 0
     #: Payments about which a Daraja status query was sent (its answer comes by callback).
     queried: int = 0
@@ -80,6 +83,10 @@ class RecoveryReport:
     #: next round tries them again.
     errors: int = 0
 
+
+#: Open payments flagged for a person (read through ``payments_open``, as `payment_store.open_payments`).
+_FLAGGED_OPEN = sql("SELECT count(*) FROM payments WHERE status IN ('created', 'pending', 'processing') "
+                    "AND provider_refs ? 'needs_review'")
 
 #: Pauses between looks for a Result's payment (about 3 s in all), then give up (None).
 _ANSWER_GRACE_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5, None)
@@ -357,7 +364,7 @@ class ProviderResults:
         STK pushes by STK query, Wave payouts by searching our reference, Wave payout reversals by
         the payout. M-Pesa payouts, reversals and C2B payments get a transaction status query (an
         outbox job; Daraja answers by callback), at most once per ``older_than`` each, since sending
-        one touches the payment."""
+        one touches the payment. Payments flagged for a person are left to that person, not examined."""
         async with self.engine.connect() as conn:
             stuck = await store.open_payments(conn, older_than.total_seconds(), limit=limit)
         counts = {"resolved": 0, "open": 0, "review": 0, "queried": 0, "errors": 0}
@@ -373,7 +380,9 @@ class ProviderResults:
                 log.exception("recovery of payment %s failed; the others go on", payment.public_id)
                 result = "errors"
             counts[result] += 1
-        return RecoveryReport(len(stuck), counts["resolved"], counts["open"], counts["review"], counts["queried"],
+        async with self.engine.connect() as conn:
+            waiting = (await conn.execute(_FLAGGED_OPEN)).scalar_one()
+        return RecoveryReport(len(stuck), counts["resolved"], counts["open"], waiting, counts["queried"],
                               counts["errors"])
 
     async def _recover(self, payment: Payment) -> str:
@@ -457,14 +466,23 @@ class ProviderResults:
 
     async def _ask_status(self, payment: Payment) -> str:
         """Enqueue a Daraja transaction status query about the payment, once per sweep that finds it
-        stuck (the key names the payment's last change, which the query itself moves on)."""
+        stuck (the key names the payment's last change, which the query itself moves on once sent).
+
+        A query that ended without touching the payment (parked: its worker's lease ran out on its
+        last attempt, or an operator parked it) leaves that key as it was: every later sweep would
+        find its job under it and ask nothing, the money held in clearing for good. So a key whose
+        job ended is followed by one naming that job: a fresh query, still one per sweep (concurrent
+        sweeps compute the same key)."""
         if status_query_ids(payment) is None:
             await self.resolver.flag(payment.public_id, "no result, and no id M-Pesa could be asked about")
             return "review"
-        stamp = int(payment.updated_at.timestamp() * 1000)
+        key = f"{JOB_STATUS_QUERY}:{payment.public_id}:{int(payment.updated_at.timestamp() * 1000)}"
         async with self.engine.begin() as conn:
-            await enqueue(conn, JOB_STATUS_QUERY, {"payment": payment.public_id},
-                          dedupe_key=f"{JOB_STATUS_QUERY}:{payment.public_id}:{stamp}")
+            last = await latest_job_of_payment(conn, payment.public_id, JOB_STATUS_QUERY)
+            if last is not None and last.status in ("done", "parked") and last.dedupe_key is not None and (
+                    last.dedupe_key == key or last.dedupe_key.startswith(f"{key}:")):
+                key = f"{key}:{last.id}"
+            await enqueue(conn, JOB_STATUS_QUERY, {"payment": payment.public_id}, dedupe_key=key)
         return "queried"
 
     async def _gave_up(self, payment: Payment, message: str) -> None:

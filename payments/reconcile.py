@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from db.schema import payments as payments_table
 from payments.errors import InvalidRequest
 from payments.money import Currency, Money
-from payments.payment_settings import PARKED_BY
+from payments.payment_settings import BOOKED_BY, PARKED_BY
 from payments.provider_statements import StatementLine, StatementSource
 from payments.reconcile_report import Finding, ReconcileReport
 from payments.states import PaymentStatus
@@ -285,8 +285,12 @@ def _judge(report: ReconcileReport, payment: OurPayment, matching: _Matching, ne
     in_window = start <= payment.created_at < end or any(start <= ln.at < end for ln in (*lines, *reversals))
     if not in_window:
         return
-    if not lines and not reversals and PARKED_BY in payment.refs:
-        return  # credited from suspense: its money came in when it was parked, and is judged with that line
+    if not lines and not reversals and (PARKED_BY in payment.refs or BOOKED_BY in payment.refs):
+        # Credited from suspense, or a C2B payment booked by hand from the statement (`sauti mpesa
+        # book-c2b`): its money came in with a statement line of an earlier period (the parking, or
+        # the payment whose confirmation never came), and it is judged with that line, which names
+        # its receipt. In the period it was booked in it has no line of its own: not "missing".
+        return
     expected = _expected_of(payment, matching.ours)
     cur = payment.amount.currency
     transactions = tuple(ln.transaction_id for ln in (*lines, *reversals))

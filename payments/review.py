@@ -15,8 +15,10 @@ audit log with who decided and why.
 
 IMPORTANT: a verdict is refused while anything may still reach the provider for the payment (its
 provider job waiting or running: money must never come back to the wallet while a request that
-pays it out can still go), and for a payment nobody flagged (recovery is still on it). The job rows
-are locked with the payment, so no worker claims one between the check and the verdict.
+pays it out can still go), and for a payment nobody flagged (recovery is still on it). A waiting job
+can be parked first; a running one cannot (`outbox.park` refuses a job under a live lease: its
+request may be in flight), so the operator waits for its attempt to end. The job rows are locked
+with the payment, so no worker claims one between the check and the verdict.
 """
 
 from __future__ import annotations
@@ -175,7 +177,11 @@ async def _decidable(conn: AsyncConnection, payment: Payment, receipt: str | Non
         "SELECT id, kind, status FROM outbox_jobs WHERE dedupe_key = ANY(:keys) ORDER BY id FOR UPDATE"),
         {"keys": [f"{job}:{payment.public_id}" for job in PROVIDER_REQUESTS]})).all()
     for job in jobs:
-        if job.status not in ("pending", "running"):
-            continue
-        raise NotDecidable(f"payment {payment.public_id}: its {job.kind} job {job.id} is {job.status} and may "
-                           f"still reach the provider; wait for it, or park it first (sauti outbox park {job.id})")
+        if job.status == "pending":
+            raise NotDecidable(f"payment {payment.public_id}: its {job.kind} job {job.id} is pending and may "
+                               f"still reach the provider; wait for it, or park it first (sauti outbox park {job.id})")
+        if job.status == "running":
+            # Its request may be in flight: parking the row would not stop it (`outbox.park` refuses a
+            # job under a live lease), so only the end of this attempt tells what reached the provider.
+            raise NotDecidable(f"payment {payment.public_id}: its {job.kind} job {job.id} is running, its request "
+                               "may be on its way to the provider; wait for this attempt to end, then look again")

@@ -131,9 +131,13 @@ def outbox_retry(ctx: click.Context, job_id: int) -> None:
 @click.option("--reason", required=True, help="Why (kept in the job's last_error).")
 @click.pass_context
 def outbox_park(ctx: click.Context, job_id: int, reason: str) -> None:
-    """Stop a pending or running job from running (again)."""
-    parked = asyncio.run(_with_engine(_settings(ctx), 2,
-                                      lambda engine: outbox.park(engine, job_id, f"parked by an operator: {reason}")))
+    """Stop a pending job from running (again). A job a worker is running now is refused: its request
+    may already be on its way to the provider."""
+    try:
+        parked = asyncio.run(_with_engine(_settings(ctx), 2, lambda engine: outbox.park(
+            engine, job_id, f"parked by an operator: {reason}")))
+    except outbox.JobRunning as exc:
+        raise click.ClickException(str(exc)) from None
     if not parked:
         raise click.ClickException(f"job {job_id} is neither pending nor running")
     click.echo(f"job {job_id} parked")

@@ -443,6 +443,27 @@ async def test_operators_park_and_retry_jobs(db):
     assert await status_of(db, pending) == "done"
 
 
+async def test_an_operator_cannot_park_a_job_a_worker_is_running(outbox_db, db):
+    """Parking a running job only changed its row: the worker's provider request (a B2C) went on, and
+    a verdict that then gave the payer the money back paid it twice. A live lease is refused, saying
+    to wait; a lease that ran out (the worker is gone) is not."""
+    job_id = await add_job(db, "test.record")
+    (claimed,) = await outbox.claim(db, "w-live", limit=1, lease_s=60)
+    with pytest.raises(outbox.JobRunning, match=rf"job {job_id} is running \(attempt 1, worker w-live.*Wait for"):
+        await outbox.park(db, job_id, "decided by hand")
+    refused = await asyncio.to_thread(_sauti, "outbox", "park", str(job_id), "--reason", "decided", url=outbox_db)
+    assert refused.exit_code != 0 and f"job {job_id} is running" in refused.output
+    assert "Traceback" not in refused.output
+    assert await status_of(db, job_id) == "running"
+    assert await outbox.complete(db, claimed, "w-live")  # the worker still owns its attempt
+
+    dead = await add_job(db, "test.record")
+    await outbox.claim(db, "w-dead", limit=1, lease_s=0.05)
+    await asyncio.sleep(0.1)
+    assert await outbox.park(db, dead, "its worker died")
+    assert await status_of(db, dead) == "parked"
+
+
 # -- gateway wiring -------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 import aiohttp
 import pytest
 
+from payments import outbox
 from payments.accounts import AccountKind
 from payments.commands import BuyGoods, Channel, PayBill, Withdraw
 from payments.money import Currency, Money
@@ -204,3 +205,72 @@ async def test_a_status_query_m_pesa_refuses_outright_flags_the_payout_for_a_per
         "ORDER BY id DESC LIMIT 1", p=payment.public_id) == "parked"
     assert await world.wallet(user) == Money.of(848, KES)  # out: 150 and its fee, nothing decided yet
     assert len(paid_by(world, payment.public_id)) == 1
+
+
+async def newest_status_query(world: PaymentsWorld, public_id: str) -> tuple[int, str]:
+    """The payment's newest status query job: its id and status."""
+    async with world.engine.connect() as conn:
+        job = await outbox.latest_job_of_payment(conn, public_id, "mpesa.status_query")
+    assert job is not None
+    return job.id, job.status
+
+
+async def test_a_status_query_that_fails_until_it_gives_up_flags_the_payout_for_a_person(world: PaymentsWorld):
+    user = await world.user(suffix="900")  # paid, its Result never sent
+    await world.fund(user, Money.of(1000, KES))
+    payment = await world.payments.handle(Withdraw("wd-query-outage", user.id, Money.of(150, KES), Channel.USSD))
+    await world.worker.drain()
+    await asyncio.sleep(0.3)
+
+    # Daraja's status API answers HTTP 500 for longer than the query job's attempts. Parked, it
+    # touched nothing: no later sweep asked again, and nobody was told.
+    world.sandboxes.daraja.outcomes.set_next(Outcome.HTTP_500, times=50)
+    try:
+        assert (await world.payments.recover_stuck(timedelta(0))).queried >= 1
+        for _ in range(200):
+            await world.worker.drain()
+            job_id, status = await newest_status_query(world, payment.public_id)
+            if status == "parked":
+                break
+            await asyncio.sleep(0.05)
+        assert status == "parked"
+    finally:
+        world.sandboxes.daraja.outcomes.clear()
+    flagged = await world.payment(payment.public_id)
+    assert flagged.status is S.PROCESSING
+    assert f"the status query kept failing (DarajaServerError); check the statement, or run job {job_id} again" \
+        in flagged.provider_refs["needs_review"]
+    assert await world.wallet(user) == Money.of(848, KES)  # held in clearing until it is known
+
+    # Daraja is back: the job run again, as the flag says, settles the payout.
+    before = len(world.callbacks.outcomes)
+    assert await outbox.retry_parked(world.engine, job_id)
+    assert await world.until_callback("status/result", after=before) == "succeeded"
+    assert (await world.payment(payment.public_id)).status is S.SUCCEEDED
+    assert len(paid_by(world, payment.public_id)) == 1
+    await world.worker.drain()
+
+
+async def test_a_status_query_parked_without_an_answer_is_asked_again_by_a_later_sweep(world: PaymentsWorld):
+    user = await world.user(suffix="900")  # paid, its Result never sent
+    await world.fund(user, Money.of(1000, KES))
+    payment = await world.payments.handle(Withdraw("wd-query-lost", user.id, Money.of(150, KES), Channel.USSD))
+    await world.worker.drain()
+    await asyncio.sleep(0.3)
+    assert (await world.payments.recover_stuck(timedelta(0))).queried >= 1
+    job_id, status = await newest_status_query(world, payment.public_id)
+    assert status == "pending"
+
+    # Its worker dies on the job's last attempt, before reaching Daraja: the lease sweep parks it,
+    # and the payment is as it was (same last change, so the same dedupe key on every sweep).
+    (claimed,) = await outbox.claim(world.engine, "dying-worker", limit=1, lease_s=0.05, default_max_attempts=1)
+    assert claimed.id == job_id
+    await asyncio.sleep(0.1)
+    assert await outbox.requeue_expired_leases(world.engine, default_max_attempts=1) == (0, 1)
+    assert (await newest_status_query(world, payment.public_id)) == (job_id, "parked")
+
+    assert await recover(world, payment.public_id) == "succeeded"  # a fresh query, under a key of its own
+    assert (await newest_status_query(world, payment.public_id))[0] != job_id
+    assert (await world.payment(payment.public_id)).status is S.SUCCEEDED
+    assert len(paid_by(world, payment.public_id)) == 1
+    await world.worker.drain()

@@ -138,6 +138,33 @@ async def test_no_verdict_while_a_provider_job_may_still_reach_the_provider(worl
     assert not [e for e in world.sandboxes.daraja.books.entries() if e.reference == payment.public_id]
 
 
+async def test_no_verdict_while_a_provider_job_is_running_and_no_parking_it_either(world: PaymentsWorld):
+    """Parking the running job, then giving the money back, refunded the payer while the B2C in
+    flight paid the recipient too. Both are refused until the attempt ends; then its result decides."""
+    user = await world.user(suffix="904")  # Daraja's answer is slow: the B2C request is in flight a while
+    await world.fund(user, Money.of(1_000, KES))
+    payment = await world.payments.handle(Withdraw("review-in-flight", user.id, Money.of(100, KES), Channel.USSD))
+    job_id = await world.scalar("SELECT id FROM outbox_jobs WHERE dedupe_key = :k", k=f"mpesa.b2c:{payment.public_id}")
+    running = asyncio.create_task(world.worker.drain())
+    try:
+        for _ in range(200):
+            if await world.scalar("SELECT status FROM outbox_jobs WHERE id = :i", i=job_id) == "running":
+                break
+            await asyncio.sleep(0.01)
+        await world.payments.resolver.flag(payment.public_id, "looked odd")
+        with pytest.raises(outbox.JobRunning, match=f"job {job_id} is running"):
+            await outbox.park(world.engine, job_id, "operator: decided by hand")
+        with pytest.raises(NotDecidable, match=rf"mpesa.b2c job {job_id} is running, .*wait for this attempt to end"):
+            await world.payments.decide(OperatorVerdict(payment.public_id, False, "not on the statement", "dave"))
+        assert not running.done(), "the request answered before the checks: nothing was in flight"
+    finally:
+        await running
+    settled = await world.settle(payment.public_id)
+    assert settled.status is S.SUCCEEDED
+    assert len([e for e in world.sandboxes.daraja.books.entries() if e.reference == payment.public_id]) == 1
+    assert await wallet_of(world, user.id) == Money.of(1_000, KES) - settled.total  # paid once, not given back
+
+
 async def test_verdicts_that_make_no_sense_are_refused(world: PaymentsWorld):
     with pytest.raises(UnknownPayment):
         await world.payments.decide(OperatorVerdict("K7Q2M9BXA4", False, "typo", "erin"))

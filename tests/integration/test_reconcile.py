@@ -272,6 +272,40 @@ async def test_refunds_and_payments_to_our_paybill_reconcile(world: PaymentsWorl
     assert not report.ok  # money in suspense waits for a person
 
 
+async def test_a_payment_booked_by_hand_is_judged_with_its_line_not_in_the_period_it_was_booked(
+        world: PaymentsWorld):
+    """A paybill payment whose confirmation never came, booked from the statement (`sauti mpesa
+    book-c2b`) in a later period than its line: matched in the line's period, and in its own period
+    not "done in Sauti, not on the provider's statement" (as money credited from suspense)."""
+    first = datetime.now(UTC)
+    owner = await world.user()
+    account = "0" + owner.phone.removeprefix("+254")
+    await world.payments.register_c2b_urls()
+    # Suffix 900: M-Pesa takes the money and never sends the confirmation.
+    await world.payments.providers.daraja.simulate_c2b(phone=random_kenyan_number()[:-3] + "900",
+                                                       amount=Money.of(190, KES), bill_ref_number=account)
+    for _ in range(200):
+        if lines := [e for e in world.sandboxes.daraja.books.entries() if e.client_reference == account]:
+            break
+        await asyncio.sleep(0.02)
+    (line,) = lines
+    await asyncio.sleep(1.5)  # past the grace: the line is the first period's alone
+    second = datetime.now(UTC)
+    before = len(world.callbacks.outcomes)
+    assert await world.payments.book_missed_c2b(receipt=line.transaction_id, amount=Money(line.amount_minor, KES),
+                                                account=account, phone=line.party, booked_by="hawa",
+                                                reason="on the statement") == "confirming"
+    assert await world.until_callback("status/result", after=before) == "succeeded"
+    booked = await world.scalar("SELECT public_id FROM payments WHERE provider_ref = :r", r=line.transaction_id)
+    grace = timedelta(seconds=1)
+    sources = [DarajaSandboxStatement(world.sandboxes.urls.daraja)]
+
+    theirs = await reconcile(world.engine, sources, first, second, grace=grace)
+    assert ids(theirs.matched) == {booked} and theirs.ok, theirs.render()
+    ours = await reconcile(world.engine, sources, second, datetime.now(UTC) + timedelta(seconds=1), grace=grace)
+    assert not ours.missing_on_theirs and ours.ok, ours.render()
+
+
 # -- the M-Pesa statement file ---------------------------------------------------------------------
 
 
