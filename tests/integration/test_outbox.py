@@ -227,13 +227,14 @@ async def test_a_failing_job_is_retried_after_a_backoff_then_succeeds(db):
             raise RuntimeError(f"provider unavailable (attempt {job.attempts})")
 
     job_id = await add_job(db, "test.flaky")
-    w = worker(db, {"test.flaky": flaky})
+    # Backoffs long enough that a busy machine does not reach the next try between two statements.
+    w = worker(db, {"test.flaky": flaky}, retry=RetryPolicy(base_s=0.6, max_s=1.2))
 
     assert await w.run_once() == 1
     job = await outbox.get_job(db, job_id)
     assert job is not None and (job.status, job.attempts) == ("pending", 1)
     assert "RuntimeError: provider unavailable (attempt 1)" in (job.last_error or "")
-    # Backed off: not due again at once (attempt 1 waits 25-50 ms with this policy).
+    # Backed off: not due again at once (attempt 1 waits 300-600 ms with this policy).
     assert job.run_after > datetime.now(UTC) - timedelta(milliseconds=5)
     assert await w.run_once() == 0
 
