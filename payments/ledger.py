@@ -32,12 +32,13 @@ from payments.errors import (
     HoldNotPending,
     IdempotencyConflict,
     InsufficientFunds,
+    InvalidRequest,
     PaymentsError,
     UnknownAccount,
     UnknownTransfer,
 )
 from payments.money import Currency
-from payments.postings import HoldRequest, Leg, ReverseRequest, TransferRequest
+from payments.postings import ABSOLUTE_MAX_MINOR, HoldRequest, Leg, ReverseRequest, TransferRequest
 from payments.shard_routing import ShardRouter, independent
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,22 @@ def _error_from_database(exc: Exception) -> PaymentsError:
     return PaymentsError(f"the ledger refused the operation: {message.splitlines()[0]}")
 
 
+def _encode_op(op: Mapping[str, Any]) -> bytes:
+    """One op as JSON; `InvalidRequest` when the encoder refuses it (metadata with a key that is not
+    a string: only a bug could send one, requests refuse such metadata when they are built)."""
+    try:
+        return orjson.dumps(op)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise InvalidRequest(f"the ledger cannot encode this operation: {exc}") from None
+
+
 def _encode(ops: Sequence[Mapping[str, Any]]) -> str:
-    return orjson.dumps(list(ops)).decode()
+    """Ops as the JSON array `ledger_apply` takes, each encoded on its own (see `_encode_op`)."""
+    return _join([_encode_op(op) for op in ops])
+
+
+def _join(encoded: Sequence[bytes]) -> str:
+    return (b"[" + b",".join(encoded) + b"]").decode()
 
 
 def _decode(raw: Any) -> list[dict[str, Any]]:
@@ -173,11 +188,14 @@ async def _drop_if_closed(conn: AsyncConnection, driver: Any) -> None:
         await conn.invalidate()
 
 
-async def _apply_on_driver(driver: Any, ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+async def _apply_on_driver(driver: Any, ops: Sequence[Mapping[str, Any]],
+                           encoded: str | None = None) -> list[dict[str, Any]]:
     """A lone statement outside an explicit transaction is its own atomic transaction in PostgreSQL,
     so the driver runs ``SELECT ledger_apply(...)`` directly: no BEGIN and COMMIT round trips, which
-    at one commit per batch are most of the cost."""
-    return _decode(await driver.fetchval(_APPLY_DRIVER, _encode(ops), independent(ops)))
+    at one commit per batch are most of the cost. ``encoded``: the ops already encoded (a batcher
+    encodes each op on its own first, so that one it cannot encode fails alone)."""
+    return _decode(await driver.fetchval(_APPLY_DRIVER, _encode(ops) if encoded is None else encoded,
+                                         independent(ops)))
 
 
 #: Ops waiting in a `TransferBatcher`, each with the future its submitter awaits.
@@ -213,11 +231,14 @@ class TransferBatcher:
         return await fut
 
     async def _drain(self, slot: int) -> None:
+        # The ops this drain took off the queue and has not answered yet.
+        in_hand: _Batch = []
         try:
             # Let every task that is ready this tick enqueue before the first batch is cut.
             await asyncio.sleep(0)
             while self._pending:
                 failed: _Batch | None = None
+                lost = False
                 # Before taking a connection: the router may need one of its own to load the lists.
                 await self.shards.refresh_if_due()
                 # One pooled connection for a run of batches: checking one out per batch cost about
@@ -228,61 +249,123 @@ class TransferBatcher:
                         # Share what is waiting among the batches being cut now, so that concurrent
                         # pipelines (connections, cores) each take part instead of one taking all.
                         size = min(self._max_batch, -(-len(self._pending) // self._active))
-                        batch = self._pending[:size]
+                        in_hand = self._pending[:size]
                         del self._pending[:size]
-                        failed = await self._run(batch, slot, driver)
+                        failed = await self._run(in_hand, slot, driver)
                         if failed is not None:
+                            # Closed: the batch may have committed before its reply was lost.
+                            lost = driver.is_closed()
                             await _drop_if_closed(conn, driver)
                             break
+                        in_hand = []
                         # The tasks this batch answered run now and queue their next ops, which
                         # then go out on the same connection instead of a new drain's.
                         await asyncio.sleep(0)
                 if failed is not None:
-                    await self._one_by_one(failed, slot)
+                    await self._one_by_one(failed, slot, lost=lost)
+                    in_hand = []
+        except BaseException as exc:
+            # Whatever escaped (the database unreachable, a bug, a cancellation): no caller may wait
+            # for ever on a future nobody will settle. The ops in hand fail with it, and so do the
+            # queued ones unless another drain is still running (it takes them when it loops).
+            stranded = list(in_hand)
+            if self._active == 1:
+                stranded += self._pending
+                self._pending.clear()
+            for _, fut in stranded:
+                _settle(fut, error=exc)
+            if not isinstance(exc, Exception):
+                raise
+            log.error("ledger batcher failed; %d waiting operation(s) failed with it", len(stranded), exc_info=exc)
         finally:
             self._active -= 1
 
     async def _run(self, batch: _Batch, slot: int, driver: Any) -> _Batch | None:
-        """Apply one batch and settle its futures. A batch that failed as a whole is returned, for
-        `_one_by_one`, unless it was one op on a connection still open: then the op failed."""
+        """Apply one batch and settle its futures. A batch that failed as a whole is returned (less
+        any op that could not be encoded, which already failed alone), for `_one_by_one`, unless it
+        was one op on a connection still open: then the op failed."""
         try:
-            # Each pipeline credits its own shard of a hot account, so concurrent batches do not
-            # queue on one row.
-            ops = [self.shards.route_cached(op, slot=slot) for op, _ in batch]
-            results = await _apply_on_driver(driver, ops)
-        except _DATABASE_ERRORS as exc:
-            if len(batch) == 1 and not driver.is_closed():
-                _settle(batch[0][1], error=exc)
+            sent: _Batch = []
+            ops, encoded = [], []
+            for op, fut in batch:
+                # Each pipeline credits its own shard of a hot account, so concurrent batches do not
+                # queue on one row.
+                routed = self.shards.route_cached(op, slot=slot)
+                try:
+                    encoded.append(_encode_op(routed))
+                except InvalidRequest as exc:
+                    _settle(fut, error=exc)  # alone: the other ops of the batch go ahead
+                    continue
+                sent.append((op, fut))
+                ops.append(routed)
+            if not sent:
                 return None
-            log.warning("ledger batch of %d failed (%s); applying its ops one by one", len(batch), exc)
-            return batch
+            results = await _apply_on_driver(driver, ops, _join(encoded))
+        except _DATABASE_ERRORS as exc:
+            if len(sent) == 1 and not driver.is_closed():
+                _settle(sent[0][1], error=exc)
+                return None
+            log.warning("ledger batch of %d failed (%s); applying its ops one by one", len(sent), exc)
+            return sent
         except BaseException as exc:
             for _, fut in batch:
                 _settle(fut, error=exc)
             raise
-        for (_, fut), result in zip(batch, results, strict=True):
+        for (_, fut), result in zip(sent, results, strict=True):
             _settle(fut, result=result)
         return None
 
-    async def _one_by_one(self, batch: _Batch, slot: int) -> None:
+    async def _one_by_one(self, batch: _Batch, slot: int, *, lost: bool = False) -> None:
         """Apply each op of a failed batch alone, so only a faulty op fails. IMPORTANT: a lost
-        connection may have committed the batch or not; applying its ops again is safe, because an
-        op whose key was written replays instead of writing twice."""
-        for op, fut in batch:
+        connection (``lost``) may have committed the batch or not; applying its ops again is safe,
+        because an op whose key was written replays instead of writing twice, and a hold this batch
+        resolved answers as resolved (`_resolution_replayed`)."""
+        for n, (op, fut) in enumerate(batch):
             try:
                 (result,) = await apply_ops_atomically(self._engine, [await self.shards.route(op, slot=slot)])
+                if lost:
+                    result = await _resolution_replayed(self._engine, op, result) or result
+            except (*_DATABASE_ERRORS, InvalidRequest) as exc:
+                _settle(fut, error=exc)  # this op's own failure
             except BaseException as exc:
-                _settle(fut, error=exc)
-                if not isinstance(exc, _DATABASE_ERRORS):
-                    raise
+                # Not this op's doing (a bug, a cancellation): answer every op left before raising.
+                for _, left in batch[n:]:
+                    _settle(left, error=exc)
+                raise
             else:
                 _settle(fut, result=result)
+
+
+#: The hold resolutions, each with what `ledger_apply` answers when the hold was already so resolved.
+_ALREADY_RESOLVED = {"post_hold": "hold_posted", "void_hold": "hold_voided"}
+
+
+async def _resolution_replayed(engine: AsyncEngine, op: Mapping[str, Any],
+                               result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A post (void) retried after its batch's connection was lost, which finds its hold posted
+    (voided): the hold is resolved as this call asked, exactly once, and the lost attempt may well be
+    what resolved it; answered as a replay (with the posting transfer), not `HoldNotPending`, which
+    would tell the caller that its post did not happen. None for any other result.
+
+    Only after a lost connection: there, whether this call or a concurrent one of the same kind
+    resolved the hold cannot be told, and both are told it is done; the money moved once either way.
+    A hold resolved the other way (a post finding it voided) is still `HoldNotPending`."""
+    if result.get("s") != _ALREADY_RESOLVED.get(op.get("op")):
+        return None
+    replay = {"s": "replayed", "h": result["h"], "status": result["s"].removeprefix("hold_")}
+    if result.get("t") is not None:
+        async with engine.connect() as conn:
+            postings = (await conn.execute(sql("SELECT ledger_postings_of(:t)"), {"t": result["t"]})).scalar_one()
+        replay |= {"t": result["t"], "p": _decode(postings)}
+    return replay
 
 
 def _settle(fut: asyncio.Future, *, result: Any = None, error: BaseException | None = None) -> None:
     if fut.done():
         return
-    if error is not None:
+    if isinstance(error, asyncio.CancelledError):
+        fut.cancel()
+    elif error is not None:
         fut.set_exception(error)
     else:
         fut.set_result(result)
@@ -331,13 +414,15 @@ class Ledger:
         return result
 
     async def post_hold(self, hold_id: int, *, conn: AsyncConnection | None = None) -> HoldResult:
-        """Apply a pending hold's legs, exactly once."""
+        """Apply a pending hold's legs, exactly once. `HoldNotPending` if the hold is not pending, except
+        when a batched post is retried after its connection was lost and finds the hold posted: then
+        it answers posted, as a replay (see `_resolution_replayed`)."""
         result = await self._apply({"op": "post_hold", "hold": hold_id}, conn)
         assert isinstance(result, HoldResult)
         return result
 
     async def void_hold(self, hold_id: int, *, conn: AsyncConnection | None = None) -> HoldResult:
-        """Release a pending hold's reservation, exactly once."""
+        """Release a pending hold's reservation, exactly once (`HoldNotPending` as for `post_hold`)."""
         result = await self._apply({"op": "void_hold", "hold": hold_id}, conn)
         assert isinstance(result, HoldResult)
         return result
@@ -351,29 +436,43 @@ class Ledger:
         """Sweep each shard's balance back into its parent account (one transfer per shard), so the
         parent alone shows the total. A shard that may go negative (provider collection or
         settlement, debited through its shards) and is below zero is swept the other way: the
-        parent covers it."""
-        async with self.engine.connect() as conn:
-            # By primary key, from the parent's list of shards (`shard_of` has no index).
-            rows = (await conn.execute(sql(
-                "SELECT s.id, s.balance, s.currency FROM accounts s "
-                "WHERE s.id IN (SELECT unnest(shards) FROM accounts WHERE id = :p) AND s.balance <> 0 "
-                "ORDER BY s.id"), {"p": parent_id})).all()
+        parent covers it.
+
+        One transaction, which first locks the parent and its shards: a concurrent sweep of the same
+        account waits for it, then reads the balances it left (zero), so no shard's money moves
+        twice. A sweep is no payment: `LedgerLimits` does not cap it (a busy account's shard may
+        hold more than one payment may move); a leg's own ceiling does, and a shard beyond it is
+        swept in part, the rest by the next sweep."""
         results = []
-        for shard_id, amount, currency in rows:
-            # The parent's leg is exact: routing would send it back to a shard (a credit, or a
-            # debit of a parent that may go negative). A shard's own leg is never routed.
-            legs = (Leg(shard_id, -amount, Currency(currency)),
-                    Leg(parent_id, amount, Currency(currency), exact=True))
-            # The key names the shard and its balance: a retry after a crash replays, a later sweep
-            # (new balance) is a new transfer.
-            key = f"consolidate:{shard_id}:{amount}:{await self._last_posting(shard_id)}"
-            results.append(await self.transfer(TransferRequest(key, legs, kind="consolidation")))
+        async with self.engine.begin() as conn:
+            # By primary key, from the parent's list of shards (`shard_of` has no index). Locked in
+            # id order, the parent first (its shards were opened after it), as `ledger_apply` locks,
+            # so a sweep and a payment cannot deadlock; locked rows are read as last committed.
+            rows = (await conn.execute(sql(
+                "SELECT id, balance, currency FROM accounts "
+                "WHERE id = :p OR id IN (SELECT unnest(shards) FROM accounts WHERE id = :p) "
+                "ORDER BY id FOR UPDATE"), {"p": parent_id})).all()
+            for shard_id, balance, currency in rows:
+                if shard_id == parent_id or balance == 0:
+                    continue
+                amount = max(-ABSOLUTE_MAX_MINOR, min(balance, ABSOLUTE_MAX_MINOR))
+                # The parent's leg is exact: routing would send it back to a shard (a credit, or a
+                # debit of a parent that may go negative). A shard's own leg is never routed.
+                legs = (Leg(shard_id, -amount, Currency(currency)),
+                        Leg(parent_id, amount, Currency(currency), exact=True))
+                # The key names the shard and its balance: a retry after a crash replays, a later
+                # sweep (new balance) is a new transfer.
+                key = f"consolidate:{shard_id}:{amount}:{await self._last_posting(conn, shard_id)}"
+                # Not `transfer`: no `LedgerLimits` check (see above).
+                result = await self._apply(TransferRequest(key, legs, kind="consolidation").as_op(), conn)
+                assert isinstance(result, TransferResult)
+                results.append(result)
         return results
 
-    async def _last_posting(self, account_id: int) -> int:
-        async with self.engine.connect() as conn:
-            return (await conn.execute(sql("SELECT coalesce(max(id), 0) FROM postings WHERE account_id = :a"),
-                                       {"a": account_id})).scalar_one()
+    @staticmethod
+    async def _last_posting(conn: AsyncConnection, account_id: int) -> int:
+        return (await conn.execute(sql("SELECT coalesce(max(id), 0) FROM postings WHERE account_id = :a"),
+                                   {"a": account_id})).scalar_one()
 
     async def void_expired_holds(self, *, limit: int = 500) -> int:
         """Void pending holds past their expiry; returns how many this call voided."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payments.accounts import AccountKind
+
 
 @dataclass(frozen=True, slots=True)
 class Check:
@@ -49,6 +51,11 @@ CHECKS: tuple[Check, ...] = (
     Check("owned_accounts_never_negative", "accounts holding people's money are never allowed to go negative",
           "SELECT id, code FROM accounts WHERE may_go_negative "
           "AND kind IN ('customer_wallet', 'agent_float', 'agent_commission')"),
+    # The rule is the code's (`AccountKind.may_go_negative`); the database only forbids the owned kinds,
+    # so a provider clearing or fee revenue account flagged by hand could be overdrawn unnoticed.
+    Check("sign_rule_follows_kind", "an account may go negative exactly when its kind may",
+          "SELECT id, kind, may_go_negative FROM accounts WHERE may_go_negative <> (kind IN ("
+          + ", ".join(f"'{kind.value}'" for kind in AccountKind if kind.may_go_negative) + "))"),
     Check("held_equals_pending_holds", "each account's reserved amount equals its pending holds' debits",
           "SELECT a.id, a.held, coalesce(h.total, 0) FROM accounts a LEFT JOIN "
           "(SELECT (l->>'a')::bigint AS account_id, -sum(least((l->>'m')::bigint, 0)) AS total "
@@ -67,6 +74,11 @@ CHECKS: tuple[Check, ...] = (
           "SELECT s.id, s.shard_of FROM accounts s JOIN accounts p ON p.id = s.shard_of "
           "WHERE s.kind <> p.kind OR s.currency <> p.currency OR s.may_go_negative <> p.may_go_negative "
           "OR NOT s.id = ANY(p.shards)"),
+    # The other way round: `balance()` adds up every account a parent lists, so a listed account that
+    # is not its shard (a wallet) would be counted as the parent's money, and swept into it.
+    Check("shard_lists_name_only_their_shards", "every account a hot account lists as its shard is its shard",
+          "SELECT p.id, l.id, s.shard_of FROM accounts p CROSS JOIN LATERAL unnest(p.shards) AS l(id) "
+          "LEFT JOIN accounts s ON s.id = l.id WHERE s.shard_of IS DISTINCT FROM p.id"),
     Check("suspense_waiting_is_what_no_one_released",
           "the money waiting in suspense is every park with no release and no credit in progress",
           "SELECT t.id, t.reference FROM transfers t LEFT JOIN suspense_waiting w ON w.transfer_id = t.id "

@@ -19,6 +19,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
 from payments.errors import AmountOutOfRange, InvalidRequest, UnbalancedTransfer
 from payments.money import Currency, Money
 
@@ -85,9 +87,12 @@ def _frozen(metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if not metadata:
         return _NO_METADATA  # the common case, and immutable, so one shared copy does
     data = dict(metadata)
+    # Checked with the encoder the ledger sends ops with (`payments.ledger`), not `json`: `json`
+    # accepts what orjson refuses (a key that is not a string, an integer beyond 64 bits), and such
+    # a request would only fail once in a batch, there failing the other operations with it.
     try:
-        json.dumps(data)
-    except TypeError as exc:
+        orjson.dumps(data)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         raise InvalidRequest(f"metadata must be JSON: {exc}") from None
     return MappingProxyType(data)
 
