@@ -202,6 +202,12 @@ async def _create_refund(request: web.Request, caller: ApiKey, body: Mapping[str
         command = Refund(scoped_key, original.public_id, reason.strip(), requested_by=f"api_key:{caller.prefix}",
                          api_key_id=caller.id)
         existing = await store.find_by_key(conn, original.payer_user_id, command.stored_key)
+        if existing is None:
+            # Keys are the API key's (as for payments): one used for a refund of another payer's
+            # payment is another request.
+            other = await store.find_by_api_key(conn, caller.id, command.stored_key)
+            if other is not None:
+                raise IdempotencyConflict(command.stored_key, other.id)
         payer = await get_user(conn, original.payer_user_id)
     refund = await request.app[PAYMENTS].handle(command)
     answer = payment_json(refund, payer.phone) | {"refund_of": original.public_id}

@@ -35,7 +35,7 @@ from payments.outbox import enqueue
 from payments.payment_settings import JOB_REVERSAL, JOB_WAVE_REFUND, JOB_WAVE_REVERSE, MPESA, WAVE
 from payments.payment_store import Payment
 from payments.resolution import Resolver
-from payments.settlement import Settlement
+from payments.settlement import Settlement, lock_receipt, parked_receipt
 from payments.states import PaymentStatus
 
 S = PaymentStatus
@@ -191,9 +191,10 @@ def _check_refundable(original: Payment, *, receipt_given: bool = False) -> str 
 
 async def _receipt_to_reverse(conn: AsyncConnection, original: Payment, cmd: Refund) -> str:
     """The receipt an operator read on the statement (`Refund.receipt`), checked: only for an M-Pesa
-    deposit credited without one, and never a receipt another payment of ours holds (its reversal
-    would take back someone else's money). It is kept on the refund, whose reversal uses it; a
-    wrong one fails at M-Pesa (no such transaction, or another amount) and the money stays."""
+    deposit credited without one, and never a receipt another payment of ours holds or money parked
+    in suspense under it (its reversal would take back someone else's money). It is kept on the
+    refund, whose reversal uses it; a wrong one fails at M-Pesa (no such transaction, or another
+    amount) and the money stays."""
     receipt = cmd.receipt
     if original.kind != PaymentKind.DEPOSIT or original.provider != MPESA:
         raise InvalidRequest("a receipt is given only for an M-Pesa deposit credited without one")
@@ -201,9 +202,15 @@ async def _receipt_to_reverse(conn: AsyncConnection, original: Payment, cmd: Ref
     if known and known != receipt:
         raise NotRefundable(f"deposit {original.public_id} has the M-Pesa receipt {known}, not {receipt}")
     assert receipt is not None
+    # Under the receipt's lock, as every path that books a receipt checks the others' bookings.
+    await lock_receipt(conn, receipt)
     holder = await store.holder_of_receipt(conn, MPESA, receipt, other_than=original.id)
     if holder is not None:
         raise NotRefundable(f"the M-Pesa receipt {receipt} is payment {holder}'s, not {original.public_id}'s")
+    if await parked_receipt(conn, receipt):
+        # Someone else's money, parked in suspense: reversing it would give them theirs back out of
+        # this customer's wallet, and leave this customer's own payment at M-Pesa.
+        raise NotRefundable(f"the M-Pesa receipt {receipt} is money parked in suspense, not {original.public_id}'s")
     return receipt
 
 

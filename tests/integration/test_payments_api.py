@@ -512,6 +512,16 @@ async def test_a_merchant_refunds_what_it_was_paid_and_only_that(world, client):
     assert await world.wallet(merchant) == Money.zero(KES)
     status, again = await post(client, "/v1/payments", merchant_key, refund, "r3")
     assert status == 200 and again["public_id"] == refunded["public_id"]
+    # The key is the merchant's key's: used again for another customer's payment, it is a conflict.
+    other = await world.user()
+    await world.fund(other, Money.of(1000, KES))
+    other_key = await new_key(world, other)
+    _, other_paid = await post(client, "/v1/payments", other_key, {"kind": "p2p", "recipient": merchant.phone,
+                                                                   "amount": "300", "currency": "KES"}, "buy")
+    status, conflict = await post(client, "/v1/payments", merchant_key, {**refund, "payment": other_paid["public_id"]},
+                                  "r3")
+    assert status == 409 and conflict["error"]["code"] == "idempotency_conflict", conflict
+    assert await world.wallet(merchant) == Money.of(300, KES)
     status, twice = await post(client, "/v1/payments", platform, refund, "r4")
     assert status == 409 and twice["error"]["code"] == "not_refundable"
     assert (await get(client, f"/v1/payments/{paid['public_id']}", customer_key))[1]["status"] == "reversed"

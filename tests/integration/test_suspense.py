@@ -24,7 +24,7 @@ from db.migrate import downgrade, upgrade
 from payments import suspense
 from payments.accounts import AccountKind, open_account
 from payments.api_keys import SUPPORT
-from payments.commands import Channel, Refund, Withdraw
+from payments.commands import Channel, Deposit, Refund, Withdraw
 from payments.errors import InvalidRequest
 from payments.ledger import Ledger, LedgerLimits
 from payments.ledger_check import check_ledger
@@ -32,6 +32,7 @@ from payments.money import Currency, Money
 from payments.postings import TransferRequest, payment_legs
 from payments.provider_statements import DarajaSandboxStatement
 from payments.reconcile import reconcile
+from payments.refunds import NotRefundable
 from payments.sandbox.books import BookEntry
 from payments.states import PaymentStatus
 from tests.integration.ledger_helpers import random_kenyan_number
@@ -531,3 +532,29 @@ async def test_migration_0012_finds_what_waits_in_a_ledger_parked_before_it(new_
         assert (await check_ledger(engine)).ok
     finally:
         await engine.dispose()
+
+
+async def test_a_refund_never_reverses_money_parked_in_suspense(world):
+    """A deposit credited without a receipt (its query vouched for the push) is refunded with the
+    receipt an operator reads on the statement. A receipt under which someone else's money is
+    parked is refused: its reversal would give the stranger theirs back out of this wallet."""
+    user = await world.user(suffix="900")  # the push goes through; its callback never comes
+    deposit = await world.payments.handle(Deposit(f"stk-{uuid.uuid4().hex}", user.id, Money.of(300, KES),
+                                                  Channel.USSD))
+    for _ in range(300):
+        await world.worker.drain()
+        await world.payments.recover_stuck(timedelta(0))
+        deposit = await world.payment(deposit.public_id)
+        if deposit.status is S.SUCCEEDED:
+            break
+        await asyncio.sleep(0.05)
+    assert deposit.status is S.SUCCEEDED and "receipt" not in deposit.provider_refs
+    parked, _ = await park(world, 300)
+
+    with pytest.raises(NotRefundable, match="parked in suspense"):
+        await world.payments.handle(Refund(f"r-{uuid.uuid4().hex}", deposit.public_id, "customer asked",
+                                           receipt=parked))
+
+    assert await world.wallet(user) == Money.of(300, KES)
+    async with world.engine.connect() as conn:
+        assert (await suspense.parked(conn, parked)).state == "open"
