@@ -342,11 +342,32 @@ def choose_amount(
 ) -> AmountMatch | None:
     """The amount the sentence is about, or None when that is in doubt, so the dialog asks "How
     much?" rather than paying a guess: two amounts (which one?), or, given the sentence's `tokens`
-    and what other entities `claimed` (token -> entity type), one that `doubtful` finds."""
-    if len(amounts) != 1:
+    and what other entities `claimed` (token -> entity type), one that `doubtful` finds. One
+    exception: an amount that names its currency, followed only by small numbers said apart from it
+    ("envoie 5000 francs à Awa pour 2 jours", "tuma shilingi 500 kwa mama saa 3"): those count
+    something else. "cinq mille francs à Awa et deux mille à Fatou" stays a question."""
+    if not amounts:
         return None
-    chosen = amounts[0]
+    with_currency = [match for match in amounts if match.currency is not None]
+    if len(amounts) == 1:
+        chosen = amounts[0]
+    elif len(with_currency) == 1 and all(_a_count_after(other, with_currency[0]) for other in amounts
+                                         if other is not with_currency[0]):
+        chosen = with_currency[0]
+    else:
+        return None
     return None if tokens and doubtful(tokens, chosen, claimed or {}) else chosen
+
+
+#: Below this, a number said after an amount with its currency counts something else (days, bags, a
+#: time of day) rather than money.
+_SMALL_COUNT = 100
+
+
+def _a_count_after(other: AmountMatch, amount: AmountMatch) -> bool:
+    """Whether ``other`` is a small number said after ``amount`` and apart from it (more than one
+    word between: "2 thousand shillings and 500" may be one amount said in two)."""
+    return other.value < _SMALL_COUNT and other.token_start > amount.token_end + 1
 
 
 def doubtful(tokens: Sequence[Token], amount: AmountMatch, claimed: Mapping[int, str]) -> bool:

@@ -80,6 +80,15 @@ def test_two_amounts_are_a_question() -> None:
     assert amount_in("send 5 to John 200 bob") is None
     assert amount_in("send 300 and 200") is None
     assert amount_in("envoie cinq mille francs à Awa et deux mille à Fatou", (FR, EN, SW)) is None
+    assert amount_in("send 2 thousand shillings and 500") is None
+    assert amount_in("send 500 shillings 20") is None
+
+
+def test_small_counts_after_an_amount_with_its_currency_are_no_money() -> None:
+    assert amount_in("envoie 5000 francs à Awa pour 2 jours", (FR, EN, SW)) == (5000, XOF)
+    assert amount_in("send 500 shillings to mama for 2 days") == (500, KES)
+    assert amount_in("tuma shilingi 500 kwa mama saa 3", (SW, EN, FR)) == (500, KES)
+    assert amount_in("send 2000 bob to juma for 3 bags of cement") == (2000, KES)
 
 
 def test_spaced_groups_only_for_french_or_with_currency() -> None:
