@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +22,10 @@ from gateway.errors import error_middleware
 from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from gateway.payments_resources import PAYMENTS_RUNTIME, CallbackAuth, PaymentsRuntime
 from gateway.settings import Settings
+from payments.commands import Channel, Deposit
+from payments.identities import User
 from payments.ledger import Ledger, LedgerLimits
+from payments.money import Money
 from payments.orchestrator import Payments, PaymentSettings, ProviderClients
 from payments.outbox import RetryPolicy
 from payments.payment_settings import (
@@ -42,6 +46,7 @@ from payments.providers.wave import WaveClient, WaveSettings
 from payments.providers.wave_webhooks import SigningSecret, WebhookRejected, verify_webhook
 from payments.sandbox.runner import RunningSandboxes, run_sandboxes
 from payments.sandbox.settings import SandboxSettings
+from payments.states import PaymentStatus
 from payments.webhook_delivery import WebhookSender
 from payments.worker import OutboxWorker
 from tests.http_servers import serve_app
@@ -142,6 +147,25 @@ class PaymentsWorld(LedgerViews):
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"payment {public_id} still {payment.status} after {within_s}s")
             await asyncio.sleep(0.03)
+
+    async def deposit_credited_without_receipt(self, amount: Money, key: str) -> tuple[User, Payment]:
+        """An M-Pesa deposit whose callback never came (a number ending 900), credited by recovery's
+        STK query: it succeeded with no receipt among its references."""
+        user = await self.user(suffix="900")
+        deposit = await self.payments.handle(Deposit(key, user.id, amount, Channel.USSD))
+        for _ in range(300):
+            await self.worker.drain()
+            if (await self.payment(deposit.public_id)).status is PaymentStatus.PROCESSING:
+                break
+            await asyncio.sleep(0.02)
+        for _ in range(300):
+            await self.payments.recover_stuck(timedelta(0))
+            deposit = await self.payment(deposit.public_id)
+            if deposit.status is PaymentStatus.SUCCEEDED:
+                break
+            await asyncio.sleep(0.05)
+        assert deposit.status is PaymentStatus.SUCCEEDED and "receipt" not in deposit.provider_refs
+        return user, deposit
 
     async def until_callback(self, what: str, outcome: str | None = None, *, after: int = 0,
                              within_s: float = 8.0) -> str:

@@ -11,14 +11,13 @@ import asyncio
 import os
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from payments import outbox
 from payments.accounts import AccountKind
-from payments.commands import Channel, Deposit, Refund, SendToPhone, SendToWallet, Withdraw
+from payments.commands import Channel, Refund, SendToPhone, SendToWallet, Withdraw
 from payments.errors import InvalidRequest
 from payments.money import Currency, Money
 from payments.payment_store import Payment
@@ -222,20 +221,8 @@ async def test_the_operator_commands(world: PaymentsWorld):
 
 async def test_a_deposit_credited_without_its_receipt_is_refunded_with_the_one_on_the_statement(
         world: PaymentsWorld):
-    user = await world.user(suffix="900")  # M-Pesa never calls back: recovery's STK query credits it
-    deposit = await world.payments.handle(Deposit("review-stk", user.id, Money.of(300, KES), Channel.USSD))
-    for _ in range(300):
-        await world.worker.drain()
-        if (await world.payment(deposit.public_id)).status is S.PROCESSING:
-            break
-        await asyncio.sleep(0.02)
-    for _ in range(300):
-        await world.payments.recover_stuck(timedelta(0))
-        deposit = await world.payment(deposit.public_id)
-        if deposit.status is S.SUCCEEDED:
-            break
-        await asyncio.sleep(0.05)
-    assert deposit.status is S.SUCCEEDED and "receipt" not in deposit.provider_refs
+    # M-Pesa never calls back: recovery's STK query credits it.
+    user, deposit = await world.deposit_credited_without_receipt(Money.of(300, KES), "review-stk")
     (line,) = [e for e in world.sandboxes.daraja.books.entries() if e.reference == deposit.provider_ref]
 
     with pytest.raises(NotRefundable, match=r"no M-Pesa receipt .* --receipt"):

@@ -24,7 +24,7 @@ from db.migrate import downgrade, upgrade
 from payments import suspense
 from payments.accounts import AccountKind, open_account
 from payments.api_keys import SUPPORT
-from payments.commands import Channel, Deposit, Refund, Withdraw
+from payments.commands import Channel, Refund, Withdraw
 from payments.errors import InvalidRequest
 from payments.ledger import Ledger, LedgerLimits
 from payments.ledger_check import check_ledger
@@ -538,17 +538,7 @@ async def test_a_refund_never_reverses_money_parked_in_suspense(world):
     """A deposit credited without a receipt (its query vouched for the push) is refunded with the
     receipt an operator reads on the statement. A receipt under which someone else's money is
     parked is refused: its reversal would give the stranger theirs back out of this wallet."""
-    user = await world.user(suffix="900")  # the push goes through; its callback never comes
-    deposit = await world.payments.handle(Deposit(f"stk-{uuid.uuid4().hex}", user.id, Money.of(300, KES),
-                                                  Channel.USSD))
-    for _ in range(300):
-        await world.worker.drain()
-        await world.payments.recover_stuck(timedelta(0))
-        deposit = await world.payment(deposit.public_id)
-        if deposit.status is S.SUCCEEDED:
-            break
-        await asyncio.sleep(0.05)
-    assert deposit.status is S.SUCCEEDED and "receipt" not in deposit.provider_refs
+    user, deposit = await world.deposit_credited_without_receipt(Money.of(300, KES), f"stk-{uuid.uuid4().hex}")
     parked, _ = await park(world, 300)
 
     with pytest.raises(NotRefundable, match="parked in suspense"):
