@@ -47,6 +47,7 @@ from payments.payment_settings import (
 )
 from payments.providers.daraja_callbacks import (
     MalformedCallback,
+    callback_acknowledgement,
     parse_c2b_payment,
     parse_queue_timeout,
     parse_result,
@@ -56,13 +57,11 @@ from payments.providers.wave_webhooks import MalformedWebhook, WebhookRejected, 
 
 log = logging.getLogger(__name__)
 
-#: What Daraja is answered once a delivery is recorded (or recognised as a duplicate).
-DARAJA_ACCEPTED: Mapping[str, Any] = {"ResultCode": 0, "ResultDesc": "Accepted"}
-
 
 def acknowledge(outcome: Any) -> Mapping[str, Any]:
-    """The answer to a Daraja callback whatever it did: Daraja only needs to know we have it."""
-    return DARAJA_ACCEPTED
+    """The answer to a Daraja callback whatever it did, once it is recorded (or recognised as a
+    duplicate): Daraja only needs to know we have it, in the contract's words (`callback_acknowledgement`)."""
+    return callback_acknowledgement()
 
 
 @dataclass(frozen=True)

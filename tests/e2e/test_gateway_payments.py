@@ -99,7 +99,7 @@ async def test_a_replayed_stk_callback_changes_nothing(gw: Gateway):
 
     for body in (stk_callback(done), stk_callback(done, result_code=1032)):  # the same, then a contradiction
         status, answer = await gw.post(f"/callbacks/{SECRET}{CALLBACK_STK}", body)
-        assert (status, answer) == (200, {"ResultCode": 0, "ResultDesc": "Accepted"})
+        assert (status, answer) == (200, {"ResultCode": 0, "ResultDesc": "Success"})
 
     assert (await gw.payment(payment.public_id)).status is S.SUCCEEDED
     assert await gw.wallet(user) == Money.of(120, KES)

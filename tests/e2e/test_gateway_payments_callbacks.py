@@ -162,7 +162,7 @@ async def test_a_paybill_payment_reaches_our_c2b_routes_and_credits_the_wallet_o
               "MSISDN": payer.phone.removeprefix("+"), "FirstName": "A", "MiddleName": "", "LastName": "B"}
     for _ in range(2):
         status, answer = await gw.post(f"/callbacks/{SECRET}{CALLBACK_C2B_CONFIRMATION}", json.dumps(replay))
-        assert (status, answer) == (200, {"ResultCode": 0, "ResultDesc": "Accepted"})
+        assert (status, answer) == (200, {"ResultCode": 0, "ResultDesc": "Success"})
     assert await gw.wallet(owner) == Money.of(700, KES)
     assert await gw.scalar("SELECT count(*) FROM transfers WHERE reference = :p", p=payment.public_id) == 1
 
