@@ -115,11 +115,6 @@ def _pin(body: Mapping[str, Any]) -> str:
 async def sign_in_device(request: web.Request) -> web.Response:
     limiter = request.app[SIGN_IN_LIMITER]
     client = client_address(request, request.app[SETTINGS].security.trusted_proxies)
-    # Before anything is looked at: a client at its limit learns nothing more, right or wrong.
-    wait_s = await limiter.blocked_for(client)
-    if wait_s is not None:
-        raise ApiError(429, "too_many_attempts", "Too many failed sign-ins from here. Try again later.",
-                       headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
     body = await json_body(request)
     only(body, {"phone", "pin", "device_name"})
     phone_text, pin, device = text_field(body, "phone") or "", _pin(body), _device_name(body)
@@ -127,6 +122,12 @@ async def sign_in_device(request: web.Request) -> web.Response:
         phone = parse_msisdn(phone_text)
     except InvalidPhoneNumber as exc:
         raise ApiError(400, "invalid_phone", str(exc)) from None
+    # Counted before any wallet or PIN is looked at (and taken back if it signs in): a client past
+    # its limit learns nothing more, right or wrong, and tries sent at once count one by one.
+    wait_s = await limiter.attempt(client)
+    if wait_s is not None:
+        raise ApiError(429, "too_many_attempts", "Too many failed sign-ins from here. Try again later.",
+                       headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
     wrong = ApiError(401, "invalid_credentials", _WRONG_CREDENTIALS)
     failure: WrongPin | AccountLocked | None = None
     made: NewApiKey | None = None
@@ -148,8 +149,8 @@ async def sign_in_device(request: web.Request) -> web.Response:
             async with engine.begin() as conn:
                 made = await create_api_key(conn, request.app[API_KEY_HASHER], f"device: {device}",
                                             user_id=user.id, actor=f"user:{user.id}")
-    if made is None:
-        await limiter.failed(client)
+    if made is not None:
+        await limiter.succeeded(client)
     if isinstance(failure, WrongPin):
         raise ApiError(401, wrong.code, wrong.message, extra={"attempts_left": failure.attempts_left})
     if isinstance(failure, AccountLocked):

@@ -6,6 +6,10 @@ wallets, 2 guesses each. So ``POST /v1/devices`` counts each client's failures (
 unknown phone, a locked wallet) in a fixed window; a client at the limit is refused with 429 and
 ``Retry-After`` before any PIN is looked at, until its window ends.
 
+IMPORTANT: a try is counted before its PIN is checked (`attempt`, one atomic step) and taken back
+when it succeeds (`succeeded`). Counted after the check, tries sent at the same moment all passed
+the limit before any was counted: 20 concurrent guesses went through a limit of 4.
+
 The client is the connecting address, or, when that address is one of ``security.trusted_proxies``,
 the last address in ``X-Forwarded-For`` that those proxies appended (the ones before it are the
 client's own say, and anyone can write them).
@@ -26,11 +30,12 @@ from dialogs.redis_pipe import RedisPipe, Script
 
 
 class SignInLimiter(Protocol):
-    async def blocked_for(self, client: str) -> float | None:
-        """Seconds until ``client`` may try again, or None when it may try now."""
+    async def attempt(self, client: str) -> float | None:
+        """Count a try by ``client``; seconds until it may try again when this one is past the
+        limit (refused), else None."""
 
-    async def failed(self, client: str) -> None:
-        """Count one failed sign-in by ``client``."""
+    async def succeeded(self, client: str) -> None:
+        """Take back the try `attempt` counted: it signed in."""
 
     async def close(self) -> None: ...
 
@@ -46,19 +51,20 @@ class MemorySignInLimiter:
         self._max_clients = max_clients
         self._windows: dict[str, tuple[int, float]] = {}  # client -> (failures, window end)
 
-    async def blocked_for(self, client: str) -> float | None:
-        failures, ends = self._windows.get(client, (0, 0.0))
-        wait = ends - self._clock()
-        return wait if failures >= self.limit and wait > 0 else None
-
-    async def failed(self, client: str) -> None:
+    async def attempt(self, client: str) -> float | None:
         now = self._clock()
-        failures, ends = self._windows.get(client, (0, 0.0))
+        tries, ends = self._windows.get(client, (0, 0.0))
         if ends <= now:
-            failures, ends = 0, now + self.window_s
+            tries, ends = 0, now + self.window_s
             if len(self._windows) >= self._max_clients:
                 self._forget_ended(now)
-        self._windows[client] = (failures + 1, ends)
+        self._windows[client] = (tries + 1, ends)
+        return ends - now if tries + 1 > self.limit else None
+
+    async def succeeded(self, client: str) -> None:
+        tries, ends = self._windows.get(client, (0, 0.0))
+        if tries > 0:
+            self._windows[client] = (tries - 1, ends)
 
     def __len__(self) -> int:
         """How many clients are being counted."""
@@ -73,11 +79,13 @@ class MemorySignInLimiter:
         self._windows.clear()
 
 
-# One round trip each, atomic: the first failure starts the window (its expiry), later ones count in it.
-_COUNT = Script("local n = redis.call('INCR', KEYS[1]) "
-                "if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n")
-_WAIT = Script("local n = tonumber(redis.call('GET', KEYS[1]) or '0') "
-               "if n < tonumber(ARGV[1]) then return -1 end return redis.call('PTTL', KEYS[1])")
+# One round trip each, atomic: the first try starts the window (its expiry), later ones count in it;
+# a try past the limit gets the window's time left.
+_ATTEMPT = Script("local n = redis.call('INCR', KEYS[1]) "
+                  "if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end "
+                  "if n > tonumber(ARGV[2]) then return redis.call('PTTL', KEYS[1]) end return -1")
+_TAKE_BACK = Script("if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end "
+                    "return 0")
 
 
 class RedisSignInLimiter:
@@ -89,12 +97,13 @@ class RedisSignInLimiter:
         self.window_s = window_s
         self.prefix = key_prefix
 
-    async def blocked_for(self, client: str) -> float | None:
-        wait_ms = await self.redis.run_script(_WAIT, [self.prefix + client], [self.limit])
+    async def attempt(self, client: str) -> float | None:
+        wait_ms = await self.redis.run_script(_ATTEMPT, [self.prefix + client],
+                                              [math.ceil(self.window_s * 1000), self.limit])
         return wait_ms / 1000 if isinstance(wait_ms, int) and wait_ms > 0 else None
 
-    async def failed(self, client: str) -> None:
-        await self.redis.run_script(_COUNT, [self.prefix + client], [math.ceil(self.window_s * 1000)])
+    async def succeeded(self, client: str) -> None:
+        await self.redis.run_script(_TAKE_BACK, [self.prefix + client], [])
 
     async def close(self) -> None:
         await self.redis.close()

@@ -6,6 +6,7 @@ contacts by itself."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -172,6 +173,18 @@ async def test_a_wallet_with_no_pin_or_closed_answers_as_no_wallet_and_counts_ag
     status, refused, _ = await call(gw, "POST", "/v1/devices", tries[1], client=client)
     assert (status, refused["error"]["code"]) == (429, "too_many_attempts")  # 4 failures: the limit
     assert await gw.scalar("SELECT count(*) FROM api_keys WHERE user_id IN (:a, :b)", a=no_pin.id, b=closed.id) == 0
+
+
+async def test_sign_ins_sent_at_the_same_moment_are_counted_one_by_one(gw: Gateway):
+    # Counted after the PIN check, twenty guesses sent at once all passed a limit of four.
+    client = new_client()
+    wallets = [await customer(gw, name=f"Burst {n}") for n in range(10)]
+    tries = [{"phone": w.phone, "pin": pin, "device_name": "x"} for w in wallets for pin in ("1357", "2468")]
+
+    answers = await asyncio.gather(*(call(gw, "POST", "/v1/devices", body, client=client) for body in tries))
+
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [401] * SIGN_IN_LIMIT + [429] * (len(tries) - SIGN_IN_LIMIT), statuses
 
 
 async def test_one_clients_failed_sign_ins_across_many_wallets_are_cut_off(gw: Gateway):

@@ -31,18 +31,26 @@ async def limiter(request) -> AsyncIterator[SignInLimiter]:
         await forget_prefix(REDIS_URL, prefix)
 
 
-async def test_a_client_at_the_limit_waits_until_its_window_ends(limiter: SignInLimiter):
-    for _ in range(2):
-        await limiter.failed("203.0.113.7")
-    assert await limiter.blocked_for("203.0.113.7") is None  # 2 of 3: may still try
-    await limiter.failed("203.0.113.7")
-    wait = await limiter.blocked_for("203.0.113.7")
+async def test_a_client_past_the_limit_waits_until_its_window_ends(limiter: SignInLimiter):
+    for _ in range(3):
+        assert await limiter.attempt("203.0.113.7") is None  # 3 of 3: each may still try
+    wait = await limiter.attempt("203.0.113.7")  # a fourth: refused
     assert wait is not None and 0 < wait <= WINDOW_S
-    assert await limiter.blocked_for("198.51.100.9") is None  # another client is not affected
+    assert await limiter.attempt("198.51.100.9") is None  # another client is not affected
     await asyncio.sleep(WINDOW_S + 0.1)
-    assert await limiter.blocked_for("203.0.113.7") is None
-    await limiter.failed("203.0.113.7")  # a new window: one failure is far from the limit
-    assert await limiter.blocked_for("203.0.113.7") is None
+    assert await limiter.attempt("203.0.113.7") is None  # a new window: one try is far from the limit
+
+
+async def test_a_try_that_signs_in_is_taken_back(limiter: SignInLimiter):
+    for _ in range(3):
+        assert await limiter.attempt("203.0.113.9") is None
+        await limiter.succeeded("203.0.113.9")
+    assert await limiter.attempt("203.0.113.9") is None
+
+
+async def test_tries_at_the_same_moment_are_counted_one_by_one(limiter: SignInLimiter):
+    waits = await asyncio.gather(*(limiter.attempt("203.0.113.10") for _ in range(10)))
+    assert sum(wait is None for wait in waits) == 3
 
 
 @pytest.mark.parametrize("limiter", store_params()[1:], indirect=True)  # Redis only
@@ -50,11 +58,11 @@ async def test_every_gateway_process_sees_the_same_counts_in_redis(limiter: Sign
     assert isinstance(limiter, RedisSignInLimiter)
     other_process = RedisSignInLimiter(RedisPipe(REDIS_URL), 3, WINDOW_S, key_prefix=limiter.prefix)
     try:
-        await limiter.failed("203.0.113.8")
-        await other_process.failed("203.0.113.8")
-        await asyncio.gather(limiter.failed("203.0.113.8"), other_process.failed("203.0.113.8"))
-        assert await other_process.blocked_for("203.0.113.8") is not None
-        assert await limiter.blocked_for("203.0.113.8") is not None
+        await limiter.attempt("203.0.113.8")
+        await other_process.attempt("203.0.113.8")
+        await asyncio.gather(limiter.attempt("203.0.113.8"), other_process.attempt("203.0.113.8"))
+        assert await other_process.attempt("203.0.113.8") is not None
+        assert await limiter.attempt("203.0.113.8") is not None
     finally:
         await other_process.close()
 
@@ -63,7 +71,7 @@ async def test_the_in_process_counts_forget_ended_windows_when_full():
     now = [0.0]
     memory = MemorySignInLimiter(2, 10, clock=lambda: now[0], max_clients=3)
     for n in range(3):
-        await memory.failed(f"10.0.0.{n}")
+        await memory.attempt(f"10.0.0.{n}")
     now[0] = 11.0
-    await memory.failed("10.0.0.9")
+    await memory.attempt("10.0.0.9")
     assert len(memory) == 1
