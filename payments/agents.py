@@ -230,7 +230,9 @@ class AgentService:
         paid that much into our M-Pesa / Wave account). The same key again replays; the receipt
         (``reference``) credits one float once: used again under another key, for this agent or
         another, it is refused (`ReceiptUsed`)."""
-        receipt = cmd.reference.strip()
+        # Receipts are upper case (M-Pesa's "SKT4XYZ123", Wave's ids): "skt4xyz123" typed is the same
+        # payment in, and must find the top-up that booked it.
+        receipt = cmd.reference.strip().upper()
         async with self.engine.begin() as conn:
             agent = await cr.agent_by_user(conn, cmd.agent_user_id)
             if agent is None:
@@ -765,8 +767,11 @@ async def _check_receipt_unused(conn: AsyncConnection, key: str, receipt: str) -
     other. A top-up under this very key is this one again: the ledger replays it (or refuses another
     amount), even where an older one booked the receipt for another agent before this check existed."""
     await conn.execute(sql("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"float-receipt:{receipt}"})
+    # A top-up booked before receipts were upper-cased kept the case it was typed in: lower case is
+    # looked for too (through the reference's index, as the upper case is).
     earlier = (await conn.execute(sql(
-        "SELECT id, idempotency_key FROM transfers WHERE kind = :kind AND (idempotency_key = :key OR reference = :r) "
+        "SELECT id, idempotency_key FROM transfers WHERE kind = :kind "
+        "AND (idempotency_key = :key OR reference = :r OR reference = lower(:r)) "
         "ORDER BY idempotency_key = :key DESC, id LIMIT 1"), {"kind": _FLOAT_TOPUP, "key": key, "r": receipt})).first()
     if earlier is not None and earlier.idempotency_key != key:
         raise ReceiptUsed(receipt, earlier.id, agent_user_id=int(earlier.idempotency_key.split(":", 2)[1]))

@@ -198,6 +198,11 @@ async def test_a_receipt_tops_up_one_float_once_and_another_agent_is_refused(wor
                                                  "ops:alice"))
     assert again.replayed and again.transfer_id == first.transfer_id
 
+    # Typed in lower case (the CLI's key then differs too), it is the same receipt: refused.
+    with pytest.raises(ReceiptUsed):
+        await agents.top_up_float(TopUpFloat(paid_in.lower(), njeri.id, Money.of(15_000, KES), paid_in.lower(),
+                                             "ops:alice"))
+
     assert await agents.float_balance(njeri.id) == Money.of(15_000, KES)
     assert await agents.float_balance(otieno.id) == Money.zero(KES)
     assert await world.scalar("SELECT count(*) FROM transfers WHERE kind = 'agent.float_topup' AND reference = :r",
