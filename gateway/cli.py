@@ -15,11 +15,12 @@ import click
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import create_engine, redacted
+from db.engine import redacted
 from db.migrate import current_revision, head_revision, upgrade
 from gateway.app import create_app
 from gateway.commands.agents import agent
 from gateway.commands.apikeys import apikey
+from gateway.commands.database_work import run_with_database
 from gateway.commands.mpesa import mpesa
 from gateway.commands.nlu import nlu
 from gateway.commands.payment_lookup import payment_group
@@ -33,7 +34,6 @@ from gateway.commands.voice import voice
 from gateway.commands.webhooks import webhook
 from gateway.commands.worker import outbox_group, worker
 from gateway.payments_resources import ProvidersUnavailable
-from gateway.resources import database_url
 from gateway.serve_processes import check_workers, listening_line, supervise
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.ussd_resources import UssdUnavailable
@@ -57,17 +57,9 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """Run ``work`` with an engine on the configured (or embedded) database, then dispose of it."""
-
-    async def run() -> T:
-        url = await database_url(settings)
-        engine = create_engine(url, pool_size=2)
-        try:
-            return await work(engine)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    """Run ``work`` with an engine on the configured (or embedded) database, then dispose of it (a
+    database out of reach is the command's error, not a traceback: `run_with_database`)."""
+    return run_with_database(settings, work)
 
 
 @click.group()

@@ -1,18 +1,21 @@
 """Running one piece of a command's work against the database (and, for `run_with_payments`, the
 payments service with its provider clients, as `sauti worker` opens it): an engine made for it and
 disposed after, and the domain's refusals (`PaymentsError`, a bad phone number or amount, providers
-out of reach) shown as the command's error message rather than a traceback."""
+out of reach) and a database out of reach or refusing shown as the command's error message rather
+than a traceback."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import create_engine
+from db.engine import create_engine, redacted
 from gateway.payments_resources import ProvidersUnavailable, open_payments
 from gateway.resources import build_ledger, database_url
 from gateway.settings import Settings
@@ -25,8 +28,12 @@ T = TypeVar("T")
 
 
 def run_with_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]], *, pool_size: int = 2) -> T:
+    where: list[str] = []
+
     async def run() -> T:
-        engine = create_engine(await database_url(settings), pool_size=pool_size)
+        url = await database_url(settings)
+        where.append(redacted(url))
+        engine = create_engine(url, pool_size=pool_size)
         try:
             return await work(engine)
         finally:
@@ -36,6 +43,15 @@ def run_with_database(settings: Settings, work: Callable[[AsyncEngine], Awaitabl
         return asyncio.run(run())
     except (PaymentsError, InvalidPhoneNumber, MoneyError) as exc:
         raise click.ClickException(str(exc)) from None
+    except (ConnectionError, TimeoutError, socket.gaierror) as exc:  # no server there, or no answer
+        raise click.ClickException(f"cannot reach the database at {_where(where)}: {exc}") from None
+    except DBAPIError as exc:  # a database that is not there, or that refused what was asked
+        reason = str(exc.orig or exc).splitlines()[0]
+        raise click.ClickException(f"the database at {_where(where)} refused: {reason}") from None
+
+
+def _where(where: list[str]) -> str:
+    return where[0] if where else "the configured URL"
 
 
 def run_with_payments(settings: Settings, act: Callable[[Payments], Awaitable[T]]) -> T:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import create_engine
 from db.migrate import upgrade
+from gateway.commands.database_work import run_with_database
 from gateway.payments_resources import SANDBOXES_OUT_OF_REACH, ProvidersUnavailable, open_payments
 from gateway.resources import build_ledger, database_url
 from gateway.settings import Settings
@@ -31,6 +32,10 @@ from payments.webhook_events import JOB_WEBHOOK
 from payments.worker import Handler
 
 T = TypeVar("T")
+
+
+#: An outbox job's id: a PostgreSQL bigint.
+JOB_ID = click.IntRange(1, 2**63 - 1)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -111,31 +116,31 @@ def outbox_group() -> None:
 @click.pass_context
 def outbox_status(ctx: click.Context) -> None:
     """How many jobs are in each status."""
-    counts = asyncio.run(_with_engine(_settings(ctx), 2, outbox.count_by_status))
+    counts = run_with_database(_settings(ctx), outbox.count_by_status)
     for status, n in counts.items():
         click.echo(f"{status:8} {n}")
 
 
 @outbox_group.command("retry")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.pass_context
 def outbox_retry(ctx: click.Context, job_id: int) -> None:
     """Run a parked job again, with a fresh set of attempts."""
-    if not asyncio.run(_with_engine(_settings(ctx), 2, lambda engine: outbox.retry_parked(engine, job_id))):
+    if not run_with_database(_settings(ctx), lambda engine: outbox.retry_parked(engine, job_id)):
         raise click.ClickException(f"job {job_id} is not parked")
     click.echo(f"job {job_id} is pending again")
 
 
 @outbox_group.command("park")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--reason", required=True, help="Why (kept in the job's last_error).")
 @click.pass_context
 def outbox_park(ctx: click.Context, job_id: int, reason: str) -> None:
     """Stop a pending job from running (again). A job a worker is running now is refused: its request
     may already be on its way to the provider."""
     try:
-        parked = asyncio.run(_with_engine(_settings(ctx), 2, lambda engine: outbox.park(
-            engine, job_id, f"parked by an operator: {reason}")))
+        parked = run_with_database(_settings(ctx), lambda engine: outbox.park(
+            engine, job_id, f"parked by an operator: {reason}"))
     except outbox.JobRunning as exc:
         raise click.ClickException(str(exc)) from None
     if not parked:

@@ -58,3 +58,21 @@ def test_invalid_config_stops_with_the_key_named(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "server.port" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_a_database_out_of_reach_or_missing_is_an_error_message_not_a_traceback(new_database):
+    url = await new_database()
+    missing = url.rsplit("/", 1)[0] + "/sauti_no_such_database"
+    for where, words in (("postgresql://postgres@127.0.0.1:1/sauti", "cannot reach the database"),
+                         (missing, "refused")):
+        for args in (("db", "current"), ("payment", "show", "K7Q2M9BXA4"), ("outbox", "status")):
+            done = sauti(*args, url=where)
+            assert done.returncode == 1 and words in done.stderr, (args, done.stderr)
+            assert "Traceback" not in done.stderr, (args, done.stderr)
+
+
+async def test_a_job_id_no_job_can_have_is_a_usage_error(new_database):
+    url = await new_database()
+    for args in (("outbox", "retry", "99999999999999999999"), ("outbox", "park", "0", "--reason", "x")):
+        done = sauti(*args, url=url)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
