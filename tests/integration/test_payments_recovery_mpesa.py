@@ -15,7 +15,9 @@ import pytest
 from payments import outbox
 from payments.accounts import AccountKind
 from payments.commands import BuyGoods, Channel, PayBill, Withdraw
+from payments.identities import User
 from payments.money import Currency, Money
+from payments.payment_store import Payment
 from payments.sandbox.outcomes import Outcome
 from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, payments_world
@@ -133,11 +135,7 @@ async def test_a_b2c_m_pesa_has_no_record_of_is_flagged_and_its_money_kept_in_cl
 
 
 async def test_a_status_result_delivered_twice_settles_once(world: PaymentsWorld):
-    user = await world.user(suffix="900")
-    await world.fund(user, Money.of(1000, KES))
-    payment = await world.payments.handle(Withdraw("wd-twice", user.id, Money.of(100, KES), Channel.USSD))
-    await world.worker.drain()
-    await asyncio.sleep(0.3)
+    _, payment = await unanswered_payout(world, "wd-twice", 100)
     settled_before = await world.balance(AccountKind.PROVIDER_SETTLEMENT, KES, "mpesa")
     before = len(world.callbacks.outcomes)
 
@@ -165,11 +163,7 @@ async def test_a_status_result_for_a_query_we_never_sent_changes_nothing(world: 
 
 
 async def test_a_failed_status_query_leaves_the_payout_open_for_the_next_sweep(world: PaymentsWorld):
-    user = await world.user(suffix="900")
-    await world.fund(user, Money.of(1000, KES))
-    payment = await world.payments.handle(Withdraw("wd-ask-again", user.id, Money.of(150, KES), Channel.USSD))
-    await world.worker.drain()
-    await asyncio.sleep(0.3)
+    _, payment = await unanswered_payout(world, "wd-ask-again", 150)
 
     # The status query is refused by M-Pesa (initiator invalid): nothing is decided, nothing flagged.
     world.sandboxes.daraja.outcomes.set_next(Outcome.WRONG_PIN)
@@ -185,11 +179,7 @@ async def test_a_failed_status_query_leaves_the_payout_open_for_the_next_sweep(w
 
 
 async def test_a_status_query_m_pesa_refuses_outright_flags_the_payout_for_a_person(world: PaymentsWorld):
-    user = await world.user(suffix="900")  # paid, its Result never sent
-    await world.fund(user, Money.of(1000, KES))
-    payment = await world.payments.handle(Withdraw("wd-query-refused", user.id, Money.of(150, KES), Channel.USSD))
-    await world.worker.drain()
-    await asyncio.sleep(0.3)
+    user, payment = await unanswered_payout(world, "wd-query-refused", 150)
 
     # Daraja refuses the query itself (400.002.02): asked again, it would refuse again, and the
     # payout would wait for ever. A person reads the statement and decides instead.
@@ -207,6 +197,17 @@ async def test_a_status_query_m_pesa_refuses_outright_flags_the_payout_for_a_per
     assert len(paid_by(world, payment.public_id)) == 1
 
 
+async def unanswered_payout(world: PaymentsWorld, key: str, amount: int) -> tuple[User, Payment]:
+    """A withdrawal M-Pesa paid but never sent the Result of (a number ending 900), from a wallet of
+    KES 1,000, once its B2C went out."""
+    user = await world.user(suffix="900")
+    await world.fund(user, Money.of(1000, KES))
+    payment = await world.payments.handle(Withdraw(key, user.id, Money.of(amount, KES), Channel.USSD))
+    await world.worker.drain()
+    await asyncio.sleep(0.3)
+    return user, payment
+
+
 async def newest_status_query(world: PaymentsWorld, public_id: str) -> tuple[int, str]:
     """The payment's newest status query job: its id and status."""
     async with world.engine.connect() as conn:
@@ -216,11 +217,7 @@ async def newest_status_query(world: PaymentsWorld, public_id: str) -> tuple[int
 
 
 async def test_a_status_query_that_fails_until_it_gives_up_flags_the_payout_for_a_person(world: PaymentsWorld):
-    user = await world.user(suffix="900")  # paid, its Result never sent
-    await world.fund(user, Money.of(1000, KES))
-    payment = await world.payments.handle(Withdraw("wd-query-outage", user.id, Money.of(150, KES), Channel.USSD))
-    await world.worker.drain()
-    await asyncio.sleep(0.3)
+    user, payment = await unanswered_payout(world, "wd-query-outage", 150)
 
     # Daraja's status API answers HTTP 500 for longer than the query job's attempts. Parked, it
     # touched nothing: no later sweep asked again, and nobody was told.
@@ -252,11 +249,7 @@ async def test_a_status_query_that_fails_until_it_gives_up_flags_the_payout_for_
 
 
 async def test_a_status_query_parked_without_an_answer_is_asked_again_by_a_later_sweep(world: PaymentsWorld):
-    user = await world.user(suffix="900")  # paid, its Result never sent
-    await world.fund(user, Money.of(1000, KES))
-    payment = await world.payments.handle(Withdraw("wd-query-lost", user.id, Money.of(150, KES), Channel.USSD))
-    await world.worker.drain()
-    await asyncio.sleep(0.3)
+    _, payment = await unanswered_payout(world, "wd-query-lost", 150)
     assert (await world.payments.recover_stuck(timedelta(0))).queried >= 1
     job_id, status = await newest_status_query(world, payment.public_id)
     assert status == "pending"
