@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeGuard
 
 from dialogs.callers import CallerDirectory
 from dialogs.catalog import Catalogs
@@ -478,6 +478,12 @@ class VoiceCommands:
         await self.store.save(command)
         return VoiceReply(command, status or state, text, parse)
 
+
+
+def pin_shaped(pin: object, length: int) -> TypeGuard[str]:
+    """Whether what the keypad (a call's DTMF, the app's field) gave is a PIN at all: ``length`` ASCII
+    digits. Anything else is refused before the check, so it costs no try."""
+    return isinstance(pin, str) and pin.isascii() and pin.isdigit() and len(pin) == length
 
 
 def spoken_pin(text: str) -> bool:

@@ -31,6 +31,7 @@ from dialogs.voice_commands import (
     Heard,
     VoiceCaller,
     VoiceReply,
+    pin_shaped,
 )
 from gateway.api_auth import authenticated, wallet_owner
 from gateway.api_requests import UNREADABLE_FORM, ApiError, api_error, json_body, only
@@ -202,7 +203,7 @@ async def confirm_command(request: web.Request, key: ApiKey) -> web.Response:
     only(body, {"pin", "phone"})
     pin = body.get("pin")
     length = request.app[SETTINGS].security.pin_length
-    if not isinstance(pin, str) or not (pin.isascii() and pin.isdigit() and len(pin) == length):
+    if not pin_shaped(pin, length):
         raise ApiError(400, "invalid_pin", f"pin is {length} digits, as a string.")
     caller = await _caller(request, key, {"phone": body["phone"]} if isinstance(body.get("phone"), str) else {})
     reply = await request.app[VOICE_COMMANDS].confirm(caller, request.match_info["id"], pin)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from dialogs.voice_commands import Heard, VoiceCaller, VoiceReply
+from dialogs.voice_commands import Heard, VoiceCaller, VoiceReply, pin_shaped
 from dialogs.voice_store import ASKING, CONFIRMING
 from gateway import voice_xml as xml
 from gateway.keys import DB_ENGINE, SETTINGS, SPEECH, VOICE_COMMANDS, VOICE_HTTP, VOICE_PROMPTS
@@ -234,7 +234,7 @@ async def _digits(call: _Call, digits: str) -> web.Response:
         length = call.request.app[SETTINGS].security.pin_length
         if pin == "0":
             reply = await commands.cancel(caller, state["command"])
-        elif not (pin.isascii() and pin.isdigit() and len(pin) == length):
+        elif not pin_shaped(pin, length):
             # No PIN ("#" alone, a "*", too few digits): the read-back and the question again, and
             # no try counted against the caller (the app API refuses it the same way, with a 400).
             reply = await commands.get(caller, state["command"])
