@@ -134,6 +134,7 @@ def payment_settings(section: PaymentsSection, callback_base_url: str, *, hot_ac
         hot_account_shards=hot_account_shards, stk_orphan_grace_s=stk_orphan_grace_s,
         max_contacts_per_user=section.max_contacts_per_user, intent_expiry_s=section.intent_expiry_s,
         max_pending_intents=section.max_pending_intents,
+        max_pending_intents_per_merchant=section.max_pending_intents_per_merchant,
         max_intents_per_day=section.max_intents_per_day, intent_sweep_interval_s=section.intent_sweep_interval_s)
 
 
@@ -228,7 +229,7 @@ async def _reach_sandboxes(settings: Settings, *, register_webhook_url: str | No
 
 SANDBOXES_OUT_OF_REACH = (
     "sandbox mode, but the sandboxes run inside `sauti serve` on free ports this process cannot know: provider "
-    "jobs are left to serve's in-process worker (each one this worker claims is retried later). Set "
+    "jobs are left to serve's in-process worker (this worker claims none; it sends webhooks). Set "
     "providers.sandbox.port_base (e.g. 8700) to run `sauti worker` processes in sandbox mode")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from gateway.settings import Settings
 from payments.orchestrator import Payments
-from payments.outbox import Job, Lane, RetryPolicy
+from payments.outbox import Lane, RetryPolicy
 from payments.webhook_events import WEBHOOK_KINDS, WEBHOOK_LANE
 from payments.worker import Handler, OutboxWorker
 
@@ -30,21 +30,6 @@ def default_handlers(payments: Payments | None) -> dict[str, Handler]:
     orchestrator's (`Payments.register_handlers`). A job whose kind is missing here is parked with
     that reason; so is every job of a worker without ``payments`` (a bare app, as in some tests)."""
     return payments.register_handlers() if payments is not None else {}
-
-
-class ProvidersOutOfReach(Exception):
-    """This worker cannot reach the providers: the job is retried later, by whichever worker can."""
-
-
-def deferring_handlers(kinds: Iterable[str], reason: str) -> dict[str, Handler]:
-    """Handlers for a worker that cannot reach the providers (sandbox mode, sandboxes inside
-    `sauti serve` on ports only it knows): each attempt fails with ``reason``, so the job goes back
-    to the queue (with backoff) for a worker that can, instead of being parked or run half."""
-
-    async def defer(job: Job) -> None:
-        raise ProvidersOutOfReach(reason)
-
-    return dict.fromkeys(kinds, defer)
 
 
 def build_workers(

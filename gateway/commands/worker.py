@@ -6,7 +6,8 @@ Any number of `sauti worker` processes may run beside `sauti serve` (whose in-pr
 The worker runs the payment orchestrator's handlers with the provider clients `sauti serve` uses
 (`gateway.payments_resources.open_payments`); in sandbox mode it reaches the sandboxes at
 ``providers.sandbox.port_base`` and never starts its own (a sandbox's state lives in its process);
-without a port_base it leaves provider jobs to serve's in-process worker, and still sends webhooks.
+without a port_base it claims no provider job (they are left to serve's in-process worker) and still
+sends webhooks.
 Webhook deliveries have a worker of their own beside it (`gateway.worker_resources.build_workers`).
 """
 
@@ -23,12 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import create_engine
 from db.migrate import upgrade
 from gateway.commands.database_work import run_with_database
-from gateway.payments_resources import SANDBOXES_OUT_OF_REACH, ProvidersUnavailable, open_payments
+from gateway.payments_resources import ProvidersUnavailable, open_payments
 from gateway.resources import build_ledger, database_url
 from gateway.settings import Settings
-from gateway.worker_resources import build_workers, default_handlers, deferring_handlers
+from gateway.worker_resources import build_workers, default_handlers
 from payments import outbox
-from payments.webhook_events import JOB_WEBHOOK
 from payments.worker import Handler
 
 T = TypeVar("T")
@@ -72,19 +72,20 @@ async def _work(settings: Settings, engine: AsyncEngine, concurrency: int, once:
         await upgrade(engine)
     try:
         async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
-            handlers = default_handlers(runtime.payments)
-            if not runtime.providers_reachable:
-                # Webhooks go to the API's callers, not to the sandboxes: they are sent all the same.
-                handlers = {**deferring_handlers(handlers, SANDBOXES_OUT_OF_REACH),
-                            JOB_WEBHOOK: handlers[JOB_WEBHOOK]}
-            await _run_worker(settings, engine, handlers, concurrency, once)
+            # Out of the sandboxes' reach, this process claims no provider job at all: a claim costs
+            # the job one of its attempts and a backoff, and a job whose every claim fell here was
+            # parked although serve's worker could have run it. Webhooks go to the API's callers,
+            # not to the sandboxes: they are sent all the same.
+            await _run_worker(settings, engine, default_handlers(runtime.payments), concurrency, once,
+                              webhooks_only=not runtime.providers_reachable)
     except ProvidersUnavailable as exc:
         raise click.ClickException(str(exc)) from None
 
 
 async def _run_worker(settings: Settings, engine: AsyncEngine, handlers: Mapping[str, Handler], concurrency: int,
-                      once: bool) -> None:
-    runners = build_workers(settings, engine, handlers, concurrency=concurrency)
+                      once: bool, *, webhooks_only: bool = False) -> None:
+    main, webhooks = build_workers(settings, engine, handlers, concurrency=concurrency)
+    runners = (webhooks,) if webhooks_only else (main, webhooks)
     if once:
         ran = sum(await asyncio.gather(*(runner.drain() for runner in runners)))
         counts = await outbox.count_by_status(engine)
@@ -101,8 +102,9 @@ async def _run_worker(settings: Settings, engine: AsyncEngine, handlers: Mapping
             loop.add_signal_handler(signum, stop)
         except (NotImplementedError, RuntimeError):  # platforms without loop signal handlers
             pass
-    click.echo(f"outbox worker {runners[0].worker_id}: {concurrency} job(s) at a time, and "
-               f"{settings.webhooks.concurrency} webhook deliveries (Ctrl-C to stop)")
+    jobs = "no provider jobs (out of the sandboxes' reach)" if webhooks_only else f"{concurrency} job(s) at a time"
+    click.echo(f"outbox worker {main.worker_id}: {jobs}, and {settings.webhooks.concurrency} webhook deliveries "
+               "(Ctrl-C to stop)")
     await asyncio.gather(*(runner.run_forever() for runner in runners))
     click.echo("outbox worker stopped")
 

@@ -500,13 +500,22 @@ async def test_serve_can_leave_the_jobs_to_worker_processes(db):
         await anext(context)
 
 
+#: Live providers (credentials that reach nobody: no job here calls them), so that `sauti worker`
+#: claims every kind: in sandbox mode with no ``port_base`` it would leave all but webhooks to serve's.
+LIVE = {"SAUTI__PROVIDERS__MODE": "live", "SAUTI__PAYMENTS__CALLBACK_BASE_URL": "https://pay.example.com",
+        "SAUTI__PAYMENTS__CALLBACK_SECRET": "outbox-test-callback-secret-0123456789",
+        **{f"SAUTI__PROVIDERS__MPESA__{k.upper()}": v for k, v in {
+            "consumer_key": "k", "consumer_secret": "s", "shortcode": "600000", "passkey": "p",
+            "initiator_name": "api", "security_credential": "pre-made-credential"}.items()}}
+
+
 def _sauti(*args: str, url: str) -> Result:
     """Run one of this module's commands as `sauti` would, in a thread (they call asyncio.run)."""
 
     @click.group()
     @click.pass_context
     def sauti(ctx: click.Context) -> None:
-        ctx.obj = {"settings": load_settings(ROOT / "config.yml", env={"DATABASE_URL": url})}
+        ctx.obj = {"settings": load_settings(ROOT / "config.yml", env={"DATABASE_URL": url, **LIVE})}
 
     sauti.add_command(worker_command)
     sauti.add_command(outbox_group)
