@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.keys import SETTINGS
 from payments.money import Currency, Money, MoneyError
@@ -36,8 +37,9 @@ class ApiError(Exception):
 
 
 #: What aiohttp raises reading a form or multipart body that is not one (no boundary, no part, a part
-#: cut short, a part's header line that is no header, a field that is not UTF-8).
-UNREADABLE_FORM = (ValueError, BadHttpMessage)
+#: cut short, a part's header line that is no header, a field that is not UTF-8), or a body that does
+#: not decompress as its Content-Encoding says (`RequestPayloadError`, on any body).
+UNREADABLE_FORM = (ValueError, BadHttpMessage, RequestPayloadError)
 
 
 def api_error(status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None,
@@ -55,7 +57,11 @@ async def json_body(request: web.Request, *, empty_ok: bool = False) -> dict[str
     limit = request.app[SETTINGS].api.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "body_too_large", f"A request body is at most {limit} bytes.")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except RequestPayloadError:  # sent as gzip or deflate, but not
+        raise ApiError(400, "invalid_json", "The body could not be read: does it match its Content-Encoding?") \
+            from None
     if len(raw) > limit:
         raise ApiError(413, "body_too_large", f"A request body is at most {limit} bytes.")
     if empty_ok and not raw.strip():

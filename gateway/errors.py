@@ -12,6 +12,7 @@ import logging
 import uuid
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.access_log import redact_path
 from gateway.api_requests import api_error
@@ -106,6 +107,17 @@ def _answer(request: web.Request, status: int, code: str, message: str, *, heade
 
 @web.middleware
 async def error_middleware(request: web.Request, handler):
+    response = await _answered(request, handler)
+    if isinstance(request.content.exception(), RequestPayloadError):
+        # The body did not decompress: what is left of it is not read. Without this aiohttp would read
+        # on after the answer (a lingering close), meet the same error and log it as its own failure;
+        # and this connection ends with the answer, its parser having stopped mid-body.
+        request.content.feed_eof()
+        response.force_close()
+    return response
+
+
+async def _answered(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -116,6 +128,11 @@ async def error_middleware(request: web.Request, handler):
         return _answer(request, exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, headers=allow)
     except pe.PaymentsError as exc:
         return _answer(request, status_for(exc), exc.code, str(exc))
+    except RequestPayloadError:
+        # A body sent as gzip or deflate that is not: the sender's mistake, on any route that reads one
+        # (the JSON APIs and the forms say so themselves; this is for the callbacks and the rest).
+        return _answer(request, 400, "unreadable_body", "The request body could not be read: does it match its "
+                       "Content-Encoding?")
     except Exception:
         reference = uuid.uuid4().hex[:12]
         # The path may carry a secret (Daraja callback URLs): log it redacted, as the access log does.

@@ -8,6 +8,7 @@ command's multipart body without a boundary or parts is ``invalid_multipart``.""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,7 +20,8 @@ from gateway.keys import API_KEY_HASHER
 from payments.api_keys import create_api_key
 from payments.identities import Role, User, grant_role
 from payments.money import Currency, Money
-from tests.e2e.gateway_payments_world import Gateway, free_port, gateway_settings, running_gateway
+from payments.payment_settings import CALLBACK_STK
+from tests.e2e.gateway_payments_world import SECRET, Gateway, free_port, gateway_settings, running_gateway
 
 KES = Currency.KES
 HUGE_EXPONENT = b"1e999999999999999999999"  # decimal.InvalidOperation, not ValueError, from json.loads
@@ -116,3 +118,29 @@ async def test_a_voice_command_s_text_field_too_long_for_a_command_says_so(gw: G
                                 content_type="multipart/form-data; boundary=x")
     assert (status, answer["error"]["code"]) == (413, "field_too_large"), answer
     assert "text" in answer["error"]["message"] and "recording" not in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize(("path", "needs_key", "content_type"), [
+    ("/v1/devices", False, "application/json"),  # no key needed: anyone can send one
+    ("/v1/payments", True, "application/json"),
+    ("/ops/sign-in", False, "application/x-www-form-urlencoded"),
+    ("/ussd", False, "application/x-www-form-urlencoded"),
+    ("/voice", False, "application/x-www-form-urlencoded"),
+    ("/callbacks/wave", False, "application/json"),
+    (f"/callbacks/{SECRET}{CALLBACK_STK}", False, "application/json"),
+])
+async def test_a_body_that_does_not_decompress_is_refused_not_our_failure(gw: Gateway, merchant, caplog, path,
+                                                                         needs_key, content_type, encoding):
+    headers = {"Content-Type": content_type, "Content-Encoding": encoding, "Idempotency-Key": uuid.uuid4().hex,
+               **({"Authorization": f"Bearer {merchant[2]}"} if needs_key else {})}
+    with caplog.at_level(logging.ERROR):
+        async with aiohttp.ClientSession() as http, http.post(gw.url + path, data=b"this is not compressed",
+                                                              headers=headers) as resp:
+            status, text = resp.status, await resp.text()
+    if path in ("/ussd", "/voice"):  # Africa's Talking's callbacks: always a screen or a spoken answer
+        assert status == 200 and "something went wrong" in text, text
+    else:
+        assert 400 <= status < 500, (status, text)
+    assert "internal_error" not in text and "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
