@@ -19,6 +19,7 @@ Counts live in-process, or in Redis when ``redis.url`` is set, so every gateway 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Callable, Collection
@@ -109,14 +110,27 @@ class RedisSignInLimiter:
         await self.redis.close()
 
 
+def _address(text: str) -> str:
+    """An IP address in its one canonical spelling ("0:0:0:0:0:0:0:1" is "::1"), so that a proxy is
+    known however it was written; anything else as it came."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return text.strip()
+
+
 def client_address(request: web.Request, trusted_proxies: Collection[str]) -> str:
     """Who is signing in: the connecting address, or the address a trusted proxy says it served."""
-    remote = request.remote or "unknown"
-    if remote not in trusted_proxies:
+    remote = _address(request.remote or "unknown")
+    proxies = {_address(proxy) for proxy in trusted_proxies}
+    if remote not in proxies:
         return remote
-    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    # Every X-Forwarded-For line, as one list (RFC 9110: repeated lines are one, comma-joined): a proxy
+    # that adds a line of its own rather than appending to the client's comes last, and is believed.
+    lines = request.headers.getall("X-Forwarded-For", [])
+    hops = [_address(hop) for hop in ",".join(lines).split(",") if hop.strip()]
     # From the right: skip our own proxies; the first other address is the one they connected from.
     for hop in reversed(hops):
-        if hop not in trusted_proxies:
+        if hop not in proxies:
             return hop
     return remote
