@@ -219,15 +219,27 @@ def _postgres() -> list[psutil.Process]:
     return found
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds every core of this machine spent busy (not idle, not waiting on I/O) since boot."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 @dataclass
 class CpuMeter:
-    """CPU seconds the gateway process and PostgreSQL's processes spent between `start` and `stop`
-    (backends that came and went meanwhile are missed: the gateway's pool keeps its own)."""
+    """CPU seconds spent between `start` and `stop` by the gateway process, PostgreSQL's processes
+    (backends that came and went meanwhile are missed: the gateway's pool keeps its own), this
+    process (the load generator), and the whole machine (the rest: Redis, the sandboxes, anything
+    else running)."""
 
     gateway: psutil.Process | None
     spent_gateway: float = 0.0
     spent_postgres: float = 0.0
+    spent_load: float = 0.0
+    spent_machine: float = 0.0
     _at_start: dict[int, float] = field(default_factory=dict)
+    _load_at_start: float = 0.0
+    _machine_at_start: float = 0.0
 
     def _read(self) -> tuple[set[int], dict[int, float]]:
         """The gateway's pids (with --workers the gateway is a supervisor whose processes do the
@@ -237,8 +249,11 @@ class CpuMeter:
 
     def start(self) -> None:
         _, self._at_start = self._read()
+        self._load_at_start, self._machine_at_start = _cpu_s(psutil.Process()), _machine_busy_s()
 
     def stop(self) -> None:
+        self.spent_load += _cpu_s(psutil.Process()) - self._load_at_start
+        self.spent_machine += _machine_busy_s() - self._machine_at_start
         gateway, now = self._read()
         for pid, spent in now.items():
             delta = spent - self._at_start.get(pid, spent)
@@ -363,6 +378,9 @@ class Row:
     #: CPU milliseconds per hop of the server's process and of PostgreSQL (nan when not measured).
     cpu_ms: float = float("nan")
     pg_cpu_ms: float = float("nan")
+    #: CPU milliseconds per hop of the load generator (this process) and of the whole machine.
+    load_cpu_ms: float = float("nan")
+    machine_cpu_ms: float = float("nan")
     #: Outbox jobs (SMS receipts) still waiting when the row ended: 0 when the worker kept up.
     queued: int = 0
     #: For a paced row, the share of the saturated rate its callers offered (0: back to back).
@@ -382,7 +400,8 @@ def row(name: str, concurrency: int, tally: Tally, seconds: float, cpu: CpuMeter
 
     return Row(name, concurrency, len(lat) / seconds, statistics.median(lat) * 1000 if lat else float("nan"),
                _p99(lat), _p99(tally.plain), tally.errors,
-               per_hop(cpu.spent_gateway if cpu else 0.0), per_hop(cpu.spent_postgres if cpu else 0.0))
+               per_hop(cpu.spent_gateway if cpu else 0.0), per_hop(cpu.spent_postgres if cpu else 0.0),
+               per_hop(cpu.spent_load if cpu else 0.0), per_hop(cpu.spent_machine if cpu else 0.0))
 
 
 def argon2_verify_ms(pins: PinService) -> float:
@@ -538,6 +557,32 @@ async def main(args: argparse.Namespace) -> None:
     print("paced: the realistic mix's callers pausing before each hop (a person reading and typing) so that "
           "together they offer that share of the row above's rate; their p99 is the latency at that load")
     print("target: >= 40 % of the bare handler's hops/s; p99 < 50 ms at 64 sessions")
+    print_budget(rows, anchors)
+
+
+#: Issue 4's target: this share of the bare handler's hops/s.
+TARGET_SHARE = 0.40
+
+
+def print_budget(rows: list[Row], anchors: dict[int, float]) -> None:
+    """Where the machine's CPU went per hop, and what the target leaves the gateway: at 40 % of the
+    bare rate, the CPU that PostgreSQL, the load generator and the rest of the machine (Redis, the
+    sandboxes) spend per hop, times that rate, must fit in this machine's cores beside the gateway's."""
+    cores = psutil.cpu_count() or 1
+    print(f"\nCPU per hop (ms; 'rest': Redis, the sandboxes and anything else on this machine) and what "
+          f"{TARGET_SHARE:.0%} of the bare rate would leave the server on {cores} cores:")
+    print(f"{'server':<28} {'sessions':>8} {'server':>7} {'PG':>6} {'load':>6} {'rest':>6} {'machine':>8} "
+          f"{'target hops/s':>14} {'others need':>12} {'server may spend':>17}")
+    for r in rows:
+        if r.paced or r.machine_cpu_ms != r.machine_cpu_ms or not anchors.get(r.concurrency):
+            continue
+        pg = 0.0 if r.pg_cpu_ms != r.pg_cpu_ms else r.pg_cpu_ms
+        rest = max(0.0, r.machine_cpu_ms - r.cpu_ms - pg - r.load_cpu_ms)
+        target = TARGET_SHARE * anchors[r.concurrency]
+        others = (pg + r.load_cpu_ms + rest) * target / 1000  # cores
+        left = (cores - others) * 1000 / target  # ms of server CPU per hop the target leaves
+        print(f"{r.name:<28} {r.concurrency:>8} {r.cpu_ms:>7.2f} {pg:>6.2f} {r.load_cpu_ms:>6.2f} {rest:>6.2f} "
+              f"{r.machine_cpu_ms:>8.2f} {target:>14,.0f} {others:>8.2f} cores {left:>11.2f} ms/hop")
 
 
 def serve_bare(port: int) -> None:

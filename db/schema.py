@@ -270,6 +270,8 @@ payments = Table(
     Index("payments_api_key_idempotency", "api_key_id", "idempotency_key",
           postgresql_where=text("api_key_id IS NOT NULL")),
     Index("payments_recipient_user", "recipient_user_id", "id", postgresql_where=text("recipient_user_id IS NOT NULL")),
+    # 0021: final payments a provider's late word contradicts (the review queue, `payments.review_flags`).
+    Index("payments_contradicted", "id", postgresql_where=text("provider_refs ? 'contradiction'")),
 )
 
 # One row per transition of a payment, with its cause.
@@ -298,6 +300,9 @@ provider_events = Table(
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("provider", "event_key", "kind", name="provider_events_once"),
     Index("provider_events_payment", "payment_id", postgresql_where=text("payment_id IS NOT NULL")),  # 0011
+    # 0021: unrecorded STK pushes flagged for a person (the review queue, `payments.review_flags`).
+    Index("provider_events_orphans_flagged", "id",
+          postgresql_where=text("kind = 'stk_orphan' AND payload ? 'needs_review'")),
 )
 
 # Callers of the JSON payments API (migration 0004): only a hash of each secret is kept.
@@ -465,7 +470,8 @@ contacts = Table(
 )
 
 # Payment intents (migration 0017): a merchant's request that a customer pay an amount into its wallet,
-# pending until paid (once: the payment it names), cancelled, declined or expired (`payments.intents`).
+# pending until paid (once: the payment it names), cancelled, declined or expired (`payments.intents`);
+# a paid one is refunded when its payment is (migration 0020).
 # The migration holds the CHECKs (statuses, lengths, a paid one names its payment, never oneself).
 payment_intents = Table(
     "payment_intents",
@@ -486,6 +492,9 @@ payment_intents = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("resolved_at", DateTime(timezone=True)),
+    # Migration 0020: a refunded one (its payment was refunded) names the refund and when.
+    Column("refund_id", BigInteger, ForeignKey("payments.id"), unique=True),
+    Column("refunded_at", DateTime(timezone=True)),
     UniqueConstraint("api_key_id", "idempotency_key", name="payment_intents_api_key_key"),
     Index("payment_intents_payer_pending", "payer_user_id", "id", postgresql_where=text("status = 'pending'")),
     Index("payment_intents_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),

@@ -1,11 +1,17 @@
 """The actions of the agent journeys (`dialogs.agent_journeys`): the agent's menu and the customer's
 cash at an agent. Each takes a `dialogs.steps.Step` and returns an outcome the journey maps to a
-screen; every rule (who may serve what, float, fees, expiry, idempotency) is `payments.agents`'s,
-and each command carries the hop's idempotency key, so a retried hop replays instead of repeating.
+screen; every rule (who may serve what, float, fees, expiry, idempotency) is `payments.agents`'s.
+
+Idempotency: what a confirmation makes (a direct cash-in, a cash-out, the agent's confirmation or
+rejection of a request) is keyed once, by the hop that shows that confirmation (`CONFIRM_KEY`), and a
+customer's cash-in request by the hop that asks its amount (`CASH_IN_KEY`): a hop retried, or typed
+again in a session resumed after its answer or its save was lost, replays the command instead of
+making a second one.
 
 PINs: the PIN typed in this hop (``step.secret``) goes to `AgentService` with the command and is never
 stored. A page of requests is kept in the session (``_picks``: their ids; ``_next``: where the next
-page starts) between the hop that lists it and the one that picks from it.
+page starts; ``_pages``: where each page shown so far started, for ``0`` to go back one) between the
+hop that lists it and the one that picks from it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 
 from dialogs.catalog import Catalogs
 from dialogs.display import clock_text, money_text, phone_text
+from dialogs.render import list_page
 from dialogs.steps import ActionSpec, Invalid, Step, Validator
 from payments.agent_commands import (
     CashRequestClosed,
@@ -50,10 +57,19 @@ from payments.money import Currency, Money
 
 #: Requests on one screen: three lines of name and amount fit under the text in every language.
 PAGE = 3
-#: A customer's name in a list line is cut to this many characters.
+#: A customer's name in a list line is cut to this many characters (fewer with the largest amounts).
 _NAME_IN_LIST = 14
+#: The texts a page of requests is shown in.
+_PICK_TEXTS = ("ag.in.pick", "ag.out.pick")
 
 _KINDS = {"cash_in": PaymentKind.CASH_IN, "cash_out": PaymentKind.CASH_OUT}
+
+#: The session value holding the idempotency key of what the confirmation on screen makes, set by the
+#: hop that shows it (`direct_check`, `quote_cash_out`, `choose`).
+CONFIRM_KEY = "_confirm_key"
+#: The session value holding the key of the customer's cash-in request, set by the hop that asks
+#: its amount (`cash_in_key`).
+CASH_IN_KEY = "_cash_in_key"
 
 
 def agent_number(typed: str, values: Mapping[str, Any]) -> str:
@@ -65,7 +81,7 @@ def agent_number(typed: str, values: Mapping[str, Any]) -> str:
 
 
 def pick(typed: str, values: Mapping[str, Any]) -> str:
-    """A line number of the list on screen, or ``98`` for the next page."""
+    """A line number of the list on screen, ``98`` for the next page or ``0`` for the one before."""
     if not (typed.isascii() and typed.isdigit() and len(typed) <= 2):
         raise Invalid("note.invalid_choice")
     return typed
@@ -95,7 +111,7 @@ class AgentActions:
         pin_outcomes = frozenset({"wrong_pin", "locked", "refused"})
         return {
             "agent_requests": ActionSpec(self.requests, frozenset({"ok", "empty", "refused"})),
-            "agent_choose": ActionSpec(self.choose, frozenset({"ok", "more", "again", "empty"})),
+            "agent_choose": ActionSpec(self.choose, frozenset({"ok", "more", "again", "empty", "back"})),
             "agent_confirm": ActionSpec(self.confirm, pin_outcomes | {"done", "float_low", "gone"}),
             "agent_reject": ActionSpec(self.reject, frozenset({"ok", "gone", "refused"})),
             "agent_direct_check": ActionSpec(self.direct_check,
@@ -103,6 +119,7 @@ class AgentActions:
             "agent_direct": ActionSpec(self.direct, pin_outcomes | {"done", "float_low", "fix_recipient"}),
             "agent_float": ActionSpec(self.float, pin_outcomes | {"ok"}),
             "agent_commission": ActionSpec(self.commission, pin_outcomes | {"ok"}),
+            "cash_in_key": ActionSpec(self.cash_in_key, frozenset({"ok"})),
             "raise_cash_in": ActionSpec(self.raise_cash_in, frozenset({"ok", "fix_agent", "fix_amount", "refused"})),
             "quote_cash_out": ActionSpec(self.quote_cash_out,
                                          frozenset({"ok", "fix_agent", "fix_amount", "refused"})),
@@ -124,6 +141,12 @@ class AgentActions:
         step.values["until"] = clock_text(exc.until, step.phone)
         return "locked"
 
+    @staticmethod
+    def _once(step: Step, name: str) -> str:
+        """The key kept under ``name`` by the hop that showed the confirmation (this hop's in a
+        session saved before there was one)."""
+        return step.values.get(name) or step.idempotency_key
+
     def _minutes(self) -> str:
         return str(max(1, round(self.agents.settings.request_expiry_s / 60)))
 
@@ -131,17 +154,30 @@ class AgentActions:
 
     def _show_page(self, step: Step, lines: list[PendingLine], next_before: int | None) -> None:
         rows, picks = [], []
-        for n, line in enumerate(lines, 1):
-            name = line.customer_name or phone_text(line.customer_phone)
-            if len(name) > _NAME_IN_LIST:
-                name = name[:_NAME_IN_LIST - 2].rstrip() + ".."
-            rows.append(f"{n}. {name} {money_text(line.request.amount)}")
+        for line in lines:
+            rows.append((line.customer_name or phone_text(line.customer_phone), money_text(line.request.amount)))
             picks.append([line.request.public_id, line.customer_name or "", phone_text(line.customer_phone),
                           money_text(line.request.amount), line.request.code, money_text(line.request.commission),
                           money_text(line.request.fee)])
-        if next_before is not None:
-            rows.append(self.catalogs.text(step.language, "nav.more"))
-        step.values.update(requests="\n".join(rows), _picks=picks, _next=next_before)
+        # Numbered lines, "98 More" when a next page follows, and the navigation the engine's own
+        # lists end with ("0 Back  00 Home": the page before, or the menu from the first).
+        shown = list_page(self.catalogs, step.language, _PICK_TEXTS, "requests", rows, more=next_before is not None,
+                          width=_NAME_IN_LIST)
+        step.values.update(requests=shown, _picks=picks, _next=next_before)
+
+    async def _turn(self, step: Step, pages: list[int | None]) -> str:
+        """Show the page starting at ``pages[-1]`` (``pages``: where each page up to it starts), or
+        the first again if that one was served meanwhile: ``more``, or ``empty`` when none is left."""
+        kind = _KINDS[step.args["kind"]]
+        page = await self.agents.pending_for_agent(step.user_id, kind, limit=PAGE, before=pages[-1])
+        if not page.lines and pages[-1] is not None:
+            pages = [None]
+            page = await self.agents.pending_for_agent(step.user_id, kind, limit=PAGE)
+        if not page.lines:
+            return "empty"
+        self._show_page(step, page.lines, page.next_before)
+        step.values["_pages"] = pages
+        return "more"
 
     async def requests(self, step: Step) -> str:
         """The first page of the agent's requests of one kind."""
@@ -153,18 +189,18 @@ class AgentActions:
         if not page.lines:
             return "empty"
         self._show_page(step, page.lines, page.next_before)
+        step.values["_pages"] = [None]
         return "ok"
 
     async def choose(self, step: Step) -> str:
-        """A line picked (its request's details on the confirmation), or ``98``: the next page."""
+        """A line picked (its request's details on the confirmation), ``98``: the next page, or
+        ``0``: the page before (``back`` from the first: the agent's menu)."""
         typed = step.values.pop("pick", "")
+        pages = list(step.values.get("_pages") or [None])
         if typed == "98" and step.values.get("_next") is not None:
-            page = await self.agents.pending_for_agent(step.user_id, _KINDS[step.args["kind"]], limit=PAGE,
-                                                       before=step.values["_next"])
-            if not page.lines:
-                return "empty"
-            self._show_page(step, page.lines, page.next_before)
-            return "more"
+            return await self._turn(step, [*pages, step.values["_next"]])
+        if typed == "0":
+            return await self._turn(step, pages[:-1]) if len(pages) > 1 else "back"
         picks = step.values.get("_picks") or []
         if not (typed.isdigit() and 1 <= int(typed) <= len(picks)):
             step.say("note.invalid_choice")
@@ -172,10 +208,13 @@ class AgentActions:
         public_id, name, phone, amount, code, commission, fee = picks[int(typed) - 1]
         step.values.update(_request=public_id, name=name or phone, customer=phone, amount=amount, code=code,
                            commission=commission, fee=fee)
+        # IMPORTANT: what this confirmation does (confirm, or reject) is keyed here, once: confirmed
+        # by a hop whose save was lost, and confirmed again from a resumed session, it is replayed.
+        step.values[CONFIRM_KEY] = step.idempotency_key
         return "ok"
 
     async def confirm(self, step: Step) -> str:
-        command = ConfirmCashRequest(step.idempotency_key, step.user_id, step.values.get("_request", ""),
+        command = ConfirmCashRequest(self._once(step, CONFIRM_KEY), step.user_id, step.values.get("_request", ""),
                                      Channel.USSD)
         try:
             done = await self.agents.confirm(command, pin=step.secret or "")
@@ -193,6 +232,9 @@ class AgentActions:
         except NotAnAgent:
             step.say("err.not_agent")
             return "refused"
+        except AccountClosed:
+            step.say("err.closed")  # the agent's own account (the customer's is CustomerAccountClosed)
+            return "refused"
         except PaymentsError:
             step.say("err.busy")
             return "refused"
@@ -202,7 +244,9 @@ class AgentActions:
 
     async def reject(self, step: Step) -> str:
         try:
-            await self.agents.reject(RejectCashRequest(step.idempotency_key, step.user_id,
+            # Its own key (the confirmation's, marked): a request confirmed by a hop whose answer was
+            # lost is "no longer waiting", not a conflict of keys.
+            await self.agents.reject(RejectCashRequest(f"{self._once(step, CONFIRM_KEY)}:reject", step.user_id,
                                                        step.values.get("_request", "")))
         except (CashRequestClosed, UnknownCashRequest):
             return "gone"
@@ -246,11 +290,15 @@ class AgentActions:
         step.values.update(name=customer.display_name or phone_text(customer.phone),
                            customer=phone_text(customer.phone), amount=money_text(amount),
                            commission=money_text(commission_of(amount, self.agents.settings.cash_in_commission_bp)))
+        # IMPORTANT: the cash-in this confirmation makes is keyed here, once (as a customer's payment
+        # is by `CustomerActions.quote`): a PIN hop whose cash-in committed but whose answer or save
+        # was lost leaves the session on the confirmation; resumed, its PIN must replay that cash-in.
+        step.values[CONFIRM_KEY] = step.idempotency_key
         return "ok"
 
     async def direct(self, step: Step) -> str:
-        command = DirectCashIn(step.idempotency_key, step.user_id, step.values["customer_phone"], self._amount(step),
-                               Channel.USSD)
+        command = DirectCashIn(self._once(step, CONFIRM_KEY), step.user_id, step.values["customer_phone"],
+                               self._amount(step), Channel.USSD)
         try:
             done = await self.agents.direct_cash_in(command, pin=step.secret or "")
         except (WrongPin, AccountLocked) as exc:
@@ -275,6 +323,9 @@ class AgentActions:
             step.values["commission"] = money_text(await self.agents.commission_balance(step.user_id))
         except (WrongPin, AccountLocked) as exc:
             return self._pin_failure(step, exc)
+        except AccountClosed:
+            step.say("err.closed")
+            return "refused"
         except PaymentsError:
             step.say("err.not_agent")
             return "refused"
@@ -286,6 +337,9 @@ class AgentActions:
             earned = await self.agents.commission_earned(step.user_id)
         except (WrongPin, AccountLocked) as exc:
             return self._pin_failure(step, exc)
+        except AccountClosed:
+            step.say("err.closed")
+            return "refused"
         except PaymentsError:
             step.say("err.not_agent")
             return "refused"
@@ -318,12 +372,20 @@ class AgentActions:
             step.say("err.busy")
         return "refused"
 
+    async def cash_in_key(self, step: Step) -> str:
+        """Key the cash-in request before its amount is asked (nothing else happens here)."""
+        # IMPORTANT: the request is raised by the hop that takes the amount: raised, but its answer
+        # or save lost, the session is left on the amount; resumed and the same amount typed again,
+        # it must replay that request, not raise a second one. Another amount is another request.
+        step.values[CASH_IN_KEY] = step.idempotency_key
+        return "ok"
+
     async def raise_cash_in(self, step: Step) -> str:
         """The customer's cash-in request, sent to the agent (nothing moves until the agent confirms)."""
         number, amount = step.values["agent_number"], self._amount(step)
+        key = f"{self._once(step, CASH_IN_KEY)}:{amount.minor}"
         try:
-            raised = await self.agents.request_cash_in(RequestCashIn(step.idempotency_key, step.user_id, number,
-                                                                     amount, Channel.USSD))
+            raised = await self.agents.request_cash_in(RequestCashIn(key, step.user_id, number, amount, Channel.USSD))
             agent = await self.agents.find_agent(number)
         except PaymentsError as exc:
             return self._customer_refusal(step, exc)
@@ -345,11 +407,15 @@ class AgentActions:
         if available < priced.total:
             step.say("err.no_funds", balance=money_text(available), total=money_text(priced.total))
             return "fix_amount"
+        # IMPORTANT: the cash-out this confirmation raises (and the money it holds) is keyed here, once:
+        # confirmed by a hop whose save was lost, and confirmed again from a resumed session, it is
+        # replayed, not raised (and held) a second time.
+        step.values[CONFIRM_KEY] = step.idempotency_key
         return "ok"
 
     async def raise_cash_out(self, step: Step) -> str:
         number, amount = step.values["agent_number"], self._amount(step)
-        command = RequestCashOut(step.idempotency_key, step.user_id, number, amount, Channel.USSD)
+        command = RequestCashOut(self._once(step, CONFIRM_KEY), step.user_id, number, amount, Channel.USSD)
         try:
             raised = await self.agents.request_cash_out(command, pin=step.secret or "")
         except (WrongPin, AccountLocked) as exc:

@@ -1,10 +1,11 @@
 """Cash at an agent, as journeys (data only; the actions are `dialogs.agent_actions`).
 
 - ``agent``: the agent's menu, where callers with the agent role start. Cash-in and cash-out
-  requests waiting for the agent (a page of three at a time: ``98`` for more), each picked by its
-  number, shown with the customer's registered name, amount and code, confirmed with the PIN (``0``
-  offers to reject it); a direct cash-in to a number; the float; the commission earned; and the
-  agent's own wallet (the customer menu).
+  requests waiting for the agent (a page of three at a time: ``98`` for more, ``0`` for the page
+  before, or the menu from the first, ``00`` home), each picked by its number, shown with the
+  customer's registered name, amount and code, confirmed with the PIN (``0`` offers to reject it); a
+  direct cash-in to a number; the float; the commission earned; and the agent's own wallet (the
+  customer menu).
 - ``agent_cash``: the customer's side, under Deposit and Withdraw in the customer menu: raise a
   cash-in request (agent number, amount: the agent takes the cash and confirms), or a cash-out
   (agent number, amount, the one confirmation with fee and total, PIN: the money is reserved until
@@ -16,7 +17,7 @@ Screen ids double as catalog keys (`dialogs/catalogs/*.yml`).
 from __future__ import annotations
 
 from dialogs.intent_journeys import INTENTS_START
-from dialogs.screens import HOME, Action, Confirm, End, Input, Journey, Menu, Notice, Option
+from dialogs.screens import BACK, HOME, Action, Confirm, End, Input, Journey, Menu, Notice, Option
 
 #: How the agent's confirmations end when they do not go through (shared with the customer menu).
 _REFUSALS = (("wrong_pin", None), ("locked", "pay.locked"), ("refused", "pay.refused"))
@@ -34,10 +35,11 @@ def _requests(prefix: str, kind: str) -> tuple:
         Action(f"{prefix}.load", "", run="agent_requests", args=(("kind", kind),), outcomes=(
             ("ok", f"{prefix}.pick"), ("empty", f"{prefix}.none"), ("refused", "pay.refused"))),
         Notice(f"{prefix}.none", f"{prefix}.none", next=HOME),
-        Input(f"{prefix}.pick", f"{prefix}.pick", field="pick", validator="pick", next=f"{prefix}.choose"),
+        Input(f"{prefix}.pick", f"{prefix}.pick", field="pick", validator="pick", next=f"{prefix}.choose",
+              paged=True),
         Action(f"{prefix}.choose", "", run="agent_choose", args=(("kind", kind),), outcomes=(
             ("ok", confirm), ("more", f"{prefix}.pick"), ("again", f"{prefix}.pick"),
-            ("empty", f"{prefix}.none"))),
+            ("empty", f"{prefix}.none"), ("back", BACK))),
         Confirm(confirm, confirm, next=f"{prefix}.pay", cancel=f"{prefix}.keep"),
         Action(f"{prefix}.pay", "", run="agent_confirm", outcomes=(
             ("done", f"{prefix}.done"), ("float_low", "ag.float_low"), ("gone", "ag.gone"),
@@ -88,8 +90,10 @@ AGENT = Journey("agent", "ag.home", (
 ))
 
 AGENT_CASH = Journey("agent_cash", "ca.in.agent", (
-    # Cash in: the request goes to the agent, who takes the cash and confirms it.
-    Input("ca.in.agent", "ca.agent", field="agent_number", validator="agent_number", next="ca.in.amount"),
+    # Cash in: the request goes to the agent, who takes the cash and confirms it. Keyed before its
+    # amount is asked: the hop that takes the amount raises it (`AgentActions.cash_in_key`).
+    Input("ca.in.agent", "ca.agent", field="agent_number", validator="agent_number", next="ca.in.key"),
+    Action("ca.in.key", "", run="cash_in_key", outcomes=(("ok", "ca.in.amount"),)),
     Input("ca.in.amount", "ca.in.amount", field="typed_amount", validator="amount", next="ca.in.raise"),
     Action("ca.in.raise", "", run="raise_cash_in", outcomes=(
         ("ok", "ca.in.done"), ("fix_agent", "ca.in.agent"), ("fix_amount", "ca.in.amount"),

@@ -26,11 +26,13 @@ from payments.commands import (
     Channel,
     Command,
     Deposit,
+    InvalidAccountNumber,
     PayBill,
     PaymentKind,
     PayPochi,
     SendToPhone,
     Withdraw,
+    bill_account_number,
 )
 from payments.errors import (
     AccountClosed,
@@ -39,6 +41,7 @@ from payments.errors import (
     InsufficientFunds,
     InvalidRequest,
     PaymentsError,
+    RecipientCurrencyMismatch,
     UnknownAccount,
     UserExists,
     WrongPin,
@@ -53,7 +56,7 @@ from payments.states import PaymentStatus
 
 QUOTE_OUTCOMES = frozenset({"ok", "fix_amount", "fix_recipient", "refused"})
 PAY_OUTCOMES = frozenset({"done", "pending_mpesa", "pending_wave", "failed", "wrong_pin", "locked", "refused"})
-PIN_OUTCOMES = frozenset({"ok", "wrong_pin", "locked"})
+PIN_OUTCOMES = frozenset({"ok", "wrong_pin", "locked", "refused"})
 
 #: Payment kinds of the journeys: the orchestrator's kind, and the value naming a phone to pay (for
 #: the recipient's registered name on the confirmation).
@@ -156,7 +159,8 @@ class CustomerActions:
     # -- PINs ------------------------------------------------------------------------------------
 
     async def verify_pin(self, step: Step) -> str | None:
-        """Check the hop's PIN; None when right, else the outcome (``wrong_pin``, ``locked``).
+        """Check the hop's PIN; None when right, else the outcome (``wrong_pin``, ``locked``, or
+        ``refused`` with "this account is closed": closed while its owner was in the menus).
         (Shared with the payment intents' actions, `dialogs.intent_actions`.)"""
         failure: PaymentsError | None = None
         # The count and the lock are committed before these are raised; no connection is held
@@ -166,8 +170,11 @@ class CustomerActions:
             # spoken command's key is the command's, the same for every try: each of those counts.
             attempt = step.idempotency_key if step.spoken is None else None
             await self.services.pins.check(self.services.engine, step.user_id, step.secret or "", attempt=attempt)
-        except (WrongPin, AccountLocked) as exc:
+        except (WrongPin, AccountLocked, AccountClosed) as exc:
             failure = exc
+        if isinstance(failure, AccountClosed):
+            step.say("err.closed")
+            return "refused"
         if isinstance(failure, WrongPin):
             step.say_wrong_pin(failure.attempts_left)
             return "wrong_pin"
@@ -234,15 +241,30 @@ class CustomerActions:
             except UnknownAccount:
                 return Money.zero(currency)
 
-    async def _payable(self, phone: str, currency: Currency, *, wallet_ok: bool) -> bool:
-        """Whether money can reach ``phone``: its country's mobile money is the currency's provider
-        (M-Pesa for KES, Wave for XOF), or (``wallet_ok``) it has a Sauti wallet."""
+    async def wallet_available(self, user_id: int, currency: Currency) -> tuple[Money, Money]:
+        """What the wallet can spend now (its balance less what pending holds reserve: a cash-out
+        waiting for its agent) and what is held; zero and zero when it has none yet (one statement,
+        no transaction; shared with `dialogs.intent_actions`)."""
+        async with autocommit(self.services.engine).connect() as conn:
+            try:
+                wallet = await account_by_code(conn, account_code(AccountKind.CUSTOMER_WALLET, currency, user_id))
+            except UnknownAccount:
+                return Money.zero(currency), Money.zero(currency)
+        return wallet.available, Money(wallet.held, currency)
+
+    async def _unpayable(self, phone: str, currency: Currency, *, wallet_ok: bool) -> str | None:
+        """Why money in ``currency`` cannot reach ``phone`` (the note to show), or None when it can:
+        its country's mobile money is the currency's provider (M-Pesa for KES, Wave for XOF), and so
+        is its Sauti wallet's currency, if it has one. A wallet holds its number's currency
+        (`payments.phones.wallet_currency`, which the payment checks again): with ``wallet_ok``
+        (a send), a number of another country that has a wallet is told apart from one without."""
         if region_of(phone) in _REGIONS[currency]:
-            return True
+            return None
         if not wallet_ok:
-            return False
+            return "err.recipient"
         async with self.services.engine.connect() as conn:
-            return await find_user_by_phone(conn, phone) is not None
+            found = await find_user_by_phone(conn, phone) is not None
+        return "err.recipient_currency" if found else "err.recipient"
 
     async def quote(self, step: Step) -> str:
         """Price the payment for the one confirmation screen, and refuse early what cannot go through."""
@@ -254,8 +276,17 @@ class CustomerActions:
         if kind == "send" and recipient == step.phone:
             step.say("err.self")
             return "fix_recipient"
-        if recipient is not None and not await self._payable(recipient, currency, wallet_ok=kind == "send"):
-            step.say("err.recipient")
+        if kind == "bill":
+            # A USSD screen checked it as typed; a spoken command brings whatever was heard, so it is
+            # refused here, before any PIN, rather than by the payment.
+            try:
+                bill_account_number(step.values.get("account"))
+            except InvalidAccountNumber:
+                step.say("err.account")
+                return "refused"
+        if recipient is not None and (
+                unpayable := await self._unpayable(recipient, currency, wallet_ok=kind == "send")) is not None:
+            step.say(unpayable)
             return "fix_recipient"
         try:
             priced = await self.services.payments.quote(step.user_id, amount, recipient_phone=recipient,
@@ -269,6 +300,9 @@ class CustomerActions:
         except AccountClosed:
             step.say("err.closed")
             return "refused"
+        except RecipientCurrencyMismatch:
+            step.say("err.recipient_currency")
+            return "fix_recipient"
         except InvalidRequest:
             # The number cannot be paid (not a mobile number of the payer's provider), or the amount
             # cannot (M-Pesa moves whole shillings).
@@ -281,7 +315,9 @@ class CustomerActions:
             shown = phone_text(recipient)
             step.values["recipient"] = f"{priced.recipient_name} {shown}" if priced.recipient_name else shown
         if payment_kind is not PaymentKind.DEPOSIT:
-            available = await self.wallet_balance(step.user_id, currency)
+            # What the wallet can spend, not its balance: money held for a cash-out is not (the
+            # payment would fail at the PIN).
+            available, _ = await self.wallet_available(step.user_id, currency)
             if available < priced.total:
                 step.say("err.no_funds", balance=money_text(available), total=money_text(priced.total))
                 return "fix_amount"
@@ -300,6 +336,12 @@ class CustomerActions:
         try:
             payment = await self.services.payments.handle(command)
         except PaymentsError as exc:
+            if isinstance(exc, InvalidAccountNumber):
+                step.say("err.account")
+                return "refused"
+            if isinstance(exc, RecipientCurrencyMismatch):
+                step.say("err.recipient_currency")
+                return "refused"
             if isinstance(exc, InvalidRequest) and not isinstance(exc, AmountOutOfRange):
                 step.say("err.recipient" if KINDS[kind][1] else "err.amount")
                 return "refused"
@@ -316,9 +358,14 @@ class CustomerActions:
     # -- my account ------------------------------------------------------------------------------
 
     async def balance(self, step: Step) -> str:
+        """What the wallet can spend (shared by USSD and spoken commands). Money held for a cash-out
+        waiting for its agent is not spendable: left out, and said above the balance when there is any."""
         if (failed := await self.verify_pin(step)) is not None:
             return failed
-        step.values["balance"] = money_text(await self.wallet_balance(step.user_id, Currency(step.values["currency"])))
+        available, held = await self.wallet_available(step.user_id, Currency(step.values["currency"]))
+        step.values["balance"] = money_text(available)
+        if held.minor:
+            step.say("acct.bal.held", held=money_text(held))
         return "ok"
 
     async def statement(self, step: Step) -> str:
@@ -335,7 +382,7 @@ class CustomerActions:
             lines = await statement(conn, account.id, limit=5)
         if not lines:
             return "empty"
-        step.values["lines"] = [statement_line(line) for line in lines]
+        step.values["lines"] = [statement_line(line, step.phone) for line in lines]
         return "ok"
 
     async def fee_plan(self, step: Step) -> str:

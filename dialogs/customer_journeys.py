@@ -158,17 +158,17 @@ CUSTOMER = Journey("customer", "home", (
     End("acct.fees.unlimited", "acct.fees.unlimited"),
     _pin("acct.bal.pin", "acct.bal.run"),
     Action("acct.bal.run", "", run="balance", outcomes=(
-        ("ok", "acct.bal.show"), ("wrong_pin", "acct.bal.pin"), ("locked", "pay.locked"))),
+        ("ok", "acct.bal.show"), ("wrong_pin", "acct.bal.pin"), ("locked", "pay.locked"), ("refused", "pay.refused"))),
     End("acct.bal.show", "acct.bal.show"),
     _pin("acct.stmt.pin", "acct.stmt.run"),
     Action("acct.stmt.run", "", run="statement", outcomes=(
         ("ok", "acct.stmt.show"), ("empty", "acct.stmt.empty"), ("wrong_pin", "acct.stmt.pin"),
-        ("locked", "pay.locked"))),
+        ("locked", "pay.locked"), ("refused", "pay.refused"))),
     Notice("acct.stmt.show", "acct.stmt.show", items="lines", next=HOME),
     End("acct.stmt.empty", "acct.stmt.empty"),
     Input("acct.pin.old", "acct.pin.old", field="pin", validator="pin", next="acct.pin.check", secret=True),
     Action("acct.pin.check", "", run="check_pin", outcomes=(
-        ("ok", "acct.pin.new"), ("wrong_pin", "acct.pin.old"), ("locked", "pay.locked"))),
+        ("ok", "acct.pin.new"), ("wrong_pin", "acct.pin.old"), ("locked", "pay.locked"), ("refused", "pay.refused"))),
     Input("acct.pin.new", "acct.pin.new", field="pin", validator="new_pin", next="acct.pin.hold", secret=True),
     Action("acct.pin.hold", "", run="hold_pin", outcomes=(("ok", "acct.pin.again"),)),
     Input("acct.pin.again", "acct.pin.again", field="pin", validator="pin", next="acct.pin.change", secret=True),

@@ -8,17 +8,15 @@ Amounts the way each currency's users write them: ``Ksh 1,500`` (M-Pesa's own me
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import phonenumbers
 
 from payments.accounts import StatementLine
+from payments.local_time import local_zone
 from payments.money import Currency, Money
 
 _PROVIDERS = {"mpesa": "M-Pesa", "wave": "Wave"}
-# Local time where our callers live: none of these countries has daylight saving time, so a fixed
-# offset is exact (and needs no time-zone database on the server).
-_UTC_OFFSET_HOURS = {"254": 3, "221": 0, "225": 0}
 
 
 def money_text(amount: Money) -> str:
@@ -44,14 +42,15 @@ def provider_name(provider: str) -> str:
     return _PROVIDERS.get(provider, provider)
 
 
-def statement_line(line: StatementLine) -> str:
-    """``03/12 -Ksh 1,010 John Kamau``: date, signed amount, who was on the other side."""
+def statement_line(line: StatementLine, msisdn: str) -> str:
+    """``03/12 -Ksh 1,010 John Kamau``: the date as the caller ``msisdn`` lives it (a payment at
+    00:30 in Nairobi is the next day's, not the UTC date's), signed amount, who was on the other side."""
     who = line.counterparty_name or (phone_text(line.counterparty_phone) if line.counterparty_phone else None)
     if who is None and line.counterparty_code:
         # Sauti's own accounts are named by kind:provider:currency; the provider is who people know.
         who = provider_name(line.counterparty_code.split(":")[1]) if ":" in line.counterparty_code else None
     sign = "+" if line.amount.minor > 0 else ""
-    return f"{line.at:%d/%m} {sign}{money_text(line.amount)} {who or line.kind}".strip()
+    return f"{day_text(line.at, msisdn)} {sign}{money_text(line.amount)} {who or line.kind}".strip()
 
 
 def clock_text(at: datetime, msisdn: str) -> str:
@@ -65,5 +64,4 @@ def day_text(at: datetime, msisdn: str) -> str:
 
 
 def _local(at: datetime, msisdn: str) -> datetime:
-    hours = next((h for prefix, h in _UTC_OFFSET_HOURS.items() if msisdn.startswith("+" + prefix)), 0)
-    return at.astimezone(timezone(timedelta(hours=hours)))
+    return at.astimezone(local_zone(msisdn))

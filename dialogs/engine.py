@@ -11,13 +11,17 @@ many characters it already consumed, so:
   they are fed to the caller's menu one by one, stopping at the first that is refused and never
   typing a PIN for the caller.
 
-Navigation everywhere: ``0`` back (cancel on a confirmation), ``00`` home, ``98`` next page.
+Navigation everywhere: ``0`` back (cancel on a confirmation; the previous page of a long list, and
+of a list an action pages itself), ``00`` home, ``98`` next page.
 Actions run inside the hop that reaches them, with an idempotency key made of the session and hop
 number, so a hop retried after a crash replays a payment instead of repeating it. A PIN lives only
 in that hop (`dialogs.steps.Step.secret`).
 
 Resume: while a session is mid-journey its phone number points at it for ``resume_window_s``; a
 redial within that window (a new ``sessionId``) is offered to continue where the caller left off.
+Never onto what a PIN showed (a mini statement: whoever dials next must type the PIN again), nor
+past a PIN typed on the way to a new one. The session continued elsewhere ends on ``sys.moved``,
+remembering the screen it was left on (what its end-of-session event records).
 """
 
 from __future__ import annotations
@@ -199,6 +203,8 @@ class UssdEngine:
                 await self._goto(state, screen.cancel, key)
             elif state.page > 0:
                 state.page -= 1
+            elif isinstance(screen, Input) and screen.paged:
+                await self._typed(state, screen, typed, key)  # its action shows the page before
             else:
                 await self._goto(state, BACK, key)
             return
@@ -246,7 +252,10 @@ class UssdEngine:
         return self.journeys.home_for(roles if roles is not None else state.values.get("roles", ()))
 
     async def _goto(self, state: SessionState, target: str, key: str, *, secret: str | None = None) -> None:
+        pin_typed = secret is not None
         for _ in range(_MAX_CHAIN):
+            if target in (HOME, BACK, RESUME):
+                state.behind_pin = False
             if target == HOME:
                 state.trail.clear()
                 state.screen, state.page = self._home(state), 0
@@ -260,9 +269,10 @@ class UssdEngine:
                 return
             screen = self.journeys.screen(target)
             if not isinstance(screen, Action):
-                current = self.journeys.screens.get(state.screen)
-                asks_pin = isinstance(current, Confirm) or (isinstance(current, Input) and current.secret)
-                state.go(target, remember=not asks_pin)
+                state.go(target, remember=not _asks_pin(self.journeys.screens.get(state.screen)))
+                # What a PIN opened (a balance, a statement, and its pages) is not for a redial to
+                # resume; a PIN prompt again (a wrong PIN) is: it asks for the PIN.
+                state.behind_pin = pin_typed and not _asks_pin(screen)
                 return
             target = await self._run(state, screen, key, secret)
             secret = None  # a PIN serves the one action it was typed for
@@ -293,6 +303,10 @@ class UssdEngine:
         old = await self.store.load(previous)
         if old is None or old.ended or old.user_id != user_id or old.screen == home or old.screen.startswith("sys."):
             return None
+        if old.behind_pin:
+            # IMPORTANT: the old session shows what a PIN opened (a mini statement): resumed, it would
+            # show it to whoever dials next without one.
+            return None
         if any(key in old.values for key in PIN_PROOFS):
             # IMPORTANT: the old session holds a PIN typed there (the current one, checked, on the way
             # to a new one): whoever dials next must type it again, not carry it on.
@@ -308,8 +322,9 @@ class UssdEngine:
         state.screen, state.trail, state.page = old.screen, old.trail, old.page
         state.values = {**old.values, **{k: v for k, v in state.values.items() if k in ("roles",)}}
         state.language = old.language
-        # The old session is over: a late hop on it says so instead of acting twice.
-        old.ended, old.screen = True, "sys.moved"
+        # The old session is over: a late hop on it says so instead of acting twice. Where it was
+        # left is kept: its end-of-session event records that screen, not "moved".
+        old.ended, old.moved_from, old.screen = True, old.screen, "sys.moved"
         old.reply = self._render(old, self.journeys.screen("sys.moved")).text
         await self.store.save(old, expected_version=old.version)
         await self.store.clear_resume(state.phone, old.session_id)
@@ -329,8 +344,8 @@ class UssdEngine:
 
     def _resume_pointer(self, state: SessionState) -> str | None:
         """Point the caller's number at a session worth resuming (a registered caller past the main
-        menu); forget it once the session ended."""
-        if state.ended:
+        menu); forget it once the session ended, or shows what a PIN opened."""
+        if state.ended or state.behind_pin:
             return "clear"
         if state.user_id is not None and state.trail and not state.screen.startswith("sys."):
             return "point"
@@ -353,3 +368,7 @@ class UssdEngine:
         with the same idempotency keys)."""
         return self.screen_reply("sys.error", language)
 
+
+def _asks_pin(screen: Screen | None) -> bool:
+    """Whether ``screen`` takes a PIN: a confirmation, or a secret input."""
+    return isinstance(screen, Confirm) or (isinstance(screen, Input) and screen.secret)

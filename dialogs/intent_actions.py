@@ -6,8 +6,9 @@ retried hop replays the payment instead of repeating it.
 
 PINs: checked as every customer payment's are (`CustomerActions.verify_pin`), with the PIN typed in
 this hop, never stored. A page of intents is kept in the session (``_intent_picks``: what each line
-needs to be priced and paid; ``_intent_next``: where the next page starts) between the hop that
-lists it and the one that picks from it.
+needs to be priced and paid; ``_intent_next``: where the next page starts; ``_intent_pages``: where
+each page shown so far started, for ``0`` to go back one) between the hop that lists it and the one
+that picks from it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from dialogs.catalog import Catalogs
 from dialogs.customer_actions import CustomerActions, channel_fields, payment_refused
 from dialogs.display import money_text, phone_text
-from dialogs.gsm7 import length, normalise
+from dialogs.render import list_page
 from dialogs.steps import ActionSpec, Step
 from payments.commands import PaymentKind
 from payments.errors import AccountClosed, AmountOutOfRange, InsufficientFunds, PaymentsError
@@ -30,21 +31,10 @@ from payments.states import PaymentStatus
 
 #: Intents on one screen: three lines of name and amount fit under the text in every language.
 PAGE = 3
-#: A merchant's name in a list line is cut to this many characters.
+#: A merchant's name in a list line is cut to this many characters (fewer with the largest amounts).
 _NAME_IN_LIST = 14
 
 PAY_OUTCOMES = frozenset({"done", "failed", "gone", "wrong_pin", "locked", "refused"})
-
-
-def _in_list(name: str) -> str:
-    """A merchant's name cut to fit a list line, counted as the screen counts it (GSM-7, after
-    normalising: an extension character takes two)."""
-    shown = normalise(name)
-    if length(shown) <= _NAME_IN_LIST:
-        return shown
-    while length(shown) > _NAME_IN_LIST - 2:
-        shown = shown[:-1]
-    return shown.rstrip() + ".."
 
 
 def merchant_name(parties: IntentParties) -> str:
@@ -91,7 +81,7 @@ class IntentActions:
     def table(self) -> dict[str, ActionSpec]:
         return {
             "intent_requests": ActionSpec(self.requests, frozenset({"ok", "empty"})),
-            "intent_choose": ActionSpec(self.choose, frozenset({"ok", "more", "again", "empty"})),
+            "intent_choose": ActionSpec(self.choose, frozenset({"ok", "more", "again", "empty", "back"})),
             "intent_quote": ActionSpec(self.quote, frozenset({"ok", "no_funds", "refused"})),
             "intent_pay": ActionSpec(self.pay, PAY_OUTCOMES),
             "intent_decline": ActionSpec(self.decline, frozenset({"ok", "paid", "gone", "refused"})),
@@ -100,12 +90,13 @@ class IntentActions:
     # -- the list ------------------------------------------------------------------------------------
 
     def _show_page(self, step: Step, views: list[IntentView], next_before: int | None) -> None:
-        rows = [f"{n}. {_in_list(merchant_name(view.parties))} {money_text(view.intent.amount)}"
-                for n, view in enumerate(views, 1)]
-        if next_before is not None:
-            rows.append(self.catalogs.text(step.language, "nav.more"))
-        step.values.update(intents="\n".join(rows), _intent_picks=[pick_of(view) for view in views],
-                           _intent_next=next_before)
+        # Numbered lines (names cut as the screen counts them: GSM-7, an extension character takes
+        # two), "98 More" when a next page follows, and the navigation the engine's own lists end
+        # with ("0 Back  00 Home": the page before, or the menu from the first).
+        rows = [(merchant_name(view.parties), money_text(view.intent.amount)) for view in views]
+        shown = list_page(self.catalogs, step.language, ("pi.pick",), "intents", rows, more=next_before is not None,
+                          width=_NAME_IN_LIST)
+        step.values.update(intents=shown, _intent_picks=[pick_of(view) for view in views], _intent_next=next_before)
 
     async def _load_page(self, step: Step, before_id: int | None) -> bool:
         """A page of the caller's open intents, newest first, from before row ``before_id``; False
@@ -118,18 +109,33 @@ class IntentActions:
         self._show_page(step, page, page[-1].intent.id if len(views) > PAGE else None)
         return True
 
+    async def _turn(self, step: Step, pages: list[int | None]) -> str:
+        """Show the page starting at ``pages[-1]`` (``pages``: where each page up to it starts), or
+        the first again if that one ended meanwhile (paid, cancelled, expired): ``more``, or
+        ``empty`` when none is left."""
+        if not await self._load_page(step, pages[-1]):
+            if pages[-1] is None or not await self._load_page(step, None):
+                return "empty"
+            pages = [None]
+        step.values["_intent_pages"] = pages
+        return "more"
+
     async def requests(self, step: Step) -> str:
         """The first page of what the caller is asked to pay."""
-        return "ok" if await self._load_page(step, None) else "empty"
+        if not await self._load_page(step, None):
+            return "empty"
+        step.values["_intent_pages"] = [None]
+        return "ok"
 
     async def choose(self, step: Step) -> str:
-        """A line picked (the intent's merchant, amount and description for its confirmation), or
-        ``98``: the next page."""
+        """A line picked (the intent's merchant, amount and description for its confirmation),
+        ``98``: the next page, or ``0``: the page before (``back`` from the first: the menu)."""
         typed = step.values.pop("pick", "")
+        pages = list(step.values.get("_intent_pages") or [None])
         if typed == "98" and step.values.get("_intent_next") is not None:
-            # The next page ended meanwhile (paid, cancelled, expired): the first page again, if any.
-            found = await self._load_page(step, step.values["_intent_next"]) or await self._load_page(step, None)
-            return "more" if found else "empty"
+            return await self._turn(step, [*pages, step.values["_intent_next"]])
+        if typed == "0":
+            return await self._turn(step, pages[:-1]) if len(pages) > 1 else "back"
         picks = step.values.get("_intent_picks") or []
         if not (typed.isdigit() and 1 <= int(typed) <= len(picks)):
             step.say("note.invalid_choice")
@@ -164,7 +170,8 @@ class IntentActions:
             step.say("err.busy")
             return "refused"
         step.values.update(fee=money_text(priced.fee), total=money_text(priced.total))
-        available = await self.customer.wallet_balance(step.user_id, amount.currency)
+        # What the wallet can spend: money held for a cash-out is not.
+        available, _ = await self.customer.wallet_available(step.user_id, amount.currency)
         if available < priced.total:
             step.say("err.no_funds", balance=money_text(available), total=money_text(priced.total))
             return "no_funds"

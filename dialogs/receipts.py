@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 
 from dialogs.catalog import Catalogs
-from dialogs.display import clock_text, day_text, money_text, phone_text
+from dialogs.display import clock_text, day_text, money_text, phone_text, provider_name
 from dialogs.gsm7 import SMS_LIMIT, length
 from payments.receipts import IntentNotice, IntentNoticeWriter, Receipt, ReceiptWriter
 
@@ -35,7 +35,19 @@ def receipt_writer(catalogs: Catalogs) -> ReceiptWriter:
                   "url": receipt.approve_url or "",
                   "what": catalogs.text(language, f"sms.what.{_WHAT.get(receipt.kind, 'payment')}")}
         key, name_field = f"sms.{receipt.situation}", ""
-        if receipt.situation == "received":
+        if receipt.retry_until is not None:
+            # A deposit's counterpart number is its payer's own: the time as the payer's clock shows it.
+            values["until"] = clock_text(receipt.retry_until, receipt.counterpart_phone or "")
+        if receipt.situation in ("refunded", "deposit_reversed", "reversed"):
+            # A refund: what it undid, and for its payer what came back (the fee with the amount).
+            values |= {"original": receipt.original or "", "total": money_text(receipt.total_returned),
+                       "provider": provider_name(receipt.provider or "")}
+            if receipt.situation == "refunded":
+                returned = receipt.returned_fee
+                values["fee"] = money_text(returned) if returned is not None else ""
+                if returned is None or not returned.minor:
+                    key = "sms.refunded_no_fee"
+        if receipt.situation in ("received", "reversed"):
             name_field = "sender"
         elif receipt.situation == "succeeded" and receipt.kind in _TO_KINDS and (
                 receipt.paybill or receipt.till or receipt.counterpart or receipt.counterpart_phone):

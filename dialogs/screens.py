@@ -56,6 +56,9 @@ class Input(Screen):
     next: str = ""
     #: A PIN: used in this hop by the action it leads to, never kept.
     secret: bool = False
+    #: A list its action pages itself (``98`` more): ``0`` is an answer to it, for that action to
+    #: show the previous page (or go back from the first), not the engine's "back".
+    paged: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,12 @@ class SessionState:
     started_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     service_code: str = ""
+    #: The screen shown was reached by typing a PIN (a balance, a statement): never offered to a
+    #: redial to resume, as whoever dials next must type the PIN again to see it.
+    behind_pin: bool = False
+    #: Where the caller left this session when a redial continued it (``screen`` is then
+    #: ``sys.moved``): the screen its end is recorded at.
+    moved_from: str = ""
 
     def go(self, screen: str, *, remember: bool = True) -> None:
         """Show ``screen`` next, remembering the current one for "0 back" (unless ``remember`` is

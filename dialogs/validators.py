@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dialogs.steps import Invalid, Validator
-from payments.errors import InvalidPin
+from payments.commands import bill_account_number
+from payments.errors import InvalidPin, InvalidRequest
 from payments.identities import PinService
 from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of
 
@@ -61,10 +62,12 @@ def shortcode(typed: str, values: Mapping[str, Any]) -> str:
 
 
 def account_number(typed: str, values: Mapping[str, Any]) -> str:
-    """What the business calls the payer's account: Daraja carries 13 characters at most."""
-    if not 1 <= len(typed) <= 13 or not typed.isascii() or not typed.isprintable():
-        raise Invalid("err.account")
-    return typed
+    """What the business calls the payer's account, as M-Pesa takes it: 1 to 13 letters and digits
+    (`payments.commands.bill_account_number`, the rule every way of paying a bill checks)."""
+    try:
+        return bill_account_number(typed)
+    except InvalidRequest:
+        raise Invalid("err.account") from None
 
 
 def customer_validators(pins: PinService | None, pin_length: int) -> dict[str, Validator]:

@@ -29,7 +29,7 @@ from dialogs.customer_actions import CustomerActions
 from dialogs.display import money_text, phone_text
 from dialogs.intent_actions import IntentActions, take
 from dialogs.steps import Step
-from dialogs.voice_requests import LOOKED_AT, READ_OUT, Listed, merchants, narrow
+from dialogs.voice_requests import LOOKED_AT, READ_OUT, Listed, merchants, narrow, place_said
 from dialogs.voice_store import (
     ANSWERED,
     ASKING,
@@ -166,7 +166,7 @@ class VoiceCommands:
             return await self._saved(command, command.status, self._text(command, "pin_by_voice"), None)
         self._heard(command, heard)
         parse = await self._parse(heard, caller)
-        if parse.intent in (nlu_intents.CANCEL, nlu_intents.DENY):
+        if parse.intent in (nlu_intents.CANCEL, nlu_intents.DENY) and not _picks_a_place(command, parse):
             return await self._saved(command, CANCELLED, self._text(command, "cancelled"), parse)
         if command.status == CONFIRMING:
             # Only the keypad confirms: repeat the read-back and how to confirm.
@@ -478,6 +478,15 @@ class VoiceCommands:
         await self.store.save(command)
         return VoiceReply(command, status or state, text, parse)
 
+
+
+def _picks_a_place(command: PendingCommand, parse: Parse) -> bool:
+    """Whether an answer to the list of requests that the intent layer reads as a "no" names one
+    place in it all the same ("la seconde", "numéro 2", "ombi la pili", "no. 2", "no, the second"):
+    it picks that request, whose read-back the PIN still has to confirm. "No" alone, or a cancel
+    ("cancel", "stop", "ghairi"), cancels whatever it names."""
+    return (command.kind == "request" and command.status == ASKING and command.missing == ["request"]
+            and parse.intent == nlu_intents.DENY and place_said(parse) is not None)
 
 
 def pin_shaped(pin: object, length: int) -> TypeGuard[str]:

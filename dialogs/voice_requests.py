@@ -3,9 +3,11 @@ USSD journey lists them: `dialogs.intent_actions`) the caller means, from what t
 
 A request is picked by its merchant's name (the intent layer resolves it against the merchants
 asking, as it resolves a recipient against the caller's contacts), by its amount, or, answering the
-list read out, by its number ("two", "the second", "ya pili", "la deuxième"). Whatever leaves more
-than one request, or none, is a question (the list, read again), never a guess: the PIN then pays
-the one read back, and only that one.
+list read out, by its number ("2", "two", "the second", "ya pili", "la deuxième"). Answering the
+list, a bare number is its number even when a request asks that amount ("2" is the second, not the
+one of Ksh 2); only a number said as money ("2 shillings", "Ksh 2", "2000") is an amount. Whatever
+leaves more than one request, or none, is a question (the list, read again), never a guess: the PIN
+then pays the one read back, and only that one.
 """
 
 from __future__ import annotations
@@ -86,10 +88,16 @@ def merchants(listed: Sequence[Listed]) -> tuple[Contact, ...]:
 
 def narrow(listed: Sequence[Listed], parse: Parse, *, answering: bool) -> list[int]:
     """The places (0-based) in ``listed`` of the requests ``parse`` (read with `merchants` as the
-    address book) may mean: by merchant, then by amount. Answering the list, a number that is no
-    request's amount is a place in it ("two": the second), and words that name nothing mean none."""
-    places = list(range(len(listed)))
+    address book) may mean: by merchant, then by amount. Answering the list, a place in it said bare
+    ("2", "two", "the second") is that place, even where a request asks that amount too: the list was
+    just read out by number, and the read-back says which request was taken. A number said as money
+    ("2 shillings", "Ksh 2", "2000") is an amount; words that name nothing mean none."""
     recipient = parse.recipient
+    if answering and recipient is None:
+        place = place_said(parse)
+        if place is not None and place <= len(listed):
+            return [place - 1]
+    places = list(range(len(listed)))
     if recipient is not None:
         places = [k for k in places if listed[k].phone == recipient.phone]
     amount = parse.amount
@@ -97,10 +105,7 @@ def narrow(listed: Sequence[Listed], parse: Parse, *, answering: bool) -> list[i
         by_amount = [k for k in places if _is_amount(listed[k], amount)]
         if by_amount or not answering or recipient is not None:
             return by_amount
-    if answering and recipient is None:
-        place = _place(parse.text, amount)
-        return [place - 1] if place is not None and place <= len(listed) else []
-    return places
+    return [] if answering and recipient is None else places
 
 
 def _is_amount(item: Listed, major: int) -> bool:
@@ -108,21 +113,41 @@ def _is_amount(item: Listed, major: int) -> bool:
     return major * 10 ** item.amount.currency.exponent == item.amount.minor
 
 
-def _place(text: str, amount: int | None) -> int | None:
-    """A place in the list said as a digit or a word ("2", "two", "the second", "ya pili"). A number
-    that is part of a larger one ("the 3 thousand one", "3 000 francs") is no place: an amount the
-    intent layer (or, when it kept none, `find_amounts`) reads is one only from 1 to `READ_OUT`,
-    and only when it is the answer's one number."""
-    if amount is not None:
-        return amount if 1 <= amount <= READ_OUT else None
-    tokens = tokenize(text)
+def place_said(parse: Parse) -> int | None:
+    """The place in the list an answer says, as a digit or a word ("2", "two", "the second", "ya
+    pili"), or None.
+
+    A number said as money is no place: with a currency ("2 shillings", "Ksh 2", "shilingi mbili"),
+    in a form only money takes ("2.00", "2/-"), or as part of a larger one ("the 3 thousand one",
+    "3 000 francs", "2k"). So the amount the intent layer (or, when it kept none, `find_amounts`)
+    reads is a place only when it is the answer's one number, said bare (a lone digit or number
+    word), from 1 to `READ_OUT`, and no currency is said. Words that name two places ("not the
+    first, the second") name none: which one is a question."""
+    tokens = tokenize(parse.text)
     found = find_amounts(tokens)
-    if found:
-        return found[0].value if len(found) == 1 and 1 <= found[0].value <= READ_OUT else None
+    if parse.currency is not None or any(match.currency is not None for match in found):
+        return None
+    named: set[int] = set()
+    if parse.amount is not None or found:
+        said = parse.entity("amount")
+        if parse.amount is not None:
+            value, as_said = parse.amount, said.raw if said is not None else ""
+        elif len(found) == 1 and found[0].token_end - found[0].token_start == 1:
+            value, as_said = found[0].value, tokens[found[0].token_start].text
+        else:
+            return None
+        if not _bare(as_said, value):
+            return None
+        named.add(value)
     words = [token.text for token in tokens]
     for k, word in enumerate(words):
         if word in _ORDINALS:
-            return _ORDINALS[word]
-        if word in _NUMBERS and (len(words) == 1 or (k > 0 and words[k - 1] in _NUMBER_CUES)):
-            return _NUMBERS[word]
-    return None
+            named.add(_ORDINALS[word])
+        elif word in _NUMBERS and (len(words) == 1 or (k > 0 and words[k - 1] in _NUMBER_CUES)):
+            named.add(_NUMBERS[word])
+    return named.pop() if len(named) == 1 else None
+
+
+def _bare(said: str, value: int) -> bool:
+    """Whether ``said`` is ``value`` as a place is said: one digit, or one number word, 1 to `READ_OUT`."""
+    return 1 <= value <= READ_OUT and (said.strip() == str(value) or _NUMBERS.get(said.strip().lower()) == value)

@@ -5,6 +5,7 @@ environment; a bad setting stops the command with a message naming the key."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import sys
@@ -20,11 +21,11 @@ from db.migrate import current_revision, head_revision, upgrade
 from gateway.app import create_app
 from gateway.commands.agents import agent
 from gateway.commands.apikeys import apikey
-from gateway.commands.database_work import run_with_database
+from gateway.commands.database_work import configured_database, database_errors, run_with_database
 from gateway.commands.mpesa import mpesa
 from gateway.commands.nlu import nlu
 from gateway.commands.payment_lookup import payment_group
-from gateway.commands.payment_operator import payment_decide, payment_refund, payment_review
+from gateway.commands.payment_operator import payment_close_flag, payment_decide, payment_refund, payment_review
 from gateway.commands.phone import phone
 from gateway.commands.reconcile import reconcile_command
 from gateway.commands.sandbox import sandbox
@@ -92,17 +93,31 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     # The app must know where it listens: the sandboxes' callbacks are addressed to it.
     settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host, "port": port})})
     try:
-        check_workers(settings, workers)
-        if workers > 1:
-            sys.exit(asyncio.run(supervise(settings, host, port, workers, ctx.find_root().params.get("config_path"))))
-        if reuse_port:
-            configure_logging(settings, process_id=True)
-        shown = f"gateway process {os.getpid()}" if reuse_port else "Sauti gateway"
-        web.run_app(create_app(settings), host=host, port=port, access_log=None, reuse_port=reuse_port or None,
-                    shutdown_timeout=settings.server.shutdown_timeout_s,
-                    print=lambda _: click.echo(listening_line(shown, host, port)))
+        # A database out of reach, refusing or migrated by a later release (at start-up's migration),
+        # and a port another process holds, are said in one line, not a traceback.
+        with database_errors(lambda: configured_database(settings)):
+            check_workers(settings, workers)
+            if workers > 1:
+                sys.exit(asyncio.run(supervise(settings, host, port, workers,
+                                               ctx.find_root().params.get("config_path"))))
+            if reuse_port:
+                configure_logging(settings, process_id=True)
+            shown = f"gateway process {os.getpid()}" if reuse_port else "Sauti gateway"
+            web.run_app(create_app(settings), host=host, port=port, access_log=None, reuse_port=reuse_port or None,
+                        shutdown_timeout=settings.server.shutdown_timeout_s,
+                        print=lambda _: click.echo(listening_line(shown, host, port)))
     except (ConfigError, ProvidersUnavailable, UssdUnavailable) as exc:  # a setting to fix, said plainly
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        if exc.errno not in _CANNOT_LISTEN:
+            raise
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another process "
+                                   "holds the port, or the address is not this machine's: stop it, or pass "
+                                   "--host / --port)") from None
+
+
+#: What binding the gateway's port fails with: taken, not an address of this machine, not allowed.
+_CANNOT_LISTEN = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 @main.group()
@@ -161,6 +176,7 @@ main.add_command(mpesa)
 main.add_command(agent)
 payment_group.add_command(payment_review)
 payment_group.add_command(payment_decide)
+payment_group.add_command(payment_close_flag)
 payment_group.add_command(payment_refund)
 main.add_command(payment_group)
 main.add_command(voice)

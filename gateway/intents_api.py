@@ -13,7 +13,8 @@ follows, cancels or lists what it asked; the customer's app reads, pays or decli
 
 What a key may not see is a 404, never a 403, so ids cannot be probed. Errors are the payments
 API's (`gateway.payments_api`): 400, 401, 404, 409 (an idempotency conflict; an intent that has
-ended: ``payment_intent_closed``), 422 (a limit; too many open intents for one customer).
+ended: ``payment_intent_closed``), 422 (a limit; ``too_many_payment_intents``: too many open for one
+customer, or from this merchant for that customer, or asked of them today).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ the same to a person in a browser.
 - ``GET /v1/ops/wallets/{phone}?currency=&limit=&before=``: a customer as support needs them: who
   (name, language, roles, KYC tier, whether their PIN is set and their account locked) and their
   wallet (balance, available, a page of its statement, each line naming its payment);
-- ``GET /v1/ops/review``: payments flagged for a person, the longest waiting first;
+- ``GET /v1/ops/review``: what waits for a person, the longest waiting first: open payments for a
+  verdict, final ones a provider's late word contradicts (``final``), and STK pushes nobody
+  recorded (``subject`` ``stk_orphan``, named by their CheckoutRequestID), `payments.review.flagged`;
 - ``POST /v1/ops/payments/{id}/decide`` ``{"outcome": "succeeded"|"failed", "receipt", "reason"}``:
   a verdict on a flagged payment, from the provider's statement (`payments.review`);
 - ``POST /v1/ops/payments/{id}/refund`` ``{"reason", "receipt"?, "provider_reversed"?}``
@@ -196,7 +198,9 @@ async def read_review_queue(request: web.Request, caller: ApiKey) -> web.Respons
     return web.json_response({"payments": [
         {"public_id": f.public_id, "reference": f.reference, "kind": f.kind, "status": f.status,
          **money_json("amount", f.amount), "provider": f.provider, "reason": f.reason,
-         "open_since": iso(f.open_since), "flagged_at": iso(f.flagged_at)} for f in queue]})
+         "open_since": iso(f.open_since), "flagged_at": iso(f.flagged_at),
+         # `payments.review.Flagged`: "payment" (``final``: contradicted, no verdict) or "stk_orphan".
+         "subject": f.subject, "final": f.final} for f in queue]})
 
 
 async def read_outbox(request: web.Request, caller: ApiKey) -> web.Response:

@@ -290,12 +290,19 @@ async def payment_with_events(conn: AsyncConnection, payment: Payment) -> dict[s
 # -- POST /v1/quotes -------------------------------------------------------------------------------
 
 
+#: What a quote may price: the kinds ``POST /v1/payments`` makes with an amount of their own. A
+#: refund gives a whole payment back (its price is the payment's), and an agent's cash-in or
+#: cash-out is priced at the agent's counter, not through this API.
+_QUOTED_KINDS = ", ".join(KINDS)
+
+
 async def create_quote(request: web.Request, caller: ApiKey) -> web.Response:
     body = await json_body(request)
     only(body, {"kind", "payer", "amount", "currency", "recipient"})
     kind_text = text_field(body, "kind", required=False) or PaymentKind.P2P.value
-    if kind_text not in {k.value for k in PaymentKind}:
-        raise ApiError(400, "invalid_kind", f"kind is one of {', '.join(k.value for k in PaymentKind)}.")
+    if kind_text not in KINDS:
+        raise ApiError(400, "invalid_kind", f"A quote prices a payment of one of these kinds: {_QUOTED_KINDS} "
+                       "(a refund gives back a whole payment; agents price cash-ins and cash-outs).")
     async with request.app[DB_ENGINE].connect() as conn:
         payer = await payer_of(conn, caller, body)
     amount = amount_field(body)

@@ -16,6 +16,7 @@ from db.pool_watch import OverflowWatch
 from gateway.generated_secrets import BadSecretFile, generated_secret
 from gateway.keys import DATABASE_URL, DB_ENGINE, LEDGER, PINS, SETTINGS
 from gateway.settings import ConfigError, Settings
+from payments.fees import FeePlan
 from payments.identities import PinPolicy, PinService
 from payments.ledger import Ledger, LedgerLimits, TransferBatcher
 
@@ -59,10 +60,18 @@ def pin_policy(settings: Settings) -> PinPolicy:
                      check_key=pin_check_key(settings), hash_threads=s.pin_hash_threads)
 
 
+def ledger_limits(settings: Settings) -> LedgerLimits:
+    """The ledger's bound on one leg: ``ledger.max_transaction`` plus the largest fee the configured
+    fee plans charge on it, so that it accepts every leg of a quoted payment and of its refund."""
+    plans = [FeePlan(name, plan.basis_points, plan.monthly_allowance)
+             for name, plan in settings.payments.fee_plans.items()]
+    return LedgerLimits.for_payments(settings.ledger.max_transaction, plans)
+
+
 def build_ledger(engine, settings: Settings) -> Ledger:
     s = settings.ledger
     batcher = TransferBatcher(engine, max_batch=s.batch_max_size, pipelines=s.batch_pipelines)
-    return Ledger(engine, LedgerLimits.from_major(s.max_transaction), batcher=batcher)
+    return Ledger(engine, ledger_limits(settings), batcher=batcher)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -2,8 +2,10 @@
 validated object, with environment variables on top.
 
 Environment overrides: ``DATABASE_URL``, ``REDIS_URL``, ``SAUTI_PIN_PEPPER``, ``SAUTI_API_KEY_PEPPER``, and any key as
-``SAUTI__SECTION__KEY`` (``SAUTI__SERVER__PORT=9000``). An invalid setting stops start-up with a
-message that names the key and the problem.
+``SAUTI__SECTION__KEY`` (``SAUTI__SERVER__PORT=9000``), a map's entry too
+(``SAUTI__PAYMENTS__LIMITS__PER_TRANSACTION_MAX__KES=5000``): text as written, numbers and booleans as
+the model reads them, lists and maps as YAML (`_place`, `_env_value`). An invalid setting stops
+start-up with a message that names the key and the problem (never a secret's value).
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from nlu.settings import NluSettings
 from nlu.speech_settings import SpeechSettings
+from payments.worker import TIMEOUT_SHARE_OF_LEASE
 
 
 class ConfigError(Exception):
@@ -104,6 +108,20 @@ class UssdSettings(_Section):
     redis_key_prefix: str = Field("sauti:ussd:", min_length=1, max_length=100)
     # Connections to Redis per process; commands are pipelined on each (one carries thousands of hops a second).
     redis_connections: int = Field(1, ge=1, le=64)
+
+    @field_validator("country_languages", mode="before")
+    @classmethod
+    def _country_codes(cls, languages: Any) -> Any:
+        # Callers' countries are looked up as libphonenumber names them (KE, SN): a code written in
+        # lower case (`ke: sw`, SAUTI__USSD__COUNTRY_LANGUAGES__ke) would never match.
+        if not isinstance(languages, Mapping):
+            return languages
+        codes = {}
+        for code, language in languages.items():
+            if not (isinstance(code, str) and re.fullmatch(r"[A-Za-z]{2}", code)):
+                raise ValueError(f"{code!r} is not a country code (ISO 3166, two letters: KE, SN)")
+            codes[code.upper()] = language
+        return codes
 
     @model_validator(mode="after")
     def _resume_within_ttl(self) -> UssdSettings:
@@ -344,6 +362,8 @@ class PaymentsSection(_CredentialSection):
     # often `sauti serve` closes the expired (paying one past its expiry closes it too).
     intent_expiry_s: float = Field(900.0, ge=60, le=7 * 24 * 3600)
     max_pending_intents: int = Field(10, ge=1, le=1000)
+    # ... and how many of those one merchant may hold, so that one cannot take them all (422 too).
+    max_pending_intents_per_merchant: int = Field(3, ge=1, le=1000)
     max_intents_per_day: int = Field(20, ge=1, le=10_000)
     intent_sweep_interval_s: float = Field(30.0, gt=0, le=3600)
 
@@ -495,6 +515,43 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")
+    def _payments_within_the_ledger(self) -> Settings:
+        # The ledger refuses a leg above ledger.max_transaction (plus the largest fee): a payment the
+        # quote allowed above it would be refused after the PIN.
+        over = {code: cap for code, cap in self.payments.limits.per_transaction_max.items()
+                if cap > self.ledger.max_transaction}
+        if over:
+            raise ValueError(f"payments.limits.per_transaction_max ({', '.join(f'{c}: {v}' for c, v in over.items())})"
+                             f" is above ledger.max_transaction ({self.ledger.max_transaction}): the ledger would "
+                             "refuse payments that the quote allows")
+        return self
+
+    @model_validator(mode="after")
+    def _calls_fit_in_a_jobs_time(self) -> Settings:
+        # A worker cuts a job short at a share of its lease (`payments.worker`): a webhook or provider
+        # call still within the timeout we gave it would be failed, and tried again, though the other side
+        # took it (a payout's answer lost). Each call's longest wait must end before the job's does.
+        budget = self.outbox.lease_s * TIMEOUT_SHARE_OF_LEASE
+        p = self.providers
+        waits = {
+            "webhooks.timeout_s": self.webhooks.timeout_s,
+            # aiohttp's total timeout: connecting is within it.
+            "providers.mpesa.timeout_s": p.mpesa.timeout_s,
+            "providers.wave.timeout_s": p.wave.timeout_s,
+            "providers.sms.connect_timeout_s + read_timeout_s": p.sms.connect_timeout_s + p.sms.read_timeout_s,
+        }
+        over = {name: wait for name, wait in waits.items() if wait >= budget}
+        if over:
+            needed = max(over.values()) / TIMEOUT_SHARE_OF_LEASE
+            raise ValueError(
+                f"outbox.lease_s ({self.outbox.lease_s:g}) is too short: a job is cut short at "
+                f"{TIMEOUT_SHARE_OF_LEASE:.0%} of it ({budget:g} s), so a call answered in time could count as "
+                "failed, and calls may wait longer: "
+                + ", ".join(f"{name} ({wait:g} s)" for name, wait in over.items())
+                + f". Make outbox.lease_s more than {needed:g}, or those timeouts shorter")
+        return self
+
+    @model_validator(mode="after")
     def _live_providers_complete(self) -> Settings:
         p = self.providers
         if p.effective_mode != "live":
@@ -542,10 +599,118 @@ def _env_overrides(tree: dict[str, Any], env: Mapping[str, str]) -> None:
             _set(tree, path, env[name])
     for name, value in env.items():
         if name.startswith("SAUTI__"):
-            path = tuple(p.lower() for p in name.removeprefix("SAUTI__").split("__") if p)
-            if path:
-                # YAML parsing turns "9000" into 9000 and "false" into False, as in the file.
-                _set(tree, path, yaml.safe_load(value) if value else value)
+            parts = tuple(p for p in name.removeprefix("SAUTI__").split("__") if p)
+            if parts:
+                node, key, kind = _place(tree, parts)
+                node[key] = _env_value(kind, value)
+
+
+def _place(tree: dict[str, Any], parts: tuple[str, ...]) -> tuple[dict[Any, Any], Any, Any]:
+    """Where ``SAUTI__A__B__C`` goes in the settings tree: the mapping that holds it, its key there, and
+    the type the models expect for it (None where they know no such setting: validation names it).
+
+    Section and setting names are matched in lower case. A map's keys are kept as written, except that
+    a key the map already has in another case (from the file, or the defaults) is that key, and so is
+    one of the model's own choices (currency codes: ``…__KES``, ``…__kes``); an int key is an int.
+    """
+    node: dict[Any, Any] = tree
+    kind: Any = Settings
+    for index, part in enumerate(parts):
+        shape, _ = _unwrap_optional(kind)
+        default: Any = None
+        if isinstance(shape, type) and issubclass(shape, BaseModel):
+            key: Any = part.lower()
+            field = shape.model_fields.get(key)
+            kind = field.annotation if field is not None else None
+            default = field.get_default(call_default_factory=True) if field is not None else None
+        elif get_origin(shape) is dict:
+            key_kind, kind = get_args(shape)
+            key = _map_key(node, key_kind, part)
+        else:
+            key, kind = part, None
+        if index == len(parts) - 1:
+            return node, key, kind
+        child = node.get(key)
+        if not isinstance(child, dict):
+            # A map the file leaves out starts as the model's default: setting one of its entries from the
+            # environment changes that entry, as it would in the file, rather than replacing the map.
+            child = node[key] = _plain(default) if isinstance(default, Mapping) else {}
+        node = child
+    raise AssertionError("unreachable: parts is never empty")
+
+
+def _map_key(node: Mapping[Any, Any], key_kind: Any, part: str) -> Any:
+    for existing in node:
+        if str(existing) == part:
+            return existing
+    for existing in node:
+        if isinstance(existing, str) and existing.casefold() == part.casefold():
+            return existing
+    shape, _ = _unwrap_optional(key_kind)
+    if get_origin(shape) is Literal:
+        for choice in get_args(shape):
+            if isinstance(choice, str) and choice.casefold() == part.casefold():
+                return choice
+    if shape is int and re.fullmatch(r"[+-]?[0-9]+", part):
+        return int(part)
+    return part
+
+
+def _plain(value: Any) -> Any:
+    """A default as the file would hold it (plain mappings, a section as its values)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _unwrap_optional(kind: Any) -> tuple[Any, bool]:
+    """``X | None`` as (X, True); anything else as (itself, False)."""
+    if get_origin(kind) in (Union, UnionType):
+        args = get_args(kind)
+        rest = tuple(a for a in args if a is not type(None))
+        if len(rest) < len(args):
+            return (rest[0] if len(rest) == 1 else Union[rest]), True  # noqa: UP007 (a runtime union)
+    return kind, False
+
+
+_TEXT = (str, SecretStr, Path)
+_NULL_WORDS = frozenset({"null", "Null", "NULL", "~"})
+
+
+def _env_value(kind: Any, value: str) -> Any:
+    """What an environment variable's text means for a setting of type ``kind``.
+
+    Text (strings, secrets, paths, choices) is taken as written, byte for byte: YAML would read
+    ``*483*7#`` as an alias, cut ``s3cret #2024`` at its comment and ``01234567`` as an octal number.
+    Numbers and true/false are left to the model, which reads them in decimal and nothing else. Only
+    lists, maps and sections are read as YAML (``[10.0.0.1, 10.0.0.2]``, ``{KES: 5000}``); text that is
+    not valid YAML is handed on as it is, for validation to refuse by the setting's name (the error
+    never quotes a secret's value). An empty value sets an optional setting to null, and so does
+    ``null`` where the setting is not text.
+    """
+    shape, optional = _unwrap_optional(kind)
+    if optional and value == "":
+        return None
+    if _is_text(shape):
+        return value
+    if optional and value.strip() in _NULL_WORDS:
+        return None
+    if shape in (int, float, bool) or kind is None:
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+def _is_text(shape: Any) -> bool:
+    if isinstance(shape, type):
+        return issubclass(shape, _TEXT)
+    if get_origin(shape) is Literal:
+        return all(isinstance(choice, str) for choice in get_args(shape))
+    return False
 
 
 _SECRET_KEY = re.compile(r"pepper|secret|key|password|passkey|credential|token", re.I)

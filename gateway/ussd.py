@@ -5,7 +5,8 @@
   closes the session on any error status, and the caller deserves a screen that says what happened.
   Missing fields, unknown numbers, absurd input and our own failures all get a short ``END`` screen.
 - ``POST /ussd/events``: the end-of-session notification (``status`` Success / Incomplete / Failed),
-  recorded with the screen the session ended on (`dialogs.session_outcomes`).
+  recorded with the screen the session ended on (`dialogs.session_outcomes`); for a session a redial
+  continued, the screen the caller left it on.
 
 IMPORTANT: ``text`` holds every input of the session, PINs included: it is never logged, and no log
 line here carries it (the access log never logs bodies).
@@ -112,9 +113,11 @@ async def ussd_session_event(request: web.Request) -> web.Response:
         phone = raw_phone
     state = await request.app[USSD_SESSIONS].load(session_id)
     journeys = request.app[USSD_JOURNEYS]
+    # A session a redial continued ended on "moved": where the caller left it is what operators need.
+    last_screen = (state.moved_from or state.screen) if state else None
     end = SessionEnd(
-        session_id, phone, AT_OUTCOMES[status], last_screen=state.screen if state else None,
-        journey=journeys.journey_of(state.screen) if state else None,
+        session_id, phone, AT_OUTCOMES[status], last_screen=last_screen,
+        journey=journeys.journey_of(last_screen) if last_screen else None,
         service_code=_field(form, "serviceCode")[:_MAX["serviceCode"]],
         network_code=_field(form, "networkCode")[:_MAX["networkCode"]], at_status=status,
         hops=_number(_field(form, "hopsCount")), duration_ms=_number(_field(form, "durationInMillis")),

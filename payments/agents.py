@@ -41,7 +41,7 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -89,6 +89,7 @@ from payments.errors import (
 from payments.fees import Quote
 from payments.identities import PinService, Role, User, UserStatus, audit, find_user_by_phone, get_user
 from payments.ledger import TransferResult
+from payments.local_time import day_and_month_start
 from payments.money import Currency, Money
 from payments.orchestrator import Payments
 from payments.payment_settings import PROVIDER_FOR
@@ -105,9 +106,6 @@ R = CashRequestStatus
 #: The ledger kind of a float top-up's transfer (its ``reference``: the receipt of the money paid in).
 _FLOAT_TOPUP = "agent.float_topup"
 
-#: Local time of the agents' countries, for "commission earned today / this month". None of them has
-#: daylight saving time, so a fixed offset is exact (as in `dialogs.display`).
-_UTC_OFFSET_HOURS = {"KE": 3, "SN": 0, "CI": 0}
 
 
 # -- settings --------------------------------------------------------------------------------------
@@ -457,10 +455,7 @@ class AgentService:
         """Commission credited today, this month (the agent's local calendar) and ever."""
         agent = await self._agent(agent_user_id)
         cur = agent.currency
-        local = timezone(timedelta(hours=_UTC_OFFSET_HOURS.get(region_of(agent.phone), 0)))
-        at = (now or datetime.now(UTC)).astimezone(local)
-        day_start = at.replace(hour=0, minute=0, second=0, microsecond=0)
-        month_start = day_start.replace(day=1)
+        day_start, month_start = day_and_month_start(agent.phone, now)
         async with self.engine.connect() as conn:
             try:
                 account = await account_by_code(conn, account_code(AccountKind.AGENT_COMMISSION, cur, agent.user_id))

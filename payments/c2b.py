@@ -28,12 +28,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.sql import sql
 from payments import payment_store as store
 from payments.commands import Channel, PaymentKind, mpesa_receipt
 from payments.errors import InvalidRequest, PaymentsError
@@ -44,6 +47,7 @@ from payments.payment_settings import BOOKED_BY, JOB_STATUS_QUERY, MPESA, Paymen
 from payments.phones import InvalidPhoneNumber, parse_msisdn
 from payments.providers.daraja import AmountNotPayable, whole_shillings
 from payments.providers.daraja_callbacks import C2BPayment, c2b_validation_answer
+from payments.references import payment_reference
 from payments.resolution import Resolver
 from payments.settlement import Settlement, lock_receipt, parked_receipt
 from payments.states import PaymentStatus
@@ -56,6 +60,16 @@ INVALID_ACCOUNT = "C2B00012"
 INVALID_AMOUNT = "C2B00013"
 #: The `provider_events` kind of a recorded confirmation (its summary says what became of it).
 CONFIRMATION = "c2b_confirmation"
+
+#: Our STK push deposits credited, or about to be, without an M-Pesa receipt (recovery's STK query
+#: names none, `ProviderResults._recover`), for one amount, paid from one number or into one wallet:
+#: each one's money is a line on the statement whose receipt we never learnt. Found through the
+#: payer's and the recipient number's indexes.
+_RECEIPTLESS_PUSHES = sql(
+    "SELECT id, public_id, status, provider_ref, recipient_phone, created_at FROM payments "
+    "WHERE (payer_user_id = :owner OR recipient_phone = :phone) AND kind = 'deposit' AND provider = :pr "
+    "AND provider_ref IS NOT NULL AND provider_refs->>'source' IS NULL AND provider_refs->>'receipt' IS NULL "
+    "AND status IN ('processing', 'succeeded') AND amount = :amount AND currency = :currency ORDER BY id")
 
 
 class C2BReceiver:
@@ -125,7 +139,7 @@ class C2BReceiver:
             return await self._unbookable(paid, summary, str(exc))
 
     async def book_missed(self, *, receipt: str, amount: Money, account: str, phone: str, booked_by: str,
-                          reason: str) -> str:
+                          reason: str, not_pushes: Collection[str] = ()) -> str:
         """An operator books a payment to our paybill whose confirmation never came (reconciliation
         lists it: on the statement, not in Sauti), from the statement's line: its receipt (TransID),
         amount, account number and payer. The wallet is credited only once a transaction status
@@ -137,7 +151,16 @@ class C2BReceiver:
         after this booking is a duplicate of it, even one naming no wallet). Refused
         (`InvalidRequest`) when the amount is not whole shillings, the account names no wallet
         (only M-Pesa's own deliveries park money in suspense), or the receipt's confirmation came
-        and parked it in suspense (`payments.suspense` credits it)."""
+        and parked it in suspense (`payments.suspense` credits it).
+
+        Refused too while an STK push deposit of ours for that amount, from that number or into that
+        wallet, is credited (or waiting to be) without a receipt: recovery credits a push whose
+        callback never came by STK query, which names no receipt, so that push's line on the statement
+        looks like a paybill payment nobody booked, and M-Pesa's status query would find it paid to
+        our paybill, for its amount, and credit it again. The booking does not know the line's time,
+        so such a push counts whenever it was made. ``not_pushes`` names the deposits (public ids or
+        references) an operator found on the statement under another receipt (their own lines, by
+        their CheckoutRequestIDs): those do not stop it; the audit line keeps them."""
         paid = C2BPayment(transaction_type="Pay Bill", trans_id=mpesa_receipt(receipt), trans_time=datetime.now(UTC),
                           amount=amount, business_shortcode="", bill_ref_number=account.strip(), invoice_number="",
                           org_account_balance=None, third_party_trans_id="", msisdn=phone.strip(), first_name="",
@@ -163,11 +186,17 @@ class C2BReceiver:
             if holder is not None:
                 log.warning("booking %s by hand: payment %s holds that receipt; nothing booked", paid.trans_id, holder)
                 return "duplicate"
+            excused = await _named_payments(conn, not_pushes)
+            pushes = [push for push in await _receiptless_pushes(conn, paid, owner) if push.public_id not in excused]
+            if pushes:
+                raise InvalidRequest(_maybe_a_push(paid, pushes))
             outcome = await self._book(conn, paid, owner, booked_by=(booked_by, reason[:500]))
             if outcome != "duplicate":
-                await audit(conn, actor=booked_by, action="c2b.book", subject=paid.trans_id,
-                            details={"amount": paid.amount.minor, "bill_ref": paid.bill_ref_number[:40],
-                                     "reason": reason[:500]})
+                details: dict[str, Any] = {"amount": paid.amount.minor, "bill_ref": paid.bill_ref_number[:40],
+                                           "reason": reason[:500]}
+                if excused:
+                    details["not_pushes"] = sorted(excused)  # what the operator vouched for, from the statement
+                await audit(conn, actor=booked_by, action="c2b.book", subject=paid.trans_id, details=details)
             return outcome
 
     async def _book(self, conn: AsyncConnection, paid: C2BPayment, owner: User, *,
@@ -231,6 +260,44 @@ async def receipt_taken(conn: AsyncConnection, receipt: str) -> dict[str, Any] |
     if await parked_receipt(conn, receipt):
         return {"outcome": "receipt parked in suspense already", "needs_review": True}
     return None
+
+
+async def _receiptless_pushes(conn: AsyncConnection, paid: C2BPayment, owner: User) -> list[Row[Any]]:
+    """Our STK push deposits whose statement line could be ``paid``'s (`_RECEIPTLESS_PUSHES`): of its
+    amount, paid from its payer's number or into the wallet it names."""
+    try:
+        phone: str | None = parse_msisdn(paid.msisdn, "KE")
+    except InvalidPhoneNumber:
+        phone = None  # masked or hashed on the statement: the wallet alone says
+    found = await conn.execute(_RECEIPTLESS_PUSHES, {
+        "owner": owner.id, "phone": phone, "pr": MPESA, "amount": paid.amount.minor,
+        "currency": paid.amount.currency.value})
+    return list(found)
+
+
+async def _named_payments(conn: AsyncConnection, names: Collection[str]) -> set[str]:
+    """The public ids of the payments an operator named (public ids or references); refused when one
+    names none."""
+    found: set[str] = set()
+    for name in names:
+        payment = await store.find_payment(conn, name.strip())
+        if payment is None:
+            raise InvalidRequest(f"no payment {name.strip()[:40]!r}: nothing booked")
+        found.add(payment.public_id)
+    return found
+
+
+def _maybe_a_push(paid: C2BPayment, pushes: list[Row[Any]]) -> str:
+    """Why a booking by hand is refused: the receipt may be one of these pushes' (see `book_missed`)."""
+    described = "; ".join(
+        f"deposit {payment_reference(push.id)} ({paid.amount} from {push.recipient_phone or 'unknown'}, "
+        f"{push.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC, STK push {push.provider_ref}, "
+        + ("credited by an STK query, which names no receipt)" if push.status == PaymentStatus.SUCCEEDED.value
+           else "still waiting for M-Pesa's answer)") for push in pushes)
+    flags = " ".join(f"--not-push {payment_reference(push.id)}" for push in pushes)
+    return (f"{paid.trans_id} may be the M-Pesa receipt of {described}: booking it would credit that money twice; "
+            "nothing booked. Find the push's own line on the statement by its CheckoutRequestID: if it is this one, "
+            "its money is the deposit's; if it is another receipt, book this one again with " + flags + ".")
 
 
 async def wallet_owner_of(conn: AsyncConnection, number: str) -> User | None:

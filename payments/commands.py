@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -154,6 +155,28 @@ def _digits(value: str, what: str, lengths: range) -> str:
 _SHORTCODE_LENGTHS = range(5, 8)
 #: Daraja's B2B AccountReference holds at most 13 characters (`DarajaClient.b2b_payment`).
 ACCOUNT_NUMBER_MAX = 13
+#: What M-Pesa takes as a bill's account number (AccountReference, BillRefNumber): letters and digits
+#: ("Alpha-Numeric" in Daraja's rules), ASCII. Also what keeps the SMS receipt naming it one GSM-7
+#: SMS: every such character is one septet, where ``€ [ ] { } ~ ^ \ |`` take two and anything outside
+#: GSM-7 would turn the receipt into UCS-2 (`dialogs.receipts`).
+_ACCOUNT_NUMBER = re.compile(f"[A-Za-z0-9]{{1,{ACCOUNT_NUMBER_MAX}}}")
+
+
+class InvalidAccountNumber(InvalidRequest):
+    """A paybill account number M-Pesa would not take."""
+
+    code = "invalid_account_number"
+
+
+def bill_account_number(value: object) -> str:
+    """A paybill account number as the payer typed it (spaces around it dropped), checked against
+    what M-Pesa takes: 1 to 13 letters and digits. The one rule for every way in (USSD, the payments
+    API, a spoken command)."""
+    account = value.strip() if isinstance(value, str) else ""
+    if not _ACCOUNT_NUMBER.fullmatch(account):
+        raise InvalidAccountNumber(f"an account number is 1 to {ACCOUNT_NUMBER_MAX} letters (A-Z) and digits, "
+                                   f"as M-Pesa takes it, not {str(value)[:30]!r}")
+    return account
 
 
 @dataclass(frozen=True)
@@ -167,10 +190,7 @@ class PayBill(_Spoken, _Command):
     def __post_init__(self) -> None:
         self._check()
         object.__setattr__(self, "paybill", _digits(self.paybill, "paybill number", _SHORTCODE_LENGTHS))
-        account = self.account_number.strip() if isinstance(self.account_number, str) else ""
-        if not account or len(account) > ACCOUNT_NUMBER_MAX or not account.isprintable():
-            raise InvalidRequest(f"an account number is 1 to {ACCOUNT_NUMBER_MAX} characters")
-        object.__setattr__(self, "account_number", account)
+        object.__setattr__(self, "account_number", bill_account_number(self.account_number))
 
 
 @dataclass(frozen=True)

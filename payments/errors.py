@@ -24,6 +24,19 @@ class UnbalancedTransfer(InvalidRequest):
     code = "unbalanced_transfer"
 
 
+class RecipientCurrencyMismatch(InvalidRequest):
+    """A wallet payment in a currency the recipient's wallet does not hold. A wallet holds its
+    number's country's currency (`payments.phones.wallet_currency`): KES paid to a Senegalese
+    number would open a KES wallet its owner's menus never show."""
+
+    code = "recipient_currency_mismatch"
+
+    def __init__(self, phone: str, wallet_currency: str | None, got: str) -> None:
+        holds = f"holds {wallet_currency}" if wallet_currency else "is of a country Sauti does not serve"
+        super().__init__(f"the wallet of {phone} {holds}: it cannot receive {got}")
+        self.phone, self.wallet_currency, self.got = phone, wallet_currency, got
+
+
 class UnknownAccount(PaymentsError):
     code = "unknown_account"
 

@@ -108,13 +108,20 @@ def quote(
     spent_today: Money,
     transactions_this_month: int,
     recipient_name: str | None = None,
-    free_of_charge: bool = False,
+    incoming: bool = False,
 ) -> Quote:
     """Price a payment and check it against the limits and the plan's allowance; raises
-    `LimitExceeded` / `AmountOutOfRange` with a sentence a person can act on."""
+    `LimitExceeded` / `AmountOutOfRange` with a sentence a person can act on.
+
+    ``incoming``: money coming into the wallet (a deposit, a cash-in). It is free and no payment of
+    the plan's allowance, and it is limited per transaction only, with nothing counted as spent
+    today: what one may spend is limited, not what comes in (the commands check it so, and the
+    quote shown first must not refuse what they take)."""
+    if incoming:
+        limits.check(amount, kyc_tier=kyc_tier, spent_today=Money.zero(amount.currency))
+        return Quote(amount, Money.zero(amount.currency), plan.name, recipient_name)
     limits.check(amount, kyc_tier=kyc_tier, spent_today=spent_today)
     if plan.monthly_allowance is not None and transactions_this_month >= plan.monthly_allowance:
         raise LimitExceeded(f"the {plan.name} plan allows {plan.monthly_allowance} payments a month; "
                             "upgrade your plan to send more")
-    fee = Money.zero(amount.currency) if free_of_charge else plan.fee_for(amount)
-    return Quote(amount, fee, plan.name, recipient_name)
+    return Quote(amount, plan.fee_for(amount), plan.name, recipient_name)

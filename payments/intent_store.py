@@ -23,6 +23,8 @@ from payments.payment_store import new_public_id
 class IntentStatus(enum.StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
+    #: Succeeded, then its payment was refunded (migration 0020): it names the refund.
+    REFUNDED = "refunded"
     CANCELLED = "cancelled"
     DECLINED = "declined"
     EXPIRED = "expired"
@@ -63,6 +65,10 @@ class PaymentIntent:
     resolved_at: datetime | None
     #: The public id of the payment that paid it (``payment_id``'s).
     payment_public_id: str | None = None
+    #: A refunded one's: the refund of that payment (row id, public id) and when it gave the money back.
+    refund_id: int | None = None
+    refund_public_id: str | None = None
+    refunded_at: datetime | None = None
 
     @property
     def code(self) -> str:
@@ -91,9 +97,11 @@ class IntentParties:
 
 _TABLE_COLUMNS = ("id, public_id, api_key_id, payee_user_id, payer_user_id, amount, currency, description, "
                   "merchant_reference, status, idempotency_key, request_hash, payment_id, expires_at, created_at, "
-                  "resolved_at")
-#: The paying payment's public id, read with the intent (what its JSON shows), not looked up after.
-_PAID_BY = "(SELECT p.public_id FROM payments p WHERE p.id = {prefix}payment_id) AS payment_public_id"
+                  "resolved_at, refund_id, refunded_at")
+#: The paying payment's public id, read with the intent (what its JSON shows), not looked up after;
+#: and its refund's, for a refunded one.
+_PAID_BY = ("(SELECT p.public_id FROM payments p WHERE p.id = {prefix}payment_id) AS payment_public_id, "
+            "(SELECT r.public_id FROM payments r WHERE r.id = {prefix}refund_id) AS refund_public_id")
 _COLUMNS = f"{_TABLE_COLUMNS}, {_PAID_BY.format(prefix='')}"
 _PREFIXED = ", ".join(f"i.{c}" for c in _TABLE_COLUMNS.split(", ")) + ", " + _PAID_BY.format(prefix="i.")
 _PARTIES = ("pe.phone AS payee_phone, pe.display_name AS payee_name, pr.phone AS payer_phone, "
@@ -115,7 +123,8 @@ def _intent(row: Any) -> PaymentIntent:
         description=row.description, merchant_reference=row.merchant_reference, status=IntentStatus(row.status),
         idempotency_key=row.idempotency_key, request_hash=row.request_hash, payment_id=row.payment_id,
         expires_at=row.expires_at, created_at=row.created_at, resolved_at=row.resolved_at,
-        payment_public_id=row.payment_public_id)
+        payment_public_id=row.payment_public_id, refund_id=row.refund_id, refund_public_id=row.refund_public_id,
+        refunded_at=row.refunded_at)
 
 
 def _parties(row: Any) -> IntentParties:
@@ -186,18 +195,42 @@ async def resolve(conn: AsyncConnection, intent: PaymentIntent, status: IntentSt
     return _intent(row)
 
 
-async def asked_counts(conn: AsyncConnection, payer_user_id: int, payee_user_id: int) -> tuple[int, int]:
+async def mark_refunded(conn: AsyncConnection, payment_id: int, refund_id: int) -> PaymentIntent | None:
+    """The succeeded intent that payment ``payment_id`` paid becomes ``refunded`` by the refund
+    ``refund_id``, in the refund's transaction (the UPDATE holds its row until then); None when the
+    payment paid no intent. An intent is refunded once: its payment is, once."""
+    row = (await conn.execute(sql(
+        "UPDATE payment_intents SET status = 'refunded', refund_id = :r, refunded_at = now() "
+        f"WHERE payment_id = :p AND status = 'succeeded' RETURNING {_COLUMNS}"),
+        {"p": payment_id, "r": refund_id})).first()
+    return _intent(row) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class AskedCounts:
+    """What the caps on asking one customer count (`asked_counts`)."""
+
+    #: Intents this merchant made for the customer in the last 24 hours, ended ones too.
+    asked_today: int
+    #: The customer's open intents, anyone's.
+    open_now: int
+    #: The customer's open intents this merchant made.
+    open_from_payee: int
+
+
+async def asked_counts(conn: AsyncConnection, payer_user_id: int, payee_user_id: int) -> AskedCounts:
     """How many intents ``payee_user_id`` made for the customer in the last 24 hours (ended ones
-    too), and how many of anyone's are open for the customer now."""
+    too), how many of anyone's are open for the customer now, and how many of those are its own."""
     row = (await conn.execute(sql(
         "SELECT count(*) FILTER (WHERE i.payee_user_id = :payee AND i.created_at > now() - interval '1 day') AS today, "
         # What the customer may still pay: a revoked key's intents, never paid, hold no place.
-        f"count(*) FILTER (WHERE {PAYABLE}) AS open "
+        f"count(*) FILTER (WHERE {PAYABLE}) AS open, "
+        f"count(*) FILTER (WHERE {PAYABLE} AND i.payee_user_id = :payee) AS open_from_payee "
         f"FROM payment_intents i {PAYABLE_JOINS} "
         "WHERE i.payer_user_id = :payer AND (i.status = 'pending' OR "
         "(i.payee_user_id = :payee AND i.created_at > now() - interval '1 day'))"),
         {"payer": payer_user_id, "payee": payee_user_id})).one()
-    return int(row.today), int(row.open)
+    return AskedCounts(int(row.today), int(row.open), int(row.open_from_payee))
 
 
 async def pending_for_payer(conn: AsyncConnection, payer_user_id: int, *, limit: int,

@@ -6,8 +6,10 @@ The flow (the seeds' z402 payment intents, on a wallet):
 - **Created** by an API key (`CreateIntent`): a user key's own user is paid, a platform key names
   whom; either way a merchant (the ``merchant`` role), so that no one asks money in our SMS's name.
   The customer is named by number and must have a Sauti wallet in the intent's currency; their row
-  is locked while their open intents (``max_pending_intents``) and this merchant's asks of the day
-  (``max_intents_per_day``, ended ones counted) are counted. It is ``pending`` until
+  is locked while their open intents (``max_pending_intents``), this merchant's among them
+  (``max_pending_intents_per_merchant``, so that one merchant cannot take every place and keep the
+  others from asking) and this merchant's asks of the day (``max_intents_per_day``, ended ones
+  counted) are counted. It is ``pending`` until
   ``expires_in_s`` (``payments.intent_expiry_s`` by default) and the customer gets an SMS (outbox job
   ``sms.payment_intent``) saying who asks (name and number) how much, for what, and where to answer.
 - **Paid** by the customer (`PayIntent`, after the PIN on USSD; with the customer's own key from
@@ -26,6 +28,10 @@ idempotency key: the merchant's, scoped to its API key (same key and request: th
 another request: `IdempotencyConflict`), and the customer's for the payment, which is that key
 joined to the intent's id (`payment_key`) so that one key can never pay two intents. The creating key's webhook
 endpoints hear each end (``payment_intent.succeeded``, ``.declined``, ``.cancelled``, ``.expired``).
+
+A succeeded intent whose payment is refunded (`payments.refunds`) becomes ``refunded``, naming the
+refund, in the refund's transaction (`intent_refunded`); the creating key's endpoints hear
+``payment_intent.refunded``.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from db.engine import autocommit
 from payments import intent_store as istore
 from payments import payment_store as store
-from payments.commands import Channel, SendToWallet
+from payments.commands import Channel, PaymentKind, SendToWallet
 from payments.errors import AccountClosed, IdempotencyConflict, InvalidRequest, PaymentsError, UnknownUser
 from payments.identities import Role, User, UserStatus, get_user, lock_user_by_phone
 from payments.intent_store import IntentParties, IntentStatus, NewIntent, PaymentIntent
@@ -97,7 +103,8 @@ class NotAMerchant(PaymentsError):
 
 class TooManyIntents(PaymentsError):
     """The customer already has as many open intents as one may (``payments.max_pending_intents``), or
-    the merchant asked them as many times as one may in a day (``payments.max_intents_per_day``)."""
+    as many of this merchant's as one merchant may hold (``payments.max_pending_intents_per_merchant``),
+    or the merchant asked them as many times as one may in a day (``payments.max_intents_per_day``)."""
 
     code = "too_many_payment_intents"
 
@@ -167,6 +174,25 @@ def payment_key(customer_key: str, intent: PaymentIntent) -> str:
     return f"intent:{intent.public_id}:{customer_key}"
 
 
+async def intent_refunded(conn: AsyncConnection, payment: Payment, refund: Payment) -> PaymentIntent | None:
+    """``payment`` was refunded by ``refund`` (in the refund's transaction, as it becomes reversed or
+    refunded): the intent it paid, if any, becomes ``refunded`` and the key that made the intent
+    hears ``payment_intent.refunded``, as it heard how the intent ended. None when it paid none."""
+    if payment.kind != PaymentKind.P2P or payment.provider is not None:
+        # Only a wallet payment pays an intent (`pay`): no statement for the others' refunds, which
+        # run this while the hot accounts they moved money through are locked.
+        return None
+    refunded = await istore.mark_refunded(conn, payment.id, refund.id)
+    if refunded is None:
+        return None
+    found = await istore.get_intent(conn, refunded.public_id)
+    assert found is not None  # updated in this transaction
+    await enqueue_key_event(conn, refunded.api_key_id, "payment_intent.refunded",
+                            {"payment_intent": IntentView(found[0], found[1]).json()},
+                            at=refunded.refunded_at or datetime.now(UTC))
+    return refunded
+
+
 def _clean(text: object, name: str, most: int) -> str | None:
     """An optional text a person reads: its runs of spaces made one; no control character (the
     project's `CONTROL`, which PostgreSQL could not store either)."""
@@ -230,8 +256,15 @@ class PaymentIntents:
             # An amount no single payment could move is refused now, not when the customer tries to
             # pay (the daily limits are the customer's business: they are not told to the merchant).
             self.settings.limits.check_amount(cmd.amount)
-            asked_today, open_now = await istore.asked_counts(conn, payer.id, payee.id)
-            if open_now >= self.settings.max_pending_intents or asked_today >= self.settings.max_intents_per_day:
+            # Counted under the customer's lock, as above: two creations at once cannot both pass.
+            counts = await istore.asked_counts(conn, payer.id, payee.id)
+            if counts.open_from_payee >= self.settings.max_pending_intents_per_merchant:
+                # Checked first: the merchant can act on it (cancel one, or wait for one to end).
+                raise TooManyIntents(
+                    f"{phone} has {counts.open_from_payee} of this merchant's requests to pay open, as many as one "
+                    "merchant may: wait for one to end, or cancel one")
+            if counts.open_now >= self.settings.max_pending_intents or (
+                    counts.asked_today >= self.settings.max_intents_per_day):
                 raise TooManyIntents(f"{phone} has too many requests to pay open, or was asked too often today")
             intent = await istore.insert_intent(conn, NewIntent(
                 cmd.api_key_id, payee.id, payer.id, cmd.amount, description, reference, cmd.idempotency_key, digest,
@@ -278,7 +311,7 @@ class PaymentIntents:
         async with self.engine.begin() as conn:
             intent, parties, lapsed = await self._locked(conn, cmd.intent,
                                                          lambda i: i.payer_user_id == cmd.payer_user_id)
-            if intent.status is S.SUCCEEDED:
+            if intent.status in (S.SUCCEEDED, S.REFUNDED):  # paid (and maybe refunded since): its payment
                 return IntentView(intent, parties, await store.get_payment_by_id(conn, intent.payment_id or 0))
             if intent.status is not S.PENDING:
                 raise IntentClosed(intent)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,8 @@ from payments.errors import (
     UnknownAccount,
     UnknownTransfer,
 )
-from payments.money import Currency
+from payments.fees import FeePlan
+from payments.money import Currency, Money
 from payments.postings import ABSOLUTE_MAX_MINOR, HoldRequest, Leg, ReverseRequest, TransferRequest
 from payments.shard_routing import ShardRouter, independent
 
@@ -80,13 +81,30 @@ class HoldResult:
 
 @dataclass(frozen=True, slots=True)
 class LedgerLimits:
-    """The largest amount one transfer may credit to anyone, per currency, in minor units."""
+    """The largest amount one leg of a transfer may credit to anyone, per currency, in minor units: a
+    sanity bound under the payments' own limits, never tighter than they are (see `for_payments`)."""
 
     max_minor: Mapping[Currency, int]
 
     @classmethod
     def from_major(cls, max_major: int) -> LedgerLimits:
+        """Each leg at most ``max_major`` major units: for a ledger that moves no fees with amounts."""
         return cls({c: max_major * c.minor_per_major for c in Currency})
+
+    @classmethod
+    def for_payments(cls, max_major: int, fee_plans: Iterable[FeePlan]) -> LedgerLimits:
+        """The bound for the ledger payments write to: ``max_major`` is the most one payment may move
+        (`ledger.max_transaction`), and a leg may carry that payment's fee with it: a payout's debit
+        puts amount + fee in clearing, and a payout that failed or came back, or a wallet payment
+        refunded, credits the payer amount + fee. So each currency's bound is ``max_major`` plus the
+        largest fee any of ``fee_plans`` charges on it (fees only grow with the amount): every leg
+        of a payment the quote accepted, and of its giving back, passes."""
+        plans = tuple(fee_plans)
+        bounds = {}
+        for currency in Currency:
+            cap = Money(max_major * currency.minor_per_major, currency)
+            bounds[currency] = cap.minor + max((plan.fee_for(cap).minor for plan in plans), default=0)
+        return cls(bounds)
 
     def check(self, request: TransferRequest | HoldRequest) -> None:
         for leg in request.legs:

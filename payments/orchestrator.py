@@ -39,7 +39,7 @@ recovery), `payments.resolution` (applying a verdict once), `payments.settlement
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
@@ -63,7 +63,14 @@ from payments.commands import (
     Withdraw,
 )
 from payments.contacts import count_send
-from payments.errors import AccountClosed, IdempotencyConflict, InsufficientFunds, InvalidRequest, UnknownUser
+from payments.errors import (
+    AccountClosed,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidRequest,
+    RecipientCurrencyMismatch,
+    UnknownUser,
+)
 from payments.fees import FeePlan, Quote, quote
 from payments.identities import User, UserStatus, find_user_by_phone, get_user, get_user_and_find
 from payments.intents import JOB_INTENT_SMS, PaymentIntents
@@ -85,7 +92,7 @@ from payments.payment_settings import (
     ProviderClients,
 )
 from payments.payment_store import Payment
-from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of
+from payments.phones import InvalidPhoneNumber, parse_msisdn, region_of, wallet_currency
 from payments.provider_jobs import Handler, ProviderJobs
 from payments.provider_results import ProviderResults, RecoveryReport
 from payments.providers.daraja import AmountNotPayable, C2BRegistration, mpesa_msisdn, whole_shillings
@@ -106,6 +113,11 @@ from payments.webhook_events import JOB_WEBHOOK
 __all__ = ["PaymentSettings", "Payments", "ProviderClients", "RecoveryReport"]
 
 S = PaymentStatus
+#: Money coming into the payer's wallet: free, no payment of the plan's allowance, and limited per
+#: transaction only (`_deposit` and the agents' cash-in check it so; `fees.quote`'s ``incoming``).
+_INCOMING = frozenset({PaymentKind.DEPOSIT, PaymentKind.CASH_IN})
+#: The kinds paid wallet to wallet when the recipient has one (`_internal`).
+_TO_WALLET = frozenset({PaymentKind.P2P, PaymentKind.SEND_TO_PHONE})
 #: What a caller of `Payments.send_to_wallet_in` writes with a new payment before its money moves.
 BeforeMoney = Callable[[AsyncConnection, Payment], Awaitable[None]]
 
@@ -185,6 +197,9 @@ class Payments:
                 payer, _, recipient = await self._payer_and_recipient(conn, payer_user_id, recipient_phone)
             else:
                 payer = await get_user(conn, payer_user_id)
+            if recipient is not None and recipient.id != payer.id and kind in _TO_WALLET:
+                # Paid wallet to wallet, as the command will: refused now if it would be then.
+                self._check_wallet_currency(recipient, amount)
             name = (recipient.display_name or None) if recipient is not None else None
             return await self._quote(conn, payer, amount, kind, name)
 
@@ -198,7 +213,7 @@ class Payments:
         """The user's fee plan, and the payments in ``currency`` it has counted this month."""
         async with self.engine.connect() as conn:
             user = await get_user(conn, user_id)
-            _, this_month = await store.outgoing_totals(conn, user.id, currency)
+            _, this_month = await store.outgoing_totals(conn, user.id, currency, payer_phone=user.phone)
         return self._plan_for(user), this_month
 
     async def find(self, id_or_reference: str) -> Payment:
@@ -220,14 +235,19 @@ class Payments:
 
     async def _quote(self, conn: AsyncConnection, payer: User, amount: Money, kind: PaymentKind,
                      recipient_name: str | None = None) -> Quote:
-        spent_today, this_month = await store.outgoing_totals(conn, payer.id, amount.currency)
+        spent_today, this_month = await store.outgoing_totals(conn, payer.id, amount.currency,
+                                                              payer_phone=payer.phone)
         return self._price(payer, amount, kind, recipient_name, spent_today, this_month)
 
     def _price(self, payer: User, amount: Money, kind: PaymentKind, recipient_name: str | None,
                spent_today: Money, this_month: int) -> Quote:
+        """The price and the limits of ``kind``, as its command records and checks them. A refund
+        has none of its own (it gives a whole payment back, fee included): refused."""
+        if kind is PaymentKind.REFUND:
+            raise InvalidRequest("a refund gives back a whole payment: it has no price of its own")
         return quote(amount, self._plan_for(payer), limits=self.settings.limits, kyc_tier=payer.kyc_tier,
                      spent_today=spent_today, transactions_this_month=this_month, recipient_name=recipient_name,
-                     free_of_charge=kind is PaymentKind.DEPOSIT)
+                     incoming=kind in _INCOMING)
 
     async def _replay_or_price(self, conn: AsyncConnection, cmd: Command, request_hash: str, payer: User,
                                kind: PaymentKind, recipient_name: str | None = None) -> Payment | Quote:
@@ -235,7 +255,7 @@ class Payments:
         for another request), else the command's price, checked against the limits: what both need
         read in one statement. A replay is not priced again: it answers whatever the limits say now."""
         existing, spent_today, this_month = await store.find_by_key_with_totals(
-            conn, cmd.payer_user_id, cmd.idempotency_key, cmd.amount.currency)
+            conn, cmd.payer_user_id, cmd.idempotency_key, cmd.amount.currency, payer_phone=payer.phone)
         if existing is not None:
             return self._same_request(existing, cmd, request_hash)
         return self._price(payer, cmd.amount, kind, recipient_name, spent_today, this_month)
@@ -333,6 +353,8 @@ class Payments:
             raise InvalidRequest("you cannot send money to yourself")
         if recipient.status is UserStatus.CLOSED:
             raise AccountClosed("the recipient's account is closed")
+        # Every wallet payment comes through here: USSD, voice, the API and payment intents.
+        self._check_wallet_currency(recipient, cmd.amount)
         request_hash = cmd.request_hash(kind, recipient_user_id=recipient.id)
         name = recipient.display_name or None
         priced = await self._replay_or_price(conn, cmd, request_hash, payer, kind, name)
@@ -358,6 +380,15 @@ class Payments:
             return await self._refused(conn, payment, exc)
         return await store.transition(conn, payment, S.SUCCEEDED, cause="ledger",
                                       debit_transfer_id=moved.transfer_id, settle_transfer_id=moved.transfer_id)
+
+    @staticmethod
+    def _check_wallet_currency(recipient: User, amount: Money) -> None:
+        """IMPORTANT: a wallet holds its number's currency, the one its owner's menus, statement and
+        withdrawals show (`wallet_currency`, as agents and payment intents check it). Credited in
+        another, the money would sit in a wallet they never see: refused."""
+        held = wallet_currency(recipient.phone)
+        if held is not amount.currency:
+            raise RecipientCurrencyMismatch(recipient.phone, held.value if held else None, amount.currency.value)
 
     async def _payout(self, conn: AsyncConnection, cmd: SendToPhone | Withdraw, payer: User, kind: PaymentKind,
                       phone: str) -> Payment:
@@ -488,8 +519,8 @@ class Payments:
     def register_handlers(self) -> dict[str, Handler]:
         """The outbox worker's routing table: ``mpesa.b2c``, ``mpesa.b2b``, ``wave.payout``,
         ``mpesa.stk_push``, ``wave.checkout``, ``mpesa.reversal``, ``mpesa.status_query``,
-        ``wave.checkout_refund``, ``wave.payout_reverse``, ``sms.receipt``, ``mpesa.stk_orphan``,
-        ``webhook.deliver``, ``sms.payment_intent``."""
+        ``wave.checkout_refund``, ``wave.payout_reverse``, ``wave.checkout_expire``, ``sms.receipt``,
+        ``mpesa.stk_orphan``, ``webhook.deliver``, ``sms.payment_intent``."""
         return {**self.jobs.handlers(), JOB_STK_ORPHAN: self.orphans.run, JOB_WEBHOOK: self.webhooks.deliver,
                 JOB_INTENT_SMS: self.intents.send_notice}
 
@@ -541,11 +572,12 @@ class Payments:
         return await self.c2b.on_confirmation(paid)
 
     async def book_missed_c2b(self, *, receipt: str, amount: Money, account: str, phone: str, booked_by: str,
-                              reason: str) -> str:
+                              reason: str, not_pushes: Collection[str] = ()) -> str:
         """An operator books a payment to our paybill whose confirmation never came, from the
-        statement's line; credited once M-Pesa confirms it (`C2BReceiver.book_missed`)."""
+        statement's line; credited once M-Pesa confirms it (`C2BReceiver.book_missed`; ``not_pushes``:
+        receiptless STK deposits the operator found under other receipts on the statement)."""
         return await self.c2b.book_missed(receipt=receipt, amount=amount, account=account, phone=phone,
-                                          booked_by=booked_by, reason=reason)
+                                          booked_by=booked_by, reason=reason, not_pushes=not_pushes)
 
     async def on_wave_payout_update(self, payout: Payout, *, event_id: str | None = None) -> str:
         return await self.results.on_wave_payout_update(payout, event_id=event_id)

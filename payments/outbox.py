@@ -411,9 +411,14 @@ async def park(engine: AsyncEngine, job_id: int, reason: str) -> bool:
     """Operator action: park a pending job with ``reason`` (or a running one whose lease expired: its
     worker is gone). False if it is neither; `JobRunning` if a worker is running it now."""
     async with engine.begin() as conn:
-        if (await conn.execute(_PARK, {"id": job_id, "reason": reason[:_MAX_ERROR_CHARS]})).rowcount == 1:
-            return True
-        running = (await conn.execute(_LEASE, {"id": job_id})).first()
+        return await park_in(conn, job_id, reason)
+
+
+async def park_in(conn: AsyncConnection, job_id: int, reason: str) -> bool:
+    """`park` in the caller's transaction (an operator's action, audited in the same one)."""
+    if (await conn.execute(_PARK, {"id": job_id, "reason": reason[:_MAX_ERROR_CHARS]})).rowcount == 1:
+        return True
+    running = (await conn.execute(_LEASE, {"id": job_id})).first()
     if running is not None:
         raise JobRunning(f"job {job_id} is running (attempt {running.attempts}, worker {running.locked_by}, "
                          f"leased until {running.locked_until:%Y-%m-%d %H:%M:%S%z}): its request may be on its way "
@@ -425,7 +430,12 @@ async def retry_parked(engine: AsyncEngine, job_id: int) -> bool:
     """Operator action: run a parked job again, with a fresh set of attempts (its last error is
     kept until it next finishes or fails). False if the job is not parked."""
     async with engine.begin() as conn:
-        return (await conn.execute(_RETRY_PARKED, {"id": job_id})).first() is not None
+        return await retry_parked_in(conn, job_id)
+
+
+async def retry_parked_in(conn: AsyncConnection, job_id: int) -> bool:
+    """`retry_parked` in the caller's transaction (an operator's action, audited in the same one)."""
+    return (await conn.execute(_RETRY_PARKED, {"id": job_id})).first() is not None
 
 
 async def get_job(engine: AsyncEngine, job_id: int, *, default_max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Job | None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from payments.money import Money
+from payments.references import payment_reference
 
 if TYPE_CHECKING:
     from payments.intent_store import IntentParties, PaymentIntent
@@ -68,8 +69,13 @@ def _recipient_json(payment: Payment) -> dict[str, Any] | None:
 
 def intent_json(intent: PaymentIntent, parties: IntentParties) -> dict[str, Any]:
     """A payment intent as ``GET /v1/payment_intents/{id}`` answers it and its webhook events carry
-    it: who asks whom for what, its state, and the payment that paid it (``payment``, a succeeded
-    intent's)."""
+    it: who asks whom for what, its state, the payment that paid it (``payment``, a succeeded or
+    refunded intent's) and, once that payment was refunded, the refund (``refund``: its public id,
+    short reference and when it gave the money back)."""
+    refund = None
+    if intent.refund_id is not None:
+        refund = {"payment": intent.refund_public_id, "reference": payment_reference(intent.refund_id),
+                  "refunded_at": iso(intent.refunded_at)}
     return {
         "public_id": intent.public_id,
         "code": intent.code,
@@ -82,6 +88,7 @@ def intent_json(intent: PaymentIntent, parties: IntentParties) -> dict[str, Any]
         "payer": parties.payer_phone,
         "payee": {"phone": parties.payee_phone, "name": parties.payee_name or None},
         "payment": intent.payment_public_id,
+        "refund": refund,
         "expires_at": iso(intent.expires_at),
         "created_at": iso(intent.created_at),
         "resolved_at": iso(intent.resolved_at),

@@ -30,6 +30,7 @@ from payments.money import Currency, Money
 from payments.outbox import DEFAULT_MAX_ATTEMPTS, Job, jobs_of_payment
 from payments.payment_store import Payment, PaymentEvent
 from payments.phones import InvalidPhoneNumber, parse_msisdn
+from payments.review_flags import review_reason as flag_reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,9 @@ class PaymentFilter:
 
 
 def review_reason(payment: Payment) -> str | None:
-    """Why the payment waits for a person's verdict (`payments.review`), or None."""
-    return None if payment.status.is_final else payment.provider_refs.get("needs_review")
+    """Why the payment waits for a person (`payments.review`), or None: an open one's verdict, or a
+    final one a provider's late word contradicts (`payments.review_flags`)."""
+    return flag_reason(payment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,9 @@ async def search_payments(conn: AsyncConnection, wanted: PaymentFilter, *, limit
             where.append(f"p.{name} = :{name}")
             params[name] = value
     if wanted.needs_review:
-        where.append("p.status IN ('created', 'pending', 'processing') AND p.provider_refs ? 'needs_review'")
+        # Each side through its own index (``payments_open``; ``payments_contradicted``, migration 0021).
+        where.append("((p.status IN ('created', 'pending', 'processing') AND p.provider_refs ? 'needs_review') "
+                     "OR p.provider_refs ? 'contradiction')")
     if wanted.api_key_id is not None:  # through payments_api_key (api_key_id, id)
         where.append("p.api_key_id = :api_key_id")
         params["api_key_id"] = wanted.api_key_id

@@ -22,6 +22,8 @@ JOB_B2C, JOB_WAVE_PAYOUT, JOB_STK_PUSH, JOB_SMS = "mpesa.b2c", "wave.payout", "m
 JOB_WAVE_CHECKOUT = "wave.checkout"
 JOB_B2B, JOB_REVERSAL, JOB_STATUS_QUERY = "mpesa.b2b", "mpesa.reversal", "mpesa.status_query"
 JOB_WAVE_REFUND, JOB_WAVE_REVERSE = "wave.checkout_refund", "wave.payout_reverse"
+#: Ask Wave to expire a deposit's checkout session before the deposit may fail (`payments.wave_deposits`).
+JOB_WAVE_EXPIRE = "wave.checkout_expire"
 #: Confirm and credit an STK push whose CheckoutRequestID we never recorded (`payments.stk_orphans`).
 JOB_STK_ORPHAN = "mpesa.stk_orphan"
 #: The `provider_events` kind of such a push's callback, keyed by its CheckoutRequestID.
@@ -78,6 +80,8 @@ class PaymentSettings:
     #: says, how many one customer may have open at once, and how often the expired are closed.
     intent_expiry_s: float = 900.0
     max_pending_intents: int = 10
+    #: How many of those one merchant may hold: the rest stay free for other merchants to ask.
+    max_pending_intents_per_merchant: int = 3
     #: How many intents one merchant may make for one customer in 24 hours, ended ones counted (each
     #: sends an SMS: cancelling and asking again must not flood anyone).
     max_intents_per_day: int = 20

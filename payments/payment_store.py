@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.sql import sql
 from payments.accounts import AccountKind, owned_code_sql
+from payments.local_time import day_and_month_start
 from payments.money import Currency, Money
 from payments.plain_text import CONTROL
 from payments.references import ReferenceKind, payment_reference, read_reference
@@ -440,31 +441,41 @@ async def provider_event(
     return dict(json.loads(payload) if isinstance(payload, str) else payload)
 
 
-async def outgoing_totals(conn: AsyncConnection, payer_user_id: int, currency: Currency) -> tuple[Money, int]:
+async def outgoing_totals(conn: AsyncConnection, payer_user_id: int, currency: Currency, *, payer_phone: str,
+                          now: datetime | None = None) -> tuple[Money, int]:
     """What the payer sent today (not counting failed payments) and how many payments they made this
     month: the inputs of the daily limit and the plan's monthly allowance. Deposits, refunds and
     cash-ins are not the payer's spending (a refund row names the original's payer, whoever asked for
-    it; a cash-in's payer is the agent, paying from its float, not from its own wallet)."""
-    row = (await conn.execute(sql(_TOTALS), {"p": payer_user_id, "c": currency.value})).one()
+    it; a cash-in's payer is the agent, paying from its float, not from its own wallet). Today and
+    this month are the payer's, by their phone's country (`payments.local_time`), as of ``now``."""
+    row = (await conn.execute(sql(_TOTALS), _totals_params(payer_user_id, currency, payer_phone, now))).one()
     return Money(int(row.today), currency), int(row.month)
 
 
-async def find_by_key_with_totals(conn: AsyncConnection, payer_user_id: int, key: str,
-                                  currency: Currency) -> tuple[Payment | None, Money, int]:
+async def find_by_key_with_totals(conn: AsyncConnection, payer_user_id: int, key: str, currency: Currency, *,
+                                  payer_phone: str) -> tuple[Payment | None, Money, int]:
     """`find_by_key` and `outgoing_totals` in one statement: a command's first reads (the totals
     count only when the key is new)."""
     row = (await conn.execute(sql(
         f"SELECT t.today, t.month, k.* FROM ({_TOTALS}) t LEFT JOIN "
         f"(SELECT {_COLUMNS} FROM payments WHERE payer_user_id = :p AND idempotency_key = :k) k ON true"),
-        {"p": payer_user_id, "c": currency.value, "k": key})).one()
+        {**_totals_params(payer_user_id, currency, payer_phone, None), "k": key})).one()
     return (_payment(row) if row.id is not None else None), Money(int(row.today), currency), int(row.month)
 
 
-_TOTALS = ("SELECT coalesce(sum(amount) FILTER (WHERE created_at >= date_trunc('day', now())), 0) AS today, "
+# The day and month start as parameters, worked out for the payer's zone: the month's bound is the
+# index condition of `payments_payer_history` (payer, created_at), as `date_trunc(..., now())` was.
+_TOTALS = ("SELECT coalesce(sum(amount) FILTER (WHERE created_at >= :day_start), 0) AS today, "
            "       count(*) AS month "
            "  FROM payments WHERE payer_user_id = :p AND currency = :c "
            "   AND kind NOT IN ('deposit', 'refund', 'cash_in') "
-           "   AND status <> 'failed' AND created_at >= date_trunc('month', now())")
+           "   AND status <> 'failed' AND created_at >= :month_start")
+
+
+def _totals_params(payer_user_id: int, currency: Currency, payer_phone: str,
+                   now: datetime | None) -> dict[str, Any]:
+    day_start, month_start = day_and_month_start(payer_phone, now)
+    return {"p": payer_user_id, "c": currency.value, "day_start": day_start, "month_start": month_start}
 
 
 async def open_payments(conn: AsyncConnection, older_than_s: float, *, limit: int) -> list[Payment]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -42,6 +43,7 @@ from payments.payment_settings import (
     JOB_STATUS_QUERY,
     JOB_STK_PUSH,
     JOB_WAVE_CHECKOUT,
+    JOB_WAVE_EXPIRE,
     JOB_WAVE_PAYOUT,
     JOB_WAVE_REFUND,
     JOB_WAVE_REVERSE,
@@ -71,6 +73,7 @@ from payments.providers.wave import (
 from payments.receipts import Receipt, ReceiptWriter, english_receipt
 from payments.resolution import Resolver, Verdict
 from payments.states import PaymentStatus
+from payments.wave_deposits import DECLINED, LINK_EXPIRES_AT, WaveDeposits
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,12 @@ Handler = Callable[[Job], Awaitable[None]]
 STATUS_QUERY_SENT = "status_query"
 #: `provider_refs` marker: a B2B request is (or may be) on its way to Daraja.
 B2B_IN_FLIGHT = "b2b_in_flight"
+#: `provider_refs` marker: an STK push request was sent and its answer lost (a timeout, a connection
+#: lost mid-request): it may have reached the payer's phone and been paid, and without its
+#: CheckoutRequestID no STK query can say. Never pushed again; see `ProviderJobs.run_stk_push`.
+STK_ANSWER_LOST = "stk_answer_lost"
+#: The error code of a deposit ended that way: we could not confirm it, and cannot say nothing was taken.
+UNCONFIRMED = "unconfirmed"
 
 
 def status_query_ids(payment: Payment) -> tuple[str | None, str | None] | None:
@@ -97,6 +106,14 @@ def status_query_ids(payment: Payment) -> tuple[str | None, str | None] | None:
         originator = payment.provider_refs.get("originator_conversation_id")
         return (receipt, originator) if receipt or originator else None
     return receipt, payment.public_id  # B2C: our public_id is the OriginatorConversationID
+
+
+def _moment(value: object) -> datetime | None:
+    """An ISO 8601 time kept in a payment's references, or None."""
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
 
 
 def _never_reached_mpesa(exc: BaseException) -> bool:
@@ -119,13 +136,16 @@ class ProviderJobs:
         self.settings = settings
         self.providers = providers
         self.write_receipt = write_receipt
+        #: Ends Wave deposits through Wave (the ``wave.checkout_expire`` job).
+        self.wave_deposits = WaveDeposits(resolver)
 
     def handlers(self) -> dict[str, Handler]:
         """The outbox worker's routing table for the jobs the orchestrator enqueues."""
         return {JOB_B2C: self.run_b2c, JOB_WAVE_PAYOUT: self.run_wave_payout, JOB_STK_PUSH: self.run_stk_push,
                 JOB_WAVE_CHECKOUT: self.run_wave_checkout, JOB_SMS: self.send_receipt, JOB_B2B: self.run_b2b,
                 JOB_REVERSAL: self.run_reversal, JOB_STATUS_QUERY: self.run_status_query,
-                JOB_WAVE_REFUND: self.run_wave_refund, JOB_WAVE_REVERSE: self.run_wave_reverse}
+                JOB_WAVE_REFUND: self.run_wave_refund, JOB_WAVE_REVERSE: self.run_wave_reverse,
+                JOB_WAVE_EXPIRE: self.wave_deposits.run_expire}
 
     async def _job_payment(self, job: Job) -> Payment:
         # A read outside any transaction (`db.engine.autocommit`): a lone statement needs no BEGIN
@@ -195,13 +215,25 @@ class ProviderJobs:
 
     async def run_stk_push(self, job: Job) -> None:
         """Ask the payer's phone for the M-Pesa PIN. The CheckoutRequestID it returns is how the
-        callback finds the payment."""
+        callback finds the payment.
+
+        IMPORTANT: a push whose answer was lost (a timeout, a connection lost mid-request) may have
+        reached the payer's phone, and may be paid; Daraja has no idempotency id for a push, and an
+        STK query needs the CheckoutRequestID that answer carried. So it is never sent again (each
+        resend was another prompt, and another charge): the payment is marked `STK_ANSWER_LOST` and
+        the job parked. A paid push's callback names no payment and is credited by
+        `payments.stk_orphans`; recovery ends the deposit as unconfirmed, never as "nothing was
+        taken" (`ProviderResults._recover`). Only failures that certainly reached nothing are retried."""
         payment = await self._job_payment(job)
         if payment.status is not S.CREATED:
             return
         daraja = self.providers.daraja
         if daraja is None:
             raise PermanentJobError("M-Pesa is not configured")
+        if payment.provider_refs.get(STK_ANSWER_LOST):
+            raise PermanentJobError("an earlier push's answer was lost; it may have been paid, so none is sent again")
+        # The token first: a failure to get one sent no push, and is retried like any such failure.
+        await daraja.access_token()
         try:
             accepted = await daraja.stk_push(
                 phone=payment.recipient_phone or "", amount=payment.amount,
@@ -210,6 +242,11 @@ class ProviderJobs:
         except (DarajaBadRequest, DarajaRejected) as exc:
             await self._refused(payment, "stk_refused", "provider_refused", exc.message)
             return
+        except Exception as exc:
+            if _never_reached_mpesa(exc):
+                raise  # the worker retries after a backoff
+            await self._mark(payment, {STK_ANSWER_LOST: type(exc).__name__})
+            raise PermanentJobError("the push's answer was lost and it may have been paid; not pushed again") from exc
         await self.resolver.accepted(payment.public_id, accepted.checkout_request_id,
                              {"checkout_request_id": accepted.checkout_request_id,
                               "merchant_request_id": accepted.merchant_request_id}, "stk_accepted",
@@ -233,9 +270,11 @@ class ProviderJobs:
         except WaveValidationError as exc:
             await self._refused(payment, "wave_checkout_refused", exc.code or "provider_refused", exc.message)
             return
-        await self.resolver.accepted(payment.public_id, session.id,
-                             {"checkout_session_id": session.id, "wave_launch_url": session.wave_launch_url},
-                             "wave_checkout_created", receipt=True, attempts=job.attempts)
+        refs = {"checkout_session_id": session.id, "wave_launch_url": session.wave_launch_url}
+        if session.when_expires is not None:
+            refs[LINK_EXPIRES_AT] = session.when_expires.isoformat()  # until when the payer may pay
+        await self.resolver.accepted(payment.public_id, session.id, refs, "wave_checkout_created", receipt=True,
+                                     attempts=job.attempts)
 
     async def run_b2b(self, job: Job) -> None:
         """Send a pending bill payment (``BusinessPayBill`` with the account number) or till purchase
@@ -406,8 +445,12 @@ class ProviderJobs:
         if found is None:
             raise PermanentJobError("the job names no known payment")
         payment, parties = found
+        if job.payload.get(DECLINED) and payment.status.is_final:
+            return  # paid or ended since the attempt failed: its own receipt says so, not this one
         status = S(job.payload.get("status", payment.status.value))
         url = payment.provider_refs.get("wave_launch_url") if status is S.PROCESSING else None
+        # A Wave payment attempt that failed while its link stays open: until when it works.
+        retry_until = _moment(payment.provider_refs.get(LINK_EXPIRES_AT)) if job.payload.get(DECLINED) else None
         side: dict[str, Any]
         if to == "payee" and parties.payee_phone is not None:
             number, after = parties.payee_phone, parties.payee_balance_after
@@ -420,7 +463,15 @@ class ProviderJobs:
             after = parties.payer_balance_after if status is S.SUCCEEDED else None
             side = {"party": "payer", "language": parties.payer_language, "counterpart": parties.payee_name or "",
                     "counterpart_phone": payment.recipient_phone, "paybill": payment.paybill,
-                    "account": payment.account_number, "till": payment.till, "approve_url": url}
+                    "account": payment.account_number, "till": payment.till,
+                    "approve_url": None if retry_until else url, "retry_until": retry_until,
+                    # A push whose answer was lost may have been paid: never "nothing was taken".
+                    "unconfirmed": status is S.FAILED and payment.error_code == UNCONFIRMED}
+        if payment.refund_of is not None:
+            # A refund's receipt says what it undid, and its payer's what came back with the amount.
+            original = await self._original(payment)
+            side |= {"original": original.reference, "original_kind": original.kind, "provider": original.provider,
+                     "returned_fee": original.fee}
         receipt = Receipt(kind=payment.kind, status=status, reference=payment.reference, amount=payment.amount,
                           fee=payment.fee, balance=None if after is None else Money(after, payment.amount.currency),
                           **side)

@@ -6,7 +6,9 @@ delivery in `provider_events` in the transaction that applies it: duplicates, la
 deliveries change nothing. Each returns a word saying what it did (for logs and tests).
 
 `recover_stuck` asks the providers about payments left open too long: STK pushes by STK query, Wave
-payouts by our reference, Wave checkouts by session, Wave payout reversals by payout; M-Pesa payouts
+payouts by our reference, Wave checkouts by session (`payments.wave_deposits`: a failed attempt on a
+session still open fails nothing, and a deposit that must end is ended through Wave's expire
+endpoint first), Wave payout reversals by payout; M-Pesa payouts
 (B2C, B2B), reversals and C2B payments by a Daraja transaction status query, whose answer comes by
 callback (`on_status_result`): "Completed" settles, anything M-Pesa cannot vouch for is flagged
 ``needs_review`` for a person and the statement, never guessed.
@@ -43,16 +45,23 @@ from payments.payment_settings import (
     ProviderClients,
 )
 from payments.payment_store import Payment
-from payments.provider_jobs import B2B_IN_FLIGHT, STATUS_QUERY_SENT, status_query_ids
-from payments.providers.daraja import StkState
+from payments.provider_jobs import (
+    B2B_IN_FLIGHT,
+    STATUS_QUERY_SENT,
+    STK_ANSWER_LOST,
+    UNCONFIRMED,
+    status_query_ids,
+)
+from payments.providers.daraja import STK_STILL_PROCESSING, StkState
 from payments.providers.daraja_callbacks import DarajaResult, QueueTimeout, StkCallback
 from payments.providers.errors import ProviderError
-from payments.providers.wave import CheckoutSession, CheckoutStatus, Payout, PayoutStatus
-from payments.providers.wave import PaymentStatus as WavePaymentStatus
+from payments.providers.wave import CheckoutSession, Payout, PayoutStatus
 from payments.providers.wave_webhooks import WaveEvent
 from payments.resolution import Resolver, Verdict, daraja_failure
+from payments.review_flags import CONTRADICTION
 from payments.states import PaymentStatus
 from payments.stk_orphans import StkOrphans
+from payments.wave_deposits import WaveDeposits
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +74,10 @@ _NOT_FOUND: frozenset[int | str] = frozenset({"R000001"})
 #: Reversal Result code saying the transaction was already reversed (sandbox convention too): the
 #: money went back, which is what the refund wanted, so it counts as the reversal's success.
 _ALREADY_REVERSED: frozenset[int | str] = frozenset({"R000002"})
+#: STK callback ResultCodes that are no answer: "still under processing" (the payer still has the
+#: prompt), which the STK query takes for pending too; the contract's other callback codes (0, 1,
+#: 1019, 1025, 1032, 1037, 2001, 9999) are final.
+STK_NOT_FINAL: frozenset[int] = frozenset({STK_STILL_PROCESSING})
 
 Event = tuple[str, str, str, Mapping[str, Any]]
 
@@ -82,6 +95,9 @@ class RecoveryReport:
     #: Payments whose recovery failed on an unexpected error (logged with the payment's id); the
     #: next round tries them again.
     errors: int = 0
+    #: STK pushes nobody recorded, still unconfirmed after their job gave up, asked about again
+    #: (`StkOrphans.retry_parked`).
+    orphans_retried: int = 0
 
 
 #: Open payments flagged for a person (read through ``payments_open``, as `payment_store.open_payments`).
@@ -102,22 +118,34 @@ class ProviderResults:
         self.settings = settings
         self.providers = providers
         self.orphans = orphans
+        self.wave_deposits = WaveDeposits(resolver)
 
     async def on_stk_callback(self, callback: StkCallback) -> str:
         """Apply an STK push callback; returns what happened (for logs and tests): ``credited``,
         ``failed``, ``duplicate``, ``unconfirmed`` (the query does not confirm it yet: recovery asks
-        again); for a push no payment names (its id was never recorded, or not yet), what
-        `StkOrphans.record` did: ``orphan`` (a success, kept to be confirmed and credited) or
-        ``ignored`` (a failure)."""
+        again), ``pending`` (a code that is no answer, `STK_NOT_FINAL`: recorded, the deposit left
+        open for the next callback or recovery's STK query), ``needs_review`` (a word that
+        contradicts the final deposit: flagged, nothing moved), ``receipt_kept`` (a success for a
+        deposit credited without its receipt); for a push no payment names (its id
+        was never recorded, or not yet), what `StkOrphans.record` did: ``orphan`` (a success, kept
+        to be confirmed and credited) or ``ignored`` (a failure).
+
+        Each delivery is recorded under its ResultCode (`_stk_event_kind`): a duplicate is one with
+        the same code, so an answer after a non-answer, or a success after a failure, is heard."""
         # The push job records the CheckoutRequestID once Daraja has answered; a callback can beat it.
         payment = await self._found_soon(lambda conn: store.find_by_provider_ref(
             conn, MPESA, callback.checkout_request_id))
-        if payment is None:
-            return await self.orphans.record(callback)
-        if payment.status.is_final:
-            return "duplicate"
         summary = {"result_code": callback.result_code, "receipt": callback.receipt,
                    "amount": callback.amount.minor if callback.amount else None}
+        if callback.result_code in STK_NOT_FINAL:
+            # IMPORTANT: not a failure. Failing the deposit here lost the payer's money when the
+            # real success followed (the deposit final, the success dropped).
+            return await self._stk_not_final(payment, callback, summary)
+        if payment is None:
+            return await self.orphans.record(callback)
+        event: Event = (MPESA, callback.checkout_request_id, _stk_event_kind(callback.result_code), summary)
+        if payment.status.is_final:
+            return await self._stk_after_final(payment, callback, event)
         if callback.succeeded:
             if callback.amount is not None and callback.amount != payment.amount:
                 await self.resolver.flag(payment.public_id, f"STK callback amount {callback.amount} differs")
@@ -127,11 +155,46 @@ class ProviderResults:
                 return "unconfirmed"
         else:
             outcome = daraja_failure(callback.result_code, callback.result_desc, "stk_callback")
-        _, changed = await self.resolver.apply(payment.public_id, outcome,
-                                       event=(MPESA, callback.checkout_request_id, "stk_callback", summary))
+        _, changed = await self.resolver.apply(payment.public_id, outcome, event=event)
         if not changed:
             return "duplicate"
         return "credited" if outcome.succeeded else "failed"
+
+    async def _stk_not_final(self, payment: Payment | None, callback: StkCallback, summary: Mapping[str, Any]) -> str:
+        """Record a callback that answers nothing (`STK_NOT_FINAL`), and change nothing: the push's
+        next callback, or recovery's STK query, says how it ended. For a push no payment names, the
+        orphan's own record waits for its real callback (`payments.stk_orphans`)."""
+        async with self.engine.begin() as conn:
+            if not await store.record_provider_event(conn, MPESA, callback.checkout_request_id,
+                                                     _stk_event_kind(callback.result_code), summary,
+                                                     payment.id if payment is not None else None):
+                return "duplicate"
+        log.info("STK callback %s (%s) for payment %s: not an answer; left open", callback.result_code,
+                 callback.result_desc[:80], payment.public_id if payment is not None else "(none yet)")
+        return "pending"
+
+    async def _stk_after_final(self, payment: Payment, callback: StkCallback, event: Event) -> str:
+        """A callback for a deposit already final (by an earlier callback, recovery's STK query or
+        an operator), through `Resolver.apply` all the same, never asking the STK query first (a
+        final deposit is never examined again: this is the last word anyone will hear):
+
+        - a success on a failed deposit: M-Pesa took the money of a deposit we called failed.
+          Nothing is credited on an unsigned word; the deposit is flagged (``contradiction``, with
+          the receipt) for a person, who books the receipt from the statement (README, Operators).
+        - a success on a succeeded one: its receipt is kept if the deposit had none (credited by
+          STK query), so that no booking by hand credits it again; flagged if one did already.
+        - a failure on a succeeded one: flagged too (we credited money M-Pesa says it never took).
+        """
+        if callback.succeeded:
+            if callback.amount is not None and callback.amount != payment.amount:
+                await self.resolver.flag(payment.public_id, f"STK callback amount {callback.amount} differs "
+                                         f"(receipt {callback.receipt}) while {payment.status}", even_if_final=True)
+                return "amount_mismatch"
+            outcome = Verdict(True, "stk_callback", refs={"receipt": callback.receipt})
+        else:
+            outcome = daraja_failure(callback.result_code, callback.result_desc, "stk_callback")
+        applied, _ = await self.resolver.apply(payment.public_id, outcome, event=event)
+        return _unchanged(payment, applied)
 
     async def _confirm_stk(self, payment: Payment, callback: StkCallback) -> Verdict | None:
         refs = {"receipt": callback.receipt}
@@ -167,7 +230,9 @@ class ProviderResults:
             log.warning("B2C result for an unknown OriginatorConversationID, or a payment no B2C paid")
             return "unknown"
         if result.succeeded and result.amount is not None and result.amount != payment.amount:
-            await self.resolver.flag(payment.public_id, f"b2c_result amount {result.amount} differs")
+            # Final or not: M-Pesa paid an amount we did not book (a final payout's money moved already).
+            await self.resolver.flag(payment.public_id, f"b2c_result amount {result.amount} differs",
+                                     even_if_final=True)
             return "amount_mismatch"
         summary = {"result_code": result.result_code, "receipt": result.receipt,
                    "conversation_id": result.conversation_id}
@@ -182,7 +247,7 @@ class ProviderResults:
             log.warning("B2C result for an unknown OriginatorConversationID")
             return "unknown"
         if not changed:
-            return "duplicate"
+            return _unchanged(payment, applied)
         return "settled" if outcome.succeeded else "unwound"
 
     async def _found_soon(self, lookup: Callable[[AsyncConnection], Awaitable[Payment | None]]) -> Payment | None:
@@ -228,16 +293,17 @@ class ProviderResults:
                    "amount": result.amount.minor if result.amount else None}
         if result.succeeded or (result.result_code in _ALREADY_REVERSED and kind == "reversal_result"):
             if result.succeeded and result.amount is not None and result.amount != payment.amount:
-                await self.resolver.flag(payment.public_id, f"{kind} amount {result.amount} differs")
+                await self.resolver.flag(payment.public_id, f"{kind} amount {result.amount} differs",
+                                         even_if_final=True)
                 return "amount_mismatch"
             outcome = Verdict(True, kind, details={"result_code": result.result_code},
                               refs={"receipt": result.receipt} if result.succeeded else {})
         else:
             outcome = daraja_failure(result.result_code, result.result_desc, kind)
-        _, changed = await self.resolver.apply(payment.public_id, outcome,
-                                               event=(MPESA, result.conversation_id, kind, summary))
+        applied, changed = await self.resolver.apply(payment.public_id, outcome,
+                                                     event=(MPESA, result.conversation_id, kind, summary))
         if not changed:
-            return "duplicate"
+            return _unchanged(payment, applied)
         return words[0] if outcome.succeeded else words[1]
 
     async def on_b2b_queue_timeout(self, notice: QueueTimeout) -> str:
@@ -327,46 +393,32 @@ class ProviderResults:
 
     async def on_wave_event(self, event: WaveEvent) -> str:
         """Apply a verified Wave webhook (`wave_webhooks.verify_webhook`), deduplicated on its event
-        id. Checkout events settle Wave deposits; other types are acknowledged and ignored."""
+        id. Checkout events settle Wave deposits (``checkout.session.payment_failed`` only records a
+        failed attempt: the session stays open for the payer); other types are acknowledged and ignored."""
         if not event.type.startswith("checkout.session."):
             return "ignored"
         return await self._apply_checkout(event.checkout_session(), cause=event.type.replace(".", "_"),
                                           event_key=event.id)
 
     async def _apply_checkout(self, session: CheckoutSession, *, cause: str, event_key: str) -> str:
-        public_id = session.client_reference or ""
-        if session.succeeded:
-            outcome = Verdict(True, cause, refs={"transaction_id": session.transaction_id},
-                               details={"checkout_status": session.checkout_status.value})
-        elif session.payment_status is WavePaymentStatus.CANCELLED or session.checkout_status is CheckoutStatus.EXPIRED:
-            error = session.last_payment_error
-            outcome = Verdict(False, cause, error.code if error else "expired",
-                               (error.message if error else "The Wave payment link expired.")[:200],
-                               {"checkout_status": session.checkout_status.value})
-        else:
-            return "processing"
-        async with self.engine.connect() as conn:
-            payment = await store.get_payment(conn, public_id)
-        if payment is None or payment.kind != PaymentKind.DEPOSIT or payment.provider != WAVE:
-            log.warning("Wave checkout event for no deposit of ours")
-            return "unknown"
-        if outcome.succeeded and session.amount != payment.amount:
-            await self.resolver.flag(public_id, f"Wave checkout amount {session.amount} differs")
-            return "amount_mismatch"
-        summary = {"session": session.id, "payment_status": session.payment_status.value}
-        _, changed = await self.resolver.apply(public_id, outcome, event=(WAVE, event_key, "checkout", summary))
-        if not changed:
-            return "duplicate"
-        return "credited" if outcome.succeeded else "failed"
+        """A session to its deposit (`WaveDeposits.apply_session`): a failed attempt on a session
+        still open is no failure of the deposit (``declined``): the payer may pay with the same link."""
+        return await self.wave_deposits.apply_session(session, cause=cause, event_key=event_key)
 
     async def recover_stuck(self, older_than: timedelta, *, limit: int = 200) -> RecoveryReport:
         """Ask the providers about payments left open longer than ``older_than`` and resolve them:
         STK pushes by STK query, Wave payouts by searching our reference, Wave payout reversals by
         the payout. M-Pesa payouts, reversals and C2B payments get a transaction status query (an
         outbox job; Daraja answers by callback), at most once per ``older_than`` each, since sending
-        one touches the payment. Payments flagged for a person are left to that person, not examined."""
+        one touches the payment. Payments flagged for a person are left to that person, not examined.
+        STK pushes nobody recorded whose confirming job gave up get a fresh one."""
         async with self.engine.connect() as conn:
             stuck = await store.open_payments(conn, older_than.total_seconds(), limit=limit)
+        try:
+            orphans = await self.orphans.retry_parked(limit=limit)
+        except Exception:  # like one payment's: never stalls the round (the next one tries again)
+            log.exception("recovery of STK pushes with no record failed; the payments go on")
+            orphans = 0
         counts = {"resolved": 0, "open": 0, "review": 0, "queried": 0, "errors": 0}
         for payment in stuck:
             try:
@@ -383,7 +435,7 @@ class ProviderResults:
         async with self.engine.connect() as conn:
             waiting = (await conn.execute(_FLAGGED_OPEN)).scalar_one()
         return RecoveryReport(len(stuck), counts["resolved"], counts["open"], waiting, counts["queried"],
-                              counts["errors"])
+                              counts["errors"], orphans)
 
     async def _recover(self, payment: Payment) -> str:
         if payment.provider_refs.get("needs_review"):
@@ -395,18 +447,21 @@ class ProviderResults:
         if payment.kind == PaymentKind.DEPOSIT and payment.provider_refs.get("source") == "c2b":
             return await self._ask_status(payment)  # a C2B payment waiting for its confirmation
         if payment.kind == PaymentKind.DEPOSIT and payment.provider == WAVE:
-            if payment.status is S.PROCESSING and payment.provider_ref and wave is not None:
-                session = await wave.get_checkout_session(payment.provider_ref)
-                done = await self._apply_checkout(session, cause="recovery",
-                                                  event_key=f"{session.id}:{session.payment_status.value}")
-                return "open" if done == "processing" else "resolved"
-            if payment.status is S.CREATED and job_parked:
-                await self._gave_up(payment, "Wave could not be reached; nothing was taken.")
-                return "resolved"
-            return "open"
+            # Never failed while its session may still be paid: ended through Wave if it must end.
+            return await self.wave_deposits.recover(payment, job_parked)
         if payment.kind == PaymentKind.DEPOSIT:
             if payment.status is S.CREATED and job_parked:
-                # The push was never accepted (the job gave up): nothing was asked of the payer.
+                if payment.provider_refs.get(STK_ANSWER_LOST):
+                    # IMPORTANT: the push may have reached the payer's phone and been paid; its
+                    # answer, whose CheckoutRequestID an STK query needs, was lost, so M-Pesa cannot
+                    # be asked. Never "nothing was taken": a paid push's callback is credited on its
+                    # own (`payments.stk_orphans`), and the payer is told so.
+                    await self.resolver.apply(payment.public_id, Verdict(
+                        False, "recovery", UNCONFIRMED,
+                        "M-Pesa did not answer the payment request; if you paid, the money will reach your wallet."))
+                    return "resolved"
+                # Every attempt failed before reaching M-Pesa (the job retries only those, and stops
+                # at a push whose answer was lost): nothing was asked of the payer.
                 await self._gave_up(payment, "M-Pesa could not be reached; nothing was taken.")
                 return "resolved"
             if payment.status is not S.PROCESSING or payment.provider_ref is None or daraja is None:
@@ -503,6 +558,27 @@ class ProviderResults:
             return False
         async with self.engine.connect() as conn:
             return await store.job_status(conn, f"{job}:{payment.public_id}") == "parked"
+
+
+def _unchanged(before: Payment, after: Payment | None) -> str:
+    """What a verdict that moved nothing did (`Resolver.apply`): ``needs_review`` (it contradicted the
+    final payment: flagged), ``receipt_kept`` (a receipt for a push credited without one), or
+    ``duplicate``."""
+    if after is None:
+        return "unknown"
+    if after.provider_refs.get(CONTRADICTION) != before.provider_refs.get(CONTRADICTION):
+        return "needs_review"
+    if after.provider_refs.get("receipt") != before.provider_refs.get("receipt"):
+        return "receipt_kept"
+    return "duplicate"
+
+
+def _stk_event_kind(result_code: int) -> str:
+    """The kind an STK callback is recorded under for its push (its CheckoutRequestID the key):
+    ``stk_callback`` for a success, ``stk_callback:<code>`` otherwise. A replay has the same code;
+    another code is another delivery, which must be heard (a success after a failure or after
+    a "still processing")."""
+    return "stk_callback" if result_code == 0 else f"stk_callback:{result_code}"
 
 
 def _status_verdict(payment: Payment, result: DarajaResult, *,

@@ -18,16 +18,23 @@ A `StatementSource` gives a provider's lines for a period, whatever the statemen
   Paid In              yes*      money in, major units (``1,500.00``)
   Withdrawn            yes*      money out, major units, with or without a minus sign
   Transaction Status   no        only ``Completed`` lines count (default: Completed)
-  Details              no        free text; ``reversal`` marks a reversal, ``charge`` a fee
-  Reason Type          no        like Details
+  Details              no        free text, which carries what payers typed (account numbers, names)
+  Reason Type          no        M-Pesa's own name for the transaction's type (``Pay Bill Online``,
+                                 ``Business Payment Charge``, ``Reversal``): what classifies the line
   Other Party Info     no        ``254712345678 - Jane Doe`` (digits may be masked with ``*``)
-  Linked Transaction ID no       for a reversal: the receipt it undoes
+  Linked Transaction ID no       for a reversal: the receipt it undoes (a charge's: what it charged for)
   A/C No.              no        the account reference
   Reference            no        not an M-Pesa column: our payment id, where a system adds it
   ==================== ========= =====================================================================
 
-  (*) one of Paid In and Withdrawn holds the amount on each line. Fee lines (``charge`` in Details or
-  Reason Type) are kept apart: they are the provider's charges, not payments.
+  (*) one of Paid In and Withdrawn holds the amount on each line. Fee lines are kept apart: they are
+  the provider's charges, not payments. A line is a fee or a reversal by its Reason Type, a field
+  M-Pesa fills from its own list of transaction types: a type ending in the word ``Charge(s)`` is a
+  fee, one that is ``Reversal`` or ends in the word ``Reversal`` a reversal. Details is read only on
+  a line whose Reason Type is empty (or a file without the column), and then only as a whole phrase
+  in M-Pesa's own wording: ``Reversal`` or ``Reversal of <receipt>``, and, for money out, a charge's
+  name (``B2C Charges``, ``Business Payment Charge``). Words inside free text (an account named
+  ``CHARGER SHOP``, a remark ``reversal of bet``) never make a fee or a reversal.
 
 Every line's `amount` is signed from the provider account's point of view: money in is positive.
 """
@@ -267,14 +274,40 @@ def _csv_line(record: Mapping[str, str], currency: Currency, where: str) -> Stat
         raise StatementFileError(f"{where}: {exc}") from None
     if withdrawn:
         amount = -amount
-    words = f"{record.get('details', '')} {record.get('reason', '')}".lower()
+    is_reversal, is_fee = _classify(record, money_out=bool(withdrawn))
     party = _PARTY.match(record.get("party", ""))
     references = tuple(r for r in (record.get("reference"), record.get("account")) if r)
     return StatementLine(
         provider=MPESA, transaction_id=receipt, at=_csv_time(record.get("completed", ""), where), amount=amount,
         fee=Money.zero(currency), kind=record.get("reason") or record.get("details") or None, references=references,
         party=party.group(1) if party else None, reverses=record.get("linked") or None,
-        is_reversal="reversal" in words, is_fee="charge" in words)
+        is_reversal=is_reversal, is_fee=is_fee)
+
+
+# Reason Type is M-Pesa's vocabulary ("Business Payment Charge", "Pay Utility Reversal"): its last
+# word names what the line is.
+_REASON_FEE = re.compile(r"(?:[a-z0-9/-]+ )*charges?")
+_REASON_REVERSAL = re.compile(r"(?:[a-z0-9/-]+ )*reversal")
+# Details is free text that embeds what payers typed: only M-Pesa's own whole phrases count, from
+# the first word to the last. A reversal names the receipt it undoes (letters and digits, with a
+# digit: never a word such as "bet"); a charge is a few words of a type's name and nothing else.
+_DETAILS_REVERSAL = re.compile(r"reversal(?: of (?=[a-z0-9]*[0-9])[a-z0-9]{8,20})?")
+_DETAILS_FEE = re.compile(r"(?:[a-z0-9]+ ){0,3}charges?")
+
+
+def _phrase(text: str | None) -> str:
+    return " ".join((text or "").lower().split())
+
+
+def _classify(record: Mapping[str, str], *, money_out: bool) -> tuple[bool, bool]:
+    """(is_reversal, is_fee) of a statement line, by its Reason Type; by its Details only where it
+    has none (see the module docstring)."""
+    reason = _phrase(record.get("reason"))
+    if reason:
+        return bool(_REASON_REVERSAL.fullmatch(reason)), bool(_REASON_FEE.fullmatch(reason))
+    details = _phrase(record.get("details"))
+    # A charge is money M-Pesa takes: a line paying money in is never one.
+    return bool(_DETAILS_REVERSAL.fullmatch(details)), money_out and bool(_DETAILS_FEE.fullmatch(details))
 
 
 def _csv_time(text: str, where: str) -> datetime:

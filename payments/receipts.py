@@ -24,8 +24,19 @@ class Receipt:
     side as the reader knows it: for the payee, who sent the money; for the payer, who got it (a
     registered name when the number has a wallet, and the number), or the merchant's ``paybill``
     and ``account``, or ``till``. ``approve_url`` is set for a Wave deposit waiting for the payer's
-    approval (the SMS carries the link). A receipt of money moved ends with the new ``balance``
-    when there is one, as M-Pesa's do."""
+    approval (the SMS carries the link); ``retry_until`` for a Wave deposit whose payment attempt
+    failed while its link stays open (the payer may try again with it until then). A receipt of
+    money moved ends with the new ``balance`` when there is one, as M-Pesa's do.
+
+    A refund's receipts also name the payment it undid (``original``, its short reference, and
+    ``original_kind``): its payer reads what came back (the amount and ``returned_fee``, the fee of
+    a payout or a wallet payment, which comes back with it), or for a deposit that its money went
+    back to the ``provider`` (``mpesa``, ``wave``); the payee of a wallet payment, whose wallet gave
+    the amount back, reads that it was reversed.
+
+    ``unconfirmed``: a failed M-Pesa deposit whose push may have been paid (its answer was lost, so
+    M-Pesa could not be asked): its payer must not read that nothing was taken, but that a payment
+    made will reach the wallet (`payments.stk_orphans` credits it)."""
 
     party: str
     kind: str
@@ -40,18 +51,42 @@ class Receipt:
     account: str | None = None
     till: str | None = None
     approve_url: str | None = None
+    retry_until: datetime | None = None
     #: The party's wallet balance right after this payment, when it moved their wallet's money.
     balance: Money | None = None
+    #: A refund's: the payment it undid (see above).
+    original: str | None = None
+    original_kind: str | None = None
+    returned_fee: Money | None = None
+    provider: str | None = None
+    unconfirmed: bool = False
+
+    @property
+    def total_returned(self) -> Money:
+        """What a refund gave back to its payer's wallet: the amount and the fee that came with it."""
+        return self.amount + self.returned_fee if self.returned_fee is not None else self.amount
 
     @property
     def situation(self) -> str:
         """Which receipt this is: ``received`` (the payee's), ``approve`` (a Wave deposit's link),
-        ``succeeded`` or ``failed`` (the payer's)."""
+        ``declined`` (a Wave deposit's failed attempt, its link still open), ``succeeded`` or
+        ``failed`` (the payer's), ``unconfirmed`` (a failed deposit that may have been paid); for a
+        succeeded refund, ``refunded`` (its payer got the money back),
+        ``deposit_reversed`` (its payer's deposit went back to the provider) or ``reversed`` (the
+        payee gave the money back)."""
+        if self.kind == "refund" and self.original is not None and self.status is PaymentStatus.SUCCEEDED:
+            if self.party == "payee":
+                return "reversed"
+            return "deposit_reversed" if self.original_kind == "deposit" else "refunded"
         if self.party == "payee":
             return "received"
+        if self.retry_until is not None:
+            return "declined"
         if self.approve_url is not None:
             return "approve"
-        return "succeeded" if self.status is PaymentStatus.SUCCEEDED else "failed"
+        if self.status is PaymentStatus.SUCCEEDED:
+            return "succeeded"
+        return "unconfirmed" if self.unconfirmed else "failed"
 
 
 ReceiptWriter = Callable[[Receipt], str]
@@ -74,8 +109,28 @@ def english_receipt(receipt: Receipt) -> str:
             return f"{r.reference} Confirmed. You received {r.amount} from {sender}.{balance}"
         case "approve":
             return f"Approve your deposit of {r.amount} in Wave: {r.approve_url}"
+        case "declined" if r.retry_until is not None:
+            return (f"{r.reference} Deposit of {r.amount}: the Wave payment was declined, nothing was taken. "
+                    f"You can try again with the same link until {r.retry_until.astimezone(UTC):%H:%M} UTC.")
+        case "refunded" if r.returned_fee is not None and r.returned_fee.minor:
+            return (f"{r.reference} Confirmed. Payment {r.original} reversed: {r.total_returned} returned to your "
+                    f"wallet ({r.amount} + fee {r.returned_fee}).{balance}")
+        case "refunded":
+            return (f"{r.reference} Confirmed. Payment {r.original} reversed: {r.amount} returned to your "
+                    f"wallet.{balance}")
+        case "deposit_reversed":
+            where = {"mpesa": "M-Pesa", "wave": "Wave"}.get(r.provider or "", "mobile money")
+            return (f"{r.reference} Confirmed. Deposit {r.original} of {r.amount} reversed: the money went back "
+                    f"to your {where} account.{balance}")
+        case "reversed":
+            sender = " ".join(part for part in (r.counterpart, r.counterpart_phone) if part)
+            return (f"{r.reference} Confirmed. Payment {r.original} from {sender} reversed: {r.amount} taken back "
+                    f"from your wallet.{balance}")
         case "succeeded":
             return f"{r.reference} Confirmed. {what} {r.amount} succeeded. Fee {r.fee}.{balance}"
+        case "unconfirmed":
+            return (f"{r.reference} {what} {r.amount}: we could not confirm it yet. If you paid, the money will "
+                    "reach your wallet.")
         case _:
             return f"{r.reference} {what} {r.amount} failed. No money was taken."
 

@@ -65,6 +65,9 @@ class Refunds:
         when it was done at once. The same key again gives the same refund."""
         async with self.engine.begin() as conn:
             # The original's row lock makes concurrent refunds of one payment queue up here.
+            # IMPORTANT: the lock order of a refund and its original is the original first, then the
+            # refund (here: made after it), in every transaction that locks both: a verdict on a
+            # refund takes them so too (`payments.resolution.lock_with_original`).
             original = await store.get_payment(conn, cmd.payment_id.strip(), lock=True)
             if original is None:
                 raise UnknownPayment(f"no payment {cmd.payment_id.strip()}")
@@ -109,7 +112,8 @@ class Refunds:
         refund = await store.transition(conn, refund, S.SUCCEEDED, cause="ledger_reversal",
                                         debit_transfer_id=moved.transfer_id, settle_transfer_id=moved.transfer_id)
         await self.resolver.mark_undone(conn, original, refund)
-        await self.resolver.receipts(conn, refund, "payer")
+        # Both sides were moved: the payer got amount and fee back, the payee gave the amount back.
+        await self.resolver.receipts(conn, refund, "payer", "payee")
         return refund
 
     async def _take_back_deposit(self, conn: AsyncConnection, refund: Payment, job: str | None) -> Payment:

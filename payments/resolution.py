@@ -6,6 +6,12 @@ synchronous answer, a status query, recovery). It locks the payment, records the
 `provider_events` (a duplicate stops there), ignores a verdict the payment already reached, refuses
 (and flags for a person) one the state machine forbids, and otherwise settles, unwinds or credits
 through `payments.settlement`, whose deterministic keys make a second attempt move nothing.
+
+A verdict that contradicts a final payment (M-Pesa's late success for a B2C whose money went back,
+an STK success after the deposit failed) moves nothing and flags the payment ``contradiction``,
+which the review queue lists (`payments.review_flags`). A success for a push that succeeded without
+its receipt (credited by STK query, which names none) keeps the receipt it brings, so that the
+receipt cannot be booked a second time (`payments.c2b`), or flags the push if it was.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.sql import sql
 from payments import payment_store as store
 from payments.commands import PaymentKind
 from payments.contacts import count_send
+from payments.intents import intent_refunded
 from payments.outbox import NewJob, enqueue_many
 from payments.payment_settings import (
-        JOB_SMS,
+    JOB_SMS,
     MPESA,
     PARKED_BY,
     STK_ORPHAN_EVENT,
@@ -33,6 +41,7 @@ from payments.payment_settings import (
 )
 from payments.payment_store import Payment
 from payments.providers.wave import Payout, PayoutStatus
+from payments.review_flags import flag_payment
 from payments.settlement import Settlement, lock_receipt, parked_receipt, wait_in_suspense
 from payments.states import InvalidTransition, PaymentStatus, check_transition, is_replay
 
@@ -76,6 +85,35 @@ def _stk_push(payment: Payment) -> bool:
     """Whether the payment is an M-Pesa deposit by STK push (named by its CheckoutRequestID)."""
     return (payment.kind == PaymentKind.DEPOSIT and payment.provider == MPESA and payment.provider_ref is not None
             and payment.provider_refs.get("source") is None)
+
+
+#: A payment's row and, for a refund, its original's, locked in one statement in the order of their
+#: ids: the original's first (a refund is always made after the payment it undoes).
+_LOCK_WITH_ORIGINAL = sql(
+    f"SELECT {store.PAYMENT_COLUMNS} FROM payments WHERE public_id = :p "
+    "OR id = (SELECT refund_of FROM payments WHERE public_id = :p) ORDER BY id FOR UPDATE")
+
+
+async def lock_with_original(conn: AsyncConnection, public_id: str) -> Payment | None:
+    """The payment named, its row locked until the transaction ends; for a refund, its original's
+    row locked before it.
+
+    IMPORTANT: the one lock order of a refund and its original, in every transaction that locks
+    both: the original first, then the refund. `Refunds.refund` locks the original and then makes
+    the refund; a verdict on the refund (here) takes the original's lock before the refund's, and
+    `_finish_refund` finds it held. Locking the refund first, as verdicts once did, deadlocks with
+    any transaction that holds the original and reaches for the refund. The rows are locked as the
+    ORDER BY returns them (PostgreSQL locks after sorting), and the original's id is the smaller."""
+    rows = (await conn.execute(_LOCK_WITH_ORIGINAL, {"p": public_id})).all()
+    return next((store.payment_from_row(row) for row in rows if row.public_id == public_id), None)
+
+
+def _contradiction(payment: Payment, outcome: Verdict) -> str:
+    """What a person reads of a provider's verdict that contradicts the final payment: what it
+    said, through what, and the receipt it names (to find on the statement)."""
+    receipt = outcome.refs.get("receipt")
+    named = f", receipt {receipt}" if isinstance(receipt, str) and receipt else ""
+    return f"provider said {outcome.status} while {payment.status} ({outcome.cause}{named})"
 
 
 def daraja_failure(code: int | str, desc: str, cause: str) -> Verdict:
@@ -133,7 +171,7 @@ class Resolver:
         refuses by raising: nothing is recorded); ``after`` runs once the verdict changed it, in
         the same transaction (an operator's verdict: its audit line, `payments.review`)."""
         async with self.engine.begin() as conn:
-            payment = await store.get_payment(conn, public_id, lock=True)
+            payment = await lock_with_original(conn, public_id)
             if payment is None:
                 return None, False
             if guard is not None:
@@ -143,16 +181,21 @@ class Resolver:
                 if not await store.record_provider_event(conn, provider, key, kind, summary, payment.id):
                     return payment, False
             target = outcome.status
-            if is_replay(payment.status, target):
+            # A success for a payment that succeeded, and may since have been reversed or refunded
+            # (our own doing), is no news either.
+            if is_replay(payment.status, target) or (outcome.succeeded and payment.status.settled):
+                if outcome.succeeded and payment.status is S.SUCCEEDED:
+                    payment = await self._keep_receipt(conn, payment, outcome)
                 return payment, False
             try:
                 check_transition(payment.status, target)
             except InvalidTransition:
                 # IMPORTANT: e.g. a success after we gave the money back. Never move money twice:
-                # flag it for a person, who reconciles with the provider's statement.
+                # flag it for a person (the review queue lists a final payment's ``contradiction``),
+                # who settles it by hand from the provider's statement.
                 log.error("payment %s: provider says %s but it is %s; flagged for review", public_id, target,
                           payment.status)
-                await store.note(conn, payment, {"needs_review": f"provider said {target} while {payment.status}"})
+                payment = await flag_payment(conn, payment, _contradiction(payment, outcome))
                 return payment, False
             if outcome.succeeded and _stk_push(payment) and not await self._claim_push(conn, payment, outcome):
                 return payment, False
@@ -195,6 +238,26 @@ class Resolver:
             await store.note_provider_event(conn, MPESA, payment.provider_ref, STK_ORPHAN_EVENT,
                                             {"outcome": "matched"}, payment_id=payment.id)
         return True
+
+    async def _keep_receipt(self, conn: AsyncConnection, payment: Payment, outcome: Verdict) -> Payment:
+        """A success for an STK push that succeeded without its receipt (recovery's STK query names
+        none): keep the receipt it brings, under the receipt's lock, so that no other path books it
+        again (`payments.c2b`: a booking by hand asks who holds it). If another payment holds it, or
+        it is parked in suspense, the push's money was booked twice: flagged for a person."""
+        receipt = outcome.refs.get("receipt")
+        if not (_stk_push(payment) and isinstance(receipt, str) and receipt) or payment.provider_refs.get("receipt"):
+            return payment
+        await lock_receipt(conn, receipt)
+        where = None
+        if await parked_receipt(conn, receipt):
+            where = "is parked in suspense"
+        elif holder := await store.holder_of_receipt(conn, MPESA, receipt, other_than=payment.id, failed_too=False):
+            where = f"is held by {holder}"
+        if where is None:
+            return await store.note(conn, payment, {"receipt": receipt})
+        log.error("payment %s: its receipt %s %s; flagged for review", payment.public_id, receipt, where)
+        return await flag_payment(conn, payment, f"its receipt {receipt} (a late STK callback's) {where}: "
+                                                 "the push's money may be booked twice")
 
     async def _finish(self, conn: AsyncConnection, payment: Payment, outcome: Verdict) -> Payment:
         details = {**outcome.details, **({"error": outcome.error_code} if outcome.error_code else {})}
@@ -245,6 +308,7 @@ class Resolver:
         """A provider's verdict on a refund it was asked to make (M-Pesa reversal, Wave refund or
         payout reversal): on success the money movement of `payments.settlement` for what the
         refund undoes, and the original becomes reversed / refunded, in this transaction."""
+        # Locked already, before the refund (`lock_with_original`): this reads it again, under that lock.
         original = await store.get_payment_by_id(conn, refund.refund_of or 0, lock=True)
         assert original is not None  # the foreign key and the check constraint guarantee it
         if outcome.succeeded:
@@ -266,23 +330,30 @@ class Resolver:
     async def mark_undone(self, conn: AsyncConnection, original: Payment, refund: Payment) -> Payment:
         """The original of a succeeded refund (whose row the caller locked) becomes ``refunded`` when
         a Wave checkout refund gave the money back, ``reversed`` otherwise (an M-Pesa reversal, a Wave
-        payout reversal, a payout whose money came back, a wallet payment reversed in the ledger)."""
+        payout reversal, a payout whose money came back, a wallet payment reversed in the ledger);
+        a payment intent it paid becomes ``refunded`` (`payments.intents.intent_refunded`)."""
         target = S.REFUNDED if refund.provider == WAVE and original.kind == PaymentKind.DEPOSIT else S.REVERSED
         if original.status is not S.SUCCEEDED:
             # IMPORTANT: never reached, since a refund is only made of a succeeded payment and at most
             # one at a time; if it were, the money has moved and a person must look.
             log.error("payment %s is %s, not succeeded, when its refund %s succeeded", original.public_id,
                       original.status, refund.public_id)
-            return await store.note(conn, original, {"needs_review": f"refund {refund.public_id} succeeded "
-                                                                      f"while the payment was {original.status}"})
-        return await store.transition(conn, original, target, cause=f"refund:{refund.public_id}",
-                                      details={"refund": refund.public_id})
+            return await flag_payment(conn, original, f"refund {refund.public_id} succeeded "
+                                                      f"while the payment was {original.status}")
+        undone = await store.transition(conn, original, target, cause=f"refund:{refund.public_id}",
+                                        details={"refund": refund.public_id})
+        # The payment intent it paid, if any, says so too, and its merchant hears of it.
+        await intent_refunded(conn, undone, refund)
+        return undone
 
-    async def flag(self, public_id: str, reason: str) -> None:
+    async def flag(self, public_id: str, reason: str, *, even_if_final: bool = False) -> None:
+        """Flag an open payment for a person. A final one only ``even_if_final`` (a provider's word
+        that contradicts it, `payments.review_flags`): otherwise a job or a result that came after
+        the end (a status query's failure, say) has nothing to show anyone."""
         async with self.engine.begin() as conn:
             payment = await store.get_payment(conn, public_id, lock=True)
-            if payment is not None and not payment.status.is_final:
-                await store.note(conn, payment, {"needs_review": reason})
+            if payment is not None and (even_if_final or not payment.status.is_final):
+                await flag_payment(conn, payment, reason)
 
     async def apply_wave_payout(self, payout: Payout, *, cause: str = "wave_payout_update",
                                     event_id: str | None = None) -> str:

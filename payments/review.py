@@ -19,12 +19,26 @@ pays it out can still go), and for a payment nobody flagged (recovery is still o
 can be parked first; a running one cannot (`outbox.park` refuses a job under a live lease: its
 request may be in flight), so the operator waits for its attempt to end. The job rows are locked
 with the payment, so no worker claims one between the check and the verdict.
+
+The queue holds more than what waits for a verdict (`payments.review_flags`): a **final** payment a
+provider's late word contradicts (``contradiction``: M-Pesa paid a B2C after its money was given
+back, an STK push succeeded after its deposit failed), and an STK push nobody recorded that M-Pesa
+could not confirm or that cannot be booked (``stk_orphan``). No verdict moves money on those: a
+person settles each by hand (README, Operators: a push's receipt is booked with `sauti mpesa
+book-c2b`; a payout paid twice is recovered from its recipient, nothing here takes money back) and
+then closes its flag (`close_flag`: who, why, audited), which takes it out of the queue.
+
+IMPORTANT: a Wave deposit whose checkout session the payer may still pay is not failed by a verdict:
+Wave is asked to expire the session first (`payments.wave_deposits.request_expiry`), and the
+deposit fails once Wave agrees, or is credited if the payer paid meanwhile; `decide` then returns it
+still open, with ``wave_expiry_requested`` among its references.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -40,6 +54,7 @@ from payments.payment_settings import (
     JOB_REVERSAL,
     JOB_STK_PUSH,
     JOB_WAVE_CHECKOUT,
+    JOB_WAVE_EXPIRE,
     JOB_WAVE_PAYOUT,
     JOB_WAVE_REFUND,
     JOB_WAVE_REVERSE,
@@ -47,11 +62,21 @@ from payments.payment_settings import (
 from payments.payment_store import Payment
 from payments.references import payment_reference
 from payments.resolution import Resolver, Verdict
+from payments.review_flags import (
+    CONTRADICTED,
+    CONTRADICTION,
+    CONTRADICTION_CLOSED,
+    OPEN_FLAGGED,
+    ORPHAN_FLAGGED,
+)
+from payments.states import PaymentStatus
+from payments.wave_deposits import may_still_be_paid, request_expiry
 
 #: The outbox jobs that send a request to a provider (their dedupe key is ``<job>:<public_id>``);
-#: status queries and SMS receipts move no money and are not among them.
+#: status queries and SMS receipts move no money and are not among them. Expiring a Wave session
+#: moves none either, but ends in a verdict of its own (`payments.wave_deposits`).
 PROVIDER_REQUESTS = (JOB_B2C, JOB_B2B, JOB_WAVE_PAYOUT, JOB_STK_PUSH, JOB_WAVE_CHECKOUT, JOB_REVERSAL,
-                     JOB_WAVE_REFUND, JOB_WAVE_REVERSE)
+                     JOB_WAVE_REFUND, JOB_WAVE_REVERSE, JOB_WAVE_EXPIRE)
 #: The longest reason and receipt an operator may give (they go into the history and the audit log).
 REASON_MAX, RECEIPT_MAX = 500, 64
 
@@ -96,9 +121,17 @@ class OperatorVerdict:
         object.__setattr__(self, "receipt", receipt if self.succeeded else None)
 
 
+#: What a queue item is: a payment (open, waiting for a verdict; or final, contradicted), or the
+#: callback of an STK push no payment names (`payments.stk_orphans`).
+PAYMENT, STK_ORPHAN = "payment", "stk_orphan"
+
+
 @dataclass(frozen=True)
 class Flagged:
-    """One payment in the review queue; ``reference`` as people read it (`payments.references`)."""
+    """One item of the review queue; ``reference`` as people read it (`payments.references`). For an
+    STK push nobody recorded (``subject`` ``stk_orphan``), ``reference`` and ``public_id`` are its
+    CheckoutRequestID, ``kind`` ``deposit`` and ``status`` what became of it (``pending`` while M-Pesa
+    has not confirmed it). ``final``: a final payment, which takes no verdict (`close_flag`)."""
 
     reference: str
     public_id: str
@@ -109,17 +142,110 @@ class Flagged:
     reason: str
     open_since: datetime
     flagged_at: datetime
+    subject: str = PAYMENT
+
+    @property
+    def final(self) -> bool:
+        return self.subject == PAYMENT and PaymentStatus(self.status).is_final
+
+
+#: Each part through its own index (`payments.review_flags`): open payments (``payments_open``), final
+#: ones contradicted and unrecorded pushes (partial indexes of migration 0021). A push parked in
+#: suspense is the suspense list's; ``needs_review: false`` is a flag a release answered.
+_FLAGGED = sql(
+    "SELECT * FROM ("
+    f"  (SELECT 'payment' AS subject, id, public_id, kind, status, amount, currency, provider, "
+    f"   provider_refs->>'needs_review' AS reason, created_at, updated_at FROM payments WHERE {OPEN_FLAGGED} "
+    "   ORDER BY created_at, id LIMIT :limit)"
+    "  UNION ALL"
+    f"  (SELECT 'payment', id, public_id, kind, status, amount, currency, provider, "
+    f"   provider_refs->>'contradiction', created_at, updated_at FROM payments WHERE {CONTRADICTED} "
+    "   ORDER BY id LIMIT :limit)"
+    "  UNION ALL"
+    "  (SELECT 'stk_orphan', id, event_key, 'deposit', coalesce(payload->>'outcome', 'pending'), "
+    "   coalesce((payload->>'amount')::bigint, 0), 'KES', provider, payload->>'needs_review', received_at, "
+    f"   received_at FROM provider_events WHERE {ORPHAN_FLAGGED} "
+    "   AND payload->>'needs_review' <> 'false' AND coalesce(payload->>'outcome', '') <> 'suspense' "
+    "   ORDER BY id LIMIT :limit)"
+    ") queue ORDER BY created_at, id LIMIT :limit")
 
 
 async def flagged(engine: AsyncEngine, *, limit: int = 100) -> list[Flagged]:
-    """Open payments flagged for a person, the longest waiting first."""
+    """What waits for a person, the longest waiting first: open payments flagged for a verdict,
+    final payments a provider's late word contradicts, and STK pushes nobody recorded that M-Pesa
+    could not confirm or that could not be booked (see the module's docstring)."""
     async with engine.connect() as conn:
-        rows = await conn.execute(sql(
-            "SELECT id, public_id, kind, status, amount, currency, provider, provider_refs->>'needs_review' AS reason, "
-            "created_at, updated_at FROM payments WHERE status IN ('created', 'pending', 'processing') "
-            "AND provider_refs ? 'needs_review' ORDER BY created_at, id LIMIT :limit"), {"limit": limit})
-        return [Flagged(payment_reference(r.id), r.public_id, r.kind, r.status, Money(r.amount, Currency(r.currency)),
-                        r.provider, r.reason, r.created_at, r.updated_at) for r in rows]
+        rows = await conn.execute(_FLAGGED, {"limit": limit})
+        return [Flagged(payment_reference(r.id) if r.subject == PAYMENT else r.public_id, r.public_id, r.kind,
+                        r.status, Money(r.amount, Currency(r.currency)), r.provider, r.reason, r.created_at,
+                        r.updated_at, r.subject) for r in rows]
+
+
+async def close_flag(engine: AsyncEngine, subject: str, reason: str, closed_by: str) -> Flagged:
+    """Take out of the queue what no verdict settles, once a person has settled it by hand: the
+    ``contradiction`` of a final payment (its public id or reference), or the flag of an STK push
+    nobody recorded (its CheckoutRequestID). What the flag said is kept, with who closed it, when
+    and why (``contradiction_closed`` on the payment, ``review_closed`` on the push's callback), and
+    audited (``review.close``). Raises `UnknownPayment` when ``subject`` names neither, and
+    `NotDecidable` when it names nothing to close (an open payment takes a verdict: `decide`).
+    Returns the item as it stood."""
+    why, who = _closing(reason, closed_by)
+    async with engine.begin() as conn:
+        named = subject.strip()
+        found = await store.find_payment(conn, named[:64])
+        if found is not None:
+            item = await _close_contradiction(conn, found, why, who)
+        else:
+            item = await _close_orphan(conn, named[:128], why, who)
+        await audit(conn, actor=who, action="review.close", subject=item.public_id,
+                    details={"reason": why, "flag": item.reason, "status": item.status})
+        return item
+
+
+def _closing(reason: object, closed_by: object) -> tuple[str, str]:
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX or not reason.isprintable():
+        raise InvalidRequest(f"say how it was settled (1 to {REASON_MAX} printable characters)")
+    if not isinstance(closed_by, str) or not closed_by.strip() or not closed_by.isprintable():
+        raise InvalidRequest("say who closes it")
+    return reason.strip(), closed_by.strip()
+
+
+async def _close_contradiction(conn: AsyncConnection, found: Payment, why: str, who: str) -> Flagged:
+    payment = await store.get_payment(conn, found.public_id, lock=True)
+    assert payment is not None
+    flag = payment.provider_refs.get(CONTRADICTION)
+    if not flag:
+        if payment.provider_refs.get("needs_review") and not payment.status.is_final:
+            raise NotDecidable(f"payment {payment.public_id} is {payment.status}, waiting for a verdict: "
+                               "`sauti payment decide` settles it")
+        raise NotDecidable(f"payment {payment.public_id} is {payment.status} and no provider contradicts it: "
+                           "nothing to close")
+    closed = {"flag": flag, "reason": why, "closed_by": who, "at": datetime.now(UTC).isoformat()}
+    await conn.execute(sql(
+        "UPDATE payments SET provider_refs = (provider_refs - 'contradiction') || CAST(:closed AS jsonb), "
+        "updated_at = now() WHERE id = :id"), {"closed": json.dumps({CONTRADICTION_CLOSED: closed}), "id": payment.id})
+    return Flagged(payment_reference(payment.id), payment.public_id, payment.kind, payment.status.value,
+                   payment.amount, payment.provider, str(flag), payment.created_at, payment.updated_at)
+
+
+async def _close_orphan(conn: AsyncConnection, checkout_id: str, why: str, who: str) -> Flagged:
+    row = (await conn.execute(sql(
+        "SELECT id, provider, payload, received_at FROM provider_events "
+        f"WHERE provider = 'mpesa' AND event_key = :k AND {ORPHAN_FLAGGED} FOR UPDATE"), {"k": checkout_id})).first()
+    payload = (json.loads(row.payload) if isinstance(row.payload, str) else row.payload) if row is not None else {}
+    if row is None or payload.get("needs_review") in (None, False):
+        raise UnknownPayment(f"no payment has the reference or id {checkout_id[:40]!r}, and no STK push nobody "
+                             "recorded is flagged under that CheckoutRequestID")
+    if payload.get("outcome") == "suspense":  # its money waits in suspense: releasing it answers the flag
+        raise NotDecidable(f"the push {checkout_id[:40]} was parked in suspense ({payload.get('receipt')}): release "
+                           "it with `sauti suspense credit` or `return`, which the suspense list shows")
+    closed = {"flag": payload["needs_review"], "reason": why, "closed_by": who, "at": datetime.now(UTC).isoformat()}
+    await conn.execute(sql(
+        "UPDATE provider_events SET payload = (payload - 'needs_review') || CAST(:closed AS jsonb) WHERE id = :id"),
+        {"closed": json.dumps({"review_closed": closed}), "id": row.id})
+    return Flagged(checkout_id, checkout_id, "deposit", str(payload.get("outcome") or "pending"),
+                   Money(int(payload.get("amount") or 0), Currency.KES), row.provider, str(payload["needs_review"]),
+                   row.received_at, row.received_at, STK_ORPHAN)
 
 
 async def find(engine: AsyncEngine, id_or_reference: str) -> Payment:
@@ -144,6 +270,8 @@ async def decide(engine: AsyncEngine, resolver: Resolver, verdict: OperatorVerdi
         {"receipt": verdict.receipt} if verdict.receipt else {})
     summary = {"succeeded": verdict.succeeded, "decided_by": verdict.decided_by.strip(),
                "reason": verdict.reason.strip(), "receipt": verdict.receipt}
+    if not verdict.succeeded and may_still_be_paid(found):
+        return await _expire_first(engine, found, outcome, summary, verdict.decided_by.strip())
     payment, changed = await resolver.apply(
         found.public_id, outcome, event=(found.provider or "sauti", f"operator:{found.public_id}", "operator_verdict",
                                          summary),
@@ -156,11 +284,32 @@ async def decide(engine: AsyncEngine, resolver: Resolver, verdict: OperatorVerdi
     return payment
 
 
+async def _expire_first(engine: AsyncEngine, found: Payment, outcome: Verdict, summary: dict[str, object],
+                        actor: str) -> Payment:
+    """A failure verdict on a Wave deposit whose session may still be paid: Wave is asked to expire
+    the session, and the job that asks applies ``outcome`` once Wave agrees (see the module's
+    docstring). Audited now, as the verdict is given; returns the payment, still open."""
+    async with engine.begin() as conn:
+        payment = await store.get_payment(conn, found.public_id, lock=True)
+        assert payment is not None
+        await _decidable(conn, payment, None)
+        await request_expiry(conn, payment, outcome)
+        await audit(conn, actor=actor, action="payment.decide", subject=payment.public_id,
+                    details={**summary, "pending": "Wave asked to expire the checkout session"})
+        refreshed = await store.get_payment(conn, payment.public_id)
+    assert refreshed is not None
+    return refreshed
+
+
 async def _decidable(conn: AsyncConnection, payment: Payment, receipt: str | None) -> None:
     """Refuse (`NotDecidable`) a verdict on a payment that is not waiting for one, or one that names
     a receipt another payment holds; called with the payment's row locked, in the verdict's
     transaction."""
     if payment.status.is_final:
+        if payment.provider_refs.get(CONTRADICTION):
+            raise NotDecidable(f"payment {payment.public_id} is {payment.status} already, and the provider said "
+                               f"otherwise since ({payment.provider_refs[CONTRADICTION]}): no verdict moves its "
+                               "money again; settle it by hand, then close the flag (sauti payment close-flag)")
         raise NotDecidable(f"payment {payment.public_id} is {payment.status} already: nothing to decide "
                            "(a refund undoes a succeeded one)")
     if not payment.provider_refs.get("needs_review"):

@@ -24,6 +24,14 @@ IMPORTANT: a push is credited once, whichever path comes first. Both lock the or
 orphan credit requires it ``pending`` and no payment with the push's id; a payment's own credit
 (`Resolver.apply`) marks it ``matched``, or, if the push was credited as an orphan meanwhile, flags
 the payment for a person instead of crediting it twice.
+
+What a person must look at is flagged ``needs_review`` on the event, and the review queue lists it
+(`payments.review.flagged`, `payments.review_flags`): M-Pesa refused the STK query, the push cannot
+be booked, its receipt was booked already, and, while the query cannot confirm it, a job that ran out
+of attempts. Such a job is not the end of it: recovery runs a fresh one for every orphan still
+``pending`` whose job was parked (`retry_parked`), one per parked job, so Daraja is asked again once
+it answers; a confirmation (or M-Pesa's denial) takes the flag off. A success callback after a
+failure one (recorded ``ignored``) makes the orphan ``pending`` after all: M-Pesa's query decides.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from db.sql import sql
 from payments import payment_store as store
 from payments.c2b import receipt_taken, wallet_owner_of
 from payments.commands import Channel, PaymentKind
@@ -83,8 +92,9 @@ class StkOrphans:
                    "outcome": "pending" if callback.succeeded else "ignored"}
         async with self.engine.begin() as conn:
             if not await store.record_provider_event(conn, MPESA, checkout_id, STK_ORPHAN_EVENT, summary):
-                return "duplicate"
-            if not callback.succeeded:
+                if not (callback.succeeded and await self._success_after_failure(conn, checkout_id, summary)):
+                    return "duplicate"
+            elif not callback.succeeded:
                 log.info("failed STK callback for a push we have no record of: recorded, nothing to credit")
                 return "ignored"
             grace = self.settings.stk_orphan_grace_s
@@ -94,6 +104,19 @@ class StkOrphans:
         log.warning("STK callback for a push we have no record of: kept; credited in %gs once M-Pesa confirms it, "
                     "unless its push is recorded meanwhile", self.settings.stk_orphan_grace_s)
         return "orphan"
+
+    async def _success_after_failure(self, conn: AsyncConnection, checkout_id: str, summary: dict[str, Any]) -> bool:
+        """A success callback for an orphan recorded as a failure (``ignored``: a 1037, say, and then
+        the payer's PIN after all): it becomes ``pending``, with what the success says and the failure
+        kept as ``earlier``, to be confirmed and credited as any orphan. False for anything else (a
+        replay, a success recorded already)."""
+        recorded = await store.provider_event(conn, MPESA, checkout_id, STK_ORPHAN_EVENT, lock=True)
+        if recorded is None or recorded.get("outcome") != "ignored":
+            return False
+        earlier = {k: recorded.get(k) for k in ("result_code", "result_desc")}
+        await store.note_provider_event(conn, MPESA, checkout_id, STK_ORPHAN_EVENT, {**summary, "earlier": earlier})
+        log.warning("STK success callback after a failure one, for a push we have no record of: kept")
+        return True
 
     async def run(self, job: Job) -> None:
         """The ``mpesa.stk_orphan`` job: confirm the push by STK query, then credit it (or park it)."""
@@ -135,9 +158,10 @@ class StkOrphans:
             raise
         if answer.state is StkState.SUCCEEDED:
             return True
-        # The callback claimed a success and M-Pesa says otherwise: believe M-Pesa, credit nothing.
+        # The callback claimed a success and M-Pesa says otherwise: believe M-Pesa, credit nothing
+        # (an earlier job's "never answered" is answered: nothing is left for a person).
         log.warning("an STK callback for a push we have no record of claimed a success M-Pesa denies")
-        await self._note(checkout_id, {"outcome": "refuted", "query_result_code": answer.result_code})
+        await self._note(checkout_id, {"outcome": "refuted", "query_result_code": answer.result_code}, unflag=True)
         return False
 
     async def credit(self, checkout_id: str) -> str:
@@ -150,6 +174,9 @@ class StkOrphans:
                 event = await store.provider_event(conn, MPESA, checkout_id, STK_ORPHAN_EVENT, lock=True)
                 if event is None or event.get("outcome") != "pending":
                     return "done"
+                # Confirmed (or not asked): an earlier job's "never answered" flag is answered; what
+                # follows flags it again if a person must still look.
+                await _unflag(conn, checkout_id)
                 own = await store.find_by_provider_ref(conn, MPESA, checkout_id)
                 if own is not None:
                     # Its push job recorded it after all: its own path credits it.
@@ -200,6 +227,43 @@ class StkOrphans:
         await self.resolver.receipts(conn, payment, "payer")
         return "credited"
 
-    async def _note(self, checkout_id: str, extra: dict[str, Any]) -> None:
+    async def retry_parked(self, *, limit: int = 100) -> int:
+        """Run a fresh ``mpesa.stk_orphan`` job for each orphan still ``pending`` whose last job was
+        parked (its attempts ran out while M-Pesa could not confirm the push: Daraja down, the query
+        still pending). Called by every recovery round; the new job's key names the parked one, so
+        rounds that meet the same parked job enqueue it once. Returns how many were enqueued."""
         async with self.engine.begin() as conn:
+            rows = (await conn.execute(_PARKED_PENDING, {"kind": JOB_STK_ORPHAN, "limit": limit})).all()
+            for row in rows:
+                await enqueue(conn, JOB_STK_ORPHAN, {"checkout_request_id": row.checkout}, dedupe_key=row.next_key)
+        if rows:
+            log.warning("%d STK push(es) with no record still unconfirmed after their job gave up: asked again",
+                        len(rows))
+        return len(rows)
+
+    async def _note(self, checkout_id: str, extra: dict[str, Any], *, unflag: bool = False) -> None:
+        async with self.engine.begin() as conn:
+            if unflag:
+                await _unflag(conn, checkout_id)
             await store.note_provider_event(conn, MPESA, checkout_id, STK_ORPHAN_EVENT, extra)
+
+
+#: Parked orphan jobs whose push is still ``pending`` and that no job followed yet (the follower's key
+#: names the parked job: `retry_parked`). Through ``outbox_jobs_parked``, and the events' unique key.
+_PARKED_PENDING = sql(
+    "SELECT j.payload->>'checkout_request_id' AS checkout, "
+    "  j.kind || ':' || (j.payload->>'checkout_request_id') || ':after:' || j.id AS next_key "
+    "FROM outbox_jobs j JOIN provider_events e ON e.provider = 'mpesa' AND e.kind = 'stk_orphan' "
+    "  AND e.event_key = j.payload->>'checkout_request_id' "
+    "WHERE j.status = 'parked' AND j.kind = :kind AND e.payload->>'outcome' = 'pending' "
+    "AND NOT EXISTS (SELECT 1 FROM outbox_jobs n WHERE n.dedupe_key = "
+    "  j.kind || ':' || (j.payload->>'checkout_request_id') || ':after:' || j.id) "
+    "ORDER BY j.id LIMIT :limit")
+
+
+async def _unflag(conn: AsyncConnection, checkout_id: str) -> None:
+    """Take the orphan's event out of the review queue (its flag answered)."""
+    await conn.execute(sql(
+        "UPDATE provider_events SET payload = payload - 'needs_review' "
+        "WHERE provider = :pr AND event_key = :k AND kind = :kind AND payload ? 'needs_review'"),
+        {"pr": MPESA, "k": checkout_id, "kind": STK_ORPHAN_EVENT})

@@ -14,7 +14,8 @@ Who hears what:
 - ``payment.received``: the endpoints of a user's keys (a merchant's), when a payment other than a
   refund reaches that user's wallet, whoever made it (a customer paying by USSD, say);
 - ``payment_intent.succeeded``, ``.declined``, ``.cancelled``, ``.expired``: the endpoints of the
-  key that made the payment intent (`payments.intents`), when it ends (`enqueue_key_event`).
+  key that made the payment intent (`payments.intents`), when it ends (`enqueue_key_event`);
+  ``payment_intent.refunded`` when the payment that paid it is refunded.
 
 An event reads ``{"id": "evt_…", "type": "payment.succeeded", "created_at": ISO 8601,
 "data": {"payment": {…}}}``; the payment is as ``GET /v1/payments/{id}`` shows it (without its
@@ -51,7 +52,7 @@ RECEIVED = "payment.received"
 #: Every type an endpoint may receive, for the docs and the receivers' checks.
 EVENT_TYPES = ("payment.succeeded", "payment.failed", "payment.reversed", "payment.refunded", RECEIVED,
                "payment_intent.succeeded", "payment_intent.declined", "payment_intent.cancelled",
-               "payment_intent.expired")
+               "payment_intent.expired", "payment_intent.refunded")
 #: Sent only when its owner asks (`send_test_event`): an endpoint's first check of its signatures.
 TEST_EVENT = "webhook.test"
 #: Tries of one delivery before it is parked (`sauti webhook deliveries` lists it; `sauti outbox retry`

@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Job], Awaitable[None]]
 
 # A job's timeout is this share of its lease: the rest covers the claim-to-start delay and recording
-# the outcome, so a live worker's lease never expires under it.
-_TIMEOUT_SHARE_OF_LEASE = 0.8
+# the outcome, so a live worker's lease never expires under it (`gateway.settings` checks that the
+# HTTP timeouts a job waits on fit in the share).
+TIMEOUT_SHARE_OF_LEASE = 0.8
 # After a database error the loop waits, doubling up to this, instead of spinning.
 _MAX_ERROR_PAUSE_S = 30.0
 # What a database outage or restart raises (SQLAlchemy wraps the driver's errors, but not every path
@@ -77,7 +78,7 @@ class OutboxWorker:
             raise ValueError("concurrency must be at least 1")
         if poll_interval <= 0 or lease_s <= 0:
             raise ValueError("poll_interval and lease_s must be positive")
-        timeout = lease_s * _TIMEOUT_SHARE_OF_LEASE if job_timeout_s is None else job_timeout_s
+        timeout = lease_s * TIMEOUT_SHARE_OF_LEASE if job_timeout_s is None else job_timeout_s
         if not 0 < timeout < lease_s:
             raise ValueError(f"a job's timeout ({timeout}s) must be shorter than its lease ({lease_s}s)")
         self.engine = engine

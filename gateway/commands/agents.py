@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.commands.database_work import run_with_database
 from gateway.payments_resources import payment_settings, public_base_url
-from gateway.resources import pin_policy
+from gateway.resources import ledger_limits, pin_policy
 from gateway.settings import Settings
 from payments.agent_commands import TopUpFloat
 from payments.agents import AgentService, AgentSettings, register_agent
 from payments.cash_requests import agent_by_user
 from payments.identities import PinService, find_user_by_phone
-from payments.ledger import Ledger, LedgerLimits
+from payments.ledger import Ledger
 from payments.money import Money
 from payments.orchestrator import Payments
 
@@ -35,7 +35,7 @@ def _settings(ctx: click.Context) -> Settings:
 
 def _service(settings: Settings, engine: AsyncEngine) -> AgentService:
     """The agent service on a bare orchestrator (no provider clients: nothing here calls one)."""
-    ledger = Ledger(engine, LedgerLimits.from_major(settings.ledger.max_transaction))
+    ledger = Ledger(engine, ledger_limits(settings))
     policy = payment_settings(settings.payments, public_base_url(settings),
                               hot_account_shards=settings.ledger.hot_account_shards)
     return AgentService(Payments(engine, ledger, settings=policy), PinService(pin_policy(settings)),

@@ -14,20 +14,22 @@ sandbox`, or `sauti serve` with that port base).
 A customer's payment to our paybill whose confirmation never reached us is on the M-Pesa statement
 and not in Sauti (`sauti reconcile` says so). ``book-c2b`` books it from the statement's line; the
 wallet is credited once a transaction status query (run by the outbox worker) finds that receipt
-for that amount (`payments.c2b.C2BReceiver.book_missed`).
+for that amount (`payments.c2b.C2BReceiver.book_missed`). It is refused while an STK push deposit of
+that amount, from that number or into that wallet, holds no receipt (recovery credited it by an STK
+query, which names none): the line may be that push's, and booking it would credit the money twice.
+``--not-push REFERENCE`` books it anyway once the statement shows that deposit's own line under
+another receipt.
 """
 
 from __future__ import annotations
 
-import asyncio
-
 import click
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import create_engine
-from gateway.commands.database_work import run_with_payments
+from gateway.commands.database_work import run_with_database, run_with_payments
 from gateway.commands.payment_operator import operator_name
 from gateway.payments_resources import ProvidersUnavailable, open_payments, public_base_url
-from gateway.resources import build_ledger, database_url
+from gateway.resources import build_ledger
 from gateway.settings import Settings
 from payments.commands import mpesa_receipt
 from payments.errors import InvalidRequest, PaymentsError
@@ -49,15 +51,14 @@ def mpesa() -> None:
 def register_c2b(ctx: click.Context) -> None:
     """Register our C2B validation and confirmation URLs for the configured shortcode."""
     settings: Settings = ctx.obj["settings"]
-    registered = asyncio.run(_register(settings))
+    registered = run_with_database(settings, lambda engine: _register(settings, engine), pool_size=1)
     shown = f"{public_base_url(settings)}/callbacks/***"
     click.echo(f"Daraja registered the C2B URLs ({registered.response_description}):\n"
                f"  validation   {shown}{CALLBACK_C2B_VALIDATION}\n"
                f"  confirmation {shown}{CALLBACK_C2B_CONFIRMATION}")
 
 
-async def _register(settings: Settings) -> C2BRegistration:
-    engine = create_engine(await database_url(settings), pool_size=1)
+async def _register(settings: Settings, engine: AsyncEngine) -> C2BRegistration:
     try:
         async with open_payments(settings, engine, build_ledger(engine, settings), serving=False) as runtime:
             if runtime.payments.providers.daraja is None:
@@ -69,8 +70,6 @@ async def _register(settings: Settings) -> C2BRegistration:
         raise click.ClickException(str(exc)) from None
     except (ProviderError, InvalidRequest) as exc:
         raise click.ClickException(f"Daraja refused the registration: {exc}") from None
-    finally:
-        await engine.dispose()
 
 
 @mpesa.command("book-c2b")
@@ -81,11 +80,15 @@ async def _register(settings: Settings) -> C2BRegistration:
 @click.option("--reason", default="confirmation never came; on the M-Pesa statement", show_default=True,
               help="Kept in the audit log.")
 @click.option("--by", "booked_by", default=operator_name, show_default="your user name", help="Who books it.")
+@click.option("--not-push", "not_pushes", multiple=True, metavar="REFERENCE",
+              help="A deposit credited without a receipt that the refusal named, whose own line the statement "
+                   "shows under another receipt (found by its CheckoutRequestID). Kept in the audit log.")
 @click.pass_context
 def book_c2b(ctx: click.Context, receipt: str, amount: str, account: str, msisdn: str, reason: str,
-             booked_by: str) -> None:
+             booked_by: str, not_pushes: tuple[str, ...]) -> None:
     """Book the payment to our paybill with M-Pesa receipt RECEIPT, from its statement line: the
-    wallet is credited once M-Pesa confirms that receipt for that amount."""
+    wallet is credited once M-Pesa confirms that receipt for that amount. Refused while an STK push
+    deposit of that amount from that number holds no receipt (the line may be its own)."""
     settings: Settings = ctx.obj["settings"]
     if not booked_by.strip():
         raise click.ClickException("say who books it (--by)")
@@ -97,7 +100,8 @@ def book_c2b(ctx: click.Context, receipt: str, amount: str, account: str, msisdn
 
     async def act(payments: Payments) -> tuple[str, Payment | None]:
         outcome = await payments.book_missed_c2b(receipt=trans_id, amount=money, account=account, phone=msisdn,
-                                                 booked_by=booked_by.strip(), reason=reason.strip())
+                                                 booked_by=booked_by.strip(), reason=reason.strip(),
+                                                 not_pushes=not_pushes)
         async with payments.engine.connect() as conn:
             return outcome, await find_by_provider_ref(conn, MPESA, trans_id)
 

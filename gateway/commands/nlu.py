@@ -1,25 +1,31 @@
 """`sauti nlu`: evaluate an NLU backend on a labelled test set, and export the data for Rasa.
 
-    sauti nlu eval [--backend embedded|rasa] [--rasa-url URL] [--data FILE]
+    sauti nlu eval [--backend embedded|rasa] [--rasa-url URL] [--data FILE] [--threshold T] [--cache-dir DIR]
     sauti nlu export-rasa DIR
 
-Also runnable alone: `python -m gateway.commands.nlu eval`.
+`eval` measures the parser the gateway would use: its backend, confidence threshold, training data
+(``data_dir``), cache, and Rasa server with its token and timeout come from the ``nlu:`` settings;
+the options override them for the run. Also runnable alone (`python -m gateway.commands.nlu eval`),
+with the settings `sauti` would read (./config.yml or $SAUTI_CONFIG, and the environment).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import click
 
+from gateway.settings import ConfigError, load_settings
 from nlu.evaluation import Report, evaluate, evaluate_async
-from nlu.parser import DEFAULT_CONFIDENCE_THRESHOLD, load_embedded_parser
-from nlu.rasa_backend import RasaError, RasaParser
+from nlu.rasa_backend import RasaError
 from nlu.rasa_export import export_rasa
-from nlu.training_data import DataError, TrainingData, load, load_directory
+from nlu.settings import EMBEDDED, RASA, NluSettings
+from nlu.training_data import DataError, TrainingData, load
 
-DEFAULT_TESTSET = Path("tests/nlu/testset.yml")
+#: The labelled test set kept beside the code: found from any directory the command runs in.
+DEFAULT_TESTSET = Path(__file__).resolve().parents[2] / "tests" / "nlu" / "testset.yml"
 
 
 @click.group("nlu")
@@ -39,38 +45,54 @@ def _load_test_set(path: Path) -> TrainingData:
     return data
 
 
-async def _evaluate_rasa(url: str, data: TrainingData, threshold: float) -> Report:
-    async with RasaParser(url, confidence_threshold=threshold, data=load_directory()) as parser:
+def _configured(ctx: click.Context) -> NluSettings:
+    """The ``nlu:`` settings: those `sauti` loaded, or (run alone) read as `sauti` reads them."""
+    settings = ctx.obj.get("settings") if isinstance(ctx.obj, dict) else None
+    if settings is None:
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+    return settings.nlu.nlu_settings()
+
+
+async def _evaluate_rasa(chosen: NluSettings, data: TrainingData) -> Report:
+    async with chosen.rasa_parser() as parser:
         return await evaluate_async(parser, data)
 
 
 @nlu.command("eval")
-@click.option("--backend", type=click.Choice(["embedded", "rasa"]), default="embedded", show_default=True,
+@click.option("--backend", type=click.Choice([EMBEDDED, RASA]), default=None, show_default="nlu.backend",
               help="Which parser to evaluate.")
-@click.option("--rasa-url", default="http://localhost:5005", show_default=True,
-              help="Rasa server (for --backend rasa), started with --enable-api.")
-@click.option("--data", "data_file", type=click.Path(path_type=Path), default=DEFAULT_TESTSET,
-              show_default=True, help="Labelled test set in Rasa YAML (with a `contacts:` list).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=DEFAULT_CONFIDENCE_THRESHOLD,
-              show_default=True, help="Confidence below which a payment reading becomes a question.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("var/cache/nlu"), show_default=True,
+@click.option("--rasa-url", default=None, show_default="nlu.rasa_url",
+              help="Rasa server (for --backend rasa), started with --enable-api; its token is nlu.rasa_token.")
+@click.option("--data", "data_file", type=click.Path(path_type=Path), default=None,
+              show_default="tests/nlu/testset.yml", help="Labelled test set in Rasa YAML (with a `contacts:` list).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, show_default="nlu.confidence_threshold",
+              help="Confidence below which a payment reading becomes a question.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, show_default="nlu.cache_dir",
               help="Where the embedded parser's trained model is cached.")
-@click.option("--failures", type=int, default=25, show_default=True, help="How many failures to list.")
-def eval_command(backend: str, rasa_url: str, data_file: Path, threshold: float, cache_dir: Path,
-                 failures: int) -> None:
+@click.option("--failures", type=click.IntRange(min=0), default=25, show_default=True,
+              help="How many failures to list.")
+@click.pass_context
+def eval_command(ctx: click.Context, backend: str | None, rasa_url: str | None, data_file: Path | None,
+                 threshold: float | None, cache_dir: Path | None, failures: int) -> None:
     """Run a backend over a test set and print accuracy, per-entity exact match and latency."""
-    data = _load_test_set(data_file)
-    if backend == "embedded":
-        try:
-            parser = load_embedded_parser(cache_dir=cache_dir, confidence_threshold=threshold)
-        except DataError as error:
-            raise click.ClickException(f"bad training data: {error}") from None
-        report = evaluate(parser, data)
-    else:
-        try:
-            report = asyncio.run(_evaluate_rasa(rasa_url, data, threshold))
-        except RasaError as error:
-            raise click.ClickException(str(error)) from None
+    configured = _configured(ctx)
+    chosen = dataclasses.replace(
+        configured, backend=backend or configured.backend, rasa_url=rasa_url or configured.rasa_url,
+        confidence_threshold=configured.confidence_threshold if threshold is None else threshold,
+        cache_dir=configured.cache_dir if cache_dir is None else cache_dir)
+    data = _load_test_set(data_file or DEFAULT_TESTSET)
+    try:
+        if chosen.backend == EMBEDDED:
+            report = evaluate(chosen.embedded_parser(), data)
+        else:
+            report = asyncio.run(_evaluate_rasa(chosen, data))
+    except DataError as error:
+        raise click.ClickException(f"bad training data: {error}") from None
+    except RasaError as error:
+        raise click.ClickException(str(error)) from None
     click.echo(report.to_text(failures=failures))
 
 

@@ -1,7 +1,9 @@
 """What operators do to payments: `sauti payment review` and `sauti payment decide` (the payments
 recovery left for a person, and a verdict on one once the provider's statement has been read;
-`payments.review` says which and what a verdict does), and `sauti payment refund` (any refund,
-M-Pesa payouts' included, which the API leaves to operators; `payments.refunds`)."""
+`payments.review` says which and what a verdict does), `sauti payment close-flag` (what no verdict
+settles: a final payment a provider's late word contradicts, an STK push nobody recorded, once a
+person has settled it by hand), and `sauti payment refund` (any refund, M-Pesa payouts' included,
+which the API leaves to operators; `payments.refunds`)."""
 
 from __future__ import annotations
 
@@ -32,8 +34,10 @@ def operator_name() -> str:
               help="Show at most this many, the longest waiting first.")
 @click.pass_context
 def payment_review(ctx: click.Context, limit: int) -> None:
-    """Open payments flagged for a person: what M-Pesa or Wave could not vouch for. Read each in
-    the provider's statement (`sauti reconcile` lists them beside it), then `sauti payment decide`."""
+    """What waits for a person: open payments M-Pesa or Wave could not vouch for (read each in the
+    provider's statement, `sauti reconcile` lists them beside it, then `sauti payment decide`), final
+    payments a provider's late word contradicts and STK pushes nobody recorded that M-Pesa could not
+    confirm (settle each by hand, then `sauti payment close-flag`)."""
     settings: Settings = ctx.obj["settings"]
     queue = run_with_database(settings, lambda engine: review.flagged(engine, limit=limit))
     if not queue:
@@ -44,8 +48,10 @@ def payment_review(ctx: click.Context, limit: int) -> None:
     for item in queue:
         waited = now - item.open_since
         hours = waited.total_seconds() / 3600
-        click.echo(f"  {item.reference}  {item.public_id}  {item.kind} {item.amount} via "
-                   f"{item.provider or '-'}, {item.status} for {hours:.1f} h: {item.reason}")
+        then = " (settle by hand, then close-flag)" if item.final or item.subject == review.STK_ORPHAN else ""
+        what = "STK push nobody recorded" if item.subject == review.STK_ORPHAN else item.kind
+        click.echo(f"  {item.reference}  {item.public_id}  {what} {item.amount} via "
+                   f"{item.provider or '-'}, {item.status} for {hours:.1f} h: {item.reason}{then}")
 
 
 @click.command("decide")
@@ -73,6 +79,20 @@ def payment_decide(ctx: click.Context, reference: str, outcome: str | None, rece
     payment = run_with_payments(settings, lambda payments: payments.decide(verdict))
     click.echo(f"{payment.reference}  {payment.public_id}: {payment.status} "
                f"(decided by {decided_by}).")
+
+
+@click.command("close-flag")
+@click.argument("subject")
+@click.option("--reason", required=True, help="How it was settled (kept with the payment and in the audit log).")
+@click.option("--by", "closed_by", default=operator_name, show_default="your user name", help="Who closes it.")
+@click.pass_context
+def payment_close_flag(ctx: click.Context, subject: str, reason: str, closed_by: str) -> None:
+    """Take out of the review queue what no verdict settles, once settled by hand: a final payment
+    a provider's late word contradicts (SUBJECT: its reference), or an STK push nobody recorded
+    (SUBJECT: its CheckoutRequestID). Moves no money; kept with who and why, and audited."""
+    settings: Settings = ctx.obj["settings"]
+    closed = run_with_database(settings, lambda engine: review.close_flag(engine, subject, reason, closed_by))
+    click.echo(f"{closed.reference}  {closed.public_id}: flag closed by {closed_by} ({closed.reason}).")
 
 
 @click.command("refund")

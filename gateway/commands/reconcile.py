@@ -14,7 +14,6 @@ Exit status: 0 all matched, 1 discrepancies found (listed), 2 the reconciliation
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,10 +22,10 @@ from pathlib import Path
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import create_engine
+from gateway.commands.database_work import run_with_database
 from gateway.payments_resources import ProvidersUnavailable, open_payments
 from gateway.reconciliation import moment, statement_sources
-from gateway.resources import build_ledger, database_url
+from gateway.resources import build_ledger
 from gateway.settings import Settings
 from payments.errors import InvalidRequest, PaymentsError
 from payments.provider_statements import MPESA, WAVE, MpesaCsvStatement
@@ -71,22 +70,23 @@ def reconcile_command(ctx: click.Context, start: datetime, end: datetime | None,
     end = end or datetime.now(UTC)
     if provider == WAVE and mpesa_statement is not None:
         raise click.UsageError("--mpesa-statement goes with M-Pesa, not --provider wave")
+    grace = timedelta(minutes=grace_minutes)
+
+    async def work(engine: AsyncEngine) -> ReconcileReport:
+        try:
+            return await _reconcile(settings, engine, start, end, provider, mpesa_statement, grace)
+        except (ProvidersUnavailable, ProviderError, PaymentsError) as exc:
+            raise CannotReconcile(str(exc)) from None
+
     try:
-        report = asyncio.run(_run(settings, start, end, provider, mpesa_statement, timedelta(minutes=grace_minutes)))
-    except (ProvidersUnavailable, ProviderError, PaymentsError) as exc:
-        raise CannotReconcile(str(exc)) from None
+        report = run_with_database(settings, work)
+    except CannotReconcile:
+        raise
+    except click.ClickException as exc:  # the database out of reach or refusing: it could not run either
+        raise CannotReconcile(exc.message) from None
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.render())
     if not report.ok:
         sys.exit(1)
-
-
-async def _run(settings: Settings, start: datetime, end: datetime, provider: str | None,
-               mpesa_statement: Path | None, grace: timedelta) -> ReconcileReport:
-    engine = create_engine(await database_url(settings), pool_size=2)
-    try:
-        return await _reconcile(settings, engine, start, end, provider, mpesa_statement, grace)
-    finally:
-        await engine.dispose()
 
 
 async def _reconcile(settings: Settings, engine: AsyncEngine, start: datetime, end: datetime, provider: str | None,

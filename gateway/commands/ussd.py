@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import click
 
-from db.engine import create_engine
 from dialogs.assembly import sauti_journeys
 from dialogs.catalog import CatalogError
 from dialogs.journey import JourneyError, draw
 from dialogs.session_outcomes import ScreenCount, drop_offs
-from gateway.resources import database_url
+from gateway.commands.database_work import run_with_database
+from gateway.commands.option_checks import finite
 
 
 def _journeys(ctx: click.Context):
@@ -46,23 +45,19 @@ def check(ctx: click.Context) -> None:
                f"languages {', '.join(journeys.catalogs.languages)}: valid")
 
 
+#: The longest look back `drop-offs` takes (a year): further back is no question about today's journeys.
+MAX_HOURS = 366 * 24
+
+
 @ussd.command("drop-offs")
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
-              help="Sessions that ended in this many past hours.")
+@click.option("--hours", type=click.FloatRange(min=0, max=MAX_HOURS, min_open=True), default=24.0, show_default=True,
+              callback=finite, help=f"Sessions that ended in this many past hours (at most {MAX_HOURS}).")
 @click.pass_context
 def drop_offs_command(ctx: click.Context, hours: float) -> None:
     """Where sessions ended, by screen: dropped (the caller gave up or timed out), completed, failed."""
     settings = ctx.obj["settings"]
     since = datetime.now(UTC) - timedelta(hours=hours)
-
-    async def read() -> list[ScreenCount]:
-        engine = create_engine(await database_url(settings), pool_size=1)
-        try:
-            return await drop_offs(engine, since)
-        finally:
-            await engine.dispose()
-
-    rows = asyncio.run(read())
+    rows: list[ScreenCount] = run_with_database(settings, lambda engine: drop_offs(engine, since), pool_size=1)
     if not rows:
         click.echo(f"no USSD session ended in the last {hours:g} h")
         return

@@ -8,13 +8,13 @@ is sent again with ``sauti outbox retry JOB_ID``.
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.commands.database_work import run_with_database
+from gateway.commands.option_checks import finite
 from gateway.settings import Settings
 from payments.api_keys import get_api_key, key_prefix
 from payments.webhook_endpoints import (
@@ -101,16 +101,10 @@ def webhook_disable(ctx: click.Context, endpoint: str) -> None:
     click.echo(f"webhook endpoint {done.public_id} ({done.url}) disabled at {done.disabled_at:%Y-%m-%d %H:%M:%S %Z}")
 
 
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not math.isfinite(value):  # FloatRange lets NaN through: it fails no comparison
-        raise click.BadParameter("give a number of hours")
-    return value
-
-
 @webhook.command("roll")
 @click.argument("endpoint")
 @click.option("--keep-previous-hours", type=click.FloatRange(0, PREVIOUS_SECRET_VALID_MAX.total_seconds() / 3600),
-              default=PREVIOUS_SECRET_VALID.total_seconds() / 3600, show_default=True, callback=_finite,
+              default=PREVIOUS_SECRET_VALID.total_seconds() / 3600, show_default=True, callback=finite,
               help="How long the secret before keeps signing beside the new one (0: stop it now, as for a leak).")
 @click.pass_context
 def webhook_roll(ctx: click.Context, endpoint: str, keep_previous_hours: float) -> None:

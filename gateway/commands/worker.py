@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import create_engine
 from db.migrate import upgrade
 from gateway.commands.database_work import run_with_database
+from gateway.commands.payment_operator import operator_name
 from gateway.payments_resources import ProvidersUnavailable, open_payments
-from gateway.resources import build_ledger, database_url
+from gateway.resources import build_ledger
 from gateway.settings import Settings
 from gateway.worker_resources import build_workers, default_handlers
 from payments import outbox
+from payments.identities import audit
 from payments.worker import Handler
-
-T = TypeVar("T")
-
 
 #: An outbox job's id: a PostgreSQL bigint.
 JOB_ID = click.IntRange(1, 2**63 - 1)
@@ -40,14 +37,6 @@ JOB_ID = click.IntRange(1, 2**63 - 1)
 
 def _settings(ctx: click.Context) -> Settings:
     return ctx.obj["settings"]
-
-
-async def _with_engine(settings: Settings, pool_size: int, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    engine = create_engine(await database_url(settings), pool_size=pool_size)
-    try:
-        return await work(engine)
-    finally:
-        await engine.dispose()
 
 
 @click.command("worker")
@@ -64,7 +53,8 @@ def worker(ctx: click.Context, concurrency: int | None, once: bool) -> None:
     # A claim, an outcome per job in flight (webhook deliveries' too), the LISTEN connections, and
     # headroom for the handlers.
     pool_size = min(concurrency + settings.webhooks.concurrency + 5, 200)
-    asyncio.run(_with_engine(settings, pool_size, lambda engine: _work(settings, engine, concurrency, once)))
+    # A database out of reach, or migrated by a later release, is said in one line (`database_errors`).
+    run_with_database(settings, lambda engine: _work(settings, engine, concurrency, once), pool_size=pool_size)
 
 
 async def _work(settings: Settings, engine: AsyncEngine, concurrency: int, once: bool) -> None:
@@ -123,26 +113,60 @@ def outbox_status(ctx: click.Context) -> None:
         click.echo(f"{status:8} {n}")
 
 
+def _operator(by: str) -> str:
+    who = by.strip()
+    if not who or not who.isprintable():
+        raise click.ClickException("say who does it (--by)")
+    return who
+
+
 @outbox_group.command("retry")
 @click.argument("job_id", type=JOB_ID)
+@click.option("--reason", default=None, help="Why (kept in the audit log).")
+@click.option("--by", default=operator_name, show_default="your user name", help="Who runs it again.")
 @click.pass_context
-def outbox_retry(ctx: click.Context, job_id: int) -> None:
-    """Run a parked job again, with a fresh set of attempts."""
-    if not run_with_database(_settings(ctx), lambda engine: outbox.retry_parked(engine, job_id)):
+def outbox_retry(ctx: click.Context, job_id: int, reason: str | None, by: str) -> None:
+    """Run a parked job again, with a fresh set of attempts (audited as `outbox.retry`, as the operator
+    API's retry is)."""
+    who = _operator(by)
+    why = (reason or "").strip()
+
+    async def work(engine: AsyncEngine) -> bool:
+        async with engine.begin() as conn:  # the job and its audit line: both or neither
+            if not await outbox.retry_parked_in(conn, job_id):
+                return False
+            await audit(conn, actor=who, action="outbox.retry", subject=f"outbox_job:{job_id}",
+                        details={"reason": why} if why else None)
+        return True
+
+    if not run_with_database(_settings(ctx), work):
         raise click.ClickException(f"job {job_id} is not parked")
     click.echo(f"job {job_id} is pending again")
 
 
 @outbox_group.command("park")
 @click.argument("job_id", type=JOB_ID)
-@click.option("--reason", required=True, help="Why (kept in the job's last_error).")
+@click.option("--reason", required=True, help="Why (kept in the job's last_error and the audit log).")
+@click.option("--by", default=operator_name, show_default="your user name", help="Who parks it.")
 @click.pass_context
-def outbox_park(ctx: click.Context, job_id: int, reason: str) -> None:
+def outbox_park(ctx: click.Context, job_id: int, reason: str, by: str) -> None:
     """Stop a pending job from running (again). A job a worker is running now is refused: its request
-    may already be on its way to the provider."""
+    may already be on its way to the provider. Audited as `outbox.park`."""
+    who = _operator(by)
+    why = reason.strip()
+    if not why:
+        raise click.ClickException("say why (--reason)")
+
+    async def work(engine: AsyncEngine) -> bool:
+        async with engine.begin() as conn:  # the job and its audit line: both or neither
+            if not await outbox.park_in(conn, job_id, f"parked by an operator: {why}"):
+                return False
+            await audit(conn, actor=who, action="outbox.park", subject=f"outbox_job:{job_id}",
+                        details={"reason": why})
+        return True
+
     try:
-        parked = run_with_database(_settings(ctx), lambda engine: outbox.park(
-            engine, job_id, f"parked by an operator: {reason}"))
+        parked = run_with_database(_settings(ctx), work)
     except outbox.JobRunning as exc:
         raise click.ClickException(str(exc)) from None
     if not parked:

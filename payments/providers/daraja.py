@@ -43,9 +43,10 @@ WRONG_CREDENTIALS_OR_PROCESSING = "500.001.1001"
 
 _TOKEN_ERRORS = {INVALID_ACCESS_TOKEN, INVALID_ACCESS_TOKEN_B2C}
 
-# STK query ResultCode Safaricom answers in production while the payer still has the prompt
-# ("The transaction is still under processing"); treated like the 500.001.1001 error.
-_STK_QUERY_STILL_PROCESSING = 4999
+#: STK ResultCode Safaricom answers in production while the payer still has the prompt ("The
+#: transaction is still under processing"), in a query (treated like the 500.001.1001 error) or a
+#: callback (`payments.provider_results`): no answer yet.
+STK_STILL_PROCESSING = 4999
 
 
 class DarajaError(ProviderError):
@@ -352,7 +353,7 @@ class DarajaClient:
             result_code = int(str(raw_code))
         except ValueError:
             raise ProviderProtocolError(PROVIDER, f"STK query ResultCode is not a number: {raw_code!r}") from None
-        if result_code == _STK_QUERY_STILL_PROCESSING:
+        if result_code == STK_STILL_PROCESSING:
             state = StkState.PENDING
         else:
             state = StkState.SUCCEEDED if result_code == 0 else StkState.FAILED

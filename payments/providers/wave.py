@@ -431,6 +431,8 @@ class WaveClient:
         return tuple(parse_checkout_session(s) for s in _results(answer, "session search"))
 
     async def expire_checkout_session(self, session_id: str) -> None:
+        """Expire an open session: its link can no longer be paid. A session that is not open any
+        more (paid, or expired already) is refused with `WaveConflict` (409): read it to know which."""
         await self._request("POST", f"/v1/checkout/sessions/{session_id}/expire")
 
     async def refund_checkout_session(self, session_id: str) -> None:

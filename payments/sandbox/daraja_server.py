@@ -9,7 +9,8 @@ decrypted with the key of the certificate it serves (a wrong one gives ResultCod
 What it does: answers synchronously, then after ``callback_delay_s`` settles the request in its
 books and POSTs the result to CallBackURL / ResultURL (QueueTimeOutURL for ``queue_timeout``).
 An STK query answers ``500.001.1001`` "being processed" until then. C2B simulate POSTs validation,
-then (if accepted) confirmation, to the registered URLs. Failure modes: see `outcomes`.
+then (if accepted) confirmation, to the registered URLs; validation gets ``daraja_c2b_validation_timeout_s``
+(8 s, as Daraja) to answer, after which the registered ``ResponseType`` decides. Failure modes: see `outcomes`.
 
 Sandbox-only conventions where Daraja's own are unknown: a reused B2C OriginatorConversationID is
 refused with ``400.002.02``; status/reversal of an unknown receipt (or, for status, an unknown
@@ -764,8 +765,14 @@ class DarajaSandbox:
 
     async def _run_c2b(self, payment: dict[str, Any], urls: tuple[str, str, str], plan: Plan) -> None:
         validation_url, confirmation_url, response_type = urls
+        # Daraja waits ~8 s for a validation answer (`daraja_c2b_validation_timeout_s`), longer than
+        # for other callbacks; past it, the registered ResponseType decides.
         status, answer = await self.dispatcher.post(
-            validation_url, json.dumps(payment).encode(), kind="c2b_validation", reference=payment["TransID"]
+            validation_url,
+            json.dumps(payment).encode(),
+            kind="c2b_validation",
+            reference=payment["TransID"],
+            timeout_s=self.settings.daraja_c2b_validation_timeout_s,
         )
         if status is None or status >= 400:
             accepted = response_type == "Completed"  # what Daraja does when validation fails to answer

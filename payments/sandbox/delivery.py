@@ -80,8 +80,11 @@ class Dispatcher:
         reference: str,
         attempt: int = 1,
         headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> tuple[int | None, bytes]:
-        """POST `body` as JSON; returns the status (None when no answer came) and the answer body."""
+        """POST `body` as JSON; returns the status (None when no answer came) and the answer body.
+        ``timeout_s`` replaces the dispatcher's timeout for this POST (a provider that waits longer
+        for one kind of callback, as Daraja does for C2B validation)."""
         if self._session is None:
             raise RuntimeError("the dispatcher is not open")
         all_headers = {"Content-Type": "application/json", **(headers or {})}
@@ -89,7 +92,8 @@ class Dispatcher:
         error: str | None = None
         answer = b""
         try:
-            async with self._session.post(url, data=body, headers=all_headers) as resp:
+            timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
+            async with self._session.post(url, data=body, headers=all_headers, timeout=timeout) as resp:
                 status = resp.status
                 answer = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:

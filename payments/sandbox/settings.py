@@ -55,8 +55,12 @@ class SandboxSettings:
     callback_delay_s: float = 2.0
     #: How long a "slow" answer takes.
     slow_answer_s: float = 10.0
-    #: How long the sandbox waits for our callback endpoints to answer.
+    #: How long the sandbox waits for our callback endpoints to answer (results, confirmations, webhooks).
     callback_timeout_s: float = 5.0
+    #: How long Daraja waits for our C2B validation answer before applying the registered
+    #: ``ResponseType`` (the contract: "within ~8 s"). Its own knob, not ``callback_timeout_s``: a
+    #: validation answered after 6 s is honoured by Daraja, so the sandbox must honour it too.
+    daraja_c2b_validation_timeout_s: float = 8.0
     #: Wave webhook retries: the n-th retry waits base * 2**(n-1) seconds, at most max_attempts tries.
     webhook_retry_base_s: float = 1.0
     webhook_max_attempts: int = 8

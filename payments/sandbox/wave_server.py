@@ -9,7 +9,11 @@ payer's answer is a sandbox call, ``POST /_sandbox/checkout/sessions/{id}/approv
 ``{"payer_mobile": "+221…"}`` optional) or ``…/decline``; ``GET /c/{id}`` (the session's
 ``wave_launch_url``) shows both as buttons. Approval pays (less Wave's fee) unless the payer's
 number says otherwise (see `outcomes`), then a ``checkout.session.completed`` or
-``checkout.session.payment_failed`` webhook follows.
+``checkout.session.payment_failed`` webhook follows. A failed payment leaves the session ``open``
+(``payment_status`` ``cancelled``, with ``last_payment_error``): the payer may try again with the same
+link until the session expires, ``wave_checkout_ttl_s`` after its creation or when ``POST
+/v1/checkout/sessions/{id}/expire`` expires it (409 ``checkout-session-not-open`` once it is paid or
+expired). No webhook tells of an expiry (the contract has none): reading the session shows it.
 
 Payouts: ``Idempotency-Key`` required; the same key and body give back the same payout, the same key
 with another body gives 409 ``idempotency-mismatch``; a request with a key whose first request is still

@@ -168,6 +168,20 @@ async def test_a_missing_amount_is_asked_for_and_answered_by_text(gw: Gateway):
     assert "1,500 shillings" in read_back["text"]
 
 
+async def test_an_account_number_m_pesa_would_not_take_is_refused_before_the_pin(gw: Gateway):
+    """A spoken bill's account number is held to the rule of the USSD screen and the payments API
+    (letters and digits, 13 at most), and said so, before any PIN is asked."""
+    payer, _, key = await customer(gw)
+    status, heard = await call_api(gw, key, "/v1/voice/commands",
+                                   body={"text": "pay 1500 to paybill 888880 account KCA-123"})
+    assert status == 201 and heard["status"] == "failed", heard
+    assert "up to 13 letters and digits" in heard["text"], heard["text"]
+    status, heard = await call_api(gw, key, "/v1/voice/commands",
+                                   body={"text": "pay 1500 to paybill 888880 account KCA123"})
+    assert status == 201 and heard["status"] == "confirming" and "KCA123" in heard["text"], heard
+    assert await gw.scalar("SELECT count(*) FROM payments WHERE payer_user_id = :u", u=payer.id) == 0
+
+
 async def test_typed_text_with_control_characters_is_refused_and_line_breaks_are_spaces(gw: Gateway):
     _, _, key = await customer(gw)
     for text in ("send 50 to Mama\x00", "\x1b[2Jsend 50 to Mama", "send\x7f 50"):
@@ -498,6 +512,42 @@ async def test_a_pin_said_aloud_is_never_kept_digits_or_words(gw: Gateway):
     payment = await wait_for(gw, done["payment"]["reference"])
     # What the payment keeps (operators read it) is what was said before: no PIN, in any form.
     assert payment.transcript == "send 500 to Mama", payment.transcript
+
+
+async def test_a_bare_number_picks_by_place_even_when_a_request_asks_that_amount(gw: Gateway):
+    """The list was just read out by number: "2" is the second, not the request of 2 shillings
+    (said as money, it is that one). The read-back says which, and only the PIN pays it."""
+    payer, _, key = await customer(gw)
+    java_id = await ask(gw, await shop(gw, "Java House"), payer, 1500, "Lunch")
+    bag_id = await ask(gw, await shop(gw, "Naivas", suffix="321"), payer, 2, "Bag")
+
+    async def answered(said: str, language: str = "en") -> dict[str, Any]:
+        async with gw.engine.begin() as conn:
+            await conn.exec_driver_sql("UPDATE users SET language = $1 WHERE id = $2", (language, payer.id))
+        _, listed = await call_api(gw, key, "/v1/voice/commands", body={"text": "pay my payment request"})
+        assert listed["status"] == "asking", listed
+        _, reply = await call_api(gw, key, f"/v1/voice/commands/{listed['id']}/answer", body={"text": said})
+        return reply
+
+    _, listed = await call_api(gw, key, "/v1/voice/commands", body={"text": "show my payment requests"})
+    assert listed["text"].startswith("2 requests to pay are waiting. 1: Naivas, 2 shillings, for Bag. "
+                                     "2: Java House, 1,500 shillings, for Lunch."), listed
+    for said, language in (("2", "en"), ("two", "en"), ("the second", "en"), ("number 2", "en"),
+                           ("ya pili", "sw"), ("ombi la pili", "sw"), ("la deuxième", "fr"), ("la seconde", "fr"),
+                           ("numéro 2", "fr")):
+        reply = await answered(said, language)
+        assert reply["status"] == "confirming" and "Java House" in reply["text"], (said, reply)
+    for said in ("2 shillings", "Ksh 2"):
+        reply = await answered(said)
+        assert reply["status"] == "confirming" and reply["text"].startswith("Pay 2 shillings to Naivas"), (said, reply)
+    # "No" alone still cancels.
+    assert (await answered("no"))["status"] == "cancelled"
+
+    picked = await answered("2")
+    status, done = await call_api(gw, key, f"/v1/voice/commands/{picked['id']}/confirm", body={"pin": PIN})
+    assert status == 200 and done["status"] == "executed" and "to Java House" in done["text"], done
+    assert await gw.scalar("SELECT status FROM payment_intents WHERE public_id = :p", p=java_id) == "succeeded"
+    assert await gw.scalar("SELECT status FROM payment_intents WHERE public_id = :p", p=bag_id) == "pending"
 
 
 async def test_a_number_inside_an_amount_picks_no_request_by_its_place(gw: Gateway):

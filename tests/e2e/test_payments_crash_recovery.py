@@ -47,7 +47,12 @@ def config_tree(database_url: str, port: int, port_base: int) -> dict[str, Any]:
         "outbox": {"run_in_serve": False, "poll_interval_s": 0.05, "lease_s": 1, "backoff_base_s": 0.05,
                    "backoff_max_s": 0.3, "max_attempts": 50},
         "payments": {"callback_secret": SECRET, "stuck_after_s": 2, "recovery_interval_s": 1},
-        "providers": {"mode": "sandbox", "sandbox": {"run_in_serve": False, "port_base": port_base}},
+        # ... and calls that end before a job is cut short (at 80 % of the lease; the settings check it).
+        "webhooks": {"timeout_s": 0.75},
+        "providers": {"mode": "sandbox", "sandbox": {"run_in_serve": False, "port_base": port_base},
+                      "mpesa": {"timeout_s": 0.75, "connect_timeout_s": 0.5},
+                      "wave": {"timeout_s": 0.75, "connect_timeout_s": 0.5},
+                      "sms": {"connect_timeout_s": 0.35, "read_timeout_s": 0.4}},
         "logging": {"level": "WARNING", "access_log": False},
     }
 

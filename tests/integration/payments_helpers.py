@@ -183,21 +183,22 @@ class PaymentsWorld(LedgerViews):
             await asyncio.sleep(0.02)
 
 
-def daraja_settings(sandboxes: RunningSandboxes) -> DarajaSettings:
+def daraja_settings(sandboxes: RunningSandboxes, *, timeout_s: float = 5.0) -> DarajaSettings:
     settings = sandboxes.settings
     return DarajaSettings(
         consumer_key=settings.daraja_consumer_key, consumer_secret=settings.daraja_consumer_secret,
         shortcode=settings.daraja_shortcode, passkey=settings.daraja_passkey, base_url=sandboxes.urls.daraja,
         initiator_name=settings.daraja_initiator_name, initiator_password=settings.daraja_initiator_password,
-        certificate_pem=sandboxes.daraja_certificate_pem, timeout_s=5.0)
+        certificate_pem=sandboxes.daraja_certificate_pem, timeout_s=timeout_s)
 
 
 @asynccontextmanager
 async def payments_world(database_url: str, *, sandbox: dict[str, Any] | None = None,
-                         **settings: Any) -> AsyncIterator[PaymentsWorld]:
+                         daraja_timeout_s: float = 5.0, **settings: Any) -> AsyncIterator[PaymentsWorld]:
     """Everything the orchestrator talks to, started; stopped in reverse order on exit. ``sandbox``
-    overrides the sandboxes' test settings (e.g. a longer ``callback_delay_s``), ``settings`` the
-    orchestrator's."""
+    overrides the sandboxes' test settings (e.g. a longer ``callback_delay_s``), ``daraja_timeout_s``
+    how long the Daraja client waits for an answer (below the sandbox's ``slow_answer_s``: slow
+    answers time out), ``settings`` the orchestrator's."""
     async with AsyncExitStack() as stack:
         engine = create_engine(database_url, pool_size=10, max_overflow=10)
         stack.push_async_callback(engine.dispose)
@@ -206,14 +207,16 @@ async def payments_world(database_url: str, *, sandbox: dict[str, Any] | None = 
         sandboxes = await stack.enter_async_context(run_sandboxes(SandboxSettings.for_tests(
             wave_webhook_url=f"{base}/wave/webhook", **(sandbox or {}))))
         callbacks.wave_security = SigningSecret(sandboxes.settings.wave_webhook_secrets)
-        daraja = await stack.enter_async_context(DarajaClient(daraja_settings(sandboxes)))
+        daraja = await stack.enter_async_context(DarajaClient(daraja_settings(sandboxes, timeout_s=daraja_timeout_s)))
         wave = await stack.enter_async_context(WaveClient(WaveSettings(
             api_key=sandboxes.settings.wave_api_key, base_url=sandboxes.urls.wave, timeout_s=5.0)))
         sms = SmsSender(SmsSettings(username=sandboxes.settings.at_username, api_key=sandboxes.settings.at_api_key,
                                     base_url=sandboxes.urls.africastalking, sender_id="SAUTI"))
-        ledger = Ledger(engine, LedgerLimits.from_major(999_999))
+        policy = PaymentSettings(callback_base_url=base, **settings)
+        # As `gateway.resources.ledger_limits` sizes it: the amount cap plus the plans' largest fee on it.
+        ledger = Ledger(engine, LedgerLimits.for_payments(999_999, policy.fee_plans.values()))
         # Webhooks to the tests' receivers, on this machine.
-        payments = Payments(engine, ledger, settings=PaymentSettings(callback_base_url=base, **settings),
+        payments = Payments(engine, ledger, settings=policy,
                             providers=ProviderClients(daraja=daraja, wave=wave, sms=sms),
                             webhooks=WebhookSender(engine, allow_local=True))
         stack.push_async_callback(payments.webhooks.close)

@@ -541,3 +541,41 @@ async def test_sauti_worker_once_and_the_outbox_commands(outbox_db, db, caplog):
     assert parked.exit_code == 0
     job = await outbox.get_job(db, job_id)
     assert job is not None and job.last_error == "parked by an operator: duplicate"
+
+
+async def audit_lines(engine: AsyncEngine, job_id: int) -> list[tuple]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT actor, action, details FROM audit_log WHERE subject = :s ORDER BY id"),
+                                  {"s": f"outbox_job:{job_id}"})
+        return [tuple(row) for row in rows]
+
+
+async def test_outbox_retry_and_park_are_audited_with_who_and_why(outbox_db, db):
+    """As the operator API's retry is (`outbox.retry`): the CLI's retry and park wrote no audit line."""
+    parked = await add_job(db, "no.such.kind", max_attempts=1)
+    pending = await add_job(db, "no.such.kind", run_after=datetime.now(UTC) + timedelta(hours=1))
+    async with db.begin() as conn:
+        await conn.execute(text("UPDATE outbox_jobs SET status = 'parked', last_error = 'boom', finished_at = now() "
+                                "WHERE id = :id"), {"id": parked})
+
+    retried = await asyncio.to_thread(_sauti, "outbox", "retry", str(parked), "--by", "Alice Wanjiru",
+                                      "--reason", "M-Pesa is back", url=outbox_db)
+    assert retried.exit_code == 0, retried.output
+    done = await asyncio.to_thread(_sauti, "outbox", "park", str(pending), "--by", "Baraka", "--reason",
+                                   "paid by hand", url=outbox_db)
+    assert done.exit_code == 0, done.output
+    assert await audit_lines(db, parked) == [("Alice Wanjiru", "outbox.retry", {"reason": "M-Pesa is back"})]
+    assert await audit_lines(db, pending) == [("Baraka", "outbox.park", {"reason": "paid by hand"})]
+
+    # Refused: nothing changes, and nothing is audited.
+    again = await asyncio.to_thread(_sauti, "outbox", "retry", str(parked), "--by", "Alice", url=outbox_db)
+    assert again.exit_code == 1 and "is not parked" in again.output
+    nobody = await asyncio.to_thread(_sauti, "outbox", "park", str(parked), "--by", " ", "--reason", "x",
+                                     url=outbox_db)
+    assert nobody.exit_code == 1 and "--by" in nobody.output
+    (claimed,) = await outbox.claim(db, "w-live", limit=1, lease_s=60)  # the one pending again
+    running = await asyncio.to_thread(_sauti, "outbox", "park", str(claimed.id), "--reason", "x", url=outbox_db)
+    assert running.exit_code == 1 and "is running" in running.output
+    assert len(await audit_lines(db, parked)) == 1 and len(await audit_lines(db, pending)) == 1
+    job = await outbox.get_job(db, claimed.id)
+    assert job is not None and job.status == "running"

@@ -162,12 +162,53 @@ async def test_bad_requests_are_refused_before_anything_is_written(world, client
     assert status == 201 and intent["payee"]["phone"] == merchant.phone
 
 
+async def merchant_keys(world: PaymentsWorld, count: int) -> list[str]:
+    """``count`` more merchants, each with a key of its own: the API secrets."""
+    return [(await new_key(world, await new_merchant(world, f"Duka {n}")))[0] for n in range(count)]
+
+
 async def test_a_customer_has_at_most_so_many_open_intents(world, client):
     _, key, _, customer, _ = await merchant_and_customer(world)
-    for n in range(world.payments.settings.max_pending_intents):
-        assert (await call(client, "POST", "/v1/payment_intents", key, asked(customer), f"many-{n}"))[0] == 201
-    status, error = await call(client, "POST", "/v1/payment_intents", key, asked(customer), "many-x")
+    settings = world.payments.settings
+    # Several merchants ask (each holds no more than its own share), until the customer is full.
+    keys = [key, *await merchant_keys(world, settings.max_pending_intents)]
+    for n in range(settings.max_pending_intents):
+        use = keys[n // settings.max_pending_intents_per_merchant]
+        assert (await call(client, "POST", "/v1/payment_intents", use, asked(customer), f"many-{n}"))[0] == 201
+    status, error = await call(client, "POST", "/v1/payment_intents", keys[-1], asked(customer), "many-x")
     assert (status, error["error"]["code"]) == (422, "too_many_payment_intents")
+
+
+async def test_one_merchant_holds_at_most_its_share_of_a_customer_s_open_intents(world, client):
+    """One merchant cannot take all of a customer's places and keep every other merchant from asking."""
+    merchant, key, _, customer, _ = await merchant_and_customer(world)
+    share = world.payments.settings.max_pending_intents_per_merchant
+    assert share < world.payments.settings.max_pending_intents
+    made = []
+    for n in range(share):
+        status, intent = await call(client, "POST", "/v1/payment_intents", key, asked(customer), f"share-{n}")
+        assert status == 201, intent
+        made.append(intent)
+    status, error = await call(client, "POST", "/v1/payment_intents", key, asked(customer), "share-x")
+    assert (status, error["error"]["code"]) == (422, "too_many_payment_intents"), error
+    assert "as many as one merchant may" in error["error"]["message"], error
+    # Another key of the same merchant, or a platform key asking for it, is the same merchant.
+    second_key, _ = await new_key(world, merchant)
+    platform_key, _ = await new_key(world)
+    assert (await call(client, "POST", "/v1/payment_intents", second_key, asked(customer), "share-y"))[0] == 422
+    assert (await call(client, "POST", "/v1/payment_intents", platform_key,
+                        {**asked(customer), "payee": merchant.phone}, "share-z"))[0] == 422
+    # A retry of a request that was taken still answers it.
+    status, again = await call(client, "POST", "/v1/payment_intents", key, asked(customer), "share-0")
+    assert (status, again["public_id"]) == (200, made[0]["public_id"])
+    # Other merchants may still ask the customer.
+    (other,) = await merchant_keys(world, 1)
+    assert (await call(client, "POST", "/v1/payment_intents", other, asked(customer), "share-other"))[0] == 201
+    # One of the merchant's ends: its place is free again.
+    assert (await call(client, "POST", f"/v1/payment_intents/{made[0]['public_id']}/cancel", key))[0] == 200
+    assert (await call(client, "POST", "/v1/payment_intents", key, asked(customer), "share-x"))[0] == 201
+    assert await world.scalar("SELECT count(*) FROM payment_intents WHERE payer_user_id = :u AND "
+                              "payee_user_id = :m AND status = 'pending'", u=customer.id, m=merchant.id) == share
 
 
 # -- paying ----------------------------------------------------------------------------------------
@@ -348,9 +389,24 @@ async def test_cancelling_and_asking_again_cannot_flood_a_customer(world, client
 
 async def test_concurrent_creations_keep_to_the_cap(world, client):
     _, key, _, customer, _ = await merchant_and_customer(world)
-    answers = await asyncio.gather(*(call(client, "POST", "/v1/payment_intents", key, asked(customer), f"burst-{n}")
-                                     for n in range(16)))
-    assert sorted(status for status, _ in answers).count(201) == world.payments.settings.max_pending_intents
+    settings = world.payments.settings
+    # More merchants than the customer has places for, each asking more often than its share, at once.
+    keys = [key, *await merchant_keys(world, settings.max_pending_intents // settings.max_pending_intents_per_merchant)]
+    answers = await asyncio.gather(*(call(client, "POST", "/v1/payment_intents", use, asked(customer),
+                                          f"burst-{n}") for n in range(6) for use in keys))
+    assert sorted(status for status, _ in answers).count(201) == settings.max_pending_intents, answers
+    held = await world.rows("SELECT count(*) AS n FROM payment_intents WHERE payer_user_id = :u AND status = 'pending' "
+                            "GROUP BY payee_user_id", u=customer.id)
+    assert len(held) == len(keys) and max(row.n for row in held) <= settings.max_pending_intents_per_merchant, held
+
+
+async def test_one_merchant_s_concurrent_creations_keep_to_its_share(world, client):
+    _, key, _, customer, _ = await merchant_and_customer(world)
+    answers = await asyncio.gather(*(call(client, "POST", "/v1/payment_intents", key, asked(customer), f"rush-{n}")
+                                     for n in range(8)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses.count(201) == world.payments.settings.max_pending_intents_per_merchant, answers
+    assert set(statuses) == {201, 422}, answers
 
 
 async def test_one_key_for_several_customers_at_once_is_one_intent_and_conflicts(world, client):

@@ -397,6 +397,50 @@ async def test_a_quote_prices_the_payment_and_names_the_recipient(world, client)
     assert status == 400 and bad["error"]["code"] == "invalid_kind"
 
 
+async def test_a_quote_prices_only_what_post_payments_makes(world, client):
+    """A quote prices a payment ``POST /v1/payments`` makes with an amount of its own: a refund gives
+    a whole payment back and an agent prices its cash-ins and cash-outs, so those kinds are refused
+    (a cash-in was quoted with a fee no cash-in is charged)."""
+    payer = await world.user()
+    key = await new_key(world, payer)
+    for kind in ("cash_in", "cash_out", "refund"):
+        status, refused = await post(client, "/v1/quotes", key, {"kind": kind, "amount": "1000", "currency": "KES"})
+        assert status == 400 and refused["error"]["code"] == "invalid_kind", (kind, refused)
+        assert "p2p, send_to_phone" in refused["error"]["message"] and "refund" in refused["error"]["message"]
+
+
+async def test_a_deposit_quote_is_not_refused_by_the_day_s_spending(world, client):
+    """Deposits are limited per transaction only, as ``POST /v1/payments`` takes them."""
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(80_000, KES))
+    key = await new_key(world, payer)
+    status, _ = await post(client, "/v1/payments", key, {"kind": "p2p", "recipient": payee.phone,
+                                                         "amount": "70000", "currency": "KES"}, "spend-all")
+    assert status == 201
+    status, refused = await post(client, "/v1/quotes", key, {"amount": "1000", "currency": "KES"})
+    assert status == 422 and refused["error"]["code"] == "limit_exceeded"
+    status, deposit = await post(client, "/v1/quotes", key, {"kind": "deposit", "amount": "1000", "currency": "KES"})
+    assert status == 200 and deposit["fee_minor"] == 0 and deposit["total"] == "1000.00", deposit
+
+
+async def test_kes_to_a_senegalese_wallet_is_refused_with_its_own_code(world, client):
+    """A wallet holds its number's currency: KES paid to a Senegalese user would land in a KES wallet
+    they never see. The quote and the payment are refused, and nothing is written."""
+    payer, awa = await world.user(), await world.user(XOF, name="Awa")
+    await world.fund(payer, Money.of(1000, KES))
+    key = await new_key(world, payer)
+    body = {"recipient": awa.phone, "amount": "500", "currency": "KES"}
+    status, quoted = await post(client, "/v1/quotes", key, body)
+    assert status == 400 and quoted["error"]["code"] == "recipient_currency_mismatch", quoted
+    before = await count_payments(world)
+    for kind in ("p2p", "send_to_phone"):
+        status, refused = await post(client, "/v1/payments", key, {"kind": kind, **body}, f"to-awa-{kind}")
+        assert status == 400 and refused["error"]["code"] == "recipient_currency_mismatch", refused
+        assert "holds XOF" in refused["error"]["message"]
+    assert await count_payments(world) == before
+    assert await world.wallet(payer) == Money.of(1000, KES) and await world.wallet(awa, KES) == Money.zero(KES)
+
+
 # -- wallet history --------------------------------------------------------------------------------
 
 
@@ -466,9 +510,9 @@ async def test_bills_tills_and_pochis_are_paid_through_m_pesa(world, client):
     base = {"amount": "100", "currency": "KES"}
 
     status, bill = await post(client, "/v1/payments", key, {**base, "kind": "pay_bill", "paybill": "888880",
-                                                            "account_number": "ACC-12345"}, "bill")
+                                                            "account_number": "ACC12345"}, "bill")
     assert status == 201 and bill["kind"] == "pay_bill" and bill["status"] == "pending"
-    assert bill["recipient"] == {"paybill": "888880", "account_number": "ACC-12345"}
+    assert bill["recipient"] == {"paybill": "888880", "account_number": "ACC12345"}
     assert bill["provider"]["name"] == "mpesa"
     status, till = await post(client, "/v1/payments", key, {**base, "kind": "buy_goods_till", "till": "123456"},
                               "till")
@@ -482,9 +526,17 @@ async def test_bills_tills_and_pochis_are_paid_through_m_pesa(world, client):
     before = await count_payments(world)
     for body, code in (({**base, "kind": "pay_bill", "paybill": "12", "account_number": "A"}, "invalid_request"),
                        ({**base, "kind": "pay_bill", "paybill": "888880"}, "missing_account_number"),
+                       # Only what M-Pesa takes: letters and digits, 13 at most ("€" would also make the
+                       # receipt naming it longer than one SMS).
+                       ({**base, "kind": "pay_bill", "paybill": "888880", "account_number": "€" * 13},
+                        "invalid_account_number"),
+                       ({**base, "kind": "pay_bill", "paybill": "888880", "account_number": "ACC-12345"},
+                        "invalid_account_number"),
                        ({**base, "kind": "buy_goods_till", "till": "123456", "currency": "XOF"}, "invalid_request")):
         status, answer = await post(client, "/v1/payments", key, body, f"bad-{uuid.uuid4()}")
         assert (status, answer["error"]["code"]) == (400, code), answer
+        if code == "invalid_account_number":
+            assert "1 to 13 letters (A-Z) and digits" in answer["error"]["message"], answer
     assert await count_payments(world) == before
 
 

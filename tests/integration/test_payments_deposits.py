@@ -13,8 +13,9 @@ import pytest
 
 from payments import payment_store as store
 from payments.accounts import AccountKind
-from payments.commands import Channel, Deposit
+from payments.commands import Channel, Deposit, PaymentKind, SendToWallet
 from payments.errors import IdempotencyConflict, InvalidRequest
+from payments.fees import LimitExceeded
 from payments.money import Currency, Money
 from payments.sandbox.outcomes import Outcome
 from payments.states import PaymentStatus
@@ -166,14 +167,77 @@ async def test_a_wave_checkout_deposit_is_credited_by_the_signed_webhook(world: 
     assert ("wave", "credited") in world.callbacks.outcomes
 
 
-async def test_a_declined_wave_checkout_fails_the_deposit(world: PaymentsWorld):
+async def test_a_declined_wave_checkout_fails_the_deposit_once_its_link_has_expired(world: PaymentsWorld):
     user = await world.user(XOF)
 
     payment = await world.payments.handle(Deposit("dep-wave-no", user.id, Money.of(1000, XOF), Channel.USSD))
     await world.worker.drain()
     opened = await world.payment(payment.public_id)
+    before = len(world.callbacks.outcomes)
     await answer_in_wave(world, opened.provider_ref or "", "decline")
+    # The session stays open after a failed attempt (the payer may pay with the same link): no verdict yet.
+    await world.until_callback("wave", "declined", after=before)
+    assert (await world.payment(payment.public_id)).status is S.PROCESSING
+    assert world.payments.providers.wave is not None
+    await world.payments.providers.wave.expire_checkout_session(opened.provider_ref or "")
+    await world.payments.recover_stuck(timedelta(0))
     done = await world.settle(payment.public_id)
 
     assert done.status is S.FAILED and done.error_code == "payment-failure"
     assert await world.wallet(user, XOF) == Money.zero(XOF)
+
+
+async def test_a_deposit_quote_agrees_with_the_command_after_a_day_s_spending(world: PaymentsWorld):
+    """Deposits are limited per transaction only (what one may spend is limited, not what comes in):
+    the quote shown first (USSD, ``POST /v1/quotes``) must not refuse what the command takes, after
+    the day's limit was spent."""
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(80_000, KES))
+    sent = await world.payments.handle(SendToWallet("spend-the-day", payer.id, Money.of(70_000, KES), Channel.USSD,
+                                                    recipient_user_id=payee.id))
+    assert sent.status is S.SUCCEEDED
+    with pytest.raises(LimitExceeded, match="daily limit"):  # spending: refused
+        await world.payments.quote(payer.id, Money.of(1000, KES), recipient_user_id=payee.id)
+
+    quote = await world.payments.quote(payer.id, Money.of(1000, KES), kind=PaymentKind.DEPOSIT)
+    assert (quote.fee, quote.total) == (Money.zero(KES), Money.of(1000, KES))
+    deposit = await world.payments.handle(Deposit("dep-after-spending", payer.id, Money.of(1000, KES), Channel.USSD))
+    assert deposit.status is not S.FAILED
+    # Per transaction, as the command checks it: over the tier's daily cap in one deposit is refused by both.
+    with pytest.raises(LimitExceeded):
+        await world.payments.quote(payer.id, Money.of(70_001, KES), kind=PaymentKind.DEPOSIT)
+    with pytest.raises(LimitExceeded):
+        await world.payments.handle(Deposit("dep-too-big", payer.id, Money.of(70_001, KES), Channel.USSD))
+    await world.settle(deposit.public_id)
+
+
+async def test_a_deposit_quote_is_no_payment_of_the_monthly_allowance(world: PaymentsWorld):
+    """The basic plan allows 50 payments a month; deposits are not among them (the command takes
+    them), so the quote does not refuse one once the 50 are used."""
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(1000, KES))
+    for n in range(50):
+        paid = await world.payments.handle(SendToWallet(f"month-{n}", payer.id, Money.of(1, KES), Channel.API,
+                                                        recipient_user_id=payee.id))
+        assert paid.status is S.SUCCEEDED
+    with pytest.raises(LimitExceeded, match="50 payments a month"):
+        await world.payments.quote(payer.id, Money.of(1, KES), recipient_user_id=payee.id)
+
+    quote = await world.payments.quote(payer.id, Money.of(500, KES), kind=PaymentKind.DEPOSIT)
+    assert quote.fee == Money.zero(KES)
+    deposit = await world.payments.handle(Deposit("dep-month", payer.id, Money.of(500, KES), Channel.USSD))
+    assert deposit.status is not S.FAILED
+    await world.settle(deposit.public_id)
+
+
+async def test_quotes_price_a_cash_in_as_recorded_and_refuse_a_refund(world: PaymentsWorld):
+    """A cash-in is recorded with no fee (the agent's float pays the wallet) and limited per
+    transaction, as a deposit; a refund gives a whole payment back and has no price of its own."""
+    payer, payee = await world.user(), await world.user()
+    await world.fund(payer, Money.of(80_000, KES))
+    await world.payments.handle(SendToWallet("spend-before-cash-in", payer.id, Money.of(70_000, KES), Channel.USSD,
+                                             recipient_user_id=payee.id))
+    quote = await world.payments.quote(payer.id, Money.of(1000, KES), kind=PaymentKind.CASH_IN)
+    assert (quote.fee, quote.total) == (Money.zero(KES), Money.of(1000, KES))
+    with pytest.raises(InvalidRequest, match="no price of its own"):
+        await world.payments.quote(payer.id, Money.of(1000, KES), kind=PaymentKind.REFUND)

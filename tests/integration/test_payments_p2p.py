@@ -12,7 +12,7 @@ from payments import outbox
 from payments import payment_store as store
 from payments.accounts import AccountKind
 from payments.commands import Channel, SendToPhone, SendToWallet
-from payments.errors import IdempotencyConflict
+from payments.errors import IdempotencyConflict, RecipientCurrencyMismatch
 from payments.fees import LimitExceeded
 from payments.money import Currency, Money
 from payments.payment_settings import JOB_SMS
@@ -20,7 +20,7 @@ from payments.states import PaymentStatus
 from tests.integration.payments_helpers import PaymentsWorld, module_world
 from tests.statements import statements
 
-KES = Currency.KES
+KES, XOF = Currency.KES, Currency.XOF
 
 
 world, ledger_stays_consistent = module_world()
@@ -175,3 +175,35 @@ async def test_a_replay_is_answered_even_when_its_amount_would_now_pass_the_dail
         await world.payments.handle(SendToWallet("p2p-daily-2", payer.id, Money.of(20_000, KES), Channel.USSD,
                                                  recipient_user_id=payee.id))
     assert await world.wallet(payee) == Money.of(60_000, KES)
+
+
+async def test_a_wallet_payment_in_a_currency_the_recipient_s_wallet_does_not_hold_is_refused(world: PaymentsWorld):
+    """A wallet holds its number's currency: KES to a Senegalese user (or XOF to a Kenyan) would open
+    a wallet its owner's menus never show. Refused, by the quote and by every wallet command, with
+    nothing recorded and no wallet opened."""
+    kenyan, senegalese = await world.user(name="Amina"), await world.user(XOF, name="Awa")
+    await world.fund(kenyan, Money.of(1000, KES))
+    await world.fund(senegalese, Money.of(10_000, XOF))
+
+    with pytest.raises(RecipientCurrencyMismatch, match="holds XOF: it cannot receive KES"):
+        await world.payments.quote(kenyan.id, Money.of(500, KES), recipient_phone=senegalese.phone)
+    with pytest.raises(RecipientCurrencyMismatch):
+        await world.payments.quote(kenyan.id, Money.of(500, KES), recipient_user_id=senegalese.id)
+    refused = [SendToWallet("kes-to-sn", kenyan.id, Money.of(500, KES), Channel.API, recipient_user_id=senegalese.id),
+               SendToWallet("kes-to-sn-phone", kenyan.id, Money.of(500, KES), Channel.VOICE,
+                            recipient_phone=senegalese.phone),
+               SendToPhone("kes-to-sn-send", kenyan.id, Money.of(500, KES), Channel.USSD,
+                           recipient_phone=senegalese.phone),
+               SendToWallet("xof-to-ke", senegalese.id, Money.of(500, XOF), Channel.USSD, recipient_user_id=kenyan.id)]
+    for command in refused:
+        with pytest.raises(RecipientCurrencyMismatch) as caught:
+            await world.payments.handle(command)
+        assert caught.value.code == "recipient_currency_mismatch"
+
+    assert await world.wallet(kenyan) == Money.of(1000, KES)
+    assert await world.wallet(senegalese, XOF) == Money.of(10_000, XOF)
+    assert await world.scalar("SELECT count(*) FROM payments WHERE payer_user_id IN (:a, :b)",
+                              a=kenyan.id, b=senegalese.id) == 0
+    # No wallet in the other currency was opened for either.
+    assert await world.scalar("SELECT count(*) FROM accounts WHERE owner_user_id IN (:a, :b)",
+                              a=kenyan.id, b=senegalese.id) == 2

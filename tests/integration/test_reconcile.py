@@ -92,7 +92,7 @@ async def test_payments_made_through_the_sandboxes_all_match(world: PaymentsWorl
         await world.payments.handle(SendToPhone(f"s-{uuid.uuid4()}", senegalese.id, Money.of(5000, XOF),
                                                 Channel.VOICE, recipient_phone="+221775551234")),
         await world.payments.handle(PayBill(f"b-{uuid.uuid4()}", kenyan.id, Money.of(120, KES), Channel.USSD,
-                                            paybill="888880", account_number="ACC-1")),
+                                            paybill="888880", account_number="ACC1")),
     ]
     failed = await world.payments.handle(Withdraw(f"w-{uuid.uuid4()}", broke.id, Money.of(100, KES), Channel.USSD))
     inside = await world.payments.handle(SendToWallet(f"p-{uuid.uuid4()}", kenyan.id, Money.of(10, KES),
@@ -348,8 +348,9 @@ async def test_an_m_pesa_statement_csv_reconciles_by_receipt(world: PaymentsWorl
         f"Business Payment to Customer,{user.phone[1:]} - Test,,",
         f"RVS{uuid.uuid4().hex[:7].upper()},{now},{now},Reversal of {paid[2].provider_refs['receipt']},Completed,"
         f"300.00,,1,true,Reversal,{user.phone[1:]} - Test,{paid[2].provider_refs['receipt']},",
-        f"{deposit.provider_refs['receipt']},{now},{now},Pay Bill Online,Completed,250.00,,1,true,"
-        f"Pay Bill Online,{user.phone[1:]} - Test,,Sauti",
+        # What the payer typed is in Details: "RECHARGE" names no charge (the Reason Type says what it is).
+        f"{deposit.provider_refs['receipt']},{now},{now},Pay Bill from {user.phone[1:]} - Test Acc. RECHARGE,"
+        f"Completed,250.00,,1,true,Pay Bill Online,{user.phone[1:]} - Test,,RECHARGE",
         f"CHG{uuid.uuid4().hex[:7].upper()},{now},{now},B2C charges,Completed,,-15.00,1,true,"
         f"Business Payment Charge,,,",
         f"FLD{uuid.uuid4().hex[:7].upper()},{now},{now},Business Payment,Failed,,-999.00,1,true,,,,",

@@ -38,6 +38,16 @@ def test_quote_totals_and_allowance():
               spent_today=Money.zero(KES), transactions_this_month=5)
 
 
+def test_incoming_money_is_free_outside_the_allowance_and_limited_per_transaction_only():
+    """A deposit or cash-in: what one may spend is limited, not what comes in (as the commands check it)."""
+    q = quote(Money.of(1000, KES), DEFAULT_PLANS["free"], limits=DEFAULT_LIMITS, kyc_tier=0,
+              spent_today=Money.of(70_000, KES), transactions_this_month=5, incoming=True)
+    assert (q.fee, q.total) == (Money.zero(KES), Money.of(1000, KES))
+    with pytest.raises(LimitExceeded):  # more than the tier's day in one deposit
+        quote(Money.of(70_001, KES), DEFAULT_PLANS["free"], limits=DEFAULT_LIMITS, kyc_tier=0,
+              spent_today=Money.zero(KES), transactions_this_month=0, incoming=True)
+
+
 def test_limits():
     with pytest.raises(AmountOutOfRange):
         DEFAULT_LIMITS.check(Money.of(1_000_000, KES), kyc_tier=3, spent_today=Money.zero(KES))

@@ -65,3 +65,56 @@ def test_a_bad_line_is_refused_with_its_number(row, problem):
 def test_a_file_without_the_statement_columns_is_refused():
     with pytest.raises(StatementFileError, match="no header"):
         parse_mpesa_csv("Receipt,When,Amount\nX,2026-01-01,5\n")
+
+
+HEADER = ("Receipt No.,Completion Time,Details,Transaction Status,Paid In,Withdrawn,Reason Type,"
+          "Other Party Info,Linked Transaction ID,A/C No.")
+
+
+def kinds(*rows: str, header: str = HEADER) -> dict[str, tuple[bool, bool]]:
+    """Each line's (is_reversal, is_fee), by receipt."""
+    return {ln.transaction_id: (ln.is_reversal, ln.is_fee) for ln in parse_mpesa_csv("\n".join([header, *rows]))}
+
+
+def test_words_a_payer_typed_never_make_a_payment_a_fee_or_a_reversal():
+    """Details carries the account number and remarks as typed: "CHARGER SHOP" is a shop, "reversal
+    of bet" a remark. The line's Reason Type says what it is."""
+    found = kinds(
+        "QKC1CHARGE,2026-11-29 12:00:00,Pay Bill from 254712345678 - JANE DOE Acc. CHARGER SHOP,Completed,500.00,,"
+        "Pay Bill Online,254712345678 - JANE DOE,,CHARGER SHOP",
+        "QKC2CHARGE,2026-11-29 12:00:01,Pay Bill Online,Completed,500.00,,Pay Bill Online,254712345678 - JANE,,"
+        "PHONE CHARGE",
+        "NLJ1REVERS,2026-11-29 12:00:02,Business Payment to 254708374149 - reversal of bet,Completed,,-300.00,"
+        "Business Payment to Customer,254708374149 - John Doe,,",
+        "NLJ2REVERS,2026-11-29 12:00:03,Reversal of bet,Completed,,-300.00,Salary Payment,254708374149 - J,,",
+        "QKC3CHARGE,2026-11-29 12:00:04,Charge,Completed,,-20.00,Business Pay Bill,888880 - Duka,,charge",
+        # M-Pesa's own words, in Reason Type: these are a fee and reversals.
+        "QKC4FEE001,2026-11-29 12:00:05,B2C Charges,Completed,,-15.00,Business Payment Charge,,NLJ41HAY6Q,",
+        "QKD1REVERS,2026-11-29 12:00:06,Pay Bill from 254712345678,Completed,,-500.00,Reversal,,QKC1CHARGE,",
+        "QKD2REVERS,2026-11-29 12:00:07,Utility reversal,Completed,250.00,,Pay Utility Reversal,,NLJ41HAY6Q,",
+    )
+    assert found == {"QKC1CHARGE": (False, False), "QKC2CHARGE": (False, False), "NLJ1REVERS": (False, False),
+                     "NLJ2REVERS": (False, False), "QKC3CHARGE": (False, False), "QKC4FEE001": (False, True),
+                     "QKD1REVERS": (True, False), "QKD2REVERS": (True, False)}
+
+
+def test_without_a_reason_type_only_m_pesas_whole_phrases_in_details_count():
+    header = "Receipt No.,Completion Time,Details,Paid In,Withdrawn,Linked Transaction ID"
+    found = kinds(
+        "QKC1CHARGE,2026-11-29 12:00:00,Pay Bill from 254712345678 - JANE DOE Acc. CHARGER SHOP,500.00,,",
+        "QKC2CHARGE,2026-11-29 12:00:01,Pay Bill from 254712345678 - JANE Acc. PHONE CHARGE,500.00,,",
+        "QKC3CHARGE,2026-11-29 12:00:02,Charge,500.00,,",  # money in is never M-Pesa's charge
+        "NLJ1REVERS,2026-11-29 12:00:03,Business Payment to 254708374149 - reversal of bet,,-300.00,",
+        "NLJ2REVERS,2026-11-29 12:00:04,Reversal of bet,,-300.00,",
+        "QKC4FEE001,2026-11-29 12:00:05,B2C Charges,,-15.00,NLJ41HAY6Q",
+        "QKC5FEE001,2026-11-29 12:00:06,Business Payment Charge,,-15.00,NLJ41HAY6Q",
+        "QKD1REVERS,2026-11-29 12:00:07,Reversal of NLJ41HAY6Q,1500.00,,NLJ41HAY6Q",
+        "QKD2REVERS,2026-11-29 12:00:08,  REVERSAL ,1500.00,,NLJ41HAY6Q",
+        header=header)
+    assert found == {"QKC1CHARGE": (False, False), "QKC2CHARGE": (False, False), "QKC3CHARGE": (False, False),
+                     "NLJ1REVERS": (False, False), "NLJ2REVERS": (False, False), "QKC4FEE001": (False, True),
+                     "QKC5FEE001": (False, True), "QKD1REVERS": (True, False), "QKD2REVERS": (True, False)}
+    # A Reason Type column left empty on a line: that line's Details decides, the same way.
+    assert kinds("QKD3REVERS,2026-11-29 12:00:09,Reversal of NLJ41HAY6Q,Completed,1500.00,,,,NLJ41HAY6Q,",
+                 "QKC6CHARGE,2026-11-29 12:00:10,Pay Bill Online CHARGER,Completed,500.00,,,,,") == {
+        "QKD3REVERS": (True, False), "QKC6CHARGE": (False, False)}

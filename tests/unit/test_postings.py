@@ -6,6 +6,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from payments import errors as pe
+from payments.fees import FeePlan
 from payments.ledger import LedgerLimits
 from payments.money import Currency, Money
 from payments.postings import ABSOLUTE_MAX_MINOR, Leg, TransferRequest, payment_legs
@@ -62,6 +63,30 @@ def test_per_transaction_cap_from_configuration():
     limits.check(TransferRequest("k", payment_legs(1, 2, Money.of(999_999, KES), fee=Money.of(9, KES), fee_account=3)))
     with pytest.raises(pe.AmountOutOfRange):
         limits.check(TransferRequest("k", payment_legs(1, 2, Money.of(1_000_000, KES))))
+
+
+def test_the_ledgers_bound_leaves_room_for_the_dearest_plans_fee():
+    """A payout's debit credits clearing amount + fee, and giving a payment back credits the payer
+    amount + fee, in one leg each: the bound is the amount cap plus the largest fee a plan charges."""
+    plans = [FeePlan("cheap", 30, None), FeePlan("dear", 200, 5)]
+    limits = LedgerLimits.for_payments(999_999, plans)
+    assert limits.max_minor[KES] == (999_999 + 20_000) * 100  # 2 % of 999,999, rounded up to a shilling
+    assert limits.max_minor[Currency.XOF] == 999_999 + 20_000
+    limits.check(TransferRequest("k", payment_legs(1, 2, Money.of(1_019_999, KES))))
+    with pytest.raises(pe.AmountOutOfRange):
+        limits.check(TransferRequest("k", (Leg(1, -101_999_901, KES), Leg(2, 101_999_901, KES))))
+    assert LedgerLimits.for_payments(1000, [FeePlan("none", 0, None)]) == LedgerLimits.from_major(1000)
+
+
+@given(st.integers(1, 10**9), st.lists(st.integers(0, 10_000), min_size=1, max_size=5), st.integers(1, 10**9))
+def test_every_quoted_payment_and_its_giving_back_fits_the_ledgers_bound(cap, basis_points, minor):
+    """Whatever the plans and the amount up to the cap, amount + fee passes the bound."""
+    plans = [FeePlan(f"p{i}", bp, None) for i, bp in enumerate(basis_points)]
+    limits = LedgerLimits.for_payments(cap, plans)
+    amount = Money(min(minor, cap * KES.minor_per_major), KES)
+    for plan in plans:
+        total = amount + plan.fee_for(amount)
+        limits.check(TransferRequest("k", (Leg(1, -total.minor, KES), Leg(2, total.minor, KES))))
 
 
 @given(accounts, accounts, amounts)

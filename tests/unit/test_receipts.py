@@ -4,21 +4,27 @@ customer to pay a payment intent, with its code and the USSD code to dial."""
 
 from __future__ import annotations
 
+import string
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
+from dialogs import validators
 from dialogs.catalog import LANGUAGES, load_catalogs
 from dialogs.display import money_text, phone_text
-from dialogs.gsm7 import SMS_LIMIT, is_gsm7, length
+from dialogs.gsm7 import BASIC, EXTENSION, SMS_LIMIT, is_gsm7, length
 from dialogs.receipts import intent_notice_writer, receipt_writer
-from payments.commands import PaymentKind
+from dialogs.steps import Invalid
+from payments.commands import ACCOUNT_NUMBER_MAX, Channel, PayBill, PaymentKind
+from payments.errors import InvalidRequest
 from payments.money import Currency, Money
 from payments.receipts import IntentNotice, Receipt, english_intent_notice, english_receipt
 from payments.references import payment_reference
 from payments.states import PaymentStatus
 
+#: Kinds M-Pesa alone pays (Kenyan shillings).
+MPESA_ONLY = {PaymentKind.PAY_BILL, PaymentKind.BUY_GOODS_TILL, PaymentKind.BUY_GOODS_POCHI}
 #: Kinds whose payer's receipt names the person (or number) paid.
 TO_PERSON = {PaymentKind.P2P, PaymentKind.SEND_TO_PHONE, PaymentKind.WITHDRAW, PaymentKind.BUY_GOODS_POCHI}
 REF = payment_reference(987_654)
@@ -30,7 +36,9 @@ WRITE = receipt_writer(load_catalogs())
 
 
 def receipts(kind: PaymentKind, language: str) -> list[Receipt]:
-    currency = Currency.XOF if language in ("fr", "wo") else Currency.KES  # Senegal's languages: francs
+    # Senegal's languages: francs; but M-Pesa's bills and merchants are paid in shillings whatever
+    # language the payer reads.
+    currency = Currency.XOF if language in ("fr", "wo") and kind not in MPESA_ONLY else Currency.KES
     amount = Money.of(1_000_000, currency) if currency is Currency.XOF else Money(15_000_050, currency)
     fee = Money.of(10_000, currency) if currency is Currency.XOF else Money(10_050, currency)
     balance = Money.of(99_999_999, currency) if currency is Currency.XOF else Money(999_999_999, currency)
@@ -69,6 +77,51 @@ def test_every_receipt_is_one_gsm7_sms_naming_its_reference_and_amount(kind, lan
             assert text.endswith(("99 999 999 FCFA.", "Ksh 9,999,999.99.")), text
 
 
+#: Characters a payer might give as an account number: every printable ASCII one, GSM-7's own
+#: (its extension table counts two septets each), and some outside it (an SMS holding one is UCS-2).
+ACCOUNT_CHARACTERS = sorted(set(string.printable.strip()) | BASIC | EXTENSION | set("éíñçßœ€¢中😀\u00a0\u200b")
+                            - {"\n", "\r"})
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_paybill_receipt_is_one_sms_whatever_account_number_is_let_in(language):
+    """Only the names in a receipt are shortened, never the account number: so an account number
+    must be one the receipt has room for. Whatever account number the payments API (`PayBill`) or a
+    USSD screen (its validator) lets in, 13 of its widest character, makes a receipt of one GSM-7 SMS
+    naming it whole, with the longest name, amount, fee and balance, in every language."""
+    kes = Currency.KES
+    let_in = []
+    for char in ACCOUNT_CHARACTERS:
+        account = char * ACCOUNT_NUMBER_MAX
+        try:
+            taken = PayBill("k", 1, Money(15_000_050, kes), Channel.API, paybill="8888800",
+                            account_number=account).account_number
+        except InvalidRequest:
+            taken = None
+        try:
+            typed = validators.account_number(account, {})
+        except Invalid:
+            typed = None
+        assert taken == typed, f"{account!r}: the API took {taken!r}, a USSD screen {typed!r}"
+        if taken is None:
+            continue
+        let_in.append(char)
+        for balance in (Money(999_999_999, kes), None):
+            receipt = Receipt("payer", PaymentKind.PAY_BILL.value, PaymentStatus.SUCCEEDED, REF,
+                              Money(15_000_050, kes), Money(10_050, kes), language, counterpart=LONGEST_NAME,
+                              counterpart_phone="+254712345678", paybill="8888800", account=taken, balance=balance)
+            text = WRITE(receipt)
+            assert is_gsm7(text) and length(text) <= SMS_LIMIT, f"{language} {taken!r}: {length(text)} {text!r}"
+            assert "8888800" in text and taken in text and "Ksh 150,000.50" in text, text
+    # Letters and digits, as M-Pesa takes them; nothing else.
+    assert "".join(let_in) == string.digits + string.ascii_uppercase + string.ascii_lowercase
+    for refused in ("€" * 13, "[" * 13, "ACC-1", "A B", "ñ", "X" * 14, ""):
+        with pytest.raises(InvalidRequest):
+            PayBill("k", 1, Money(1000, kes), Channel.API, paybill="888880", account_number=refused)
+        with pytest.raises(Invalid, match=r"err\.account"):
+            validators.account_number(refused, {})
+
+
 def test_receipts_are_written_in_their_readers_language():
     payee = Receipt("payee", PaymentKind.P2P.value, PaymentStatus.SUCCEEDED, REF, Money.of(500, Currency.KES),
                     Money.of(5, Currency.KES), "sw", counterpart="Amina Otieno")
@@ -90,8 +143,8 @@ def test_the_payers_receipt_says_where_the_money_went():
                    "en", counterpart="Juma Mwangi", counterpart_phone="+254712345678", balance=Money.of(1495, kes))
     assert WRITE(sent) == (f"{REF} Confirmed. Payment of Ksh 500 to Juma Mwangi 0712 345678 succeeded. Fee Ksh 5. "
                            "New balance Ksh 1,495.")
-    bill = replace(sent, kind=PaymentKind.PAY_BILL.value, language="sw", paybill="888880", account="A-17")
-    assert WRITE(bill).startswith(f"{REF} Imethibitishwa. Malipo ya bili ya Ksh 500 kwa paybill 888880, akaunti A-17.")
+    bill = replace(sent, kind=PaymentKind.PAY_BILL.value, language="sw", paybill="888880", account="A17")
+    assert WRITE(bill).startswith(f"{REF} Imethibitishwa. Malipo ya bili ya Ksh 500 kwa paybill 888880, akaunti A17.")
     # A number without a wallet has no name; a deposit went to the payer's own wallet: no "to".
     assert "to 0712 345678 succeeded" in WRITE(replace(sent, counterpart=""))
     nobody = replace(sent, counterpart="", counterpart_phone=None)  # never made so, but never "to ." either

@@ -91,6 +91,7 @@ def test_every_agent_screen_fits_one_page_in_every_language(language, currency):
                 assert shown.pages == 1, (screen.id, language)
                 assert is_gsm7(shown.text), (screen.id, language, shown.text)
                 assert length(shown.text) <= SCREEN_LIMIT, (screen.id, note, length(shown.text), shown.text)
+                assert not shown.cut, (screen.id, note, shown.text)  # fitted, not cut at the limit
                 assert shown.end == isinstance(screen, End)
                 checked += 1
     assert checked > 100
@@ -104,13 +105,38 @@ def test_the_withdraw_and_deposit_menus_offer_cash_at_an_agent():
         assert "1. K" in shown.text and "pesa ya simu\n2. Pesa taslimu kwa wakala" in shown.text
 
 
-def test_a_page_of_requests_is_numbered_lines_then_more():
-    values = full_page("fr", Currency.XOF)
+def page_of(language: str, amount: Money, next_before: int | None = 1) -> dict[str, object]:
+    lines = [PendingLine(request(n, amount), "Nyambura Wanjiku-Kamau Ochieng", "+254712345678") for n in range(PAGE)]
+    step = Step("s", "+254712345678", 99, language, {}, {}, "k")
+    AgentActions(None, CATALOGS)._show_page(step, lines, next_before=next_before)
+    return step.values
+
+
+def test_a_page_of_requests_is_numbered_lines_then_more_then_back_and_home():
+    values = page_of("en", Money.of(1_000, Currency.KES))
     lines = values["requests"].split("\n")
-    assert lines[:PAGE] == [f"{n}. Nyambura Wan.. 999 999 FCFA" for n in range(1, PAGE + 1)]
-    assert lines[-1] == CATALOGS.text("fr", "nav.more")
+    assert lines[:PAGE] == [f"{n}. Nyambura Wan.. Ksh 1,000" for n in range(1, PAGE + 1)]
+    # As the engine's own long lists end: 98 more, then 0 back and 00 home, in the caller's language.
+    assert lines[PAGE:] == ["98 More", "0 Back  00 Home"]
     assert [p[0] for p in values["_picks"]] == [f"cr_01jh8z3k4m5n6p7q8r9s0t1v{n:02d}" for n in range(PAGE)]
     assert values["_next"] == 1
+    assert page_of("fr", Money.of(25_000, Currency.XOF))["requests"].split("\n")[PAGE:] == [
+        CATALOGS.text("fr", "nav.more"), "0 Retour  00 Accueil"]
+    # The last page: no "more", the navigation still.
+    assert page_of("sw", Money.of(100, Currency.KES), None)["requests"].split("\n")[PAGE:] == ["0 Rudi  00 Mwanzo"]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_names_are_cut_shorter_only_where_the_largest_amounts_need_the_room(language):
+    """A full page of the largest amounts, under the longest note, fits one screen: the names give
+    way (never below a few letters), the amounts never do."""
+    values = full_page(language, Currency.XOF)
+    lines = values["requests"].split("\n")[:PAGE]
+    assert all(line.endswith(" 999 999 FCFA") and line[3:7] == "Nyam" for line in lines), lines
+    for screen in ("ag.in.pick", "ag.out.pick"):
+        for note in notes_for(JOURNEYS.screen(screen)):
+            shown = render(CATALOGS, JOURNEYS.screen(screen), language=language, values=values, note=note)
+            assert length(shown.text) <= SCREEN_LIMIT and not shown.cut, (note, shown.text)
 
 
 def test_agent_numbers_and_picks_are_checked_before_anything_runs():

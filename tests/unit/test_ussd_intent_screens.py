@@ -96,6 +96,7 @@ def test_every_intent_screen_fits_one_page_in_every_language(language, currency)
             assert shown.pages == 1, (screen.id, language, note)
             assert is_gsm7(shown.text), (screen.id, language, shown.text)
             assert length(shown.text) <= SCREEN_LIMIT, (screen.id, note, length(shown.text), shown.text)
+            assert not shown.cut, (screen.id, note, shown.text)  # fitted, not cut at the limit
             assert shown.end == isinstance(screen, End)
             checked += 1
     assert checked > 30
@@ -134,13 +135,15 @@ def test_a_description_as_long_as_intents_allow_is_shown_whole_beside_a_usual_na
         assert f"Mama Mboga Groceries {phone_text('+254712345678')} ({DESCRIPTION})" in text, text
 
 
-def test_a_page_of_requests_is_numbered_lines_then_more():
+def test_a_page_of_requests_is_numbered_lines_then_more_then_back_and_home():
     at = step("fr", Currency.XOF)
     ACTIONS._show_page(at, views(Currency.XOF, [LONGEST_NAME, "Awa", ""]), next_before=1)
     lines = at.values["intents"].split("\n")
     # A merchant with no registered name is shown by its number.
-    assert lines[:PAGE] == ["1. Nyambura Wan.. 999 999 FCFA", "2. Awa 999 999 FCFA", "3. 77 123 45 67 999 999 FCFA"]
-    assert lines[-1] == CATALOGS.text("fr", "nav.more")
+    # The largest amounts leave the names less room than usual (the page fits under any note).
+    assert lines[:PAGE] == ["1. Nyambura.. 999 999 FCFA", "2. Awa 999 999 FCFA", "3. 77 123 4.. 999 999 FCFA"]
+    # As the engine's own long lists end: 98 more, then 0 back and 00 home, in the caller's language.
+    assert lines[PAGE:] == [CATALOGS.text("fr", "nav.more"), "0 Retour  00 Accueil"]
     assert [p[0] for p in at.values["_intent_picks"]] == [f"pi_01jh8z3k4m5n6p7q8r9s0t1v{n:02d}" for n in range(PAGE)]
     assert at.values["_intent_next"] == 1
 
@@ -149,9 +152,12 @@ def test_a_pick_sets_what_the_confirmation_shows_and_a_bad_one_asks_again():
     at = step("en", Currency.KES)
     ACTIONS._show_page(at, [IntentView(intent(0, Money.of(250, Currency.KES), ""),
                                        IntentParties("+254712345678", "Duka", "+254700000001", "A", "en"))], None)
-    for bad in ("2", "0", "98", "x"):
+    for bad in ("2", "98", "x"):
         at.values["pick"] = bad
         assert asyncio.run(ACTIONS.choose(at)) == "again" and at.note == "note.invalid_choice"
+    # 0 on the first page: back to the menu the list was opened from.
+    at.values["pick"] = "0"
+    assert asyncio.run(ACTIONS.choose(at)) == "back"
     at.values["pick"] = "1"
     assert asyncio.run(ACTIONS.choose(at)) == "ok"
     assert (at.values["name"], at.values["number"], at.values["amount"], at.values["about"]) == (

@@ -17,7 +17,7 @@ CATALOGS = JOURNEYS.catalogs
 ENGINE_NOTES = ["note.invalid_choice", "note.empty"]
 ALL_ERRORS = sorted(k for k in CATALOGS.texts["en"] if k.startswith("err."))
 #: What `pay` says on the end screens of a payment that did not go through.
-PAY_NOTES = ["err.limit", "err.closed", "err.no_funds_short", "err.busy"]
+PAY_NOTES = ["err.limit", "err.closed", "err.no_funds_short", "err.busy", "err.recipient_currency"]
 
 
 def notes_for(screen) -> list[str | None]:
@@ -32,6 +32,8 @@ def notes_for(screen) -> list[str | None]:
         return [None, *ENGINE_NOTES]
     if screen.id in ("pay.refused", "pay.failed"):
         return [None, *PAY_NOTES]
+    if screen.id == "acct.bal.show":
+        return [None, "acct.bal.held"]  # money held for a cash-out, said above what can be spent
     return [None]
 
 STATEMENT = [
@@ -52,6 +54,7 @@ def long_values(currency: str) -> dict[str, object]:
         "amount": big, "fee": fee, "total": total, "balance": "Ksh 12,345,678.50" if currency == "KES"
         else "12 345 678 FCFA", "currency": currency, "provider": "M-Pesa" if currency == "KES" else "Wave",
         "recipient": "Nyambura Wanjiku-Kamau Ochieng Akinyi 0712 345678", "name": "Nyambura Wanjiku-Kamau Ochieng A",
+        "held": "Ksh 1,009,999" if currency == "KES" else "1 009 998 FCFA",
         "ref": "K7Q2M9BXA4", "paybill": "8888800", "account": "ACC1234567890",
         "till": "5123456", "me": "07 01 23 45 67", "until": "23:59", "tries": "2", "example": "07 01 23 45 67",
         "pin_length": "8", "service_code": "*384*12345*99#", "lines": STATEMENT,
@@ -77,6 +80,7 @@ def test_every_screen_fits_one_page_in_every_language(language, currency):
                                conditions=JOURNEYS.conditions)
                 assert is_gsm7(shown.text), (screen.id, language, shown.text)
                 assert length(shown.text) <= SCREEN_LIMIT, (screen.id, note, length(shown.text), shown.text)
+                assert not shown.cut, (screen.id, note, shown.text)  # fitted, not cut at the limit
                 assert shown.end == isinstance(screen, End)
                 checked += 1
     assert checked >= sum(len(notes_for(s)) for s in JOURNEYS.screens.values() if not isinstance(s, Action))

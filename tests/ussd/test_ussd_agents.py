@@ -35,8 +35,9 @@ from tests.ussd.ussd_world import (
 
 LANGUAGES = ("en", "sw", "fr", "wo")
 KES = Currency.KES
-#: The Kenyan main menu's Withdraw and Deposit, and the agent menu.
+#: The Kenyan main menu's Withdraw and Deposit (and Send money, My account), and the agent menu.
 WITHDRAW, DEPOSIT = "4", "5"
+SEND, ACCOUNT = "1", "6"
 AG = {"cash_in": "1", "direct": "2", "cash_out": "3", "float": "4", "commission": "5", "wallet": "6"}
 
 languages = pytest.mark.parametrize("language", LANGUAGES)
@@ -151,6 +152,29 @@ async def test_a_customer_withdraws_cash_and_the_agent_hands_it_over(gw, phone_f
     assert (await gw.payment(reference)).status is PaymentStatus.SUCCEEDED
     assert await gw.wallet(chebet) == Money.of(990, KES)
     assert await floats(gw, agent_user) == (Money.of(1000, KES), Money.of(5, KES))
+
+
+@languages
+async def test_money_held_for_a_cash_out_is_not_offered_as_spendable(gw, phone_for, language):
+    """A cash-out request holds amount + fee until its agent pays it out. The balance screen shows
+    what can be spent and says what is held; a send the rest cannot cover is refused before the
+    PIN (it was confirmed, then failed at the PIN)."""
+    _, number = await agent(gw, language=language, float_=0)
+    chebet = await customer(gw, language=language, name="Chebet Kiprop", funds=2000)
+    juma = await customer(gw, name="Juma Mwangi")
+    await run(phone_for(chebet.phone), [
+        Dial(), Type(WITHDRAW), Type("2"), See("ca.agent"), Type(number), See("ca.out.amount"), Type("1500"),
+        See("ca.out.confirm"), Type(PIN), See("ca.out.done"), Ends()], language)
+    assert await gw.wallet(chebet) == Money.of(2000, KES)  # held (1,515), not taken
+
+    await run(phone_for(chebet.phone), [
+        Dial(), Type(ACCOUNT), Type("1"), See("acct.pin"), Type(PIN), See("acct.bal.held"), Shows("Ksh 1,515"),
+        See("acct.bal.show"), Shows("Ksh 485"), Ends()], language)
+    await run(phone_for(chebet.phone), [
+        Dial(), Type(SEND), Type(juma.phone), See("send.amount"), Type("1000"), See("err.no_funds"), Shows("Ksh 485"),
+        Shows("Ksh 1,010"), See("send.amount"), Type("400"), See("send.confirm"), Type(PIN), See("send.done"),
+        Ends()], language)
+    assert await gw.wallet(juma) == Money.of(400, KES) and await gw.wallet(chebet) == Money.of(1596, KES)
 
 
 @languages

@@ -27,6 +27,7 @@ from payments.money import Currency, Money
 from payments.states import PaymentStatus
 from tests.e2e.gateway_payments_world import Gateway
 from tests.statements import statements
+from tests.ussd.test_ussd_agents import agent
 from tests.ussd.ussd_world import (
     CATALOGS,
     PIN,
@@ -251,6 +252,24 @@ async def test_a_wallet_that_cannot_cover_a_request_is_told_before_the_pin(gw, p
     assert (await intent(gw, asked)).intent.status is IntentStatus.SUCCEEDED
 
 
+async def test_money_held_for_a_cash_out_does_not_cover_a_request(gw, phone_for):
+    """What a wallet can spend is its balance less what a cash-out holds: the request is refused
+    before the PIN (it was confirmed, then failed at the PIN), and stays open."""
+    _, number = await agent(gw, float_=0)
+    shop = await merchant(gw)
+    payer = await customer(gw, funds=2000)
+    asked = await ask(gw, shop, payer, 500)
+    await run(phone_for(payer.phone), [
+        Dial(), Type("4"), Type("2"), See("ca.agent"), Type(number), Type("1500"), See("ca.out.confirm"), Type(PIN),
+        See("ca.out.done"), Ends()])
+
+    await run(phone_for(payer.phone), [
+        Dial(), Type(REQUESTS["KE"]), Type("1"), See("err.no_funds"), Shows("Ksh 485"), Shows("Ksh 505"),
+        See("pi.keep"), Continues()])
+    assert (await intent(gw, asked)).intent.status is IntentStatus.PENDING
+    assert await gw.wallet(payer) == Money.of(2000, KES)
+
+
 async def test_money_spent_after_the_confirmation_fails_the_payment_and_the_request_stays_open(gw, phone_for):
     shop = await merchant(gw)
     payer = await customer(gw, funds=600)
@@ -291,11 +310,12 @@ async def test_requests_come_a_page_of_three_at_a_time(gw, phone_for):
 
 
 async def test_a_next_page_that_ended_meanwhile_shows_the_first_again(gw, phone_for):
-    shop = await merchant(gw)
+    shop, other = await merchant(gw), await merchant(gw, name="Jua Kali Hardware")
     payer = await customer(gw, funds=1000)
     oldest = await ask(gw, shop, payer, 100)
     for n in range(1, 4):
-        await ask(gw, shop, payer, 100 + n)
+        # One merchant holds at most `max_pending_intents_per_merchant` (3) of them.
+        await ask(gw, other if n == 1 else shop, payer, 100 + n)
     phone = phone_for(payer.phone)
     await run(phone, [Dial(), Type(REQUESTS["KE"]), See("pi.pick"), Shows("Ksh 103"), Continues()])
     await gw.payments.intents.cancel(oldest.intent.public_id, api_key_id=shop[1], user_id=None)

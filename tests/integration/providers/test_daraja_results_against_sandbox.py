@@ -8,6 +8,7 @@ import dataclasses
 import uuid
 
 import pytest
+from aiohttp import web
 
 from payments.money import Money
 from payments.providers.daraja import B2BCommand, DarajaBadRequest, DarajaClient
@@ -19,7 +20,9 @@ from payments.providers.daraja_callbacks import (
     parse_result,
 )
 from payments.providers.daraja_credentials import security_credential
+from payments.sandbox.daraja_server import DARAJA, create_daraja_sandbox
 from payments.sandbox.initiator_keys import InitiatorKeys
+from payments.sandbox.settings import SandboxSettings
 
 KES_250 = Money.of("250", "KES")
 
@@ -237,6 +240,51 @@ async def test_c2b_rejected_at_validation_is_neither_confirmed_nor_booked(daraja
     await asyncio.sleep(0.2)  # a confirmation would follow the validation answer at once
     assert receiver.at("/c2b/confirm") == []
     assert sandboxes.daraja.books.find(trans_id) is None
+
+
+def test_the_sandbox_waits_for_c2b_validation_as_long_as_daraja_does():
+    # The contract: Daraja waits ~8 s for a validation answer; our other callbacks get less.
+    assert SandboxSettings().daraja_c2b_validation_timeout_s == 8.0
+    assert SandboxSettings.for_tests().daraja_c2b_validation_timeout_s == 8.0
+    assert SandboxSettings().daraja_c2b_validation_timeout_s > SandboxSettings().callback_timeout_s
+
+
+@pytest.mark.parametrize(("answer_after_s", "honoured"), [(0.5, True), (1.0, False)])
+async def test_a_validation_answered_within_the_validation_timeout_is_honoured(serve, daraja_settings_factory,
+                                                                                 answer_after_s, honoured):
+    """The boundary, scaled down (a 0.75 s validation timeout, 0.25 s for other callbacks): a
+    validation that answers after the other callbacks' timeout but within its own is honoured, as
+    Daraja honours one answered after 6 s; one past it is not (ResponseType Cancelled: no payment)."""
+    settings = SandboxSettings.for_tests(callback_timeout_s=0.25, daraja_c2b_validation_timeout_s=0.75)
+    app = create_daraja_sandbox(settings)
+    sandbox = app[DARAJA]
+    confirmed = asyncio.Event()
+
+    async def validate(request: web.Request) -> web.Response:
+        await asyncio.sleep(answer_after_s)  # our endpoint, busy: it accepts, late
+        return web.json_response(c2b_validation_answer(accept=True))
+
+    async def confirm(request: web.Request) -> web.Response:
+        confirmed.set()
+        return web.json_response({"ResultCode": 0, "ResultDesc": "Success"})
+
+    ours = web.Application()
+    ours.router.add_post("/c2b/validate", validate)
+    ours.router.add_post("/c2b/confirm", confirm)
+    async with serve(app) as url, serve(ours) as our_url:
+        client_settings = daraja_settings_factory(settings, url, sandbox.keys.certificate_pem)
+        async with DarajaClient(client_settings) as client:
+            await client.register_c2b_urls(confirmation_url=f"{our_url}/c2b/confirm",
+                                           validation_url=f"{our_url}/c2b/validate", response_type="Cancelled")
+            await client.simulate_c2b(phone="+254712345678", amount=Money.of("700", "KES"), bill_ref_number="ACC7")
+            try:
+                await asyncio.wait_for(confirmed.wait(), answer_after_s + 1.0)
+            except TimeoutError:
+                pass
+        [validation] = [a for a in sandbox.dispatcher.attempts if a.kind == "c2b_validation"]
+    assert confirmed.is_set() is honoured
+    assert (validation.status == 200) is honoured
+    assert bool([e for e in sandbox.books.entries() if e.kind == "c2b"]) is honoured
 
 
 async def test_the_statement_lists_completed_transactions_in_a_time_window(daraja, receiver, sandboxes, http):
