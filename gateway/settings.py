@@ -687,16 +687,15 @@ def _env_value(kind: Any, value: str) -> Any:
     Numbers and true/false are left to the model, which reads them in decimal and nothing else. Only
     lists, maps and sections are read as YAML (``[10.0.0.1, 10.0.0.2]``, ``{KES: 5000}``); text that is
     not valid YAML is handed on as it is, for validation to refuse by the setting's name (the error
-    never quotes a secret's value). An empty value sets an optional setting to null, and so does
-    ``null`` where the setting is not text.
+    never quotes a secret's value). An empty value, or ``null`` (``~``), sets an optional setting to
+    null, as in the file; a setting that cannot be null takes ``null`` as text.
     """
     shape, optional = _unwrap_optional(kind)
-    if optional and value == "":
+    if optional and (value == "" or value.strip() in _NULL_WORDS):
+        # As `key: null` in the file (SAUTI__SECURITY__PIN_CHECK_KEY_FILE=null: no check values).
         return None
     if _is_text(shape):
         return value
-    if optional and value.strip() in _NULL_WORDS:
-        return None
     if shape in (int, float, bool) or kind is None:
         return value
     try:

@@ -108,6 +108,8 @@ def test_numbers_booleans_nulls_and_lists_from_the_environment():
     assert settings.server.port == 9000  # decimal, not octal
     assert settings.logging.access_log is False and settings.providers.sandbox.port_base == 8700
     assert settings.voice.public_base_url is None  # empty: an optional setting's null
+    # ... and "null" for an optional path, as the benchmark turns check values off (argon2 each time).
+    assert _from_env({"SAUTI__SECURITY__PIN_CHECK_KEY_FILE": "null"}).security.pin_check_key_file is None
     assert settings.payments.fee_plans["free"].monthly_allowance is None
     assert settings.security.trusted_proxies == ["10.0.0.1", "10.0.0.2"]
     assert settings.outbox.backoff_base_s == 2.5
