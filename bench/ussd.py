@@ -220,9 +220,11 @@ def _postgres() -> list[psutil.Process]:
 
 
 def _machine_busy_s() -> float:
-    """CPU seconds every core of this machine spent busy (not idle, not waiting on I/O) since boot."""
+    """CPU seconds every core of this machine spent running something since boot: user and system
+    time and interrupts (not idle, not waiting on I/O, not stolen by the hypervisor; a guest's time
+    is already in user time)."""
     times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
 
 
 @dataclass
