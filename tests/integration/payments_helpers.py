@@ -261,3 +261,18 @@ async def api_client(world: PaymentsWorld, settings: Settings,
         mount(app)
     async with TestClient(TestServer(app)) as client:
         yield client
+
+
+def stk_callback(checkout_id: str, result_code: int = 0, desc: str = "The service request is processed.", *,
+                 amount: Money | int = 0, receipt: str | None = None, phone: str | None = None) -> dict[str, Any]:
+    """An STK callback as Daraja POSTs it to our CallBackURL (the contract, mpesa-daraja.md:
+    CallbackMetadata only when ResultCode is 0), or as a forger could; ``amount`` in whole shillings."""
+    body: dict[str, Any] = {"MerchantRequestID": "29115-34620561-1", "CheckoutRequestID": checkout_id,
+                            "ResultCode": result_code, "ResultDesc": desc}
+    if result_code == 0:
+        shillings = amount.minor // 100 if isinstance(amount, Money) else amount
+        body["CallbackMetadata"] = {"Item": [
+            {"Name": "Amount", "Value": shillings}, {"Name": "MpesaReceiptNumber", "Value": receipt},
+            {"Name": "TransactionDate", "Value": 20261201120000},
+            {"Name": "PhoneNumber", "Value": int((phone or "+254700000000").removeprefix("+"))}]}
+    return {"Body": {"stkCallback": body}}

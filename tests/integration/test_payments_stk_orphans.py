@@ -26,7 +26,7 @@ from payments.payment_store import Payment
 from payments.resolution import Verdict
 from payments.sandbox.outcomes import Outcome
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, payments_world, stk_callback
 
 KES = Currency.KES
 S = PaymentStatus
@@ -68,18 +68,6 @@ async def orphan(world: PaymentsWorld, checkout_id: str, outcome: str, *, within
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"the push's callback is {event} after {within_s}s, not {outcome}")
         await asyncio.sleep(0.03)
-
-
-def stk_callback(checkout_id: str, *, amount: Money, receipt: str, phone: str, result_code: int = 0) -> dict:
-    """An STK callback as Daraja writes it (contract: mpesa-daraja.md), or as a forger could."""
-    callback: dict[str, Any] = {"MerchantRequestID": "29115-34620561-1", "CheckoutRequestID": checkout_id,
-                                "ResultCode": result_code, "ResultDesc": "The service request is processed."}
-    if result_code == 0:
-        callback["CallbackMetadata"] = {"Item": [
-            {"Name": "Amount", "Value": amount.minor // 100}, {"Name": "MpesaReceiptNumber", "Value": receipt},
-            {"Name": "TransactionDate", "Value": 20250101120000},
-            {"Name": "PhoneNumber", "Value": int(phone.removeprefix("+"))}]}
-    return {"Body": {"stkCallback": callback}}
 
 
 async def deliver(world: PaymentsWorld, body: dict) -> None:

@@ -23,7 +23,7 @@ from payments.payment_settings import CALLBACK_STK, STK_ORPHAN_EVENT
 from payments.review import STK_ORPHAN, close_flag, flagged
 from payments.sandbox.outcomes import Outcome
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, payments_world, stk_callback
 
 KES = Currency.KES
 S = PaymentStatus
@@ -40,19 +40,6 @@ async def world(new_database) -> AsyncIterator[PaymentsWorld]:
 async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
     yield
     await world.assert_ledger_ok()
-
-
-def stk_callback(checkout_id: str, code: int, desc: str, *, receipt: str | None = None, amount: int = 0,
-                 phone: str | None = None) -> dict[str, Any]:
-    """What Daraja POSTs to our CallBackURL (the contract: CallbackMetadata only when ResultCode is 0)."""
-    body: dict[str, Any] = {"MerchantRequestID": "29115-34620561-1", "CheckoutRequestID": checkout_id,
-                            "ResultCode": code, "ResultDesc": desc}
-    if code == 0:
-        body["CallbackMetadata"] = {"Item": [
-            {"Name": "Amount", "Value": amount}, {"Name": "MpesaReceiptNumber", "Value": receipt},
-            {"Name": "TransactionDate", "Value": 20261201120000},
-            {"Name": "PhoneNumber", "Value": int((phone or "+254700000000").removeprefix("+"))}]}
-    return {"Body": {"stkCallback": body}}
 
 
 async def post_stk(world: PaymentsWorld, body: dict[str, Any]) -> str:
