@@ -83,6 +83,10 @@ def _unreachable(exc: OSError) -> bool:
     """No server there, or no answer: not a file or a port of ours (`serve` says those itself)."""
     if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
         return True
+    if isinstance(exc, FileNotFoundError) and exc.filename is None:
+        # A Unix socket that is not there (no server in that directory: ``?host=/run/postgresql``);
+        # a file of ours that is missing names itself.
+        return True
     # asyncio tries each address of a name (localhost: ::1 and 127.0.0.1) and raises a bare OSError
     # saying "Multiple exceptions: …" when all of them fail.
     return exc.errno in _NO_ROUTE or (exc.errno is None and str(exc).startswith("Multiple exceptions"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from db.engine import create_engine
 from db.migrate import head_revision
@@ -68,6 +69,8 @@ async def test_a_database_out_of_reach_or_missing_is_an_error_message_not_a_trac
     url = await new_database()
     missing = url.rsplit("/", 1)[0] + "/sauti_no_such_database"
     for where, words in (("postgresql://postgres@127.0.0.1:1/sauti", "cannot reach the database"),
+                         # A Unix socket's directory with no server in it (as the embedded server's URLs name one).
+                         ("postgresql://postgres@/sauti?host=/nonexistent/sauti-sockets", "cannot reach the database"),
                          (missing, "refused")):
         for args in (("db", "current"), ("payment", "show", "K7Q2M9BXA4"), ("outbox", "status")):
             done = sauti(*args, url=where)
@@ -141,12 +144,19 @@ async def test_drop_offs_over_hours_no_clock_can_hold_is_a_usage_error(new_datab
     assert done.exit_code == 0 and "no USSD session ended in the last 8784 h" in done.output, done.output
 
 
+def with_query(url: str, **params: str) -> str:
+    """``url`` with these query parameters added to those it has (the embedded server's ``?host=…``)."""
+    return make_url(url).update_query_dict(params).render_as_string(hide_password=False)
+
+
 async def test_a_password_in_the_urls_query_is_never_shown(new_database):
     url = await new_database()
     secret = "TopSecret123"
-    upgraded = sauti("db", "upgrade", url=f"{url}?password={secret}")
+    # The embedded server's URL names its socket in the query already (?host=…): the password joins it.
+    upgraded = sauti("db", "upgrade", url=with_query(url, password=secret))
     assert upgraded.returncode == 0 and "password=***" in upgraded.stdout, upgraded.stderr
-    missing = url.rsplit("/", 1)[0] + f"/sauti_no_such_database?password={secret}"
+    missing = with_query(make_url(url).set(database="sauti_no_such_database").render_as_string(hide_password=False),
+                         password=secret)
     for done in (upgraded, sauti("payment", "review", url=missing),
                  sauti("serve", "--port", "1", url=f"postgresql://postgres@127.0.0.1:1/x?password={secret}"),
                  sauti("db", "current", url=f"postgresql://postgres:{secret}@h1:1,h2:1/x?sslpassword={secret}")):
