@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -68,12 +69,27 @@ async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRun
     return runner, f"http://{shown_host}:{bound_port}"
 
 
+def _outgoing_ports() -> range:
+    """The ports the kernel gives outgoing connections (Linux's ``ip_local_port_range``)."""
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32_768, 60_999  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port_base(host: str = "127.0.0.1", length: int = 3) -> int:
     """The first of ``length`` consecutive ports free on ``host`` now: a ``port_base`` for
     `start_sandboxes` that other processes can be told (Daraja, Wave and Africa's Talking sit at
-    +0, +1, +2; free ports picked one by one need not be consecutive)."""
+    +0, +1, +2; free ports picked one by one need not be consecutive). Never one the kernel may give
+    an outgoing connection meanwhile (a test's HTTP client, a database connection): a port picked
+    there was taken between the pick and the bind ("address already in use")."""
+    outgoing = _outgoing_ports()
+    below = range(10_000, outgoing.start - length) if outgoing.start - length > 11_000 else range(20_000, 60_000)
     for _ in range(50):
-        base = random.randrange(20_000, 60_000)
+        base = random.randrange(below.start, below.stop)
+        if outgoing.start <= base + length - 1 and base <= outgoing.stop - 1:
+            continue
         try:
             for offset in range(length):
                 with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:

@@ -5,7 +5,6 @@ small helpers to register users, fund wallets and wait for payments to end. Noth
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from gateway.settings import Settings
 from payments.ledger import Ledger
 from payments.orchestrator import Payments
 from payments.payment_store import Payment
+from payments.sandbox.runner import free_port_base
 from payments.states import PaymentStatus
 from tests.ledger_views import LedgerViews
 
@@ -33,9 +33,8 @@ PREVIOUS_SECRET = "e2e-previous-secret-fedcba9876543210"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, outside those the kernel gives outgoing connections (`free_port_base`)."""
+    return free_port_base(length=1)
 
 
 async def until_serving(port: int, process: asyncio.subprocess.Process, within_s: float = 30.0) -> None:
