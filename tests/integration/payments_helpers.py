@@ -226,14 +226,14 @@ async def payments_world(database_url: str, *, sandbox: dict[str, Any] | None = 
         yield PaymentsWorld(engine, ledger, payments, worker, sandboxes, callbacks)
 
 
-def module_world() -> tuple[Any, Any]:
+def module_world(**options: Any) -> tuple[Any, Any]:
     """The fixtures most payments test modules open with, as ``world, ledger_stays_consistent =
-    module_world()``: one `payments_world` on a database of the module's own, and after every test
-    the ledger's invariants checked."""
+    module_world()``: one `payments_world` on a database of the module's own (with ``options``: its
+    sandbox's, its timeouts), and after every test the ledger's invariants checked."""
 
     @pytest.fixture(scope="module")
     async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-        async with payments_world(await new_database()) as running:
+        async with payments_world(await new_database(), **options) as running:
             yield running
 
     @pytest.fixture(autouse=True)
@@ -276,3 +276,8 @@ def stk_callback(checkout_id: str, result_code: int = 0, desc: str = "The servic
             {"Name": "TransactionDate", "Value": 20261201120000},
             {"Name": "PhoneNumber", "Value": int((phone or "+254700000000").removeprefix("+"))}]}
     return {"Body": {"stkCallback": body}}
+
+
+def local(phone: str) -> str:
+    """``+254712345678`` as a customer types it on the phone (an account number, a payer): ``0712345678``."""
+    return "0" + phone.removeprefix("+254")

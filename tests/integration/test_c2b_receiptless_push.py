@@ -28,7 +28,7 @@ from payments.providers.daraja_credentials import NAIROBI
 from payments.reconcile import reconcile
 from payments.sandbox.books import BookEntry
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, local, payments_world
 
 ROOT = Path(__file__).resolve().parents[2]
 KES = Currency.KES
@@ -47,10 +47,6 @@ async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
     yield
     await world.assert_ledger_ok()
 
-
-def local(phone: str) -> str:
-    """``+254712345678`` as a customer types it: ``0712345678``."""
-    return "0" + phone.removeprefix("+254")
 
 
 async def line_of(world: PaymentsWorld, reference: str | None = None, *, account: str | None = None) -> BookEntry:

@@ -31,7 +31,7 @@ from payments.providers.daraja_callbacks import parse_c2b_payment
 from payments.review import OperatorVerdict
 from payments.sandbox.books import BookEntry
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, local, payments_world
 from tests.numbers import unique_digits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,10 +52,6 @@ async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
     yield
     await world.assert_ledger_ok()
 
-
-def local(phone: str) -> str:
-    """``+254712345678`` as a customer types it on the phone: ``0712345678``."""
-    return "0" + phone.removeprefix("+254")
 
 
 async def pay_paybill(world: PaymentsWorld, payer_phone: str, amount: int, account: str) -> int:

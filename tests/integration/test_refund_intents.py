@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -15,15 +14,16 @@ from aiohttp.test_utils import TestClient
 from gateway.intents_api import add_intent_api_routes
 from gateway.payments_api import add_payment_api_routes
 from gateway.settings import Settings
-from payments.api_keys import ApiKeyHasher, create_api_key
 from payments.commands import Channel, SendToWallet
 from payments.identities import Role, User, grant_role
 from payments.money import Currency, Money
 from payments.webhook_endpoints import add_endpoint
 from tests.integration.payments_helpers import PaymentsWorld, api_client, module_world
 
+# The intents API's own helpers: a user's key, and a call with it.
+from tests.integration.test_payment_intents import PEPPER, call, new_key
+
 KES = Currency.KES
-PEPPER = "refund-intents-pepper"
 
 world, ledger_stays_consistent = module_world()
 
@@ -33,22 +33,6 @@ async def client(world: PaymentsWorld) -> AsyncIterator[TestClient]:
     async with api_client(world, Settings.model_validate({"api": {"key_pepper": PEPPER}}),
                           add_intent_api_routes, add_payment_api_routes) as test_client:
         yield test_client
-
-
-async def new_key(world: PaymentsWorld, user: User) -> tuple[str, int]:
-    async with world.engine.begin() as conn:
-        made = await create_api_key(conn, ApiKeyHasher(PEPPER), "test", user_id=user.id)
-    return made.secret, made.key.id
-
-
-async def call(client: TestClient, method: str, path: str, key: str, body: Any = None,
-               idem: str | None = None) -> tuple[int, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    if idem is not None:
-        headers["Idempotency-Key"] = idem
-    data = json.dumps(body).encode() if body is not None else None
-    async with client.request(method, path, data=data, headers=headers) as r:
-        return r.status, await r.json()
 
 
 async def paid_intent(world: PaymentsWorld, client: TestClient,

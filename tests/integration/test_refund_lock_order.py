@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import text
 
 from payments.accounts import AccountKind
@@ -21,22 +19,13 @@ from payments.payment_store import Payment
 from payments.refunds import NotRefundable
 from payments.resolution import Verdict
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, module_world
 
 KES = Currency.KES
 S = PaymentStatus
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    async with payments_world(await new_database(), sandbox={"callback_delay_s": 0.05}) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+world, ledger_stays_consistent = module_world(sandbox={"callback_delay_s": 0.05})
 
 
 async def deposits(world: PaymentsWorld, tag: str, count: int) -> list[Payment]:

@@ -6,8 +6,6 @@ M-Pesa / Wave. (Without catalogs, receipts are `payments.receipts.english_receip
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import pytest
 
@@ -16,22 +14,13 @@ from payments.identities import User
 from payments.money import Currency, Money
 from payments.payment_store import Payment
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, module_world
 
 KES, XOF = Currency.KES, Currency.XOF
 S = PaymentStatus
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    async with payments_world(await new_database(), sandbox={"callback_delay_s": 0.05}) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+world, ledger_stays_consistent = module_world(sandbox={"callback_delay_s": 0.05})
 
 
 def texts_to(world: PaymentsWorld, user: User, about: Payment) -> list[str]:

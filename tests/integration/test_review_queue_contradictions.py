@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,23 +41,14 @@ from tests.integration.ops_helpers import (
     sign_out,
     statements_run,
 )
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, module_world
 
 ROOT = Path(__file__).resolve().parents[2]
 KES = Currency.KES
 S = PaymentStatus
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    async with payments_world(await new_database(), stk_orphan_grace_s=0) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+world, ledger_stays_consistent = module_world(stk_orphan_grace_s=0)
 
 
 client, ops_key = ops_client()

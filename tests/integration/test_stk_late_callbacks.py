@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 
 from payments import payment_store as store
 from payments.commands import Channel, Deposit
@@ -23,23 +21,14 @@ from payments.payment_settings import CALLBACK_STK, STK_ORPHAN_EVENT
 from payments.review import STK_ORPHAN, close_flag, flagged
 from payments.sandbox.outcomes import Outcome
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world, stk_callback
+from tests.integration.payments_helpers import PaymentsWorld, module_world, stk_callback
 
 KES = Currency.KES
 S = PaymentStatus
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    # No grace: a push nobody recorded is confirmed and credited as soon as its success is kept.
-    async with payments_world(await new_database(), stk_orphan_grace_s=0) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+# No grace: a push nobody recorded is confirmed and credited as soon as its success is kept.
+world, ledger_stays_consistent = module_world(stk_orphan_grace_s=0)
 
 
 async def post_stk(world: PaymentsWorld, body: dict[str, Any]) -> str:

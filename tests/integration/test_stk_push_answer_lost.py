@@ -10,11 +10,8 @@ real HTTP to the Daraja and Africa's Talking sandboxes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
-
-import pytest
 
 from payments import outbox
 from payments.commands import Channel, Deposit
@@ -22,25 +19,16 @@ from payments.money import Currency, Money
 from payments.payment_settings import JOB_STK_PUSH
 from payments.provider_jobs import STK_ANSWER_LOST, UNCONFIRMED
 from payments.states import PaymentStatus
-from tests.integration.payments_helpers import PaymentsWorld, payments_world
+from tests.integration.payments_helpers import PaymentsWorld, module_world
 
 KES = Currency.KES
 S = PaymentStatus
 
 
-@pytest.fixture(scope="module")
-async def world(new_database) -> AsyncIterator[PaymentsWorld]:
-    # Daraja answers pushes to numbers ending 904 after 2 s; the client gives up after 1 s (the
-    # review saw it with 5.5 s and 5 s). No grace for pushes nobody recorded: credited at once.
-    async with payments_world(await new_database(), sandbox={"slow_answer_s": 2.0}, daraja_timeout_s=1.0,
-                              stk_orphan_grace_s=0) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-async def ledger_stays_consistent(world: PaymentsWorld) -> AsyncIterator[None]:
-    yield
-    await world.assert_ledger_ok()
+# Daraja answers pushes to numbers ending 904 after 2 s; the client gives up after 1 s (the
+# review saw it with 5.5 s and 5 s). No grace for pushes nobody recorded: credited at once.
+world, ledger_stays_consistent = module_world(sandbox={"slow_answer_s": 2.0}, daraja_timeout_s=1.0,
+                                              stk_orphan_grace_s=0)
 
 
 async def push_job_ended(world: PaymentsWorld, public_id: str, *, within_s: float = 30.0) -> Any:

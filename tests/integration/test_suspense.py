@@ -46,7 +46,7 @@ from tests.integration.ops_helpers import (
     sign_out,
     statements_run,
 )
-from tests.integration.payments_helpers import PaymentsWorld, module_world
+from tests.integration.payments_helpers import PaymentsWorld, local, module_world
 from tests.numbers import unique_digits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,10 +55,6 @@ S = PaymentStatus
 
 world, ledger_stays_consistent = module_world()
 client, ops_key = ops_client()
-
-
-def local(phone: str) -> str:
-    return "0" + phone.removeprefix("+254")
 
 
 async def park(world: PaymentsWorld, amount: int, account: str = "0799-WRONG") -> tuple[str, str]:
