@@ -143,21 +143,30 @@ class ProviderResults:
             return await self._stk_not_final(payment, callback, summary)
         if payment is None:
             return await self.orphans.record(callback)
-        event: Event = (MPESA, callback.checkout_request_id, _stk_event_kind(callback.result_code), summary)
-        if payment.status.is_final:
-            return await self._stk_after_final(payment, callback, event)
-        if callback.succeeded:
-            if callback.amount is not None and callback.amount != payment.amount:
-                await self.resolver.flag(payment.public_id, f"STK callback amount {callback.amount} differs")
-                return "amount_mismatch"
+        if callback.succeeded and callback.amount is not None and callback.amount != payment.amount:
+            # Final or not: M-Pesa took an amount we did not ask for.
+            await self.resolver.flag(payment.public_id, f"STK callback amount {callback.amount} differs "
+                                     f"(receipt {callback.receipt}) while {payment.status}", even_if_final=True)
+            return "amount_mismatch"
+        if not callback.succeeded:
+            outcome = daraja_failure(callback.result_code, callback.result_desc, "stk_callback")
+        elif payment.status.is_final:
+            # A deposit already final (by an earlier callback, recovery's STK query or an operator)
+            # is never examined again, so no STK query first: this is the last word anyone hears, and
+            # `Resolver.apply` moves nothing on it. A success on a failed deposit is flagged
+            # (``contradiction``, with the receipt) for a person, who books the receipt from the
+            # statement; on a succeeded one its receipt is kept if it had none (credited by STK
+            # query), so that no booking by hand credits it again. A failure on a succeeded one is
+            # flagged too (we credited money M-Pesa says it never took).
+            outcome = Verdict(True, "stk_callback", refs={"receipt": callback.receipt})
+        else:
             outcome = await self._confirm_stk(payment, callback)
             if outcome is None:
                 return "unconfirmed"
-        else:
-            outcome = daraja_failure(callback.result_code, callback.result_desc, "stk_callback")
-        _, changed = await self.resolver.apply(payment.public_id, outcome, event=event)
+        event: Event = (MPESA, callback.checkout_request_id, _stk_event_kind(callback.result_code), summary)
+        applied, changed = await self.resolver.apply(payment.public_id, outcome, event=event)
         if not changed:
-            return "duplicate"
+            return _unchanged(payment, applied)
         return "credited" if outcome.succeeded else "failed"
 
     async def _stk_not_final(self, payment: Payment | None, callback: StkCallback, summary: Mapping[str, Any]) -> str:
@@ -172,29 +181,6 @@ class ProviderResults:
         log.info("STK callback %s (%s) for payment %s: not an answer; left open", callback.result_code,
                  callback.result_desc[:80], payment.public_id if payment is not None else "(none yet)")
         return "pending"
-
-    async def _stk_after_final(self, payment: Payment, callback: StkCallback, event: Event) -> str:
-        """A callback for a deposit already final (by an earlier callback, recovery's STK query or
-        an operator), through `Resolver.apply` all the same, never asking the STK query first (a
-        final deposit is never examined again: this is the last word anyone will hear):
-
-        - a success on a failed deposit: M-Pesa took the money of a deposit we called failed.
-          Nothing is credited on an unsigned word; the deposit is flagged (``contradiction``, with
-          the receipt) for a person, who books the receipt from the statement (README, Operators).
-        - a success on a succeeded one: its receipt is kept if the deposit had none (credited by
-          STK query), so that no booking by hand credits it again; flagged if one did already.
-        - a failure on a succeeded one: flagged too (we credited money M-Pesa says it never took).
-        """
-        if callback.succeeded:
-            if callback.amount is not None and callback.amount != payment.amount:
-                await self.resolver.flag(payment.public_id, f"STK callback amount {callback.amount} differs "
-                                         f"(receipt {callback.receipt}) while {payment.status}", even_if_final=True)
-                return "amount_mismatch"
-            outcome = Verdict(True, "stk_callback", refs={"receipt": callback.receipt})
-        else:
-            outcome = daraja_failure(callback.result_code, callback.result_desc, "stk_callback")
-        applied, _ = await self.resolver.apply(payment.public_id, outcome, event=event)
-        return _unchanged(payment, applied)
 
     async def _confirm_stk(self, payment: Payment, callback: StkCallback) -> Verdict | None:
         refs = {"receipt": callback.receipt}
