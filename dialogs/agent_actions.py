@@ -21,6 +21,7 @@ from typing import Any
 
 from dialogs.catalog import Catalogs
 from dialogs.display import clock_text, money_text, phone_text
+from dialogs.paged_lists import first_page, turn
 from dialogs.render import list_page
 from dialogs.steps import ActionSpec, Invalid, Step, Validator
 from payments.agent_commands import (
@@ -165,42 +166,31 @@ class AgentActions:
                           width=_NAME_IN_LIST)
         step.values.update(requests=shown, _picks=picks, _next=next_before)
 
-    async def _turn(self, step: Step, pages: list[int | None]) -> str:
-        """Show the page starting at ``pages[-1]`` (``pages``: where each page up to it starts), or
-        the first again if that one was served meanwhile: ``more``, or ``empty`` when none is left."""
-        kind = _KINDS[step.args["kind"]]
-        page = await self.agents.pending_for_agent(step.user_id, kind, limit=PAGE, before=pages[-1])
-        if not page.lines and pages[-1] is not None:
-            pages = [None]
-            page = await self.agents.pending_for_agent(step.user_id, kind, limit=PAGE)
+    async def _load_page(self, step: Step, before: int | None) -> bool:
+        """The page of the agent's requests of one kind from before request ``before``; False when
+        there are none (left)."""
+        page = await self.agents.pending_for_agent(step.user_id, _KINDS[step.args["kind"]], limit=PAGE, before=before)
         if not page.lines:
-            return "empty"
+            return False
         self._show_page(step, page.lines, page.next_before)
-        step.values["_pages"] = pages
-        return "more"
+        return True
 
     async def requests(self, step: Step) -> str:
         """The first page of the agent's requests of one kind."""
         try:
-            page = await self.agents.pending_for_agent(step.user_id, _KINDS[step.args["kind"]], limit=PAGE)
+            shown = await first_page(step.values, "_pages", lambda before: self._load_page(step, before))
         except NotAnAgent:
             step.say("err.not_agent")
             return "refused"
-        if not page.lines:
-            return "empty"
-        self._show_page(step, page.lines, page.next_before)
-        step.values["_pages"] = [None]
-        return "ok"
+        return "ok" if shown else "empty"
 
     async def choose(self, step: Step) -> str:
         """A line picked (its request's details on the confirmation), ``98``: the next page, or
         ``0``: the page before (``back`` from the first: the agent's menu)."""
         typed = step.values.pop("pick", "")
-        pages = list(step.values.get("_pages") or [None])
-        if typed == "98" and step.values.get("_next") is not None:
-            return await self._turn(step, [*pages, step.values["_next"]])
-        if typed == "0":
-            return await self._turn(step, pages[:-1]) if len(pages) > 1 else "back"
+        turned = await turn(step.values, "_pages", "_next", typed, lambda before: self._load_page(step, before))
+        if turned is not None:
+            return turned
         picks = step.values.get("_picks") or []
         if not (typed.isdigit() and 1 <= int(typed) <= len(picks)):
             step.say("note.invalid_choice")

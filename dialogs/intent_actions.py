@@ -18,6 +18,7 @@ from typing import Any
 from dialogs.catalog import Catalogs
 from dialogs.customer_actions import CustomerActions, channel_fields, payment_refused
 from dialogs.display import money_text, phone_text
+from dialogs.paged_lists import first_page, turn
 from dialogs.render import list_page
 from dialogs.steps import ActionSpec, Step
 from payments.commands import PaymentKind
@@ -109,33 +110,19 @@ class IntentActions:
         self._show_page(step, page, page[-1].intent.id if len(views) > PAGE else None)
         return True
 
-    async def _turn(self, step: Step, pages: list[int | None]) -> str:
-        """Show the page starting at ``pages[-1]`` (``pages``: where each page up to it starts), or
-        the first again if that one ended meanwhile (paid, cancelled, expired): ``more``, or
-        ``empty`` when none is left."""
-        if not await self._load_page(step, pages[-1]):
-            if pages[-1] is None or not await self._load_page(step, None):
-                return "empty"
-            pages = [None]
-        step.values["_intent_pages"] = pages
-        return "more"
-
     async def requests(self, step: Step) -> str:
         """The first page of what the caller is asked to pay."""
-        if not await self._load_page(step, None):
-            return "empty"
-        step.values["_intent_pages"] = [None]
-        return "ok"
+        shown = await first_page(step.values, "_intent_pages", lambda before: self._load_page(step, before))
+        return "ok" if shown else "empty"
 
     async def choose(self, step: Step) -> str:
         """A line picked (the intent's merchant, amount and description for its confirmation),
         ``98``: the next page, or ``0``: the page before (``back`` from the first: the menu)."""
         typed = step.values.pop("pick", "")
-        pages = list(step.values.get("_intent_pages") or [None])
-        if typed == "98" and step.values.get("_intent_next") is not None:
-            return await self._turn(step, [*pages, step.values["_intent_next"]])
-        if typed == "0":
-            return await self._turn(step, pages[:-1]) if len(pages) > 1 else "back"
+        turned = await turn(step.values, "_intent_pages", "_intent_next", typed,
+                            lambda before: self._load_page(step, before))
+        if turned is not None:
+            return turned
         picks = step.values.get("_intent_picks") or []
         if not (typed.isdigit() and 1 <= int(typed) <= len(picks)):
             step.say("note.invalid_choice")
