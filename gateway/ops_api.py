@@ -59,8 +59,9 @@ from payments.identities import User, find_user_by_phone
 from payments.money import Money
 from payments.outbox import Job
 from payments.payment_json import amounts, iso
-from payments.payment_records import Listed, PaymentFilter, PaymentRecord, review_reason, search_payments
+from payments.payment_records import Listed, PaymentFilter, PaymentRecord, search_payments
 from payments.phones import InvalidPhoneNumber, parse_msisdn
+from payments.review_flags import review_reason
 from payments.suspense import Parked
 
 PATH = "/v1/ops"

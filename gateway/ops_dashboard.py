@@ -49,10 +49,11 @@ from payments.api_keys import verify_api_key
 from payments.errors import InvalidRequest, PaymentsError
 from payments.money import Currency, Money
 from payments.operator_sessions import OperatorSession, close_session, find_session, open_session
-from payments.payment_records import review_reason, search_payments
+from payments.payment_records import search_payments
 from payments.payment_store import Payment
 from payments.reconcile_report import PROBLEMS, TITLES, ReconcileReport
 from payments.refunds import refusal, rests_on_operator
+from payments.review_flags import review_reason
 
 PATH = DASHBOARD_PATH
 COOKIE = "sauti_ops"

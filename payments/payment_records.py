@@ -30,7 +30,7 @@ from payments.money import Currency, Money
 from payments.outbox import DEFAULT_MAX_ATTEMPTS, Job, jobs_of_payment
 from payments.payment_store import Payment, PaymentEvent
 from payments.phones import InvalidPhoneNumber, parse_msisdn
-from payments.review_flags import review_reason as flag_reason
+from payments.review_flags import review_reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +60,6 @@ class PaymentFilter:
                 object.__setattr__(self, "phone", parse_msisdn(self.phone))
             except InvalidPhoneNumber as exc:
                 raise InvalidRequest(str(exc)) from None
-
-
-def review_reason(payment: Payment) -> str | None:
-    """Why the payment waits for a person (`payments.review`), or None: an open one's verdict, or a
-    final one a provider's late word contradicts (`payments.review_flags`)."""
-    return flag_reason(payment)
 
 
 @dataclass(frozen=True, slots=True)

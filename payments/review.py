@@ -105,12 +105,10 @@ class OperatorVerdict:
     def __post_init__(self) -> None:
         if not isinstance(self.payment_id, str) or not self.payment_id.strip():
             raise InvalidRequest("name the payment")
-        # Printable only: both go into the payment's history (jsonb: no NUL, no lone surrogate).
-        if not isinstance(self.reason, str) or not self.reason.strip() or len(self.reason) > REASON_MAX \
-                or not self.reason.isprintable():
+        if not _said(self.reason, REASON_MAX):
             raise InvalidRequest(f"say why, from the provider's statement (1 to {REASON_MAX} printable "
                                  "characters)")
-        if not isinstance(self.decided_by, str) or not self.decided_by.strip() or not self.decided_by.isprintable():
+        if not _said(self.decided_by):
             raise InvalidRequest("say who decides")
         receipt = self.receipt.strip() if isinstance(self.receipt, str) else None
         if self.succeeded and not receipt:
@@ -203,11 +201,19 @@ async def close_flag(engine: AsyncEngine, subject: str, reason: str, closed_by: 
 
 
 def _closing(reason: object, closed_by: object) -> tuple[str, str]:
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX or not reason.isprintable():
+    if not _said(reason, REASON_MAX):
         raise InvalidRequest(f"say how it was settled (1 to {REASON_MAX} printable characters)")
-    if not isinstance(closed_by, str) or not closed_by.strip() or not closed_by.isprintable():
+    if not _said(closed_by):
         raise InvalidRequest("say who closes it")
-    return reason.strip(), closed_by.strip()
+    return str(reason).strip(), str(closed_by).strip()
+
+
+def _said(text: object, most: int | None = None) -> bool:
+    """Whether an operator's words (why, who) are text with something in it, printable only (they go
+    into the payment's history and the audit log: jsonb holds no NUL, no lone surrogate), and at
+    most ``most`` characters."""
+    return (isinstance(text, str) and bool(text.strip()) and text.isprintable()
+            and (most is None or len(text) <= most))
 
 
 async def _close_contradiction(conn: AsyncConnection, found: Payment, why: str, who: str) -> Flagged:

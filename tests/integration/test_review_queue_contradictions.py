@@ -26,11 +26,12 @@ from payments import payment_store as store
 from payments.accounts import AccountKind
 from payments.commands import Channel, Withdraw
 from payments.money import Currency, Money
-from payments.payment_records import PaymentFilter, review_reason, search_payments
+from payments.payment_records import PaymentFilter, search_payments
 from payments.payment_settings import CALLBACK_STK, JOB_STK_ORPHAN, STK_ORPHAN_EVENT
 from payments.payment_store import Payment
 from payments.resolution import Verdict
 from payments.review import STK_ORPHAN, NotDecidable, OperatorVerdict, UnknownPayment, close_flag, flagged
+from payments.review_flags import review_reason
 from payments.sandbox.outcomes import Outcome
 from payments.states import PaymentStatus
 from tests.integration.ops_helpers import (
