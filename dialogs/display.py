@@ -15,8 +15,7 @@ import phonenumbers
 from payments.accounts import StatementLine
 from payments.local_time import local_zone
 from payments.money import Currency, Money
-
-_PROVIDERS = {"mpesa": "M-Pesa", "wave": "Wave"}
+from payments.payment_settings import PROVIDER_NAMES
 
 
 def money_text(amount: Money) -> str:
@@ -39,7 +38,7 @@ def phone_text(msisdn: str) -> str:
 
 
 def provider_name(provider: str) -> str:
-    return _PROVIDERS.get(provider, provider)
+    return PROVIDER_NAMES.get(provider, provider)
 
 
 def statement_line(line: StatementLine, msisdn: str) -> str:

@@ -15,6 +15,8 @@ from payments.providers.sms import SmsSender
 from payments.providers.wave import WaveClient
 
 MPESA, WAVE = "mpesa", "wave"
+#: The providers as their customers know them (receipts, screens).
+PROVIDER_NAMES = MappingProxyType({MPESA: "M-Pesa", WAVE: "Wave"})
 #: Which provider pays out (and collects) each currency.
 PROVIDER_FOR: Mapping[Currency, str] = MappingProxyType({Currency.KES: MPESA, Currency.XOF: WAVE})
 #: Outbox job kinds, one per external effect.

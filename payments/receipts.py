@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 
 from payments.money import Money
+from payments.payment_settings import PROVIDER_NAMES
 from payments.states import PaymentStatus
 
 
@@ -119,7 +120,7 @@ def english_receipt(receipt: Receipt) -> str:
             return (f"{r.reference} Confirmed. Payment {r.original} reversed: {r.amount} returned to your "
                     f"wallet.{balance}")
         case "deposit_reversed":
-            where = {"mpesa": "M-Pesa", "wave": "Wave"}.get(r.provider or "", "mobile money")
+            where = PROVIDER_NAMES.get(r.provider or "", "mobile money")
             return (f"{r.reference} Confirmed. Deposit {r.original} of {r.amount} reversed: the money went back "
                     f"to your {where} account.{balance}")
         case "reversed":

@@ -66,6 +66,10 @@ DEFAULT_SESSION_TTL = timedelta(minutes=30)
 EXPIRY_GRACE = timedelta(minutes=2)
 
 
+#: What the payer reads of a deposit whose link expired unpaid.
+LINK_EXPIRED = "The Wave payment link expired; nothing was taken."
+
+
 class SessionStillOpen(Exception):
     """Wave took the request to expire a session and still calls it open: the job is retried."""
 
@@ -92,7 +96,7 @@ def checkout_verdict(session: CheckoutSession, cause: str) -> Verdict | None:
         error = session.last_payment_error
         details = {"checkout_status": session.checkout_status.value}
         if error is None:
-            return Verdict(False, cause, "expired", "The Wave payment link expired; nothing was taken.", details)
+            return Verdict(False, cause, "expired", LINK_EXPIRED, details)
         # The last attempt's reason is the most useful one (not enough money, a blocked account).
         return Verdict(False, cause, error.code, f"{error.message} The Wave payment link has expired."[:200],
                        details)
@@ -210,7 +214,7 @@ class WaveDeposits:
             if session.checkout_status is CheckoutStatus.OPEN and past_deadline(session, datetime.now(UTC),
                                                                                 payment.created_at):
                 await self._end(payment, Verdict(False, "recovery", "expired",
-                                                 "The Wave payment link expired; nothing was taken."))
+                                                 LINK_EXPIRED))
             return "open"
         if payment.status is S.CREATED and job_parked:
             # The checkout job gave up: Wave may have made a session whose answer was lost.
@@ -276,7 +280,7 @@ class WaveDeposits:
             raise PermanentJobError("a complete session that is not paid")
         payload = job.payload
         ending = Verdict(False, str(payload.get("cause") or "wave_expired"), payload.get("error_code") or "expired",
-                         payload.get("error_message") or "The Wave payment link expired; nothing was taken.",
+                         payload.get("error_message") or LINK_EXPIRED,
                          {**(payload.get("details") or {}), "expired_sessions": ids})
 
         async def same_sessions(conn: AsyncConnection, locked: Payment) -> None:
