@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.keys import DB_ENGINE, PAYMENTS, SETTINGS
 from gateway.payments_resources import PAYMENTS_RUNTIME
@@ -90,10 +91,29 @@ async def refund(app: web.Application, key: ApiKey, id_or_reference: str, *, rea
 
 async def retry_job(app: web.Application, key: ApiKey, job_id: int) -> bool:
     """Run a parked outbox job again, with a fresh set of attempts, audited; False if it is not parked."""
-    if not await outbox.retry_parked(app[DB_ENGINE], job_id):
-        return False
-    async with app[DB_ENGINE].begin() as conn:
-        await audit(conn, actor=key.actor, action="outbox.retry", subject=f"outbox_job:{job_id}")
+    return await retry_outbox_job(app[DB_ENGINE], job_id, key.actor)
+
+
+async def retry_outbox_job(engine: AsyncEngine, job_id: int, actor: str, reason: str = "") -> bool:
+    """An operator runs a parked outbox job again (the API, `sauti outbox retry`): the job and its
+    audit line (``outbox.retry``) in one transaction, both or neither. False if it is not parked."""
+    async with engine.begin() as conn:
+        if not await outbox.retry_parked_in(conn, job_id):
+            return False
+        await audit(conn, actor=actor, action="outbox.retry", subject=f"outbox_job:{job_id}",
+                    details={"reason": reason} if reason else None)
+    return True
+
+
+async def park_outbox_job(engine: AsyncEngine, job_id: int, actor: str, reason: str) -> bool:
+    """An operator stops a pending outbox job (`sauti outbox park`): parked, and audited
+    (``outbox.park``), in one transaction. False if it is neither pending nor left by a dead worker;
+    `outbox.JobRunning` while a worker runs it."""
+    async with engine.begin() as conn:
+        if not await outbox.park_in(conn, job_id, f"parked by an operator: {reason}"):
+            return False
+        await audit(conn, actor=actor, action="outbox.park", subject=f"outbox_job:{job_id}",
+                    details={"reason": reason})
     return True
 
 

@@ -23,12 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.migrate import upgrade
 from gateway.commands.database_work import run_with_database
 from gateway.commands.payment_operator import operator_name
+from gateway.ops_actions import park_outbox_job, retry_outbox_job
 from gateway.payments_resources import ProvidersUnavailable, open_payments
 from gateway.resources import build_ledger
 from gateway.settings import Settings
 from gateway.worker_resources import build_workers, default_handlers
 from payments import outbox
-from payments.identities import audit
 from payments.worker import Handler
 
 #: An outbox job's id: a PostgreSQL bigint.
@@ -131,15 +131,7 @@ def outbox_retry(ctx: click.Context, job_id: int, reason: str | None, by: str) -
     who = _operator(by)
     why = (reason or "").strip()
 
-    async def work(engine: AsyncEngine) -> bool:
-        async with engine.begin() as conn:  # the job and its audit line: both or neither
-            if not await outbox.retry_parked_in(conn, job_id):
-                return False
-            await audit(conn, actor=who, action="outbox.retry", subject=f"outbox_job:{job_id}",
-                        details={"reason": why} if why else None)
-        return True
-
-    if not run_with_database(_settings(ctx), work):
+    if not run_with_database(_settings(ctx), lambda engine: retry_outbox_job(engine, job_id, who, why)):
         raise click.ClickException(f"job {job_id} is not parked")
     click.echo(f"job {job_id} is pending again")
 
@@ -157,16 +149,8 @@ def outbox_park(ctx: click.Context, job_id: int, reason: str, by: str) -> None:
     if not why:
         raise click.ClickException("say why (--reason)")
 
-    async def work(engine: AsyncEngine) -> bool:
-        async with engine.begin() as conn:  # the job and its audit line: both or neither
-            if not await outbox.park_in(conn, job_id, f"parked by an operator: {why}"):
-                return False
-            await audit(conn, actor=who, action="outbox.park", subject=f"outbox_job:{job_id}",
-                        details={"reason": why})
-        return True
-
     try:
-        parked = run_with_database(_settings(ctx), work)
+        parked = run_with_database(_settings(ctx), lambda engine: park_outbox_job(engine, job_id, who, why))
     except outbox.JobRunning as exc:
         raise click.ClickException(str(exc)) from None
     if not parked:
